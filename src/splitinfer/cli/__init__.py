@@ -1,0 +1,77 @@
+"""The ``splitinfer`` command. Thin: every command is a call into the library.
+
+Each command group lives in its own module and registers itself on ``app``;
+this module only turns :class:`SplitinferError` into one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+import typer
+
+from splitinfer.cli import _common
+from splitinfer.errors import SplitinferError
+
+app = typer.Typer(
+    name="splitinfer",
+    help=(
+        "Split deep neural network inference across devices and run it there.\n\n"
+        "The loop: inspect -> split -> profile -> plan -> run -> measure -> report. "
+        "Start with `splitinfer demo`, or `splitinfer zoo build resnet18 -o r18.onnx` "
+        "then `splitinfer inspect r18.onnx`."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+) -> None:
+    _common.DEBUG = debug
+
+
+def _register_all() -> None:
+    # Imported here so a broken optional group cannot break `--help` of the others.
+    from splitinfer.cli import graph_cmds, plan_cmds, profile_cmds, runtime_cmds, zoo_cmds
+
+    for module in (graph_cmds, zoo_cmds, plan_cmds, profile_cmds, runtime_cmds):
+        module.register(app)
+
+
+_register_all()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, map known errors to one line and exit code 2."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        rv = app(args=args, prog_name="splitinfer", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except SplitinferError as e:
+        if debug:
+            traceback.print_exc()
+        _common.err_console.print(f"[bold red]error:[/] {e.line()}", highlight=False)
+        return 2
+    except click.exceptions.Abort:
+        _common.err_console.print("aborted")
+        return 130
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except KeyboardInterrupt:
+        _common.err_console.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""The cluster: devices and links a plan may use, read from ``cluster.yaml``.
+
+Example::
+
+    schema: 1
+    backend: local          # local (emulated continuum) | workers | ray
+    source: camera          # where the input appears (default: first device)
+    sink: camera            # where the result must arrive (default: source; none = anywhere)
+    devices:
+      - {name: camera, threads: 1, slowdown: 8}
+      - {name: edge, slowdown: 2}
+      - {name: cloud, address: "tcp://10.0.0.7:5555", providers: [CUDAExecutionProvider]}
+    links:
+      - {from: camera, to: edge, bandwidth: 20Mbit/s, latency: 5ms}
+      - {from: edge, to: cloud, measure: true}
+
+A link applies in both directions unless ``symmetric: false`` or the reverse
+pair is listed too. Pairs with no link are not connected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+import yaml
+
+from splitinfer.errors import ClusterError, SchemaError, SplitinferError
+from splitinfer.units import parse_rate_bps, parse_size_bytes, parse_time_s
+
+CLUSTER_SCHEMA = 1
+Quantity = str | float | int
+
+
+class Power(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Power figures for energy planning."""
+
+    busy_w: float = 0.0  # drawn while computing
+    idle_w: float = 0.0  # drawn while waiting
+    radio_w: float = 0.0  # drawn while sending or receiving
+    radio_j_per_byte: float = 0.0  # alternative radio model: energy per byte moved
+    battery: bool = False  # count this device in the energy objective
+
+
+class Device(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A place that executes: a worker with its providers and threads."""
+
+    name: str
+    address: str = "local"  # 'local' = spawned on this machine, else tcp://host:port
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    threads: int = 0  # intra-op threads; 0 = ONNX Runtime's default
+    memory_bytes: int | None = None  # capacity for planning; None = unlimited
+    slowdown: float = 1.0  # emulation: wait (slowdown-1) x compute after each run
+    power: Power | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.address == "local"
+
+
+class Link(msgspec.Struct, frozen=True):
+    """An ordered pair of devices. ``measure`` links get numbers from probing."""
+
+    src: str
+    dst: str
+    bandwidth_bps: float | None = None
+    latency_s: float | None = None
+    measure: bool = False
+
+
+class _RawDevice(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    address: str = "local"
+    providers: list[str] = msgspec.field(default_factory=lambda: ["CPUExecutionProvider"])
+    threads: int = 0
+    memory: Quantity | None = None
+    slowdown: float = 1.0
+    power: Power | None = None
+
+
+class _RawLink(msgspec.Struct, forbid_unknown_fields=True, rename={"src": "from", "dst": "to"}):
+    src: str
+    dst: str
+    bandwidth: Quantity | None = None
+    latency: Quantity | None = None
+    measure: bool = False
+    symmetric: bool = True
+
+
+class _RawCluster(msgspec.Struct, forbid_unknown_fields=True):
+    devices: list[_RawDevice]
+    schema: int = CLUSTER_SCHEMA
+    backend: Literal["local", "workers", "ray"] = "local"
+    address: str | None = None  # Ray address for backend: ray
+    source: str | None = None
+    sink: str | None = None
+    links: list[_RawLink] = msgspec.field(default_factory=list)
+    token_file: str | None = None
+
+
+class Cluster(msgspec.Struct, frozen=True):
+    """Devices, links, source and sink. ``sink is None`` = result stays where computed."""
+
+    devices: tuple[Device, ...]
+    links: tuple[Link, ...]
+    source: str
+    sink: str | None
+    backend: str = "local"
+    address: str | None = None
+    token_file: str | None = None
+
+    def device(self, name: str) -> Device:
+        for d in self.devices:
+            if d.name == name:
+                return d
+        raise ClusterError(
+            f"unknown device {name!r}",
+            f"use one of the cluster's devices: {', '.join(self.device_names)}",
+        )
+
+    @property
+    def device_names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.devices)
+
+    def link(self, src: str, dst: str) -> Link | None:
+        for link in self.links:
+            if link.src == src and link.dst == dst:
+                return link
+        return None
+
+
+def _build_links(raw: list[_RawLink], names: set[str]) -> tuple[Link, ...]:
+    explicit = {(r.src, r.dst) for r in raw}
+    links: dict[tuple[str, str], Link] = {}
+    for r in raw:
+        for end in (r.src, r.dst):
+            if end not in names:
+                raise ClusterError(
+                    f"link {r.src}->{r.dst} names unknown device {end!r}",
+                    f"declare it under devices or use one of: {', '.join(sorted(names))}",
+                )
+        if r.src == r.dst:
+            raise ClusterError(f"link {r.src}->{r.dst} connects a device to itself",
+                               "remove it: a device needs no link to itself")
+        if not r.measure and (r.bandwidth is None or r.latency is None):
+            raise ClusterError(
+                f"link {r.src}->{r.dst} has no bandwidth or latency",
+                "give both (e.g. bandwidth: 20Mbit/s, latency: 5ms) or set measure: true",
+            )
+        try:
+            bw = None if r.bandwidth is None else parse_rate_bps(r.bandwidth)
+            lat = None if r.latency is None else parse_time_s(r.latency)
+        except SplitinferError as e:
+            raise ClusterError(f"link {r.src}->{r.dst}: {e.problem}", e.fix) from None
+        if bw is not None and bw <= 0:
+            raise ClusterError(f"link {r.src}->{r.dst} has zero bandwidth",
+                               "give a positive bandwidth, or remove the link if not connected")
+        links[(r.src, r.dst)] = Link(r.src, r.dst, bw, lat, r.measure)
+        if r.symmetric and (r.dst, r.src) not in explicit:
+            links[(r.dst, r.src)] = Link(r.dst, r.src, bw, lat, r.measure)
+    return tuple(links.values())
+
+
+def parse_cluster(data: object) -> Cluster:
+    """Validate a decoded cluster document (a dict) and build a :class:`Cluster`."""
+    if isinstance(data, dict) and data.get("schema", CLUSTER_SCHEMA) != CLUSTER_SCHEMA:
+        raise SchemaError(
+            f"cluster file has schema {data.get('schema')!r}, this splitinfer reads {CLUSTER_SCHEMA}",
+            "upgrade splitinfer or rewrite the file for this version",
+        )
+    try:
+        raw = msgspec.convert(data, _RawCluster)
+    except msgspec.ValidationError as e:
+        raise ClusterError(f"invalid cluster: {e}", "fix that field (see `splitinfer --help`)") from None
+    if not raw.devices:
+        raise ClusterError("cluster has no devices", "list at least one device under devices:")
+    names = [d.name for d in raw.devices]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ClusterError(f"device names repeat: {', '.join(dupes)}", "give each device its own name")
+    devices = []
+    for d in raw.devices:
+        if d.slowdown < 1:
+            raise ClusterError(f"device {d.name!r} has slowdown {d.slowdown} < 1",
+                               "emulation only adds time: use slowdown >= 1")
+        if d.threads < 0:
+            raise ClusterError(f"device {d.name!r} has negative threads", "use 0 (default) or more")
+        try:
+            memory = None if d.memory is None else parse_size_bytes(d.memory)
+        except SplitinferError as e:
+            raise ClusterError(f"device {d.name!r}: {e.problem}", e.fix) from None
+        devices.append(Device(d.name, d.address, tuple(d.providers), d.threads, memory,
+                              d.slowdown, d.power))
+    source = raw.source or names[0]
+    sink: str | None = source if raw.sink is None else (None if raw.sink == "none" else raw.sink)
+    for role, name in (("source", source), ("sink", sink)):
+        if name is not None and name not in names:
+            raise ClusterError(f"{role} {name!r} is not a device",
+                               f"use one of: {', '.join(names)}")
+    if raw.backend == "ray" and not raw.address:
+        raise ClusterError("backend: ray needs an address", "add address: auto (or ray://host:port)")
+    return Cluster(tuple(devices), _build_links(raw.links, set(names)), source, sink,
+                   raw.backend, raw.address, raw.token_file)
+
+
+def load_cluster(path: str | Path) -> Cluster:
+    """Read and validate ``cluster.yaml``."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ClusterError(f"cannot read cluster file {p}: {e.strerror}",
+                           "check the path (see `splitinfer demo` for an example file)") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ClusterError(f"{p} is not valid YAML: {str(e).splitlines()[0]}",
+                           "fix the YAML syntax") from None
+    return parse_cluster(data)
+
+
+def dump_cluster(cluster: Cluster) -> str:
+    """YAML text that :func:`load_cluster` reads back to an equal cluster."""
+    devices = []
+    for d in cluster.devices:
+        entry: dict[str, object] = {"name": d.name}
+        if d.address != "local":
+            entry["address"] = d.address
+        if d.providers != ("CPUExecutionProvider",):
+            entry["providers"] = list(d.providers)
+        if d.threads:
+            entry["threads"] = d.threads
+        if d.memory_bytes is not None:
+            entry["memory"] = d.memory_bytes
+        if d.slowdown != 1.0:
+            entry["slowdown"] = d.slowdown
+        if d.power is not None:
+            entry["power"] = msgspec.to_builtins(d.power)
+        devices.append(entry)
+    links = []
+    for link in cluster.links:
+        entry = {"from": link.src, "to": link.dst, "symmetric": False}
+        if link.measure:
+            entry["measure"] = True
+        if link.bandwidth_bps is not None:
+            entry["bandwidth"] = link.bandwidth_bps
+        if link.latency_s is not None:
+            entry["latency"] = link.latency_s
+        links.append(entry)
+    doc: dict[str, object] = {"schema": CLUSTER_SCHEMA, "backend": cluster.backend}
+    if cluster.address:
+        doc["address"] = cluster.address
+    doc["source"] = cluster.source
+    doc["sink"] = cluster.sink if cluster.sink is not None else "none"
+    if cluster.token_file:
+        doc["token_file"] = cluster.token_file
+    doc["devices"] = devices
+    doc["links"] = links
+    header = "# splitinfer cluster: bandwidth in bytes/s, latency in s (units like 20Mbit/s, 5ms work too)\n"
+    return header + yaml.safe_dump(doc, sort_keys=False)

@@ -1,0 +1,72 @@
+"""One exception hierarchy for everything splitinfer raises on purpose.
+
+Every error carries the *problem* and the *fix*, so the CLI can print one
+line that tells the user what went wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class SplitinferError(Exception):
+    """Base class. ``str(err)`` is one line: the problem, then the fix."""
+
+    def __init__(self, problem: str, fix: str | None = None) -> None:
+        self.problem = problem
+        self.fix = fix
+        super().__init__(self.line())
+
+    def line(self) -> str:
+        problem = self.problem.rstrip(".")
+        return f"{problem}. {self.fix}" if self.fix else f"{problem}."
+
+
+class ModelError(SplitinferError):
+    """The model file or proto cannot be loaded or is not valid ONNX."""
+
+
+class ShapeError(ModelError):
+    """Input shapes are missing, dynamic without a value, or contradict the model."""
+
+
+class CutError(SplitinferError):
+    """A requested cut does not exist or does not separate the graph."""
+
+
+class VerifyError(SplitinferError):
+    """Partitions do not reproduce the whole model."""
+
+
+class SchemaError(SplitinferError):
+    """A splitinfer file (profile, plan, manifest, cluster) is malformed or of another version."""
+
+
+class ClusterError(SplitinferError):
+    """cluster.yaml names unknown devices, bad links or impossible settings."""
+
+
+class ProfileError(SplitinferError):
+    """A profile is inconsistent: missing blocks, negative or NaN times."""
+
+
+class PlanError(SplitinferError):
+    """The planner got inconsistent input (unknown device, bad constraint)."""
+
+
+class InfeasibleError(PlanError):
+    """No plan satisfies the constraints; the message names the conflicting one."""
+
+
+class TransportError(SplitinferError):
+    """A message could not be encoded, decoded or delivered."""
+
+
+class WorkerError(SplitinferError):
+    """A worker refused or failed a request (the reply carries its reason)."""
+
+
+class DeadlineError(SplitinferError, TimeoutError):
+    """A request did not complete before its deadline."""
+
+
+class AuthError(WorkerError):
+    """A worker refused a message without the shared token."""

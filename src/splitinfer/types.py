@@ -1,0 +1,49 @@
+"""Plain data shared by every layer: tensor descriptions and dtype helpers."""
+
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+
+from splitinfer.errors import ModelError
+
+# ONNX TensorProto element type -> numpy dtype name. Kept here (not in graph/)
+# because the runtime's wire codec needs it too and must not import onnx.
+ONNX_TO_NUMPY: dict[int, str] = {
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    4: "uint16",
+    5: "int16",
+    6: "int32",
+    7: "int64",
+    9: "bool",
+    10: "float16",
+    11: "float64",
+    12: "uint32",
+    13: "uint64",
+}
+NUMPY_TO_ONNX: dict[str, int] = {v: k for k, v in ONNX_TO_NUMPY.items()}
+
+
+def numpy_dtype(onnx_elem_type: int) -> np.dtype:
+    """The numpy dtype of an ONNX element type; a clear error for unsupported ones."""
+    try:
+        return np.dtype(ONNX_TO_NUMPY[onnx_elem_type])
+    except KeyError:
+        raise ModelError(
+            f"ONNX element type {onnx_elem_type} has no numpy equivalent",
+            "use a model whose tensors are bool, int, uint or float (16/32/64)",
+        ) from None
+
+
+class TensorSpec(msgspec.Struct, frozen=True):
+    """A named tensor with a dtype (numpy name) and a concrete shape."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def num_bytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize

@@ -1,0 +1,17 @@
+"""Fixtures shared by all tests."""
+
+from __future__ import annotations
+
+import os
+
+# Tests run many small ONNX Runtime sessions side by side: one intra-op thread
+# each keeps a 2-core machine responsive and results deterministic.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from hypothesis import HealthCheck, settings
+
+# Property tests build ONNX models and run sessions: no per-example deadline.
+settings.register_profile(
+    "splitinfer", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("splitinfer")
