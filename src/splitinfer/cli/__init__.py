@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 import traceback
 
-import click
 import typer
 
 from splitinfer.cli import _common
@@ -60,14 +59,18 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         _common.err_console.print(f"[bold red]error:[/] {e.line()}", highlight=False)
         return 2
-    except click.exceptions.Abort:
+    except typer.Abort:
         _common.err_console.print("aborted")
         return 130
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return e.exit_code
-    except click.ClickException as e:
-        e.show()
-        return e.exit_code
+    except Exception as e:
+        # Usage errors (bad flag, unknown command): click's own message and code.
+        # Typer may vendor click, so match on behaviour rather than on the class.
+        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
+            e.show()
+            return e.exit_code
+        raise
     except KeyboardInterrupt:
         _common.err_console.print("interrupted")
         return 130

@@ -1,0 +1,46 @@
+"""The CLI frame: help, usage errors, and the one-line error contract."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import typer
+
+from splitinfer.cli import app, main
+from splitinfer.errors import CutError
+
+
+def test_help_lists_the_loop(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "inspect -> split -> profile -> plan" in out
+
+
+def test_unknown_command_is_a_usage_error(capsys):
+    assert main(["no-such-command"]) == 2
+    assert "No such command" in capsys.readouterr().err
+
+
+def test_library_errors_become_one_line_and_exit_2(capsys):
+    @app.command("_raise_for_test", hidden=True)
+    def _raise() -> None:
+        raise CutError("tensor 'x' is not in the model", "pick a tensor listed by inspect")
+
+    try:
+        assert main(["_raise_for_test"]) == 2
+        err = capsys.readouterr().err
+        assert "error: tensor 'x' is not in the model. pick a tensor listed by inspect" in err
+        assert "Traceback" not in err
+        assert main(["--debug", "_raise_for_test"]) == 2
+        assert "Traceback" in capsys.readouterr().err
+    finally:
+        app.registered_commands[:] = [c for c in app.registered_commands
+                                      if c.name != "_raise_for_test"]
+
+
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "splitinfer.cli", "--help"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "splitinfer" in out.stdout
+    assert isinstance(app, typer.Typer)

@@ -1,0 +1,97 @@
+"""cluster.yaml parsing: defaults, units, symmetric links, and one clear error per mistake."""
+
+from __future__ import annotations
+
+import pytest
+
+from splitinfer.cluster import dump_cluster, load_cluster, parse_cluster
+from splitinfer.errors import ClusterError, SchemaError
+
+DEMO = {
+    "devices": [
+        {"name": "camera", "threads": 1, "slowdown": 8, "memory": "2GiB"},
+        {"name": "edge", "slowdown": 2},
+        {"name": "cloud"},
+    ],
+    "links": [
+        {"from": "camera", "to": "edge", "bandwidth": "20Mbit/s", "latency": "5ms"},
+        {"from": "edge", "to": "cloud", "bandwidth": "50Mbit/s", "latency": "20ms"},
+        {"from": "camera", "to": "cloud", "bandwidth": "8Mbit/s", "latency": "40ms"},
+    ],
+}
+
+
+def test_defaults_and_units():
+    c = parse_cluster(DEMO)
+    assert c.source == "camera" and c.sink == "camera" and c.backend == "local"
+    cam = c.device("camera")
+    assert cam.threads == 1 and cam.slowdown == 8 and cam.memory_bytes == 2 * 1024**3
+    assert cam.is_local and cam.providers == ("CPUExecutionProvider",)
+    link = c.link("camera", "edge")
+    assert link.bandwidth_bps == pytest.approx(2.5e6) and link.latency_s == pytest.approx(0.005)
+
+
+def test_links_are_symmetric_unless_reverse_given():
+    doc = {**DEMO, "links": [*DEMO["links"],
+                             {"from": "edge", "to": "camera", "bandwidth": 1000, "latency": 0.1}]}
+    c = parse_cluster(doc)
+    assert c.link("cloud", "edge").bandwidth_bps == pytest.approx(50e6 / 8)
+    assert c.link("edge", "camera").bandwidth_bps == 1000  # explicit reverse wins
+    assert c.link("camera", "edge").bandwidth_bps == pytest.approx(2.5e6)
+    one_way = parse_cluster({"devices": DEMO["devices"], "links": [
+        {"from": "camera", "to": "edge", "bandwidth": 1, "latency": 0, "symmetric": False}]})
+    assert one_way.link("edge", "camera") is None
+
+
+def test_sink_none_and_explicit_source():
+    c = parse_cluster({**DEMO, "source": "edge", "sink": "none"})
+    assert c.source == "edge" and c.sink is None
+
+
+def test_round_trip_through_yaml(tmp_path):
+    c = parse_cluster({**DEMO, "links": [*DEMO["links"], {"from": "cloud", "to": "camera",
+                                                           "measure": True, "symmetric": False}]})
+    path = tmp_path / "cluster.yaml"
+    path.write_text(dump_cluster(c))
+    assert load_cluster(path) == c
+
+
+@pytest.mark.parametrize(
+    ("doc", "needle"),
+    [
+        ({"devices": []}, "no devices"),
+        ({"devices": [{"name": "a"}, {"name": "a"}]}, "repeat"),
+        ({"devices": [{"name": "a", "slowdown": 0.5}]}, "slowdown"),
+        ({"devices": [{"name": "a", "colour": "red"}]}, "colour"),
+        ({"devices": [{"name": "a"}], "source": "b"}, "source 'b'"),
+        ({"devices": [{"name": "a"}, {"name": "b"}],
+          "links": [{"from": "a", "to": "c", "bandwidth": 1, "latency": 1}]}, "unknown device 'c'"),
+        ({"devices": [{"name": "a"}, {"name": "b"}], "links": [{"from": "a", "to": "b"}]},
+         "no bandwidth or latency"),
+        ({"devices": [{"name": "a"}, {"name": "b"}],
+          "links": [{"from": "a", "to": "b", "bandwidth": "fast", "latency": 1}]}, "bandwidth"),
+        ({"devices": [{"name": "a"}, {"name": "b"}],
+          "links": [{"from": "a", "to": "b", "bandwidth": "3 parsecs", "latency": 1}]}, "unknown unit"),
+        ({"devices": [{"name": "a"}], "backend": "ray"}, "address"),
+        ({"devices": [{"name": "a"}], "backend": "k8s"}, "backend"),
+    ],
+)
+def test_bad_cluster_names_the_problem(doc, needle):
+    with pytest.raises(ClusterError) as e:
+        parse_cluster(doc)
+    assert needle in str(e.value)
+    assert e.value.fix  # every error says what to do
+
+
+def test_other_schema_version_is_refused():
+    with pytest.raises(SchemaError, match="schema 99"):
+        parse_cluster({"schema": 99, "devices": [{"name": "a"}]})
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ClusterError, match="cannot read"):
+        load_cluster(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("devices: [name: a\n")
+    with pytest.raises(ClusterError, match="not valid YAML"):
+        load_cluster(bad)
