@@ -1,9 +1,233 @@
-"""CLI commands of this group (not written yet)."""
+"""`splitinfer inspect` and `splitinfer split`: look at a model's blocks, cut it into partitions."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.table import Table
+
+from splitinfer.cli._common import console, print_json
+from splitinfer.cli._model import Batch, InputShapes, ModelPath, open_model
+from splitinfer.errors import CutError, VerifyError
+from splitinfer.graph import (
+    Analysis,
+    Model,
+    Partition,
+    VerifyReport,
+    analyze,
+    split,
+    verify,
+    write_partitions,
+)
+from splitinfer.types import TensorSpec
+
+MaxCutTensors = Annotated[
+    int, typer.Option("--max-cut-tensors", metavar="K", help="A candidate cut has at most K live tensors.")
+]
+MaxBlocks = Annotated[
+    int,
+    typer.Option("--max-blocks", metavar="N", help="Group nodes into at most N blocks (0: every candidate)."),
+]
+
+
+def format_bytes(num_bytes: float) -> str:
+    """Bytes in binary units: 802816 -> '784.0 KiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(num_bytes) < 1024 or unit == "GiB":
+            return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.1f} {unit}"
+        num_bytes /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_count(count: float) -> str:
+    """A count with a K/M/G suffix: 25557032 -> '25.6M'."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(count) >= scale:
+            return f"{count / scale:.1f}{unit}"
+    return f"{count:.0f}"
+
+
+def _model_info(model: Model) -> dict[str, object]:
+    return {
+        "name": model.name,
+        "path": str(model.path) if model.path else None,
+        "sha256": model.sha256,
+        "opset": model.opset,
+        "inputs": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in model.inputs],
+        "outputs": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in model.outputs],
+    }
+
+
+def _block_table(analysis: Analysis) -> Table:
+    table = Table(title="blocks", title_justify="left")
+    for col, justify in [("block", "right"), ("nodes", "right"), ("op types (top 3)", "left"),
+                         ("GFLOPs", "right"), ("params", "right"), ("output", "right"), ("cut", "right")]:
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for b in analysis.blocks:
+        ops = ", ".join(f"{op}×{n}" for op, n in list(b.op_types.items())[:3])
+        table.add_row(str(b.index), str(len(b.nodes)), ops, f"{b.flops / 1e9:.3f}",
+                      format_count(b.num_params), format_bytes(b.output_bytes), format_bytes(b.cut_bytes))
+    return table
+
+
+def inspect(
+    model: ModelPath,
+    input_shape: InputShapes = None,
+    batch: Batch = None,
+    max_cut_tensors: MaxCutTensors = 4,
+    max_blocks: MaxBlocks = 64,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print only JSON (analysis + model info).")
+    ] = False,
+) -> None:
+    """Show a model's blocks: nodes, op types, GFLOPs, params, output and cut bytes.
+
+    A cut is a point in the model where few tensors are live; blocks are the
+    runs of nodes between chosen cuts, the units that get profiled and placed.
+
+    Examples:
+
+      splitinfer inspect resnet50.onnx
+
+      splitinfer inspect yolo.onnx --input-shape images=1,3,640,640
+
+      splitinfer inspect bert.onnx --batch 1 --input-shape input_ids=1,128 --json
+    """
+    started = time.perf_counter()
+    m = open_model(model, input_shape, batch)
+    analysis = analyze(m, max_cut_tensors=max_cut_tensors, max_blocks=max_blocks)
+    elapsed_s = time.perf_counter() - started
+    if json_out:
+        print_json({"model": _model_info(m), **analysis.to_dict()})
+        return
+    console.print(_block_table(analysis))
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(style="bold")
+    summary.add_column()
+    rows = [
+        ("model", f"{m.name} (sha256 {m.sha256[:12]}, opset {m.opset})"),
+        ("nodes", f"{analysis.num_nodes} ({len(analysis.order)} in blocks, "
+                  f"{analysis.num_nodes - len(analysis.order)} folded as constants)"),
+        ("blocks", str(len(analysis.blocks))),
+        ("candidate cuts", f"{len(analysis.candidates)} (at most {max_cut_tensors} tensors each)"),
+        ("params", f"{format_count(analysis.num_params)} ({format_bytes(analysis.param_bytes)})"),
+        ("GFLOPs", f"{analysis.total_flops / 1e9:.3f}"),
+        ("input", f"{_show_specs(m.inputs)} = {format_bytes(analysis.input_bytes)}"),
+        ("output", f"{_show_specs(m.outputs)} = {format_bytes(analysis.output_bytes)}"),
+        ("time", f"{elapsed_s:.2f} s"),
+    ]
+    for key, value in rows:
+        summary.add_row(key, value)
+    console.print(summary)
+
+
+def _show_specs(specs: tuple[TensorSpec, ...] | list[TensorSpec], limit: int = 3) -> str:
+    shown = [f"{s.name}{list(s.shape)}" for s in specs[:limit]]
+    if len(specs) > limit:
+        shown.append(f"+{len(specs) - limit} more")
+    return ", ".join(shown)
+
+
+def _partition_table(parts: list[Partition]) -> Table:
+    table = Table(title="partitions", title_justify="left")
+    for col, justify in [("part", "right"), ("blocks", "right"), ("nodes", "right"), ("inputs", "left"),
+                         ("outputs", "left"), ("cut", "right")]:
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for p in parts:
+        blocks = f"{p.first_block}-{p.last_block}" if p.first_block is not None else "-"
+        table.add_row(str(p.index), blocks, str(p.num_nodes), _show_specs(p.inputs), _show_specs(p.outputs),
+                      format_bytes(p.cut_bytes))
+    return table
+
+
+def _report_table(report: VerifyReport) -> Table:
+    title = "verification (partitions chained vs whole model, ONNX Runtime)"
+    table = Table(title=title, title_justify="left")
+    for col in ("output", "max abs diff", "max rel diff", "ok"):
+        table.add_column(col)
+    for o in report.outputs:
+        table.add_row(o.name, f"{o.max_abs:.3g}", f"{o.max_rel:.3g}", "yes" if o.ok else "[red]NO[/]")
+    return table
+
+
+def _cuts_for(m: Model, at: list[str] | None, blocks: int | None, all_blocks: bool,
+              max_cut_tensors: int) -> tuple[Analysis, list[object]]:
+    chosen = sum([bool(at), blocks is not None, all_blocks])
+    if chosen != 1:
+        raise CutError(
+            "say where to cut with exactly one of --at, --blocks or --all",
+            "e.g. `splitinfer split model.onnx --blocks 4 -o parts` (see `splitinfer split --help`)",
+        )
+    if blocks is not None:
+        if blocks < 1:
+            raise CutError(f"--blocks {blocks} is not a positive number", "give --blocks 2 or more")
+        analysis = analyze(m, max_cut_tensors=max_cut_tensors, max_blocks=blocks)
+        return analysis, list(analysis.cuts)
+    analysis = analyze(m, max_cut_tensors=max_cut_tensors)
+    if all_blocks:
+        return analysis, list(analysis.cuts)
+    return analysis, [[name.strip() for name in cut.split(",")] for cut in at or []]
+
+
+def split_command(
+    model: ModelPath,
+    out: Annotated[Path, typer.Option("-o", "--out", help="Directory for part_<k>.onnx and manifest.json.")],
+    at: Annotated[list[str] | None, typer.Option(
+        "--at", metavar="T1,T2,...", help="Cut at these tensors (one cut; repeat --at for more cuts).",
+        show_default=False)] = None,
+    blocks: Annotated[int | None, typer.Option(
+        "--blocks", metavar="N", help="Split into N partitions of even cost.", show_default=False)] = None,
+    all_blocks: Annotated[bool, typer.Option("--all", help="One partition per block of `inspect`.")] = False,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip checking the chain against the model.")]
+    = False,
+    input_shape: InputShapes = None,
+    batch: Batch = None,
+    max_cut_tensors: MaxCutTensors = 4,
+) -> None:
+    """Split a model into standalone ONNX partitions that chain, and verify them.
+
+    Give exactly one of --at, --blocks, --all. Writes DIR/part_0.onnx,
+    part_1.onnx, ... and DIR/manifest.json, then runs the chain and the whole
+    model in ONNX Runtime and compares outputs (fails if they differ by more
+    than atol 1e-4 and rtol 1e-3).
+
+    Examples:
+
+      splitinfer split resnet50.onnx --blocks 3 -o parts
+
+      splitinfer split resnet50.onnx --all -o blocks
+
+      splitinfer split model.onnx --at relu_5 --at add_7,relu_6 -o parts
+
+    (two cuts; the second one has 2 tensors)
+
+      splitinfer split yolo.onnx --input-shape images=1,3,640,640 --all -o parts
+    """
+    m = open_model(model, input_shape, batch)
+    analysis, cuts = _cuts_for(m, at, blocks, all_blocks, max_cut_tensors)
+    parts = split(m, cuts, analysis)  # type: ignore[arg-type]
+    console.print(_partition_table(parts))
+    report = None
+    if not no_verify:
+        report = verify(m, parts)
+        console.print(_report_table(report))
+        if not report.ok:
+            worst = report.worst
+            raise VerifyError(
+                f"the {len(parts)} partitions differ from the whole model (output {worst.name!r}: "
+                f"max abs diff {worst.max_abs:.3g})",
+                "this is a splitinfer bug: please report it with the model; "
+                "--no-verify writes the partitions anyway",
+            )
+    manifest = write_partitions(parts, out, m, analysis)
+    verdict = f"verified, max abs diff {report.max_abs:.3g}" if report else "not verified"
+    console.print(f"wrote {len(parts)} partitions and {manifest} ({verdict})")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this group's commands to the main app."""
+    """Add `inspect` and `split` to the main app."""
+    app.command("inspect")(inspect)
+    app.command("split")(split_command)

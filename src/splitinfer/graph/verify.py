@@ -1,0 +1,131 @@
+"""Check that a chain of partitions computes what the whole model computes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from splitinfer.errors import ModelError, VerifyError
+from splitinfer.graph.model import Model
+from splitinfer.graph.partition import Partition
+from splitinfer.graph.session import DEFAULT_PROVIDERS, create_session
+
+ATOL = 1e-4
+RTOL = 1e-3
+
+
+@dataclass(frozen=True)
+class OutputDiff:
+    """How far one model output of the chain is from the whole model's."""
+
+    name: str
+    max_abs: float
+    max_rel: float
+    ok: bool
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """Per-output differences; ``ok`` when every element is within atol 1e-4 or rtol 1e-3."""
+
+    outputs: tuple[OutputDiff, ...]
+
+    @property
+    def ok(self) -> bool:
+        """True when every output is within tolerance."""
+        return all(o.ok for o in self.outputs)
+
+    @property
+    def worst(self) -> OutputDiff:
+        """The output with the largest absolute difference."""
+        return max(self.outputs, key=lambda o: o.max_abs)
+
+    @property
+    def max_abs(self) -> float:
+        """The largest absolute difference over all outputs."""
+        return max((o.max_abs for o in self.outputs), default=0.0)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready: ``ok`` and the per-output differences."""
+        return {
+            "ok": self.ok,
+            "outputs": [o.__dict__ for o in self.outputs],
+        }
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__
+
+
+def run_chain(
+    partitions: Sequence[Partition],
+    feeds: Mapping[str, np.ndarray],
+    providers: Sequence[str] = DEFAULT_PROVIDERS,
+) -> dict[str, np.ndarray]:
+    """Run partitions one after the other, each fed by the one before; return the last outputs."""
+    values: dict[str, np.ndarray] = dict(feeds)
+    for part in partitions:
+        try:
+            session = create_session(part.to_bytes(), providers)
+            names = [s.name for s in part.outputs]
+            results = session.run(names, {s.name: values[s.name] for s in part.inputs})
+        except KeyError as e:
+            raise VerifyError(
+                f"partition {part.index} needs input {e.args[0]!r}, which nothing before it provides",
+                "split the partitions again from the same model",
+            ) from e
+        except Exception as e:  # ORT raises its own exception types per failure
+            raise VerifyError(
+                f"partition {part.index} fails in ONNX Runtime: {_first_line(e)}",
+                "this is a splitinfer bug; please report it with the model (--no-verify writes anyway)",
+            ) from e
+        values = dict(zip(names, results, strict=True))
+    return values
+
+
+def _compare(name: str, got: np.ndarray, want: np.ndarray) -> OutputDiff:
+    if got.shape != want.shape or got.dtype != want.dtype:
+        return OutputDiff(name, float("inf"), float("inf"), False)
+    if want.dtype.kind not in "fc":
+        same = bool(np.array_equal(got, want))
+        return OutputDiff(name, 0.0 if same else float("inf"), 0.0 if same else float("inf"), same)
+    a, b = got.astype(np.float64), want.astype(np.float64)
+    diff = np.abs(a - b)
+    both_nan = np.isnan(a) & np.isnan(b)
+    diff[both_nan] = 0.0
+    max_abs = float(diff.max(initial=0.0))
+    rel = diff / np.maximum(np.abs(b), np.finfo(np.float64).tiny)
+    rel[diff == 0] = 0.0
+    max_rel = float(rel.max(initial=0.0))
+    ok = bool(np.all((diff <= ATOL) | (diff <= RTOL * np.abs(b))))
+    return OutputDiff(name, max_abs, max_rel, ok)
+
+
+def verify(
+    model: Model,
+    partitions: Sequence[Partition],
+    feeds: Mapping[str, np.ndarray] | None = None,
+    providers: Sequence[str] = DEFAULT_PROVIDERS,
+) -> VerifyReport:
+    """Run the chain and the whole model on ``feeds`` (default ``model.make_feeds()``) and compare."""
+    feeds = dict(feeds) if feeds is not None else model.make_feeds()
+    names = [s.name for s in model.outputs]
+    try:
+        session = create_session(model.proto.SerializeToString(), providers)
+        want = dict(zip(names, session.run(names, feeds), strict=True))
+    except Exception as e:  # ORT raises its own exception types per failure
+        raise ModelError(
+            f"ONNX Runtime cannot run the whole model: {_first_line(e)}",
+            "check the --input-shape values and that ONNX Runtime supports every op of the model",
+        ) from e
+    got = run_chain(partitions, feeds, providers)
+    missing = [n for n in names if n not in got]
+    if missing:
+        raise VerifyError(
+            f"the last partition does not produce model output {missing[0]!r}",
+            "split the partitions again from the same model",
+        )
+    return VerifyReport(tuple(_compare(n, np.asarray(got[n]), np.asarray(want[n])) for n in names))
