@@ -1,1 +1,36 @@
-"""runtime layer (see DESIGN.md)."""
+"""The distributed runtime: device workers, the zero-copy wire codec, emulated links, the coordinator.
+
+Public API::
+
+    deploy_stages(stages, cluster, *, token=None, replan=None, ...) -> Session
+    Session.run / submit / stream / close, Result, RequestTiming
+    StageSpec(index, device, model_bytes, inputs, outputs)
+    WorkerClient(address, token)  # health, info, echo, profile, probe, undeploy, shutdown
+    LocalLauncher / launch_local_workers(devices, token)  # the emulated continuum
+"""
+
+from __future__ import annotations
+
+from splitinfer.runtime.client import ProfileResult, WorkerClient
+from splitinfer.runtime.launcher import LocalLauncher, launch_local_workers
+from splitinfer.runtime.link import LinkShaper
+from splitinfer.runtime.pipeline import StageSpec, check_chain
+from splitinfer.runtime.session import Result, Session, SessionOptions, deploy_stages
+from splitinfer.runtime.timing import HopTiming, RequestTiming, StageTiming
+
+__all__ = [
+    "HopTiming",
+    "LinkShaper",
+    "LocalLauncher",
+    "ProfileResult",
+    "RequestTiming",
+    "Result",
+    "Session",
+    "SessionOptions",
+    "StageSpec",
+    "StageTiming",
+    "WorkerClient",
+    "check_chain",
+    "deploy_stages",
+    "launch_local_workers",
+]

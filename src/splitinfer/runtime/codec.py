@@ -1,0 +1,336 @@
+"""Wire codec: one multipart ZeroMQ message per request, nothing pickled, nothing evaluated.
+
+A message is ``[mac, header, *blobs, *tensors]``:
+
+- ``mac``: HMAC-SHA256 of the header frame with the shared token (empty when no
+  token is configured). The token itself never travels.
+- ``header``: a small msgspec-msgpack struct, tagged by ``kind``; it lists the
+  byte length of every blob and the name, dtype and shape of every tensor.
+- ``blobs``: raw bytes (an ONNX partition, an echo payload).
+- ``tensors``: one raw C-order frame per tensor, sent with ``copy=False`` and
+  decoded with :func:`numpy.frombuffer` over the received frame (zero copy,
+  read-only).
+
+Decoding validates everything before any array exists: the frame count, the
+header size, dtypes against an allow-list, non-negative shapes whose byte size
+matches the frame, and a maximum frame size. Any violation raises a
+:class:`~splitinfer.errors.TransportError` whose ``code`` attribute names the
+kind of fault (``malformed``, ``dtype``, ``shape``, ``oversized``, ...).
+
+What is protected: the MAC authenticates the header (kind, stage, names,
+dtypes, shapes, deadline), so a sender without the token cannot deploy models,
+run requests or inject results. What is not: tensor and model frames are not
+covered by the MAC and nothing is encrypted; anyone on the path can read the
+tensors, and a captured message can be replayed (infer messages only until
+their deadline). Use a private network or a VPN/SSH tunnel between sites.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import msgspec
+import numpy as np
+import zmq
+
+from splitinfer.errors import (
+    AuthError,
+    DeadlineError,
+    ModelError,
+    ShapeError,
+    TransportError,
+    WorkerError,
+)
+from splitinfer.types import ONNX_TO_NUMPY
+
+MAC_BYTES = 32
+MAX_HEADER_BYTES = 1 << 20
+MAX_NDIM = 32
+DEFAULT_MAX_FRAME_BYTES = 1 << 30
+ALLOWED_DTYPES = frozenset(ONNX_TO_NUMPY.values())
+
+
+class TensorMeta(msgspec.Struct, frozen=True, array_like=True):
+    """Name, numpy dtype name and shape of one tensor frame."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+
+class StageStamp(msgspec.Struct, frozen=True, array_like=True):
+    """What one stage adds to a request's timing record (wall clock, seconds)."""
+
+    stage: int
+    device: str
+    recv_unix_s: float  # the message arrived at the worker (or was handed over on the same worker)
+    start_unix_s: float  # compute began
+    compute_s: float  # ONNX Runtime run, perf_counter
+    wait_s: float  # emulated slowdown wait after the run
+    sent_unix_s: float  # outputs handed to the outgoing link
+
+
+class Route(msgspec.Struct, frozen=True):
+    """Where a stage sends its outputs and the link shaping to apply on the way."""
+
+    address: str | None = None  # None: the next stage is on this same worker (free hop)
+    to_coordinator: bool = False  # last stage: send a Result instead of an Infer
+    bandwidth_bps: float | None = None
+    latency_s: float | None = None
+
+
+class _Base(msgspec.Struct, tag_field="kind", kw_only=True):
+    request_id: int = 0
+    blobs: list[int] = []
+    tensors: list[TensorMeta] = []
+
+
+# Requests a worker answers.
+class Health(_Base, tag="health"):
+    """Liveness check; the only kind a worker answers without the token."""
+
+
+class Info(_Base, tag="info"):
+    """Ask for device information (CPU, memory, providers, versions)."""
+
+
+class Echo(_Base, tag="echo"):
+    """Send back the payload blob, or ``num_reply_bytes`` zero bytes if given."""
+
+    num_reply_bytes: int | None = None
+
+
+class Deploy(_Base, tag="deploy"):
+    """Install a stage: blob 0 is the ONNX partition."""
+
+    deployment_id: str
+    stage: int
+    device: str
+    inputs: list[TensorMeta]
+    outputs: list[TensorMeta]
+    route: Route
+    reply_to: str  # the coordinator's address, for errors about this stage's requests
+    slowdown: float = 1.0
+    num_warmup: int = 2
+
+
+class Undeploy(_Base, tag="undeploy"):
+    """Drop every stage of a deployment (or all stages when ``deployment_id`` is empty)."""
+
+    deployment_id: str = ""
+
+
+class Profile(_Base, tag="profile"):
+    """Time an ONNX partition (blob 0) on the given input tensors."""
+
+    warmup: int = 3
+    min_runs: int = 10
+    max_runs: int = 100
+    budget_s: float = 2.0
+    rel_precision: float = 0.05
+    slowdown: float = 1.0  # the device's emulated slowdown: times_s = compute_times_s x slowdown
+    return_outputs: bool = False
+
+
+class Probe(_Base, tag="probe"):
+    """Time echo round trips from this worker to another worker."""
+
+    address: str
+    sizes_bytes: list[int]
+    num_repeats: int = 5
+    timeout_s: float = 5.0
+
+
+class Shutdown(_Base, tag="shutdown"):
+    """Stop the worker process."""
+
+
+class Infer(_Base, tag="infer"):
+    """Tensors for one stage of one request."""
+
+    deployment_id: str
+    stage: int
+    deadline_unix_s: float
+    stamps: list[StageStamp] = []
+
+
+# Replies.
+class Result(_Base, tag="result"):
+    """The last stage's outputs, sent to the coordinator."""
+
+    deployment_id: str
+    stamps: list[StageStamp] = []
+
+
+class ErrorReply(_Base, tag="error"):
+    """A refused or failed message; ``code`` is machine-readable."""
+
+    code: str
+    problem: str
+    fix: str = ""
+    deployment_id: str = ""
+    stage: int = -1
+
+
+class Done(_Base, tag="done"):
+    """Generic success reply; ``data`` carries plain values (health, info, timings)."""
+
+    data: dict[str, Any] = {}
+
+
+Header = Union[  # noqa: UP007 (msgspec needs a real Union for tagged decoding)
+    Health, Info, Echo, Deploy, Undeploy, Profile, Probe, Shutdown, Infer, Result, ErrorReply, Done
+]
+NEEDS_NO_AUTH = (Health,)
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Header)
+
+
+@dataclass
+class Message:
+    """A decoded message: the header, raw blobs and read-only arrays in header order."""
+
+    header: Any
+    blobs: list[memoryview] = field(default_factory=list)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    authenticated: bool = True
+
+
+def wire_error(code: str, problem: str, fix: str) -> TransportError:
+    """A TransportError tagged with a machine-readable ``code`` for the error reply."""
+    err = TransportError(problem, fix)
+    err.code = code  # type: ignore[attr-defined]
+    return err
+
+
+def sign(token: bytes | None, header_bytes: bytes) -> bytes:
+    """The MAC frame for a header: HMAC-SHA256 with the token, empty without one."""
+    if not token:
+        return b""
+    return hmac.new(token, header_bytes, hashlib.sha256).digest()
+
+
+def read_token(path: str | None) -> bytes | None:
+    """The shared token from a file ('-' = one line from stdin); None without a path."""
+    if path is None:
+        return None
+    if path == "-":
+        text = sys.stdin.readline()
+    else:
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise WorkerError(f"cannot read token file {path}: {e.strerror}",
+                              "check the path given to --token-file") from None
+    token = text.strip().encode()
+    if not token:
+        raise WorkerError(f"token file {path} is empty", "put a long random string in it "
+                          "(e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`)")
+    return token
+
+
+def _as_frame(arr: np.ndarray) -> np.ndarray:
+    """A C-contiguous, native-order array whose buffer zmq can send without copying."""
+    if arr.dtype.byteorder not in ("=", "|"):
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    # Not np.ascontiguousarray: it turns 0-d scalars into 1-d arrays.
+    return arr if arr.flags.c_contiguous else arr.copy(order="C")
+
+
+def encode(header: Any, token: bytes | None, *, blobs: Sequence[bytes | memoryview] = (),
+           arrays: Sequence[tuple[str, np.ndarray]] = ()) -> list[Any]:
+    """Frames for ``header`` plus blobs and named arrays (the header's lists are filled in)."""
+    frames_out: list[Any] = []
+    metas = []
+    for name, value in arrays:
+        arr = _as_frame(np.asarray(value))
+        if arr.dtype.name not in ALLOWED_DTYPES:
+            raise wire_error("dtype", f"tensor {name!r} has dtype {arr.dtype.name}, which the wire "
+                             "codec does not carry", f"cast it to one of {', '.join(sorted(ALLOWED_DTYPES))}")
+        metas.append(TensorMeta(name, arr.dtype.name, tuple(int(d) for d in arr.shape)))
+        frames_out.append(arr)
+    header = msgspec.structs.replace(header, blobs=[len(memoryview(b)) for b in blobs], tensors=metas)
+    header_bytes = _encoder.encode(header)
+    return [sign(token, header_bytes), header_bytes, *blobs, *frames_out]
+
+
+def _buffer(frame: Any) -> memoryview:
+    return frame.buffer if isinstance(frame, zmq.Frame) else memoryview(frame)
+
+
+def _check_meta(meta: TensorMeta, num_bytes: int, max_frame_bytes: int) -> None:
+    if meta.dtype not in ALLOWED_DTYPES:
+        raise wire_error("dtype", f"tensor {meta.name!r} has dtype {meta.dtype!r}",
+                         f"use one of {', '.join(sorted(ALLOWED_DTYPES))}")
+    if len(meta.shape) > MAX_NDIM or any(d < 0 for d in meta.shape):
+        raise wire_error("shape", f"tensor {meta.name!r} has invalid shape {list(meta.shape)}",
+                         f"use at most {MAX_NDIM} non-negative dimensions")
+    expected = int(np.dtype(meta.dtype).itemsize)
+    for d in meta.shape:
+        expected *= d  # Python ints: a huge declared shape cannot overflow
+    if expected != num_bytes:
+        raise wire_error("shape", f"tensor {meta.name!r} declares {list(meta.shape)} {meta.dtype} "
+                         f"= {expected} bytes but its frame has {num_bytes}",
+                         "send the array's raw C-order bytes with the matching shape")
+
+
+def decode(frames: Sequence[Any], token: bytes | None, *,
+           max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Message:
+    """Validate and decode frames (bytes or zmq.Frame); raises a coded TransportError."""
+    if len(frames) < 2:
+        raise wire_error("malformed", f"message has {len(frames)} frame(s), at least 2 are needed",
+                         "send [mac, header, blobs..., tensors...] as one multipart message")
+    mac, header_bytes = bytes(_buffer(frames[0])), bytes(_buffer(frames[1]))
+    if len(header_bytes) > MAX_HEADER_BYTES:
+        raise wire_error("oversized", f"header has {len(header_bytes)} bytes (limit {MAX_HEADER_BYTES})",
+                         "put large data in blobs or tensors, not in the header")
+    try:
+        header = _decoder.decode(header_bytes)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise wire_error("malformed", f"header cannot be decoded: {e}",
+                         "send a msgspec-msgpack header with a known 'kind'") from None
+    authenticated = not token or (len(mac) == MAC_BYTES
+                                  and hmac.compare_digest(sign(token, header_bytes), mac))
+    num_expected = 2 + len(header.blobs) + len(header.tensors)
+    if len(frames) != num_expected:
+        raise wire_error("malformed", f"header announces {num_expected} frames, message has {len(frames)}",
+                         "send one frame per blob and per tensor listed in the header")
+    views = [_buffer(f) for f in frames[2:]]
+    for view in views:
+        if view.nbytes > max_frame_bytes:
+            raise wire_error("oversized", f"a frame has {view.nbytes} bytes (limit {max_frame_bytes})",
+                             "send smaller tensors or raise the worker's --max-frame-bytes")
+    msg = Message(header, authenticated=authenticated)
+    for length, view in zip(header.blobs, views, strict=False):
+        if length != view.nbytes:
+            raise wire_error("malformed", f"blob announced as {length} bytes has {view.nbytes}",
+                             "list each blob's exact byte length in the header")
+        msg.blobs.append(view)
+    for meta, view in zip(header.tensors, views[len(header.blobs):], strict=True):
+        _check_meta(meta, view.nbytes, max_frame_bytes)
+        if meta.name in msg.arrays:
+            raise wire_error("malformed", f"tensor name {meta.name!r} repeats", "send each tensor once")
+        arr = np.frombuffer(view, dtype=meta.dtype).reshape(meta.shape)
+        arr.flags.writeable = False  # a view of the received frame: never write into it
+        msg.arrays[meta.name] = arr
+    return msg
+
+
+def error_reply(request_id: int, err: Exception, **where: Any) -> ErrorReply:
+    """An ErrorReply for an exception (coded TransportError, SplitinferError or any other)."""
+    code = getattr(err, "code", None)
+    if code is None:
+        # The first matching class wins: ShapeError is a ModelError, AuthError a WorkerError.
+        kinds = [(ShapeError, "input"), (ModelError, "model"), (AuthError, "auth"),
+                 (DeadlineError, "deadline")]
+        code = next((c for cls, c in kinds if isinstance(err, cls)), "failed")
+    problem = getattr(err, "problem", None) or f"{type(err).__name__}: {err}"
+    fix = getattr(err, "fix", None) or ""
+    return ErrorReply(request_id=request_id, code=code, problem=problem, fix=fix, **where)

@@ -1,0 +1,258 @@
+"""A real worker process (started with the CLI) against a raw ZeroMQ socket: bad messages, auth, control."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import onnxruntime as ort
+import pytest
+import zmq
+from onnx import helper
+from runtime_test_models import make_model, mlp_parts, whole_and_parts
+
+from splitinfer.errors import AuthError, ModelError, WorkerError
+from splitinfer.runtime import WorkerClient, codec
+from splitinfer.types import TensorSpec
+
+TOKEN = b"test-token-0123456789"
+MAX_FRAME = 1 << 20
+
+
+def _start_worker(tmp: Path, name: str, *extra: str) -> tuple[subprocess.Popen, str]:
+    token_file = tmp / f"{name}.token"
+    token_file.write_bytes(TOKEN + b"\n")
+    exe = Path(sys.executable).parent / "splitinfer"
+    proc = subprocess.Popen([str(exe), "worker", "--name", name, "--listen", "tcp://127.0.0.1:*",
+                             "--threads", "1", "--token-file", str(token_file), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    line = proc.stdout.readline().decode().strip()
+    assert line.startswith("READY "), line
+    return proc, line.split(" ", 1)[1]
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("workers")
+    procs = [_start_worker(tmp, "w", "--max-frame-bytes", "1MiB"), _start_worker(tmp, "peer")]
+    yield [address for _, address in procs]
+    for proc, _ in procs:
+        proc.terminate()
+        proc.wait(5)
+        proc.stdout.close()
+
+
+class Peer:
+    """A raw DEALER to the worker plus a ROUTER standing in for the coordinator."""
+
+    def __init__(self, address: str) -> None:
+        self.context = zmq.Context()
+        self.dealer = self.context.socket(zmq.DEALER)
+        self.dealer.setsockopt(zmq.LINGER, 0)
+        self.dealer.connect(address)
+        self.coordinator = self.context.socket(zmq.ROUTER)
+        self.coordinator.setsockopt(zmq.LINGER, 0)
+        port = self.coordinator.bind_to_random_port("tcp://127.0.0.1")
+        self.coordinator_address = f"tcp://127.0.0.1:{port}"
+
+    def reply(self, timeout_s: float = 10.0) -> codec.Message:
+        assert self.dealer.poll(int(timeout_s * 1000)), "no reply from the worker"
+        return codec.decode(self.dealer.recv_multipart(), TOKEN)
+
+    def at_coordinator(self, timeout_s: float = 10.0) -> codec.Message:
+        assert self.coordinator.poll(int(timeout_s * 1000)), "nothing reached the coordinator"
+        return codec.decode(self.coordinator.recv_multipart()[1:], TOKEN)
+
+    def drain_coordinator(self) -> None:
+        while self.coordinator.poll(50):
+            self.coordinator.recv_multipart()
+
+    def close(self) -> None:
+        self.context.destroy(linger=0)
+
+
+@pytest.fixture(scope="module")
+def deployed(workers):
+    """One stage deployed on worker 'w'; its results go to the Peer's coordinator socket."""
+    whole, parts = whole_and_parts(mlp_parts(1, width=16, batch=2))
+    model, inputs, outputs = parts[0]
+    peer = Peer(workers[0])
+    with WorkerClient(workers[0], TOKEN) as client:
+        client.request(codec.Deploy(
+            deployment_id="dep", stage=0, device="w", inputs=[codec.TensorMeta(s.name, s.dtype, s.shape)
+                                                              for s in inputs],
+            outputs=[codec.TensorMeta(s.name, s.dtype, s.shape) for s in outputs],
+            route=codec.Route(peer.coordinator_address, True), reply_to=peer.coordinator_address),
+            blobs=[model])
+    yield peer, whole, model
+    peer.close()
+
+
+def _infer(**kw) -> codec.Infer:
+    return codec.Infer(**{"request_id": 1, "deployment_id": "dep", "stage": 0,
+                          "deadline_unix_s": time.time() + 30, **kw})
+
+
+def _x(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((2, 16)).astype(np.float32)
+
+
+def _assert_serves(peer: Peer, whole: bytes, seed: int) -> None:
+    x = _x(seed)
+    peer.dealer.send_multipart(codec.encode(_infer(request_id=1000 + seed), TOKEN, arrays=[("t0", x)]),
+                               copy=False)
+    msg = peer.at_coordinator()
+    assert isinstance(msg.header, codec.Result) and msg.header.request_id == 1000 + seed
+    assert msg.authenticated
+    (expected,) = ort.InferenceSession(whole).run(None, {"t0": x})
+    np.testing.assert_allclose(msg.arrays["t1"], expected, atol=1e-5)
+
+
+def _raw_header(obj) -> bytes:
+    return msgspec.msgpack.encode(obj)
+
+
+def _signed(header_bytes: bytes, *frames) -> list:
+    return [codec.sign(TOKEN, header_bytes), header_bytes, *frames]
+
+
+def _with_tensor(meta: list, frame: bytes) -> list:
+    """A signed infer whose header declares ``meta`` for one tensor frame."""
+    return _signed(_raw_header({**msgspec.to_builtins(_infer()), "tensors": [meta]}), frame)
+
+
+def _bad_messages(model: bytes) -> list[tuple[str, list, str]]:
+    """(what, frames, expected error code) for every kind of malformed input."""
+    x = _x()
+    good = codec.encode(_infer(), TOKEN, arrays=[("t0", x)])
+    meta = codec.TensorMeta("t0", "float32", (2, 16))
+    deploy = codec.Deploy(deployment_id="dep2", stage=0, device="w", inputs=[meta], outputs=[meta],
+                          route=codec.Route("tcp://127.0.0.1:9", True), reply_to="tcp://127.0.0.1:9")
+    return [
+        ("one empty frame", [b""], "malformed"),
+        ("one garbage frame", [b"\x00garbage"], "malformed"),
+        ("garbage header", [b"", b"\xc1\xc1\xc1"], "malformed"),
+        ("header is a number", _signed(_raw_header(42)), "malformed"),
+        ("header without kind", _signed(_raw_header({"request_id": 1})), "malformed"),
+        ("unknown kind", _signed(_raw_header({"kind": "explode", "request_id": 1})), "malformed"),
+        ("wrong field type", _signed(_raw_header({"kind": "infer", "deployment_id": 5, "stage": "0",
+                                                  "deadline_unix_s": 1.0})), "malformed"),
+        ("missing required fields", _signed(_raw_header({"kind": "infer"})), "malformed"),
+        ("tensor frame missing", good[:2], "malformed"),
+        ("extra frame", [*good, b"extra"], "malformed"),
+        ("frame shorter than shape", [*good[:2], b"\x00" * 12], "shape"),
+        ("dtype not allowed", _with_tensor(["t0", "object", [1]], b"12345678"), "dtype"),
+        ("negative dimension", _with_tensor(["t0", "float32", [-2, 16]], b""), "shape"),
+        ("too many dimensions", _with_tensor(["t0", "uint8", [1] * 40], b"\x00"), "shape"),
+        ("duplicate tensor names", codec.encode(_infer(), TOKEN, arrays=[("t0", x), ("t0", x)]), "malformed"),
+        ("blob length lies", _signed(_raw_header({"kind": "echo", "request_id": 1, "blobs": [10]}), b"abc"),
+         "malformed"),
+        ("oversized frame", codec.encode(codec.Echo(), TOKEN, blobs=[bytes(MAX_FRAME + 1)]), "oversized"),
+        ("oversized header", [b"", b"\x00" * (codec.MAX_HEADER_BYTES + 1)], "oversized"),
+        ("deploy without token", codec.encode(deploy, None, blobs=[model]), "auth"),
+        ("deploy with a wrong token", codec.encode(deploy, b"wrong", blobs=[model]), "auth"),
+        ("infer without token", codec.encode(_infer(), None, arrays=[("t0", x)]), "auth"),
+        ("infer with a wrong token", codec.encode(_infer(), b"wrong", arrays=[("t0", x)]), "auth"),
+        ("info without token", codec.encode(codec.Info(), None), "auth"),
+        ("unknown stage", codec.encode(_infer(stage=5), TOKEN, arrays=[("t0", x)]), "unknown_stage"),
+        ("unknown deployment", codec.encode(_infer(deployment_id="nope"), TOKEN, arrays=[("t0", x)]),
+         "unknown_stage"),
+        ("wrong dtype for the stage", codec.encode(_infer(), TOKEN, arrays=[("t0", x.astype(np.float64))]),
+         "input"),
+        ("wrong shape for the stage", codec.encode(_infer(), TOKEN, arrays=[("t0", x[:1])]), "input"),
+        ("wrong tensor name", codec.encode(_infer(), TOKEN, arrays=[("zz", x)]), "input"),
+        ("extra tensor", codec.encode(_infer(), TOKEN, arrays=[("t0", x), ("t9", x)]), "input"),
+        ("past its deadline", codec.encode(_infer(deadline_unix_s=1.0), TOKEN, arrays=[("t0", x)]),
+         "deadline"),
+        ("deploy of garbage bytes", codec.encode(deploy, TOKEN, blobs=[b"not an onnx model"]), "model"),
+        ("deploy without model", codec.encode(deploy, TOKEN), "malformed"),
+        ("deploy with mismatched specs", codec.encode(
+            msgspec.structs.replace(deploy, inputs=[codec.TensorMeta("other", "float32", (2, 16))]), TOKEN,
+            blobs=[model]), "model"),
+        ("deploy with slowdown < 1", codec.encode(msgspec.structs.replace(deploy, slowdown=0.5), TOKEN,
+                                                  blobs=[model]), "malformed"),
+        ("a result sent to a worker", codec.encode(codec.Result(deployment_id="dep"), TOKEN), "unexpected"),
+        ("profile of garbage bytes", codec.encode(codec.Profile(), TOKEN, blobs=[b"junk"]), "model"),
+        ("profile with wrong feeds", codec.encode(codec.Profile(), TOKEN, blobs=[model],
+                                                  arrays=[("nope", x)]), "input"),
+        ("probe of a bad address", codec.encode(codec.Probe(address="http://x", sizes_bytes=[1]), TOKEN),
+         "malformed"),
+    ]
+
+
+def test_every_malformed_message_gets_an_error_reply_and_the_worker_keeps_serving(deployed):
+    peer, whole, model = deployed
+    cases = _bad_messages(model)
+    assert len(cases) >= 20
+    _assert_serves(peer, whole, 0)
+    for k, (what, frames, code) in enumerate(cases, start=1):
+        peer.dealer.send_multipart(frames)
+        reply = peer.reply()
+        assert isinstance(reply.header, codec.ErrorReply), what
+        assert reply.header.code == code, (what, reply.header)
+        assert reply.header.problem, what
+        peer.drain_coordinator()  # stage errors are copied to the coordinator too
+        _assert_serves(peer, whole, k)
+
+
+def test_stage_errors_also_reach_the_coordinator(deployed):
+    peer, _, _ = deployed
+    peer.drain_coordinator()
+    peer.dealer.send_multipart(codec.encode(_infer(request_id=77), TOKEN, arrays=[("t0", _x()[:1])]))
+    assert peer.reply().header.code == "input"
+    copy = peer.at_coordinator().header
+    assert isinstance(copy, codec.ErrorReply) and copy.request_id == 77 and copy.stage == 0
+
+
+def test_health_needs_no_token_but_everything_else_does(workers):
+    with WorkerClient(workers[0], None) as anonymous:
+        assert anonymous.health()["name"] == "w"
+        with pytest.raises(AuthError, match="token"):
+            anonymous.info()
+    with WorkerClient(workers[0], b"wrong") as wrong, pytest.raises(AuthError):
+        wrong.undeploy("dep")
+
+
+def test_info_echo_profile_and_probe(workers):
+    whole, parts = whole_and_parts(mlp_parts(1, width=16, batch=2))
+    with WorkerClient(workers[0], TOKEN) as client:
+        info = client.info()
+        assert info["name"] == "w" and info["num_cpus"] >= 1 and info["memory_total_bytes"] > 0
+        assert "CPUExecutionProvider" in info["available_providers"]
+        assert info["versions"]["onnxruntime"] == ort.__version__
+        assert 0 < client.echo(100_000) < 5
+        x = _x()
+        result = client.profile(parts[0][0], {"t0": x}, min_runs=7, max_runs=7, slowdown=2.0,
+                                return_outputs=True)
+        assert len(result.compute_times_s) == 7 and all(t > 0 for t in result.compute_times_s)
+        assert result.times_s == pytest.approx([2 * t for t in result.compute_times_s])
+        (expected,) = ort.InferenceSession(whole).run(None, {"t0": x})
+        np.testing.assert_allclose(result.outputs["t1"], expected, atol=1e-5)
+        rtts = client.probe(workers[1], [1_000, 200_000], num_repeats=3)
+        assert [len(r) for r in rtts] == [3, 3] and all(0 < t < 5 for r in rtts for t in r)
+        with pytest.raises(WorkerError, match="did not answer"):
+            client.probe("tcp://127.0.0.1:9", [10], num_repeats=1, timeout_s=0.3)
+        with pytest.raises(ModelError):
+            client.profile(b"junk", {"t0": x})
+        assert client.health()["name"] == "w"
+
+
+def test_a_stage_with_several_dtypes_deploys_and_checks_its_signature(workers):
+    meta = [codec.TensorMeta("ids", "int64", (3,)), codec.TensorMeta("mask", "bool", (3,))]
+    model = make_model([helper.make_node("Identity", ["ids"], ["ids_o"]),
+                        helper.make_node("Not", ["mask"], ["mask_o"])],
+                       [TensorSpec("ids", "int64", (3,)), TensorSpec("mask", "bool", (3,))],
+                       [TensorSpec("ids_o", "int64", (3,)), TensorSpec("mask_o", "bool", (3,))])
+    with WorkerClient(workers[1], TOKEN) as client:
+        outs = [codec.TensorMeta("ids_o", "int64", (3,)), codec.TensorMeta("mask_o", "bool", (3,))]
+        deploy = codec.Deploy(deployment_id="mixed", stage=0, device="peer", inputs=meta, outputs=outs,
+                              route=codec.Route("tcp://127.0.0.1:9", True), reply_to="tcp://127.0.0.1:9")
+        assert client.request(deploy, blobs=[model]).header.data["create_s"] > 0
+        wrong = msgspec.structs.replace(deploy, outputs=[outs[0], codec.TensorMeta("mask_o", "int64", (3,))])
+        with pytest.raises(ModelError, match="outputs"):
+            client.request(wrong, blobs=[model])
+        assert client.undeploy("mixed") == 1
