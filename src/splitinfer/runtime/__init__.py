@@ -7,12 +7,13 @@ Public API::
     StageSpec(index, device, model_bytes, inputs, outputs)
     WorkerClient(address, token)  # health, info, echo, profile, probe, undeploy, shutdown
     LocalLauncher / launch_local_workers(devices, token)  # the emulated continuum
+    start_workers(cluster, token) -> (launcher, addresses)  # any backend
 """
 
 from __future__ import annotations
 
 from splitinfer.runtime.client import ProfileResult, WorkerClient
-from splitinfer.runtime.launcher import LocalLauncher, launch_local_workers
+from splitinfer.runtime.launcher import Launcher, LocalLauncher, launch_local_workers, start_workers
 from splitinfer.runtime.link import LinkShaper
 from splitinfer.runtime.pipeline import StageSpec, check_chain
 from splitinfer.runtime.session import Result, Session, SessionOptions, deploy_stages
@@ -20,6 +21,7 @@ from splitinfer.runtime.timing import HopTiming, RequestTiming, StageTiming
 
 __all__ = [
     "HopTiming",
+    "Launcher",
     "LinkShaper",
     "LocalLauncher",
     "ProfileResult",
@@ -33,4 +35,5 @@ __all__ = [
     "check_chain",
     "deploy_stages",
     "launch_local_workers",
+    "start_workers",
 ]

@@ -23,12 +23,34 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import zmq
 
-from splitinfer.cluster import Device
+from splitinfer.cluster import Cluster, Device
 from splitinfer.errors import SplitinferError, WorkerError
 from splitinfer.runtime.client import WorkerClient
+
+
+class Launcher(Protocol):
+    """Starts the workers of some devices and stops them again (local processes, Ray actors)."""
+
+    def start(self, devices: Sequence[Device]) -> dict[str, str]:
+        """Start one worker per device and wait until each answers; device name -> address."""
+        ...
+
+    def is_alive(self, device: str) -> bool:
+        """False once the device's worker is known to be gone."""
+        ...
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """Process id of each worker this launcher started (when on this machine)."""
+        ...
+
+    def close(self, timeout_s: float = 3.0) -> None:
+        """Stop every worker this launcher started."""
+        ...
 
 
 @dataclass
@@ -166,3 +188,33 @@ def launch_local_workers(devices: Sequence[Device], token: bytes, *,
         launcher.close()
         raise
     return launcher
+
+
+def start_workers(cluster: Cluster, token: bytes, *,
+                  startup_timeout_s: float = 60.0) -> tuple[Launcher | None, dict[str, str]]:
+    """Workers for every device of ``cluster``: (the launcher to close, or None; name -> address).
+
+    ``backend: ray`` starts every device's worker as a Ray actor on its node; otherwise
+    ``local`` devices get a process on loopback and the others are expected to run
+    ``splitinfer worker`` at their address already.
+    """
+    launcher: Launcher | None = None
+    addresses: dict[str, str] = {}
+    if cluster.backend == "ray":
+        from splitinfer.runtime.ray_launcher import RayLauncher  # optional extra: imported only here
+
+        launcher = RayLauncher(cluster, token, startup_timeout_s=startup_timeout_s)
+        to_start = list(cluster.devices)
+    else:
+        to_start = [d for d in cluster.devices if d.is_local]
+        if to_start:
+            launcher = LocalLauncher(token, startup_timeout_s=startup_timeout_s)
+    try:
+        if launcher is not None:
+            addresses.update(launcher.start(to_start))
+    except BaseException:
+        launcher.close()  # type: ignore[union-attr]
+        raise
+    started = {d.name for d in to_start}
+    addresses.update({d.name: d.address for d in cluster.devices if d.name not in started})
+    return launcher, addresses

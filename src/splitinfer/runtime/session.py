@@ -44,7 +44,7 @@ from splitinfer.runtime.client import WorkerClient
 from splitinfer.runtime.codec import read_token
 from splitinfer.runtime.execution import check_feeds
 from splitinfer.runtime.heartbeat import Heartbeat
-from splitinfer.runtime.launcher import LocalLauncher
+from splitinfer.runtime.launcher import Launcher, start_workers
 from splitinfer.runtime.pipeline import (
     Pipeline,
     StageSpec,
@@ -123,7 +123,7 @@ class Session:
         self._dead: set[str] = set()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._launcher: LocalLauncher | None = None
+        self._launcher: Launcher | None = None
         self._clients: dict[str, WorkerClient] = {}
         self.addresses: dict[str, str] = {}
         self._result_sock = self._context.socket(zmq.ROUTER)
@@ -142,11 +142,9 @@ class Session:
         return f"tcp://{host}:{port}"
 
     def _start(self, stages: Sequence[StageSpec]) -> None:
-        local = [d for d in self.cluster.devices if d.is_local]
-        if local:
-            self._launcher = LocalLauncher(self._token, startup_timeout_s=self.options.startup_timeout_s)
-            self.addresses.update(self._launcher.start(local))
-        self.addresses.update({d.name: d.address for d in self.cluster.devices if not d.is_local})
+        self._launcher, addresses = start_workers(self.cluster, self._token,
+                                                  startup_timeout_s=self.options.startup_timeout_s)
+        self.addresses.update(addresses)
         needed = {s.device for s in stages}
         for name, address in self.addresses.items():
             client = WorkerClient(address, self._token, context=self._context, name=name)
@@ -370,7 +368,7 @@ class Session:
         launcher = self._launcher
 
         def has_exited(name: str) -> bool:
-            return launcher is not None and name in launcher.workers and not launcher.is_alive(name)
+            return launcher is not None and name in launcher.pids and not launcher.is_alive(name)
 
         heartbeat = Heartbeat(self._context, self.addresses, interval_s=self.options.heartbeat_interval_s,
                               dead_after_s=self.options.dead_after_s, has_exited=has_exited)
