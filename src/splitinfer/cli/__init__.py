@@ -38,9 +38,19 @@ def _root(
 
 def _register_all() -> None:
     # Imported here so a broken optional group cannot break `--help` of the others.
-    from splitinfer.cli import graph_cmds, plan_cmds, profile_cmds, runtime_cmds, zoo_cmds
+    from splitinfer.cli import (
+        demo_cmds,
+        graph_cmds,
+        plan_cmds,
+        profile_cmds,
+        report_cmds,
+        runtime_cmds,
+        serve_cmds,
+        zoo_cmds,
+    )
 
-    for module in (graph_cmds, zoo_cmds, plan_cmds, profile_cmds, runtime_cmds):
+    for module in (demo_cmds, graph_cmds, zoo_cmds, plan_cmds, profile_cmds, runtime_cmds, serve_cmds,
+                   report_cmds):
         module.register(app)
 
 
@@ -57,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     except SplitinferError as e:
         if debug:
             traceback.print_exc()
-        _common.err_console.print(f"[bold red]error:[/] {e.line()}", highlight=False)
+        _common.err_console.print(f"[bold red]error:[/] {e.line()}", highlight=False, soft_wrap=True)
         return 2
     except typer.Abort:
         _common.err_console.print("aborted")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from splitinfer.cli._common import console, print_json
+from splitinfer.cli._common import console, format_bytes, format_count, print_json
 from splitinfer.cli._model import Batch, InputShapes, ModelPath, open_model
 from splitinfer.errors import CutError, VerifyError
 from splitinfer.graph import (
@@ -31,23 +31,6 @@ MaxBlocks = Annotated[
     int,
     typer.Option("--max-blocks", metavar="N", help="Group nodes into at most N blocks (0: every candidate)."),
 ]
-
-
-def format_bytes(num_bytes: float) -> str:
-    """Bytes in binary units: 802816 -> '784.0 KiB'."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(num_bytes) < 1024 or unit == "GiB":
-            return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.1f} {unit}"
-        num_bytes /= 1024
-    raise AssertionError("unreachable")
-
-
-def format_count(count: float) -> str:
-    """A count with a K/M/G suffix: 25557032 -> '25.6M'."""
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(count) >= scale:
-            return f"{count / scale:.1f}{unit}"
-    return f"{count:.0f}"
 
 
 def _model_info(model: Model) -> dict[str, object]:

@@ -1,9 +1,242 @@
-"""CLI commands of this group (not written yet)."""
+"""``splitinfer plan``: the best split and placement from a profile, or from Scission's files."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
 import typer
+from rich.table import Table
+
+from splitinfer.cli._common import console
+from splitinfer.cluster import load_cluster
+from splitinfer.errors import PlanError, SplitinferError
+from splitinfer.plan import OBJECTIVES, Constraints, Plan, describe_stages, plan_to_json, solve
+from splitinfer.plan.problem import AT_SOURCE, AtSource, Problem
+from splitinfer.plan.scission import TIERS, parse_criteria, rank_scission
+from splitinfer.profile.problem import build_problem
+from splitinfer.profile.schema import load_profile
+from splitinfer.profile.scission import load_benchmarks, load_network_stats, scission_problem
+from splitinfer.units import parse_size_bytes, parse_time_s
+
+HELP = """Find the best split and placement of a profiled model, exactly.
+
+[bold]Examples[/]
+
+  splitinfer plan profile.json --cluster cluster.yaml --top 3 -o plan.json
+
+  splitinfer plan profile.json --cluster cluster.yaml --objective throughput --max-stages 3
+
+  splitinfer plan profile.json --pin 0-6=camera --exclude cloud --max-latency 200ms
+
+  splitinfer plan profile.json --cluster cluster.yaml --objective pareto
+
+  splitinfer plan --scission benchmark_data network_stats.csv vgg19 -d "!-1" -e 10 -c 16
+
+  splitinfer plan --scission benchmark_data network_stats.csv vgg19 --general --top 5
+
+Without --cluster the devices are the profile's (the first is the source) \
+and the links are the profile's measurements. Blocks are numbered from 0, as \
+in `splitinfer inspect`. Ties in throughput go to the faster plan.
+"""
+
+
+def _block_pairs(texts: list[str], flag: str, num_blocks: int) -> tuple[tuple[int, str], ...]:
+    pairs = []
+    for text in texts:
+        m = re.fullmatch(r"\s*(\d+)(?:\s*-\s*(\d+))?\s*=\s*(\S+)\s*", text)
+        if not m:
+            raise PlanError(
+                f"--{flag} {text!r} is not BLOCK=DEVICE",
+                f"write it like --{flag} 3=edge or --{flag} 0-6=camera",
+            )
+        first = int(m.group(1))
+        last = int(m.group(2)) if m.group(2) is not None else first
+        if last < first:
+            raise PlanError(
+                f"--{flag} {text!r}: the range {first}-{last} is empty", "write the range low-high"
+            )
+        if last >= num_blocks:
+            raise PlanError(
+                f"--{flag} {text!r}: block {last} does not exist",
+                f"blocks are numbered 0 to {num_blocks - 1}",
+            )
+        pairs += [(b, m.group(3)) for b in range(first, last + 1)]
+    return tuple(pairs)
+
+
+def _sink(text: str | None) -> str | AtSource | None:
+    if text is None:
+        return AT_SOURCE
+    return None if text.lower() == "none" else text
+
+
+def format_plans(plans: list[Plan], title: str = "") -> Table:
+    """A table of ranked plans: predicted figures and stages."""
+    table = Table(title=title or None, title_justify="left")
+    pareto = any(p.objective.startswith("pareto") for p in plans)
+    energy = any(p.energy_j is not None for p in plans)
+    gaps = any(p.gap for p in plans)
+    columns = (["front"] if pareto else []) + ["#", "latency s", "compute s", "transfer s", "sent MB"]
+    columns += ["upload MB"] if pareto else []
+    columns += ["req/s"] + (["energy J"] if energy else []) + (["gap"] if gaps else [])
+    for name in columns:
+        table.add_column(name, justify="left" if name == "front" else "right", no_wrap=True)
+    table.add_column("stages", overflow="fold", min_width=16)
+    for p in plans:
+        row = [p.objective.removeprefix("pareto-")] if pareto else []
+        row += [str(p.rank), f"{p.latency_s:.4f}", f"{p.compute_s:.4f}", f"{p.transfer_s:.4f}"]
+        row += [f"{p.bytes_sent / 1e6:.3f}"] + ([f"{p.upload_bytes / 1e6:.3f}"] if pareto else [])
+        row.append("inf" if math.isinf(p.throughput_rps) else f"{p.throughput_rps:.3f}")
+        if energy:
+            row.append("-" if p.energy_j is None else f"{p.energy_j:.4f}")
+        if gaps:
+            row.append(f"{p.gap:.2%}" if p.gap else "")
+        table.add_row(*row, describe_stages(p))
+    return table
+
+
+def _write(plans: list[Plan], output: Path | None, meta: dict[str, str]) -> None:
+    if output is None:
+        return
+    stamped = [msgspec.structs.replace(p, meta={**p.meta, **meta}) for p in plans]
+    try:
+        output.write_text(plan_to_json(stamped))
+    except OSError as e:
+        raise PlanError(f"cannot write {output}: {e.strerror}", "pick a writable path for -o") from None
+    console.print(f"wrote {output}", highlight=False)
+
+
+def _scission(
+    args: list[str], criteria_texts: dict[str, str | None], input_mb: float, result_count: int, general: bool
+) -> tuple[Problem | None, dict[str, str]]:
+    folder, network_csv, model = args
+    network_path = Path(network_csv)
+    if not network_path.exists() and (Path(folder) / network_csv).exists():
+        network_path = Path(folder) / network_csv  # Scission reads it relative to the folder
+    systems = load_benchmarks(folder, model)
+    network = load_network_stats(network_path)
+    meta = {"scission_dir": str(folder), "network_stats": str(network_path), "model": model}
+    if general:
+        return scission_problem(systems, network, input_mb=input_mb), meta
+    criteria = {tier: parse_criteria(criteria_texts[tier], tier) for tier in TIERS}
+    results = rank_scission(systems, network, criteria, input_mb=input_mb, result_count=result_count)
+    sys.stdout.write("".join(r.line(i) + "\n" for i, r in enumerate(results, start=1)))
+    return None, meta
+
+
+def _check_args(args: list[str], scission: bool, objective: str) -> None:
+    want = 3 if scission else 1
+    if len(args) != want:
+        form = "DIR NETWORK_CSV MODEL" if scission else "PROFILE"
+        raise PlanError(
+            f"plan takes {want} argument{'s' if want > 1 else ''} ({form}), got {len(args)}",
+            "give a profile.json, or --scission DIR NETWORK_CSV MODEL",
+        )
+    if objective not in OBJECTIVES:
+        raise PlanError(f"unknown objective {objective!r}", f"use one of: {', '.join(OBJECTIVES)}")
+
+
+def _profile_problem(
+    path: str, cluster: Path | None, stat: str, sink: str | None
+) -> tuple[Problem, dict[str, str]]:
+    profile = load_profile(path)
+    problem = build_problem(
+        profile, load_cluster(cluster) if cluster is not None else None, stat=stat, sink=_sink(sink)
+    )
+    meta = {"profile": path, "model": profile.model.name, "model_sha256": profile.model.sha256}
+    if cluster is not None:
+        meta["cluster"] = str(cluster)
+    return problem, meta
+
+
+def _quantity(parse: Callable[[str], float], text: str | None, flag: str) -> Any:
+    if text is None:
+        return None
+    try:
+        return parse(text)
+    except SplitinferError as e:
+        raise PlanError(f"{flag}: {e.problem}", e.fix) from None
+
+
+def plan_command(
+    args: list[str] = typer.Argument(
+        ...,
+        metavar="PROFILE | DIR NETWORK_CSV MODEL",
+        help="profile.json; with --scission: benchmark folder, network csv, model.",
+    ),
+    cluster: Path | None = typer.Option(
+        None, "--cluster", help="cluster.yaml: devices, links, power, source, sink."
+    ),
+    objective: str = typer.Option("latency", "--objective", help="latency | throughput | energy | pareto."),
+    top: int = typer.Option(1, "--top", "-k", help="How many best plans to list."),
+    pin: list[str] = typer.Option([], "--pin", help="BLOCK=DEVICE or FIRST-LAST=DEVICE: run there."),
+    forbid: list[str] = typer.Option([], "--forbid", help="BLOCK=DEVICE or FIRST-LAST=DEVICE: never there."),
+    exclude: list[str] = typer.Option([], "--exclude", help="A device that hosts no stage."),
+    require: list[str] = typer.Option([], "--require", help="A device that must host a stage."),
+    max_stages: int | None = typer.Option(None, "--max-stages", help="At most N stages."),
+    revisits: bool | None = typer.Option(
+        None,
+        "--revisits/--no-revisits",
+        help="May a device host several stages (default: yes, except for throughput).",
+    ),
+    private_blocks: int = typer.Option(0, "--private-blocks", help="Keep the first K blocks on the source."),
+    max_latency: str | None = typer.Option(None, "--max-latency", help="Latency bound, e.g. 200ms."),
+    min_throughput: float | None = typer.Option(None, "--min-throughput", help="Requests/s bound."),
+    max_upload_bytes: str | None = typer.Option(
+        None, "--max-upload-bytes", help="Bound on bytes leaving the source, e.g. 2MB."
+    ),
+    max_energy: float | None = typer.Option(None, "--max-energy", help="Joules bound (battery devices)."),
+    sink: str | None = typer.Option(None, "--sink", help="Where the result goes: a device, or none."),
+    stat: str = typer.Option("median_s", "--stat", help="Timing statistic: median_s, mean_s, p10_s, p90_s."),
+    method: str = typer.Option("auto", "--method", help="auto | dp | milp | bruteforce."),
+    time_limit: float = typer.Option(60.0, "--time-limit", help="Seconds the MILP may take per solve."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write the plans to this plan.json."),
+    scission: bool = typer.Option(False, "--scission", help="Read Scission's benchmark files instead."),
+    device_criteria: str | None = typer.Option(None, "--device", "-d", help="Scission device criteria."),
+    edge_criteria: str | None = typer.Option(None, "--edge", "-e", help="Scission edge criteria."),
+    cloud_criteria: str | None = typer.Option(None, "--cloud", "-c", help="Scission cloud criteria."),
+    input_mb: float = typer.Option(0.15, "--input", "-i", help="Scission: input size in MB (10^6 bytes)."),
+    result_count: int = typer.Option(5, "--result-count", help="Scission: how many results."),
+    general: bool = typer.Option(
+        False, "--general", help="Scission: plan its data under splitinfer's general model."
+    ),
+) -> None:
+    _check_args(args, scission, objective)
+    if scission:
+        texts = {"device": device_criteria, "edge": edge_criteria, "cloud": cloud_criteria}
+        problem, meta = _scission(args, texts, input_mb, result_count, general)
+        if problem is None:
+            return
+        if sink is not None:
+            problem = dataclasses.replace(problem, sink=_sink(sink))
+    else:
+        problem, meta = _profile_problem(args[0], cluster, stat, sink)
+    cons = Constraints(
+        pins=_block_pairs(pin, "pin", problem.num_blocks),
+        forbids=_block_pairs(forbid, "forbid", problem.num_blocks),
+        excludes=tuple(exclude),
+        requires=tuple(require),
+        max_stages=max_stages,
+        revisits=revisits,
+        private_blocks=private_blocks,
+        max_latency_s=_quantity(parse_time_s, max_latency, "--max-latency"),
+        min_throughput_rps=min_throughput,
+        max_upload_bytes=_quantity(parse_size_bytes, max_upload_bytes, "--max-upload-bytes"),
+        max_energy_j=max_energy,
+    )
+    plans = solve(problem, objective, cons, top, method=method, time_limit_s=time_limit)
+    title = f"{objective} plans of {meta['model']} ({plans[0].solver})"
+    console.print(format_plans(plans, title))
+    _write(plans, output, meta)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this group's commands to the main app."""
+    """Add ``plan`` to the main app."""
+    app.command("plan", help=HELP, no_args_is_help=True)(plan_command)

@@ -1,0 +1,222 @@
+"""The cost model, evaluated for one given assignment: the single source of truth.
+
+Every solver returns assignments (the device of every block); their predicted
+breakdown always comes from :func:`evaluate` here, so all solvers report the same
+numbers for the same plan.
+
+- latency: upload + every stage's compute + every cut hop + return, one request
+  after the other;
+- bottleneck: the busiest resource of a pipeline in steady state: a device's
+  compute summed over all its stages, or a link's transfers summed over all hops
+  that use it (each transfer counted as latency + bytes / bandwidth);
+- energy: over battery-powered devices, ``busy_w`` x own compute +
+  ``radio_w`` x own transfer time + ``radio_j_per_byte`` x own bytes sent or
+  received + ``idle_w`` x the rest of the request's latency.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from splitinfer.plan.plan import Hop, Plan, Stage
+from splitinfer.plan.problem import Constraints, Instance
+
+
+class Metrics(NamedTuple):
+    """The predicted figures of one assignment."""
+
+    latency_s: float
+    bottleneck_s: float
+    bytes_sent: int
+    upload_bytes: int
+    energy_j: float | None
+    runs: tuple[tuple[int, int, int], ...]  # (device, first block, last block)
+    hops: tuple[tuple[int, int, int, float, str], ...]  # (src, dst, bytes, seconds, kind)
+    stage_s: tuple[float, ...]
+
+
+def runs_of(assignment: Sequence[int]) -> tuple[tuple[int, int, int], ...]:
+    """Stages of an assignment: maximal runs of equal devices as (device, first, last)."""
+    out: list[tuple[int, int, int]] = []
+    start = 0
+    for b in range(1, len(assignment) + 1):
+        if b == len(assignment) or assignment[b] != assignment[start]:
+            out.append((int(assignment[start]), start, b - 1))
+            start = b
+    return tuple(out)
+
+
+def _hops(inst: Instance, runs: tuple[tuple[int, int, int], ...]) -> list[tuple[int, int, int, float, str]]:
+    hops = []
+    first = runs[0][0]
+    if first != inst.source:
+        hops.append(
+            (
+                inst.source,
+                first,
+                inst.input_bytes,
+                inst.transfer_s(inst.source, first, inst.input_bytes),
+                "upload",
+            )
+        )
+    for (a, _, last), (b, _, _) in itertools.pairwise(runs):
+        n = int(inst.cut_bytes[last])
+        hops.append((a, b, n, inst.transfer_s(a, b, n), "cut"))
+    end = runs[-1][0]
+    if inst.sink is not None and end != inst.sink:
+        hops.append(
+            (end, inst.sink, inst.output_bytes, inst.transfer_s(end, inst.sink, inst.output_bytes), "return")
+        )
+    return hops
+
+
+def _energy(
+    inst: Instance,
+    runs: tuple[tuple[int, int, int], ...],
+    stage_s: Sequence[float],
+    hops: Sequence[tuple[int, int, int, float, str]],
+    latency: float,
+) -> float | None:
+    if not inst.has_energy:
+        return None
+    parts = []
+    for e, p in enumerate(inst.power):
+        if p is None or not p.battery:
+            continue
+        busy = math.fsum(t for (d, _, _), t in zip(runs, stage_s, strict=True) if d == e)
+        radio = math.fsum(h[3] for h in hops if e in (h[0], h[1]))
+        moved = sum(h[2] for h in hops if e in (h[0], h[1]))
+        parts += [
+            p.busy_w * busy,
+            p.radio_w * radio,
+            p.radio_j_per_byte * moved,
+            p.idle_w * (latency - busy - radio),
+        ]
+    return math.fsum(parts)
+
+
+def measure(inst: Instance, assignment: Sequence[int]) -> Metrics | None:
+    """Figures of an assignment, or None if a block cannot run there or a hop has no link."""
+    runs = runs_of(assignment)
+    stage_s = []
+    for d, first, last in runs:
+        times = inst.compute_s[first : last + 1, d].tolist()
+        if math.inf in times:  # prepare() leaves no NaN, and inf marks "cannot run"
+            return None
+        stage_s.append(math.fsum(times))
+    hops = _hops(inst, runs)
+    if any(math.isinf(h[3]) for h in hops):
+        return None
+    latency = math.fsum([*stage_s, *(h[3] for h in hops)])
+    busy: dict[int, list[float]] = {}
+    for (d, _, _), t in zip(runs, stage_s, strict=True):
+        busy.setdefault(d, []).append(t)
+    links: dict[tuple[int, int], list[float]] = {}
+    for h in hops:
+        links.setdefault((h[0], h[1]), []).append(h[3])
+    bottleneck = max([math.fsum(v) for v in busy.values()] + [math.fsum(v) for v in links.values()])
+    return Metrics(
+        latency,
+        bottleneck,
+        sum(h[2] for h in hops),
+        sum(h[2] for h in hops if h[0] == inst.source),
+        _energy(inst, runs, stage_s, hops, latency),
+        runs,
+        tuple(hops),
+        tuple(stage_s),
+    )
+
+
+def throughput_cap_s(min_throughput_rps: float | None) -> float:
+    """The largest bottleneck (s) a throughput bound allows (inf: no bound)."""
+    if not min_throughput_rps:
+        return math.inf
+    return 1.0 / min_throughput_rps
+
+
+def objective_value(m: Metrics | Plan, objective: str) -> float:
+    """The figure an objective minimises (throughput minimises the bottleneck)."""
+    if objective in ("latency", "pareto-energy", "pareto-upload", "pareto"):
+        return m.latency_s
+    if objective == "throughput":
+        return m.bottleneck_s
+    if objective == "energy":
+        return math.inf if m.energy_j is None else m.energy_j
+    raise ValueError(objective)
+
+
+def evaluate(
+    inst: Instance,
+    assignment: Sequence[int],
+    objective: str,
+    *,
+    rank: int = 1,
+    gap: float | None = None,
+    solver: str = "",
+) -> Plan:
+    """The :class:`Plan` of an assignment (it must be feasible: see :func:`measure`)."""
+    m = measure(inst, assignment)
+    if m is None:
+        raise ValueError("assignment runs a block where it cannot run or uses a missing link")
+    names = inst.names
+    stages = tuple(
+        Stage(names[d], first, last, t) for (d, first, last), t in zip(m.runs, m.stage_s, strict=True)
+    )
+    hops = tuple(Hop(names[a], names[b], n, t, kind) for a, b, n, t, kind in m.hops)  # type: ignore[arg-type]
+    throughput = math.inf if m.bottleneck_s == 0 else 1.0 / m.bottleneck_s
+    return Plan(
+        objective,
+        stages,
+        hops,
+        m.latency_s,
+        m.bottleneck_s,
+        throughput,
+        m.bytes_sent,
+        m.upload_bytes,
+        m.energy_j,
+        rank,
+        gap,
+        solver,
+    )
+
+
+def violations(
+    inst: Instance,
+    cons: Constraints,
+    assignment: Sequence[int],
+    m: Metrics | None = None,
+    *,
+    revisits: bool = True,
+) -> list[str]:
+    """The constraints an assignment breaks, each named like its CLI flag (empty: feasible)."""
+    m = m if m is not None else measure(inst, assignment)
+    if m is None:
+        return ["no link or no measured time"]
+    names = inst.names
+    out = [f"--pin {b}={d}" for b, d in cons.pins if names[assignment[b]] != d]
+    out += [f"--forbid {b}={d}" for b, d in cons.forbids if names[assignment[b]] == d]
+    used = {names[d] for d, _, _ in m.runs}
+    out += [f"--exclude {d}" for d in cons.excludes if d in used]
+    out += [f"--require {d}" for d in cons.requires if d not in used]
+    if any(assignment[b] != inst.source for b in range(cons.private_blocks)):
+        out.append(f"--private-blocks {cons.private_blocks}")
+    if cons.max_stages is not None and len(m.runs) > cons.max_stages:
+        out.append(f"--max-stages {cons.max_stages}")
+    if not revisits and len({d for d, _, _ in m.runs}) < len(m.runs):
+        out.append("--no-revisits")
+    for d in set(assignment):
+        need = math.fsum(inst.memory_bytes[[b for b, a in enumerate(assignment) if a == d]].tolist())
+        if need > inst.capacity_bytes[d]:
+            out.append(f"memory of {names[d]}")
+    if cons.max_latency_s is not None and m.latency_s > cons.max_latency_s:
+        out.append(f"--max-latency {cons.max_latency_s}")
+    if cons.min_throughput_rps is not None and m.bottleneck_s > throughput_cap_s(cons.min_throughput_rps):
+        out.append(f"--min-throughput {cons.min_throughput_rps}")
+    if cons.max_upload_bytes is not None and m.upload_bytes > cons.max_upload_bytes:
+        out.append(f"--max-upload-bytes {cons.max_upload_bytes}")
+    if cons.max_energy_j is not None and m.energy_j is not None and m.energy_j > cons.max_energy_j:
+        out.append(f"--max-energy {cons.max_energy_j}")
+    return out

@@ -1,0 +1,135 @@
+"""The plan: ordered stages and the predicted costs, and its ``plan.json`` form.
+
+``plan.json``::
+
+    {"schema": 1, "plans": [{"objective": "latency", "rank": 1,
+      "stages": [{"device": "camera", "first_block": 0, "last_block": 6, "compute_s": 0.41}, ...],
+      "hops": [{"src": "camera", "dst": "edge", "num_bytes": 802944, "transfer_s": 0.08,
+                "kind": "cut"}, ...],
+      "latency_s": 1.93, "bottleneck_s": 0.9, "throughput_rps": 1.11, "bytes_sent": 803072,
+      "upload_bytes": 802944, "energy_j": null, "gap": null, "solver": "latency-dp",
+      "meta": {"model_sha256": "..."}}]}
+
+Floats round-trip exactly (shortest repr); an infinite throughput (nothing to do)
+is written as the string "inf".
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import msgspec
+
+from splitinfer.errors import SchemaError
+
+PLAN_SCHEMA = 1
+HopKind = Literal["upload", "cut", "return"]
+
+
+class Stage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Blocks ``first_block..last_block`` (inclusive) on ``device``."""
+
+    device: str
+    first_block: int
+    last_block: int
+    compute_s: float
+
+
+class Hop(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One transfer between devices: the input upload, a cut, or the result return."""
+
+    src: str
+    dst: str
+    num_bytes: int
+    transfer_s: float
+    kind: HopKind
+
+
+class Plan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Stages and the predicted breakdown.
+
+    ``gap``: None for DP answers (exact), else the MILP's relative optimality gap
+    (0.0: proven optimal; more when the time limit stopped it). ``meta``: free-form
+    strings set by callers (model sha256, profile file, ...).
+    """
+
+    objective: str
+    stages: tuple[Stage, ...]
+    hops: tuple[Hop, ...]
+    latency_s: float
+    bottleneck_s: float
+    throughput_rps: float
+    bytes_sent: int
+    upload_bytes: int
+    energy_j: float | None = None
+    rank: int = 1
+    gap: float | None = None
+    solver: str = ""
+    meta: dict[str, str] = msgspec.field(default_factory=dict)
+
+    @property
+    def compute_s(self) -> float:
+        """Seconds of compute over all stages."""
+        return math.fsum(s.compute_s for s in self.stages)
+
+    @property
+    def transfer_s(self) -> float:
+        """Seconds of transfer over all hops."""
+        return math.fsum(h.transfer_s for h in self.hops)
+
+    @property
+    def assignment(self) -> tuple[str, ...]:
+        """The device of every block, in block order."""
+        return tuple(s.device for s in self.stages for _ in range(s.first_block, s.last_block + 1))
+
+
+def describe_stages(plan: Plan) -> str:
+    """The stages in one line: ``camera[0-6] -> edge[7-30] -> cloud[31-63]``."""
+    return " -> ".join(
+        f"{s.device}[{s.first_block}]"
+        if s.first_block == s.last_block
+        else f"{s.device}[{s.first_block}-{s.last_block}]"
+        for s in plan.stages
+    )
+
+
+class _PlanFile(msgspec.Struct, forbid_unknown_fields=True):
+    schema: int
+    plans: list[Plan]
+
+
+def plan_to_json(plans: Plan | list[Plan]) -> str:
+    """``plan.json`` text for one plan or a ranked list."""
+    items = [plans] if isinstance(plans, Plan) else list(plans)
+    doc = msgspec.to_builtins({"schema": PLAN_SCHEMA, "plans": items})
+    for p in doc["plans"]:
+        if p["throughput_rps"] is None or (
+            isinstance(p["throughput_rps"], float) and math.isinf(p["throughput_rps"])
+        ):
+            p["throughput_rps"] = "inf"
+    return msgspec.json.format(msgspec.json.encode(doc).decode(), indent=2) + "\n"
+
+
+def plan_from_json(text: str | bytes) -> list[Plan]:
+    """Parse ``plan.json``; SchemaError for another schema version or a malformed file."""
+    try:
+        doc = msgspec.json.decode(text)
+    except msgspec.DecodeError as e:
+        raise SchemaError(
+            f"plan file is not valid JSON: {e}", "write it with `splitinfer plan ... -o`"
+        ) from None
+    if not isinstance(doc, dict) or "schema" not in doc:
+        raise SchemaError("plan file has no schema field", "write it with `splitinfer plan ... -o`")
+    if doc["schema"] != PLAN_SCHEMA:
+        raise SchemaError(
+            f"plan file has schema {doc['schema']!r}, this splitinfer reads {PLAN_SCHEMA}",
+            "re-plan with this version of splitinfer",
+        )
+    for p in doc.get("plans") or []:
+        if isinstance(p, dict) and p.get("throughput_rps") == "inf":
+            p["throughput_rps"] = math.inf
+    try:
+        return msgspec.convert(doc, _PlanFile).plans
+    except msgspec.ValidationError as e:
+        raise SchemaError(f"invalid plan file: {e}", "write it with `splitinfer plan ... -o`") from None

@@ -1,0 +1,385 @@
+"""Planner input: the problem (costs of blocks, cuts, links, power) and the constraints.
+
+Plain frozen dataclasses in. :func:`prepare` validates them once and builds the
+dense arrays every solver works on (an :class:`Instance`), so that all solvers
+and the cost model read the same numbers.
+
+Cost model (the single definition; :mod:`splitinfer.plan.cost` evaluates it):
+
+- a plan assigns every block to a device; consecutive blocks on the same device
+  form one stage;
+- moving X bytes from device a to device b costs ``latency_s + X / bandwidth_bps``
+  over the link a->b; a missing link means not connected; a -> a is free;
+- *upload*: the input bytes go from the source to the first stage's device;
+  *cut*: the cut bytes go from one stage to the next; *return*: the output bytes
+  go from the last stage's device to the sink (none when ``sink`` is None).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from splitinfer.errors import PlanError
+
+Objective = Literal["latency", "throughput", "energy", "pareto"]
+OBJECTIVES: tuple[str, ...] = ("latency", "throughput", "energy", "pareto")
+
+
+@dataclass(frozen=True)
+class Power:
+    """Power figures of one device, for the energy objective."""
+
+    busy_w: float = 0.0  # drawn while computing
+    idle_w: float = 0.0  # drawn while the device waits during a request
+    radio_w: float = 0.0  # drawn while sending or receiving
+    radio_j_per_byte: float = 0.0  # energy per byte sent or received (on top of radio_w)
+    battery: bool = False  # counted in the energy objective
+
+
+@dataclass(frozen=True)
+class Link:
+    """An ordered pair of devices: bytes/s and seconds per transfer."""
+
+    src: str
+    dst: str
+    bandwidth_bps: float
+    latency_s: float = 0.0
+
+
+class AtSource:
+    """Marker: the sink is the source device (the default)."""
+
+    def __repr__(self) -> str:
+        return "AT_SOURCE"
+
+
+AT_SOURCE = AtSource()
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """Numbers for one model on one set of devices.
+
+    ``compute_s[device][block]``: seconds (None or inf: the block cannot run there;
+    a device missing from the mapping runs nothing). ``cut_bytes[b]``: bytes crossing
+    the cut between block b and b+1 (``num_blocks - 1`` entries).
+    """
+
+    devices: tuple[str, ...]
+    compute_s: Mapping[str, Sequence[float | None]]
+    cut_bytes: Sequence[int]
+    input_bytes: int
+    output_bytes: int
+    links: Sequence[Link] = ()
+    memory_bytes: Sequence[int] | None = None  # need per block (weights + peak activations)
+    capacity_bytes: Mapping[str, int | None] = field(default_factory=dict)  # per device; absent = unlimited
+    power: Mapping[str, Power] = field(default_factory=dict)
+    source: str | None = None  # None: the first device
+    sink: str | AtSource | None = AT_SOURCE  # AT_SOURCE: the source; None: result stays where computed
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.cut_bytes) + 1
+
+
+def _pairs(value: Mapping[int, str] | Iterable[tuple[int, str]]) -> tuple[tuple[int, str], ...]:
+    items = value.items() if isinstance(value, Mapping) else value
+    return tuple((int(b), str(d)) for b, d in items)
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """What a plan must respect. Every field is optional."""
+
+    pins: tuple[tuple[int, str], ...] = ()  # (block, device): the block runs there
+    forbids: tuple[tuple[int, str], ...] = ()  # (block, device): the block never runs there
+    excludes: tuple[str, ...] = ()  # devices that host no stage
+    requires: tuple[str, ...] = ()  # devices that must host a stage
+    max_stages: int | None = None
+    revisits: bool | None = None  # may a device host several stages; None: yes except for throughput
+    private_blocks: int = 0  # the first K blocks stay on the source
+    max_latency_s: float | None = None
+    min_throughput_rps: float | None = None
+    max_upload_bytes: int | None = None  # bytes leaving the source device
+    max_energy_j: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pins", _pairs(self.pins))
+        object.__setattr__(self, "forbids", _pairs(self.forbids))
+        object.__setattr__(self, "excludes", tuple(self.excludes))
+        object.__setattr__(self, "requires", tuple(self.requires))
+
+
+@dataclass(frozen=True, eq=False)
+class Instance:
+    """A validated problem as dense arrays (device index order = ``names``)."""
+
+    names: tuple[str, ...]
+    compute_s: np.ndarray  # (L, D); inf = cannot run
+    cut_bytes: np.ndarray  # (L-1,) int64
+    input_bytes: int
+    output_bytes: int
+    link_latency_s: np.ndarray  # (D, D); nan = not connected, 0 on the diagonal
+    link_bandwidth_bps: np.ndarray  # (D, D); nan = not connected, inf on the diagonal
+    memory_bytes: np.ndarray  # (L,) float
+    capacity_bytes: np.ndarray  # (D,) float, inf = unlimited
+    power: tuple[Power | None, ...]
+    source: int
+    sink: int | None
+    cut_s: np.ndarray  # (L-1, D, D) transfer time of each cut; inf = not connected, 0 on the diagonal
+    upload_s: np.ndarray  # (D,) input from the source to each device
+    return_s: np.ndarray  # (D,) output from each device to the sink (0 without a sink)
+
+    @property
+    def num_blocks(self) -> int:
+        return self.compute_s.shape[0]
+
+    @property
+    def num_devices(self) -> int:
+        return self.compute_s.shape[1]
+
+    @property
+    def has_energy(self) -> bool:
+        return any(p is not None and p.battery for p in self.power)
+
+    def index(self, name: str, what: str) -> int:
+        """Device index of ``name``; a PlanError naming ``what`` if unknown."""
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise PlanError(
+                f"{what} names unknown device {name!r}", f"use one of: {', '.join(self.names)}"
+            ) from None
+
+    def transfer_s(self, src: int, dst: int, num_bytes: float) -> float:
+        """Seconds to move ``num_bytes`` from ``src`` to ``dst`` (inf if not connected)."""
+        if src == dst:
+            return 0.0
+        bw = self.link_bandwidth_bps[src, dst]
+        if math.isnan(bw):
+            return math.inf
+        return float(self.link_latency_s[src, dst] + num_bytes / bw)
+
+
+def _check_number(value: object, where: str, *, allow_inf: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise PlanError(f"{where} is {value!r}, not a number", "give a number")
+    v = float(value)
+    if math.isnan(v) or v < 0 or (math.isinf(v) and not allow_inf):
+        raise PlanError(f"{where} is {v}", "give a finite number >= 0")
+    return v
+
+
+def _compute_matrix(problem: Problem, names: tuple[str, ...], num_blocks: int) -> np.ndarray:
+    table = np.full((num_blocks, len(names)), math.inf)
+    for name, times in problem.compute_s.items():
+        if name not in names:
+            raise PlanError(
+                f"compute_s names unknown device {name!r}",
+                f"list it in devices or use one of: {', '.join(names)}",
+            )
+        if len(times) != num_blocks:
+            raise PlanError(
+                f"compute_s[{name!r}] has {len(times)} blocks, cut_bytes implies {num_blocks}",
+                "give one time per block (None where the block cannot run)",
+            )
+        d = names.index(name)
+        for b, t in enumerate(times):
+            if t is not None:
+                table[b, d] = _check_number(t, f"compute_s[{name!r}][{b}]", allow_inf=True)
+    return table
+
+
+def _link_matrices(problem: Problem, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    num = len(names)
+    lat = np.full((num, num), math.nan)
+    bw = np.full((num, num), math.nan)
+    np.fill_diagonal(lat, 0.0)
+    np.fill_diagonal(bw, math.inf)
+    for link in problem.links:
+        for end in (link.src, link.dst):
+            if end not in names:
+                raise PlanError(
+                    f"link {link.src}->{link.dst} names unknown device {end!r}",
+                    f"use one of: {', '.join(names)}",
+                )
+        if link.src == link.dst:
+            raise PlanError(
+                f"link {link.src}->{link.dst} connects a device to itself",
+                "remove it: staying on a device costs nothing",
+            )
+        s, d = names.index(link.src), names.index(link.dst)
+        if not math.isnan(bw[s, d]):
+            raise PlanError(f"link {link.src}->{link.dst} is given twice", "keep one of them")
+        rate = _check_number(link.bandwidth_bps, f"link {link.src}->{link.dst} bandwidth_bps", allow_inf=True)
+        if rate == 0:
+            raise PlanError(
+                f"link {link.src}->{link.dst} has zero bandwidth",
+                "give a positive bandwidth, or leave the link out if not connected",
+            )
+        lat[s, d] = _check_number(link.latency_s, f"link {link.src}->{link.dst} latency_s")
+        bw[s, d] = rate
+    return lat, bw
+
+
+def _device_index(name: str | None, names: tuple[str, ...], role: str) -> int | None:
+    if name is None:
+        return None
+    if name not in names:
+        raise PlanError(f"{role} {name!r} is not a device", f"use one of: {', '.join(names)}")
+    return names.index(name)
+
+
+def prepare(problem: Problem) -> Instance:
+    """Validate ``problem`` and build its :class:`Instance`; PlanError names the bad field."""
+    names = tuple(problem.devices)
+    if not names:
+        raise PlanError("the problem has no devices", "give at least one device")
+    if len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+        raise PlanError(
+            f"device names must be unique non-empty strings, got {list(names)}", "rename the devices"
+        )
+    num_blocks = problem.num_blocks
+    compute = _compute_matrix(problem, names, num_blocks)
+    cut = np.array(
+        [_check_number(c, f"cut_bytes[{b}]") for b, c in enumerate(problem.cut_bytes)], dtype=np.float64
+    ).reshape(-1)
+    input_bytes = _check_number(problem.input_bytes, "input_bytes")
+    output_bytes = _check_number(problem.output_bytes, "output_bytes")
+    lat, bw = _link_matrices(problem, names)
+    memory = np.zeros(num_blocks)
+    if problem.memory_bytes is not None:
+        if len(problem.memory_bytes) != num_blocks:
+            raise PlanError(
+                f"memory_bytes has {len(problem.memory_bytes)} entries for {num_blocks} blocks",
+                "give one memory need per block",
+            )
+        memory = np.array(
+            [_check_number(m, f"memory_bytes[{b}]") for b, m in enumerate(problem.memory_bytes)]
+        )
+    capacity = np.full(len(names), math.inf)
+    for name, cap in problem.capacity_bytes.items():
+        d = _device_index(name, names, "capacity_bytes")
+        if cap is not None:
+            capacity[d] = _check_number(cap, f"capacity_bytes[{name!r}]", allow_inf=True)
+    power: list[Power | None] = [None] * len(names)
+    for name, p in problem.power.items():
+        d = _device_index(name, names, "power")
+        for attr in ("busy_w", "idle_w", "radio_w", "radio_j_per_byte"):
+            _check_number(getattr(p, attr), f"power[{name!r}].{attr}")
+        power[d] = p  # type: ignore[index]
+    source = _device_index(problem.source, names, "source")
+    source = 0 if source is None else source
+    sink = source if isinstance(problem.sink, AtSource) else _device_index(problem.sink, names, "sink")
+    return _build_instance(
+        names, compute, cut, input_bytes, output_bytes, lat, bw, memory, capacity, tuple(power), source, sink
+    )
+
+
+def _build_instance(
+    names: tuple[str, ...],
+    compute: np.ndarray,
+    cut: np.ndarray,
+    input_bytes: float,
+    output_bytes: float,
+    lat: np.ndarray,
+    bw: np.ndarray,
+    memory: np.ndarray,
+    capacity: np.ndarray,
+    power: tuple[Power | None, ...],
+    source: int,
+    sink: int | None,
+) -> Instance:
+    with np.errstate(invalid="ignore"):
+        # One formula for every transfer, the same one cost.py uses: latency + bytes / bandwidth.
+        cut_s = lat[None, :, :] + cut[:, None, None] / bw[None, :, :]
+        upload = lat[source] + input_bytes / bw[source]
+        back = (lat[:, sink] + output_bytes / bw[:, sink]) if sink is not None else np.zeros(len(names))
+    cut_s = np.where(np.isnan(cut_s), math.inf, cut_s)
+    idx = np.arange(len(names))
+    cut_s[:, idx, idx] = 0.0
+    upload = np.where(np.isnan(upload), math.inf, upload)
+    upload[source] = 0.0
+    back = np.where(np.isnan(back), math.inf, back)
+    if sink is not None:
+        back[sink] = 0.0
+    for arr in (compute, cut, memory, capacity, lat, bw, cut_s, upload, back):
+        arr.setflags(write=False)
+    return Instance(
+        names,
+        compute,
+        cut,
+        int(input_bytes),
+        int(output_bytes),
+        lat,
+        bw,
+        memory,
+        capacity,
+        power,
+        source,
+        sink,
+        cut_s,
+        upload,
+        back,
+    )
+
+
+def validate_constraints(inst: Instance, cons: Constraints, objective: str) -> None:
+    """PlanError for constraints that cannot be read (unknown device, block out of range)."""
+    if objective not in OBJECTIVES:
+        raise PlanError(f"unknown objective {objective!r}", f"use one of: {', '.join(OBJECTIVES)}")
+    num_blocks = inst.num_blocks
+    for flag, pairs in (("pin", cons.pins), ("forbid", cons.forbids)):
+        for block, name in pairs:
+            inst.index(name, f"--{flag} {block}={name}")
+            if not 0 <= block < num_blocks:
+                raise PlanError(
+                    f"--{flag} {block}={name}: block {block} does not exist",
+                    f"blocks are numbered 0 to {num_blocks - 1}",
+                )
+    for flag, names in (("exclude", cons.excludes), ("require", cons.requires)):
+        for name in names:
+            inst.index(name, f"--{flag} {name}")
+    if cons.max_stages is not None and cons.max_stages < 1:
+        raise PlanError(f"--max-stages {cons.max_stages} is below 1", "allow at least one stage")
+    if not 0 <= cons.private_blocks <= num_blocks:
+        raise PlanError(
+            f"--private-blocks {cons.private_blocks} is outside 0..{num_blocks}",
+            f"keep between 0 and {num_blocks} blocks on the source",
+        )
+    for flag, value in (
+        ("max-latency", cons.max_latency_s),
+        ("min-throughput", cons.min_throughput_rps),
+        ("max-upload-bytes", cons.max_upload_bytes),
+        ("max-energy", cons.max_energy_j),
+    ):
+        if value is not None and (math.isnan(value) or value < 0):
+            raise PlanError(f"--{flag} {value} is negative or NaN", "give a number >= 0")
+    if (objective == "energy" or cons.max_energy_j is not None) and not inst.has_energy:
+        raise PlanError(
+            "the energy objective needs a battery-powered device with power figures",
+            "add power: {busy_w: .., idle_w: .., radio_w: .., battery: true} to a device",
+        )
+
+
+def allowed_matrix(inst: Instance, cons: Constraints) -> np.ndarray:
+    """(L, D) bool: where each block may run under the block-local constraints."""
+    allowed = np.isfinite(inst.compute_s).copy()
+    for name in cons.excludes:
+        allowed[:, inst.names.index(name)] = False
+    for block, name in cons.forbids:
+        allowed[block, inst.names.index(name)] = False
+    for block, name in cons.pins:
+        keep = np.zeros(inst.num_devices, dtype=bool)
+        keep[inst.names.index(name)] = True
+        allowed[block] &= keep
+    if cons.private_blocks:
+        keep = np.zeros(inst.num_devices, dtype=bool)
+        keep[inst.source] = True
+        allowed[: cons.private_blocks] &= keep
+    return allowed

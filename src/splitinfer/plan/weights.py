@@ -1,0 +1,87 @@
+"""Additive figures of a plan as weights on blocks, cuts and the two ends.
+
+Latency, energy and the bytes leaving the source are all sums over the parts of a
+plan: one weight per (block, device), per (cut, device pair), for the upload to
+each device and for the return from each device. Solvers minimise or bound such
+sums; :mod:`.cost` evaluates the same figures directly for a given plan.
+
+Energy decomposes because a battery device that is not busy computing or using
+its radio is idle: over one request it spends ``idle_w x latency`` plus
+``(busy_w - idle_w) x own compute`` plus ``(radio_w - idle_w) x own transfer time``
+plus ``radio_j_per_byte x own bytes``, and latency is itself a sum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from splitinfer.plan.problem import Instance
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Additive costs of one figure: per block and device, per cut and device pair, ends."""
+
+    node_w: np.ndarray  # (L, D), inf where the block may not run
+    arc_w: np.ndarray  # (L-1, D, D), 0 on the diagonal, inf without a link
+    upload_w: np.ndarray  # (D,) input from the source to the first stage's device
+    return_w: np.ndarray  # (D,) output from the last stage's device to the sink
+
+
+def latency_weights(inst: Instance, allowed: np.ndarray) -> Weights:
+    """Seconds."""
+    return Weights(np.where(allowed, inst.compute_s, np.inf), inst.cut_s, inst.upload_s, inst.return_s)
+
+
+def _scaled(
+    times: np.ndarray, factor: np.ndarray, num_bytes: np.ndarray | float, per_byte: np.ndarray
+) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        out = times * factor + num_bytes * per_byte
+    return np.where(np.isfinite(times), out, np.inf)
+
+
+def energy_weights(inst: Instance, allowed: np.ndarray) -> Weights:
+    """Joules of the battery-powered devices."""
+    num_dev = inst.num_devices
+    battery = [p if p is not None and p.battery else None for p in inst.power]
+    idle_all = sum(p.idle_w for p in battery if p is not None)
+    busy = np.array([p.busy_w - p.idle_w if p else 0.0 for p in battery])
+    radio = np.array([p.radio_w - p.idle_w if p else 0.0 for p in battery])
+    per_byte = np.array([p.radio_j_per_byte if p else 0.0 for p in battery])
+    with np.errstate(invalid="ignore"):
+        node = np.where(allowed, inst.compute_s * (idle_all + busy)[None, :], np.inf)
+    pair_factor = idle_all + radio[:, None] + radio[None, :]
+    pair_bytes = per_byte[:, None] + per_byte[None, :]
+    arc = _scaled(inst.cut_s, pair_factor[None], inst.cut_bytes[:, None, None], pair_bytes[None])
+    idx = np.arange(num_dev)
+    arc[:, idx, idx] = 0.0
+    src = inst.source
+    upload = _scaled(inst.upload_s, pair_factor[src], float(inst.input_bytes), pair_bytes[src])
+    upload[src] = 0.0
+    if inst.sink is None:
+        back = np.zeros(num_dev)
+    else:
+        back = _scaled(
+            inst.return_s, pair_factor[:, inst.sink], float(inst.output_bytes), pair_bytes[:, inst.sink]
+        )
+        back[inst.sink] = 0.0
+    return Weights(node, arc, upload, back)
+
+
+def upload_weights(inst: Instance, allowed: np.ndarray) -> Weights:
+    """Bytes that leave the source device."""
+    _num_blocks, _num_dev = allowed.shape
+    src = inst.source
+    node = np.where(allowed, 0.0, np.inf)
+    arc = np.where(np.isfinite(inst.cut_s), 0.0, np.inf)
+    arc[:, src, :] = np.where(np.isfinite(inst.cut_s[:, src, :]), inst.cut_bytes[:, None], np.inf)
+    arc[:, src, src] = 0.0
+    upload = np.where(np.isfinite(inst.upload_s), float(inst.input_bytes), np.inf)
+    upload[src] = 0.0
+    back = np.where(np.isfinite(inst.return_s), 0.0, np.inf)
+    if inst.sink is not None and inst.sink != src:
+        back[src] = float(inst.output_bytes) if np.isfinite(inst.return_s[src]) else np.inf
+    return Weights(node, arc, upload, back)

@@ -1,0 +1,296 @@
+"""The profile file (``profile.json``): measured costs of one model's blocks on devices and links.
+
+The profiler writes it; it can also be written by hand. A tiny complete example
+(two blocks, one device, one link; sizes in bytes, times in seconds, bandwidth in
+bytes per second)::
+
+    {
+      "schema": 1,
+      "model": {"sha256": "9f2c...", "name": "tiny", "path": "tiny.onnx"},
+      "input_bytes": 602112,
+      "output_bytes": 4000,
+      "blocks": [
+        {"index": 0, "nodes": ["conv1", "relu1"], "flops": 118013952, "num_params": 9408,
+         "param_bytes": 37632, "output_bytes": 802816, "cut_bytes": 802816, "activation_bytes": 1605632},
+        {"index": 1, "nodes": ["pool", "fc"], "flops": 2048000, "num_params": 513000,
+         "param_bytes": 2052000, "output_bytes": 4000, "cut_bytes": 4000, "activation_bytes": 806816}
+      ],
+      "devices": {
+        "camera": {"providers": ["CPUExecutionProvider"], "threads": 1, "date": "2026-01-05T10:00:00Z",
+                   "host": {"cpu": "Cortex-A72"}, "versions": {"onnxruntime": "1.17.1"},
+                   "blocks": [{"median_s": 0.051, "mean_s": 0.052, "p10_s": 0.05, "p90_s": 0.055,
+                               "std_s": 0.002, "n": 30}, null]}
+      },
+      "links": [{"src": "camera", "dst": "edge", "latency_s": 0.005, "bandwidth_bps": 2500000.0,
+                 "r2": 0.998, "source": "measured"}]
+    }
+
+A ``null`` block entry means the block cannot run on that device. ``cut_bytes``
+of block i: bytes crossing the cut after it (the last block's equals the model
+output). Files of another ``schema`` version or malformed ones are refused with
+a clear error. Profiles of the same model (same sha256) merge: devices and links
+are unioned, and on a conflict the newer run (``date``) wins.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from splitinfer.errors import ProfileError, SchemaError
+
+PROFILE_SCHEMA = 1
+HostValue = str | int | float | bool | None
+
+
+class Stats(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Summary of repeated timings, in seconds."""
+
+    median_s: float
+    mean_s: float
+    p10_s: float
+    p90_s: float
+    std_s: float
+    n: int
+    ci_rel: float | None = None  # relative half-width of the median's 95% confidence interval
+
+
+class ModelInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Which model the profile is of, and how its blocks were formed.
+
+    ``analyze(load_model(path, input_shapes=...), max_cut_tensors=..., max_blocks=...)``
+    gives back the same blocks: the runtime does exactly that to deploy a plan.
+    """
+
+    sha256: str
+    name: str
+    path: str | None = None
+    input_shapes: dict[str, tuple[int, ...]] = msgspec.field(default_factory=dict)  # fixed at load time
+    max_cut_tensors: int = 4
+    max_blocks: int = 64
+
+
+class BlockInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One block's static figures (from the graph)."""
+
+    index: int
+    nodes: tuple[str, ...] = ()
+    flops: int = 0
+    num_params: int = 0
+    param_bytes: int = 0
+    output_bytes: int = 0
+    cut_bytes: int = 0  # bytes crossing the cut after this block
+    activation_bytes: int = 0  # peak activation memory while the block runs
+
+
+class SegmentStats(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Timings of blocks ``first_block..last_block`` run as one partition."""
+
+    first_block: int
+    last_block: int
+    stats: Stats
+
+
+class DeviceProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Timings on one device; ``blocks[i]`` None = block i cannot run there."""
+
+    blocks: tuple[Stats | None, ...]
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    threads: int = 0
+    host: dict[str, HostValue] = msgspec.field(default_factory=dict)
+    versions: dict[str, str] = msgspec.field(default_factory=dict)
+    date: str = ""  # ISO 8601 time of the run
+    whole_model: Stats | None = None
+    segments: tuple[SegmentStats, ...] = ()
+    memory_bytes: int | None = None  # memory available on the device
+
+
+class LinkProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An ordered pair of devices: fitted transfer time = latency_s + bytes / bandwidth_bps."""
+
+    src: str
+    dst: str
+    latency_s: float
+    bandwidth_bps: float
+    r2: float | None = None  # goodness of the fit, for measured links
+    source: Literal["measured", "declared", "scission"] = "measured"
+    date: str = ""
+
+
+class Profile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Measured costs of one model: blocks, devices, links."""
+
+    model: ModelInfo
+    blocks: tuple[BlockInfo, ...]
+    input_bytes: int
+    output_bytes: int
+    devices: dict[str, DeviceProfile] = msgspec.field(default_factory=dict)
+    links: tuple[LinkProfile, ...] = ()
+    schema: int = PROFILE_SCHEMA
+
+
+def _bad_number(value: float, allow_inf: bool = False) -> bool:
+    return math.isnan(value) or value < 0 or (math.isinf(value) and not allow_inf)
+
+
+def _validate_device(name: str, dev: DeviceProfile, num_blocks: int) -> None:
+    if len(dev.blocks) != num_blocks:
+        raise ProfileError(
+            f"device {name!r} has times for {len(dev.blocks)} blocks, the model has {num_blocks}",
+            f"profile every block on {name} (null where a block cannot run there)",
+        )
+    named = [(f"block {i}", s) for i, s in enumerate(dev.blocks)]
+    named += [(f"segment {g.first_block}-{g.last_block}", g.stats) for g in dev.segments]
+    named += [("whole model", dev.whole_model)]
+    for what, stats in named:
+        if stats is None:
+            continue
+        for field in ("median_s", "mean_s", "p10_s", "p90_s", "std_s"):
+            value = getattr(stats, field)
+            if _bad_number(value):
+                raise ProfileError(
+                    f"device {name!r} {what}: {field} is {value}",
+                    "re-profile it: times must be finite and >= 0",
+                )
+        if stats.n < 1:
+            raise ProfileError(f"device {name!r} {what}: n is {stats.n}", "re-profile it: n counts >= 1 runs")
+    for g in dev.segments:
+        if not 0 <= g.first_block <= g.last_block < num_blocks:
+            raise ProfileError(
+                f"device {name!r} has segment {g.first_block}-{g.last_block}",
+                f"segments lie within blocks 0..{num_blocks - 1}",
+            )
+
+
+def validate_profile(profile: Profile) -> Profile:
+    """``profile`` if consistent; ProfileError naming the first problem otherwise."""
+    if profile.schema != PROFILE_SCHEMA:
+        raise SchemaError(
+            f"profile has schema {profile.schema}, this splitinfer reads {PROFILE_SCHEMA}",
+            "re-profile with this version of splitinfer",
+        )
+    if not profile.blocks:
+        raise ProfileError("the profile has no blocks", "profile a model with at least one block")
+    for i, block in enumerate(profile.blocks):
+        if block.index != i:
+            raise ProfileError(
+                f"block {i} of the profile has index {block.index}: blocks are missing or out of order",
+                "list blocks 0, 1, 2, ... in order",
+            )
+        for field in ("flops", "num_params", "param_bytes", "output_bytes", "cut_bytes", "activation_bytes"):
+            if getattr(block, field) < 0:
+                raise ProfileError(f"block {i} has negative {field}", "fix the figure (>= 0)")
+    if profile.input_bytes < 0 or profile.output_bytes < 0:
+        raise ProfileError("input_bytes or output_bytes is negative", "fix the figure (>= 0)")
+    for name, dev in profile.devices.items():
+        _validate_device(name, dev, len(profile.blocks))
+    seen = set()
+    for link in profile.links:
+        where = f"link {link.src}->{link.dst}"
+        if link.src == link.dst:
+            raise ProfileError(f"{where} connects a device to itself", "remove it")
+        if (link.src, link.dst) in seen:
+            raise ProfileError(f"{where} is listed twice", "keep one of them")
+        seen.add((link.src, link.dst))
+        if (
+            _bad_number(link.latency_s)
+            or _bad_number(link.bandwidth_bps, allow_inf=True)
+            or link.bandwidth_bps == 0
+        ):
+            raise ProfileError(
+                f"{where} has latency {link.latency_s} s, bandwidth {link.bandwidth_bps} B/s",
+                "give latency >= 0 and a positive bandwidth",
+            )
+    return profile
+
+
+def decode_profile(data: bytes | str, where: str = "profile") -> Profile:
+    """Parse and validate profile JSON text."""
+    try:
+        raw = msgspec.json.decode(data)
+    except msgspec.DecodeError as e:
+        raise SchemaError(f"{where} is not valid JSON: {e}", "write it with `splitinfer profile`") from None
+    if not isinstance(raw, dict):
+        raise SchemaError(f"{where} is not a JSON object", "write it with `splitinfer profile`")
+    if raw.get("schema", PROFILE_SCHEMA) != PROFILE_SCHEMA:
+        raise SchemaError(
+            f"{where} has schema {raw.get('schema')!r}, this splitinfer reads {PROFILE_SCHEMA}",
+            "re-profile with this version of splitinfer",
+        )
+    try:
+        profile = msgspec.convert(raw, Profile)
+    except msgspec.ValidationError as e:
+        raise SchemaError(
+            f"{where} is malformed: {e}", "fix that field (see the format in splitinfer.profile.schema)"
+        ) from None
+    return validate_profile(profile)
+
+
+def encode_profile(profile: Profile) -> bytes:
+    """Profile JSON text (indented), after validation."""
+    validate_profile(profile)
+    return msgspec.json.format(msgspec.json.encode(profile), indent=2) + b"\n"
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Read and validate ``profile.json``."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise ProfileError(
+            f"cannot read profile {p}: {e.strerror}", "check the path (write one with `splitinfer profile`)"
+        ) from None
+    return decode_profile(data, str(p))
+
+
+def save_profile(profile: Profile, path: str | Path) -> None:
+    """Write ``profile`` to ``path`` as JSON."""
+    Path(path).write_bytes(encode_profile(profile))
+
+
+def _newer(a: str, b: str) -> bool:
+    """Is run date ``a`` strictly newer than ``b``? Unreadable or missing dates are oldest."""
+
+    def parse(text: str) -> datetime | None:
+        try:
+            stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return stamp if stamp.tzinfo else stamp.replace(tzinfo=datetime.now().astimezone().tzinfo)
+
+    ta, tb = parse(a), parse(b)
+    if ta is None:
+        return False
+    return tb is None or ta > tb
+
+
+def merge_profiles(a: Profile, b: Profile) -> Profile:
+    """One profile with the devices and links of both; on a conflict the newer run wins (b on a tie)."""
+    validate_profile(a)
+    validate_profile(b)
+    if a.model.sha256 != b.model.sha256:
+        raise ProfileError(
+            f"cannot merge profiles of different models ({a.model.name} {a.model.sha256[:12]} "
+            f"and {b.model.name} {b.model.sha256[:12]})",
+            "merge profiles of the same model file",
+        )
+    if len(a.blocks) != len(b.blocks) or [x.cut_bytes for x in a.blocks] != [x.cut_bytes for x in b.blocks]:
+        raise ProfileError(
+            "the profiles split the model into different blocks",
+            "profile both with the same cuts (the same splitinfer version and options)",
+        )
+    devices = dict(a.devices)
+    for name, dev in b.devices.items():
+        if name not in devices or not _newer(devices[name].date, dev.date):
+            devices[name] = dev
+    links = {(x.src, x.dst): x for x in a.links}
+    for link in b.links:
+        key = (link.src, link.dst)
+        if key not in links or not _newer(links[key].date, link.date):
+            links[key] = link
+    return validate_profile(msgspec.structs.replace(b, devices=devices, links=tuple(links.values())))

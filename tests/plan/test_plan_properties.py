@@ -1,0 +1,260 @@
+"""Every solver reaches the brute-force optimum, and top-k lists match, on random small problems."""
+
+from __future__ import annotations
+
+import math
+
+import hypothesis.strategies as st
+from hypothesis import HealthCheck, given, settings
+
+from splitinfer.errors import InfeasibleError, PlanError
+from splitinfer.plan import Constraints, Link, Power, Problem, prepare, solve
+from splitinfer.plan.bruteforce import best_plans, feasible_plans, pareto_plans
+from splitinfer.plan.pareto import ENERGY_STEP
+
+REL = 1e-9
+EXAMPLES = 300
+
+# Coarse grids keep distinct plans apart by more than the MILP's tolerances
+# while still producing many exact ties (zeros, equal times).
+TIMES = st.integers(0, 44).map(lambda i: None if i > 40 else i * 0.0125)  # about 1 in 11 cannot run
+BYTES = st.integers(0, 20).map(lambda i: i * 500)
+
+
+@st.composite
+def problems(draw, energy: bool = False) -> Problem:
+    num_blocks = draw(st.integers(1, 6))
+    num_dev = draw(st.integers(1, 4))
+    names = tuple(f"d{i}" for i in range(num_dev))
+    compute = {n: draw(st.lists(TIMES, min_size=num_blocks, max_size=num_blocks)) for n in names}
+    links = []
+    for a in names:
+        for b in names:
+            if a != b and draw(st.integers(0, 9)) < 8:
+                links.append(
+                    Link(
+                        a,
+                        b,
+                        draw(st.sampled_from([1000.0, 4000.0, 16000.0, math.inf])),
+                        draw(st.sampled_from([0.0, 0.005, 0.02])),
+                    )
+                )
+    memory = draw(st.none() | st.lists(st.integers(0, 6), min_size=num_blocks, max_size=num_blocks))
+    capacity = {n: draw(st.none() | st.integers(4, 24)) for n in names} if memory else {}
+    power = {}
+    if energy:
+        for n in names:
+            if draw(st.booleans()) or n == names[0]:
+                power[n] = Power(
+                    busy_w=draw(st.sampled_from([0.0, 1.0, 4.0])),
+                    idle_w=draw(st.sampled_from([0.0, 0.5, 2.0])),
+                    radio_w=draw(st.sampled_from([0.0, 1.5, 3.0])),
+                    radio_j_per_byte=draw(st.sampled_from([0.0, 0.001])),
+                    battery=n == names[0] or draw(st.booleans()),
+                )
+    source = draw(st.sampled_from(names))
+    sink = draw(st.sampled_from(["source", "none", *names]))
+    extra = {} if sink == "source" else {"sink": None if sink == "none" else sink}
+    return Problem(
+        names,
+        compute,
+        draw(st.lists(BYTES, min_size=num_blocks - 1, max_size=num_blocks - 1)),
+        draw(BYTES),
+        draw(BYTES),
+        links,
+        memory,
+        capacity,
+        power,
+        source,
+        **extra,
+    )
+
+
+@st.composite
+def constraints(draw, problem: Problem, energy: bool = False) -> Constraints:
+    names = problem.devices
+    blocks = st.integers(0, problem.num_blocks - 1)
+    pair = st.tuples(blocks, st.sampled_from(names))
+    sparse = st.integers(0, 9)
+
+    def maybe(strategy):
+        return draw(strategy) if draw(sparse) < 2 else None
+
+    return Constraints(
+        pins=tuple(draw(st.lists(pair, max_size=2))) if draw(sparse) < 2 else (),
+        forbids=tuple(draw(st.lists(pair, max_size=3))) if draw(sparse) < 4 else (),
+        excludes=tuple(draw(st.lists(st.sampled_from(names), max_size=1))) if draw(sparse) < 2 else (),
+        requires=tuple(draw(st.lists(st.sampled_from(names), max_size=2))) if draw(sparse) < 2 else (),
+        max_stages=maybe(st.integers(1, 4)),
+        revisits=draw(st.sampled_from([None, True, False])),
+        private_blocks=draw(st.integers(0, min(2, problem.num_blocks))) if draw(sparse) < 2 else 0,
+        max_latency_s=maybe(st.integers(4, 60).map(lambda i: i * 0.05)),
+        min_throughput_rps=maybe(st.sampled_from([0.5, 1.0, 2.0])),
+        max_upload_bytes=maybe(st.integers(0, 40).map(lambda i: i * 500)),
+        max_energy_j=maybe(st.integers(0, 40).map(lambda i: i * 0.1)) if energy else None,
+    )
+
+
+@st.composite
+def cases(draw, energy: bool = False):
+    problem = draw(problems(energy))
+    return problem, draw(constraints(problem, energy)), draw(st.integers(1, 4))
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=REL, abs_tol=1e-12)
+
+
+def _same(a: float | tuple, b: float | tuple) -> bool:
+    if isinstance(a, tuple):
+        return all(_close(x, y) for x, y in zip(a, b, strict=True))
+    return _close(a, b)
+
+
+def _solve_values(problem, objective, cons, k, method, solvers: set[str]) -> list[float] | None:
+    """Objective values of a solver's plans ([] if infeasible, None if the method does not apply)."""
+    try:
+        plans = solve(problem, objective, cons, k, method=method)
+    except InfeasibleError:
+        return []
+    except PlanError as e:
+        if method == "dp" and "no DP handles" in e.problem:
+            return None
+        raise
+    assert [p.rank for p in plans] == list(range(1, len(plans) + 1))
+    if method == "auto":
+        solvers.update(p.solver for p in plans)
+    if objective == "throughput":  # ties in the bottleneck go to the faster plan
+        return [(p.bottleneck_s, p.latency_s) for p in plans]
+    return [getattr(p, {"latency": "latency_s", "energy": "energy_j"}[objective]) for p in plans]
+
+
+def _throughput_order(inst, cons, k, revisits) -> list[tuple[float, float]]:
+    """Brute force: the k best (bottleneck, latency) pairs, bottlenecks equal within REL counted equal."""
+    pairs = sorted((m.bottleneck_s, m.latency_s) for _, m in feasible_plans(inst, cons, revisits))
+    levelled, level = [], None
+    for b, lat in pairs:
+        if level is None or not _close(b, level):
+            level = b
+        levelled.append((level, b, lat))
+    return [(b, lat) for _, b, lat in sorted(levelled, key=lambda t: (t[0], t[2]))][:k]
+
+
+def _check_scalar(problem: Problem, cons: Constraints, k: int, objective: str) -> None:
+    inst = prepare(problem)
+    revisits = cons.revisits if cons.revisits is not None else objective != "throughput"
+    if objective == "throughput":
+        expected = _throughput_order(inst, cons, k, revisits)
+    else:
+        expected = [v for v, _ in best_plans(inst, cons, objective, k, revisits)]
+    solvers = set()
+    for method in ("auto", "dp", "milp"):
+        if method == "milp" and solvers == {"milp"}:
+            continue  # auto already was the MILP
+        got = _solve_values(problem, objective, cons, k, method, solvers)
+        if got is None:
+            continue
+        assert len(got) == len(expected), (method, got, expected)
+        assert all(_same(g, e) for g, e in zip(got, expected, strict=True)), (method, got, expected)
+
+
+SETTINGS = settings(
+    max_examples=EXAMPLES, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+)
+
+
+@SETTINGS
+@given(cases())
+def test_latency_matches_bruteforce(case):
+    _check_scalar(*case, "latency")
+
+
+@SETTINGS
+@given(cases())
+def test_throughput_matches_bruteforce(case):
+    _check_scalar(*case, "throughput")
+
+
+@SETTINGS
+@given(cases(energy=True))
+def test_energy_matches_bruteforce(case):
+    _check_scalar(*case, "energy")
+
+
+def _front_ok(
+    got: list[tuple[float, float]], expected: list[tuple[float, float]], feasible: list[tuple[float, float]]
+) -> None:
+    """Fronts agree up to REL in latency and the solver's energy step in the second figure."""
+
+    def tol(x: float, rel: float = REL) -> float:
+        return rel * max(1.0, abs(x))
+
+    step = ENERGY_STEP
+    for lat, other in got:  # nothing feasible is clearly better on both axes
+        assert not any(
+            (q_lat < lat - tol(lat) and q_other <= other + tol(other, step))
+            or (q_lat <= lat + tol(lat) and q_other < other - tol(other, step))
+            for q_lat, q_other in feasible
+        ), (lat, other)
+    for q_lat, q_other in expected:  # every point of the exact front is matched
+        covered = [lat <= q_lat + tol(q_lat) and other <= q_other + tol(q_other, step) for lat, other in got]
+        assert any(covered), (q_lat, q_other, got)
+
+
+@SETTINGS
+@given(cases(energy=True))
+def test_pareto_fronts_match_bruteforce(case):
+    problem, cons, _ = case
+    inst = prepare(problem)
+    revisits = cons.revisits if cons.revisits is not None else True
+    try:
+        plans = solve(problem, "pareto", cons)
+    except InfeasibleError:
+        plans = []
+    every = feasible_plans(inst, cons, revisits)
+    for second, attr in (("energy", "energy_j"), ("upload", "upload_bytes")):
+        exact = pareto_plans(inst, cons, second, revisits, every)
+        got = [(p.latency_s, float(getattr(p, attr))) for p in plans if p.objective == f"pareto-{second}"]
+        feasible = [
+            (m.latency_s, float(m.energy_j if second == "energy" else m.upload_bytes)) for _, m in every
+        ]
+        _front_ok(got, [(lat, other) for lat, other, _ in exact], feasible)
+        lats = [lat for lat, _ in got]
+        assert lats == sorted(lats)
+
+
+@st.composite
+def segment_cases(draw):
+    """No revisits with memory limits (and sometimes a throughput bound): the stage-by-stage DP."""
+    problem = draw(problems(energy=draw(st.booleans())))
+    num_blocks = problem.num_blocks
+    memory = draw(st.lists(st.integers(1, 6), min_size=num_blocks, max_size=num_blocks))
+    capacity = {n: draw(st.integers(3, 5 * num_blocks)) for n in problem.devices}
+    problem = Problem(
+        problem.devices,
+        problem.compute_s,
+        problem.cut_bytes,
+        problem.input_bytes,
+        problem.output_bytes,
+        problem.links,
+        memory,
+        capacity,
+        problem.power,
+        problem.source,
+        draw(st.sampled_from([None, problem.source])),
+    )
+    cons = Constraints(
+        revisits=False,
+        max_stages=draw(st.none() | st.integers(1, 3)),
+        requires=tuple(draw(st.lists(st.sampled_from(problem.devices), max_size=1))),
+        min_throughput_rps=draw(st.none() | st.sampled_from([1.0, 2.0])),
+    )
+    objective = draw(st.sampled_from(["latency", "throughput"] + (["energy"] if problem.power else [])))
+    return problem, cons, draw(st.integers(1, 4)), objective
+
+
+@SETTINGS
+@given(segment_cases())
+def test_stage_by_stage_dp_matches_bruteforce(case):
+    problem, cons, k, objective = case
+    _check_scalar(problem, cons, k, objective)
