@@ -16,8 +16,8 @@ $(VENV)/.installed-core: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test,report,serve]'
+$(VENV)/.installed-test: pyproject.toml Makefile | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test,report,serve,ray]'
 	touch $@ $(VENV)/.installed-core
 
 demo: $(VENV)/.installed-core

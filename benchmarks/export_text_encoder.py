@@ -1,3 +1,13 @@
+"""Export a real transformer text encoder to ONNX, for `splitinfer inspect/split` checks (optional).
+
+Needs torch and transformers (not dependencies of splitinfer): on these machines
+`pip install torch==2.13.0 transformers onnxscript` in a separate venv, then
+`python benchmarks/export_text_encoder.py` writes two exports (legacy exporter at
+opset 14, dynamo exporter at opset 18 with external data) into the current folder.
+Then e.g. `splitinfer split minilm_opset18_dynamo.onnx --all --input-shape
+input_ids=2,64 --input-shape attention_mask=2,64 -o parts/`.
+"""
+
 # Export a Hugging Face transformers BERT (MiniLM-L6 configuration, random weights) to ONNX
 # with torch's exporter, dynamic batch and sequence axes: the graph patterns of a real export.
 import torch
@@ -26,6 +36,7 @@ for opset, dynamo in ((14, False), (18, True)):
     name = f"minilm_opset{opset}_{'dynamo' if dynamo else 'legacy'}.onnx"
     torch.onnx.export(model, (ids, mask), name, input_names=["input_ids", "attention_mask"],
                       output_names=["last_hidden_state", "pooler_output"], opset_version=opset,
-                      dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
+                      dynamic_axes={"input_ids": {0: "batch", 1: "seq"},
+                                    "attention_mask": {0: "batch", 1: "seq"},
                                     "last_hidden_state": {0: "batch", 1: "seq"}}, dynamo=dynamo)
     print("wrote", name)
