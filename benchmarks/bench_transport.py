@@ -37,6 +37,7 @@ from splitinfer.runtime import StageSpec, deploy_stages
 from splitinfer.types import TensorSpec
 
 SIZES_BYTES = {"4 KB": 4_000, "800 KB": 800_000, "3.2 MB": 3_200_000}
+PARTS = ("hop in", "worker queue", "compute", "hop out", "rest", "result hand-off")
 
 
 def _model(nodes, inputs, outputs, inits=()) -> bytes:
@@ -101,6 +102,7 @@ def bench_hops(num_bytes: int, repeats: int) -> dict[str, float]:
     client = session.worker_client("a")
     x = np.ones(num_bytes // 4, np.float32)
     raw, echo, total, transport, hops = [], [], [], [], []
+    parts: dict[str, list[float]] = {k: [] for k in PARTS}
     try:
         for block in range(repeats // 10 + 1):
             for _ in range(10):
@@ -120,13 +122,28 @@ def bench_hops(num_bytes: int, repeats: int) -> dict[str, float]:
                     total.append(elapsed)
                     transport.append(elapsed - timing.stages[0].compute_s)
                     hops.extend(h.transfer_s for h in timing.hops)
+                    _split(timing, elapsed, parts)
     finally:
         client.close()
         session.close()
         raw_pipe.close()
     med = statistics.median
     return {"raw": med(raw), "echo": med(echo), "stage": med(total), "transport": med(transport),
-            "hop": med(hops)}
+            "hop": med(hops), **{k: med(v) for k, v in parts.items()}}
+
+
+def _split(timing, elapsed_s: float, parts: dict[str, list[float]]) -> None:
+    """Where one stage round trip went: the two hops, the worker's queue (decode + hand-off from its IO
+    thread to its compute thread), compute, the coordinator's hand-off of the result to the caller
+    (decode, timing record, waking the caller) and the rest (encoding on both sides)."""
+    stage = timing.stages[0]
+    hop_in, hop_out = timing.hops[0].transfer_s, timing.hops[1].transfer_s
+    parts["hop in"].append(hop_in)
+    parts["worker queue"].append(stage.queue_s)
+    parts["compute"].append(stage.compute_s)
+    parts["hop out"].append(hop_out)
+    parts["rest"].append(timing.latency_s - hop_in - hop_out - stage.queue_s - stage.compute_s)
+    parts["result hand-off"].append(elapsed_s - timing.latency_s)
 
 
 def bench_ray(num_bytes: int, repeats: int) -> float | None:
@@ -201,8 +218,10 @@ def main(argv: list[str]) -> int:
     print(f"{'tensor':>8} {'raw rtt':>8} {'echo':>8} {'stage':>8} {'stage-cmp':>9} {'raw hop':>8} "
           f"{'our hop':>8} {'ray':>8} {'hop/raw':>8} {'rtt/raw':>8}")
     goals = []
+    breakdowns = {}
     for label, num_bytes in SIZES_BYTES.items():
         m = bench_hops(num_bytes, repeats if num_bytes < 1_000_000 else max(40, repeats // 2))
+        breakdowns[label] = m
         ray_s = bench_ray(num_bytes, max(10, repeats // 4))
         raw_hop = m["raw"] / 2
         hop_ratio = m["hop"] / raw_hop
@@ -213,6 +232,10 @@ def main(argv: list[str]) -> int:
               f"{hop_ratio:8.2f} {m['transport'] / m['raw']:8.2f}")
     print("  raw hop = raw rtt / 2; our hop = transfer time seen by the receiver (timing record);")
     print("  stage-cmp = stage round trip minus the Identity partition's compute; goal hop/raw <= 1.5")
+    print("  where a stage round trip goes (us; worker queue = its decode + IO->compute thread hand-off,")
+    print("  result hand-off = the coordinator's decode + timing record + waking the caller):")
+    for label, m in breakdowns.items():
+        print(f"  {label:>8}: " + ", ".join(f"{k} {m[k] * 1e6:.0f}" for k in PARTS))
     if bench_ray(1, 1) is None:
         print("  ray: not installed, Ray actor chain skipped")
     num_requests = 40 if args.quick else 150

@@ -1,16 +1,297 @@
-"""Runtime commands: ``splitinfer worker`` (a device worker process).
+"""Runtime commands: ``splitinfer worker`` (a device worker), ``run`` (one request) and ``bench``.
 
 The worker's flags are declared once, on :class:`splitinfer.runtime.worker.WorkerConfig`;
 this command hands its arguments to the same parser as ``python -m splitinfer.runtime.worker``.
+``run`` and ``bench`` deploy a plan with :func:`splitinfer.runtime.deploy.deploy` and always
+close the deployment on exit (Ctrl-C included).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
+import numpy as np
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from splitinfer.cli._common import console, format_bytes, print_json
+from splitinfer.cluster import Cluster, load_cluster
+from splitinfer.errors import ClusterError, ModelError, ShapeError
+from splitinfer.graph import Model, load_model
+from splitinfer.plan import Plan, describe_stages
+from splitinfer.profile.schema import Profile, load_profile
+
+if TYPE_CHECKING:  # the runtime (zmq, onnxruntime) loads only when a command runs
+    from splitinfer.runtime.bench import BenchResult
+    from splitinfer.runtime.session import Session
+    from splitinfer.runtime.timing import RequestTiming
+
+PlanArg = Annotated[Path, typer.Argument(metavar="PLAN", help="plan.json written by `splitinfer plan -o`.",
+                                         show_default=False)]
+ClusterOpt = Annotated[Path | None, typer.Option(
+    "--cluster", help="cluster.yaml (default: the one the plan was made with).", show_default=False)]
+ModelOpt = Annotated[Path | None, typer.Option(
+    "--model", help="The .onnx model (default: the profile's model path).", show_default=False)]
+ProfileOpt = Annotated[Path | None, typer.Option(
+    "--profile", help="profile.json the plan was made from: block settings and re-planning on failure "
+                      "(default: the plan's).", show_default=False)]
+RankOpt = Annotated[int, typer.Option("--rank", help="Which plan of the file: 1 = the best.")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Deadline of each request, in seconds.")]
 
 
+@dataclass(frozen=True)
+class Deployment:
+    """What a command deploys: the plan, the cluster, the loaded model and the profile (if any)."""
+
+    plan: Plan
+    cluster: Cluster
+    model: Model
+    profile: Profile | None
+
+
+def _existing(text: str | None, near: Path) -> Path | None:
+    """A path named in a file's meta, as given or relative to that file's folder, if it exists."""
+    if not text:
+        return None
+    for candidate in (Path(text), near.parent / text):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def resolve_deployment(plan_path: Path, cluster: Path | None, model: Path | None, profile: Path | None,
+                       rank: int = 1) -> Deployment:
+    """Load the plan; missing --cluster / --model / --profile come from what the plan and profile record."""
+    from splitinfer.runtime.deploy import load_plan
+
+    plan = load_plan(plan_path, rank)
+    profile_path = profile or _existing(plan.meta.get("profile"), plan_path)
+    the_profile = load_profile(profile_path) if profile_path is not None else None
+    cluster_path = cluster or _existing(plan.meta.get("cluster"), plan_path)
+    if cluster_path is None:
+        raise ClusterError("no cluster given and the plan names none", "give --cluster cluster.yaml")
+    model_path = model
+    if model_path is None and the_profile is not None and profile_path is not None:
+        model_path = _existing(the_profile.model.path, profile_path)
+    model_path = model_path or _existing(plan.meta.get("model"), plan_path)
+    if model_path is None:
+        raise ModelError("no model given and the plan's profile names no model file found here",
+                         "give --model MODEL.onnx")
+    shapes = dict(the_profile.model.input_shapes) if the_profile is not None else None
+    return Deployment(plan, load_cluster(cluster_path), load_model(model_path, input_shapes=shapes or None),
+                      the_profile)
+
+
+def open_session(dep: Deployment, timeout_s: float) -> Session:
+    """Deploy ``dep``: workers start, stages load; close the session (``with``) to stop them."""
+    from splitinfer.runtime.deploy import deploy
+
+    with console.status(f"deploying {describe_stages(dep.plan)} ..."):
+        return deploy(dep.plan, dep.cluster, dep.model, profile=dep.profile, timeout_s=timeout_s)
+
+
+# ---- run -------------------------------------------------------------------------------------------
+def read_feeds(path: Path, model: Model) -> dict[str, np.ndarray]:
+    """Inputs from a .npy (a single-input model) or .npz (arrays named as the inputs); never unpickles."""
+    from splitinfer.runtime.execution import check_feeds
+
+    names = [s.name for s in model.inputs]
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ShapeError(f"input file {path} does not exist", "check the path") from None
+    except (OSError, ValueError) as e:
+        raise ShapeError(f"cannot read {path} as .npy or .npz: {e}",
+                         "save inputs with numpy.save (one input) or numpy.savez (by name)") from None
+    if isinstance(loaded, np.ndarray):
+        if len(names) != 1:
+            raise ShapeError(f"{path} holds one array, the model has inputs {names}",
+                             "save them with numpy.savez(path, **{name: array})")
+        feeds = {names[0]: loaded}
+    else:
+        with loaded:
+            feeds = {k: loaded[k] for k in loaded.files}
+    check_feeds(feeds, model.inputs, f"--input {path.name}")
+    return feeds
+
+
+def check_output_path(path: Path, model: Model) -> None:
+    """Before any work: an .npy file holds one array, so several outputs need .npz."""
+    if path.suffix != ".npz" and len(model.outputs) != 1:
+        raise ShapeError(f"the model has {len(model.outputs)} outputs, {path.name} holds one array",
+                         f"write them to {path.with_suffix('.npz').name}")
+
+
+def write_outputs(path: Path, outputs: dict[str, np.ndarray]) -> None:
+    """One output to .npy, several to .npz (named)."""
+    if path.suffix == ".npz":
+        np.savez(path, **outputs)
+    else:
+        np.save(path, next(iter(outputs.values())))
+
+
+def timing_table(timing: RequestTiming, plan: Plan) -> Table:
+    """One request's time per stage and hop, beside the plan's prediction."""
+    title = f"request timing: {timing.latency_s * 1e3:.2f} ms (plan: {plan.latency_s * 1e3:.2f} ms)"
+    table = Table(title=title, title_justify="left")
+    for name in ("part", "where", "bytes", "queue ms", "compute ms", "wait ms", "total ms", "plan ms"):
+        table.add_column(name, justify="left" if name in ("part", "where") else "right")
+    hops = {(h.src, h.dst): h for h in plan.hops}
+    for k, hop in enumerate(timing.hops):
+        predicted = hops[(hop.src, hop.dst)].transfer_s if (hop.src, hop.dst) in hops else 0.0
+        table.add_row(f"hop {k}", f"{hop.src} -> {hop.dst}", format_bytes(hop.num_bytes), "", "", "",
+                      f"{hop.transfer_s * 1e3:.3f}", f"{predicted * 1e3:.3f}")
+        if k < len(timing.stages):
+            s = timing.stages[k]
+            planned = plan.stages[k].compute_s if k < len(plan.stages) else math.nan
+            table.add_row(f"stage {k}", s.device, "", f"{s.queue_s * 1e3:.3f}", f"{s.compute_s * 1e3:.3f}",
+                          f"{s.wait_s * 1e3:.3f}", f"{s.busy_s * 1e3:.3f}", f"{planned * 1e3:.3f}")
+    return table
+
+
+def run_command(
+    plan: PlanArg,
+    cluster: ClusterOpt = None,
+    model: ModelOpt = None,
+    profile: ProfileOpt = None,
+    input_path: Annotated[Path | None, typer.Option(
+        "--input", "-i", help="Inputs: .npy (single-input model) or .npz (by input name). "
+                              "Default: seeded generated inputs.", show_default=False)] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Write the outputs: .npy (one output) or .npz.", show_default=False)] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of generated inputs.")] = 0,
+    rank: RankOpt = 1,
+    timeout: TimeoutOpt = 30.0,
+) -> None:
+    """Deploy a plan, run one request through its stages, show the outputs and where the time went.
+
+    Local devices of the cluster run as worker processes on this machine; they stop when the command ends.
+    --cluster, --model and --profile default to what the plan and its profile record.
+
+    Examples:
+
+      splitinfer run plan.json --cluster cluster.yaml --model r18.onnx --profile profile.json
+
+      splitinfer run plan.json --input image.npy -o logits.npy
+
+      splitinfer run plan.json --rank 2 --input feeds.npz -o outputs.npz
+    """
+    dep = resolve_deployment(plan, cluster, model, profile, rank)
+    feeds = read_feeds(input_path, dep.model) if input_path is not None else dep.model.make_feeds(seed)
+    if output is not None:
+        check_output_path(output, dep.model)
+    with open_session(dep, timeout) as session:
+        values = session.run(None, feeds)
+        timing = session.last_timing
+    outputs = {s.name: v for s, v in zip(dep.model.outputs, values, strict=True)}
+    table = Table(title="outputs", title_justify="left")
+    for name in ("name", "dtype", "shape", "min", "max"):
+        table.add_column(name, justify="left" if name in ("name", "dtype", "shape") else "right")
+    for name, value in outputs.items():
+        numeric = value.size and value.dtype.kind in "fiub"
+        lo, hi = (f"{value.min():.4g}", f"{value.max():.4g}") if numeric else ("", "")
+        table.add_row(name, value.dtype.name, str(list(value.shape)), lo, hi)
+    console.print(table)
+    assert timing is not None
+    console.print(timing_table(timing, dep.plan))
+    if output is not None:
+        write_outputs(output, outputs)
+        console.print(f"wrote {output}", highlight=False)
+
+
+# ---- bench -----------------------------------------------------------------------------------------
+def _err(value: float) -> str:
+    return f"{value:+.1%}" if math.isfinite(value) and abs(value) < 1e6 else "n/a"
+
+
+def _ms(value: float) -> str:
+    return f"{value * 1e3:.3f}"
+
+
+def format_bench_table(result: BenchResult) -> Table:
+    """Per stage and hop, then end to end: predicted vs measured (median, p95) and the relative error."""
+    table = Table(title=f"bench of {describe_stages(result.plan)}: {result.num_requests} requests, "
+                        f"concurrency {result.concurrency}", title_justify="left")
+    for name in ("part", "where", "bytes", "plan ms", "median ms", "p95 ms", "error"):
+        table.add_column(name, justify="left" if name in ("part", "where") else "right")
+    for k, hop in enumerate(result.hops):
+        table.add_row(f"{hop.kind} hop", f"{hop.src} -> {hop.dst}", format_bytes(hop.num_bytes),
+                      _ms(hop.predicted_s), _ms(hop.measured_median_s), _ms(hop.measured_p95_s),
+                      _err(hop.rel_error))
+        if k < len(result.stages):
+            s = result.stages[k]
+            table.add_row(f"stage {s.stage}", s.device, "", _ms(s.predicted_s), _ms(s.measured_median_s),
+                          _ms(s.measured_p95_s), _err(s.rel_error))
+    table.add_section()
+    table.add_row("latency", "end to end", "", _ms(result.predicted_latency_s), _ms(result.latency_median_s),
+                  _ms(result.latency_p95_s), _err(result.latency_rel_error))
+    predicted = result.predicted_throughput_rps
+    table.add_row("throughput", "req/s", "", f"{predicted:.2f}" if math.isfinite(predicted) else "inf",
+                  f"{result.throughput_rps:.2f}", "", _err(result.throughput_rel_error))
+    return table
+
+
+def bench_command(
+    plan: PlanArg,
+    cluster: ClusterOpt = None,
+    model: ModelOpt = None,
+    profile: ProfileOpt = None,
+    requests: Annotated[int, typer.Option("--requests", "-n", help="Measured requests.")] = 50,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Requests in flight at once.")] = 1,
+    warmup: Annotated[int, typer.Option("--warmup", help="Unmeasured requests first.")] = 5,
+    rank: RankOpt = 1,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the results to bench.json.",
+                                                show_default=False)] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print only the bench JSON.")] = False,
+    timeout: TimeoutOpt = 30.0,
+) -> None:
+    """Deploy a plan, run many requests and compare the measured times with the plan's predictions.
+
+    Per stage: predicted compute vs measured compute + emulated slowdown wait.
+    Per hop: predicted vs measured transfer. End to end: latency (median, p95) and throughput.
+    Errors are (predicted - measured) / measured: negative = the plan is optimistic.
+    Compare latency at --concurrency 1, throughput at higher concurrency.
+
+    Examples:
+
+      splitinfer bench plan.json --cluster cluster.yaml --model r18.onnx --profile profile.json
+
+      splitinfer bench plan.json --requests 200 --concurrency 8 -o bench.json
+
+      splitinfer bench plan.json --rank 2 --json > bench.json
+    """
+    if requests < 1 or concurrency < 1 or warmup < 0:
+        raise ShapeError("--requests and --concurrency must be at least 1, --warmup at least 0",
+                         "give positive counts")
+    from splitinfer.runtime.bench import bench, encode_bench, save_bench
+
+    dep = resolve_deployment(plan, cluster, model, profile, rank)
+    with open_session(dep, timeout) as session:
+        if json_out:
+            result = bench(session, dep.plan, num_requests=requests, concurrency=concurrency, warmup=warmup)
+        else:
+            columns = (TextColumn("bench"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+            with Progress(*columns, console=console, transient=True) as bar:
+                task = bar.add_task("bench", total=requests)
+                result = bench(session, dep.plan, num_requests=requests, concurrency=concurrency,
+                               warmup=warmup, progress=lambda done, _: bar.update(task, completed=done))
+    if output is not None:
+        save_bench(result, output)
+    if json_out:
+        print_json(json.loads(encode_bench(result)))
+        return
+    console.print(format_bench_table(result))
+    if output is not None:
+        console.print(f"wrote {output}", highlight=False)
+
+
+# ---- worker ----------------------------------------------------------------------------------------
 def worker(ctx: typer.Context) -> None:
     """Run a device worker: hosts stages, answers health, info, profile and echo requests.
 
@@ -31,3 +312,5 @@ def register(app: typer.Typer) -> None:
     """Add this group's commands to the main app."""
     app.command("worker", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
                                             "help_option_names": []})(worker)
+    app.command("run", no_args_is_help=True)(run_command)
+    app.command("bench", no_args_is_help=True)(bench_command)

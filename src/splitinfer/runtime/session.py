@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zmq
@@ -55,6 +55,10 @@ from splitinfer.runtime.pipeline import (
 )
 from splitinfer.runtime.timing import RequestTiming, build_timing
 from splitinfer.types import TensorSpec
+
+if TYPE_CHECKING:
+    from splitinfer.graph import Model
+    from splitinfer.plan import Plan
 
 log = logging.getLogger("splitinfer.session")
 Replan = Callable[[frozenset[str]], Sequence[StageSpec]]
@@ -81,7 +85,7 @@ class SessionOptions:
 
     timeout_s: float = 30.0  # default deadline of each request
     heartbeat_interval_s: float = 0.5  # how often each worker is asked for health
-    dead_after_s: float = 1.5  # a worker silent this long is dead (noticed within this + 0.05 s)
+    dead_after_s: float = 1.9  # a worker silent this long is dead (noticed within this + 0.05 s)
     deploy_timeout_s: float = 120.0  # building and warming up one stage's ONNX Runtime session
     connect_timeout_s: float = 5.0  # a worker must answer health this fast when the session starts
     startup_timeout_s: float = 60.0  # local worker processes must be ready this fast
@@ -110,6 +114,8 @@ class Session:
         self.timeout_s = options.timeout_s
         self.last_timing: RequestTiming | None = None
         self.num_replans = 0
+        self.plan: Plan | None = None  # the plan the stages come from (set by runtime.deploy)
+        self.model: Model | None = None  # the whole model (set by runtime.deploy)
         self._token = token
         self._replan = replan
         self._context = zmq.Context()
@@ -137,7 +143,10 @@ class Session:
         remote = [d for d in self.cluster.devices if not d.is_local]
         if host is None:
             host = reachable_ip(remote[0].address) if remote else "127.0.0.1"
-        bind_host = "0.0.0.0" if remote else host
+        # Ray places workers on nodes known only once they start, and netns workers reach us through
+        # a bridge made when they start: _start picks the advertised host then.
+        late = self.cluster.backend == "ray" or self.cluster.network == "netns"
+        bind_host = "0.0.0.0" if remote or late else host
         port = self._result_sock.bind_to_random_port(f"tcp://{bind_host}")
         return f"tcp://{host}:{port}"
 
@@ -145,6 +154,10 @@ class Session:
         self._launcher, addresses = start_workers(self.cluster, self._token,
                                                   startup_timeout_s=self.options.startup_timeout_s)
         self.addresses.update(addresses)
+        late = self.cluster.backend == "ray" or self.cluster.network == "netns"
+        if late and self.options.coordinator_host is None and addresses:
+            port = self.result_address.rsplit(":", 1)[1]
+            self.result_address = f"tcp://{reachable_ip(next(iter(addresses.values())))}:{port}"
         needed = {s.device for s in stages}
         for name, address in self.addresses.items():
             client = WorkerClient(address, self._token, context=self._context, name=name)
@@ -193,6 +206,11 @@ class Session:
         """The stages currently deployed (they change after a replan)."""
         assert self._pipeline is not None
         return self._pipeline.stages
+
+    @property
+    def state(self) -> str:
+        """starting | ready | recovering (re-planning after a failure) | broken | closed."""
+        return self._state
 
     @property
     def dead_devices(self) -> frozenset[str]:

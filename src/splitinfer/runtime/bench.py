@@ -1,0 +1,310 @@
+"""Measure a deployed plan and compare it with its prediction; the bench file (``bench.json``).
+
+::
+
+    with deploy(plan, cluster, model, profile=profile) as session:
+        result = bench(session, num_requests=100, concurrency=1)
+    print(result.latency_median_s, result.predicted_latency_s, result.latency_rel_error)
+    save_bench(result, "bench.json")
+
+What is compared: per stage, the plan's ``compute_s`` with the measured busy time
+(ONNX Runtime compute plus the emulated slowdown wait, :attr:`StageTiming.busy_s`);
+per hop, the plan's ``transfer_s`` with the time the receiver observed (hand-off to
+arrival); end to end, the plan's latency with the measured request latency (valid
+at concurrency 1: with more requests in flight they queue) and the plan's throughput
+with completed requests per second of wall time (the figure to compare at concurrency > 1).
+Relative errors are ``(predicted - measured) / measured`` of the medians: negative
+means the plan is optimistic.
+
+Hops are paired by position: the runtime records one hop into every stage and one
+out of the last (source -> stage 0, stage k -> k+1, last -> sink); the plan lists only
+hops between different devices (upload, cuts, return). A hop the plan does not list
+(both ends on the same device) is predicted free, so its measured time shows the
+runtime's own overhead.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import numpy as np
+import yaml
+
+from splitinfer.cluster import dump_cluster
+from splitinfer.errors import DeadlineError, PlanError, SchemaError
+from splitinfer.graph.feeds import generate_feeds
+from splitinfer.plan import Plan
+from splitinfer.runtime.session import Result, Session
+from splitinfer.runtime.timing import RequestTiming
+
+BENCH_SCHEMA = 1
+NUM_DISTINCT_FEEDS = 8  # requests cycle through this many generated inputs (generation is not timed)
+Feeds = Mapping[str, np.ndarray]
+
+
+class StageBench(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One stage: predicted compute vs measured busy time (compute + emulated wait)."""
+
+    stage: int
+    device: str
+    predicted_s: float
+    measured_median_s: float
+    measured_p95_s: float
+    rel_error: float  # (predicted - measured) / measured, of the median
+
+
+class HopBench(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One hop: predicted vs measured transfer time."""
+
+    src: str
+    dst: str
+    kind: Literal["upload", "cut", "return"]
+    num_bytes: int
+    predicted_s: float
+    measured_median_s: float
+    measured_p95_s: float
+    rel_error: float
+
+
+class BenchResult(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A bench run of one plan: measured figures beside the plan's predictions."""
+
+    schema: int = BENCH_SCHEMA
+    plan: Plan
+    model_name: str
+    model_sha256: str
+    cluster: dict[str, Any]  # the cluster as plain data (parse_cluster reads it back)
+    num_requests: int
+    concurrency: int
+    latency_median_s: float
+    latency_p95_s: float
+    latency_mean_s: float
+    latency_min_s: float
+    latency_max_s: float
+    throughput_rps: float  # completed requests / wall time of the measured phase
+    predicted_latency_s: float
+    predicted_throughput_rps: float
+    latency_rel_error: float
+    throughput_rel_error: float
+    stages: tuple[StageBench, ...]
+    hops: tuple[HopBench, ...]
+    latencies_s: tuple[float, ...]  # every measured request, in completion order
+    date: str  # ISO 8601
+    host: dict[str, str]
+
+
+def rel_error(predicted: float, measured: float) -> float:
+    """(predicted - measured) / measured; 0 when both are 0."""
+    if measured <= 0:
+        return 0.0 if predicted == 0 else math.copysign(1e9, predicted)
+    return (predicted - measured) / measured
+
+
+def _feed_maker(session: Session, feeds: Feeds | Sequence[Feeds] | None) -> Callable[[int], Feeds]:
+    if isinstance(feeds, Mapping):
+        return lambda i: feeds
+    if feeds is not None:
+        pool = list(feeds)
+        if not pool:
+            raise ValueError("feeds is an empty sequence")
+    elif session.model is not None:
+        pool = [session.model.make_feeds(seed=i) for i in range(NUM_DISTINCT_FEEDS)]
+    else:
+        pool = [generate_feeds(session.inputs, {}, seed=i) for i in range(NUM_DISTINCT_FEEDS)]
+    return lambda i: pool[i % len(pool)]
+
+
+def run_requests(session: Session, make_feeds: Callable[[int], Feeds], num_requests: int, concurrency: int,
+                 on_done: Callable[[], None] | None = None) -> tuple[list[Result], float]:
+    """Run ``num_requests`` keeping ``concurrency`` in flight; results in completion order, wall seconds.
+
+    The first failed request's error is raised (after the others in flight settle).
+    """
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    order: list[Future] = []
+    lock = threading.Lock()
+
+    def record(future: Future) -> None:
+        with lock:
+            order.append(future)
+
+    in_flight: set[Future] = set()
+    submitted = 0
+    start = time.perf_counter()
+    while submitted < num_requests or in_flight:
+        while submitted < num_requests and len(in_flight) < concurrency:
+            future = session.submit(make_feeds(submitted))
+            future.add_done_callback(record)
+            in_flight.add(future)
+            submitted += 1
+        done, in_flight = wait(in_flight, timeout=session.timeout_s + 5.0, return_when=FIRST_COMPLETED)
+        if not done:
+            raise DeadlineError(f"no request completed within {session.timeout_s + 5.0:g} s",
+                                "check the workers (splitinfer worker logs) or give a longer timeout")
+        for future in done:
+            if on_done is not None:
+                on_done()
+            if future.exception() is not None:
+                wait(in_flight)
+                raise future.exception()  # type: ignore[misc]
+    wall_s = time.perf_counter() - start
+    with lock:
+        return [f.result() for f in order], wall_s
+
+
+def _quantiles(values: Sequence[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return float(np.median(arr)), float(np.percentile(arr, 95))
+
+
+def compare_stages(plan: Plan, timings: Sequence[RequestTiming]) -> tuple[StageBench, ...]:
+    """Per plan stage: predicted compute vs measured busy time."""
+    out = []
+    for k, stage in enumerate(plan.stages):
+        median, p95 = _quantiles([t.stages[k].busy_s for t in timings])
+        predicted = stage.compute_s
+        out.append(StageBench(k, stage.device, predicted, median, p95, rel_error(predicted, median)))
+    return tuple(out)
+
+
+def compare_hops(plan: Plan, timings: Sequence[RequestTiming]) -> tuple[HopBench, ...]:
+    """Per measured hop (source -> stage 0, ..., last stage -> sink): paired with the plan's hop."""
+    planned = list(plan.hops)
+    num_hops = len(timings[0].hops)
+    out = []
+    for position in range(num_hops):
+        first = timings[0].hops[position]
+        kind = "upload" if position == 0 else "return" if position == num_hops - 1 else "cut"
+        predicted = 0.0
+        if planned and (planned[0].src, planned[0].dst, planned[0].kind) == (first.src, first.dst, kind):
+            predicted = planned.pop(0).transfer_s
+        median, p95 = _quantiles([t.hops[position].transfer_s for t in timings])
+        out.append(HopBench(first.src, first.dst, kind, first.num_bytes, predicted, median, p95,
+                            rel_error(predicted, median)))
+    if planned:
+        raise PlanError(f"the plan's hops {[(h.src, h.dst, h.kind) for h in planned]} were not measured",
+                        "bench the plan the session was deployed from")
+    return tuple(out)
+
+
+def host_info() -> dict[str, str]:
+    """Where the bench ran: host name, OS, CPU, Python and ONNX Runtime versions."""
+    import onnxruntime
+
+    return {"hostname": socket.gethostname(), "os": platform.platform(), "machine": platform.machine(),
+            "cpu_count": str(os.cpu_count()), "python": platform.python_version(),
+            "onnxruntime": onnxruntime.__version__}
+
+
+def bench(session: Session, plan: Plan | None = None, *, num_requests: int = 50, concurrency: int = 1,
+          warmup: int = 5, feeds: Feeds | Sequence[Feeds] | None = None,
+          progress: Callable[[int, int], None] | None = None) -> BenchResult:
+    """Run ``warmup`` then ``num_requests`` requests (``concurrency`` in flight) and compare with ``plan``.
+
+    ``plan`` defaults to ``session.plan``. ``feeds``: one input mapping for every request, a
+    sequence to cycle through, or None for seeded generated inputs. ``progress(done, total)``
+    is called after every measured request. Raises the first failed request's error.
+    """
+    plan = plan if plan is not None else session.plan
+    if plan is None:
+        raise PlanError("no plan to compare with", "deploy with splitinfer.deploy(plan, ...) or pass plan=")
+    if num_requests < 1:
+        raise ValueError("num_requests must be at least 1")
+    make_feeds = _feed_maker(session, feeds)
+    if warmup:
+        run_requests(session, make_feeds, warmup, concurrency)
+    counter = iter(range(1, num_requests + 1))
+    on_done = (lambda: progress(next(counter), num_requests)) if progress is not None else None
+    results, wall_s = run_requests(session, make_feeds, num_requests, concurrency, on_done)
+    devices = [s.device for s in plan.stages]
+    timings = [r.timing for r in results if [s.device for s in r.timing.stages] == devices]
+    if not timings:
+        raise PlanError("no request ran on the plan's stages (the session re-planned)",
+                        "bench again: session.plan is the plan now deployed")
+    return _summarize(session, plan, [r.timing.latency_s for r in results], wall_s, timings, concurrency)
+
+
+def _summarize(session: Session, plan: Plan, latencies: list[float], wall_s: float,
+               timings: Sequence[RequestTiming], concurrency: int) -> BenchResult:
+    arr = np.asarray(latencies, dtype=np.float64)
+    median, p95 = _quantiles(latencies)
+    throughput = len(latencies) / wall_s if wall_s > 0 else math.inf
+    model = session.model
+    return BenchResult(
+        plan=plan,
+        model_name=model.name if model is not None else plan.meta.get("model", ""),
+        model_sha256=model.sha256 if model is not None else plan.meta.get("model_sha256", ""),
+        cluster=yaml.safe_load(dump_cluster(session.cluster)),
+        num_requests=len(latencies), concurrency=concurrency,
+        latency_median_s=median, latency_p95_s=p95, latency_mean_s=float(arr.mean()),
+        latency_min_s=float(arr.min()), latency_max_s=float(arr.max()),
+        throughput_rps=throughput,
+        predicted_latency_s=plan.latency_s, predicted_throughput_rps=plan.throughput_rps,
+        latency_rel_error=rel_error(plan.latency_s, median),
+        throughput_rel_error=rel_error(plan.throughput_rps, throughput),
+        stages=compare_stages(plan, timings), hops=compare_hops(plan, timings),
+        latencies_s=tuple(latencies),
+        date=datetime.now(UTC).isoformat(timespec="seconds"), host=host_info(),
+    )
+
+
+def _finite(value: Any) -> Any:
+    # JSON has no infinity: write it as the string "inf" (the plan file does the same).
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def encode_bench(result: BenchResult) -> bytes:
+    """bench.json text (indented)."""
+    doc = _finite(msgspec.to_builtins(result))
+    return msgspec.json.format(msgspec.json.encode(doc), indent=2) + b"\n"
+
+
+def decode_bench(data: bytes | str, where: str = "bench file") -> BenchResult:
+    """Parse bench.json; SchemaError for another schema version or a malformed file."""
+    try:
+        raw = msgspec.json.decode(data)
+    except msgspec.DecodeError as e:
+        raise SchemaError(f"{where} is not valid JSON: {e}",
+                          "write it with `splitinfer bench ... -o`") from None
+    if not isinstance(raw, dict) or "schema" not in raw:
+        raise SchemaError(f"{where} has no schema field", "write it with `splitinfer bench ... -o`")
+    if raw["schema"] != BENCH_SCHEMA:
+        raise SchemaError(f"{where} has schema {raw['schema']!r}, this splitinfer reads {BENCH_SCHEMA}",
+                          "bench again with this version of splitinfer")
+    try:
+        return msgspec.convert(raw, BenchResult, strict=False)  # lax: reads "inf" back as a float
+    except msgspec.ValidationError as e:
+        raise SchemaError(f"{where} is malformed: {e}", "write it with `splitinfer bench ... -o`") from None
+
+
+def save_bench(result: BenchResult, path: str | Path) -> None:
+    """Write ``result`` to ``path`` as JSON."""
+    Path(path).write_bytes(encode_bench(result))
+
+
+def load_bench(path: str | Path) -> BenchResult:
+    """Read a bench.json written by :func:`save_bench`."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise SchemaError(f"cannot read bench file {p}: {e.strerror}", "check the path") from None
+    return decode_bench(data, str(p))

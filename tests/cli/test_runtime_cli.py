@@ -1,0 +1,246 @@
+"""``splitinfer run`` and ``splitinfer bench``: a planned zoo model on local workers, from a user's files."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import msgspec
+import numpy as np
+import psutil
+import pytest
+import yaml
+
+from splitinfer.cli import main
+from splitinfer.cluster import parse_cluster
+from splitinfer.plan import plan_to_json
+from splitinfer.profile.schema import save_profile
+from splitinfer.runtime.bench import load_bench
+
+CLUSTER = {
+    "schema": 1,
+    "source": "a",
+    "devices": [{"name": "a", "threads": 1, "slowdown": 2.0}, {"name": "b", "threads": 1}],
+    "links": [{"from": "a", "to": "b", "bandwidth": "1GB/s", "latency": "0.2ms"}],
+}
+
+
+def _helpers():
+    # importlib mode puts no test folder on sys.path: load tests/runtime/deploy_helpers.py once
+    if "deploy_helpers" not in sys.modules:
+        path = Path(__file__).parents[1] / "runtime" / "deploy_helpers.py"
+        spec = importlib.util.spec_from_file_location("deploy_helpers", path)
+        assert spec is not None and spec.loader is not None
+        sys.modules["deploy_helpers"] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return sys.modules["deploy_helpers"]
+
+
+helpers = _helpers()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """model.onnx, profile.json (naming the model), cluster.yaml, and plan.json from `splitinfer plan`."""
+    root = tmp_path_factory.mktemp("runtime_cli")
+    data = helpers.model_bytes("resnet18")
+    model = root / "model.onnx"
+    model.write_bytes(data)
+    cluster = root / "cluster.yaml"
+    cluster.write_text(yaml.safe_dump(CLUSTER))
+    profile = helpers.fake_profile(data, parse_cluster(CLUSTER))
+    profile = msgspec.structs.replace(profile, model=msgspec.structs.replace(profile.model, path=str(model)))
+    save_profile(profile, root / "profile.json")
+    last = len(profile.blocks) - 1
+    rc = main(
+        [
+            "plan",
+            str(root / "profile.json"),
+            "--cluster",
+            str(cluster),
+            "--pin",
+            "0=a",
+            "--pin",
+            f"{last}=b",
+            "-o",
+            str(root / "plan.json"),
+        ]
+    )
+    assert rc == 0
+    return root
+
+
+def test_run_uses_the_files_the_plan_names_and_writes_outputs(files, capsys):
+    ref = helpers.reference(helpers.model_bytes("resnet18"))
+    x = ref.model.make_feeds(seed=3)["image"]
+    np.save(files / "x.npy", x)
+    out = files / "y.npy"
+    assert main(["run", str(files / "plan.json"), "--input", str(files / "x.npy"), "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "logits" in text and "request timing" in text and "stage 1" in text
+    np.testing.assert_allclose(np.load(out), ref.run({"image": x})[0], atol=1e-4, rtol=0)
+
+
+def test_run_refuses_a_wrong_input_in_one_line(files, capsys):
+    np.save(files / "bad.npy", np.zeros((1, 3, 8, 8), np.float32))
+    rc = main(["run", str(files / "plan.json"), "--input", str(files / "bad.npy")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert "has shape [1, 3, 8, 8], expected [1, 3, 32, 32]" in err
+    np.save(files / "int.npy", np.zeros((1, 3, 32, 32), np.int64))
+    assert main(["run", str(files / "plan.json"), "--input", str(files / "int.npy")]) == 2
+    assert "dtype int64, expected float32" in capsys.readouterr().err
+    (files / "pickle.npy").write_bytes(b"not numpy at all")
+    assert main(["run", str(files / "plan.json"), "--input", str(files / "pickle.npy")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_run_refuses_another_model(files, capsys):
+    other = files / "other.onnx"
+    other.write_bytes(helpers.model_bytes("mobilenetv2"))
+    rc = main(["run", str(files / "plan.json"), "--model", str(other)])
+    assert rc == 2 and "was made for model resnet18" in capsys.readouterr().err
+
+
+def test_bench_prints_predicted_beside_measured_and_saves_json(files, capsys):
+    out = files / "bench.json"
+    argv = ["bench", str(files / "plan.json"), "--requests", "6", "--warmup", "1", "-o", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "latency" in text and "throughput" in text and "stage 0" in text and "cut hop" in text
+    result = load_bench(out)
+    assert result.num_requests == 6 and len(result.stages) == 2
+
+    assert main([*argv[:2], "--requests", "4", "--concurrency", "2", "--warmup", "0", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["schema"] == 1 and doc["concurrency"] == 2 and len(doc["latencies_s"]) == 4
+
+
+def test_missing_cluster_is_one_clear_line(files, tmp_path, capsys):
+    doc = json.loads((files / "plan.json").read_text())
+    for p in doc["plans"]:
+        p["meta"].pop("cluster", None)
+    (tmp_path / "plan.json").write_text(json.dumps(doc))
+    assert main(["run", str(tmp_path / "plan.json")]) == 2
+    assert "give --cluster cluster.yaml" in capsys.readouterr().err
+
+
+def test_serve_answers_http_and_stops_its_workers_on_ctrl_c(files):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    binary = Path(sys.executable).parent / "splitinfer"
+    proc = subprocess.Popen(
+        [str(binary), "serve", str(files / "plan.json"), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        assert len(workers) >= 2
+        x = np.zeros((1, 3, 32, 32), np.float32)
+        doc = {"inputs": {"image": {"dtype": "float32", "shape": [1, 3, 32, 32], "data": x.tolist()}}}
+        reply = httpx.post(f"{url}/v1/infer", json=doc, timeout=30)
+        assert reply.status_code == 200 and reply.json()["outputs"]["logits"]["shape"] == [1, 10]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0, proc.stdout.read() if proc.stdout else ""
+        _, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, "workers left behind"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _planned(root: Path, name: str) -> Path:
+    """model, profile and plan files for zoo model ``name`` on the 2-device cluster; returns plan.json."""
+    data = helpers.model_bytes(name)
+    (root / f"{name}.onnx").write_bytes(data)
+    cluster = parse_cluster(CLUSTER)
+    profile = helpers.fake_profile(data, cluster, name=name)
+    profile = msgspec.structs.replace(
+        profile, model=msgspec.structs.replace(profile.model, path=str(root / f"{name}.onnx"))
+    )
+    save_profile(profile, root / f"{name}.profile.json")
+    plan = helpers.pinned_plan(profile, cluster, [(0, "a"), (len(profile.blocks) - 1, "b")])
+    plan = msgspec.structs.replace(
+        plan,
+        meta={
+            **plan.meta,
+            "profile": str(root / f"{name}.profile.json"),
+            "cluster": str(files_cluster(root)),
+        },
+    )
+    (root / f"{name}.plan.json").write_text(plan_to_json([plan]))
+    return root / f"{name}.plan.json"
+
+
+def files_cluster(root: Path) -> Path:
+    """cluster.yaml in ``root`` (written once)."""
+    path = root / "cluster.yaml"
+    if not path.exists():
+        path.write_text(yaml.safe_dump(CLUSTER))
+    return path
+
+
+def test_run_takes_npz_inputs_and_writes_npz_outputs(tmp_path, capsys):
+    bert = _planned(tmp_path, "bert")
+    ref = helpers.reference(helpers.model_bytes("bert"))
+    feeds = ref.model.make_feeds(seed=2)
+    np.savez(tmp_path / "feeds.npz", **feeds)
+    assert (
+        main(["run", str(bert), "--input", str(tmp_path / "feeds.npz"), "-o", str(tmp_path / "y.npy")]) == 0
+    )
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), ref.run(feeds)[0], atol=1e-4, rtol=0)
+    np.save(tmp_path / "one.npy", feeds["input_ids"])
+    assert main(["run", str(bert), "--input", str(tmp_path / "one.npy")]) == 2
+    assert "holds one array, the model has inputs ['input_ids', 'attention_mask']" in capsys.readouterr().err
+
+    detector = _planned(tmp_path, "detector")
+    ref = helpers.reference(helpers.model_bytes("detector"))
+    assert main(["run", str(detector), "-o", str(tmp_path / "out.npy")]) == 2
+    assert "write them to out.npz" in capsys.readouterr().err
+    assert main(["run", str(detector), "--seed", "4", "-o", str(tmp_path / "out.npz")]) == 0
+    with np.load(tmp_path / "out.npz") as out:
+        expected = ref.run(ref.model.make_feeds(seed=4))
+        assert sorted(out.files) == ["p4", "p5"]
+        np.testing.assert_allclose(out["p4"], expected[0], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(out["p5"], expected[1], atol=1e-4, rtol=0)
+
+
+def test_ctrl_c_during_bench_stops_the_workers(files):
+    binary = Path(sys.executable).parent / "splitinfer"
+    cmd = [str(binary), "bench", str(files / "plan.json"), "--requests", "1000000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        end = time.monotonic() + 60
+        workers: list[psutil.Process] = []
+        while len(workers) < 2 and time.monotonic() < end:
+            time.sleep(0.1)
+            workers = psutil.Process(proc.pid).children(recursive=True)
+        time.sleep(1.0)  # into the measured requests
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 130
+        _, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, "workers left behind"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,237 @@
+"""The HTTP gateway on a real session of local workers: npy and JSON round trips, bad input, metrics."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from runtime_test_models import heavy_parts, local_cluster, mlp_parts, stages_on, whole_and_parts
+from starlette.testclient import TestClient
+
+from splitinfer.runtime import deploy_stages
+from splitinfer.runtime.deploy import deploy
+from splitinfer.runtime.gateway import make_app
+
+
+def _load_helpers():
+    # importlib mode puts no test folder on sys.path: load the sibling helper module once
+    if "deploy_helpers" not in sys.modules:
+        path = Path(__file__).parent / "deploy_helpers.py"
+        spec = importlib.util.spec_from_file_location("deploy_helpers", path)
+        assert spec is not None and spec.loader is not None
+        sys.modules["deploy_helpers"] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return sys.modules["deploy_helpers"]
+
+
+helpers = _load_helpers()
+NPY = {"content-type": "application/x-npy"}
+
+
+def _npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=allow_pickle)
+    return buffer.getvalue()
+
+
+def _tensor(a: np.ndarray) -> dict:
+    return {"dtype": a.dtype.name, "shape": list(a.shape), "data": a.tolist()}
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text to {'name{labels}': value}; checks every line is a comment or a sample."""
+    samples = {}
+    for line in text.splitlines():
+        if not line or line.startswith("# HELP ") or line.startswith("# TYPE "):
+            continue
+        key, _, value = line.rpartition(" ")
+        assert key and not key.startswith("#"), line
+        samples[key] = float(value)
+    return samples
+
+
+@pytest.fixture(scope="module")
+def served():
+    data = helpers.model_bytes("resnet18")
+    cluster = local_cluster(["a", "b"])
+    profile = helpers.fake_profile(data, cluster)
+    plan = helpers.pinned_plan(profile, cluster, [(0, "a"), (len(profile.blocks) - 1, "b")])
+    with (
+        deploy(plan, cluster, data, profile=profile, timeout_s=10.0) as session,
+        TestClient(make_app(session)) as client,
+    ):
+        yield client, session, helpers.reference(data)
+
+
+def test_npy_and_json_round_trips_equal_the_whole_model(served):
+    client, _, ref = served
+    x = ref.model.make_feeds(seed=1)["image"]
+    expected = ref.run({"image": x})[0]
+    reply = client.post("/v1/infer", content=_npy(x), headers=NPY)
+    assert reply.status_code == 200 and reply.headers["content-type"] == "application/x-npy"
+    np.testing.assert_allclose(np.load(io.BytesIO(reply.content)), expected, atol=1e-4, rtol=0)
+    assert float(reply.headers["x-splitinfer-latency-s"]) > 0
+
+    reply = client.post(
+        "/v1/infer?format=json", content=_npy(x), headers={"content-type": "application/octet-stream"}
+    )
+    doc = reply.json()
+    assert reply.status_code == 200 and doc["outputs"]["logits"]["shape"] == [1, 10]
+    np.testing.assert_allclose(np.array(doc["outputs"]["logits"]["data"]), expected, atol=1e-4)
+
+    reply = client.post("/v1/infer", json={"inputs": {"image": _tensor(x)}})
+    doc = reply.json()
+    assert reply.status_code == 200
+    out = np.array(doc["outputs"]["logits"]["data"], dtype=doc["outputs"]["logits"]["dtype"])
+    np.testing.assert_allclose(out, expected, atol=1e-4, rtol=0)
+    timing = doc["timing"]
+    assert timing["latency_s"] > 0 and [s["device"] for s in timing["stages"]] == ["a", "b"]
+    assert len(timing["hops"]) == 3
+
+
+BAD_BODIES = [
+    ("garbage npy", b"\x93NUMPY garbage", NPY, "not a readable .npy"),
+    (
+        "pickled object npy",
+        _npy(np.array([{"a": 1}], dtype=object), allow_pickle=True),
+        NPY,
+        "not a readable",
+    ),
+    ("wrong shape", _npy(np.zeros((1, 3, 8, 8), np.float32)), NPY, "has shape [1, 3, 8, 8]"),
+    ("wrong dtype", _npy(np.zeros((1, 3, 32, 32), np.float64)), NPY, "dtype float64, expected float32"),
+    ("malformed json", b"{", {"content-type": "application/json"}, "not valid JSON"),
+    ("no inputs", b'{"x": 1}', {"content-type": "application/json"}, 'no "inputs" object'),
+    (
+        "bad dtype",
+        json.dumps({"inputs": {"image": {"dtype": "object", "shape": [1], "data": [1]}}}).encode(),
+        {"content-type": "application/json"},
+        "has dtype 'object'",
+    ),
+    (
+        "too few values",
+        json.dumps(
+            {"inputs": {"image": {"dtype": "float32", "shape": [1, 3, 32, 32], "data": [1.0]}}}
+        ).encode(),
+        {"content-type": "application/json"},
+        "data does not fit",
+    ),
+    (
+        "wrong name",
+        json.dumps({"inputs": {"img": {"dtype": "float32", "shape": [1], "data": [1.0]}}}).encode(),
+        {"content-type": "application/json"},
+        "unexpected ['img']",
+    ),
+    ("content type", b"hello", {"content-type": "text/plain"}, "unsupported content type"),
+]
+
+
+@pytest.mark.parametrize(("what", "body", "headers", "message"), BAD_BODIES, ids=[b[0] for b in BAD_BODIES])
+def test_bad_bodies_get_400_with_one_line(served, what, body, headers, message):
+    client, _, ref = served
+    reply = client.post("/v1/infer", content=body, headers=headers)
+    assert reply.status_code == 400, what
+    error = reply.json()["error"]
+    assert message in error and "\n" not in error
+    x = ref.model.make_feeds(seed=2)["image"]  # the gateway still serves
+    assert client.post("/v1/infer", content=_npy(x), headers=NPY).status_code == 200
+
+
+def test_metrics_count_requests_errors_and_stage_time(served):
+    client, _, ref = served
+    before = parse_metrics(client.get("/metrics").text)
+    x = ref.model.make_feeds(seed=4)["image"]
+    for _ in range(3):
+        assert client.post("/v1/infer", content=_npy(x), headers=NPY).status_code == 200
+    assert client.post("/v1/infer", content=b"nope", headers=NPY).status_code == 400
+    reply = client.get("/metrics")
+    assert reply.headers["content-type"].startswith("text/plain; version=0.0.4")
+    after = parse_metrics(reply.text)
+    assert after["splitinfer_requests_total"] == before["splitinfer_requests_total"] + 4
+    bad = 'splitinfer_request_errors_total{kind="bad_input"}'
+    assert after[bad] == before[bad] + 1
+    count = "splitinfer_request_latency_seconds_count"
+    assert after[count] == before[count] + 3
+    assert after['splitinfer_request_latency_seconds_bucket{le="+Inf"}'] == after[count]
+    buckets = [v for k, v in after.items() if k.startswith("splitinfer_request_latency_seconds_bucket")]
+    assert buckets == sorted(buckets)  # cumulative
+    assert after["splitinfer_request_latency_seconds_sum"] > before.get(
+        "splitinfer_request_latency_seconds_sum", 0
+    )
+    stage0 = 'splitinfer_stage_compute_seconds_count{stage="0",device="a"}'
+    assert after[stage0] == before.get(stage0, 0) + 3
+    assert after['splitinfer_stage_compute_seconds_sum{stage="1",device="b"}'] > 0
+
+
+def test_healthz_reports_ready_devices(served):
+    client, _, _ = served
+    reply = client.get("/healthz")
+    assert reply.status_code == 200
+    doc = reply.json()
+    assert doc["status"] == "ok" and doc["devices"] == {"a": "up", "b": "up"}
+    assert [s["device"] for s in doc["stages"]] == ["a", "b"]
+
+
+def test_a_dead_worker_gives_503_and_a_missed_deadline_504():
+    _, parts = whole_and_parts(mlp_parts(2, width=16, batch=4))
+    x = np.zeros((4, 16), np.float32)
+    with deploy_stages(stages_on(parts, ["a", "b"]), local_cluster(["a", "b"]), timeout_s=5.0) as session:
+        client = TestClient(make_app(session))
+        assert client.post("/v1/infer", content=_npy(x), headers=NPY).status_code == 200
+        os.kill(session.worker_pids["b"], signal.SIGKILL)
+        reply = client.post("/v1/infer", content=_npy(x), headers=NPY)
+        assert reply.status_code == 503 and "'b'" in reply.json()["error"]
+        assert client.get("/healthz").status_code == 503
+        assert (
+            parse_metrics(client.get("/metrics").text)['splitinfer_request_errors_total{kind="worker"}'] == 1
+        )
+
+    _, parts = whole_and_parts(heavy_parts(1, size=256, repeats=1))
+    cluster = local_cluster(["slow"], slowdown={"slow": 1000.0})  # about 0.5 to 1.5 s per request
+    with deploy_stages(stages_on(parts, ["slow"]), cluster, timeout_s=0.1) as session:
+        client = TestClient(make_app(session))
+        start = time.monotonic()
+        reply = client.post("/v1/infer", content=_npy(np.ones((256, 256), np.float32)), headers=NPY)
+        assert reply.status_code == 504 and "got no result within its deadline" in reply.json()["error"]
+        assert time.monotonic() - start < 3.0
+    assert client.get("/healthz").status_code == 503  # closed
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_uvicorn_serves_the_app_over_real_http(served):
+    _, session, ref = served
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(make_app(session), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        end = time.monotonic() + 10
+        while not server.started and time.monotonic() < end:
+            time.sleep(0.02)
+        x = ref.model.make_feeds(seed=5)["image"]
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            reply = client.post("/v1/infer", content=_npy(x), headers=NPY)
+            assert client.get("/healthz").json()["status"] == "ok"
+        np.testing.assert_allclose(np.load(io.BytesIO(reply.content)), ref.run({"image": x})[0], atol=1e-4)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert not thread.is_alive()
