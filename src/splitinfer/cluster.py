@@ -14,6 +14,10 @@ Example::
       - {from: camera, to: edge, bandwidth: 20Mbit/s, latency: 5ms}
       - {from: edge, to: cloud, measure: true}
 
+``network: netns`` (root on Linux, local devices) runs each worker in its own
+network namespace and lets the kernel enforce link bandwidth (``tc`` HTB);
+the default ``software`` emulates links in the sending process.
+
 A link applies in both directions unless ``symmetric: false`` or the reverse
 pair is listed too. Pairs with no link are not connected.
 """
@@ -97,6 +101,7 @@ class _RawCluster(msgspec.Struct, forbid_unknown_fields=True):
     sink: str | None = None
     links: list[_RawLink] = msgspec.field(default_factory=list)
     token_file: str | None = None
+    network: Literal["software", "netns"] = "software"
 
 
 class Cluster(msgspec.Struct, frozen=True):
@@ -109,6 +114,7 @@ class Cluster(msgspec.Struct, frozen=True):
     backend: str = "local"
     address: str | None = None
     token_file: str | None = None
+    network: str = "software"  # software: links emulated by the sender | netns: kernel rate limits
 
     def device(self, name: str) -> Device:
         for d in self.devices:
@@ -200,8 +206,11 @@ def parse_cluster(data: object) -> Cluster:
                                f"use one of: {', '.join(names)}")
     if raw.backend == "ray" and not raw.address:
         raise ClusterError("backend: ray needs an address", "add address: auto (or ray://host:port)")
+    if raw.network == "netns" and raw.backend != "local":
+        raise ClusterError("network: netns emulates links between local workers only",
+                           "use backend: local with it, or network: software")
     return Cluster(tuple(devices), _build_links(raw.links, set(names)), source, sink,
-                   raw.backend, raw.address, raw.token_file)
+                   raw.backend, raw.address, raw.token_file, raw.network)
 
 
 def load_cluster(path: str | Path) -> Cluster:
@@ -255,6 +264,8 @@ def dump_cluster(cluster: Cluster) -> str:
     doc["sink"] = cluster.sink if cluster.sink is not None else "none"
     if cluster.token_file:
         doc["token_file"] = cluster.token_file
+    if cluster.network != "software":
+        doc["network"] = cluster.network
     doc["devices"] = devices
     doc["links"] = links
     header = "# splitinfer cluster: bandwidth in bytes/s, latency in s (units like 20Mbit/s, 5ms work too)\n"

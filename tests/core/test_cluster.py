@@ -54,6 +54,10 @@ def test_round_trip_through_yaml(tmp_path):
     path = tmp_path / "cluster.yaml"
     path.write_text(dump_cluster(c))
     assert load_cluster(path) == c
+    kernel = parse_cluster({**DEMO, "network": "netns"})
+    assert kernel.network == "netns" and c.network == "software"
+    path.write_text(dump_cluster(kernel))
+    assert load_cluster(path) == kernel
 
 
 @pytest.mark.parametrize(

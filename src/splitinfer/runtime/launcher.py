@@ -30,6 +30,7 @@ import zmq
 from splitinfer.cluster import Cluster, Device
 from splitinfer.errors import SplitinferError, WorkerError
 from splitinfer.runtime.client import WorkerClient
+from splitinfer.runtime.netns import NetnsNetwork
 
 
 class Launcher(Protocol):
@@ -78,8 +79,10 @@ class LocalWorker:
 class LocalLauncher:
     """Start and stop local worker processes that share one token."""
 
-    def __init__(self, token: bytes, *, startup_timeout_s: float = 60.0) -> None:
+    def __init__(self, token: bytes, *, startup_timeout_s: float = 60.0,
+                 network: NetnsNetwork | None = None) -> None:
         self.token = token
+        self.network = network  # when set, each worker runs in its device's network namespace
         self.startup_timeout_s = startup_timeout_s
         self.workers: dict[str, LocalWorker] = {}
         self._log_dir = Path(tempfile.mkdtemp(prefix="splitinfer-workers-"))
@@ -101,8 +104,10 @@ class LocalLauncher:
         return {d.name: self.workers[d.name].address for d in devices}
 
     def _spawn(self, device: Device) -> LocalWorker:
-        cmd = [sys.executable, "-m", "splitinfer.runtime.worker", "--name", device.name,
-               "--listen", "tcp://127.0.0.1:*", "--providers", *device.providers,
+        host = "127.0.0.1" if self.network is None else self.network.ips[device.name]
+        prefix = [] if self.network is None else self.network.exec_prefix(device.name)
+        cmd = [*prefix, sys.executable, "-m", "splitinfer.runtime.worker", "--name", device.name,
+               "--listen", f"tcp://{host}:*", "--providers", *device.providers,
                "--threads", str(device.threads), "--token-file", "-", "--watch-stdin",
                "--parent-pid", str(os.getpid())]
         if threading.current_thread() is threading.main_thread():
@@ -170,6 +175,8 @@ class LocalLauncher:
             if worker.process.stdout is not None and not worker.process.stdout.closed:
                 worker.process.stdout.close()
         shutil.rmtree(self._log_dir, ignore_errors=True)
+        if self.network is not None:
+            self.network.close()
 
     def __enter__(self) -> LocalLauncher:
         return self
@@ -208,7 +215,11 @@ def start_workers(cluster: Cluster, token: bytes, *,
     else:
         to_start = [d for d in cluster.devices if d.is_local]
         if to_start:
-            launcher = LocalLauncher(token, startup_timeout_s=startup_timeout_s)
+            network = None
+            if cluster.network == "netns":
+                network = NetnsNetwork(cluster)
+                network.setup(to_start)
+            launcher = LocalLauncher(token, startup_timeout_s=startup_timeout_s, network=network)
     try:
         if launcher is not None:
             addresses.update(launcher.start(to_start))

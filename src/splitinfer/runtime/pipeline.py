@@ -72,6 +72,8 @@ def link_shaping(cluster: Cluster, src: str, dst: str) -> tuple[float | None, fl
     if link is None:
         raise ClusterError(f"devices {src!r} and {dst!r} are not connected",
                            "add a link between them to cluster.yaml, or place the stages elsewhere")
+    if cluster.network == "netns":  # the kernel enforces the rate (runtime/netns.py); latency stays here
+        return None, link.latency_s
     return link.bandwidth_bps, link.latency_s
 
 
