@@ -1,1 +1,14 @@
-"""report layer (see DESIGN.md)."""
+"""The report layer: figures (PNG and SVG), CSV tables and one self-contained HTML page.
+
+Typical use::
+
+    from splitinfer.report import write_report
+    index = write_report("profile.json", "splitinfer-report", plans="plan.json", bench="bench.json")
+
+:func:`check_page` opens a written page in headless Chromium and lists what went wrong.
+"""
+
+from splitinfer.report.browser import PageCheck, check_page, find_browser
+from splitinfer.report.writer import write_report
+
+__all__ = ["PageCheck", "check_page", "find_browser", "write_report"]

@@ -1,0 +1,91 @@
+"""The report's tables as rows of strings (for HTML) and as CSV files (raw numbers in seconds and bytes)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from splitinfer.plan import Plan, describe_stages
+from splitinfer.profile.schema import Profile
+
+Table = tuple[list[str], list[list[Any]]]  # header, rows
+
+
+def bytes_label(value: float, _pos: object = None) -> str:
+    """Bytes in SI units for axes and labels: 802816 -> '803 kB'."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value:g} B"
+
+
+def count_label(value: float, _pos: object = None) -> str:
+    """A count with a k/M/G suffix for axes: 3.4e8 -> '340M'."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{unit}"
+    return f"{value:g}"
+
+
+def block_table(profile: Profile, op_names: Sequence[str] | None = None) -> Table:
+    """One row per block: static figures, then the median seconds on every device ('' = cannot run)."""
+    header = ["block", "num_nodes", "flops", "num_params", "param_bytes", "output_bytes", "cut_bytes"]
+    if op_names is not None:
+        header.insert(2, "main_op")
+    devices = list(profile.devices)
+    header += [f"{d}_median_s" for d in devices]
+    rows = []
+    for b in profile.blocks:
+        row: list[Any] = [b.index, len(b.nodes), b.flops, b.num_params, b.param_bytes, b.output_bytes,
+                          b.cut_bytes]
+        if op_names is not None:
+            row.insert(2, op_names[b.index])
+        for d in devices:
+            s = profile.devices[d].blocks[b.index]
+            row.append("" if s is None else s.median_s)
+        rows.append(row)
+    return header, rows
+
+
+def plan_table(plans: Sequence[Plan]) -> Table:
+    """One row per plan: objective, rank, predicted figures, stages."""
+    header = ["objective", "rank", "latency_s", "compute_s", "transfer_s", "bottleneck_s", "throughput_rps",
+              "bytes_sent", "upload_bytes", "energy_j", "gap", "solver", "num_stages", "stages"]
+    rows = [
+        [p.objective, p.rank, p.latency_s, p.compute_s, p.transfer_s, p.bottleneck_s,
+         "inf" if math.isinf(p.throughput_rps) else p.throughput_rps, p.bytes_sent, p.upload_bytes,
+         "" if p.energy_j is None else p.energy_j, "" if p.gap is None else p.gap, p.solver, len(p.stages),
+         describe_stages(p)]
+        for p in plans
+    ]
+    return header, rows
+
+
+def bench_table(bench: Any) -> Table:
+    """Predicted against measured: every stage and hop, then the whole request.
+
+    ``rel_error``: (predicted - measured) / measured, of the median (as in the bench file).
+    """
+    header = ["part", "where", "num_bytes", "predicted_s", "measured_median_s", "measured_p95_s", "rel_error"]
+    rows: list[list[Any]] = [
+        [f"stage {s.stage}", s.device, "", s.predicted_s, s.measured_median_s, s.measured_p95_s, s.rel_error]
+        for s in bench.stages
+    ]
+    rows += [[h.kind, f"{h.src} -> {h.dst}", h.num_bytes, h.predicted_s, h.measured_median_s,
+              h.measured_p95_s, h.rel_error] for h in bench.hops]
+    rows.append(["request", "end to end", "", bench.predicted_latency_s, bench.latency_median_s,
+                 bench.latency_p95_s, bench.latency_rel_error])
+    return header, rows
+
+
+def write_csv(table: Table, path: Path) -> Path:
+    """Write a table as CSV (floats in shortest round-trip form)."""
+    header, rows = table
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows([repr(v) if isinstance(v, float) else v for v in row] for row in rows)
+    return path

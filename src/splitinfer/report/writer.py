@@ -1,0 +1,208 @@
+"""``write_report``: the figures, CSV tables and the self-contained ``index.html`` of one profile."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from splitinfer.errors import PlanError, ProfileError, SplitinferError
+from splitinfer.graph import Model, analyze, load_model
+from splitinfer.plan import Plan, describe_stages, plan_from_json
+from splitinfer.profile.schema import Profile, load_profile
+from splitinfer.report import figures, plan_figures
+from splitinfer.report.html import (
+    FigureFile,
+    render_figure,
+    render_key_values,
+    render_page,
+    render_table,
+)
+from splitinfer.report.inputs import ReportData, gather
+from splitinfer.report.tables import bench_table, block_table, plan_table, write_csv
+from splitinfer.runtime.bench import BenchResult, load_bench
+
+OnFile = Callable[[Path], None]
+REL_ERROR_NOTE = ("rel_error = (predicted - measured) / measured, of the median: "
+                  "negative when the plan was slower than predicted.")
+
+
+def _main_ops(model: str | Path | Model | onnx.ModelProto, profile: Profile) -> list[str]:
+    """The most frequent op type of every block, from the model cut the way the profile was."""
+    loaded = model if isinstance(model, Model) else load_model(model, input_shapes=profile.model.input_shapes)
+    if loaded.sha256 != profile.model.sha256:
+        raise ProfileError(
+            f"the model ({loaded.name}, {loaded.sha256[:12]}) is not the profiled one "
+            f"({profile.model.name}, {profile.model.sha256[:12]})",
+            "give the model file the profile was made from, or leave the model out",
+        )
+    analysis = analyze(loaded, max_cut_tensors=profile.model.max_cut_tensors,
+                       max_blocks=profile.model.max_blocks)
+    if [b.cut_bytes for b in analysis.blocks] != [b.cut_bytes for b in profile.blocks]:
+        raise ProfileError("the model splits into other blocks than the profile's",
+                           "re-profile the model with this version of splitinfer, or leave the model out")
+    return [next(iter(b.op_types), "") for b in analysis.blocks]
+
+
+def _figures(data: ReportData, out: Path, ops: list[str] | None, on_file: OnFile) -> list[FigureFile]:
+    specs: list[tuple[str, str, str, Callable[[], Any]]] = [
+        ("block_latency", "Latency per block per device",
+         "Median time of each block on each device; the band spans p10 to p90.",
+         lambda: figures.latency_per_block(data.profile, data.colors)),
+        ("block_statistics", "FLOPs, parameters and output bytes per block",
+         "Static figures of each block, from the graph.", lambda: figures.block_statistics(data.profile)),
+    ]
+    if data.ranked_plans:
+        specs.append(("plans", "Plans compared",
+                      "Predicted compute per stage (device colour) and transfers (grey) of each plan.",
+                      lambda: plan_figures.plans_compared(data.ranked_plans, data.colors)))
+    if data.chosen is not None:
+        chosen = data.chosen
+        specs += [
+            ("timeline", "Timeline of the chosen plan",
+             "One request through the chosen plan: compute per device, transfers between them (predicted).",
+             lambda: plan_figures.timeline(chosen, data.colors)),
+            ("block_graph", "Block graph by stage",
+             "Blocks in order, coloured by the device that runs them in the chosen plan; "
+             "red arrows mark cuts between stages, labelled with the bytes crossing them.",
+             lambda: figures.block_graph(data.profile, chosen, data.colors, ops)),
+        ]
+    if data.pareto_plans:
+        specs.append(("pareto", "Pareto fronts", "Plans no other plan beats in both figures, by rank.",
+                      lambda: plan_figures.pareto_fronts(data.pareto_plans, data.chosen)))
+    if data.bench is not None:
+        bench = data.bench
+        specs += [
+            ("bench_parts", "Predicted vs measured per stage and hop",
+             "Predicted time next to the measured median; the whisker reaches the measured p95.",
+             lambda: plan_figures.predicted_vs_measured(bench)),
+            ("bench_latency", "Latency distribution",
+             "Measured end-to-end latencies of the benchmark's requests, with the prediction.",
+             lambda: plan_figures.latency_distribution(bench)),
+        ]
+    written = []
+    for stem, title, caption, draw in specs:
+        png, svg = figures.save_figure(draw(), out, stem)
+        on_file(png)
+        on_file(svg)
+        written.append(FigureFile(stem, title, caption, png, svg))
+    return written
+
+
+def _summary(data: ReportData) -> str:
+    p = data.profile
+    pairs: list[tuple[str, object]] = [
+        ("model", f"{data.model_label} (sha256 {p.model.sha256[:12]})"),
+        ("blocks", f"{len(p.blocks)}: {sum(b.flops for b in p.blocks) / 1e9:.3g} GFLOPs, "
+                   f"{sum(b.num_params for b in p.blocks) / 1e6:.3g} M parameters"),
+        ("input / output", f"{p.input_bytes:,} B / {p.output_bytes:,} B"),
+        ("devices", ", ".join(p.devices) or "-"),
+        ("report written", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
+    ]
+    if data.chosen is not None:
+        c = data.chosen
+        pairs.append(("chosen plan", f"{c.objective} #{c.rank}: {describe_stages(c)}, "
+                                     f"{c.latency_s * 1e3:.1f} ms, {_rps(c.throughput_rps)} req/s predicted"))
+    if data.bench is not None:
+        b = data.bench
+        pairs.append(("benchmark", f"{b.num_requests} requests, concurrency {b.concurrency}: "
+                                   f"median {b.latency_median_s * 1e3:.1f} ms "
+                                   f"(predicted {b.predicted_latency_s * 1e3:.1f} ms), "
+                                   f"p95 {b.latency_p95_s * 1e3:.1f} ms, {b.throughput_rps:.3g} req/s "
+                                   f"(predicted {_rps(b.predicted_throughput_rps)})"))
+    devices = (["device", "providers", "threads", "host", "profiled", "whole_model_s"], [
+        [n, ", ".join(d.providers), d.threads, ", ".join(f"{k}={v}" for k, v in d.host.items()), d.date,
+         "" if d.whole_model is None else d.whole_model.median_s]
+        for n, d in p.devices.items()
+    ])
+    links = (["link", "bandwidth (Mbit/s)", "latency_s", "source"], [
+        [f"{x.src} -> {x.dst}", f"{x.bandwidth_bps * 8 / 1e6:.4g}", x.latency_s, x.source] for x in p.links
+    ])
+    html = render_key_values(pairs) + render_table(devices, "devices")
+    return html + (render_table(links, "links") if p.links else "")
+
+
+def _rps(value: float) -> str:
+    return "inf" if math.isinf(value) else f"{value:.3g}"
+
+
+def _section_html(figs: list[FigureFile], stems: tuple[str, ...]) -> str:
+    return "".join(render_figure(f) for f in figs if f.stem in stems)
+
+
+def write_report(
+    profile: Profile | str | Path,
+    out_dir: str | Path,
+    *,
+    plans: list[Plan] | str | Path | None = None,
+    bench: BenchResult | str | Path | None = None,
+    model: str | Path | Model | onnx.ModelProto | None = None,
+    on_file: OnFile | None = None,
+) -> Path:
+    """Write the report of ``profile`` into ``out_dir``; return the path of its ``index.html``.
+
+    ``plans``: Plans or a plan.json path (top-k, throughput, Pareto fronts). ``bench``: a
+    bench result or its file; its plan is the chosen one, else the first of ``plans``.
+    ``model``: the profiled model, to name each block's main op. ``on_file`` is called
+    with every file written (figures as PNG and SVG, blocks.csv, plans.csv, bench.csv).
+
+    >>> write_report("profile.json", "splitinfer-report", plans="plan.json")  # doctest: +SKIP
+    """
+    prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    if isinstance(plans, str | Path):
+        plans = _read_plans(Path(plans))
+    bench_data = load_bench(bench) if isinstance(bench, str | Path) else bench
+    data = gather(prof, plans, bench_data)
+    ops = _main_ops(model, prof) if model is not None else None
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SplitinferError(f"cannot create report folder {out}: {e.strerror}",
+                              "pick a writable folder for -o") from None
+    notify = on_file or (lambda _p: None)
+    figs = _figures(data, out, ops, notify)
+    index = out / "index.html"
+    index.write_text(render_page(f"splitinfer report: {data.model_label}",
+                                 f"{len(prof.blocks)} blocks on {len(prof.devices)} devices",
+                                 _sections(data, figs, ops, out, notify)),
+                     encoding="utf-8")
+    notify(index)
+    return index
+
+
+def _sections(data: ReportData, figs: list[FigureFile], ops: list[str] | None, out: Path,
+              notify: OnFile) -> list[tuple[str, str, str]]:
+    """The page's sections (anchor, heading, HTML); writes the CSV tables on the way."""
+    blocks = block_table(data.profile, ops)
+    notify(write_csv(blocks, out / "blocks.csv"))
+    sections = [("summary", "Summary", _summary(data)),
+                ("profile", "Profile", _section_html(figs, ("block_latency", "block_statistics"))
+                 + render_table(blocks, "Blocks", raw_csv="blocks.csv", scroll=True))]
+    if data.plans:
+        table = plan_table(data.plans)
+        notify(write_csv(table, out / "plans.csv"))
+        inner = _section_html(figs, ("plans", "timeline", "block_graph", "pareto"))
+        sections.append(("plans", "Plans", inner + render_table(table, "Plans", raw_csv="plans.csv")))
+    elif data.chosen is not None:
+        sections.append(("plans", "Plan", _section_html(figs, ("timeline", "block_graph"))))
+    if data.bench is not None:
+        table = bench_table(data.bench)
+        notify(write_csv(table, out / "bench.csv"))
+        inner = _section_html(figs, ("bench_parts", "bench_latency"))
+        inner += render_table(table, "Predicted vs measured", raw_csv="bench.csv", note=REL_ERROR_NOTE)
+        sections.append(("bench", "Predicted vs measured", inner))
+    return sections
+
+
+def _read_plans(path: Path) -> list[Plan]:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise PlanError(f"cannot read plan file {path}: {e.strerror}",
+                        "check the path (write one with `splitinfer plan ... -o plan.json`)") from None
+    return plan_from_json(text)
