@@ -172,3 +172,14 @@ def test_infinite_throughput_round_trips():
         host={},
     )
     assert decode_bench(encode_bench(result)) == result
+
+
+def test_predicted_throughput_is_a_closed_loop_bound():
+    from splitinfer.plan import Plan
+    from splitinfer.runtime.bench import predicted_throughput
+
+    plan = Plan("latency", (), (), latency_s=0.1, bottleneck_s=0.04, throughput_rps=25.0, bytes_sent=0,
+                upload_bytes=0)
+    assert predicted_throughput(plan, 1) == pytest.approx(10.0)  # one in flight: 1 / latency
+    assert predicted_throughput(plan, 2) == pytest.approx(20.0)
+    assert predicted_throughput(plan, 8) == pytest.approx(25.0)  # the bottleneck caps it

@@ -17,7 +17,15 @@ from rich.table import Table
 from splitinfer.cli._common import console
 from splitinfer.cluster import load_cluster
 from splitinfer.errors import PlanError, SplitinferError
-from splitinfer.plan import OBJECTIVES, Constraints, Plan, describe_stages, plan_to_json, solve
+from splitinfer.plan import (
+    OBJECTIVES,
+    Constraints,
+    Plan,
+    constraints_to_json,
+    describe_stages,
+    plan_to_json,
+    solve,
+)
 from splitinfer.plan.problem import AT_SOURCE, AtSource, Problem
 from splitinfer.plan.scission import TIERS, parse_criteria, rank_scission
 from splitinfer.profile.problem import build_problem
@@ -232,6 +240,7 @@ def plan_command(
         max_energy_j=max_energy,
     )
     plans = solve(problem, objective, cons, top, method=method, time_limit_s=time_limit)
+    meta["constraints"] = constraints_to_json(cons)  # a re-plan after a failure respects them too
     title = f"{objective} plans of {meta['model']} ({plans[0].solver})"
     console.print(format_plans(plans, title))
     _write(plans, output, meta)

@@ -221,9 +221,10 @@ def format_bench_table(result: BenchResult) -> Table:
     for name in ("part", "where", "bytes", "plan ms", "median ms", "p95 ms", "error"):
         table.add_column(name, justify="left" if name in ("part", "where") else "right")
     for k, hop in enumerate(result.hops):
+        # a hop within one device is predicted free: what it measures is the runtime's own overhead
+        error = _err(hop.rel_error) if hop.predicted_s > 0 else "(free)"
         table.add_row(f"{hop.kind} hop", f"{hop.src} -> {hop.dst}", format_bytes(hop.num_bytes),
-                      _ms(hop.predicted_s), _ms(hop.measured_median_s), _ms(hop.measured_p95_s),
-                      _err(hop.rel_error))
+                      _ms(hop.predicted_s), _ms(hop.measured_median_s), _ms(hop.measured_p95_s), error)
         if k < len(result.stages):
             s = result.stages[k]
             table.add_row(f"stage {s.stage}", s.device, "", _ms(s.predicted_s), _ms(s.measured_median_s),

@@ -21,6 +21,8 @@ from splitinfer.plan.problem import (
     Link,
     Power,
     Problem,
+    constraints_from_json,
+    constraints_to_json,
     prepare,
 )
 from splitinfer.plan.solve import METHODS, solve
@@ -37,6 +39,8 @@ __all__ = [
     "Power",
     "Problem",
     "Stage",
+    "constraints_from_json",
+    "constraints_to_json",
     "describe_stages",
     "plan_from_json",
     "plan_to_json",

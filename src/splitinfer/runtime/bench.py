@@ -236,11 +236,23 @@ def bench(session: Session, plan: Plan | None = None, *, num_requests: int = 50,
     return _summarize(session, plan, [r.timing.latency_s for r in results], wall_s, timings, concurrency)
 
 
+def predicted_throughput(plan: Plan, concurrency: int) -> float:
+    """Requests/s the plan predicts with ``concurrency`` requests in flight (a closed loop).
+
+    One request in flight completes every latency; more fill the pipeline until its
+    bottleneck stage or hop limits the rate: min(C / latency, 1 / bottleneck).
+    """
+    if plan.latency_s <= 0:
+        return plan.throughput_rps
+    return min(concurrency / plan.latency_s, plan.throughput_rps)
+
+
 def _summarize(session: Session, plan: Plan, latencies: list[float], wall_s: float,
                timings: Sequence[RequestTiming], concurrency: int) -> BenchResult:
     arr = np.asarray(latencies, dtype=np.float64)
     median, p95 = _quantiles(latencies)
     throughput = len(latencies) / wall_s if wall_s > 0 else math.inf
+    expected_rps = predicted_throughput(plan, concurrency)
     model = session.model
     return BenchResult(
         plan=plan,
@@ -251,9 +263,9 @@ def _summarize(session: Session, plan: Plan, latencies: list[float], wall_s: flo
         latency_median_s=median, latency_p95_s=p95, latency_mean_s=float(arr.mean()),
         latency_min_s=float(arr.min()), latency_max_s=float(arr.max()),
         throughput_rps=throughput,
-        predicted_latency_s=plan.latency_s, predicted_throughput_rps=plan.throughput_rps,
+        predicted_latency_s=plan.latency_s, predicted_throughput_rps=expected_rps,
         latency_rel_error=rel_error(plan.latency_s, median),
-        throughput_rel_error=rel_error(plan.throughput_rps, throughput),
+        throughput_rel_error=rel_error(expected_rps, throughput),
         stages=compare_stages(plan, timings), hops=compare_hops(plan, timings),
         latencies_s=tuple(latencies),
         date=datetime.now(UTC).isoformat(timespec="seconds"), host=host_info(),

@@ -31,7 +31,7 @@ import onnx
 from splitinfer.cluster import Cluster, load_cluster
 from splitinfer.errors import ModelError, PlanError, SchemaError, ShapeError
 from splitinfer.graph import Analysis, Model, analyze, extract_segment, load_model
-from splitinfer.plan import Constraints, Plan, describe_stages, plan_from_json, solve
+from splitinfer.plan import Constraints, Plan, constraints_from_json, describe_stages, plan_from_json, solve
 from splitinfer.profile.problem import build_problem
 from splitinfer.profile.schema import Profile, load_profile
 from splitinfer.runtime.pipeline import StageSpec
@@ -190,8 +190,8 @@ def deploy(plan: PlanSource, cluster: ClusterSource, model: ModelSource, *,
     ``model``: a path, bytes, ModelProto or a loaded :class:`~splitinfer.graph.Model`.
     ``profile`` (a Profile or profile.json): how the blocks were formed, checked against the
     model's sha256, and the costs to re-plan with when a device fails (without it: no re-plan).
-    ``constraints``: what a re-plan must still respect (the plan file does not record the
-    constraints it was solved under: pass them again, e.g. ``Constraints(private_blocks=2)``).
+    ``constraints``: what a re-plan must still respect (default: those recorded in the plan's
+    meta by ``splitinfer plan``, else none).
     ``token``, ``options`` and keyword overrides (``timeout_s=5``, ...): see
     :func:`~splitinfer.runtime.deploy_stages`. Returns a running :class:`Session` with
     ``session.plan`` (the current plan) and ``session.model`` (the loaded model); close it
@@ -205,6 +205,8 @@ def deploy(plan: PlanSource, cluster: ClusterSource, model: ModelSource, *,
     stages = build_stages(chosen, blocks)
     replan = None
     if the_profile is not None:
+        if constraints is None and "constraints" in chosen.meta:
+            constraints = constraints_from_json(chosen.meta["constraints"])
         replan = Replanner(chosen, blocks, the_profile, the_cluster, constraints)
     session = deploy_stages(stages, the_cluster, token=token, replan=replan, options=options, **overrides)
     if replan is not None:  # a device may already have failed: the replanner knows the plan now deployed
