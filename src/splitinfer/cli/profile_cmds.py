@@ -1,9 +1,284 @@
-"""CLI commands of this group (not written yet)."""
+"""``splitinfer profile``: measure a model's blocks on devices and the links between them; show and merge."""
 
 from __future__ import annotations
 
+import contextlib
+import platform
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from splitinfer.cli._common import console, err_console, format_bytes, format_count
+from splitinfer.cli._model import parse_input_shapes
+from splitinfer.cluster import load_cluster
+from splitinfer.errors import ProfileError
+from splitinfer.plan import Plan, describe_stages, plan_to_json
+from splitinfer.profile.profiler import (
+    ProfileInterrupted,
+    ProfileSettings,
+    ProfileWarning,
+    prepare_model,
+    profile_model,
+)
+from splitinfer.profile.schema import Profile, load_profile, merge_profiles, save_profile
+
+HELP = """Measure a model's blocks on devices and the links between them, into profile.json.
+
+[bold]Three forms[/]
+
+  splitinfer profile MODEL [--cluster cluster.yaml] -o profile.json [options]
+
+  splitinfer profile show profile.json
+
+  splitinfer profile merge a.json b.json [...] -o all.json
+
+[bold]Examples[/]
+
+  splitinfer profile r18.onnx --cluster cluster.yaml -o profile.json --budget-s 20
+
+  splitinfer profile bert.onnx --input-shape input_ids=1,128 --input-shape attention_mask=1,128 -o p.json
+
+  splitinfer profile r18.onnx --device-name raspi --threads 4 -o raspi.json   # on each device by hand
+
+  splitinfer profile merge raspi.json server.json -o profile.json
+
+  splitinfer profile r18.onnx --cluster cluster.yaml -o p.json --refine latency --plan-output plan.json
+
+With --cluster, every device is profiled through its worker (local devices are \
+started on this machine) and links marked `measure: true` are probed; declared \
+links are copied. Without --cluster, this machine is profiled in this process as \
+one device: run it on each device and merge the files (Scission's workflow). \
+Each block runs as its own partition on the tensors it really gets from the \
+calibration input (--calibration x.npz, else seeded generated inputs); the \
+whole model is timed too. Ctrl-C writes what was measured so far to -o. \
+--refine deploys the best plan, times its segments and hops as they run, and \
+re-plans until the plan stops changing (blocks that run faster together, the \
+runtime's own cost per hop): its --plan-output is what `splitinfer bench` checks.
+
+Then: `splitinfer plan profile.json --cluster cluster.yaml`.
+"""
+
+
+@contextlib.contextmanager
+def _printing_warnings() -> Iterator[None]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ProfileWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                if issubclass(w.category, ProfileWarning):
+                    err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+                else:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def _write(profile: Profile, output: Path | None) -> None:
+    if output is None:
+        return
+    try:
+        save_profile(profile, output)
+    except OSError as e:
+        raise ProfileError(f"cannot write {output}: {e.strerror}", "pick a writable path for -o") from None
+    console.print(f"wrote {output}", highlight=False)
+
+
+@contextlib.contextmanager
+def _local_bar(device: str) -> Iterator[object]:
+    columns = (TextColumn(f"{device:>12}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=err_console) as bars:
+        task = bars.add_task("preparing", total=None)
+
+        def update(done: int, total: int, what: str) -> None:
+            bars.update(task, completed=done, total=total, description=what)
+
+        yield update
+
+
+def _measure(model: Path, cluster: Path | None, options: dict) -> tuple[Profile, Plan | None]:
+    # Load, cut and calibrate first: bad input fails here, before any worker starts or bar shows.
+    prepared = prepare_model(model, calibration=options["calibration"], batch=options["batch"],
+                             input_shapes=parse_input_shapes(options["input_shape"]),
+                             max_blocks=options["max_blocks"], max_cut_tensors=options["max_cut_tensors"])
+    settings = ProfileSettings(budget_s=options["budget_s"])
+    if cluster is not None:
+        from splitinfer.runtime.profiling import profile_cluster, refine  # the runtime only when needed
+
+        the_cluster = load_cluster(cluster)
+        profile = profile_cluster(None, the_cluster, progress=True, settings=settings, prepared=prepared)
+        if options["refine"] is None:
+            return profile, None
+        err_console.print(f"refining the {options['refine']} plan: timing its segments as they run",
+                          highlight=False)
+        plan, profile = refine(profile, the_cluster, None, options["refine"], prepared=prepared,
+                               settings=ProfileSettings(budget_s=options["budget_s"] / 4))
+        return profile, msgspec.structs.replace(plan, meta={**plan.meta, "cluster": str(cluster),
+                                                            "model": prepared.info.name,
+                                                            "model_sha256": prepared.info.sha256})
+    if options["refine"] is not None:
+        raise ProfileError("--refine needs --cluster", "give the cluster.yaml whose plan to refine")
+    name = options["device_name"] or platform.node() or "local"
+    with _local_bar(name) as update:
+        return profile_model(None, device_name=name, providers=tuple(options["providers"]),
+                             threads=options["threads"], progress=update, settings=settings,  # type: ignore[arg-type]
+                             prepared=prepared), None
+
+
+def _profile(model: Path, cluster: Path | None, output: Path | None, options: dict) -> None:
+    try:
+        with _printing_warnings():
+            profile, plan = _measure(model, cluster, options)
+    except ProfileInterrupted as stopped:
+        if stopped.profile is not None and output is not None:
+            _write(stopped.profile, output)
+            err_console.print("interrupted: wrote what was measured so far (unmeasured blocks are null)")
+        raise typer.Exit(130) from None
+    console.print(profile_table(profile))
+    _write(profile, output)
+    if output is None:
+        err_console.print("note: not saved; give -o profile.json to keep it", highlight=False)
+    if plan is not None:
+        console.print(f"refined plan: {describe_stages(plan)}, predicted latency "
+                      f"{plan.latency_s * 1000:.2f} ms", highlight=False)
+        if options["plan_output"] is not None:
+            options["plan_output"].write_text(plan_to_json([plan]))
+            console.print(f"wrote {options['plan_output']}", highlight=False)
+
+
+def _stat_ms(stats: object) -> str:
+    return "-" if stats is None else f"{stats.median_s * 1000:.3f}"  # type: ignore[attr-defined]
+
+
+def profile_table(profile: Profile) -> Table:
+    """Per block: FLOPs, parameters, cut and activation bytes, the median ms on every device;
+    then each device's sum of blocks against the whole model (below 1: fusion and per-run overhead)."""
+    names = list(profile.devices)
+    table = Table(title=f"profile of {profile.model.name} ({profile.model.sha256[:12]}), median ms",
+                  title_justify="left")
+    for col in ("block", "GFLOPs", "params", "cut", "act.", *names):
+        table.add_column(col, justify="right", no_wrap=True, min_width=6 if col in names else None)
+    for b in profile.blocks:
+        times = [_stat_ms(profile.devices[n].blocks[b.index]) for n in names]
+        table.add_row(str(b.index), f"{b.flops / 1e9:.3f}", format_count(b.num_params),
+                      format_bytes(b.cut_bytes), format_bytes(b.activation_bytes), *times)
+    sums, wholes, ratios = [], [], []
+    for n in names:
+        dev = profile.devices[n]
+        total = sum(s.median_s for s in dev.blocks if s is not None)
+        sums.append(f"{total * 1000:.3f}")
+        wholes.append(_stat_ms(dev.whole_model))
+        whole = dev.whole_model
+        ratios.append("-" if whole is None or not total else f"{whole.median_s / total:.2f}")
+    table.add_section()
+    table.add_row("sum", "", "", "", "", *sums)
+    table.add_row("whole", "", "", "", "", *wholes)
+    table.add_row("whole/sum", "", "", "", "", *ratios)
+    return table
+
+
+def devices_table(profile: Profile) -> Table:
+    """Providers, threads, memory, date and host of each device."""
+    table = Table(title="devices", title_justify="left")
+    for col in ("device", "providers", "threads", "memory free", "slowdown", "date", "onnxruntime", "note"):
+        table.add_column(col, overflow="fold", no_wrap=col == "date")
+    for name, dev in profile.devices.items():
+        memory = "-" if dev.memory_bytes is None else format_bytes(dev.memory_bytes)
+        note = "partial" if dev.host.get("complete") is False else ""
+        note += f" {len(dev.segments)} segments" if dev.segments else ""
+        providers = ",".join(p.removesuffix("ExecutionProvider") for p in dev.providers)
+        ort_version = dev.versions.get("onnxruntime", "")
+        table.add_row(name, providers, str(dev.threads or "default"), memory,
+                      str(dev.host.get("slowdown", "")), dev.date[:10], ort_version, note)
+    return table
+
+
+def links_table(profile: Profile) -> Table:
+    """Latency, bandwidth, fit quality and origin of each link."""
+    table = Table(title="links", title_justify="left")
+    for col in ("from", "to", "latency ms", "bandwidth Mbit/s", "r2", "source"):
+        table.add_column(col, justify="left" if col in ("from", "to", "source") else "right")
+    for x in profile.links:
+        table.add_row(x.src, x.dst, f"{x.latency_s * 1000:.3f}", f"{x.bandwidth_bps * 8 / 1e6:.2f}",
+                      "-" if x.r2 is None else f"{x.r2:.4f}", x.source)
+    return table
+
+
+def _show(paths: list[str]) -> None:
+    if len(paths) != 1:
+        raise ProfileError(f"profile show takes one file, got {len(paths)}",
+                           "run: splitinfer profile show FILE")
+    profile = load_profile(paths[0])
+    console.print(profile_table(profile))
+    console.print(devices_table(profile))
+    if profile.links:
+        console.print(links_table(profile))
+
+
+def _merge(paths: list[str], output: Path | None) -> None:
+    if len(paths) < 2 or output is None:
+        raise ProfileError("profile merge needs two or more files and -o",
+                           "run: splitinfer profile merge a.json b.json -o all.json")
+    merged = load_profile(paths[0])
+    for path in paths[1:]:
+        merged = merge_profiles(merged, load_profile(path))
+    _write(merged, output)
+    console.print(f"{len(merged.devices)} devices: {', '.join(merged.devices)}; {len(merged.links)} links",
+                  highlight=False)
+
+
+def profile_command(
+    args: list[str] = typer.Argument(..., metavar="MODEL | show FILE | merge FILE...",
+                                     help="The .onnx model; or `show FILE`; or `merge FILE FILE...`.",
+                                     show_default=False),
+    cluster: Path | None = typer.Option(None, "--cluster", help="cluster.yaml: profile every device through "
+                                        "its worker. Without it: this machine, in this process."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write the profile (or the merge) here."),
+    input_shape: list[str] | None = typer.Option(None, "--input-shape", metavar="NAME=D1,D2,...",
+                                                 help="Fix the shape of a model input (repeat for several)."),
+    batch: int | None = typer.Option(None, "--batch", metavar="N", help="Fix a dynamic batch dim to N."),
+    max_blocks: int = typer.Option(64, "--max-blocks", metavar="N",
+                                   help="Group nodes into at most N blocks."),
+    max_cut_tensors: int = typer.Option(4, "--max-cut-tensors", metavar="K",
+                                        help="A candidate cut has at most K live tensors."),
+    calibration: Path | None = typer.Option(None, "--calibration", metavar="FILE",
+                                            help="Inputs to profile with: .npy (one input) or .npz (one "
+                                                 "array per input name). Default: seeded generated inputs."),
+    budget_s: float = typer.Option(30.0, "--budget-s", metavar="S",
+                                   help="Seconds of timed work per device, shared by its blocks."),
+    threads: int = typer.Option(0, "--threads", help="Without --cluster: intra-op threads (0 = default)."),
+    providers: list[str] = typer.Option(["CPUExecutionProvider"], "--providers",
+                                        help="Without --cluster: ONNX Runtime providers, in order."),
+    device_name: str | None = typer.Option(None, "--device-name", metavar="NAME",
+                                           help="Without --cluster: this device's name (default: hostname)."),
+    refine_for: str | None = typer.Option(None, "--refine", metavar="OBJECTIVE",
+                                          help="With --cluster: plan for OBJECTIVE (latency, throughput, "
+                                               "energy), time the plan's segments as they run, re-plan until "
+                                               "stable; records the segments in the profile."),
+    plan_output: Path | None = typer.Option(None, "--plan-output", metavar="FILE",
+                                            help="With --refine: write the refined plan here (plan.json)."),
+) -> None:
+    if args[0] == "show" and not Path("show").exists():
+        _show(args[1:])
+        return
+    if args[0] == "merge" and not Path("merge").exists():
+        _merge(args[1:], output)
+        return
+    if len(args) != 1:
+        raise ProfileError(f"profile takes one MODEL, got {len(args)} arguments",
+                           "run: splitinfer profile MODEL -o profile.json (or `profile show FILE`)")
+    options = {"calibration": calibration, "input_shape": input_shape, "batch": batch,
+               "max_blocks": max_blocks, "max_cut_tensors": max_cut_tensors, "budget_s": budget_s,
+               "threads": threads, "providers": providers, "device_name": device_name,
+               "refine": refine_for, "plan_output": plan_output}
+    _profile(Path(args[0]), cluster, output, options)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this group's commands to the main app."""
+    """Add ``profile`` (with its ``show`` and ``merge`` forms) to the main app."""
+    app.command("profile", help=HELP, no_args_is_help=True)(profile_command)

@@ -6,6 +6,7 @@ from splitinfer.cluster import Cluster
 from splitinfer.errors import ProfileError
 from splitinfer.plan.problem import AT_SOURCE, AtSource, Link, Power, Problem
 from splitinfer.profile.schema import Profile
+from splitinfer.profile.segments import corrected_profile
 
 STATS = ("median_s", "mean_s", "p10_s", "p90_s")
 
@@ -19,11 +20,12 @@ def _links(profile: Profile, cluster: Cluster | None, names: tuple[str, ...]) ->
             if a == b:
                 continue
             declared = cluster.link(a, b) if cluster is not None else None
+            extra = profile.hop_overhead_s
             if declared is not None and declared.bandwidth_bps is not None and declared.latency_s is not None:
-                links.append(Link(a, b, declared.bandwidth_bps, declared.latency_s))
+                links.append(Link(a, b, declared.bandwidth_bps, declared.latency_s + extra))
             elif (a, b) in measured:
                 m = measured[(a, b)]
-                links.append(Link(a, b, m.bandwidth_bps, m.latency_s))
+                links.append(Link(a, b, m.bandwidth_bps, m.latency_s + extra))
             elif declared is not None:
                 raise ProfileError(
                     f"link {a}->{b} is to be measured but the profile has no measurement of it",
@@ -47,6 +49,7 @@ def build_problem(
     the cluster (``memory``), else from the profile. ``sink`` overrides the
     cluster's sink.
     """
+    profile = corrected_profile(profile)  # measured segments (refinement) override their blocks' sum
     if stat not in STATS:
         raise ProfileError(f"unknown statistic {stat!r}", f"use one of: {', '.join(STATS)}")
     names = cluster.device_names if cluster is not None else tuple(profile.devices)

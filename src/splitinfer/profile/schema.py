@@ -131,6 +131,9 @@ class Profile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     devices: dict[str, DeviceProfile] = msgspec.field(default_factory=dict)
     links: tuple[LinkProfile, ...] = ()
     schema: int = PROFILE_SCHEMA
+    # What the runtime adds to each hop between devices beyond latency + bytes / bandwidth
+    # (framing, queues, thread hand-offs), measured by segment refinement; planning adds it.
+    hop_overhead_s: float = 0.0
 
 
 def _bad_number(value: float, allow_inf: bool = False) -> bool:
@@ -293,4 +296,6 @@ def merge_profiles(a: Profile, b: Profile) -> Profile:
         key = (link.src, link.dst)
         if key not in links or not _newer(links[key].date, link.date):
             links[key] = link
-    return validate_profile(msgspec.structs.replace(b, devices=devices, links=tuple(links.values())))
+    overhead = b.hop_overhead_s or a.hop_overhead_s
+    return validate_profile(msgspec.structs.replace(b, devices=devices, links=tuple(links.values()),
+                                                    hop_overhead_s=overhead))

@@ -1,0 +1,165 @@
+"""Fidelity: does a plan's prediction hold when the plan is deployed and measured? (issue 5 item 7)
+
+For each zoo model, on the emulated 3-device continuum (camera: slowdown 8, 1 thread;
+edge: slowdown 2; cloud: slowdown 1; camera->edge 20 Mbit/s 5 ms, edge->cloud
+50 Mbit/s 20 ms, camera->cloud 8 Mbit/s 40 ms; source and sink camera):
+
+1. profile every block on every device through its worker (``profile_cluster``),
+2. plan for latency with segment refinement (``refine``: the plan is deployed and its
+   segments and hops timed as they run, one request at a time; block costs are
+   corrected to the measured segments and the runtime's per-hop cost is added to the
+   links' latency; re-plan until the plan is stable),
+3. deploy the plan, run 50 requests one at a time (``bench``),
+4. report |predicted - measured| / measured of the medians: end to end, per stage,
+   per hop the plan predicts (hops within one device are predicted free and left
+   out: their measured time is the runtime's own overhead, shown for information).
+
+Edge and cloud run 1 intra-op thread by default (``--threads 0`` for ONNX Runtime's
+default): three workers share 2 cores with whatever else runs, and a 2-thread ONNX
+Runtime pool slows down about 3x whenever another process takes one of the cores
+(its threads spin at every barrier), which swamps any prediction.
+
+Goal: median error <= 5%, worst <= 10% across the zoo. Models too slow for 2 shared
+cores at full size run at a reduced resolution/width; the output says which.
+Usage: ``python benchmarks/bench_fidelity.py [MODEL ...] [--requests N] [--budget-s S]``;
+exit 1 if a goal is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+from splitinfer import zoo
+from splitinfer.cluster import parse_cluster
+from splitinfer.plan import describe_stages
+from splitinfer.profile.profiler import ProfileSettings, prepare_model
+from splitinfer.runtime.bench import bench
+from splitinfer.runtime.deploy import deploy
+from splitinfer.runtime.profiling import profile_cluster, refine
+
+CONTINUUM = {
+    "source": "camera", "sink": "camera",
+    "devices": [{"name": "camera", "threads": 1, "slowdown": 8}, {"name": "edge", "slowdown": 2},
+                {"name": "cloud", "slowdown": 1}],
+    "links": [{"from": "camera", "to": "edge", "bandwidth": "20Mbit/s", "latency": "5ms"},
+              {"from": "edge", "to": "cloud", "bandwidth": "50Mbit/s", "latency": "20ms"},
+              {"from": "camera", "to": "cloud", "bandwidth": "8Mbit/s", "latency": "40ms"}],
+}
+# name -> (build arguments, why reduced); full size where 50 requests fit in a few minutes on 2 cores.
+MODELS: dict[str, tuple[dict, str]] = {
+    "mobilenetv2": ({}, ""),
+    "resnet18": ({}, ""),
+    "resnet50": ({}, ""),
+    "vgg16": ({"resolution": 128}, "resolution 128 (full: 224)"),
+    "vit_b16": ({"width": 0.5, "depth": 0.5}, "width 0.5, depth 0.5"),
+    "bert": ({"width": 0.5, "depth": 0.5}, "width 0.5, depth 0.5"),
+    "detector": ({"resolution": 320}, "resolution 320"),
+}
+GOAL_MEDIAN, GOAL_WORST = 0.05, 0.10
+
+
+@dataclass
+class Row:
+    """One model's outcome."""
+
+    model: str
+    note: str
+    plan: str
+    predicted_s: float
+    measured_s: float
+    errors: dict[str, float]  # item -> |rel error|
+    figures: dict[str, tuple[float, float]]  # item -> (predicted s, measured median s)
+    overhead_s: float  # measured time of hops the plan predicts free
+    seconds: float
+
+
+def continuum(threads: int) -> dict:
+    """The emulated continuum with ``threads`` intra-op threads on edge and cloud."""
+    doc = {**CONTINUUM, "devices": [dict(d) for d in CONTINUUM["devices"]]}
+    for d in doc["devices"][1:]:
+        d["threads"] = threads
+    return doc
+
+
+def run_model(name: str, num_requests: int, budget_s: float, max_blocks: int, threads: int) -> Row:
+    start = time.perf_counter()
+    kwargs, note = MODELS[name]
+    proto = zoo.build(name, **kwargs)
+    cluster = parse_cluster(continuum(threads))
+    prepared = prepare_model(proto, max_blocks=max_blocks)
+    profile = profile_cluster(None, cluster, prepared=prepared, settings=ProfileSettings(budget_s=budget_s),
+                              progress=False)
+    plan, profile = refine(profile, cluster, None, prepared=prepared,
+                           settings=ProfileSettings(budget_s=budget_s / 4))
+    with deploy(plan, cluster, prepared.model, profile=profile) as session:
+        result = bench(session, plan, num_requests=num_requests)
+    errors = {"total": abs(result.latency_rel_error)}
+    figures = {"total": (result.predicted_latency_s, result.latency_median_s)}
+    for s in result.stages:
+        errors[f"stage {s.stage} {s.device}"] = abs(s.rel_error)
+        figures[f"stage {s.stage} {s.device}"] = (s.predicted_s, s.measured_median_s)
+    overhead = 0.0
+    for h in result.hops:
+        if h.predicted_s > 0:
+            errors[f"hop {h.src}->{h.dst}"] = abs(h.rel_error)
+            figures[f"hop {h.src}->{h.dst}"] = (h.predicted_s, h.measured_median_s)
+        else:
+            overhead += h.measured_median_s
+    return Row(name, note, describe_stages(plan), result.predicted_latency_s, result.latency_median_s, errors,
+               figures, overhead, time.perf_counter() - start)
+
+
+def print_row(row: Row) -> None:
+    worst_item = max(row.errors, key=row.errors.__getitem__)
+    print(f"{row.model:12} predicted {row.predicted_s * 1000:8.1f} ms  "
+          f"measured {row.measured_s * 1000:8.1f} ms  "
+          f"total err {row.errors['total']:6.1%}  worst {row.errors[worst_item]:6.1%} ({worst_item})  "
+          f"[{row.seconds:.0f} s]", flush=True)
+    print(f"{'':12} plan {row.plan}; free hops took {row.overhead_s * 1000:.2f} ms"
+          + (f"; reduced: {row.note}" if row.note else ""), flush=True)
+    for item, err in row.errors.items():
+        predicted, measured = row.figures[item]
+        print(f"{'':14}{item:24} predicted {predicted * 1000:8.2f} ms  measured {measured * 1000:8.2f} ms  "
+              f"error {err:6.1%}", flush=True)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="*", default=list(MODELS))
+    parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument("--budget-s", type=float, default=20.0, help="profiling budget per device")
+    parser.add_argument("--max-blocks", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads of edge and cloud")
+    args = parser.parse_args(argv)
+    rows = []
+    print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
+    for name in args.models:
+        try:
+            rows.append(run_model(name, args.requests, args.budget_s, args.max_blocks, args.threads))
+        except Exception as e:  # one model failing should not hide the others' figures
+            print(f"{name:12} FAILED: {type(e).__name__}: {e}", flush=True)
+            continue
+        print_row(rows[-1])
+    print(f"load average at end: {os.getloadavg()[0]:.2f}", flush=True)
+    if not rows:
+        return 1
+    every = [e for r in rows for e in r.errors.values()]
+    totals = [r.errors["total"] for r in rows]
+    median_all, worst_all = statistics.median(every), max(every)
+    for kind in ("total", "stage", "hop"):
+        some = [e for r in rows for k, e in r.errors.items() if k.startswith(kind)]
+        print(f"{kind + 's':7} {len(some):3} items: median error {statistics.median(some):6.1%}, "
+              f"worst {max(some):6.1%}")
+    print(f"\nacross {len(rows)} models, {len(every)} items (totals, stages, hops): median error "
+          f"{median_all:.1%} (goal <= {GOAL_MEDIAN:.0%}), worst {worst_all:.1%} (goal <= {GOAL_WORST:.0%}); "
+          f"end-to-end only: median {statistics.median(totals):.1%}, worst {max(totals):.1%}")
+    return 0 if median_all <= GOAL_MEDIAN and worst_all <= GOAL_WORST and len(rows) == len(args.models) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

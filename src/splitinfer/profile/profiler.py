@@ -1,0 +1,420 @@
+"""Measuring a model's blocks on one device, through a *runner*.
+
+A runner times one partition on one device: :class:`LocalRunner` runs ONNX
+Runtime in this process; a worker's ``WorkerClient`` (runtime layer) does the
+same on the worker. Both create the session untimed, warm up, then repeat until
+the median's 95% confidence half-width is within ``rel_precision`` or the
+budget is spent (:func:`splitinfer.profile.timing.measure`).
+
+Every block is timed on the tensors it really gets: calibration inputs (given,
+or seeded generated ones of the right dtype and range) run once through the
+chain of block partitions here, and each block's inputs are kept. Typical use::
+
+    from splitinfer.profile.profiler import profile_model
+    profile = profile_model("resnet18.onnx", threads=2, budget_s=20)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgspec
+import numpy as np
+import onnxruntime as ort
+import psutil
+
+import splitinfer
+from splitinfer.errors import ModelError, ProfileError, ShapeError, WorkerError
+from splitinfer.graph import Analysis, Model, analyze, extract_segment, load_model, split
+from splitinfer.graph.session import create_session
+from splitinfer.profile.schema import BlockInfo, DeviceProfile, ModelInfo, Profile, SegmentStats, Stats
+from splitinfer.profile.timing import measure, summarize
+
+Progress = Callable[[int, int, str], None]  # (items done, items in all, what runs now)
+Calibration = str | Path | Mapping[str, np.ndarray] | np.ndarray | None
+
+
+class ProfileWarning(UserWarning):
+    """Something was left out of a profile (a device that failed, a link not measured)."""
+
+
+class ProfileInterrupted(KeyboardInterrupt):
+    """Ctrl-C while profiling: ``profile`` holds what was measured so far (or None)."""
+
+    def __init__(self, profile: Profile | None) -> None:
+        super().__init__("profiling interrupted")
+        self.profile = profile
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    """How long and how precisely to time each partition on a device."""
+
+    budget_s: float = 30.0  # timed work per device, shared by its blocks and the whole model
+    warmup: int = 3  # untimed runs before timing
+    min_runs: int = 5  # at least this many timed runs per partition
+    max_runs: int = 200  # at most this many
+    rel_precision: float = 0.05  # stop when the median's 95% CI half-width is within this fraction
+    min_item_budget_s: float = 0.02  # floor of each partition's share of the budget
+
+    def item_budget_s(self, num_items: int) -> float:
+        """The timed-work budget of each of ``num_items`` partitions."""
+        return max(self.min_item_budget_s, self.budget_s / max(1, num_items))
+
+
+class Measurement(Protocol):
+    """What a runner returns (``runtime.client.ProfileResult`` is one)."""
+
+    times_s: list[float]  # compute times scaled by the device's emulated slowdown
+
+
+class Runner(Protocol):
+    """Times partitions on one device (``LocalRunner``, or ``runtime.WorkerClient``)."""
+
+    def profile(self, model_bytes: bytes, feeds: Mapping[str, np.ndarray], *, warmup: int, min_runs: int,
+                max_runs: int, budget_s: float, rel_precision: float, slowdown: float) -> Measurement:
+        """Create a session (untimed), warm up, time runs; times scaled by ``slowdown``."""
+        ...
+
+    def info(self) -> dict[str, Any]:
+        """The device: memory_total_bytes, memory_available_bytes, providers, threads, versions, ..."""
+        ...
+
+
+@dataclass(frozen=True)
+class LocalMeasurement:
+    """Timings of one partition run in this process."""
+
+    times_s: list[float]
+    compute_times_s: list[float]
+    create_s: float
+
+
+class LocalRunner:
+    """ONNX Runtime in this process with given providers and threads (Scission's workflow)."""
+
+    def __init__(self, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0) -> None:
+        missing = [p for p in providers if p not in ort.get_available_providers()]
+        if missing:
+            raise ProfileError(f"execution provider(s) {', '.join(missing)} not available here",
+                               f"use one of: {', '.join(ort.get_available_providers())}")
+        self.providers = tuple(providers)
+        self.threads = threads
+
+    def profile(self, model_bytes: bytes, feeds: Mapping[str, np.ndarray], *, warmup: int = 3,
+                min_runs: int = 5, max_runs: int = 200, budget_s: float = 2.0, rel_precision: float = 0.05,
+                slowdown: float = 1.0) -> LocalMeasurement:
+        """Time one partition: session created untimed, warm-up, then timed runs."""
+        start = time.perf_counter()
+        try:
+            session = create_session(bytes(model_bytes), self.providers, num_threads=self.threads)
+        except Exception as e:  # ORT's own exception types
+            raise ModelError(f"ONNX Runtime cannot load the partition: {_first_line(e)}",
+                             "check the model with `splitinfer inspect`") from None
+        create_s = time.perf_counter() - start
+        feeds = dict(feeds)
+        try:
+            times = measure(lambda: session.run(None, feeds), warmup=warmup, min_runs=max(1, min_runs),
+                            max_runs=max(1, min_runs, max_runs), budget_s=budget_s,
+                            rel_precision=rel_precision)
+        except Exception as e:
+            raise WorkerError(f"profile run failed: {_first_line(e)}",
+                              "give inputs that match the partition's input types and shapes") from None
+        return LocalMeasurement([t * slowdown for t in times], times, create_s)
+
+    def info(self) -> dict[str, Any]:
+        """This machine: CPUs, memory, providers, library versions."""
+        memory = psutil.virtual_memory()
+        return {
+            "hostname": platform.node(), "num_cpus": os.cpu_count(),
+            "num_physical_cpus": psutil.cpu_count(logical=False),
+            "memory_total_bytes": memory.total, "memory_available_bytes": memory.available,
+            "providers": list(self.providers), "threads": self.threads, "platform": platform.platform(),
+            "machine": platform.machine(), "processor": platform.processor(),
+            "versions": library_versions(),
+        }
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that decide the timings."""
+    return {"python": platform.python_version(), "onnxruntime": ort.__version__, "numpy": np.__version__,
+            "splitinfer": splitinfer.__version__}
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__
+
+
+# ---- calibration ------------------------------------------------------------------------------
+def _read_arrays(source: str | Path, names: Sequence[str]) -> dict[str, np.ndarray]:
+    path = Path(source)
+    try:
+        loaded = np.load(path, allow_pickle=False)  # never unpickle what a user hands us
+    except (OSError, ValueError) as e:
+        raise ShapeError(f"cannot read calibration file {path}: {_first_line(e)}",
+                         "give a .npy file (one input) or an .npz file with one array per input") from None
+    if isinstance(loaded, np.ndarray):
+        if len(names) != 1:
+            raise ShapeError(f"calibration file {path} holds one array, the model has inputs {list(names)}",
+                             "save an .npz with one array per input: np.savez(f, **{name: array})")
+        return {names[0]: loaded}
+    with loaded:
+        return {k: loaded[k] for k in loaded.files}
+
+
+def load_calibration(model: Model, calibration: Calibration = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """The model inputs to profile with: ``calibration`` (a .npy/.npz path, an array, a dict), checked
+    against the model's input names, dtypes and shapes; or, for None, seeded generated inputs."""
+    names = [s.name for s in model.inputs]
+    if calibration is None:
+        return model.make_feeds(seed=seed)
+    if isinstance(calibration, str | Path):
+        arrays = _read_arrays(calibration, names)
+    elif isinstance(calibration, np.ndarray):
+        arrays = {names[0]: calibration} if len(names) == 1 else {"": calibration}
+    else:
+        arrays = dict(calibration)
+    if set(arrays) != set(names):
+        raise ShapeError(f"calibration data has arrays {sorted(arrays)}, the model's inputs are {names}",
+                         "give exactly one array per model input, named like the input")
+    for spec in model.inputs:
+        arr = np.asarray(arrays[spec.name])
+        if arr.dtype.name != spec.dtype:
+            raise ShapeError(f"calibration input {spec.name!r} has dtype {arr.dtype.name}, "
+                             f"the model takes {spec.dtype}", f"convert it with .astype('{spec.dtype}')")
+        if tuple(arr.shape) != tuple(spec.shape):
+            raise ShapeError(f"calibration input {spec.name!r} has shape {list(arr.shape)}, "
+                             f"the model takes {list(spec.shape)}",
+                             "give data of that shape (or fix the model's shape with --input-shape/--batch)")
+        arrays[spec.name] = np.ascontiguousarray(arr)
+    return arrays
+
+
+# ---- the model prepared for profiling ---------------------------------------------------------
+@dataclass
+class PreparedModel:
+    """A model cut into blocks, each block's partition and the real tensors it gets."""
+
+    model: Model
+    analysis: Analysis
+    info: ModelInfo
+    blocks: tuple[BlockInfo, ...]
+    block_bytes: list[bytes]  # serialized partition of each block
+    block_feeds: list[dict[str, np.ndarray]]  # the tensors each block gets from the calibration input
+    whole_bytes: bytes
+    whole_feeds: dict[str, np.ndarray]
+    _segments: dict[tuple[int, int], bytes] = field(default_factory=dict)
+    _segment_inputs: dict[tuple[int, int], list[str]] = field(default_factory=dict)
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+    def segment(self, first_block: int, last_block: int) -> tuple[bytes, dict[str, np.ndarray]]:
+        """The partition of blocks ``first_block..last_block`` and its real inputs."""
+        if first_block == last_block:
+            return self.block_bytes[first_block], self.block_feeds[first_block]
+        key = (first_block, last_block)
+        if key not in self._segments:
+            part = extract_segment(self.model, self.analysis, first_block, last_block)
+            missing = [t.name for t in part.inputs if t.name not in self.block_feeds[first_block]
+                       and t.name not in self.whole_feeds]
+            if missing:  # cannot happen for block bounds: the same tensors cross the same cut
+                raise ProfileError(f"segment {first_block}-{last_block} takes {missing}, which block "
+                                   f"{first_block} does not get", "this is a splitinfer bug; report it")
+            self._segments[key] = part.to_bytes()
+            self._segment_inputs[key] = [t.name for t in part.inputs]
+        known = {**self.whole_feeds, **self.block_feeds[first_block]}
+        return self._segments[key], {name: known[name] for name in self._segment_inputs[key]}
+
+    def empty_profile(self) -> Profile:
+        """A profile of this model with no devices and no links yet."""
+        return Profile(model=self.info, blocks=self.blocks, input_bytes=self.analysis.input_bytes,
+                       output_bytes=self.analysis.output_bytes)
+
+
+def _chain_feeds(parts: Sequence[Any], feeds: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """Run the block partitions one after the other; the inputs each one got."""
+    values: dict[str, np.ndarray] = dict(feeds)
+    got = []
+    for part in parts:
+        inputs = {s.name: values[s.name] for s in part.inputs}
+        got.append(inputs)
+        try:
+            session = create_session(part.to_bytes())
+            names = [s.name for s in part.outputs]
+            values.update(zip(names, session.run(names, inputs), strict=True))
+        except Exception as e:  # ORT's own exception types
+            raise ModelError(f"block {part.index} fails on the calibration input: {_first_line(e)}",
+                             "check the calibration data (its value range) or the model") from None
+    return got
+
+
+def prepare_model(model: str | Path | bytes | Model, *, calibration: Calibration = None,
+                  input_shapes: Mapping[str, Sequence[int]] | None = None, batch: int | None = None,
+                  max_blocks: int = 64, max_cut_tensors: int = 4, seed: int = 0) -> PreparedModel:
+    """Load (if needed), analyze and split ``model``; run the calibration input through its blocks."""
+    if not isinstance(model, Model):
+        model = load_model(model, input_shapes=input_shapes, batch=batch)
+    feeds = load_calibration(model, calibration, seed)
+    analysis = analyze(model, max_cut_tensors=max_cut_tensors, max_blocks=max_blocks)
+    parts = split(model, [c.position for c in analysis.cuts], analysis)
+    info = ModelInfo(sha256=model.sha256, name=model.name, path=str(model.path) if model.path else None,
+                     input_shapes={s.name: tuple(s.shape) for s in model.inputs},
+                     max_cut_tensors=max_cut_tensors, max_blocks=max_blocks)
+    blocks = tuple(BlockInfo(index=b.index, nodes=b.nodes, flops=b.flops, num_params=b.num_params,
+                             param_bytes=b.param_bytes, output_bytes=b.output_bytes, cut_bytes=b.cut_bytes,
+                             activation_bytes=b.activation_bytes) for b in analysis.blocks)
+    return PreparedModel(model, analysis, info, blocks, [p.to_bytes() for p in parts],
+                         _chain_feeds(parts, feeds), model.proto.SerializeToString(), feeds)
+
+
+# ---- one device ---------------------------------------------------------------------------------
+def to_stats(times_s: Sequence[float]) -> Stats:
+    """Profile-file statistics of raw durations."""
+    s = summarize(times_s)
+    ci = s.ci_rel if math.isfinite(s.ci_rel) else None
+    return Stats(median_s=s.median_s, mean_s=s.mean_s, p10_s=s.p10_s, p90_s=s.p90_s, std_s=s.std_s, n=s.n,
+                 ci_rel=ci)
+
+
+@dataclass
+class DeviceRecord:
+    """What has been measured on one device so far (kept when profiling stops early)."""
+
+    blocks: list[Stats | None]
+    whole_model: Stats | None = None
+    segments: list[SegmentStats] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)  # blocks that cannot run there, and why
+    complete: bool = False
+
+    def to_device_profile(self, providers: Sequence[str], threads: int,
+                          slowdown: float = 1.0) -> DeviceProfile:
+        """The device's entry of the profile file."""
+        info = self.info
+        host = {k: info[k] for k in ("hostname", "num_cpus", "num_physical_cpus", "platform", "machine",
+                                     "processor", "cpu_freq_mhz", "memory_total_bytes") if k in info}
+        host["slowdown"] = slowdown
+        if not self.complete:
+            host["complete"] = False  # stopped early: unmeasured blocks are null
+        versions = {k: str(v) for k, v in (info.get("versions") or library_versions()).items()}
+        memory = info.get("memory_available_bytes")
+        return DeviceProfile(blocks=tuple(self.blocks), providers=tuple(info.get("providers", providers)),
+                             threads=int(info.get("threads", threads)), host=host, versions=versions,
+                             date=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                             whole_model=self.whole_model, segments=tuple(self.segments),
+                             memory_bytes=int(memory) if memory is not None else None)
+
+
+def _time(runner: Runner, part_bytes: bytes, feeds: Mapping[str, np.ndarray], settings: ProfileSettings,
+          budget_s: float, slowdown: float) -> Stats:
+    result = runner.profile(part_bytes, feeds, warmup=settings.warmup, min_runs=settings.min_runs,
+                            max_runs=settings.max_runs, budget_s=budget_s,
+                            rel_precision=settings.rel_precision, slowdown=slowdown)
+    return to_stats(result.times_s)
+
+
+def profile_device(runner: Runner, prepared: PreparedModel, settings: ProfileSettings | None = None, *,
+                   slowdown: float = 1.0, progress: Progress | None = None,
+                   record: DeviceRecord | None = None) -> DeviceRecord:
+    """Time every block, then the whole model, on the runner's device.
+
+    A block the device cannot run (ONNX Runtime refuses it) is recorded as None
+    with the reason in ``failures``; a device that stops answering raises
+    :class:`DeadlineError`. ``record`` (filled as it goes) keeps the finished
+    part when the caller is interrupted.
+    """
+    settings = settings or ProfileSettings()
+    num = prepared.num_blocks
+    record = record if record is not None else DeviceRecord([None] * num)
+    record.info = runner.info()
+    budget = settings.item_budget_s(num + 1)
+    for i in range(num):
+        if progress:
+            progress(i, num + 1, f"block {i}")
+        try:
+            record.blocks[i] = _time(runner, prepared.block_bytes[i], prepared.block_feeds[i], settings,
+                                     budget, slowdown)
+        except (ModelError, WorkerError) as e:  # a DeadlineError (device gone) goes on up
+            record.failures.append(f"block {i}: {e.problem}")
+    if all(b is None for b in record.blocks):
+        raise ProfileError(f"no block of {prepared.info.name} runs on this device ({record.failures[0]})",
+                           "check the device's providers, or the model with `splitinfer inspect`")
+    if progress:
+        progress(num, num + 1, "whole model")
+    try:
+        record.whole_model = _time(runner, prepared.whole_bytes, prepared.whole_feeds, settings, budget,
+                                   slowdown)
+    except (ModelError, WorkerError) as e:
+        record.failures.append(f"whole model: {e.problem}")
+    record.complete = True
+    if progress:
+        progress(num + 1, num + 1, "done")
+    return record
+
+
+def profile_segments(runner: Runner, prepared: PreparedModel, segments: Sequence[tuple[int, int]],
+                     settings: ProfileSettings | None = None, *, slowdown: float = 1.0) -> list[SegmentStats]:
+    """Time each segment (blocks first..last run as one partition) on the runner's device."""
+    settings = settings or ProfileSettings()
+    budget = settings.item_budget_s(max(1, len(segments)))
+    out = []
+    for first, last in segments:
+        part_bytes, feeds = prepared.segment(first, last)
+        out.append(SegmentStats(first, last, _time(runner, part_bytes, feeds, settings, budget, slowdown)))
+    return out
+
+
+def sum_of_blocks_s(device: DeviceProfile, first_block: int = 0,
+                    last_block: int | None = None) -> float | None:
+    """Sum of the block medians of ``first_block..last_block`` on a device (None if one is missing)."""
+    blocks = device.blocks[first_block:None if last_block is None else last_block + 1]
+    if any(b is None for b in blocks):
+        return None
+    return math.fsum(b.median_s for b in blocks if b is not None)
+
+
+def profile_model(model: str | Path | bytes | Model | None, *, device_name: str = "local",
+                  providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0,
+                  slowdown: float = 1.0, calibration: Calibration = None,
+                  input_shapes: Mapping[str, Sequence[int]] | None = None, batch: int | None = None,
+                  max_blocks: int = 64, max_cut_tensors: int = 4, budget_s: float = 30.0,
+                  settings: ProfileSettings | None = None, progress: Progress | None = None,
+                  prepared: PreparedModel | None = None) -> Profile:
+    """Profile ``model`` on this machine as one device named ``device_name``.
+
+    Run it on every device and merge the files (``merge_profiles``), or profile a
+    whole cluster through its workers with ``splitinfer.runtime.profiling.profile_cluster``.
+    """
+    settings = settings or ProfileSettings(budget_s=budget_s)
+    if prepared is None:
+        if model is None:
+            raise ProfileError("no model to profile", "give a model file (or a prepared model)")
+        prepared = prepare_model(model, calibration=calibration, input_shapes=input_shapes, batch=batch,
+                                 max_blocks=max_blocks, max_cut_tensors=max_cut_tensors)
+    runner = LocalRunner(providers, threads)
+    record = DeviceRecord([None] * prepared.num_blocks)
+    profile = prepared.empty_profile()
+    try:
+        profile_device(runner, prepared, settings, slowdown=slowdown, progress=progress, record=record)
+    except KeyboardInterrupt:
+        partial = None
+        if any(b is not None for b in record.blocks):
+            device = record.to_device_profile(providers, threads, slowdown)
+            partial = msgspec.structs.replace(profile, devices={device_name: device})
+        raise ProfileInterrupted(partial) from None
+    for failure in record.failures:
+        warnings.warn(ProfileWarning(f"{device_name}: {failure}"), stacklevel=2)
+    device = record.to_device_profile(providers, threads, slowdown)
+    return msgspec.structs.replace(profile, devices={device_name: device})

@@ -1,0 +1,99 @@
+"""``splitinfer profile``: this machine, a cluster of local workers, show, merge, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from splitinfer import zoo
+from splitinfer.cli import main
+from splitinfer.plan import plan_from_json
+from splitinfer.profile.schema import load_profile
+
+FAST = ["--budget-s", "0.5", "--max-blocks", "5"]
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("m") / "r18.onnx"
+    path.write_bytes(zoo.build_small("resnet18").SerializeToString())
+    return path
+
+
+def test_profile_this_machine_then_show(tmp_path, model_path, capsys):
+    out = tmp_path / "laptop.json"
+    assert main(["profile", str(model_path), "-o", str(out), "--device-name", "laptop", "--threads", "1",
+                 *FAST]) == 0
+    profile = load_profile(out)
+    assert list(profile.devices) == ["laptop"] and len(profile.blocks) == 5
+    assert profile.devices["laptop"].threads == 1
+    capsys.readouterr()
+    assert main(["profile", "show", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "laptop" in text and "whole/sum" in text and "GFLOPs" in text
+
+
+def test_profile_a_cluster_then_plan(tmp_path, model_path, capsys):
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("devices:\n  - {name: camera, threads: 1, slowdown: 4}\n  - {name: edge, threads: 1}\n"
+                       "links:\n  - {from: camera, to: edge, bandwidth: 20Mbit/s, latency: 5ms}\n")
+    out = tmp_path / "p.json"
+    assert main(["profile", str(model_path), "--cluster", str(cluster), "-o", str(out), *FAST]) == 0
+    profile = load_profile(out)
+    assert set(profile.devices) == {"camera", "edge"}
+    assert {(x.src, x.dst, x.source) for x in profile.links} == {("camera", "edge", "declared"),
+                                                                 ("edge", "camera", "declared")}
+    plan_out = tmp_path / "plan.json"
+    assert main(["plan", str(out), "--cluster", str(cluster), "-o", str(plan_out)]) == 0
+    (plan,) = plan_from_json(plan_out.read_text())
+    assert plan.stages[0].first_block == 0 and plan.stages[-1].last_block == 4
+
+
+def test_refine_writes_a_plan_that_bench_can_check(tmp_path, model_path, capsys):
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("devices:\n  - {name: camera, threads: 1, slowdown: 4}\n  - {name: edge, threads: 1}\n"
+                       "links:\n  - {from: camera, to: edge, bandwidth: 20Mbit/s, latency: 5ms}\n")
+    out, plan_out = tmp_path / "p.json", tmp_path / "plan.json"
+    assert main(["profile", str(model_path), "--cluster", str(cluster), "-o", str(out), *FAST,
+                 "--refine", "latency", "--plan-output", str(plan_out)]) == 0
+    (plan,) = plan_from_json(plan_out.read_text())
+    profile = load_profile(out)
+    assert plan.meta["model_sha256"] == profile.model.sha256
+    for stage in plan.stages:  # every stage was timed as it ran
+        assert (stage.first_block, stage.last_block) in {
+            (g.first_block, g.last_block) for g in profile.devices[stage.device].segments}
+    assert "refined plan:" in capsys.readouterr().out
+    assert main(["profile", str(model_path), "--refine", "latency", *FAST]) == 2
+    assert "--refine needs --cluster" in capsys.readouterr().err
+
+
+def test_merge_two_machines(tmp_path, model_path, capsys):
+    files = []
+    for name in ("a", "b"):
+        files.append(tmp_path / f"{name}.json")
+        args = ["profile", str(model_path), "-o", str(files[-1]), "--device-name", name, "--threads", "1"]
+        assert main([*args, *FAST]) == 0
+    merged = tmp_path / "ab.json"
+    assert main(["profile", "merge", *map(str, files), "-o", str(merged)]) == 0
+    assert set(load_profile(merged).devices) == {"a", "b"}
+    assert "2 devices: a, b" in capsys.readouterr().out
+
+
+def test_bad_input_is_one_line(tmp_path, model_path, capsys):
+    bad = tmp_path / "x.npz"
+    np.savez(bad, image=np.zeros((1, 3, 8, 8), np.float32))
+    assert main(["profile", str(model_path), "--calibration", str(bad), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "calibration input 'image' has shape [1, 3, 8, 8]" in err and len(err.strip().splitlines()) == 1
+    assert main(["profile", "merge", str(bad)]) == 2
+    assert "needs two or more files and -o" in capsys.readouterr().err
+    assert main(["profile", "show", str(tmp_path / "missing.json")]) == 2
+    assert "cannot read profile" in capsys.readouterr().err
+    assert main(["profile", "a.onnx", "b.onnx"]) == 2
+    assert "profile takes one MODEL" in capsys.readouterr().err
+
+
+def test_help_teaches_the_three_forms(capsys):
+    assert main(["profile", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "profile show" in text and "profile merge" in text and "--cluster" in text

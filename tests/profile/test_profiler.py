@@ -1,0 +1,205 @@
+"""Profiling on one device in process: real intermediate tensors, calibration checks, the profile file."""
+
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from splitinfer import zoo
+from splitinfer.errors import ProfileError, ShapeError
+from splitinfer.graph import analyze, load_model
+from splitinfer.profile.profiler import (
+    LocalRunner,
+    ProfileInterrupted,
+    ProfileSettings,
+    load_calibration,
+    prepare_model,
+    profile_device,
+    profile_model,
+    profile_segments,
+    sum_of_blocks_s,
+)
+from splitinfer.profile.schema import (
+    DeviceProfile,
+    SegmentStats,
+    Stats,
+    decode_profile,
+    encode_profile,
+    load_profile,
+    save_profile,
+)
+from splitinfer.profile.segments import corrected_device, corrected_profile, segment_ratio
+
+FAST = ProfileSettings(budget_s=0.3, warmup=1, min_runs=3, max_runs=30)
+
+
+@pytest.fixture(scope="module")
+def resnet_bytes() -> bytes:
+    return zoo.build_small("resnet18").SerializeToString()
+
+
+@pytest.fixture(scope="module")
+def prepared(resnet_bytes):
+    return prepare_model(resnet_bytes, max_blocks=6)
+
+
+def test_profile_round_trips_and_validates(tmp_path, resnet_bytes):
+    profile = profile_model(resnet_bytes, device_name="laptop", threads=1, max_blocks=6, settings=FAST)
+    assert list(profile.devices) == ["laptop"]
+    device = profile.devices["laptop"]
+    assert len(device.blocks) == len(profile.blocks) == 6
+    assert all(b is not None and b.median_s > 0 and b.n >= FAST.min_runs for b in device.blocks)
+    assert all(b.p10_s <= b.median_s <= b.p90_s for b in device.blocks if b is not None)
+    assert device.whole_model is not None and device.whole_model.median_s > 0
+    assert device.memory_bytes is not None and device.memory_bytes > 0
+    assert device.versions["onnxruntime"] == ort.__version__
+    assert device.threads == 1 and device.host.get("complete") is None
+    path = tmp_path / "p.json"
+    save_profile(profile, path)
+    assert load_profile(path) == profile
+    assert decode_profile(encode_profile(profile)) == profile
+
+
+def test_model_info_rebuilds_the_same_blocks(resnet_bytes):
+    profile = profile_model(resnet_bytes, max_blocks=5, max_cut_tensors=2, settings=FAST)
+    info = profile.model
+    assert info.sha256 == load_model(resnet_bytes).sha256
+    assert (info.max_blocks, info.max_cut_tensors) == (5, 2)
+    again = analyze(load_model(resnet_bytes, input_shapes=info.input_shapes),
+                    max_cut_tensors=info.max_cut_tensors, max_blocks=info.max_blocks)
+    assert [b.nodes for b in again.blocks] == [b.nodes for b in profile.blocks]
+    assert [b.cut_bytes for b in again.blocks] == [b.cut_bytes for b in profile.blocks]
+    assert all(b.activation_bytes > 0 for b in profile.blocks)
+    assert sum(b.param_bytes for b in profile.blocks) >= again.param_bytes
+
+
+def test_blocks_get_the_real_intermediate_tensors(prepared):
+    """Each block's inputs are what the block before it really made: the chain ends at the model output."""
+    whole = ort.InferenceSession(prepared.whole_bytes, providers=["CPUExecutionProvider"])
+    (expected,) = whole.run(None, prepared.whole_feeds)
+    last = ort.InferenceSession(prepared.block_bytes[-1], providers=["CPUExecutionProvider"])
+    (got,) = last.run(None, prepared.block_feeds[-1])
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    middle = next(iter(prepared.block_feeds[2].values()))
+    assert middle.dtype == np.float32 and float(np.std(middle)) > 0  # not zeros, not a constant
+
+
+def test_calibration_file_is_used_and_checked(tmp_path, resnet_bytes):
+    model = load_model(resnet_bytes)
+    x = np.random.default_rng(5).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.savez(tmp_path / "x.npz", image=x)
+    for source in (tmp_path / "x.npy", tmp_path / "x.npz", {"image": x}, x):
+        assert np.array_equal(load_calibration(model, source)["image"], x)
+    cal = prepare_model(resnet_bytes, calibration=tmp_path / "x.npz", max_blocks=3)
+    assert np.array_equal(cal.block_feeds[0]["image"], x)
+    np.savez(tmp_path / "shape.npz", image=x[:, :, :16])
+    with pytest.raises(ShapeError, match=r"shape \[1, 3, 16, 32\].*takes \[1, 3, 32, 32\]"):
+        prepare_model(resnet_bytes, calibration=tmp_path / "shape.npz")
+    with pytest.raises(ShapeError, match="dtype float64"):
+        load_calibration(model, {"image": x.astype(np.float64)})
+    with pytest.raises(ShapeError, match="arrays \\['img'\\]"):
+        load_calibration(model, {"img": x})
+    (tmp_path / "junk.npz").write_bytes(b"not numpy")
+    with pytest.raises(ShapeError, match="cannot read calibration file"):
+        load_calibration(model, tmp_path / "junk.npz")
+
+
+def test_generated_token_ids_stay_in_the_vocabulary():
+    """BERT's embedding Gather fails on ids past the vocabulary: generated ids must fit."""
+    profile = profile_model(zoo.build_small("bert").SerializeToString(), max_blocks=4, settings=FAST)
+    assert all(b is not None for b in profile.devices["local"].blocks)
+
+
+def test_slowdown_scales_the_times(prepared):
+    """Slowdown 3 profiles about 3x slower than slowdown 1 (loose bounds: the machine is noisy)."""
+    runner = LocalRunner(threads=1)
+    settings = ProfileSettings(budget_s=0.3, warmup=2, min_runs=7, max_runs=60)
+    totals: dict[float, list[float]] = {1.0: [], 3.0: []}
+    for _ in range(3):  # interleaved, and the least disturbed round of each counts
+        for slowdown, found in totals.items():
+            record = profile_device(runner, prepared, settings, slowdown=slowdown)
+            found.append(sum(b.median_s for b in record.blocks))
+    assert 2.0 < min(totals[3.0]) / min(totals[1.0]) < 4.5
+
+
+def test_whole_model_and_segments_against_the_sum_of_blocks(prepared):
+    runner = LocalRunner(threads=1)
+    record = profile_device(runner, prepared, FAST)
+    segments = profile_segments(runner, prepared, [(0, 2), (3, 5)], FAST)
+    assert [(s.first_block, s.last_block) for s in segments] == [(0, 2), (3, 5)]
+    assert all(s.stats.median_s > 0 for s in segments)
+    device = record.to_device_profile(("CPUExecutionProvider",), 1)
+    assert sum_of_blocks_s(device) == pytest.approx(sum(b.median_s for b in device.blocks))
+    profile = msgspec.structs.replace(prepared.empty_profile(), devices={
+        "d": msgspec.structs.replace(device, segments=tuple(segments))})
+    fixed_dev = corrected_profile(profile).devices["d"]
+    for seg in segments:
+        total = sum_of_blocks_s(fixed_dev, seg.first_block, seg.last_block)
+        before = sum_of_blocks_s(device, seg.first_block, seg.last_block)
+        if abs(seg.stats.median_s / before - 1) > 0.05:
+            assert total == pytest.approx(seg.stats.median_s)
+        else:
+            assert total == pytest.approx(before)
+
+
+def test_a_block_that_cannot_run_is_null_and_named():
+    class Refusing(LocalRunner):
+        def profile(self, model_bytes, feeds, **kw):
+            if "image" not in feeds:
+                from splitinfer.errors import WorkerError
+                raise WorkerError("no kernel for this op", "use another provider")
+            return super().profile(model_bytes, feeds, **kw)
+
+    prep = prepare_model(zoo.build_small("resnet18").SerializeToString(), max_blocks=3)
+    record = profile_device(Refusing(threads=1), prep, FAST)
+    assert record.blocks[0] is not None and record.blocks[1] is None and record.blocks[2] is None
+    assert record.failures[0].startswith("block 1: no kernel")
+
+    class RefusingAll(LocalRunner):
+        def profile(self, model_bytes, feeds, **kw):
+            from splitinfer.errors import ModelError
+            raise ModelError("cannot load", "fix it")
+
+    with pytest.raises(ProfileError, match="no block of"):
+        profile_device(RefusingAll(), prep, FAST)
+
+
+def test_unknown_provider_is_refused():
+    with pytest.raises(ProfileError, match="NoSuchExecutionProvider"):
+        LocalRunner(["NoSuchExecutionProvider"])
+
+
+def test_ctrl_c_in_process_keeps_the_blocks_measured(resnet_bytes):
+    def interrupt_at_block_2(done: int, total: int, what: str) -> None:
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(ProfileInterrupted) as caught:
+        profile_model(resnet_bytes, max_blocks=5, settings=FAST, progress=interrupt_at_block_2)
+    partial = caught.value.profile
+    device = partial.devices["local"]
+    assert [b is not None for b in device.blocks] == [True, True, False, False, False]
+    assert device.host["complete"] is False and device.whole_model is None
+    assert decode_profile(encode_profile(partial)) == partial
+
+
+def _stats(median: float) -> Stats:
+    return Stats(median_s=median, mean_s=median, p10_s=median, p90_s=median, std_s=0.0, n=5)
+
+
+def test_segment_corrections_scale_only_segments_off_by_more_than_5_percent():
+    device = DeviceProfile(blocks=tuple(_stats(t) for t in (1.0, 2.0, 3.0, 4.0)),
+                           segments=(SegmentStats(0, 1, _stats(1.5)),  # 3.0 -> 1.5: fused
+                                     SegmentStats(2, 3, _stats(7.2))))  # 7.0 -> 7.2: within 5%
+    fixed = corrected_device(device)
+    assert [b.median_s for b in fixed.blocks] == pytest.approx([0.5, 1.0, 3.0, 4.0])
+    assert fixed.blocks[0].p90_s == pytest.approx(0.5) and fixed.segments == device.segments
+    whole = corrected_device(msgspec.structs.replace(device, segments=(), whole_model=_stats(5.0)))
+    assert sum(b.median_s for b in whole.blocks) == pytest.approx(5.0)  # the whole model is a segment too
+    assert segment_ratio(device, device.segments[0]) == pytest.approx(0.5)
+    with_null = msgspec.structs.replace(device, blocks=(None, *device.blocks[1:]))
+    assert segment_ratio(with_null, device.segments[0]) is None
+    assert corrected_device(with_null).blocks[0] is None

@@ -1,0 +1,156 @@
+"""Profiling a cluster through real workers on loopback, segment refinement, devices that vanish, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import msgspec
+import psutil
+import pytest
+
+from splitinfer import zoo
+from splitinfer.cluster import Device, parse_cluster
+from splitinfer.errors import ProfileError
+from splitinfer.profile.profiler import ProfileInterrupted, ProfileSettings, ProfileWarning, prepare_model
+from splitinfer.profile.schema import decode_profile, encode_profile
+from splitinfer.profile.segments import corrected_profile
+from splitinfer.runtime.launcher import launch_local_workers
+from splitinfer.runtime.profiling import profile_cluster, refine
+
+FAST = ProfileSettings(budget_s=0.5, warmup=1, min_runs=5, max_runs=40)
+CLUSTER = {
+    "devices": [{"name": "camera", "threads": 1, "slowdown": 3}, {"name": "edge", "threads": 1},
+                {"name": "cloud", "threads": 1}],
+    "links": [{"from": "camera", "to": "edge", "bandwidth": "20Mbit/s", "latency": "5ms"},
+              {"from": "edge", "to": "cloud", "measure": True}],
+}
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    # blocks of 0.1-0.3 ms: big enough that timer and scheduler noise do not swamp a 3x slowdown
+    return prepare_model(zoo.build("resnet18", width=0.25, resolution=128).SerializeToString(), max_blocks=6)
+
+
+@pytest.fixture(scope="module")
+def profiled(prepared):
+    cluster = parse_cluster(CLUSTER)
+    return cluster, profile_cluster(None, cluster, prepared=prepared, settings=FAST, progress=False)
+
+
+def test_every_device_profiled_and_the_file_round_trips(profiled):
+    _, profile = profiled
+    assert set(profile.devices) == {"camera", "edge", "cloud"}
+    for name, device in profile.devices.items():
+        assert all(b is not None and b.median_s > 0 for b in device.blocks), name
+        assert device.whole_model is not None and device.whole_model.median_s > 0
+        assert device.memory_bytes and device.memory_bytes > 0
+        assert device.threads == 1 and device.host.get("complete") is None
+        assert device.versions["onnxruntime"]
+    assert profile.devices["camera"].host["slowdown"] == 3
+    assert decode_profile(encode_profile(profile)) == profile
+
+
+def test_slowdown_3_profiles_about_3x_slower(profiled):
+    _, profile = profiled
+    # p10: the runs least disturbed by whatever else this machine runs (blocks take ~30 us here)
+    slow = sum(b.p10_s for b in profile.devices["camera"].blocks)
+    fast = sum(b.p10_s for b in profile.devices["edge"].blocks)
+    assert 2.0 < slow / fast < 4.5
+
+
+def test_declared_links_verbatim_and_measured_links_fitted(profiled):
+    _, profile = profiled
+    links = {(x.src, x.dst): x for x in profile.links}
+    assert set(links) == {("camera", "edge"), ("edge", "camera"), ("edge", "cloud"), ("cloud", "edge")}
+    declared = links[("camera", "edge")]
+    assert (declared.source, declared.bandwidth_bps, declared.latency_s) == ("declared", 2.5e6, 0.005)
+    for key in (("edge", "cloud"), ("cloud", "edge")):
+        link = links[key]
+        assert link.source == "measured" and link.r2 is not None
+        assert link.latency_s < 0.01 and link.bandwidth_bps > 5e7  # loopback: fast, whatever the noise
+
+
+@pytest.mark.parametrize("in_pipeline", [True, False], ids=["in-pipeline", "on-workers"])
+def test_refine_measures_the_plans_segments_until_stable(profiled, prepared, in_pipeline):
+    cluster, profile = profiled
+    plan, refined = refine(profile, cluster, None, prepared=prepared, settings=FAST, in_pipeline=in_pipeline,
+                           num_requests=8)
+    fixed = corrected_profile(refined)
+    for stage in plan.stages:
+        if stage.first_block == stage.last_block and not in_pipeline:
+            continue  # on the workers, a one-block segment is the block itself
+        segments = {(s.first_block, s.last_block): s for s in refined.devices[stage.device].segments}
+        assert (stage.first_block, stage.last_block) in segments
+        blocks = fixed.devices[stage.device].blocks[stage.first_block:stage.last_block + 1]
+        assert stage.compute_s == pytest.approx(sum(b.median_s for b in blocks))
+    assert [d.blocks for d in refined.devices.values()] == [d.blocks for d in profile.devices.values()]
+    if not in_pipeline:
+        assert "hop_overhead_ms" not in plan.meta
+    elif any(s.device != cluster.source for s in plan.stages):  # its hops ran: their overhead is known
+        assert "hop_overhead_ms" in plan.meta
+
+
+def test_refine_that_does_not_settle_keeps_its_last_plan_measured(profiled, prepared):
+    cluster, profile = profiled
+    with pytest.warns(ProfileWarning, match="did not settle in 0 rounds"):
+        plan, refined = refine(_without_segments(profile), cluster, None, prepared=prepared, settings=FAST,
+                               max_rounds=0)
+    multi = [s for s in plan.stages if s.first_block < s.last_block]
+    assert multi  # 6 blocks: some stage holds several
+    for stage in multi:
+        assert any((g.first_block, g.last_block) == (stage.first_block, stage.last_block)
+                   for g in refined.devices[stage.device].segments)
+
+
+def _without_segments(profile):
+    return msgspec.structs.replace(profile, devices={
+        n: msgspec.structs.replace(d, segments=()) for n, d in profile.devices.items()})
+
+
+def test_a_device_that_disappears_is_named_and_the_others_kept(prepared):
+    token = b"t" * 32
+    with launch_local_workers([Device("gone", threads=1)], token) as remote:
+        pid = remote.pids["gone"]
+        cluster = parse_cluster({"devices": [{"name": "here", "threads": 1},
+                                             {"name": "gone", "address": remote.workers["gone"].address}]})
+
+        def kill_at_block_2(device: str, done: int, total: int, what: str) -> None:
+            if device == "gone" and done == 2:
+                os.kill(pid, signal.SIGKILL)
+                psutil.Process(pid).wait(5)
+
+        with pytest.warns(ProfileWarning, match="device 'gone' left out of the profile: worker gone did not"):
+            profile = profile_cluster(None, cluster, token=token, prepared=prepared, settings=FAST,
+                                      progress=False, request_timeout_s=1.0, on_progress=kill_at_block_2)
+    assert list(profile.devices) == ["here"]
+    assert all(b is not None for b in profile.devices["here"].blocks)
+
+
+def test_no_device_left_is_an_error(prepared):
+    cluster = parse_cluster({"devices": [{"name": "nowhere", "address": "tcp://127.0.0.1:9"}]})
+    with pytest.raises(ProfileError, match=r"no device could be profiled.*nowhere"), \
+            pytest.warns(ProfileWarning, match="nowhere"):
+        profile_cluster(None, cluster, prepared=prepared, settings=FAST, progress=False,
+                        request_timeout_s=1.0)
+
+
+def test_ctrl_c_keeps_what_was_measured(prepared):
+    cluster = parse_cluster({"devices": [{"name": "a", "threads": 1}, {"name": "b", "threads": 1}]})
+
+    def interrupt_at_block_2(device: str, done: int, total: int, what: str) -> None:
+        if device == "a" and done == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1.0)  # the main thread takes the signal and sets stop: block 2 is not timed
+
+    with pytest.raises(ProfileInterrupted) as caught:
+        profile_cluster(None, cluster, prepared=prepared, settings=FAST, progress=False,
+                        on_progress=interrupt_at_block_2)
+    partial = caught.value.profile
+    assert partial is not None and list(partial.devices) == ["a"]
+    device = partial.devices["a"]
+    assert device.host["complete"] is False
+    assert [b is not None for b in device.blocks] == [True, True, False, False, False, False]
+    assert decode_profile(encode_profile(partial)) == partial
