@@ -11,9 +11,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# Reinstall only when the package metadata changes.
-$(VENV)/.installed-core: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+# Reinstall only when the package metadata or this file changes. The demo needs the report extra.
+$(VENV)/.installed-core: pyproject.toml Makefile | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[report]'
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml Makefile | $(BIN)/python
