@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import signal
 import socket
@@ -11,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import deploy_helpers as helpers  # registered by tests/conftest.py
 import httpx
 import msgspec
 import numpy as np
@@ -32,18 +32,6 @@ CLUSTER = {
 }
 
 
-def _helpers():
-    # importlib mode puts no test folder on sys.path: load tests/runtime/deploy_helpers.py once
-    if "deploy_helpers" not in sys.modules:
-        path = Path(__file__).parents[1] / "runtime" / "deploy_helpers.py"
-        spec = importlib.util.spec_from_file_location("deploy_helpers", path)
-        assert spec is not None and spec.loader is not None
-        sys.modules["deploy_helpers"] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules["deploy_helpers"]
-
-
-helpers = _helpers()
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
+import deploy_helpers as helpers  # registered by tests/conftest.py
 import msgspec
 import pytest
 from runtime_test_models import local_cluster
@@ -28,20 +26,6 @@ from splitinfer.runtime.bench import (
 )
 from splitinfer.runtime.deploy import deploy
 from splitinfer.runtime.timing import HopTiming, RequestTiming, StageTiming
-
-
-def _load_helpers():
-    # importlib mode puts no test folder on sys.path: load the sibling helper module once
-    if "deploy_helpers" not in sys.modules:
-        path = Path(__file__).parent / "deploy_helpers.py"
-        spec = importlib.util.spec_from_file_location("deploy_helpers", path)
-        assert spec is not None and spec.loader is not None
-        sys.modules["deploy_helpers"] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules["deploy_helpers"]
-
-
-helpers = _load_helpers()
 
 
 def _timing(rid: int, scale: float) -> RequestTiming:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import os
 import signal
-import sys
 import time
-from pathlib import Path
 
+import deploy_helpers as helpers  # registered by tests/conftest.py
 import msgspec
 import numpy as np
 import psutil
@@ -19,20 +17,6 @@ from runtime_test_models import local_cluster
 from splitinfer.errors import ModelError, PlanError, SplitinferError
 from splitinfer.plan import Constraints, plan_to_json
 from splitinfer.runtime.deploy import build_stages, cut_blocks, deploy, load_plan
-
-
-def _load_helpers():
-    # importlib mode puts no test folder on sys.path: load the sibling helper module once
-    if "deploy_helpers" not in sys.modules:
-        path = Path(__file__).parent / "deploy_helpers.py"
-        spec = importlib.util.spec_from_file_location("deploy_helpers", path)
-        assert spec is not None and spec.loader is not None
-        sys.modules["deploy_helpers"] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules["deploy_helpers"]
-
-
-helpers = _load_helpers()
 
 DEVICES = ["a", "b", "c"]
 DEADLINE_S = 8.0

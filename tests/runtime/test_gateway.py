@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
 import signal
 import socket
-import sys
 import threading
 import time
-from pathlib import Path
 
+import deploy_helpers as helpers  # registered by tests/conftest.py
 import httpx
 import numpy as np
 import pytest
@@ -24,19 +22,6 @@ from splitinfer.runtime import deploy_stages
 from splitinfer.runtime.deploy import deploy
 from splitinfer.runtime.gateway import make_app
 
-
-def _load_helpers():
-    # importlib mode puts no test folder on sys.path: load the sibling helper module once
-    if "deploy_helpers" not in sys.modules:
-        path = Path(__file__).parent / "deploy_helpers.py"
-        spec = importlib.util.spec_from_file_location("deploy_helpers", path)
-        assert spec is not None and spec.loader is not None
-        sys.modules["deploy_helpers"] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules["deploy_helpers"]
-
-
-helpers = _load_helpers()
 NPY = {"content-type": "application/x-npy"}
 
 

@@ -99,24 +99,10 @@ def open_session(dep: Deployment, timeout_s: float) -> Session:
 # ---- run -------------------------------------------------------------------------------------------
 def read_feeds(path: Path, model: Model) -> dict[str, np.ndarray]:
     """Inputs from a .npy (a single-input model) or .npz (arrays named as the inputs); never unpickles."""
+    from splitinfer.graph.feeds import read_arrays
     from splitinfer.runtime.execution import check_feeds
 
-    names = [s.name for s in model.inputs]
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise ShapeError(f"input file {path} does not exist", "check the path") from None
-    except (OSError, ValueError) as e:
-        raise ShapeError(f"cannot read {path} as .npy or .npz: {e}",
-                         "save inputs with numpy.save (one input) or numpy.savez (by name)") from None
-    if isinstance(loaded, np.ndarray):
-        if len(names) != 1:
-            raise ShapeError(f"{path} holds one array, the model has inputs {names}",
-                             "save them with numpy.savez(path, **{name: array})")
-        feeds = {names[0]: loaded}
-    else:
-        with loaded:
-            feeds = {k: loaded[k] for k in loaded.files}
+    feeds = read_arrays(path, [s.name for s in model.inputs])
     check_feeds(feeds, model.inputs, f"--input {path.name}")
     return feeds
 

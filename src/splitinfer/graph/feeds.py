@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import onnx
 
+from splitinfer.errors import ShapeError
 from splitinfer.types import TensorSpec
 
 # Ops that carry integer ids through unchanged on their way to an embedding Gather.
@@ -82,3 +84,25 @@ def generate_feeds(
             high = min(index_bounds.get(spec.name, DEFAULT_INT_HIGH), int(np.iinfo(dtype).max))
             feeds[spec.name] = rng.integers(0, high, size=shape).astype(dtype)
     return feeds
+
+
+def read_arrays(source: str | Path, names: Sequence[str], what: str = "input") -> dict[str, np.ndarray]:
+    """Arrays for the model inputs ``names`` from a .npy (a single-input model) or an .npz file
+    (one array per input, by name). Never unpickles: a pickled object array is refused."""
+    path = Path(source)
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ShapeError(f"{what} file {path} does not exist", "check the path") from None
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ShapeError(f"cannot read {what} file {path} as .npy or .npz: {first}",
+                         "save one input with numpy.save, several with numpy.savez(f, **{name: array})"
+                         ) from None
+    if isinstance(loaded, np.ndarray):
+        if len(names) != 1:
+            raise ShapeError(f"{what} file {path} holds one array, the model has inputs {list(names)}",
+                             "save an .npz with one array per input: numpy.savez(f, **{name: array})")
+        return {names[0]: loaded}
+    with loaded:
+        return {k: loaded[k] for k in loaded.files}

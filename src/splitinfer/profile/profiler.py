@@ -35,6 +35,7 @@ import psutil
 import splitinfer
 from splitinfer.errors import ModelError, ProfileError, ShapeError, WorkerError
 from splitinfer.graph import Analysis, Model, analyze, extract_segment, load_model, split
+from splitinfer.graph.feeds import read_arrays
 from splitinfer.graph.session import create_session
 from splitinfer.profile.schema import BlockInfo, DeviceProfile, ModelInfo, Profile, SegmentStats, Stats
 from splitinfer.profile.timing import measure, summarize
@@ -156,22 +157,6 @@ def _first_line(err: BaseException) -> str:
 
 
 # ---- calibration ------------------------------------------------------------------------------
-def _read_arrays(source: str | Path, names: Sequence[str]) -> dict[str, np.ndarray]:
-    path = Path(source)
-    try:
-        loaded = np.load(path, allow_pickle=False)  # never unpickle what a user hands us
-    except (OSError, ValueError) as e:
-        raise ShapeError(f"cannot read calibration file {path}: {_first_line(e)}",
-                         "give a .npy file (one input) or an .npz file with one array per input") from None
-    if isinstance(loaded, np.ndarray):
-        if len(names) != 1:
-            raise ShapeError(f"calibration file {path} holds one array, the model has inputs {list(names)}",
-                             "save an .npz with one array per input: np.savez(f, **{name: array})")
-        return {names[0]: loaded}
-    with loaded:
-        return {k: loaded[k] for k in loaded.files}
-
-
 def load_calibration(model: Model, calibration: Calibration = None, seed: int = 0) -> dict[str, np.ndarray]:
     """The model inputs to profile with: ``calibration`` (a .npy/.npz path, an array, a dict), checked
     against the model's input names, dtypes and shapes; or, for None, seeded generated inputs."""
@@ -179,7 +164,7 @@ def load_calibration(model: Model, calibration: Calibration = None, seed: int = 
     if calibration is None:
         return model.make_feeds(seed=seed)
     if isinstance(calibration, str | Path):
-        arrays = _read_arrays(calibration, names)
+        arrays = read_arrays(calibration, names, "calibration")
     elif isinstance(calibration, np.ndarray):
         arrays = {names[0]: calibration} if len(names) == 1 else {"": calibration}
     else:
