@@ -18,6 +18,7 @@ from splitinfer.profile.schema import (
     LinkProfile,
     Stats,
     decode_profile,
+    encode_profile,
     load_profile,
     merge_profiles,
     save_profile,
@@ -169,6 +170,18 @@ def test_build_problem_takes_declared_links_first_then_measurements():
     assert problem.power["camera"].battery and problem.cut_bytes == [802816]
     plans = solve(problem, "energy")
     assert plans[0].energy_j is not None and plans[0].stages[-1].device == "edge"
+
+
+def test_build_problem_adds_the_measured_hop_overhead_to_every_link():
+    base = two_device_profile()
+    refined = msgspec.structs.replace(base, hop_overhead_s=0.001)
+    before = {(x.src, x.dst): x.latency_s for x in build_problem(base, parse_cluster(CLUSTER)).links}
+    after = {(x.src, x.dst): x.latency_s for x in build_problem(refined, parse_cluster(CLUSTER)).links}
+    assert before.keys() == after.keys()
+    assert all(after[k] == pytest.approx(before[k] + 0.001) for k in before)
+    # it survives the file and a merge
+    assert decode_profile(encode_profile(refined)).hop_overhead_s == 0.001
+    assert merge_profiles(refined, base).hop_overhead_s == 0.001
 
 
 def test_build_problem_without_cluster_uses_the_profile_devices():

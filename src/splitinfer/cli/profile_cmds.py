@@ -218,6 +218,9 @@ def _show(paths: list[str]) -> None:
     console.print(devices_table(profile))
     if profile.links:
         console.print(links_table(profile))
+    if profile.hop_overhead_s:
+        console.print(f"runtime overhead per hop between devices (measured by refinement, added when "
+                      f"planning): {profile.hop_overhead_s * 1e3:.2f} ms", highlight=False)
 
 
 def _merge(paths: list[str], output: Path | None) -> None:
