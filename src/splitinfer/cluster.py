@@ -206,6 +206,11 @@ def parse_cluster(data: object) -> Cluster:
                                f"use one of: {', '.join(names)}")
     if raw.backend == "ray" and not raw.address:
         raise ClusterError("backend: ray needs an address", "add address: auto (or ray://host:port)")
+    placed = [d.name for d in raw.devices if d.address != "local"]
+    if raw.backend == "ray" and placed:
+        raise ClusterError(f"device {placed[0]!r} has an address, but Ray places workers by device resource",
+                           "remove the device addresses (start each Ray node with its "
+                           "--resources='{\"splitinfer:NAME\": 1}')")
     if raw.network == "netns" and raw.backend != "local":
         raise ClusterError("network: netns emulates links between local workers only",
                            "use backend: local with it, or network: software")

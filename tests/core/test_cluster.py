@@ -68,6 +68,8 @@ def test_round_trip_through_yaml(tmp_path):
         ({"devices": [{"name": "a", "slowdown": 0.5}]}, "slowdown"),
         ({"devices": [{"name": "a", "colour": "red"}]}, "colour"),
         ({"devices": [{"name": "a"}], "source": "b"}, "source 'b'"),
+        ({"backend": "ray", "address": "auto", "devices": [{"name": "a", "address": "tcp://h:1"}]},
+         "Ray places workers"),
         ({"devices": [{"name": "a"}, {"name": "b"}],
           "links": [{"from": "a", "to": "c", "bandwidth": 1, "latency": 1}]}, "unknown device 'c'"),
         ({"devices": [{"name": "a"}, {"name": "b"}], "links": [{"from": "a", "to": "b"}]},

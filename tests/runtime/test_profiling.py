@@ -89,8 +89,10 @@ def test_refine_measures_the_plans_segments_until_stable(profiled, prepared, in_
     assert [d.blocks for d in refined.devices.values()] == [d.blocks for d in profile.devices.values()]
     if not in_pipeline:
         assert "hop_overhead_ms" not in plan.meta
+        assert refined.hop_overhead_s == profile.hop_overhead_s
     elif any(s.device != cluster.source for s in plan.stages):  # its hops ran: their overhead is known
         assert "hop_overhead_ms" in plan.meta
+        assert refined.hop_overhead_s > 0  # kept in the profile, so later plans include it
 
 
 def test_refine_that_does_not_settle_keeps_its_last_plan_measured(profiled, prepared):
