@@ -28,35 +28,20 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper
+from bench_transport import SIZES_BYTES, identity_stage, print_goals  # this folder is on sys.path
 
 from splitinfer.cluster import parse_cluster
-from splitinfer.runtime import Session, StageSpec, deploy_stages
-from splitinfer.types import TensorSpec
+from splitinfer.runtime import Session, deploy_stages
 
-SIZES_BYTES = {"4 KB": 4_000, "800 KB": 800_000, "3.2 MB": 3_200_000}
 RAY_DEVICE = "ray"
 GOAL_RATIO = 1.2
-
-
-def _identity_stage(device: str, num_bytes: int) -> StageSpec:
-    n = num_bytes // 4
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return StageSpec(0, device, model.SerializeToString(), (TensorSpec("x", "float32", (n,)),),
-                     (TensorSpec("y", "float32", (n,)),))
 
 
 def _session(backend: str, device: str, num_bytes: int, address: str | None) -> Session:
     doc = {"backend": backend, "devices": [{"name": device, "threads": 1}]}
     if address is not None:
         doc["address"] = address
-    return deploy_stages([_identity_stage(device, num_bytes)], parse_cluster(doc))
+    return deploy_stages([identity_stage(device, num_bytes)], parse_cluster(doc))
 
 
 def _time_run(session: Session, x: np.ndarray) -> float:
@@ -133,9 +118,7 @@ def main(argv: list[str]) -> int:
     print("  local = worker process from the local launcher; ray = worker inside a Ray actor (ZeroMQ);")
     print("  ray object = the tensor through a Ray actor method (Ray's object transfer), for context")
     print()
-    for text, met in goals:
-        print(f"{'met    ' if met else 'NOT met'}  {text}")
-    return 0 if all(met for _, met in goals) else 1
+    return print_goals(goals)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from typing import Literal
 import msgspec
 import yaml
 
-from splitinfer.errors import ClusterError, SchemaError, SplitinferError
+from splitinfer.errors import ClusterError, SchemaError, SplitinferError, first_line
 from splitinfer.units import parse_rate_bps, parse_size_bytes, parse_time_s
 
 CLUSTER_SCHEMA = 1
@@ -229,7 +229,7 @@ def load_cluster(path: str | Path) -> Cluster:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ClusterError(f"{p} is not valid YAML: {str(e).splitlines()[0]}",
+        raise ClusterError(f"{p} is not valid YAML: {first_line(e)}",
                            "fix the YAML syntax") from None
     return parse_cluster(data)
 

@@ -83,6 +83,7 @@ def run_demo(
     """
     from splitinfer.plan import Constraints, plan_to_json, solve
     from splitinfer.profile.problem import build_problem
+    from splitinfer.profile.profiler import prepare_model
     from splitinfer.profile.schema import save_profile
     from splitinfer.report import write_report
     from splitinfer.runtime.bench import bench, save_bench
@@ -107,11 +108,13 @@ def run_demo(
     cluster_path = out / "cluster.yaml"
     cluster_path.write_text(dump_cluster(cluster))
 
+    # Loaded, cut into blocks and run on the calibration input once; every later step reuses it.
+    prepared = timed("prepare", "cutting the model into blocks", lambda: prepare_model(model_path))
     profile = timed("profile", "profiling every block on camera, edge and cloud, probing links",
-                    lambda: profile_cluster(model_path, cluster, budget_s=budget_s))
+                    lambda: profile_cluster(None, cluster, budget_s=budget_s, prepared=prepared))
     # Segment refinement: time the best plan's segments as they really run, re-plan until stable.
     _, profile = timed("refine", "refining: timing the best plan's segments in a running pipeline",
-                       lambda: refine(profile, cluster, model_path, "latency"))
+                       lambda: refine(profile, cluster, None, "latency", prepared=prepared))
     profile_path = out / "profile.json"
     save_profile(profile, profile_path)
 
@@ -131,7 +134,7 @@ def run_demo(
     chosen = plans[0]
 
     def run_requests() -> object:
-        with deploy(chosen, cluster, model_path, profile=profile) as session:
+        with deploy(chosen, cluster, prepared.model, profile=profile) as session:
             return bench(session, chosen, num_requests=num_requests)
 
     result = timed("run", f"deploying the best latency plan, running {num_requests} requests",
@@ -140,7 +143,8 @@ def run_demo(
     save_bench(result, bench_path)
 
     report_path = timed("report", "writing the report",
-                        lambda: write_report(profile, out, plans=plans, bench=result, model=model_path))
+                        lambda: write_report(profile, out, plans=plans, bench=result,
+                                                     model=prepared.model))
     return DemoResult(out, model_path, cluster_path, profile_path, plan_path, bench_path, Path(report_path),
                       plans, result, seconds)
 

@@ -70,3 +70,10 @@ class DeadlineError(SplitinferError, TimeoutError):
 
 class AuthError(WorkerError):
     """A worker refused a message without the shared token."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (ONNX Runtime's and YAML's are long), at most 300
+    characters; the exception's type name when it has no message."""
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__

@@ -21,7 +21,8 @@ from splitinfer.cluster import parse_cluster
 from splitinfer.graph import analyze, load_model
 from splitinfer.plan import Plan, solve
 from splitinfer.profile.problem import build_problem
-from splitinfer.profile.schema import BlockInfo, DeviceProfile, LinkProfile, ModelInfo, Profile, Stats
+from splitinfer.profile.profiler import block_infos
+from splitinfer.profile.schema import DeviceProfile, LinkProfile, ModelInfo, Profile, Stats
 from splitinfer.runtime.bench import BenchResult, HopBench, StageBench, rel_error, save_bench
 
 # name: (slowdown, watts busy, watts idle, radio watts, battery)
@@ -58,12 +59,7 @@ def make_profile(name: str = "mobilenetv2", *, small: bool = True, seed: int = 0
     model = load_model(proto)
     analysis = analyze(model, max_blocks=max_blocks)
     rng = np.random.default_rng(seed)
-    blocks = tuple(
-        BlockInfo(index=b.index, nodes=b.nodes, flops=b.flops, num_params=b.num_params,
-                  param_bytes=b.param_bytes, output_bytes=b.output_bytes, cut_bytes=b.cut_bytes,
-                  activation_bytes=b.activation_bytes)
-        for b in analysis.blocks
-    )
+    blocks = block_infos(analysis)
     devices = {}
     for dev, (slowdown, *_) in DEVICES.items():
         times = [(2e-5 + b.flops / FLOPS_PER_S) * slowdown * float(rng.uniform(0.8, 1.25)) for b in blocks]

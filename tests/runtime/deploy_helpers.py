@@ -20,7 +20,8 @@ from splitinfer.cluster import Cluster
 from splitinfer.graph import Model, analyze, load_model
 from splitinfer.plan import Constraints, Plan, solve
 from splitinfer.profile.problem import build_problem
-from splitinfer.profile.schema import BlockInfo, DeviceProfile, LinkProfile, ModelInfo, Profile, Stats
+from splitinfer.profile.profiler import block_infos
+from splitinfer.profile.schema import DeviceProfile, LinkProfile, ModelInfo, Profile, Stats
 
 MAX_BLOCKS = 8
 
@@ -41,8 +42,7 @@ def fake_profile(data: bytes, cluster: Cluster, *, name: str = "resnet18",
     """A profile of ``data`` on every device of ``cluster``: FLOPs x seconds_per_flop x slowdown."""
     model = load_model(data)
     analysis = analyze(model, 4, MAX_BLOCKS)
-    blocks = tuple(BlockInfo(b.index, b.nodes, b.flops, b.num_params, b.param_bytes, b.output_bytes,
-                             b.cut_bytes, b.activation_bytes) for b in analysis.blocks)
+    blocks = block_infos(analysis)
     devices = {d.name: DeviceProfile(blocks=tuple(_stats(max(1e-5, b.flops * seconds_per_flop * d.slowdown))
                                                   for b in analysis.blocks), threads=1,
                                      date="2026-01-01T00:00:00Z")

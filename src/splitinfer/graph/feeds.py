@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from splitinfer.errors import ShapeError
+from splitinfer.errors import ShapeError, first_line
 from splitinfer.types import TensorSpec
 
 # Ops that carry integer ids through unchanged on their way to an embedding Gather.
@@ -95,8 +95,7 @@ def read_arrays(source: str | Path, names: Sequence[str], what: str = "input") -
     except FileNotFoundError:
         raise ShapeError(f"{what} file {path} does not exist", "check the path") from None
     except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ShapeError(f"cannot read {what} file {path} as .npy or .npz: {first}",
+        raise ShapeError(f"cannot read {what} file {path} as .npy or .npz: {first_line(e)}",
                          "save one input with numpy.save, several with numpy.savez(f, **{name: array})"
                          ) from None
     if isinstance(loaded, np.ndarray):

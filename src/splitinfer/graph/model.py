@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import external_data_helper, helper
 
-from splitinfer.errors import ModelError, ShapeError
+from splitinfer.errors import ModelError, ShapeError, first_line
 from splitinfer.graph.feeds import find_index_bounds, generate_feeds
 from splitinfer.graph.session import create_session
 from splitinfer.graph.shapes import fix_input_shapes, read_spec
@@ -190,9 +190,8 @@ def _check(skeleton: onnx.ModelProto, label: str) -> None:
     try:
         onnx.checker.check_model(skeleton)
     except (onnx.checker.ValidationError, Exception) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(
-            f"{label} is not a valid ONNX model (truncated or corrupt?): {first}",
+            f"{label} is not a valid ONNX model (truncated or corrupt?): {first_line(e)}",
             "export or download the model again",
         ) from e
 
@@ -302,10 +301,9 @@ def _probe_shapes(
         names = [o.name for o in session.get_outputs()]
         values = session.run(names, feeds)
     except Exception as e:  # ORT raises its own exception types per failure
-        first = str(e).strip().splitlines()[0][:300]
         raise ShapeError(
             f"shape inference left {len(gaps)} tensor(s) unknown (e.g. {gaps[0]!r}) and ONNX Runtime "
-            f"cannot run the model to measure them: {first}",
+            f"cannot run the model to measure them: {first_line(e)}",
             "check the --input-shape values, or make sure ONNX Runtime supports every op of the model",
         ) from e
     finally:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from splitinfer.errors import ModelError, VerifyError
+from splitinfer.errors import ModelError, VerifyError, first_line
 from splitinfer.graph.model import Model
 from splitinfer.graph.partition import Partition
 from splitinfer.graph.session import DEFAULT_PROVIDERS, create_session
@@ -55,11 +55,6 @@ class VerifyReport:
         }
 
 
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:300] if text else type(e).__name__
-
-
 def run_chain(
     partitions: Sequence[Partition],
     feeds: Mapping[str, np.ndarray],
@@ -79,7 +74,7 @@ def run_chain(
             ) from e
         except Exception as e:  # ORT raises its own exception types per failure
             raise VerifyError(
-                f"partition {part.index} fails in ONNX Runtime: {_first_line(e)}",
+                f"partition {part.index} fails in ONNX Runtime: {first_line(e)}",
                 "this is a splitinfer bug; please report it with the model (--no-verify writes anyway)",
             ) from e
         values = dict(zip(names, results, strict=True))
@@ -118,7 +113,7 @@ def verify(
         want = dict(zip(names, session.run(names, feeds), strict=True))
     except Exception as e:  # ORT raises its own exception types per failure
         raise ModelError(
-            f"ONNX Runtime cannot run the whole model: {_first_line(e)}",
+            f"ONNX Runtime cannot run the whole model: {first_line(e)}",
             "check the --input-shape values and that ONNX Runtime supports every op of the model",
         ) from e
     got = run_chain(partitions, feeds, providers)

@@ -33,7 +33,7 @@ import onnxruntime as ort
 import psutil
 
 import splitinfer
-from splitinfer.errors import ModelError, ProfileError, ShapeError, WorkerError
+from splitinfer.errors import ModelError, ProfileError, ShapeError, WorkerError, first_line
 from splitinfer.graph import Analysis, Model, analyze, extract_segment, load_model, split
 from splitinfer.graph.feeds import read_arrays
 from splitinfer.graph.session import create_session
@@ -119,7 +119,7 @@ class LocalRunner:
         try:
             session = create_session(bytes(model_bytes), self.providers, num_threads=self.threads)
         except Exception as e:  # ORT's own exception types
-            raise ModelError(f"ONNX Runtime cannot load the partition: {_first_line(e)}",
+            raise ModelError(f"ONNX Runtime cannot load the partition: {first_line(e)}",
                              "check the model with `splitinfer inspect`") from None
         create_s = time.perf_counter() - start
         feeds = dict(feeds)
@@ -128,7 +128,7 @@ class LocalRunner:
                             max_runs=max(1, min_runs, max_runs), budget_s=budget_s,
                             rel_precision=rel_precision)
         except Exception as e:
-            raise WorkerError(f"profile run failed: {_first_line(e)}",
+            raise WorkerError(f"profile run failed: {first_line(e)}",
                               "give inputs that match the partition's input types and shapes") from None
         return LocalMeasurement([t * slowdown for t in times], times, create_s)
 
@@ -149,11 +149,6 @@ def library_versions() -> dict[str, str]:
     """Versions of the libraries that decide the timings."""
     return {"python": platform.python_version(), "onnxruntime": ort.__version__, "numpy": np.__version__,
             "splitinfer": splitinfer.__version__}
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:300] if text else type(err).__name__
 
 
 # ---- calibration ------------------------------------------------------------------------------
@@ -240,15 +235,24 @@ def _chain_feeds(parts: Sequence[Any], feeds: Mapping[str, np.ndarray]) -> list[
             names = [s.name for s in part.outputs]
             values.update(zip(names, session.run(names, inputs), strict=True))
         except Exception as e:  # ORT's own exception types
-            raise ModelError(f"block {part.index} fails on the calibration input: {_first_line(e)}",
+            raise ModelError(f"block {part.index} fails on the calibration input: {first_line(e)}",
                              "check the calibration data (its value range) or the model") from None
     return got
 
 
-def prepare_model(model: str | Path | bytes | Model, *, calibration: Calibration = None,
+def block_infos(analysis: Analysis) -> tuple[BlockInfo, ...]:
+    """The profile file's static figures of each block of ``analysis``."""
+    return tuple(BlockInfo(index=b.index, nodes=b.nodes, flops=b.flops, num_params=b.num_params,
+                           param_bytes=b.param_bytes, output_bytes=b.output_bytes, cut_bytes=b.cut_bytes,
+                           activation_bytes=b.activation_bytes) for b in analysis.blocks)
+
+
+def prepare_model(model: str | Path | bytes | Model | None, *, calibration: Calibration = None,
                   input_shapes: Mapping[str, Sequence[int]] | None = None, batch: int | None = None,
                   max_blocks: int = 64, max_cut_tensors: int = 4, seed: int = 0) -> PreparedModel:
     """Load (if needed), analyze and split ``model``; run the calibration input through its blocks."""
+    if model is None:
+        raise ProfileError("no model to profile", "give the model file (or a prepared model)")
     if not isinstance(model, Model):
         model = load_model(model, input_shapes=input_shapes, batch=batch)
     feeds = load_calibration(model, calibration, seed)
@@ -257,22 +261,11 @@ def prepare_model(model: str | Path | bytes | Model, *, calibration: Calibration
     info = ModelInfo(sha256=model.sha256, name=model.name, path=str(model.path) if model.path else None,
                      input_shapes={s.name: tuple(s.shape) for s in model.inputs},
                      max_cut_tensors=max_cut_tensors, max_blocks=max_blocks)
-    blocks = tuple(BlockInfo(index=b.index, nodes=b.nodes, flops=b.flops, num_params=b.num_params,
-                             param_bytes=b.param_bytes, output_bytes=b.output_bytes, cut_bytes=b.cut_bytes,
-                             activation_bytes=b.activation_bytes) for b in analysis.blocks)
-    return PreparedModel(model, analysis, info, blocks, [p.to_bytes() for p in parts],
+    return PreparedModel(model, analysis, info, block_infos(analysis), [p.to_bytes() for p in parts],
                          _chain_feeds(parts, feeds), model.proto.SerializeToString(), feeds)
 
 
 # ---- one device ---------------------------------------------------------------------------------
-def to_stats(times_s: Sequence[float]) -> Stats:
-    """Profile-file statistics of raw durations."""
-    s = summarize(times_s)
-    ci = s.ci_rel if math.isfinite(s.ci_rel) else None
-    return Stats(median_s=s.median_s, mean_s=s.mean_s, p10_s=s.p10_s, p90_s=s.p90_s, std_s=s.std_s, n=s.n,
-                 ci_rel=ci)
-
-
 @dataclass
 class DeviceRecord:
     """What has been measured on one device so far (kept when profiling stops early)."""
@@ -307,7 +300,7 @@ def _time(runner: Runner, part_bytes: bytes, feeds: Mapping[str, np.ndarray], se
     result = runner.profile(part_bytes, feeds, warmup=settings.warmup, min_runs=settings.min_runs,
                             max_runs=settings.max_runs, budget_s=budget_s,
                             rel_precision=settings.rel_precision, slowdown=slowdown)
-    return to_stats(result.times_s)
+    return summarize(result.times_s)
 
 
 def profile_device(runner: Runner, prepared: PreparedModel, settings: ProfileSettings | None = None, *,
@@ -383,11 +376,8 @@ def profile_model(model: str | Path | bytes | Model | None, *, device_name: str 
     whole cluster through its workers with ``splitinfer.runtime.profiling.profile_cluster``.
     """
     settings = settings or ProfileSettings(budget_s=budget_s)
-    if prepared is None:
-        if model is None:
-            raise ProfileError("no model to profile", "give a model file (or a prepared model)")
-        prepared = prepare_model(model, calibration=calibration, input_shapes=input_shapes, batch=batch,
-                                 max_blocks=max_blocks, max_cut_tensors=max_cut_tensors)
+    prepared = prepared or prepare_model(model, calibration=calibration, input_shapes=input_shapes,
+                                         batch=batch, max_blocks=max_blocks, max_cut_tensors=max_cut_tensors)
     runner = LocalRunner(providers, threads)
     record = DeviceRecord([None] * prepared.num_blocks)
     profile = prepared.empty_profile()

@@ -10,26 +10,10 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class TimingStats:
-    """Summary of repeated measurements, in seconds."""
-
-    median_s: float
-    mean_s: float
-    p10_s: float
-    p90_s: float
-    std_s: float
-    n: int
-    ci_rel: float  # half-width of the 95% CI of the median, relative to the median
-
-    def to_dict(self) -> dict[str, float | int]:
-        return {"median_s": self.median_s, "mean_s": self.mean_s, "p10_s": self.p10_s,
-                "p90_s": self.p90_s, "std_s": self.std_s, "n": self.n, "ci_rel": self.ci_rel}
+from splitinfer.profile.schema import Stats
 
 
 def median_ci_rel(times: Sequence[float], z: float = 1.96) -> float:
@@ -53,19 +37,21 @@ def median_ci_rel(times: Sequence[float], z: float = 1.96) -> float:
     return float((xs[k] - xs[j]) / 2 / median)
 
 
-def summarize(times: Sequence[float]) -> TimingStats:
-    """Median, mean, p10, p90, std and CI of a list of durations."""
+def summarize(times: Sequence[float]) -> Stats:
+    """Median, mean, p10, p90, std and CI of a list of durations, as the profile file keeps them
+    (``ci_rel`` None when too few samples bound the median)."""
     if len(times) == 0:
         raise ValueError("no measurements to summarize")
     xs = np.asarray(times, dtype=np.float64)
-    return TimingStats(
+    ci_rel = median_ci_rel(xs)
+    return Stats(
         median_s=float(np.median(xs)),
         mean_s=float(xs.mean()),
         p10_s=float(np.percentile(xs, 10)),
         p90_s=float(np.percentile(xs, 90)),
         std_s=float(xs.std(ddof=1)) if len(xs) > 1 else 0.0,
         n=len(xs),
-        ci_rel=median_ci_rel(xs),
+        ci_rel=ci_rel if math.isfinite(ci_rel) else None,
     )
 
 

@@ -16,8 +16,8 @@ from splitinfer.runtime.client import ProfileResult, WorkerClient
 from splitinfer.runtime.launcher import Launcher, LocalLauncher, launch_local_workers, start_workers
 from splitinfer.runtime.link import LinkShaper
 from splitinfer.runtime.pipeline import StageSpec, check_chain
-from splitinfer.runtime.session import Result, Session, SessionOptions, deploy_stages
-from splitinfer.runtime.timing import HopTiming, RequestTiming, StageTiming
+from splitinfer.runtime.session import Session, SessionOptions, deploy_stages
+from splitinfer.runtime.timing import HopTiming, RequestTiming, Result, StageTiming
 
 __all__ = [
     "HopTiming",

@@ -45,8 +45,8 @@ from splitinfer.cluster import dump_cluster
 from splitinfer.errors import DeadlineError, PlanError, SchemaError
 from splitinfer.graph.feeds import generate_feeds
 from splitinfer.plan import Plan
-from splitinfer.runtime.session import Result, Session
-from splitinfer.runtime.timing import RequestTiming
+from splitinfer.runtime.session import Session
+from splitinfer.runtime.timing import RequestTiming, Result
 
 BENCH_SCHEMA = 1
 NUM_DISTINCT_FEEDS = 8  # requests cycle through this many generated inputs (generation is not timed)

@@ -20,14 +20,13 @@ import psutil
 import zmq
 
 import splitinfer
-from splitinfer.errors import WorkerError
+from splitinfer.errors import WorkerError, first_line
 from splitinfer.runtime import codec
 from splitinfer.runtime.codec import Message, wire_error
 from splitinfer.runtime.execution import (
     StageRunner,
     build_session,
     check_signature,
-    first_line,
     profile_partition,
 )
 from splitinfer.runtime.link import LinkSender, connect_dealer

@@ -13,17 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from splitinfer.errors import ModelError, ShapeError, WorkerError
+from splitinfer.errors import ModelError, ShapeError, WorkerError, first_line
 from splitinfer.profile.timing import measure
 from splitinfer.types import TensorSpec
 
 _ORT_TYPES = {"float": "float32", "double": "float64"}
-
-
-def first_line(err: BaseException) -> str:
-    """The first line of an exception's message (ONNX Runtime's are long), at most 300 characters."""
-    text = str(err).strip()
-    return text.splitlines()[0][:300] if text else type(err).__name__
 
 
 def numpy_name(ort_type: str) -> str:

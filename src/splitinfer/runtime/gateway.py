@@ -40,9 +40,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from splitinfer.errors import DeadlineError, ModelError, SplitinferError
-from splitinfer.runtime.session import Result, Session
-from splitinfer.runtime.timing import RequestTiming
+from splitinfer.errors import DeadlineError, ModelError, SplitinferError, first_line
+from splitinfer.runtime.session import Session
+from splitinfer.runtime.timing import RequestTiming, Result
 from splitinfer.types import NUMPY_TO_ONNX
 
 NPY_TYPES = ("application/x-npy", "application/octet-stream")
@@ -132,7 +132,7 @@ def parse_npy(body: bytes, session: Session) -> dict[str, np.ndarray]:
     try:
         array = np.load(io.BytesIO(body), allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
-        raise BadInput(f"the body is not a readable .npy array ({str(e).splitlines()[0] if str(e) else e!r})",
+        raise BadInput(f"the body is not a readable .npy array ({first_line(e)})",
                        "send numpy.save() output without pickled objects") from None
     if not isinstance(array, np.ndarray):
         raise BadInput("the body is an .npz archive, not one .npy array",

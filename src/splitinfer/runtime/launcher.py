@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import secrets
 import select
 import shutil
 import subprocess
@@ -30,6 +31,7 @@ import zmq
 from splitinfer.cluster import Cluster, Device
 from splitinfer.errors import SplitinferError, WorkerError
 from splitinfer.runtime.client import WorkerClient
+from splitinfer.runtime.codec import read_token
 from splitinfer.runtime.netns import NetnsNetwork
 
 
@@ -195,6 +197,12 @@ def launch_local_workers(devices: Sequence[Device], token: bytes, *,
         launcher.close()
         raise
     return launcher
+
+
+def session_token(cluster: Cluster) -> bytes:
+    """The shared secret for a cluster's workers: its ``token_file``, else a fresh random one
+    (which only workers this process launches can know)."""
+    return read_token(cluster.token_file) if cluster.token_file else secrets.token_hex(32).encode()
 
 
 def start_workers(cluster: Cluster, token: bytes, *,

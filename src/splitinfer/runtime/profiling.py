@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import secrets
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -56,13 +55,12 @@ from splitinfer.profile.profiler import (
     prepare_model,
     profile_device,
     profile_segments,
-    to_stats,
 )
 from splitinfer.profile.schema import LinkProfile, Profile, SegmentStats, validate_profile
 from splitinfer.profile.segments import DEFAULT_THRESHOLD, add_segments, corrected_profile
+from splitinfer.profile.timing import summarize
 from splitinfer.runtime.client import ProfileResult, WorkerClient
-from splitinfer.runtime.codec import read_token
-from splitinfer.runtime.launcher import start_workers
+from splitinfer.runtime.launcher import session_token, start_workers
 from splitinfer.runtime.pipeline import StageSpec
 from splitinfer.runtime.session import deploy_stages
 
@@ -107,8 +105,7 @@ class _Workers:
 
 @contextlib.contextmanager
 def _workers(cluster: Cluster, token: bytes | None, *, start: bool = True) -> Iterator[_Workers]:
-    if token is None:
-        token = read_token(cluster.token_file) if cluster.token_file else secrets.token_hex(32).encode()
+    token = token if token is not None else session_token(cluster)
     if not start:  # the caller deploys sessions, which start their own workers
         yield _Workers({}, token, None)
         return
@@ -255,11 +252,8 @@ def profile_cluster(model: str | Path | bytes | Model | None, cluster: Cluster, 
     before each block; ``prepared`` reuses a :func:`prepare_model` result (``model`` unused).
     """
     settings = settings or ProfileSettings(budget_s=budget_s)
-    if prepared is None:
-        if model is None:
-            raise ProfileError("no model to profile", "give a model file (or a prepared model)")
-        prepared = prepare_model(model, calibration=calibration, input_shapes=input_shapes, batch=batch,
-                                 max_blocks=max_blocks, max_cut_tensors=max_cut_tensors)
+    prepared = prepared or prepare_model(model, calibration=calibration, input_shapes=input_shapes,
+                                         batch=batch, max_blocks=max_blocks, max_cut_tensors=max_cut_tensors)
     stop = threading.Event()
     with _workers(cluster, token) as workers, _progress_bars(progress) as bars:
         jobs = [_DeviceJob(d, prepared, settings, workers, stop, request_timeout_s, bars, on_progress)
@@ -345,16 +339,21 @@ def time_plan(plan: Plan, prepared: PreparedModel, cluster: Cluster, links: Sequ
     if not all(busy):
         raise ProfileError(f"no request of {describe_stages(plan)} ran without a retry",
                            "check the workers (a device failed while its stages were timed)")
-    return PlanTiming([SegmentStats(s.first_block, s.last_block, to_stats(times))
+    return PlanTiming([SegmentStats(s.first_block, s.last_block, summarize(times))
                        for s, times in zip(plan.stages, busy, strict=True)],
                       {pair: float(np.median(v)) for pair, v in extra.items()})
+
+
+def _usual_overhead_s(overheads_s: Mapping[tuple[str, str], float]) -> float:
+    """The median measured per-hop overhead: what a link not measured yet is assumed to cost."""
+    return float(np.median(list(overheads_s.values())))
 
 
 def _with_overheads(problem: Problem, overheads_s: Mapping[tuple[str, str], float]) -> Problem:
     """Links whose latency includes the runtime's measured per-hop cost (pairs not seen yet: the median)."""
     if not overheads_s:
         return problem
-    usual = float(np.median(list(overheads_s.values())))
+    usual = _usual_overhead_s(overheads_s)
     links = [dataclasses.replace(x, latency_s=x.latency_s + max(0.0, overheads_s.get((x.src, x.dst), usual)))
              for x in problem.links]
     return dataclasses.replace(problem, links=links)
@@ -421,12 +420,10 @@ def refine(profile: Profile, cluster: Cluster, model: str | Path | bytes | Model
     segments recorded (its block times as measured). If the plan still changes after
     ``max_rounds``, the last one is kept with its own segments measured (a warning says so).
     """
-    if prepared is None:
-        if model is None:
-            raise ProfileError("no model to refine with", "give the model file that was profiled")
-        prepared = prepare_model(model, calibration=calibration, input_shapes=profile.model.input_shapes,
-                                 max_blocks=profile.model.max_blocks,
-                                 max_cut_tensors=profile.model.max_cut_tensors)
+    prepared = prepared or prepare_model(model, calibration=calibration,
+                                         input_shapes=profile.model.input_shapes,
+                                         max_blocks=profile.model.max_blocks,
+                                         max_cut_tensors=profile.model.max_cut_tensors)
     _matching(prepared, profile)
     settings = settings or ProfileSettings(budget_s=budget_s)
     pipeline = objective != "throughput" if in_pipeline is None else in_pipeline
@@ -453,6 +450,6 @@ def refine(profile: Profile, cluster: Cluster, model: str | Path | bytes | Model
         text = ", ".join(f"{a}->{b} {t * 1000:.2f}" for (a, b), t in sorted(refiner.overheads.items()))
         plan = msgspec.structs.replace(plan, meta={**plan.meta, "hop_overhead_ms": text})
         # plans made later from the refined profile (`splitinfer plan`) include the typical overhead
-        usual = max(0.0, float(np.median(list(refiner.overheads.values()))))
+        usual = max(0.0, _usual_overhead_s(refiner.overheads))
         refined = msgspec.structs.replace(refined, hop_overhead_s=refined.hop_overhead_s + usual)
     return plan, validate_profile(refined)

@@ -50,9 +50,8 @@ from typing import Any
 import zmq
 
 from splitinfer.cluster import Cluster, Device
-from splitinfer.errors import ClusterError, WorkerError
+from splitinfer.errors import ClusterError, WorkerError, first_line
 from splitinfer.runtime.client import WorkerClient
-from splitinfer.runtime.execution import first_line
 from splitinfer.runtime.worker import Worker, WorkerConfig
 
 RESOURCE_PREFIX = "splitinfer:"

@@ -25,7 +25,6 @@ import dataclasses
 import heapq
 import itertools
 import logging
-import secrets
 import threading
 import time
 from collections import deque
@@ -41,10 +40,9 @@ from splitinfer.cluster import Cluster
 from splitinfer.errors import AuthError, ClusterError, DeadlineError, ModelError, SplitinferError, WorkerError
 from splitinfer.runtime import codec
 from splitinfer.runtime.client import WorkerClient
-from splitinfer.runtime.codec import read_token
 from splitinfer.runtime.execution import check_feeds
 from splitinfer.runtime.heartbeat import Heartbeat
-from splitinfer.runtime.launcher import Launcher, start_workers
+from splitinfer.runtime.launcher import Launcher, session_token, start_workers
 from splitinfer.runtime.pipeline import (
     Pipeline,
     StageSpec,
@@ -53,7 +51,7 @@ from splitinfer.runtime.pipeline import (
     reachable_ip,
     undeploy_pipeline,
 )
-from splitinfer.runtime.timing import RequestTiming, build_timing
+from splitinfer.runtime.timing import RequestTiming, Result, build_timing
 from splitinfer.types import TensorSpec
 
 if TYPE_CHECKING:
@@ -62,21 +60,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("splitinfer.session")
 Replan = Callable[[frozenset[str]], Sequence[StageSpec]]
-
-
-@dataclass(frozen=True)
-class Result:
-    """The outputs of one request (read-only, zero-copy arrays) and where its time went."""
-
-    request_id: int
-    outputs: dict[str, np.ndarray]
-    timing: RequestTiming
-
-    def as_list(self, output_names: Sequence[str] | None = None) -> list[np.ndarray]:
-        """Outputs in the given order (all, in the model's order, for None)."""
-        if output_names is None:
-            return list(self.outputs.values())
-        return [self.outputs[n] for n in output_names]
 
 
 @dataclass(frozen=True)
@@ -139,14 +122,17 @@ class Session:
         atexit.register(self.close)
 
     # ---- start -------------------------------------------------------------------------------
+    @property
+    def _host_known_late(self) -> bool:
+        # Ray places workers on nodes known only once they start, and netns workers reach us through
+        # a bridge made when they start: _start picks the advertised host then.
+        return self.cluster.backend == "ray" or self.cluster.network == "netns"
+
     def _bind_result(self, host: str | None) -> str:
         remote = [d for d in self.cluster.devices if not d.is_local]
         if host is None:
             host = reachable_ip(remote[0].address) if remote else "127.0.0.1"
-        # Ray places workers on nodes known only once they start, and netns workers reach us through
-        # a bridge made when they start: _start picks the advertised host then.
-        late = self.cluster.backend == "ray" or self.cluster.network == "netns"
-        bind_host = "0.0.0.0" if remote or late else host
+        bind_host = "0.0.0.0" if remote or self._host_known_late else host
         port = self._result_sock.bind_to_random_port(f"tcp://{bind_host}")
         return f"tcp://{host}:{port}"
 
@@ -154,8 +140,7 @@ class Session:
         self._launcher, addresses = start_workers(self.cluster, self._token,
                                                   startup_timeout_s=self.options.startup_timeout_s)
         self.addresses.update(addresses)
-        late = self.cluster.backend == "ray" or self.cluster.network == "netns"
-        if late and self.options.coordinator_host is None and addresses:
+        if self._host_known_late and self.options.coordinator_host is None and addresses:
             port = self.result_address.rsplit(":", 1)[1]
             self.result_address = f"tcp://{reachable_ip(next(iter(addresses.values())))}:{port}"
         needed = {s.device for s in stages}
@@ -501,8 +486,7 @@ def deploy_stages(stages: Sequence[StageSpec], cluster: Cluster, *, token: bytes
     """
     options = dataclasses.replace(options or SessionOptions(), **overrides)
     check_chain(stages, cluster)
-    if token is None:
-        token = read_token(cluster.token_file) if cluster.token_file else secrets.token_hex(32).encode()
+    token = token if token is not None else session_token(cluster)
     session = Session(cluster, token=token, replan=replan, options=options)
     try:
         session._start(stages)

@@ -1,4 +1,4 @@
-"""Per-request timing records: where the time of one request went, stage by stage and hop by hop.
+"""Per-request records: a request's outputs and where its time went, stage by stage and hop by hop.
 
 Workers stamp wall-clock times (``time.time()``) when a message arrives, when
 compute starts and when outputs are handed to the outgoing link, and measure
@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+
+import numpy as np
 
 from splitinfer.runtime.codec import StageStamp
 
@@ -77,3 +79,18 @@ def build_timing(request_id: int, *, submitted_unix_s: float, sent_unix_s: float
     hops.append(HopTiming(prev_device, sink, len(stamps), int(hop_bytes[-1]) if hop_bytes else 0,
                           received_unix_s - prev_sent))
     return RequestTiming(request_id, received_unix_s - submitted_unix_s, stages, tuple(hops), num_attempts)
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outputs of one request (read-only, zero-copy arrays) and where its time went."""
+
+    request_id: int
+    outputs: dict[str, np.ndarray]
+    timing: RequestTiming
+
+    def as_list(self, output_names: Sequence[str] | None = None) -> list[np.ndarray]:
+        """Outputs in the given order (all, in the model's order, for None)."""
+        if output_names is None:
+            return list(self.outputs.values())
+        return [self.outputs[n] for n in output_names]

@@ -35,11 +35,10 @@ from typing import Any
 
 import zmq
 
-from splitinfer.errors import ShapeError, SplitinferError, WorkerError
+from splitinfer.errors import ShapeError, SplitinferError, WorkerError, first_line
 from splitinfer.runtime import codec
 from splitinfer.runtime.codec import NEEDS_NO_AUTH, Message, read_token
 from splitinfer.runtime.control import DeployedStage, handle_control
-from splitinfer.runtime.execution import first_line
 from splitinfer.runtime.link import LinkSender
 from splitinfer.units import parse_size_bytes
 
