@@ -75,3 +75,52 @@ def test_worker_flags_come_from_the_config_fields():
     with pytest.raises(SystemExit):
         parse_config([])
     assert WorkerConfig(name="x").max_frame_bytes == codec.DEFAULT_MAX_FRAME_BYTES
+
+
+def _deploy(client: WorkerClient, deployment_id: str, part, result_address: str, slowdown: float) -> None:
+    model, inputs, outputs = part
+    client.request(codec.Deploy(
+        deployment_id=deployment_id, stage=0, device="inproc", slowdown=slowdown,
+        inputs=[codec.TensorMeta(s.name, s.dtype, s.shape) for s in inputs],
+        outputs=[codec.TensorMeta(s.name, s.dtype, s.shape) for s in outputs],
+        route=codec.Route(result_address, True), reply_to=result_address), blobs=[model])
+
+
+def test_short_stages_run_on_the_io_thread_yet_wait_behind_a_long_one(worker):
+    """The fast path (an idle device runs a short stage on its IO thread) keeps arrival order."""
+    w, _ = worker
+    _, parts = whole_and_parts(mlp_parts(1, width=8, batch=2))
+    context = zmq.Context()
+    try:
+        coordinator = context.socket(zmq.ROUTER)
+        result_address = f"tcp://127.0.0.1:{coordinator.bind_to_random_port('tcp://127.0.0.1')}"
+        sender = context.socket(zmq.DEALER)
+        sender.connect(w.address)
+        with WorkerClient(w.address, b"tok") as client:
+            _deploy(client, "fast", parts[0], result_address, slowdown=1.0)
+            _deploy(client, "slow", parts[0], result_address, slowdown=5000.0)  # well over 2 ms busy
+        x = np.ones((2, 8), np.float32)
+
+        def send(deployment_id: str, request_id: int) -> None:
+            header = codec.Infer(request_id=request_id, deployment_id=deployment_id, stage=0,
+                                 deadline_unix_s=time.time() + 30)
+            sender.send_multipart(codec.encode(header, b"tok", arrays=[("t0", x)]))
+
+        def result() -> codec.Message:
+            assert coordinator.poll(10_000), "no result"
+            return codec.decode(coordinator.recv_multipart()[1:], b"tok")
+
+        send("fast", 1)
+        assert result().header.request_id == 1
+        assert w.num_inline == 1  # idle device, short stage: run by the IO thread
+        send("slow", 2)
+        send("fast", 3)
+        slow, fast = result(), result()
+        assert [slow.header.request_id, fast.header.request_id] == [2, 3]
+        (slow_stamp,), (fast_stamp,) = slow.header.stamps, fast.header.stamps
+        assert slow_stamp.wait_s > 0.002
+        # One thing at a time, in arrival order: the short stage started after the long one ended.
+        assert fast_stamp.start_unix_s >= slow_stamp.sent_unix_s - 1e-3
+        assert w.num_inline == 1  # neither the long stage nor the one queued behind it ran inline
+    finally:
+        context.destroy(linger=0)

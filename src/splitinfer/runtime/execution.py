@@ -95,13 +95,17 @@ class StageRunner:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     slowdown: float = 1.0
+    # What the last run kept the device busy (compute + emulated wait); inf before any run.
+    last_busy_s: float = float("inf")
 
     def warm_up(self, num_runs: int) -> float:
         """Run on zeros ``num_runs`` times (untimed work); return the seconds spent."""
         start = time.perf_counter()
         feeds = zeros_for(self.inputs)
         for _ in range(num_runs):
+            run_start = time.perf_counter()
             self.session.run(None, feeds)
+            self.last_busy_s = (time.perf_counter() - run_start) * self.slowdown
         return time.perf_counter() - start
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> tuple[list[np.ndarray], float, float]:
@@ -115,6 +119,7 @@ class StageRunner:
             target = start + self.slowdown * compute_s
             time.sleep(max(0.0, target - time.perf_counter()))
             wait_s = time.perf_counter() - start - compute_s
+        self.last_busy_s = compute_s + wait_s
         return outs, compute_s, wait_s
 
 

@@ -93,10 +93,12 @@ class LinkSender:
         self._deliver_replies(replies)
 
     def _send_now(self, frames: Sequence[Any]) -> list[list[bytes]]:
-        self._sock.send_multipart(frames, copy=False)
+        # Drain replies first so they never pile up on this connection. Before the send, not
+        # after: work after a send delays it (this process's ZeroMQ IO thread wants the core).
         replies = []
-        while self._sock.poll(0):  # drain replies so they never pile up on this connection
+        while self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             replies.append(self._sock.recv_multipart())
+        self._sock.send_multipart(frames, copy=False)
         return replies
 
     def _deliver_replies(self, replies: list[list[bytes]]) -> None:

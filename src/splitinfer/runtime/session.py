@@ -42,6 +42,7 @@ from splitinfer.runtime import codec
 from splitinfer.runtime.client import WorkerClient
 from splitinfer.runtime.execution import check_feeds
 from splitinfer.runtime.heartbeat import Heartbeat
+from splitinfer.runtime.inbox import Inbox
 from splitinfer.runtime.launcher import Launcher, session_token, start_workers
 from splitinfer.runtime.pipeline import (
     Pipeline,
@@ -119,6 +120,7 @@ class Session:
         self._result_sock.setsockopt(zmq.LINGER, 0)
         self._result_sock.setsockopt(zmq.RCVHWM, 0)
         self.result_address = self._bind_result(options.coordinator_host)
+        self._inbox = Inbox(self._context, self._result_sock, self._on_frames, lambda: len(self._pending))
         atexit.register(self.close)
 
     # ---- start -------------------------------------------------------------------------------
@@ -163,8 +165,9 @@ class Session:
                                    "fix the address in cluster.yaml or the worker's --name")
         self._pipeline = self._deploy(stages)
         self._state = "ready"
-        for target, name in ((self._receive_loop, "results"), (self._monitor_loop, "monitor")):
-            thread = threading.Thread(target=target, name=f"session-{name}", daemon=True)
+        for target, args, name in ((self._inbox.serve, (self._stop,), "results"),
+                                   (self._monitor_loop, (), "monitor")):
+            thread = threading.Thread(target=target, args=args, name=f"session-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -238,6 +241,7 @@ class Session:
             if self._state == "ready":
                 self._send(pending)
             # while recovering, the new pipeline sends everything still pending
+        self._inbox.submitted()
         return future
 
     def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, np.ndarray], *,
@@ -247,7 +251,8 @@ class Session:
         for name in output_names or ():
             if name not in known:
                 raise ModelError(f"{name!r} is not an output of the model", f"ask for some of {known}")
-        result = self._wait(self.submit(feeds, deadline_s), deadline_s)
+        with self._inbox.waiting():  # this thread reads its own result: no thread switch on the way
+            result = self._wait(self.submit(feeds, deadline_s), deadline_s)
         self.last_timing = result.timing
         return result.as_list(output_names)
 
@@ -267,11 +272,9 @@ class Session:
     def _wait(self, future: Future, deadline_s: float | None) -> Result:
         # The monitor fails the future at its deadline; the margin only guards against a stuck monitor.
         timeout = (self.timeout_s if deadline_s is None else deadline_s) + 5.0
-        try:
-            return future.result(timeout=timeout)
-        except TimeoutError:
-            raise DeadlineError(f"no result within {timeout:g} s",
-                                "give the request a longer deadline") from None
+        if not self._inbox.wait(future, timeout):
+            raise DeadlineError(f"no result within {timeout:g} s", "give the request a longer deadline")
+        return future.result()
 
     # ---- sending and receiving -------------------------------------------------------------
     def _send(self, pending: _Pending) -> None:
@@ -284,19 +287,6 @@ class Session:
         pending.deployment_id = pipeline.deployment_id
         pending.sent_unix_s = time.time()
         pipeline.uplink.send(frames, pipeline.hop_bytes[0])
-
-    def _receive_loop(self) -> None:
-        while not self._stop.is_set():
-            if not self._result_sock.poll(100):
-                continue
-            while True:
-                try:
-                    frames = self._result_sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                except zmq.Again:
-                    break
-                except zmq.ZMQError:
-                    return  # socket closed by close()
-                self._on_frames(frames[1:], time.time())
 
     def _on_frames(self, frames: list[Any], received_unix_s: float | None = None) -> None:
         received_unix_s = received_unix_s or time.time()
@@ -455,6 +445,7 @@ class Session:
             thread.join(timeout=2.0)
         self._fail_all(lambda: WorkerError("the session was closed before the request completed",
                                            "keep the session open until results arrive"))
+        self._inbox.close()
         pipeline = self._pipeline
         if pipeline is not None:
             pipeline.uplink.close()
