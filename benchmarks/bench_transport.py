@@ -138,9 +138,9 @@ def _pin(far_pids: list[int]) -> bool:
     if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
         return False
     first, second = sorted(os.sched_getaffinity(0))[:2]
-    os.sched_setaffinity(0, {first})
-    for pid in far_pids:
-        os.sched_setaffinity(pid, {second})
+    for pid, cpu in [(os.getpid(), first), *((p, second) for p in far_pids)]:
+        for tid in os.listdir(f"/proc/{pid}/task"):  # every thread: ZeroMQ's IO thread too
+            os.sched_setaffinity(int(tid), {cpu})
     return True
 
 
@@ -178,7 +178,8 @@ def bench_hops(num_bytes: int, repeats: int, pin: bool = True) -> dict[str, floa
         session.close()
         raw_hops = raw_pipe.close()[2 * 10:]  # without block 0
         if pinned and all_cpus is not None:
-            os.sched_setaffinity(0, all_cpus)
+            for tid in os.listdir(f"/proc/{os.getpid()}/task"):
+                os.sched_setaffinity(int(tid), all_cpus)
     med = statistics.median
     return {"raw": med(raw), "raw hop": med(raw_hops), "echo": med(echo), "stage": med(total),
             "transport": med(transport), "hop": med(hops), "pinned": float(pinned),

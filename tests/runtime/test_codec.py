@@ -33,13 +33,29 @@ def test_any_dtype_any_number_of_tensors_round_trips(arrays):
 
 
 def test_decoded_arrays_are_read_only_views_of_the_frame():
-    arr = np.arange(12, dtype=np.float32).reshape(3, 4)
-    frames = codec.encode(_infer(), None, arrays=[("x", arr)])
-    frame = bytearray(memoryview(frames[2]).cast("B"))
-    msg = codec.decode([frames[0], frames[1], frame], None)
-    assert not msg.arrays["x"].flags.writeable
-    frame[0:4] = np.float32(99).tobytes()  # the array sees the frame's memory: no copy was made
-    assert msg.arrays["x"][0, 0] == 99
+    big = np.arange(codec.INLINE_MAX_BYTES // 4, dtype=np.float32)  # its own frame
+    small = np.arange(12, dtype=np.float32).reshape(3, 4)  # inline, in the head frame
+    frames = codec.encode(_infer(), None, arrays=[("big", big), ("small", small)])
+    assert len(frames) == 2
+    head, frame = bytearray(frames[0]), bytearray(memoryview(frames[1]).cast("B"))
+    msg = codec.decode([head, frame], None)
+    assert not msg.arrays["big"].flags.writeable and not msg.arrays["small"].flags.writeable
+    frame[0:4] = np.float32(99).tobytes()  # the arrays see the frames' memory: no copy was made
+    head[-4:] = np.float32(77).tobytes()
+    assert msg.arrays["big"][0] == 99 and msg.arrays["small"][2, 3] == 77
+
+
+def test_small_tensors_ride_in_the_head_frame_and_large_ones_in_their_own():
+    tensors = [("a", np.ones(3, np.int8)), ("b", np.ones(codec.INLINE_MAX_BYTES, np.uint8)),
+               ("c", np.ones((2, 2), np.float64)), ("d", np.zeros(0, np.float32))]
+    frames = codec.encode(_infer(), b"k", arrays=tensors)
+    assert len(frames) == 2  # head (with a, c, d) + b
+    msg = codec.decode(frames, b"k")
+    assert [(m.name, m.inline) for m in msg.header.tensors] == [("a", True), ("b", False), ("c", True),
+                                                                ("d", True)]
+    for name, original in tensors:
+        np.testing.assert_array_equal(msg.arrays[name], original)
+    assert msg.arrays["c"].flags.aligned  # float64 at an 8-byte boundary after the int8s
 
 
 def test_non_contiguous_and_big_endian_arrays_are_sent_as_values():
@@ -61,9 +77,11 @@ def test_mac_authenticates_the_header_and_never_carries_the_token():
     assert b"secret-token" not in b"".join(bytes(memoryview(f).cast("B")) for f in frames)
     assert codec.decode(frames, b"secret-token").authenticated
     assert not codec.decode(frames, b"other-token").authenticated
-    tampered = list(frames)
-    tampered[1] = bytes(frames[1]).replace(b"\x01", b"\x02", 1)
-    assert not codec.decode(tampered, b"secret-token").authenticated
+    head = bytearray(frames[0])
+    head[codec.HEAD_PREFIX_BYTES:] = bytes(head[codec.HEAD_PREFIX_BYTES:]).replace(b"\x07", b"\x08", 1)
+    tampered = codec.decode([bytes(head), *frames[1:]], None)
+    assert tampered.header.request_id == 8  # still a valid header: only the MAC can tell
+    assert not codec.decode([bytes(head), *frames[1:]], b"secret-token").authenticated
     unsigned = codec.encode(_infer(), None, arrays=[("x", np.ones(3, np.float32))])
     assert not codec.decode(unsigned, b"secret-token").authenticated
 
@@ -75,19 +93,31 @@ def _code(frames, **kw) -> str:
     return info.value.code
 
 
+def _head(header, *inline: bytes) -> bytes:
+    header_bytes = header if isinstance(header, bytes) else codec.msgspec.msgpack.encode(header)
+    return codec.pack_head(None, header_bytes) + b"".join(inline)
+
+
 def test_validation_names_the_fault():
-    good = codec.encode(_infer(), None, arrays=[("x", np.ones((2, 3), np.float32))])
-    assert _code(good[:1]) == "malformed"  # too few frames
-    assert _code([good[0], b"\xc1garbage"]) == "malformed"  # not msgpack
-    assert _code(good[:2]) == "malformed"  # tensor frame missing
+    big = np.ones(codec.INLINE_MAX_BYTES, np.uint8)
+    good = codec.encode(_infer(), None, arrays=[("x", big)])
+    assert _code([]) == "malformed"  # no frames
+    assert _code([b"short"]) == "malformed"  # no room for MAC and header length
+    assert _code([good[0][:-1]]) == "malformed"  # header length past the frame
+    assert _code([_head(b"\xc1garbage")]) == "malformed"  # not msgpack
+    assert _code(good[:1]) == "malformed"  # tensor frame missing
     assert _code([*good, b"extra"]) == "malformed"
-    assert _code([good[0], good[1], b"short"]) == "shape"
+    assert _code([good[0], b"short"]) == "shape"
     assert _code(good, max_frame_bytes=8) == "oversized"
-    bad_dtype = codec.encode(_infer(), None)
+    huge = bytes(codec.MAC_BYTES) + (codec.MAX_HEADER_BYTES + 1).to_bytes(4, "little")
+    assert _code([huge]) == "oversized"
     header = codec.msgspec.structs.replace(_infer(), tensors=[codec.TensorMeta("x", "object", (1,))])
-    bad_dtype = [b"", codec.msgspec.msgpack.encode(header), b"12345678"]
-    assert _code(bad_dtype) == "dtype"
+    assert _code([_head(header), b"12345678"]) == "dtype"
     negative = codec.msgspec.structs.replace(_infer(), tensors=[codec.TensorMeta("x", "uint8", (-1,))])
-    assert _code([b"", codec.msgspec.msgpack.encode(negative), b""]) == "shape"
+    assert _code([_head(negative), b""]) == "shape"
+    inline = codec.msgspec.structs.replace(_infer(), tensors=[codec.TensorMeta("x", "uint8", (9,), True)])
+    assert _code([_head(inline)]) == "shape"  # inline tensor past the end of the head
+    small = codec.encode(_infer(), None, arrays=[("x", np.ones(3, np.float32))])
+    assert _code([small[0] + b"tail"]) == "malformed"  # bytes after the last inline tensor
     with pytest.raises(TransportError):
         codec.encode(_infer(), None, arrays=[("c", np.ones(2, np.complex64))])

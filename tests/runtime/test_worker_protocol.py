@@ -117,12 +117,12 @@ def _raw_header(obj) -> bytes:
 
 
 def _signed(header_bytes: bytes, *frames) -> list:
-    return [codec.sign(TOKEN, header_bytes), header_bytes, *frames]
+    return [codec.pack_head(TOKEN, header_bytes), *frames]
 
 
-def _with_tensor(meta: list, frame: bytes) -> list:
-    """A signed infer whose header declares ``meta`` for one tensor frame."""
-    return _signed(_raw_header({**msgspec.to_builtins(_infer()), "tensors": [meta]}), frame)
+def _with_tensor(meta: list, *frames: bytes) -> list:
+    """A signed infer whose header declares ``meta`` for one tensor, followed by ``frames``."""
+    return _signed(_raw_header({**msgspec.to_builtins(_infer()), "tensors": [meta]}), *frames)
 
 
 def _bad_messages(model: bytes) -> list[tuple[str, list, str]]:
@@ -135,16 +135,19 @@ def _bad_messages(model: bytes) -> list[tuple[str, list, str]]:
     return [
         ("one empty frame", [b""], "malformed"),
         ("one garbage frame", [b"\x00garbage"], "malformed"),
-        ("garbage header", [b"", b"\xc1\xc1\xc1"], "malformed"),
+        ("garbage header", _signed(b"\xc1\xc1\xc1"), "malformed"),
+        ("header length past the frame", [codec.pack_head(TOKEN, b"\x80")[:-1]], "malformed"),
         ("header is a number", _signed(_raw_header(42)), "malformed"),
         ("header without kind", _signed(_raw_header({"request_id": 1})), "malformed"),
         ("unknown kind", _signed(_raw_header({"kind": "explode", "request_id": 1})), "malformed"),
         ("wrong field type", _signed(_raw_header({"kind": "infer", "deployment_id": 5, "stage": "0",
                                                   "deadline_unix_s": 1.0})), "malformed"),
         ("missing required fields", _signed(_raw_header({"kind": "infer"})), "malformed"),
-        ("tensor frame missing", good[:2], "malformed"),
+        ("tensor frame missing", _with_tensor(["t0", "float32", [2, 16]]), "malformed"),
         ("extra frame", [*good, b"extra"], "malformed"),
-        ("frame shorter than shape", [*good[:2], b"\x00" * 12], "shape"),
+        ("frame shorter than shape", _with_tensor(["t0", "float32", [2, 16]], b"\x00" * 12), "shape"),
+        ("inline tensor past the first frame", _with_tensor(["t0", "float32", [2, 16], True]), "shape"),
+        ("bytes after the inline tensors", [good[0] + b"tail"], "malformed"),
         ("dtype not allowed", _with_tensor(["t0", "object", [1]], b"12345678"), "dtype"),
         ("negative dimension", _with_tensor(["t0", "float32", [-2, 16]], b""), "shape"),
         ("too many dimensions", _with_tensor(["t0", "uint8", [1] * 40], b"\x00"), "shape"),
@@ -152,7 +155,8 @@ def _bad_messages(model: bytes) -> list[tuple[str, list, str]]:
         ("blob length lies", _signed(_raw_header({"kind": "echo", "request_id": 1, "blobs": [10]}), b"abc"),
          "malformed"),
         ("oversized frame", codec.encode(codec.Echo(), TOKEN, blobs=[bytes(MAX_FRAME + 1)]), "oversized"),
-        ("oversized header", [b"", b"\x00" * (codec.MAX_HEADER_BYTES + 1)], "oversized"),
+        ("oversized header", [bytes(codec.MAC_BYTES) + (codec.MAX_HEADER_BYTES + 1).to_bytes(4, "little")],
+         "oversized"),
         ("deploy without token", codec.encode(deploy, None, blobs=[model]), "auth"),
         ("deploy with a wrong token", codec.encode(deploy, b"wrong", blobs=[model]), "auth"),
         ("infer without token", codec.encode(_infer(), None, arrays=[("t0", x)]), "auth"),

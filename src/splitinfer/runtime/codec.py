@@ -1,28 +1,35 @@
 """Wire codec: one multipart ZeroMQ message per request, nothing pickled, nothing evaluated.
 
-A message is ``[mac, header, *blobs, *tensors]``:
+A message is ``[head, *blobs, *tensors]``:
 
-- ``mac``: a MAC of the header frame, keyed BLAKE2b with the shared token
-  (empty when no token is configured). The token itself never travels.
-- ``header``: a small msgspec-msgpack struct, tagged by ``kind``; it lists the
-  byte length of every blob and the name, dtype and shape of every tensor.
+- ``head``: a 32-byte MAC, the header's length (4 bytes, little-endian), the
+  header, then the *inline* tensors. The MAC is keyed BLAKE2b of the header
+  with the shared token (zeros when no token is configured); the token itself
+  never travels. The header is a small msgspec-msgpack struct, tagged by
+  ``kind``; it lists the byte length of every blob and the name, dtype, shape
+  and placement of every tensor.
 - ``blobs``: raw bytes (an ONNX partition, an echo payload).
-- ``tensors``: one raw C-order frame per tensor, sent with ``copy=False`` and
-  decoded with :func:`numpy.frombuffer` over the received frame (zero copy,
-  read-only).
+- ``tensors``: one raw C-order frame per tensor of ``INLINE_MAX_BYTES`` or
+  more, sent with ``copy=False`` and decoded with :func:`numpy.frombuffer`
+  over the received frame (zero copy, read-only). Smaller tensors ride in the
+  head, each at an 8-byte boundary, decoded the same way over the head frame:
+  ZeroMQ copies frames that small anyway, and every extra frame of a message
+  costs more on loopback than the whole copy (see benchmarks/bench_transport.py).
 
 Decoding validates everything before any array exists: the frame count, the
 header size, dtypes against an allow-list, non-negative shapes whose byte size
-matches the frame, and a maximum frame size. Any violation raises a
+matches the frame (or fits the head, which must end with the last inline
+tensor), and a maximum frame size. Any violation raises a
 :class:`~splitinfer.errors.TransportError` whose ``code`` attribute names the
 kind of fault (``malformed``, ``dtype``, ``shape``, ``oversized``, ...).
 
 What is protected: the MAC authenticates the header (kind, stage, names,
 dtypes, shapes, deadline), so a sender without the token cannot deploy models,
-run requests or inject results. What is not: tensor and model frames are not
-covered by the MAC and nothing is encrypted; anyone on the path can read the
-tensors, and a captured message can be replayed (infer messages only until
-their deadline). Use a private network or a VPN/SSH tunnel between sites.
+run requests or inject results. What is not: tensor bytes (inline or in their
+own frames) and model frames are not covered by the MAC and nothing is
+encrypted; anyone on the path can read the tensors, and a captured message can
+be replayed (infer messages only until their deadline). Use a private network
+or a VPN/SSH tunnel between sites.
 """
 
 from __future__ import annotations
@@ -54,6 +61,9 @@ from splitinfer.types import ONNX_TO_NUMPY
 MAC_BYTES = 32
 MAX_HEADER_BYTES = 1 << 20
 MAX_NDIM = 32
+HEAD_PREFIX_BYTES = MAC_BYTES + 4  # MAC, then the header's length
+INLINE_MAX_BYTES = 64 * 1024  # pyzmq's copy threshold: smaller tensors are copied whatever we do
+_NO_MAC = bytes(MAC_BYTES)
 DEFAULT_MAX_FRAME_BYTES = 1 << 30
 ALLOWED_DTYPES = frozenset(ONNX_TO_NUMPY.values())
 # Lookups by dtype object and by name: numpy's dtype.name and np.dtype(str) are slow enough
@@ -63,11 +73,12 @@ _DTYPE_OF_NAME = {name: np.dtype(name) for name in ALLOWED_DTYPES}
 
 
 class TensorMeta(msgspec.Struct, frozen=True, array_like=True):
-    """Name, numpy dtype name and shape of one tensor frame."""
+    """Name, numpy dtype name and shape of one tensor; ``inline``: it rides in the head frame."""
 
     name: str
     dtype: str
     shape: tuple[int, ...]
+    inline: bool = False
 
 
 class StageStamp(msgspec.Struct, frozen=True, array_like=True):
@@ -260,7 +271,8 @@ def _as_frame(arr: np.ndarray) -> np.ndarray:
 def encode(header: Any, token: bytes | None, *, blobs: Sequence[bytes | memoryview] = (),
            arrays: Sequence[tuple[str, np.ndarray]] = ()) -> list[Any]:
     """Frames for ``header`` plus blobs and named arrays (the header's lists are filled in)."""
-    frames_out: list[Any] = []
+    framed: list[np.ndarray] = []
+    inline: list[np.ndarray] = []
     metas = []
     for name, value in arrays:
         arr = _as_frame(value if type(value) is np.ndarray else np.asarray(value))
@@ -268,19 +280,33 @@ def encode(header: Any, token: bytes | None, *, blobs: Sequence[bytes | memoryvi
         if dtype_name is None:
             raise wire_error("dtype", f"tensor {name!r} has dtype {arr.dtype.name}, which the wire "
                              "codec does not carry", f"cast it to one of {', '.join(sorted(ALLOWED_DTYPES))}")
-        metas.append(TensorMeta(name, dtype_name, arr.shape))
-        frames_out.append(arr)
+        is_inline = arr.nbytes < INLINE_MAX_BYTES
+        metas.append(TensorMeta(name, dtype_name, arr.shape, is_inline))
+        (inline if is_inline else framed).append(arr)
     header = msgspec.structs.replace(header, blobs=[len(memoryview(b)) for b in blobs], tensors=metas)
-    header_bytes = _encoder.encode(header)
-    return [sign(token, header_bytes), header_bytes, *blobs, *frames_out]
+    return [pack_head(token, _encoder.encode(header), inline), *blobs, *framed]
+
+
+def pack_head(token: bytes | None, header_bytes: bytes, inline: Sequence[np.ndarray] = ()) -> bytes:
+    """The head frame: MAC, header length, header, then each inline array at an 8-byte boundary."""
+    parts: list[Any] = [sign(token, header_bytes) or _NO_MAC, len(header_bytes).to_bytes(4, "little"),
+                        header_bytes]
+    size = HEAD_PREFIX_BYTES + len(header_bytes)
+    for arr in inline:
+        pad = -size % 8
+        if pad:
+            parts.append(bytes(pad))
+        parts.append(memoryview(arr))
+        size += pad + arr.nbytes
+    return b"".join(parts)
 
 
 def _buffer(frame: Any) -> memoryview:
     return frame.buffer if isinstance(frame, zmq.Frame) else memoryview(frame)
 
 
-def _check_meta(meta: TensorMeta, num_bytes: int) -> np.dtype:
-    """The tensor's dtype, once its name, shape and byte size are checked against its frame."""
+def _dtype_and_size(meta: TensorMeta) -> tuple[np.dtype, int]:
+    """The tensor's dtype and byte size, once its dtype name and shape are checked."""
     dtype = _DTYPE_OF_NAME.get(meta.dtype)
     if dtype is None:
         raise wire_error("dtype", f"tensor {meta.name!r} has dtype {meta.dtype!r}",
@@ -288,36 +314,49 @@ def _check_meta(meta: TensorMeta, num_bytes: int) -> np.dtype:
     if len(meta.shape) > MAX_NDIM or min(meta.shape, default=0) < 0:
         raise wire_error("shape", f"tensor {meta.name!r} has invalid shape {list(meta.shape)}",
                          f"use at most {MAX_NDIM} non-negative dimensions")
-    expected = dtype.itemsize * math.prod(meta.shape)  # Python ints: a huge shape cannot overflow
-    if expected != num_bytes:
-        raise wire_error("shape", f"tensor {meta.name!r} declares {list(meta.shape)} {meta.dtype} "
-                         f"= {expected} bytes but its frame has {num_bytes}",
-                         "send the array's raw C-order bytes with the matching shape")
-    return dtype
+    return dtype, dtype.itemsize * math.prod(meta.shape)  # Python ints: a huge shape cannot overflow
+
+
+def _read_head(frames: Sequence[Any], max_frame_bytes: int) -> tuple[memoryview, memoryview]:
+    """The head frame and its header bytes, once their sizes are checked."""
+    if not frames:
+        raise wire_error("malformed", "message has no frames",
+                         "send [head, blobs..., tensors...] as one multipart message")
+    head = _buffer(frames[0])
+    if head.nbytes > max_frame_bytes:
+        raise wire_error("oversized", f"a frame has {head.nbytes} bytes (limit {max_frame_bytes})",
+                         "send smaller tensors or raise the worker's --max-frame-bytes")
+    if head.nbytes < HEAD_PREFIX_BYTES:
+        raise wire_error("malformed", f"the first frame has {head.nbytes} bytes, fewer than the "
+                         f"{HEAD_PREFIX_BYTES} of a MAC and a header length",
+                         "start each message with codec.pack_head(token, header)")
+    header_len = int.from_bytes(head[MAC_BYTES:HEAD_PREFIX_BYTES], "little")
+    if header_len > MAX_HEADER_BYTES:
+        raise wire_error("oversized", f"header has {header_len} bytes (limit {MAX_HEADER_BYTES})",
+                         "put large data in blobs or tensors, not in the header")
+    if HEAD_PREFIX_BYTES + header_len > head.nbytes:
+        raise wire_error("malformed", f"the header length says {header_len} bytes but the first frame "
+                         f"holds {head.nbytes - HEAD_PREFIX_BYTES}",
+                         "start each message with codec.pack_head(token, header)")
+    return head, head[HEAD_PREFIX_BYTES:HEAD_PREFIX_BYTES + header_len]
 
 
 def decode(frames: Sequence[Any], token: bytes | None, *,
            max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Message:
     """Validate and decode frames (bytes or zmq.Frame); raises a coded TransportError."""
-    if len(frames) < 2:
-        raise wire_error("malformed", f"message has {len(frames)} frame(s), at least 2 are needed",
-                         "send [mac, header, blobs..., tensors...] as one multipart message")
-    mac, header_bytes = bytes(_buffer(frames[0])), bytes(_buffer(frames[1]))
-    if len(header_bytes) > MAX_HEADER_BYTES:
-        raise wire_error("oversized", f"header has {len(header_bytes)} bytes (limit {MAX_HEADER_BYTES})",
-                         "put large data in blobs or tensors, not in the header")
+    head, header_bytes = _read_head(frames, max_frame_bytes)
     try:
         header = _decoder.decode(header_bytes)
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise wire_error("malformed", f"header cannot be decoded: {e}",
                          "send a msgspec-msgpack header with a known 'kind'") from None
-    authenticated = not token or (len(mac) == MAC_BYTES
-                                  and hmac.compare_digest(sign(token, header_bytes), mac))
-    num_expected = 2 + len(header.blobs) + len(header.tensors)
+    authenticated = not token or hmac.compare_digest(sign(token, header_bytes), head[:MAC_BYTES])
+    num_framed = sum(1 for meta in header.tensors if not meta.inline)
+    num_expected = 1 + len(header.blobs) + num_framed
     if len(frames) != num_expected:
         raise wire_error("malformed", f"header announces {num_expected} frames, message has {len(frames)}",
-                         "send one frame per blob and per tensor listed in the header")
-    views = [_buffer(f) for f in frames[2:]]
+                         "send one frame per blob and per tensor not inline, as listed in the header")
+    views = [_buffer(f) for f in frames[1:]]
     for view in views:
         if view.nbytes > max_frame_bytes:
             raise wire_error("oversized", f"a frame has {view.nbytes} bytes (limit {max_frame_bytes})",
@@ -328,13 +367,34 @@ def decode(frames: Sequence[Any], token: bytes | None, *,
             raise wire_error("malformed", f"blob announced as {length} bytes has {view.nbytes}",
                              "list each blob's exact byte length in the header")
         msg.blobs.append(view)
-    for meta, view in zip(header.tensors, views[len(header.blobs):], strict=True):
-        dtype = _check_meta(meta, view.nbytes)
+    tensor_frames = iter(views[len(header.blobs):])
+    position = HEAD_PREFIX_BYTES + header_bytes.nbytes  # where the next inline tensor may start
+    for meta in header.tensors:
+        dtype, num_bytes = _dtype_and_size(meta)
+        if meta.inline:
+            position += -position % 8
+            if position + num_bytes > head.nbytes:
+                raise wire_error("shape", f"inline tensor {meta.name!r} declares {list(meta.shape)} "
+                                 f"{meta.dtype} = {num_bytes} bytes, past the end of the first frame",
+                                 "send the array's raw C-order bytes with the matching shape")
+            view = head[position:position + num_bytes]
+            position += num_bytes
+        else:
+            view = next(tensor_frames)
+            if view.nbytes != num_bytes:
+                raise wire_error("shape", f"tensor {meta.name!r} declares {list(meta.shape)} {meta.dtype} "
+                                 f"= {num_bytes} bytes but its frame has {view.nbytes}",
+                                 "send the array's raw C-order bytes with the matching shape")
         if meta.name in msg.arrays:
             raise wire_error("malformed", f"tensor name {meta.name!r} repeats", "send each tensor once")
         arr = np.frombuffer(view, dtype=dtype).reshape(meta.shape)
+        if not arr.flags.aligned:  # a frame whose memory does not start on an 8-byte boundary
+            arr = arr.copy()
         arr.setflags(write=False)  # a view of the received frame: never write into it
         msg.arrays[meta.name] = arr
+    if position != head.nbytes:
+        raise wire_error("malformed", f"the first frame has {head.nbytes - position} bytes after its "
+                         "header and inline tensors", "send nothing after the last inline tensor")
     return msg
 
 

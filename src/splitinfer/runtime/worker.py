@@ -25,11 +25,14 @@ See :mod:`splitinfer.runtime.codec` for what the token protects.
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import ctypes
 import dataclasses
 import logging
 import os
 import queue
+import secrets
 import signal
 import sys
 import threading
@@ -47,7 +50,7 @@ from splitinfer.runtime.link import LinkSender
 from splitinfer.units import parse_size_bytes
 
 log = logging.getLogger("splitinfer.worker")
-_OUTBOX = "inproc://outbox"
+_WAKE = "inproc://wake"
 INLINE_MAX_BUSY_S = 0.002
 
 
@@ -86,8 +89,13 @@ class Worker:
         self.router.setsockopt(zmq.RCVHWM, 0)
         self.router.bind(config.listen)
         self.address = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
-        self._outbox_in = self.context.socket(zmq.PULL)
-        self._outbox_in.bind(_OUTBOX)
+        # Replies from other threads wait in the outbox; a wake message to the ROUTER's own
+        # in-process endpoint gets the IO thread to send them. So the IO thread blocks in one
+        # recv (no poller on the hot path). The nonce never leaves this process.
+        self.router.bind(_WAKE)
+        self.router.setsockopt(zmq.RCVTIMEO, 200)
+        self._outbox: collections.deque[list[Any]] = collections.deque()
+        self._wake_nonce = secrets.token_bytes(16)
         self._local = threading.local()
         self._io_thread: int | None = None  # the thread that owns the ROUTER socket
         self.compute_queue: queue.Queue[tuple[bytes | None, Message, float]] = queue.Queue()
@@ -106,19 +114,21 @@ class Worker:
 
     # ---- replies -------------------------------------------------------------------------
     def reply(self, identity: bytes | None, header: Any, **payload: Any) -> None:
-        """Send a reply to the peer ``identity`` from any thread (through the outbox)."""
+        """Send a reply to the peer ``identity`` from any thread (others go through the outbox)."""
         if identity is None:
             return
         frames = [identity, *codec.encode(header, self.token, **payload)]
         if threading.get_ident() == self._io_thread:
             self.router.send_multipart(frames, copy=False)
             return
-        push = getattr(self._local, "push", None)
-        if push is None:
-            push = self._local.push = self.context.socket(zmq.PUSH)
-            push.setsockopt(zmq.LINGER, 0)
-            push.connect(_OUTBOX)
-        push.send_multipart(frames, copy=False)
+        self._outbox.append(frames)
+        wake = getattr(self._local, "wake", None)
+        if wake is None:
+            wake = self._local.wake = self.context.socket(zmq.DEALER)
+            wake.setsockopt(zmq.LINGER, 0)
+            wake.connect(_WAKE)
+        with contextlib.suppress(zmq.Again):  # wakes already queued will do
+            wake.send(self._wake_nonce, zmq.NOBLOCK)
 
     def reply_error(self, identity: bytes | None, request_id: int, err: Exception, **where: Any) -> None:
         """Answer with an ErrorReply and count it."""
@@ -201,35 +211,29 @@ class Worker:
     def serve(self) -> None:
         """The IO loop (main thread) until stopped."""
         self._io_thread = threading.get_ident()
-        poller = zmq.Poller()
-        poller.register(self.router, zmq.POLLIN)
-        poller.register(self._outbox_in, zmq.POLLIN)
         next_check_s = 0.0
         while not self.stop.is_set() and not self.signalled:
-            # One message per socket per wake-up: poll returns at once while more are waiting, and
-            # the common path neither raises zmq.Again nor does other work after its last send.
-            for sock, _ in poller.poll(200):
-                try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                except zmq.Again:
-                    continue
-                if sock is self.router:
-                    self.handle_incoming(frames[0].bytes, frames[1:])
-                else:
-                    self.router.send_multipart(frames, copy=False)
+            try:
+                frames = self.router.recv_multipart(copy=False)  # at most RCVTIMEO (200 ms)
+            except zmq.Again:
+                frames = None
+            if frames is not None and not self._is_wake(frames):
+                self.handle_incoming(frames[0].bytes, frames[1:])
+            if self._outbox:
+                self._forward_outbox()
             if time.monotonic() > next_check_s:
                 next_check_s = time.monotonic() + 0.2
                 if self.config.parent_pid is not None and os.getppid() != self.config.parent_pid:
                     log.warning("coordinator (pid %s) is gone: stopping", self.config.parent_pid)
                     self.stop.set()
 
-    def _forward_outbox(self, limit: int) -> None:
-        for _ in range(limit):
-            try:
-                frames = self._outbox_in.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            self.router.send_multipart(frames, copy=False)
+    def _is_wake(self, frames: list[Any]) -> bool:
+        return len(frames) == 2 and len(frames[1]) == len(self._wake_nonce) and \
+            frames[1].bytes == self._wake_nonce
+
+    def _forward_outbox(self) -> None:
+        while self._outbox:
+            self.router.send_multipart(self._outbox.popleft(), copy=False)
 
     # ---- compute thread ------------------------------------------------------------------
     def _is_short_and_idle(self, header: codec.Infer) -> bool:
@@ -332,7 +336,7 @@ class Worker:
             for t in threads:  # let them finish what they hold before their sockets go away
                 t.join(timeout=1.0)
             # Replies queued just before the stop (e.g. to 'shutdown') still go out.
-            self._forward_outbox(1000)
+            self._forward_outbox()
             self.router.close(linger=500)
             with self.lock:
                 for sender, _ in self.links.values():
