@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -65,6 +67,15 @@ def test_non_contiguous_and_big_endian_arrays_are_sent_as_values():
     assert msg.arrays["x"].dtype == np.dtype("int32")
 
 
+def test_the_head_carries_the_send_time_taken_after_encoding():
+    before = time.time()
+    frames = codec.encode(_infer(), b"k", arrays=[("x", np.ones(1000, np.float32))])
+    after = time.time()
+    assert before <= codec.decode(frames, b"k").sent_unix_s <= after
+    header = codec.msgspec.msgpack.encode(codec.Health())
+    assert codec.decode([codec.pack_head(None, header, sent_unix_s=12.5)], None).sent_unix_s == 12.5
+
+
 def test_blobs_round_trip_beside_tensors():
     frames = codec.encode(codec.Echo(), None, blobs=[b"abc", b""], arrays=[("s", np.array(2.5))])
     msg = codec.decode(frames, None)
@@ -82,6 +93,9 @@ def test_mac_authenticates_the_header_and_never_carries_the_token():
     tampered = codec.decode([bytes(head), *frames[1:]], None)
     assert tampered.header.request_id == 8  # still a valid header: only the MAC can tell
     assert not codec.decode([bytes(head), *frames[1:]], b"secret-token").authenticated
+    late = bytearray(frames[0])
+    late[codec.MAC_BYTES:codec.MAC_BYTES + 8] = np.float64(2e9).tobytes()  # the send time is covered too
+    assert not codec.decode([bytes(late), *frames[1:]], b"secret-token").authenticated
     unsigned = codec.encode(_infer(), None, arrays=[("x", np.ones(3, np.float32))])
     assert not codec.decode(unsigned, b"secret-token").authenticated
 
@@ -109,7 +123,7 @@ def test_validation_names_the_fault():
     assert _code([*good, b"extra"]) == "malformed"
     assert _code([good[0], b"short"]) == "shape"
     assert _code(good, max_frame_bytes=8) == "oversized"
-    huge = bytes(codec.MAC_BYTES) + (codec.MAX_HEADER_BYTES + 1).to_bytes(4, "little")
+    huge = bytes(codec.HEAD_PREFIX_BYTES - 4) + (codec.MAX_HEADER_BYTES + 1).to_bytes(4, "little")
     assert _code([huge]) == "oversized"
     header = codec.msgspec.structs.replace(_infer(), tensors=[codec.TensorMeta("x", "object", (1,))])
     assert _code([_head(header), b"12345678"]) == "dtype"

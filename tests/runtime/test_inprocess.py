@@ -120,7 +120,8 @@ def test_short_stages_run_on_the_io_thread_yet_wait_behind_a_long_one(worker):
         (slow_stamp,), (fast_stamp,) = slow.header.stamps, fast.header.stamps
         assert slow_stamp.wait_s > 0.002
         # One thing at a time, in arrival order: the short stage started after the long one ended.
-        assert fast_stamp.start_unix_s >= slow_stamp.sent_unix_s - 1e-3
+        slow_end = slow_stamp.start_unix_s + slow_stamp.compute_s + slow_stamp.wait_s
+        assert fast_stamp.start_unix_s >= slow_end - 1e-3
         assert w.num_inline == 1  # neither the long stage nor the one queued behind it ran inline
     finally:
         context.destroy(linger=0)

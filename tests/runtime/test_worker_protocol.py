@@ -155,8 +155,8 @@ def _bad_messages(model: bytes) -> list[tuple[str, list, str]]:
         ("blob length lies", _signed(_raw_header({"kind": "echo", "request_id": 1, "blobs": [10]}), b"abc"),
          "malformed"),
         ("oversized frame", codec.encode(codec.Echo(), TOKEN, blobs=[bytes(MAX_FRAME + 1)]), "oversized"),
-        ("oversized header", [bytes(codec.MAC_BYTES) + (codec.MAX_HEADER_BYTES + 1).to_bytes(4, "little")],
-         "oversized"),
+        ("oversized header", [bytes(codec.HEAD_PREFIX_BYTES - 4)
+                              + (codec.MAX_HEADER_BYTES + 1).to_bytes(4, "little")], "oversized"),
         ("deploy without token", codec.encode(deploy, None, blobs=[model]), "auth"),
         ("deploy with a wrong token", codec.encode(deploy, b"wrong", blobs=[model]), "auth"),
         ("infer without token", codec.encode(_infer(), None, arrays=[("t0", x)]), "auth"),

@@ -2,12 +2,16 @@
 
 A message is ``[head, *blobs, *tensors]``:
 
-- ``head``: a 32-byte MAC, the header's length (4 bytes, little-endian), the
-  header, then the *inline* tensors. The MAC is keyed BLAKE2b of the header
-  with the shared token (zeros when no token is configured); the token itself
-  never travels. The header is a small msgspec-msgpack struct, tagged by
-  ``kind``; it lists the byte length of every blob and the name, dtype, shape
-  and placement of every tensor.
+- ``head``: a 32-byte MAC, the send time (float64 wall clock) and the
+  header's length (uint32), both little-endian, the header, then the *inline*
+  tensors. The send time is taken once the message is encoded, just before it
+  goes to the socket, so a receiver sees a hop's transfer time exactly as a
+  raw socket would (encoding and decoding are not part of it). The MAC is
+  keyed BLAKE2b of the send time, length and header with the shared token
+  (zeros when no token is configured); the token itself never travels. The
+  header is a small msgspec-msgpack struct, tagged by ``kind``; it lists the
+  byte length of every blob and the name, dtype, shape and placement of every
+  tensor.
 - ``blobs``: raw bytes (an ONNX partition, an echo payload).
 - ``tensors``: one raw C-order frame per tensor of ``INLINE_MAX_BYTES`` or
   more, sent with ``copy=False`` and decoded with :func:`numpy.frombuffer`
@@ -38,7 +42,9 @@ import functools
 import hashlib
 import hmac
 import math
+import struct
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +67,8 @@ from splitinfer.types import ONNX_TO_NUMPY
 MAC_BYTES = 32
 MAX_HEADER_BYTES = 1 << 20
 MAX_NDIM = 32
-HEAD_PREFIX_BYTES = MAC_BYTES + 4  # MAC, then the header's length
+_PREFIX = struct.Struct("<dI")  # send time, header length
+HEAD_PREFIX_BYTES = MAC_BYTES + _PREFIX.size
 INLINE_MAX_BYTES = 64 * 1024  # pyzmq's copy threshold: smaller tensors are copied whatever we do
 _NO_MAC = bytes(MAC_BYTES)
 DEFAULT_MAX_FRAME_BYTES = 1 << 30
@@ -86,11 +93,11 @@ class StageStamp(msgspec.Struct, frozen=True, array_like=True):
 
     stage: int
     device: str
-    recv_unix_s: float  # the message arrived at the worker (or was handed over on the same worker)
+    inbound_sent_unix_s: float  # the message with this stage's inputs was sent (its head's send time)
+    recv_unix_s: float  # ... and arrived at the worker (or was handed over on the same worker)
     start_unix_s: float  # compute began
     compute_s: float  # ONNX Runtime run, perf_counter
     wait_s: float  # emulated slowdown wait after the run
-    sent_unix_s: float  # outputs handed to the outgoing link
 
 
 class Route(msgspec.Struct, frozen=True):
@@ -218,6 +225,7 @@ class Message:
     blobs: list[memoryview] = field(default_factory=list)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     authenticated: bool = True
+    sent_unix_s: float = 0.0  # when the sender handed it to its socket (from the head)
 
 
 def wire_error(code: str, problem: str, fix: str) -> TransportError:
@@ -227,11 +235,14 @@ def wire_error(code: str, problem: str, fix: str) -> TransportError:
     return err
 
 
-def sign(token: bytes | None, header_bytes: bytes) -> bytes:
-    """The MAC frame for a header: keyed BLAKE2b with the token, empty without one."""
+def sign(token: bytes | None, *parts: bytes | memoryview) -> bytes:
+    """The MAC of the parts (send time, length, header): keyed BLAKE2b with the token; zeros without."""
     if not token:
-        return b""
-    return hashlib.blake2b(header_bytes, key=_mac_key(token), digest_size=MAC_BYTES).digest()
+        return _NO_MAC
+    mac = hashlib.blake2b(key=_mac_key(token), digest_size=MAC_BYTES)
+    for part in parts:
+        mac.update(part)
+    return mac.digest()
 
 
 @functools.lru_cache(maxsize=8)
@@ -287,10 +298,12 @@ def encode(header: Any, token: bytes | None, *, blobs: Sequence[bytes | memoryvi
     return [pack_head(token, _encoder.encode(header), inline), *blobs, *framed]
 
 
-def pack_head(token: bytes | None, header_bytes: bytes, inline: Sequence[np.ndarray] = ()) -> bytes:
-    """The head frame: MAC, header length, header, then each inline array at an 8-byte boundary."""
-    parts: list[Any] = [sign(token, header_bytes) or _NO_MAC, len(header_bytes).to_bytes(4, "little"),
-                        header_bytes]
+def pack_head(token: bytes | None, header_bytes: bytes, inline: Sequence[np.ndarray] = (),
+              sent_unix_s: float | None = None) -> bytes:
+    """The head frame: MAC, send time (now, by default), header length, header, then each inline
+    array at an 8-byte boundary."""
+    prefix = _PREFIX.pack(time.time() if sent_unix_s is None else sent_unix_s, len(header_bytes))
+    parts: list[Any] = [sign(token, prefix, header_bytes), prefix, header_bytes]
     size = HEAD_PREFIX_BYTES + len(header_bytes)
     for arr in inline:
         pad = -size % 8
@@ -317,8 +330,8 @@ def _dtype_and_size(meta: TensorMeta) -> tuple[np.dtype, int]:
     return dtype, dtype.itemsize * math.prod(meta.shape)  # Python ints: a huge shape cannot overflow
 
 
-def _read_head(frames: Sequence[Any], max_frame_bytes: int) -> tuple[memoryview, memoryview]:
-    """The head frame and its header bytes, once their sizes are checked."""
+def _read_head(frames: Sequence[Any], max_frame_bytes: int) -> tuple[memoryview, memoryview, float]:
+    """The head frame, its header bytes and send time, once their sizes are checked."""
     if not frames:
         raise wire_error("malformed", "message has no frames",
                          "send [head, blobs..., tensors...] as one multipart message")
@@ -328,9 +341,9 @@ def _read_head(frames: Sequence[Any], max_frame_bytes: int) -> tuple[memoryview,
                          "send smaller tensors or raise the worker's --max-frame-bytes")
     if head.nbytes < HEAD_PREFIX_BYTES:
         raise wire_error("malformed", f"the first frame has {head.nbytes} bytes, fewer than the "
-                         f"{HEAD_PREFIX_BYTES} of a MAC and a header length",
+                         f"{HEAD_PREFIX_BYTES} of a MAC, a send time and a header length",
                          "start each message with codec.pack_head(token, header)")
-    header_len = int.from_bytes(head[MAC_BYTES:HEAD_PREFIX_BYTES], "little")
+    sent_unix_s, header_len = _PREFIX.unpack(head[MAC_BYTES:HEAD_PREFIX_BYTES])
     if header_len > MAX_HEADER_BYTES:
         raise wire_error("oversized", f"header has {header_len} bytes (limit {MAX_HEADER_BYTES})",
                          "put large data in blobs or tensors, not in the header")
@@ -338,19 +351,20 @@ def _read_head(frames: Sequence[Any], max_frame_bytes: int) -> tuple[memoryview,
         raise wire_error("malformed", f"the header length says {header_len} bytes but the first frame "
                          f"holds {head.nbytes - HEAD_PREFIX_BYTES}",
                          "start each message with codec.pack_head(token, header)")
-    return head, head[HEAD_PREFIX_BYTES:HEAD_PREFIX_BYTES + header_len]
+    return head, head[HEAD_PREFIX_BYTES:HEAD_PREFIX_BYTES + header_len], sent_unix_s
 
 
 def decode(frames: Sequence[Any], token: bytes | None, *,
            max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Message:
     """Validate and decode frames (bytes or zmq.Frame); raises a coded TransportError."""
-    head, header_bytes = _read_head(frames, max_frame_bytes)
+    head, header_bytes, sent_unix_s = _read_head(frames, max_frame_bytes)
     try:
         header = _decoder.decode(header_bytes)
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise wire_error("malformed", f"header cannot be decoded: {e}",
                          "send a msgspec-msgpack header with a known 'kind'") from None
-    authenticated = not token or hmac.compare_digest(sign(token, header_bytes), head[:MAC_BYTES])
+    authenticated = not token or hmac.compare_digest(
+        sign(token, head[MAC_BYTES:HEAD_PREFIX_BYTES], header_bytes), head[:MAC_BYTES])
     num_framed = sum(1 for meta in header.tensors if not meta.inline)
     num_expected = 1 + len(header.blobs) + num_framed
     if len(frames) != num_expected:
@@ -361,7 +375,7 @@ def decode(frames: Sequence[Any], token: bytes | None, *,
         if view.nbytes > max_frame_bytes:
             raise wire_error("oversized", f"a frame has {view.nbytes} bytes (limit {max_frame_bytes})",
                              "send smaller tensors or raise the worker's --max-frame-bytes")
-    msg = Message(header, authenticated=authenticated)
+    msg = Message(header, authenticated=authenticated, sent_unix_s=sent_unix_s)
     for length, view in zip(header.blobs, views, strict=False):
         if length != view.nbytes:
             raise wire_error("malformed", f"blob announced as {length} bytes has {view.nbytes}",

@@ -6,6 +6,7 @@ or timing a partition never holds up the IO thread (health stays answered).
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import socket
@@ -44,6 +45,11 @@ class DeployedStage:
     runner: StageRunner
     link: LinkSender | None  # None: the next stage is on this worker
     reply_link: LinkSender
+
+    @functools.cached_property
+    def where(self) -> dict[str, Any]:
+        """What error replies about this stage's requests say about where they failed."""
+        return {"deployment_id": self.header.deployment_id, "stage": self.header.stage}
 
 
 def handle_control(worker: Worker, identity: bytes, msg: Message) -> None:

@@ -83,7 +83,6 @@ class _Pending:
     future: Future
     submitted_unix_s: float
     deadline_unix_s: float
-    sent_unix_s: float = 0.0
     num_attempts: int = 0
     deployment_id: str = field(default="")
 
@@ -96,7 +95,7 @@ class Session:
         self.cluster = cluster
         self.options = options
         self.timeout_s = options.timeout_s
-        self.last_timing: RequestTiming | None = None
+        self._last_result: Result | None = None
         self.num_replans = 0
         self.plan: Plan | None = None  # the plan the stages come from (set by runtime.deploy)
         self.model: Model | None = None  # the whole model (set by runtime.deploy)
@@ -122,6 +121,11 @@ class Session:
         self.result_address = self._bind_result(options.coordinator_host)
         self._inbox = Inbox(self._context, self._result_sock, self._on_frames, lambda: len(self._pending))
         atexit.register(self.close)
+
+    @property
+    def last_timing(self) -> RequestTiming | None:
+        """The timing record of the last :meth:`run` (None before the first)."""
+        return None if self._last_result is None else self._last_result.timing
 
     # ---- start -------------------------------------------------------------------------------
     @property
@@ -253,7 +257,7 @@ class Session:
                 raise ModelError(f"{name!r} is not an output of the model", f"ask for some of {known}")
         with self._inbox.waiting():  # this thread reads its own result: no thread switch on the way
             result = self._wait(self.submit(feeds, deadline_s), deadline_s)
-        self.last_timing = result.timing
+        self._last_result = result
         return result.as_list(output_names)
 
     def stream(self, feeds: Iterable[Mapping[str, np.ndarray]], *, max_in_flight: int = 8,
@@ -285,7 +289,6 @@ class Session:
         frames = codec.encode(header, self._token, arrays=pending.arrays)
         pending.num_attempts += 1
         pending.deployment_id = pipeline.deployment_id
-        pending.sent_unix_s = time.time()
         pipeline.uplink.send(frames, pipeline.hop_bytes[0])
 
     def _on_frames(self, frames: list[Any], received_unix_s: float | None = None) -> None:
@@ -300,11 +303,11 @@ class Session:
             return
         header = msg.header
         if isinstance(header, codec.Result):
-            self._complete(header, msg.arrays, received_unix_s)
+            self._complete(header, msg, received_unix_s)
         elif isinstance(header, codec.ErrorReply):
             self._fail_request(header)
 
-    def _complete(self, header: codec.Result, arrays: dict[str, np.ndarray], received_unix_s: float) -> None:
+    def _complete(self, header: codec.Result, msg: codec.Message, received_unix_s: float) -> None:
         with self._lock:
             pending = self._pending.pop(header.request_id, None)
             pipeline = self._pipeline
@@ -312,10 +315,13 @@ class Session:
             return  # late duplicate (re-sent request) or already failed by its deadline
         source = self.cluster.source
         sink = self.cluster.sink if self.cluster.sink is not None else header.stamps[-1].device
-        timing = build_timing(header.request_id, submitted_unix_s=pending.submitted_unix_s,
-                              sent_unix_s=pending.sent_unix_s, received_unix_s=received_unix_s,
-                              stamps=header.stamps, source=source, sink=sink, hop_bytes=pipeline.hop_bytes,
-                              num_attempts=pending.num_attempts)
+
+        def timing() -> RequestTiming:
+            return build_timing(header.request_id, submitted_unix_s=pending.submitted_unix_s,
+                                received_unix_s=received_unix_s, result_sent_unix_s=msg.sent_unix_s,
+                                stamps=header.stamps, source=source, sink=sink, hop_bytes=pipeline.hop_bytes,
+                                num_attempts=pending.num_attempts)
+        arrays = msg.arrays
         outputs = {s.name: arrays[s.name] for s in self.outputs if s.name in arrays}
         if len(outputs) != len(self.outputs):
             pending.future.set_exception(WorkerError(f"result of request {header.request_id} lacks outputs "

@@ -182,19 +182,19 @@ class Worker:
                                    "use the worker's shared token (cluster token_file)")
             self.reply_error(identity, header.request_id, err)
             return
-        if isinstance(header, codec.Health):
+        if isinstance(header, codec.Infer):  # the hot path first
+            if self._is_short_and_idle(header):
+                self.num_inline += 1
+                self._compute_guarded(identity, msg, recv_unix_s)
+            else:
+                self.compute_queue.put((identity, msg, recv_unix_s))
+        elif isinstance(header, codec.Health):
             self.reply(identity, codec.Done(request_id=header.request_id, data=self.health()))
         elif isinstance(header, codec.Echo):
             size = header.num_reply_bytes
             blob = bytes(size) if size is not None and 0 <= size <= self.config.max_frame_bytes else None
             blobs = [blob] if blob is not None else list(msg.blobs)
             self.reply(identity, codec.Done(request_id=header.request_id), blobs=blobs)
-        elif isinstance(header, codec.Infer):
-            if self._is_short_and_idle(header):
-                self.num_inline += 1
-                self._compute_guarded(identity, msg, recv_unix_s)
-            else:
-                self.compute_queue.put((identity, msg, recv_unix_s))
         elif isinstance(header, codec.Result | codec.ErrorReply | codec.Done):
             err = codec.wire_error("unexpected", f"a worker does not take {type(header).__name__} messages",
                                    "send results and replies to the coordinator")
@@ -273,7 +273,7 @@ class Worker:
                                    "deploy the stage before sending requests to it")
             self.reply_error(identity, header.request_id, err)
             return
-        where = {"deployment_id": header.deployment_id, "stage": header.stage}
+        where = stage.where
         if time.time() > header.deadline_unix_s:
             err = codec.wire_error("deadline", f"request {header.request_id} reached stage {header.stage} "
                                    "after its deadline", "give requests a longer deadline")
@@ -292,10 +292,9 @@ class Worker:
             self._fail(stage, identity, header.request_id, err, where)
             return
         self.num_served += 1
-        sent_unix_s = time.time()
-        stamp = codec.StageStamp(header.stage, self.config.name, recv_unix_s, start_unix_s, compute_s,
-                                 wait_s, sent_unix_s)
-        self._forward(stage, header, outputs, [*header.stamps, stamp], sent_unix_s)
+        stamp = codec.StageStamp(header.stage, self.config.name, msg.sent_unix_s, recv_unix_s, start_unix_s,
+                                 compute_s, wait_s)
+        self._forward(stage, header, outputs, [*header.stamps, stamp])
 
     def _fail(self, stage: DeployedStage, identity: bytes | None, request_id: int, err: Exception,
               where: dict[str, Any]) -> None:
@@ -304,14 +303,15 @@ class Worker:
         stage.reply_link.send(codec.encode(codec.error_reply(request_id, err, **where), self.token), 0)
 
     def _forward(self, stage: DeployedStage, header: codec.Infer, outputs: list[Any],
-                 stamps: list[codec.StageStamp], sent_unix_s: float) -> None:
-        names = [s.name for s in stage.header.outputs]
+                 stamps: list[codec.StageStamp]) -> None:
+        names = stage.runner.output_names
         route = stage.header.route
         if stage.link is None:  # same worker: a free hop, no serialisation
             nxt = codec.Infer(request_id=header.request_id, deployment_id=header.deployment_id,
                               stage=header.stage + 1, deadline_unix_s=header.deadline_unix_s, stamps=stamps)
-            self.compute_queue.put((None, Message(nxt, arrays=dict(zip(names, outputs, strict=True))),
-                                    sent_unix_s))
+            now = time.time()  # handed over and received at once
+            self.compute_queue.put((None, Message(nxt, arrays=dict(zip(names, outputs, strict=True)),
+                                                  sent_unix_s=now), now))
             return
         if route.to_coordinator:
             out: Any = codec.Result(request_id=header.request_id, deployment_id=header.deployment_id,
