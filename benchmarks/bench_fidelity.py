@@ -153,6 +153,9 @@ def main(argv: list[str]) -> int:
     median_all, worst_all = statistics.median(every), max(every)
     for kind in ("total", "stage", "hop"):
         some = [e for r in rows for k, e in r.errors.items() if k.startswith(kind)]
+        if not some:  # e.g. every plan kept the whole model on one device: no hop to check
+            print(f"{kind + 's':7}   0 items")
+            continue
         print(f"{kind + 's':7} {len(some):3} items: median error {statistics.median(some):6.1%}, "
               f"worst {max(some):6.1%}")
     print(f"\nacross {len(rows)} models, {len(every)} items (totals, stages, hops): median error "
