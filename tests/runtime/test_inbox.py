@@ -13,18 +13,18 @@ from splitinfer.runtime.inbox import Inbox
 
 
 class Harness:
-    """A ROUTER read by an Inbox and a DEALER playing the last stage; message = request id."""
+    """A PULL socket read by an Inbox and a PUSH playing the last stage; message = request id."""
 
     def __init__(self) -> None:
         self.context = zmq.Context()
-        self.router = self.context.socket(zmq.ROUTER)
-        port = self.router.bind_to_random_port("tcp://127.0.0.1")
-        self.dealer = self.context.socket(zmq.DEALER)
-        self.dealer.connect(f"tcp://127.0.0.1:{port}")
+        self.pull = self.context.socket(zmq.PULL)
+        port = self.pull.bind_to_random_port("tcp://127.0.0.1")
+        self.push = self.context.socket(zmq.PUSH)
+        self.push.connect(f"tcp://127.0.0.1:{port}")
         self.futures: dict[int, Future] = {}
         self.readers: dict[int, str] = {}  # request id -> name of the thread that dispatched it
         self.lock = threading.Lock()
-        self.inbox = Inbox(self.context, self.router, self.dispatch, lambda: len(self.futures))
+        self.inbox = Inbox(self.context, self.pull, self.dispatch, lambda: len(self.futures))
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.inbox.serve, args=(self.stop,), name="background")
         self.thread.start()
@@ -45,7 +45,7 @@ class Harness:
         return future
 
     def reply(self, rid: int) -> None:
-        self.dealer.send(str(rid).encode())
+        self.push.send(str(rid).encode())
 
     def close(self) -> None:
         self.stop.set()

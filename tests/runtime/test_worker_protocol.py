@@ -47,14 +47,14 @@ def workers(tmp_path_factory):
 
 
 class Peer:
-    """A raw DEALER to the worker plus a ROUTER standing in for the coordinator."""
+    """A raw DEALER to the worker plus a PULL socket standing in for the coordinator."""
 
     def __init__(self, address: str) -> None:
         self.context = zmq.Context()
         self.dealer = self.context.socket(zmq.DEALER)
         self.dealer.setsockopt(zmq.LINGER, 0)
         self.dealer.connect(address)
-        self.coordinator = self.context.socket(zmq.ROUTER)
+        self.coordinator = self.context.socket(zmq.PULL)
         self.coordinator.setsockopt(zmq.LINGER, 0)
         port = self.coordinator.bind_to_random_port("tcp://127.0.0.1")
         self.coordinator_address = f"tcp://127.0.0.1:{port}"
@@ -65,7 +65,7 @@ class Peer:
 
     def at_coordinator(self, timeout_s: float = 10.0) -> codec.Message:
         assert self.coordinator.poll(int(timeout_s * 1000)), "nothing reached the coordinator"
-        return codec.decode(self.coordinator.recv_multipart()[1:], TOKEN)
+        return codec.decode(self.coordinator.recv_multipart(), TOKEN)
 
     def drain_coordinator(self) -> None:
         while self.coordinator.poll(50):

@@ -107,8 +107,8 @@ def deploy_stage(worker: Worker, header: codec.Deploy, msg: Message) -> dict[str
         raise WorkerError(f"warm-up of stage {header.stage} failed: {first_line(e)}",
                           "declare the partition's real input shapes in the stage spec") from None
     link = None if route.address is None else worker.acquire_link(route.address, route.bandwidth_bps,
-                                                                   route.latency_s)
-    stage = DeployedStage(header, runner, link, worker.acquire_link(header.reply_to, None, None))
+                                                                   route.latency_s, route.to_coordinator)
+    stage = DeployedStage(header, runner, link, worker.acquire_link(header.reply_to, None, None, True))
     with worker.lock:
         old = worker.stages.pop((header.deployment_id, header.stage), None)
         worker.stages[(header.deployment_id, header.stage)] = stage

@@ -1,6 +1,6 @@
 """The coordinator's result socket, read by whichever thread needs a result next.
 
-Results arrive on one ROUTER socket. A background thread that reads it and
+Results arrive on one PULL socket. A background thread that reads it and
 completes futures wakes the waiting caller through a second thread switch,
 which costs as much as a whole loopback hop for small tensors. So a caller
 that waits for a result reads the socket itself (leader/follower): it takes
@@ -36,8 +36,8 @@ _ids = itertools.count()
 class Inbox:
     """Read ``sock`` from the waiting caller's thread, or from :meth:`serve` when nobody waits.
 
-    ``dispatch(frames, received_unix_s)`` handles one message (frames after the routing
-    id); ``num_pending()`` counts submitted requests that still expect a reply.
+    ``dispatch(frames, received_unix_s)`` handles one message; ``num_pending()`` counts
+    submitted requests that still expect a reply.
     """
 
     def __init__(self, context: zmq.Context, sock: zmq.Socket, dispatch: Callable[[list[Any], float], None],
@@ -158,7 +158,7 @@ class Inbox:
                 frames = self._sock.recv_multipart(copy=False)
             except zmq.Again:
                 continue
-            self._dispatch(frames[1:], time.time())
+            self._dispatch(frames, time.time())
 
     def _drain(self) -> None:
         for _ in range(_BATCH):
@@ -166,7 +166,7 @@ class Inbox:
                 frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            self._dispatch(frames[1:], time.time())
+            self._dispatch(frames, time.time())
 
     def _release(self) -> None:
         with self._lock:

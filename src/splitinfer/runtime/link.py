@@ -47,9 +47,9 @@ class LinkShaper:
         return self._free_at_s + self.latency_s
 
 
-def connect_dealer(context: zmq.Context, address: str) -> zmq.Socket:
-    """A DEALER with unbounded queues (pipelining is bounded by the caller) and no linger."""
-    sock = context.socket(zmq.DEALER)
+def connect_dealer(context: zmq.Context, address: str, kind: int = zmq.DEALER) -> zmq.Socket:
+    """A DEALER (or PUSH) with unbounded queues (pipelining is bounded by the caller), no linger."""
+    sock = context.socket(kind)
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
     sock.setsockopt(zmq.LINGER, 0)
@@ -60,17 +60,21 @@ def connect_dealer(context: zmq.Context, address: str) -> zmq.Socket:
 class LinkSender:
     """Send multipart messages to one address through an emulated link.
 
-    ``on_reply`` is called (from the sending thread) with the frames of any
-    message the destination sends back on this connection, e.g. error replies.
+    To a worker (a ROUTER) the link is a DEALER, and ``on_reply`` is called
+    (from the sending thread) with the frames of any message the worker sends
+    back on this connection, e.g. error replies. To the coordinator, which
+    never answers, it is a PUSH (``to_coordinator``): its PULL socket then
+    receives one frame less per message than a ROUTER would.
     """
 
     def __init__(self, context: zmq.Context, address: str, *, bandwidth_bps: float | None = None,
-                 latency_s: float | None = None,
+                 latency_s: float | None = None, to_coordinator: bool = False,
                  on_reply: Callable[[list[bytes]], None] | None = None) -> None:
         self.address = address
         self.shaper = LinkShaper(bandwidth_bps, latency_s)
         self._on_reply = on_reply
-        self._sock = connect_dealer(context, address)
+        self._can_reply = not to_coordinator
+        self._sock = connect_dealer(context, address, zmq.PUSH if to_coordinator else zmq.DEALER)
         self._next_drain_s = 0.0
         self._lock = threading.Lock()
         self._closed = False
@@ -100,7 +104,7 @@ class LinkSender:
         # not on every send: checking costs as much as a tenth of a small message's hop.
         replies = []
         now = time.monotonic()
-        if now >= self._next_drain_s:
+        if self._can_reply and now >= self._next_drain_s:
             self._next_drain_s = now + _DRAIN_INTERVAL_S
             while self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 replies.append(self._sock.recv_multipart())

@@ -115,7 +115,7 @@ class Session:
         self._launcher: Launcher | None = None
         self._clients: dict[str, WorkerClient] = {}
         self.addresses: dict[str, str] = {}
-        self._result_sock = self._context.socket(zmq.ROUTER)
+        self._result_sock = self._context.socket(zmq.PULL)  # workers' results and errors: never answered
         self._result_sock.setsockopt(zmq.LINGER, 0)
         self._result_sock.setsockopt(zmq.RCVHWM, 0)
         self.result_address = self._bind_result(options.coordinator_host)

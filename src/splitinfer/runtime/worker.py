@@ -102,7 +102,7 @@ class Worker:
         self.control_queue: queue.Queue[tuple[bytes, Message]] = queue.Queue()
         self.stages: dict[tuple[str, int], DeployedStage] = {}
         self.lock = threading.Lock()  # guards stages and links
-        self.links: dict[tuple[str, float | None, float | None], tuple[LinkSender, int]] = {}
+        self.links: dict[tuple[str, float | None, float | None, bool], tuple[LinkSender, int]] = {}
         self.stop = threading.Event()
         # Set by signal handlers, which must take no lock: Event.set() could deadlock with the
         # main thread's own stop.set() when SIGTERM and the parent-pid check coincide.
@@ -136,14 +136,15 @@ class Worker:
         self.reply(identity, codec.error_reply(request_id, err, **where))
 
     # ---- links ---------------------------------------------------------------------------
-    def acquire_link(self, address: str, bandwidth_bps: float | None, latency_s: float | None) -> LinkSender:
+    def acquire_link(self, address: str, bandwidth_bps: float | None, latency_s: float | None,
+                     to_coordinator: bool = False) -> LinkSender:
         """A shared sender per (address, shaping): stages sending to one device share its link."""
-        key = (address, bandwidth_bps, latency_s)
+        key = (address, bandwidth_bps, latency_s, to_coordinator)
         with self.lock:
             sender, count = self.links.get(key, (None, 0))
             if sender is None:
                 sender = LinkSender(self.context, address, bandwidth_bps=bandwidth_bps, latency_s=latency_s,
-                                    on_reply=self._on_link_reply)
+                                    to_coordinator=to_coordinator, on_reply=self._on_link_reply)
             self.links[key] = (sender, count + 1)
             return sender
 
