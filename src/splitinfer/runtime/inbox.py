@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +29,7 @@ from typing import Any
 
 import zmq
 
+log = logging.getLogger("splitinfer.session")
 _BATCH = 100  # messages dispatched per wake-up before checking whether to hand the socket on
 _READ_TIMEOUT_MS = 50
 _ids = itertools.count()
@@ -113,7 +115,8 @@ class Inbox:
             push.setsockopt(zmq.LINGER, 0)
             push.connect(self._wake_address)
             self._pushes.append(push)
-        push.send(b"", zmq.NOBLOCK)
+        with contextlib.suppress(zmq.Again):  # wakes already queued will do
+            push.send(b"", zmq.NOBLOCK)
 
     def _on_done(self, _future: Future) -> None:
         with self._lock:
@@ -138,6 +141,8 @@ class Inbox:
                         self._drain_wakes()
                     if self._sock in events:
                         self._drain()
+            except Exception:  # results nobody waits for depend on this thread: it must outlive any bug
+                log.exception("reading results")
             finally:
                 self._release()
 
