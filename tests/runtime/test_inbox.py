@@ -31,6 +31,8 @@ class Harness:
 
     def dispatch(self, frames, received_unix_s: float) -> None:
         rid = int(bytes(frames[0]))
+        if rid == 13:
+            raise RuntimeError("a bug while dispatching")
         with self.lock:
             future = self.futures.pop(rid, None)
         self.readers[rid] = threading.current_thread().name
@@ -143,3 +145,12 @@ def test_many_callers_each_get_their_own_result(harness):
         t.join(20)
     assert not errors, errors[0]
     assert sorted(futures) == list(range(100, 100 + num))
+
+
+def test_the_background_reader_outlives_a_failing_dispatch(harness):
+    unlucky = harness.submit(13)
+    harness.reply(13)  # dispatch raises: logged, and the reader goes on
+    later = harness.submit(14)
+    harness.reply(14)
+    assert later.result(timeout=5.0) == 14
+    assert not unlucky.done()
