@@ -30,7 +30,7 @@ from typing import Literal
 import msgspec
 import yaml
 
-from splitinfer.errors import ClusterError, SchemaError, SplitinferError, first_line
+from splitinfer.errors import ClusterError, SchemaError, SplitinferError, first_line, read_file
 from splitinfer.units import parse_rate_bps, parse_size_bytes, parse_time_s
 
 CLUSTER_SCHEMA = 1
@@ -221,11 +221,8 @@ def parse_cluster(data: object) -> Cluster:
 def load_cluster(path: str | Path) -> Cluster:
     """Read and validate ``cluster.yaml``."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise ClusterError(f"cannot read cluster file {p}: {e.strerror}",
-                           "check the path (see `splitinfer demo` for an example file)") from None
+    text = read_file(p, "cluster file", "check the path (see `splitinfer demo` for an example file)",
+                     ClusterError)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -6,6 +6,8 @@ line that tells the user what went wrong and what to do about it.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class SplitinferError(Exception):
     """Base class. ``str(err)`` is one line: the problem, then the fix."""
@@ -77,3 +79,11 @@ def first_line(err: BaseException) -> str:
     characters; the exception's type name when it has no message."""
     text = str(err).strip()
     return text.splitlines()[0][:300] if text else type(err).__name__
+
+
+def read_file(path: str | Path, what: str, fix: str, error: type[SplitinferError] = SplitinferError) -> bytes:
+    """The bytes of ``path``, or ``error`` with one line: "cannot read {what} {path}: {reason}", ``fix``."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise error(f"cannot read {what} {path}: {e.strerror or e}", fix) from None

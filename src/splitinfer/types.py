@@ -24,6 +24,9 @@ ONNX_TO_NUMPY: dict[int, str] = {
     13: "uint64",
 }
 NUMPY_TO_ONNX: dict[str, int] = {v: k for k, v in ONNX_TO_NUMPY.items()}
+# numpy's dtype.name and np.dtype(str) are slow enough to show in the per-request cost of small
+# tensors: the runtime looks dtypes up here.
+NUMPY_DTYPES: dict[str, np.dtype] = {name: np.dtype(name) for name in ONNX_TO_NUMPY.values()}
 
 
 def numpy_dtype(onnx_elem_type: int) -> np.dtype:

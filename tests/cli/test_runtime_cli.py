@@ -120,6 +120,20 @@ def test_missing_cluster_is_one_clear_line(files, tmp_path, capsys):
     assert "give --cluster cluster.yaml" in capsys.readouterr().err
 
 
+def _interrupt(proc: subprocess.Popen, workers: list[psutil.Process], expected_code: int) -> None:
+    """Ctrl-C the command: it exits with ``expected_code`` and leaves none of its workers behind."""
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=20) == expected_code, proc.stdout.read() if proc.stdout else ""
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, "workers left behind"
+
+
+def _reap(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
 def test_serve_answers_http_and_stops_its_workers_on_ctrl_c(files):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -146,14 +160,9 @@ def test_serve_answers_http_and_stops_its_workers_on_ctrl_c(files):
         doc = {"inputs": {"image": {"dtype": "float32", "shape": [1, 3, 32, 32], "data": x.tolist()}}}
         reply = httpx.post(f"{url}/v1/infer", json=doc, timeout=30)
         assert reply.status_code == 200 and reply.json()["outputs"]["logits"]["shape"] == [1, 10]
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) == 0, proc.stdout.read() if proc.stdout else ""
-        _, alive = psutil.wait_procs(workers, timeout=10)
-        assert not alive, "workers left behind"
+        _interrupt(proc, workers, expected_code=0)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _reap(proc)
 
 
 def _planned(root: Path, name: str) -> Path:
@@ -224,11 +233,6 @@ def test_ctrl_c_during_bench_stops_the_workers(files):
             workers = psutil.Process(proc.pid).children(recursive=True)
         time.sleep(1.0)  # into the measured requests
         assert proc.poll() is None
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) == 130
-        _, alive = psutil.wait_procs(workers, timeout=10)
-        assert not alive, "workers left behind"
+        _interrupt(proc, workers, expected_code=130)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _reap(proc)

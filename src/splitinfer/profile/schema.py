@@ -41,7 +41,7 @@ from typing import Literal
 
 import msgspec
 
-from splitinfer.errors import ProfileError, SchemaError
+from splitinfer.errors import ProfileError, SchemaError, read_file
 
 PROFILE_SCHEMA = 1
 HostValue = str | int | float | bool | None
@@ -241,14 +241,8 @@ def encode_profile(profile: Profile) -> bytes:
 
 def load_profile(path: str | Path) -> Profile:
     """Read and validate ``profile.json``."""
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise ProfileError(
-            f"cannot read profile {p}: {e.strerror}", "check the path (write one with `splitinfer profile`)"
-        ) from None
-    return decode_profile(data, str(p))
+    data = read_file(path, "profile", "check the path (write one with `splitinfer profile`)", ProfileError)
+    return decode_profile(data, str(path))
 
 
 def save_profile(profile: Profile, path: str | Path) -> None:

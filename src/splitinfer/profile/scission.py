@@ -17,7 +17,7 @@ import math
 import pickle
 from pathlib import Path
 
-from splitinfer.errors import ProfileError, SchemaError
+from splitinfer.errors import ProfileError, SchemaError, read_file
 from splitinfer.plan.problem import AT_SOURCE, AtSource, Link, Problem
 from splitinfer.plan.scission import TIERS, ScissionBlock, ScissionLink, ScissionSystem
 
@@ -68,10 +68,9 @@ def _block(record: object, where: str) -> ScissionBlock:
 def load_benchmark_file(path: str | Path) -> dict[str, tuple[ScissionBlock, ...]]:
     """Blocks per model of one Scission ``.dat`` file, read without running code from it."""
     p = Path(path)
+    raw = read_file(p, "Scission benchmark file", "check the path", ProfileError)
     try:
-        data = _RestrictedUnpickler(io.BytesIO(p.read_bytes())).load()
-    except OSError as e:
-        raise ProfileError(f"cannot read {p}: {e.strerror}", "check the path") from None
+        data = _RestrictedUnpickler(io.BytesIO(raw)).load()
     except (
         pickle.UnpicklingError,
         EOFError,
@@ -129,12 +128,7 @@ def load_benchmarks(directory: str | Path, model: str) -> list[ScissionSystem]:
 def load_network_stats(path: str | Path) -> dict[tuple[str, str], ScissionLink]:
     """``network_stats.csv`` as Scission reads it: ping ms / 1000, round(Mbps * 125000) bytes/s."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise ProfileError(
-            f"cannot read {p}: {e.strerror}", "check the path of the network statistics"
-        ) from None
+    text = read_file(p, "network statistics", "check the path of network_stats.csv", ProfileError).decode()
     rows = list(csv.reader(io.StringIO(text)))
     links = {}
     for number, row in enumerate(rows[1:], start=2):

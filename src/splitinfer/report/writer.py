@@ -10,9 +10,9 @@ from typing import Any
 
 import onnx
 
-from splitinfer.errors import PlanError, ProfileError, SplitinferError
+from splitinfer.errors import ProfileError, SplitinferError
 from splitinfer.graph import Model, analyze, load_model
-from splitinfer.plan import Plan, describe_stages, plan_from_json
+from splitinfer.plan import Plan, describe_stages
 from splitinfer.profile.schema import Profile, load_profile
 from splitinfer.report import figures, plan_figures
 from splitinfer.report.html import (
@@ -25,6 +25,7 @@ from splitinfer.report.html import (
 from splitinfer.report.inputs import ReportData, gather
 from splitinfer.report.tables import bench_table, block_table, plan_table, write_csv
 from splitinfer.runtime.bench import BenchResult, load_bench
+from splitinfer.runtime.deploy import read_plans
 
 OnFile = Callable[[Path], None]
 REL_ERROR_NOTE = ("rel_error = (predicted - measured) / measured, of the median: "
@@ -154,7 +155,7 @@ def write_report(
     """
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
     if isinstance(plans, str | Path):
-        plans = _read_plans(Path(plans))
+        plans = read_plans(plans)
     bench_data = load_bench(bench) if isinstance(bench, str | Path) else bench
     data = gather(prof, plans, bench_data)
     ops = _main_ops(model, prof) if model is not None else None
@@ -199,10 +200,3 @@ def _sections(data: ReportData, figs: list[FigureFile], ops: list[str] | None, o
     return sections
 
 
-def _read_plans(path: Path) -> list[Plan]:
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise PlanError(f"cannot read plan file {path}: {e.strerror}",
-                        "check the path (write one with `splitinfer plan ... -o plan.json`)") from None
-    return plan_from_json(text)

@@ -42,7 +42,7 @@ import numpy as np
 import yaml
 
 from splitinfer.cluster import dump_cluster
-from splitinfer.errors import DeadlineError, PlanError, SchemaError
+from splitinfer.errors import DeadlineError, PlanError, SchemaError, read_file
 from splitinfer.graph.feeds import generate_feeds
 from splitinfer.plan import Plan
 from splitinfer.runtime.session import Session
@@ -314,9 +314,4 @@ def save_bench(result: BenchResult, path: str | Path) -> None:
 
 def load_bench(path: str | Path) -> BenchResult:
     """Read a bench.json written by :func:`save_bench`."""
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise SchemaError(f"cannot read bench file {p}: {e.strerror}", "check the path") from None
-    return decode_bench(data, str(p))
+    return decode_bench(read_file(path, "bench file", "check the path", SchemaError), str(path))

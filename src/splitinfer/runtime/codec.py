@@ -62,7 +62,7 @@ from splitinfer.errors import (
     TransportError,
     WorkerError,
 )
-from splitinfer.types import ONNX_TO_NUMPY
+from splitinfer.types import NUMPY_DTYPES
 
 MAC_BYTES = 32
 MAX_HEADER_BYTES = 1 << 20
@@ -72,11 +72,8 @@ HEAD_PREFIX_BYTES = MAC_BYTES + _PREFIX.size
 INLINE_MAX_BYTES = 64 * 1024  # pyzmq's copy threshold: smaller tensors are copied whatever we do
 _NO_MAC = bytes(MAC_BYTES)
 DEFAULT_MAX_FRAME_BYTES = 1 << 30
-ALLOWED_DTYPES = frozenset(ONNX_TO_NUMPY.values())
-# Lookups by dtype object and by name: numpy's dtype.name and np.dtype(str) are slow enough
-# to show in the per-message cost for small tensors.
-_NAME_OF_DTYPE = {np.dtype(name): name for name in ALLOWED_DTYPES}
-_DTYPE_OF_NAME = {name: np.dtype(name) for name in ALLOWED_DTYPES}
+ALLOWED_DTYPES = frozenset(NUMPY_DTYPES)
+_NAME_OF_DTYPE = {dtype: name for name, dtype in NUMPY_DTYPES.items()}
 
 
 class TensorMeta(msgspec.Struct, frozen=True, array_like=True):
@@ -320,7 +317,7 @@ def _buffer(frame: Any) -> memoryview:
 
 def _dtype_and_size(meta: TensorMeta) -> tuple[np.dtype, int]:
     """The tensor's dtype and byte size, once its dtype name and shape are checked."""
-    dtype = _DTYPE_OF_NAME.get(meta.dtype)
+    dtype = NUMPY_DTYPES.get(meta.dtype)
     if dtype is None:
         raise wire_error("dtype", f"tensor {meta.name!r} has dtype {meta.dtype!r}",
                          f"use one of {', '.join(sorted(ALLOWED_DTYPES))}")

@@ -29,7 +29,7 @@ import msgspec
 import onnx
 
 from splitinfer.cluster import Cluster, load_cluster
-from splitinfer.errors import ModelError, PlanError, SchemaError, ShapeError
+from splitinfer.errors import ModelError, PlanError, SchemaError, ShapeError, read_file
 from splitinfer.graph import Analysis, Model, analyze, extract_segment, load_model
 from splitinfer.plan import Constraints, Plan, constraints_from_json, describe_stages, plan_from_json, solve
 from splitinfer.profile.problem import build_problem
@@ -56,17 +56,19 @@ class Blocks:
     analysis: Analysis
 
 
+def read_plans(path: str | Path) -> list[Plan]:
+    """Every plan in a plan.json file, best first."""
+    return plan_from_json(read_file(path, "plan file",
+                                    "check the path (write one with `splitinfer plan ... -o plan.json`)",
+                                    PlanError))
+
+
 def load_plan(source: PlanSource, rank: int = 1) -> Plan:
     """A Plan as is, or the plan of ``rank`` (1 = best) from a plan.json file."""
     if isinstance(source, Plan):
         return source
     path = Path(source)
-    try:
-        text = path.read_bytes()
-    except OSError as e:
-        raise SchemaError(f"cannot read plan file {path}: {e.strerror}",
-                          "check the path (write one with `splitinfer plan ... -o plan.json`)") from None
-    plans = plan_from_json(text)
+    plans = read_plans(path)
     if not plans:
         raise SchemaError(f"plan file {path} has no plans", "write it with `splitinfer plan ... -o`")
     chosen = [p for p in plans if p.rank == rank] or (plans[rank - 1:rank] if rank >= 1 else [])

@@ -16,7 +16,7 @@ import onnxruntime as ort
 
 from splitinfer.errors import ModelError, ShapeError, WorkerError, first_line
 from splitinfer.profile.timing import measure
-from splitinfer.types import TensorSpec
+from splitinfer.types import NUMPY_DTYPES, TensorSpec
 
 _ORT_TYPES = {"float": "float32", "double": "float64"}
 
@@ -70,17 +70,12 @@ def zeros_for(specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
     return {s.name: np.zeros(tuple(d if d >= 0 else 1 for d in s.shape), dtype=s.dtype) for s in specs}
 
 
-@functools.lru_cache(maxsize=64)
-def _dtype(name: str) -> np.dtype:
-    return np.dtype(name)
-
-
 def check_feeds(feeds: Mapping[str, np.ndarray], specs: Sequence[TensorSpec], where: str) -> None:
     """Feeds must be exactly the specs' tensors with their dtypes and shapes."""
     # The common case first, cheaply: this runs for every request on the coordinator and on
     # every stage, and numpy's dtype.name alone costs a microsecond.
     if len(feeds) == len(specs) and all(
-            (arr := feeds.get(s.name)) is not None and arr.dtype == _dtype(s.dtype)
+            (arr := feeds.get(s.name)) is not None and arr.dtype == NUMPY_DTYPES.get(s.dtype)
             and (arr.shape == s.shape or _shape_matches(s.shape, arr.shape)) for s in specs):
         return
     names = [s.name for s in specs]
