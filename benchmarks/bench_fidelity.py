@@ -14,7 +14,7 @@ edge: slowdown 2; cloud: slowdown 1; camera->edge 20 Mbit/s 5 ms, edge->cloud
    per hop the plan predicts (hops within one device are predicted free and left
    out: their measured time is the runtime's own overhead, shown for information).
 
-Edge and cloud run 1 intra-op thread by default (``--threads 0`` for ONNX Runtime's
+Edge and cloud run 1 intra-op thread by default (``--num-threads 0`` for ONNX Runtime's
 default): three workers share 2 cores with whatever else runs, and a 2-thread ONNX
 Runtime pool slows down about 3x whenever another process takes one of the cores
 (its threads spin at every barrier), which swamps any prediction.
@@ -39,12 +39,13 @@ from splitinfer.cluster import parse_cluster
 from splitinfer.plan import describe_stages
 from splitinfer.profile.profiler import ProfileSettings, prepare_model
 from splitinfer.runtime.bench import bench
-from splitinfer.runtime.deploy import deploy
-from splitinfer.runtime.profiling import profile_cluster, refine
+from splitinfer.runtime.coordinator.deploy import deploy
+from splitinfer.runtime.profiling import profile_cluster
+from splitinfer.runtime.refine import refine
 
 CONTINUUM = {
     "source": "camera", "sink": "camera",
-    "devices": [{"name": "camera", "threads": 1, "slowdown": 8}, {"name": "edge", "slowdown": 2},
+    "devices": [{"name": "camera", "num_threads": 1, "slowdown": 8}, {"name": "edge", "slowdown": 2},
                 {"name": "cloud", "slowdown": 1}],
     "links": [{"from": "camera", "to": "edge", "bandwidth": "20Mbit/s", "latency": "5ms"},
               {"from": "edge", "to": "cloud", "bandwidth": "50Mbit/s", "latency": "20ms"},
@@ -78,19 +79,19 @@ class Row:
     seconds: float
 
 
-def continuum(threads: int) -> dict:
-    """The emulated continuum with ``threads`` intra-op threads on edge and cloud."""
+def continuum(num_threads: int) -> dict:
+    """The emulated continuum with ``num_threads`` intra-op threads on edge and cloud."""
     doc = {**CONTINUUM, "devices": [dict(d) for d in CONTINUUM["devices"]]}
     for d in doc["devices"][1:]:
-        d["threads"] = threads
+        d["num_threads"] = num_threads
     return doc
 
 
-def run_model(name: str, num_requests: int, budget_s: float, max_blocks: int, threads: int) -> Row:
+def run_model(name: str, num_requests: int, budget_s: float, max_blocks: int, num_threads: int) -> Row:
     start = time.perf_counter()
     kwargs, note = MODELS[name]
     proto = zoo.build(name, **kwargs)
-    cluster = parse_cluster(continuum(threads))
+    cluster = parse_cluster(continuum(num_threads))
     prepared = prepare_model(proto, max_blocks=max_blocks)
     profile = profile_cluster(None, cluster, prepared=prepared, settings=ProfileSettings(budget_s=budget_s),
                               progress=False)
@@ -134,13 +135,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--budget-s", type=float, default=20.0, help="profiling budget per device")
     parser.add_argument("--max-blocks", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads of edge and cloud")
+    parser.add_argument("--num-threads", type=int, default=1, help="intra-op threads of edge and cloud")
     args = parser.parse_args(argv)
     rows = []
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
     for name in args.models:
         try:
-            rows.append(run_model(name, args.requests, args.budget_s, args.max_blocks, args.threads))
+            rows.append(run_model(name, args.requests, args.budget_s, args.max_blocks, args.num_threads))
         except Exception as e:  # one model failing should not hide the others' figures
             print(f"{name:12} FAILED: {type(e).__name__}: {e}", flush=True)
             continue

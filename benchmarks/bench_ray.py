@@ -38,7 +38,7 @@ GOAL_RATIO = 1.2
 
 
 def _session(backend: str, device: str, num_bytes: int, address: str | None) -> Session:
-    doc = {"backend": backend, "devices": [{"name": device, "threads": 1}]}
+    doc = {"backend": backend, "devices": [{"name": device, "num_threads": 1}]}
     if address is not None:
         doc["address"] = address
     return deploy_stages([identity_stage(device, num_bytes)], parse_cluster(doc))

@@ -125,7 +125,7 @@ def print_goals(goals: list[tuple[str, bool]]) -> int:
 
 def _identity_session(num_bytes: int):
     stage = identity_stage("a", num_bytes)
-    return deploy_stages([stage], parse_cluster({"devices": [{"name": "a", "threads": 1}]}))
+    return deploy_stages([stage], parse_cluster({"devices": [{"name": "a", "num_threads": 1}]}))
 
 
 def _pin(far_pids: list[int]) -> bool:
@@ -236,7 +236,7 @@ def bench_streaming(num_requests: int) -> tuple[float, float, float, list[float]
                        [(f"h{k}", [size, size])], [(f"h{k + 1}", [size, size])], [w])
         stages.append(StageSpec(k, device, model, (TensorSpec(f"h{k}", "float32", (size, size)),),
                                 (TensorSpec(f"h{k + 1}", "float32", (size, size)),)))
-    devices = [{"name": d, "threads": 1, "slowdown": s} for d, s in slowdowns.items()]
+    devices = [{"name": d, "num_threads": 1, "slowdown": s} for d, s in slowdowns.items()]
     cluster = parse_cluster({"devices": devices,
                              "links": [{"from": "a", "to": "b", "measure": True},
                                        {"from": "b", "to": "c", "measure": True},

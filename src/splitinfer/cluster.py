@@ -7,7 +7,7 @@ Example::
     source: camera          # where the input appears (default: first device)
     sink: camera            # where the result must arrive (default: source; none = anywhere)
     devices:
-      - {name: camera, threads: 1, slowdown: 8}
+      - {name: camera, num_threads: 1, slowdown: 8}
       - {name: edge, slowdown: 2}
       - {name: cloud, address: "tcp://10.0.0.7:5555", providers: [CUDAExecutionProvider]}
     links:
@@ -19,7 +19,8 @@ network namespace and lets the kernel enforce link bandwidth (``tc`` HTB);
 the default ``software`` emulates links in the sending process.
 
 A link applies in both directions unless ``symmetric: false`` or the reverse
-pair is listed too. Pairs with no link are not connected.
+pair is listed too. Pairs with no link are not connected. A device's ``threads``
+(the key before ``num_threads``) is still read.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class Device(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: str
     address: str = "local"  # 'local' = spawned on this machine, else tcp://host:port
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
-    threads: int = 0  # intra-op threads; 0 = ONNX Runtime's default
+    num_threads: int = 0  # intra-op threads; 0 = ONNX Runtime's default
     memory_bytes: int | None = None  # capacity for planning; None = unlimited
     slowdown: float = 1.0  # emulation: wait (slowdown-1) x compute after each run
     power: Power | None = None
@@ -77,7 +78,8 @@ class _RawDevice(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     address: str = "local"
     providers: list[str] = msgspec.field(default_factory=lambda: ["CPUExecutionProvider"])
-    threads: int = 0
+    num_threads: int | None = None  # neither given: 0, ONNX Runtime's default
+    threads: int | None = None  # num_threads' old name, still read (files users already have)
     memory: Quantity | None = None
     slowdown: float = 1.0
     power: Power | None = None
@@ -190,13 +192,17 @@ def parse_cluster(data: object) -> Cluster:
         if d.slowdown < 1:
             raise ClusterError(f"device {d.name!r} has slowdown {d.slowdown} < 1",
                                "emulation only adds time: use slowdown >= 1")
-        if d.threads < 0:
-            raise ClusterError(f"device {d.name!r} has negative threads", "use 0 (default) or more")
+        if d.num_threads is not None and d.threads is not None:
+            raise ClusterError(f"device {d.name!r} has both num_threads and threads",
+                               "keep num_threads (threads is its old name)")
+        num_threads = next((n for n in (d.num_threads, d.threads) if n is not None), 0)
+        if num_threads < 0:
+            raise ClusterError(f"device {d.name!r} has negative num_threads", "use 0 (default) or more")
         try:
             memory = None if d.memory is None else parse_size_bytes(d.memory)
         except SplitinferError as e:
             raise ClusterError(f"device {d.name!r}: {e.problem}", e.fix) from None
-        devices.append(Device(d.name, d.address, tuple(d.providers), d.threads, memory,
+        devices.append(Device(d.name, d.address, tuple(d.providers), num_threads, memory,
                               d.slowdown, d.power))
     source = raw.source or names[0]
     sink: str | None = source if raw.sink is None else (None if raw.sink == "none" else raw.sink)
@@ -240,8 +246,8 @@ def dump_cluster(cluster: Cluster) -> str:
             entry["address"] = d.address
         if d.providers != ("CPUExecutionProvider",):
             entry["providers"] = list(d.providers)
-        if d.threads:
-            entry["threads"] = d.threads
+        if d.num_threads:
+            entry["num_threads"] = d.num_threads
         if d.memory_bytes is not None:
             entry["memory"] = d.memory_bytes
         if d.slowdown != 1.0:

@@ -11,8 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import msgspec
-
 from splitinfer.cluster import Cluster, dump_cluster, parse_cluster
 
 # The continuum of issue 6: a slow single-thread camera, an edge box, a cloud
@@ -24,10 +22,10 @@ DEMO_CLUSTER = {
     "source": "camera",
     "sink": "camera",
     "devices": [
-        {"name": "camera", "threads": 1, "slowdown": 8,
+        {"name": "camera", "num_threads": 1, "slowdown": 8,
          "power": {"busy_w": 4.0, "idle_w": 1.0, "radio_w": 1.5, "battery": True}},
-        {"name": "edge", "threads": 1, "slowdown": 2},
-        {"name": "cloud", "threads": 1, "slowdown": 1},
+        {"name": "edge", "num_threads": 1, "slowdown": 2},
+        {"name": "cloud", "num_threads": 1, "slowdown": 1},
     ],
     "links": [
         {"from": "camera", "to": "edge", "bandwidth": "20Mbit/s", "latency": "5ms"},
@@ -81,14 +79,16 @@ def run_demo(
     ``budget_s``: profiling time per block and device (the CI stopping rule may end sooner).
     ``on_step(message)`` is called as each step starts (the CLI prints it).
     """
-    from splitinfer.plan import Constraints, plan_to_json, solve
+    from splitinfer.plan import Constraints, plan_to_json, solve, with_provenance
     from splitinfer.profile.problem import build_problem
     from splitinfer.profile.profiler import prepare_model
     from splitinfer.profile.schema import save_profile
+    from splitinfer.records.bench import save_bench
     from splitinfer.report import write_report
-    from splitinfer.runtime.bench import bench, save_bench
-    from splitinfer.runtime.deploy import deploy
-    from splitinfer.runtime.profiling import profile_cluster, refine
+    from splitinfer.runtime.bench import bench
+    from splitinfer.runtime.coordinator.deploy import deploy
+    from splitinfer.runtime.profiling import profile_cluster
+    from splitinfer.runtime.refine import refine
 
     say = on_step or (lambda _m: None)
     out = Path(out_dir)
@@ -123,9 +123,8 @@ def run_demo(
         plans = list(solve(problem, "latency", top_k=top_k))
         plans += solve(problem, "throughput", Constraints())
         plans += solve(problem, "pareto", Constraints())
-        meta = {"profile": str(profile_path), "model": str(model_path), "model_sha256": profile.model.sha256,
-                "cluster": str(cluster_path)}
-        return [msgspec.structs.replace(p, meta={**p.meta, **meta}) for p in plans]
+        return [with_provenance(p, profile=str(profile_path), model=str(model_path),
+                                model_sha256=profile.model.sha256, cluster=str(cluster_path)) for p in plans]
 
     plans = timed("plan", "planning: latency top-k, throughput, Pareto fronts", plan_all)
     plan_path = out / "plan.json"

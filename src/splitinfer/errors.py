@@ -6,16 +6,43 @@ line that tells the user what went wrong and what to do about it.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
 
-class SplitinferError(Exception):
-    """Base class. ``str(err)`` is one line: the problem, then the fix."""
+class ErrorCode(StrEnum):
+    """The machine-readable reason an error reply carries over the wire (its ``code`` field)."""
 
-    def __init__(self, problem: str, fix: str | None = None) -> None:
+    INPUT = "input"  # the request's tensors do not fit the stage (names, dtypes, shapes)
+    MODEL = "model"  # the partition cannot be loaded or does not match its stage
+    AUTH = "auth"  # the message had no valid token MAC
+    DEADLINE = "deadline"  # the request reached a stage after its deadline
+    MALFORMED = "malformed"  # the frames or header cannot be decoded, or say contradicting things
+    DTYPE = "dtype"  # a tensor's dtype is not one the wire carries
+    SHAPE = "shape"  # a tensor's shape does not match its bytes
+    OVERSIZED = "oversized"  # a frame or header is over the receiver's limit
+    UNKNOWN_KIND = "unknown_kind"  # the receiver does not handle this kind of message
+    UNEXPECTED = "unexpected"  # a reply sent where a request was expected
+    UNKNOWN_STAGE = "unknown_stage"  # the worker hosts no such stage
+    FAILED = "failed"  # anything else: the worker tried and failed
+
+
+class SplitinferError(Exception):
+    """Base class. ``str(err)`` is one line: the problem, then the fix.
+
+    ``code``: the wire reason when the class alone does not say it (a TransportError's
+    ``malformed`` vs ``oversized``); :func:`code_of` reads it, else the class's code.
+    """
+
+    def __init__(self, problem: str, fix: str | None = None, *, code: ErrorCode | None = None) -> None:
         self.problem = problem
         self.fix = fix
+        self.code = code
         super().__init__(self.line())
+
+    def __reduce__(self) -> tuple:
+        # Exceptions pickle as cls(*args): keep problem, fix and code (Ray moves errors between processes).
+        return _rebuild, (type(self), self.problem, self.fix, self.code)
 
     def line(self) -> str:
         problem = self.problem.rstrip(".")
@@ -72,6 +99,75 @@ class DeadlineError(SplitinferError, TimeoutError):
 
 class AuthError(WorkerError):
     """A worker refused a message without the shared token."""
+
+
+class InputError(SplitinferError):
+    """A request's data cannot be read (an HTTP body that is not an array, bad JSON)."""
+
+
+def _rebuild(cls: type[SplitinferError], problem: str, fix: str | None,
+             code: ErrorCode | None) -> SplitinferError:
+    err = cls.__new__(cls)
+    SplitinferError.__init__(err, problem, fix, code=code)
+    return err
+
+
+# ---- the one mapping between errors, wire codes and HTTP statuses ---------------------------------
+# The exception a receiver raises for an error reply with each code.
+ERROR_OF_CODE: dict[ErrorCode, type[SplitinferError]] = {
+    ErrorCode.INPUT: ShapeError,
+    ErrorCode.MODEL: ModelError,
+    ErrorCode.AUTH: AuthError,
+    ErrorCode.DEADLINE: DeadlineError,
+    ErrorCode.MALFORMED: TransportError,
+    ErrorCode.DTYPE: TransportError,
+    ErrorCode.SHAPE: TransportError,
+    ErrorCode.OVERSIZED: TransportError,
+    ErrorCode.UNKNOWN_KIND: TransportError,
+    ErrorCode.UNEXPECTED: TransportError,
+    ErrorCode.UNKNOWN_STAGE: WorkerError,
+    ErrorCode.FAILED: WorkerError,
+}
+# The code an error reply carries for each exception class; the first match wins, so subclasses
+# come before their bases (ShapeError is a ModelError, AuthError a WorkerError).
+CODE_OF_ERROR: tuple[tuple[type[Exception], ErrorCode], ...] = (
+    (ShapeError, ErrorCode.INPUT),
+    (InputError, ErrorCode.INPUT),
+    (ModelError, ErrorCode.MODEL),
+    (AuthError, ErrorCode.AUTH),
+    (DeadlineError, ErrorCode.DEADLINE),
+    (TransportError, ErrorCode.MALFORMED),
+)
+# The HTTP status (and the metrics' error kind) for each exception class; first match wins.
+HTTP_STATUS_OF_ERROR: tuple[tuple[type[Exception], int, str], ...] = (
+    (InputError, 400, "bad_input"),
+    (ModelError, 400, "bad_input"),  # and ShapeError: wrong names, dtypes, shapes
+    (DeadlineError, 504, "deadline"),
+    (SplitinferError, 503, "worker"),  # WorkerError, TransportError, InfeasibleError, ...
+)
+
+
+def code_of(err: BaseException) -> ErrorCode:
+    """The wire code for an exception: its own ``code``, else its class's, else ``failed``."""
+    code = getattr(err, "code", None)
+    if isinstance(code, ErrorCode):
+        return code
+    return next((c for cls, c in CODE_OF_ERROR if isinstance(err, cls)), ErrorCode.FAILED)
+
+
+def error_from_code(code: str, problem: str, fix: str | None = None) -> SplitinferError:
+    """The exception for an error reply's code (an unknown code, from a newer peer: WorkerError)."""
+    try:
+        known = ErrorCode(code)
+    except ValueError:
+        return WorkerError(problem, fix)
+    return ERROR_OF_CODE[known](problem, fix, code=known)
+
+
+def http_status_of(err: BaseException) -> tuple[int, str]:
+    """(HTTP status, error kind) for an exception: 400 bad input, 504 deadline, 503 worker, 500 else."""
+    return next(((status, kind) for cls, status, kind in HTTP_STATUS_OF_ERROR if isinstance(err, cls)),
+                (500, "internal"))
 
 
 def first_line(err: BaseException) -> str:

@@ -1,11 +1,13 @@
-"""Plain data shared by every layer: tensor descriptions and dtype helpers."""
+"""Plain data shared by every layer: tensor descriptions, dtype helpers, and the feed check."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
 
 import msgspec
 import numpy as np
 
-from splitinfer.errors import ModelError
+from splitinfer.errors import ModelError, ShapeError
 
 # ONNX TensorProto element type -> numpy dtype name. Kept here (not in graph/)
 # because the runtime's wire codec needs it too and must not import onnx.
@@ -50,3 +52,34 @@ class TensorSpec(msgspec.Struct, frozen=True):
     @property
     def num_bytes(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+
+def _shape_matches(declared: Sequence[int], actual: Sequence[int]) -> bool:
+    # A negative declared dimension accepts any size (a dynamic axis).
+    if len(declared) != len(actual):
+        return False
+    return all(d < 0 or d == a for d, a in zip(declared, actual, strict=True))
+
+
+def check_feeds(feeds: Mapping[str, np.ndarray], specs: Sequence[TensorSpec], where: str) -> None:
+    """Feeds must be exactly the specs' tensors with their dtypes and shapes."""
+    # The common case first, cheaply: this runs for every request on the coordinator and on
+    # every stage, and numpy's dtype.name alone costs a microsecond.
+    if len(feeds) == len(specs) and all(
+            (arr := feeds.get(s.name)) is not None and arr.dtype == NUMPY_DTYPES.get(s.dtype)
+            and (arr.shape == s.shape or _shape_matches(s.shape, arr.shape)) for s in specs):
+        return
+    names = [s.name for s in specs]
+    if set(feeds) != set(names):
+        missing = sorted(set(names) - set(feeds))
+        extra = sorted(set(feeds) - set(names))
+        raise ShapeError(f"{where} got tensors {sorted(feeds)} (missing {missing}, unexpected {extra})",
+                         f"feed exactly {names}")
+    for s in specs:
+        arr = feeds[s.name]
+        if arr.dtype.name != s.dtype:
+            raise ShapeError(f"{where}: tensor {s.name!r} has dtype {arr.dtype.name}, expected {s.dtype}",
+                             f"cast it with .astype('{s.dtype}')")
+        if not _shape_matches(s.shape, arr.shape):
+            raise ShapeError(f"{where}: tensor {s.name!r} has shape {list(arr.shape)}, expected "
+                             f"{list(s.shape)}", "feed a tensor of the declared shape")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -10,23 +9,10 @@ from pathlib import Path
 
 import onnx
 import pytest
+from helpers import graph_models as tm
 
 from splitinfer.cli import main
 from splitinfer.graph import load_manifest
-
-
-def _test_models():
-    name = "graph_test_models"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "graph" / "models.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-tm = _test_models()
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-
-import typer
+from importlib.metadata import entry_points
 
 from splitinfer.cli import app, main
 from splitinfer.errors import CutError
@@ -40,7 +39,12 @@ def test_library_errors_become_one_line_and_exit_2(capsys):
 
 
 def test_console_script_runs():
+    """The installed `splitinfer` command is cli.main; `python -m splitinfer.cli` exits with main's code."""
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "splitinfer"]
+    assert script.load() is main
     out = subprocess.run([sys.executable, "-m", "splitinfer.cli", "--help"],
                          capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0 and "splitinfer" in out.stdout
-    assert isinstance(app, typer.Typer)
+    assert out.returncode == 0 and "inspect -> split -> profile -> plan" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "splitinfer.cli", "no-such-command"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "No such command" in bad.stderr

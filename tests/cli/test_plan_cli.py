@@ -72,7 +72,7 @@ def test_plan_prints_a_table_and_writes_plan_json(files, capsys):
     plans = plan_from_json(out.read_text())
     assert [p.rank for p in plans] == [1, 2, 3]
     assert plans[0].latency_s <= plans[1].latency_s <= plans[2].latency_s
-    assert plans[0].meta["model_sha256"] == "ab" * 32 and plans[0].meta["cluster"] == str(cluster)
+    assert plans[0].provenance.model_sha256 == "ab" * 32 and plans[0].provenance.cluster == str(cluster)
     first = re.escape(plans[0].stages[0].device)
     assert "latency plans of handmade" in text and re.search(first, text)
     assert f"{plans[0].latency_s:.4f}" in text
@@ -208,7 +208,7 @@ def test_scission_general_model_and_relative_csv(capsys, tmp_path):
     ]
     assert main(args) == 0
     plans = plan_from_json(out.read_text())
-    assert len(plans) == 2 and plans[0].meta["model"] == "vgg19"
+    assert len(plans) == 2 and plans[0].provenance.model == "vgg19"
     assert (
         main(
             [

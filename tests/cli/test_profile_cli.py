@@ -22,11 +22,11 @@ def model_path(tmp_path_factory):
 
 def test_profile_this_machine_then_show(tmp_path, model_path, capsys):
     out = tmp_path / "laptop.json"
-    assert main(["profile", str(model_path), "-o", str(out), "--device-name", "laptop", "--threads", "1",
+    assert main(["profile", str(model_path), "-o", str(out), "--device-name", "laptop", "--num-threads", "1",
                  *FAST]) == 0
     profile = load_profile(out)
     assert list(profile.devices) == ["laptop"] and len(profile.blocks) == 5
-    assert profile.devices["laptop"].threads == 1
+    assert profile.devices["laptop"].num_threads == 1
     capsys.readouterr()
     assert main(["profile", "show", str(out)]) == 0
     text = capsys.readouterr().out
@@ -35,7 +35,8 @@ def test_profile_this_machine_then_show(tmp_path, model_path, capsys):
 
 def test_profile_a_cluster_then_plan(tmp_path, model_path, capsys):
     cluster = tmp_path / "cluster.yaml"
-    cluster.write_text("devices:\n  - {name: camera, threads: 1, slowdown: 4}\n  - {name: edge, threads: 1}\n"
+    cluster.write_text("devices:\n  - {name: camera, num_threads: 1, slowdown: 4}\n"
+                       "  - {name: edge, num_threads: 1}\n"
                        "links:\n  - {from: camera, to: edge, bandwidth: 20Mbit/s, latency: 5ms}\n")
     out = tmp_path / "p.json"
     assert main(["profile", str(model_path), "--cluster", str(cluster), "-o", str(out), *FAST]) == 0
@@ -51,14 +52,15 @@ def test_profile_a_cluster_then_plan(tmp_path, model_path, capsys):
 
 def test_refine_writes_a_plan_that_bench_can_check(tmp_path, model_path, capsys):
     cluster = tmp_path / "cluster.yaml"
-    cluster.write_text("devices:\n  - {name: camera, threads: 1, slowdown: 4}\n  - {name: edge, threads: 1}\n"
+    cluster.write_text("devices:\n  - {name: camera, num_threads: 1, slowdown: 4}\n"
+                       "  - {name: edge, num_threads: 1}\n"
                        "links:\n  - {from: camera, to: edge, bandwidth: 20Mbit/s, latency: 5ms}\n")
     out, plan_out = tmp_path / "p.json", tmp_path / "plan.json"
     assert main(["profile", str(model_path), "--cluster", str(cluster), "-o", str(out), *FAST,
                  "--refine", "latency", "--plan-output", str(plan_out)]) == 0
     (plan,) = plan_from_json(plan_out.read_text())
     profile = load_profile(out)
-    assert plan.meta["model_sha256"] == profile.model.sha256
+    assert plan.provenance.model_sha256 == profile.model.sha256
     for stage in plan.stages:  # every stage was timed as it ran
         assert (stage.first_block, stage.last_block) in {
             (g.first_block, g.last_block) for g in profile.devices[stage.device].segments}
@@ -71,11 +73,12 @@ def test_merge_two_machines(tmp_path, model_path, capsys):
     files = []
     for name in ("a", "b"):
         files.append(tmp_path / f"{name}.json")
-        args = ["profile", str(model_path), "-o", str(files[-1]), "--device-name", name, "--threads", "1"]
+        # --threads: the old name of --num-threads, still taken (hidden from the help)
+        args = ["profile", str(model_path), "-o", str(files[-1]), "--device-name", name, "--threads", "2"]
         assert main([*args, *FAST]) == 0
     merged = tmp_path / "ab.json"
     assert main(["profile", "merge", *map(str, files), "-o", str(merged)]) == 0
-    assert set(load_profile(merged).devices) == {"a", "b"}
+    assert {n: d.num_threads for n, d in load_profile(merged).devices.items()} == {"a": 2, "b": 2}
     assert "2 devices: a, b" in capsys.readouterr().out
 
 
@@ -97,3 +100,4 @@ def test_help_teaches_the_three_forms(capsys):
     assert main(["profile", "--help"]) == 0
     text = capsys.readouterr().out
     assert "profile show" in text and "profile merge" in text and "--cluster" in text
+    assert "--num-threads" in text and "--threads" not in text.replace("--num-threads", "")

@@ -10,24 +10,24 @@ import sys
 import time
 from pathlib import Path
 
-import deploy_helpers as helpers  # registered by tests/conftest.py
 import httpx
 import msgspec
 import numpy as np
 import psutil
 import pytest
 import yaml
+from helpers import deploy as helpers
 
 from splitinfer.cli import main
 from splitinfer.cluster import parse_cluster
-from splitinfer.plan import plan_to_json
+from splitinfer.plan import plan_to_json, with_provenance
 from splitinfer.profile.schema import save_profile
-from splitinfer.runtime.bench import load_bench
+from splitinfer.records.bench import load_bench
 
 CLUSTER = {
     "schema": 1,
     "source": "a",
-    "devices": [{"name": "a", "threads": 1, "slowdown": 2.0}, {"name": "b", "threads": 1}],
+    "devices": [{"name": "a", "num_threads": 1, "slowdown": 2.0}, {"name": "b", "num_threads": 1}],
     "links": [{"from": "a", "to": "b", "bandwidth": "1GB/s", "latency": "0.2ms"}],
 }
 
@@ -99,22 +99,31 @@ def test_run_refuses_another_model(files, capsys):
 
 def test_bench_prints_predicted_beside_measured_and_saves_json(files, capsys):
     out = files / "bench.json"
-    argv = ["bench", str(files / "plan.json"), "--requests", "6", "--warmup", "1", "-o", str(out)]
+    argv = ["bench", str(files / "plan.json"), "--requests", "6", "--num-warmup", "1", "-o", str(out)]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "latency" in text and "throughput" in text and "stage 0" in text and "cut hop" in text
     result = load_bench(out)
     assert result.num_requests == 6 and len(result.stages) == 2
 
+    # --warmup: the old name of --num-warmup, still taken (hidden from the help)
     assert main([*argv[:2], "--requests", "4", "--concurrency", "2", "--warmup", "0", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["schema"] == 1 and doc["concurrency"] == 2 and len(doc["latencies_s"]) == 4
+    assert doc["schema"] == 2 and doc["concurrency"] == 2 and len(doc["latencies_s"]) == 4
+
+
+def test_bench_counts_its_warmup_in_num_warmup(files, capsys):
+    assert main(["bench", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--num-warmup" in text and "--warmup" not in text.replace("--num-warmup", "")
+    assert main(["bench", str(files / "plan.json"), "--num-warmup", "-1"]) == 2
+    assert "--num-warmup at least 0" in capsys.readouterr().err
 
 
 def test_missing_cluster_is_one_clear_line(files, tmp_path, capsys):
     doc = json.loads((files / "plan.json").read_text())
     for p in doc["plans"]:
-        p["meta"].pop("cluster", None)
+        p["provenance"]["cluster"] = ""
     (tmp_path / "plan.json").write_text(json.dumps(doc))
     assert main(["run", str(tmp_path / "plan.json")]) == 2
     assert "give --cluster cluster.yaml" in capsys.readouterr().err
@@ -176,14 +185,7 @@ def _planned(root: Path, name: str) -> Path:
     )
     save_profile(profile, root / f"{name}.profile.json")
     plan = helpers.pinned_plan(profile, cluster, [(0, "a"), (len(profile.blocks) - 1, "b")])
-    plan = msgspec.structs.replace(
-        plan,
-        meta={
-            **plan.meta,
-            "profile": str(root / f"{name}.profile.json"),
-            "cluster": str(files_cluster(root)),
-        },
-    )
+    plan = with_provenance(plan, profile=str(root / f"{name}.profile.json"), cluster=str(files_cluster(root)))
     (root / f"{name}.plan.json").write_text(plan_to_json([plan]))
     return root / f"{name}.plan.json"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib import import_module
+
 import pytest
 
 import splitinfer
@@ -9,9 +11,19 @@ import splitinfer
 
 @pytest.mark.parametrize("name", sorted(splitinfer._API))
 def test_every_public_name_resolves(name):
+    """``splitinfer.<name>`` is the object of that name in the module ``_API`` says defines it."""
+    module = splitinfer._API[name]
     obj = getattr(splitinfer, name)
     assert callable(obj), name
-    assert name in dir(splitinfer)
+    assert obj.__name__ == name
+    assert obj.__module__ == module or obj.__module__.startswith(module + "."), obj.__module__
+    assert obj is getattr(import_module(module), name)
+
+
+def test_dir_lists_the_lazy_names():
+    """The lazily resolved names are not module globals, yet tab completion (``dir``) shows them."""
+    assert set(splitinfer._API) <= set(dir(splitinfer))
+    assert "__version__" in dir(splitinfer)
 
 
 def test_unknown_name_is_an_attribute_error():

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from splitinfer.cluster import dump_cluster, load_cluster, parse_cluster
 from splitinfer.errors import ClusterError, SchemaError
 
 DEMO = {
     "devices": [
-        {"name": "camera", "threads": 1, "slowdown": 8, "memory": "2GiB"},
+        {"name": "camera", "num_threads": 1, "slowdown": 8, "memory": "2GiB"},
         {"name": "edge", "slowdown": 2},
         {"name": "cloud"},
     ],
@@ -25,7 +26,7 @@ def test_defaults_and_units():
     c = parse_cluster(DEMO)
     assert c.source == "camera" and c.sink == "camera" and c.backend == "local"
     cam = c.device("camera")
-    assert cam.threads == 1 and cam.slowdown == 8 and cam.memory_bytes == 2 * 1024**3
+    assert cam.num_threads == 1 and cam.slowdown == 8 and cam.memory_bytes == 2 * 1024**3
     assert cam.is_local and cam.providers == ("CPUExecutionProvider",)
     link = c.link("camera", "edge")
     assert link.bandwidth_bps == pytest.approx(2.5e6) and link.latency_s == pytest.approx(0.005)
@@ -41,6 +42,16 @@ def test_links_are_symmetric_unless_reverse_given():
     one_way = parse_cluster({"devices": DEMO["devices"], "links": [
         {"from": "camera", "to": "edge", "bandwidth": 1, "latency": 0, "symmetric": False}]})
     assert one_way.link("edge", "camera") is None
+
+
+def test_a_file_with_the_old_threads_key_still_loads_and_is_written_with_num_threads(tmp_path):
+    path = tmp_path / "cluster.yaml"
+    path.write_text("devices:\n  - {name: camera, threads: 2}\n  - {name: edge}\n")
+    c = load_cluster(path)
+    assert c.device("camera").num_threads == 2 and c.device("edge").num_threads == 0
+    assert yaml.safe_load(dump_cluster(c))["devices"][0] == {"name": "camera", "num_threads": 2}
+    with pytest.raises(ClusterError, match="both num_threads and threads"):
+        parse_cluster({"devices": [{"name": "a", "num_threads": 1, "threads": 1}]})
 
 
 def test_sink_none_and_explicit_source():
@@ -66,6 +77,7 @@ def test_round_trip_through_yaml(tmp_path):
         ({"devices": []}, "no devices"),
         ({"devices": [{"name": "a"}, {"name": "a"}]}, "repeat"),
         ({"devices": [{"name": "a", "slowdown": 0.5}]}, "slowdown"),
+        ({"devices": [{"name": "a", "num_threads": -1}]}, "negative num_threads"),
         ({"devices": [{"name": "a", "colour": "red"}]}, "colour"),
         ({"devices": [{"name": "a"}], "source": "b"}, "source 'b'"),
         ({"backend": "ray", "address": "auto", "devices": [{"name": "a", "address": "tcp://h:1"}]},

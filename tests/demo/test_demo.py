@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import psutil
 import pytest
 
@@ -11,14 +13,16 @@ from splitinfer.cluster import load_cluster
 from splitinfer.demo import demo_cluster, run_demo
 from splitinfer.plan import plan_from_json
 from splitinfer.profile.schema import load_profile
-from splitinfer.runtime.bench import load_bench
+from splitinfer.records.bench import load_bench
 
 
 def _workers_alive() -> list[psutil.Process]:
+    """Worker processes this test process launched (others' test runs may share the machine)."""
+    mine = f"--parent-pid {os.getpid()}"
     found = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
-        if "splitinfer.runtime.worker" in cmd:
+        if "splitinfer.runtime.device" in cmd and mine in cmd:
             found.append(p)
     return found
 

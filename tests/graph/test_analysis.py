@@ -5,9 +5,9 @@ from __future__ import annotations
 import itertools
 import json
 
-import graph_test_models as tm
 import numpy as np
 import pytest
+from helpers import graph_models as tm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

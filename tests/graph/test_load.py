@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 
-import graph_test_models as tm
 import numpy as np
 import onnx
 import pytest
+from helpers import graph_models as tm
 from onnx import helper
 
 from splitinfer.errors import ModelError, ShapeError

@@ -116,9 +116,11 @@ def test_plan_json_round_trips_exactly():
 @pytest.mark.parametrize(
     ("text", "match"),
     [
-        ('{"schema": 2, "plans": []}', "schema 2"),
+        ('{"schema": 3, "plans": []}', "schema 3, this splitinfer reads 1, 2"),
+        ('{"schema": "2", "plans": []}', "schema '2'"),
         ("{not json", "not valid JSON"),
         ('{"plans": []}', "no schema"),
+        ('{"schema": 2, "plans": [{"objective": "latency"}]}', "invalid plan file"),
         ('{"schema": 1, "plans": [{"objective": "latency"}]}', "invalid plan file"),
     ],
 )
@@ -286,15 +288,3 @@ def test_throughput_ties_go_to_the_faster_plan():
     assert len({round(p.bottleneck_s, 12) for p in plans}) == 1
     latencies = [p.latency_s for p in plans]
     assert latencies == sorted(latencies) and plans[0].assignment == ("edge", "edge", "edge")
-
-
-def test_constraints_round_trip_through_json():
-    from splitinfer.plan import constraints_from_json, constraints_to_json
-
-    cons = Constraints(pins=((0, "a"), (3, "b")), forbids=((1, "c"),), excludes=("d",), requires=("a",),
-                       max_stages=2, revisits=False, private_blocks=2, max_latency_s=0.2,
-                       min_throughput_rps=5.0, max_upload_bytes=1000, max_energy_j=1.5)
-    assert constraints_from_json(constraints_to_json(cons)) == cons
-    assert constraints_from_json(constraints_to_json(Constraints())) == Constraints()
-    with pytest.raises(PlanError, match="constraints"):
-        constraints_from_json('{"colour": 1}')

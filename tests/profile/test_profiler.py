@@ -8,9 +8,11 @@ import onnxruntime as ort
 import pytest
 
 from splitinfer import zoo
-from splitinfer.errors import ProfileError, ShapeError
+from splitinfer.errors import ProfileError, ShapeError, WorkerError
 from splitinfer.graph import analyze, load_model
+from splitinfer.host import MACHINE_KEYS
 from splitinfer.profile.profiler import (
+    DeviceRecord,
     LocalRunner,
     ProfileInterrupted,
     ProfileSettings,
@@ -32,7 +34,7 @@ from splitinfer.profile.schema import (
 )
 from splitinfer.profile.segments import corrected_device, corrected_profile, segment_ratio
 
-FAST = ProfileSettings(budget_s=0.3, warmup=1, min_runs=3, max_runs=30)
+FAST = ProfileSettings(budget_s=0.3, num_warmup=1, min_runs=3, max_runs=30)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,7 @@ def prepared(resnet_bytes):
 
 
 def test_profile_round_trips_and_validates(tmp_path, resnet_bytes):
-    profile = profile_model(resnet_bytes, device_name="laptop", threads=1, max_blocks=6, settings=FAST)
+    profile = profile_model(resnet_bytes, device_name="laptop", num_threads=1, max_blocks=6, settings=FAST)
     assert list(profile.devices) == ["laptop"]
     device = profile.devices["laptop"]
     assert len(device.blocks) == len(profile.blocks) == 6
@@ -55,7 +57,7 @@ def test_profile_round_trips_and_validates(tmp_path, resnet_bytes):
     assert device.whole_model is not None and device.whole_model.median_s > 0
     assert device.memory_bytes is not None and device.memory_bytes > 0
     assert device.versions["onnxruntime"] == ort.__version__
-    assert device.threads == 1 and device.host.get("complete") is None
+    assert device.num_threads == 1 and device.host.get("complete") is None
     path = tmp_path / "p.json"
     save_profile(profile, path)
     assert load_profile(path) == profile
@@ -115,8 +117,8 @@ def test_generated_token_ids_stay_in_the_vocabulary():
 
 def test_slowdown_scales_the_times(prepared):
     """Slowdown 3 profiles about 3x slower than slowdown 1 (loose bounds: the machine is noisy)."""
-    runner = LocalRunner(threads=1)
-    settings = ProfileSettings(budget_s=0.3, warmup=2, min_runs=7, max_runs=60)
+    runner = LocalRunner(num_threads=1)
+    settings = ProfileSettings(budget_s=0.3, num_warmup=2, min_runs=7, max_runs=60)
     totals: dict[float, list[float]] = {1.0: [], 3.0: []}
     for _ in range(3):  # interleaved, and the least disturbed round of each counts
         for slowdown, found in totals.items():
@@ -126,7 +128,7 @@ def test_slowdown_scales_the_times(prepared):
 
 
 def test_whole_model_and_segments_against_the_sum_of_blocks(prepared):
-    runner = LocalRunner(threads=1)
+    runner = LocalRunner(num_threads=1)
     record = profile_device(runner, prepared, FAST)
     segments = profile_segments(runner, prepared, [(0, 2), (3, 5)], FAST)
     assert [(s.first_block, s.last_block) for s in segments] == [(0, 2), (3, 5)]
@@ -154,7 +156,7 @@ def test_a_block_that_cannot_run_is_null_and_named():
             return super().profile(model_bytes, feeds, **kw)
 
     prep = prepare_model(zoo.build_small("resnet18").SerializeToString(), max_blocks=3)
-    record = profile_device(Refusing(threads=1), prep, FAST)
+    record = profile_device(Refusing(num_threads=1), prep, FAST)
     assert record.blocks[0] is not None and record.blocks[1] is None and record.blocks[2] is None
     assert record.failures[0].startswith("block 1: no kernel")
 
@@ -167,9 +169,19 @@ def test_a_block_that_cannot_run_is_null_and_named():
         profile_device(RefusingAll(), prep, FAST)
 
 
-def test_unknown_provider_is_refused():
-    with pytest.raises(ProfileError, match="NoSuchExecutionProvider"):
+def test_unknown_provider_is_refused_before_any_block():
+    with pytest.raises(WorkerError, match="NoSuchExecutionProvider not available"):
         LocalRunner(["NoSuchExecutionProvider"])
+
+
+def test_the_local_runner_describes_this_host_with_its_threads():
+    info = LocalRunner(num_threads=2).info()
+    assert info["num_threads"] == 2 and info["providers"] == ["CPUExecutionProvider"]
+    assert info["num_cpus"] >= 1 and info["versions"]["onnxruntime"] == ort.__version__
+    record = DeviceRecord([None], info=info, complete=True)
+    device = record.to_device_profile(["CPUExecutionProvider"], 0)
+    assert device.num_threads == 2 and device.host["num_cpus"] == info["num_cpus"]
+    assert set(device.host) <= set(MACHINE_KEYS) | {"slowdown", "complete"}
 
 
 def test_ctrl_c_in_process_keeps_the_blocks_measured(resnet_bytes):

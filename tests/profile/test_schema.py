@@ -10,6 +10,7 @@ import pytest
 
 from splitinfer.cluster import parse_cluster
 from splitinfer.errors import InfeasibleError, ProfileError, SchemaError
+from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS
 from splitinfer.plan import solve
 from splitinfer.profile import schema
 from splitinfer.profile.problem import build_problem
@@ -50,6 +51,22 @@ def test_save_and_load_round_trip(tmp_path):
     path = tmp_path / "p.json"
     save_profile(profile, path)
     assert load_profile(path) == profile
+
+
+def test_a_profile_with_the_old_threads_key_loads_and_is_written_with_num_threads():
+    doc = documented_example()
+    doc["devices"]["camera"]["threads"] = doc["devices"]["camera"].pop("num_threads")
+    profile = decode_profile(json.dumps(doc))
+    assert profile.devices["camera"].num_threads == 1
+    written = json.loads(encode_profile(profile))["devices"]["camera"]
+    assert written["num_threads"] == 1 and "threads" not in written
+
+
+def test_a_profile_without_block_settings_was_made_with_the_defaults():
+    doc = documented_example()
+    assert "max_blocks" not in doc["model"] and "max_cut_tensors" not in doc["model"]
+    info = decode_profile(json.dumps(doc)).model
+    assert (info.max_blocks, info.max_cut_tensors) == (DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS)
 
 
 def _with_device(doc: dict, **device) -> dict:

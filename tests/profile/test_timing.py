@@ -1,4 +1,4 @@
-"""The stopping rule and summary statistics of the timing loop."""
+"""The stopping rule and summary statistics of the timing loop; timing one partition."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import math
 
 import numpy as np
 import pytest
+from onnx import TensorProto, helper
 
-from splitinfer.profile.timing import measure, median_ci_rel, summarize
+from splitinfer.errors import ModelError, ShapeError, WorkerError
+from splitinfer.profile.partition_timing import PartitionTiming
+from splitinfer.profile.timing import measure, median_ci_rel, summarize, time_partition
 
 
 def test_summary_matches_numpy():
@@ -55,7 +58,47 @@ def test_keeps_going_while_noisy_and_respects_budget():
     assert len(times) > 5
 
 
-def test_warmup_is_not_recorded():
+def test_warmup_runs_are_not_recorded():
     clock = FakeClock([1.0, 1.0, 0.5])
-    times = measure(clock.work, warmup=2, min_runs=3, max_runs=3, clock=clock)
+    times = measure(clock.work, num_warmup=2, min_runs=3, max_runs=3, clock=clock)
     assert times == [0.5, 1.0, 1.0]
+
+
+def _relu_model() -> bytes:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu", [x], [y])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_time_partition_gives_the_outputs_and_scales_by_the_slowdown():
+    x = np.array([[-1, 2, -3], [4, -5, 6]], np.float32)
+    timing = time_partition(_relu_model(), {"x": x}, num_threads=1, slowdown=3.0, num_warmup=2, min_runs=4,
+                            max_runs=4)
+    assert isinstance(timing, PartitionTiming) and timing.create_s > 0
+    assert len(timing.compute_times_s) == 4 and all(t > 0 for t in timing.compute_times_s)
+    assert timing.times_s == pytest.approx([3 * t for t in timing.compute_times_s])
+    np.testing.assert_array_equal(timing.outputs["y"], np.maximum(x, 0))
+
+
+def _reshape_model() -> bytes:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [6])
+    shape = helper.make_tensor_value_info("shape", TensorProto.INT64, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    node = helper.make_node("Reshape", ["x", "shape"], ["y"])
+    graph = helper.make_graph([node], "reshape", [x, shape], [y])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_time_partition_words_each_failure():
+    x = np.ones((2, 3), np.float32)
+    with pytest.raises(ShapeError, match=r"the feeds are \['z'\], the partition takes \['x'\]"):
+        time_partition(_relu_model(), {"z": x})
+    with pytest.raises(ShapeError, match="the partition rejects its inputs"):
+        time_partition(_relu_model(), {"x": np.ones((2, 3), np.float64)})
+    with pytest.raises(WorkerError, match="timing the partition failed"):  # fails in the kernel
+        time_partition(_reshape_model(), {"x": np.ones(6, np.float32), "shape": np.array([4, 4])})
+    with pytest.raises(ModelError, match="ONNX Runtime cannot load the model"):
+        time_partition(b"junk", {"x": x})
+    with pytest.raises(WorkerError, match="NoSuchExecutionProvider not available"):
+        time_partition(_relu_model(), {"x": x}, providers=["NoSuchExecutionProvider"])

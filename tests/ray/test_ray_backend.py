@@ -21,8 +21,8 @@ from splitinfer.cluster import parse_cluster  # noqa: E402
 from splitinfer.errors import AuthError, ClusterError  # noqa: E402
 from splitinfer.graph import analyze, extract_segment, load_model  # noqa: E402
 from splitinfer.runtime import StageSpec, deploy_stages, start_workers  # noqa: E402
-from splitinfer.runtime.client import WorkerClient  # noqa: E402
-from splitinfer.runtime.ray_launcher import device_resource, ray_start_line  # noqa: E402
+from splitinfer.runtime.launch.ray import device_resource, ray_start_line  # noqa: E402
+from splitinfer.runtime.wire.client import WorkerClient  # noqa: E402
 
 DEVICES = ("a", "b", "c")
 TOKEN = b"ray-test-token"
@@ -60,7 +60,7 @@ def _assert_no_children(wait_s: float = 15.0) -> None:
 def _cluster_doc(address: str, devices=DEVICES) -> dict:
     links = [{"from": x, "to": y, "measure": True} for i, x in enumerate(devices) for y in devices[i + 1:]]
     return {"backend": "ray", "address": address, "source": devices[0], "sink": devices[0],
-            "devices": [{"name": d, "threads": 1} for d in devices], "links": links}
+            "devices": [{"name": d, "num_threads": 1} for d in devices], "links": links}
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +160,7 @@ def test_plan_runs_on_ray_and_survives_a_node_removal(ray_cluster, model_and_seg
         outputs = session.run(None, feeds)
         np.testing.assert_allclose(outputs[0], reference[0], rtol=1e-4, atol=1e-5)
         assert session.dead_devices == {"b"}
-        launcher = session._launcher  # the Ray side noticed too: the actor's node is gone
+        launcher = session.launcher  # the Ray side noticed too: the actor's node is gone
         deadline = time.monotonic() + 10
         while launcher.is_alive("b") and time.monotonic() < deadline:
             time.sleep(0.1)

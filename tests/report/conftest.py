@@ -1,22 +1,12 @@
 """Report fixtures: a real model's blocks with plausible timings, real plans, a bench result, a report.
 
-The data makers live in ``sample.py`` (also a script that writes a sample report);
-it is loaded by path because tests are imported in importlib mode (no packages).
+The data makers live in ``helpers.report_sample`` (also a script that writes a sample report).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-_spec = importlib.util.spec_from_file_location("report_sample", Path(__file__).with_name("sample.py"))
-assert _spec is not None and _spec.loader is not None
-sample = importlib.util.module_from_spec(_spec)
-sys.modules["report_sample"] = sample
-_spec.loader.exec_module(sample)
+from helpers import report_sample as sample
 
 
 @pytest.fixture(scope="session")
@@ -42,8 +32,8 @@ def report_dir(tmp_path_factory, profile, plans, bench):
     """A full report written once from files (profile.json, plan.json, bench.json), for tests to read."""
     from splitinfer.plan import plan_to_json
     from splitinfer.profile.schema import save_profile
+    from splitinfer.records.bench import save_bench
     from splitinfer.report import write_report
-    from splitinfer.runtime.bench import save_bench
 
     inputs = tmp_path_factory.mktemp("inputs")
     save_profile(profile, inputs / "profile.json")

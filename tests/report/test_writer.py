@@ -11,8 +11,8 @@ import pytest
 
 from splitinfer import zoo
 from splitinfer.cli import main
-from splitinfer.errors import PlanError, ProfileError, SchemaError
-from splitinfer.plan import plan_to_json
+from splitinfer.errors import ModelError, PlanError, SchemaError
+from splitinfer.plan import plan_to_json, with_provenance
 from splitinfer.profile.schema import save_profile
 from splitinfer.report import write_report
 
@@ -68,7 +68,7 @@ def test_model_names_each_block_main_op(profile, tmp_path):
 
 
 def test_another_model_than_the_profiled_one_is_refused(profile, tmp_path):
-    with pytest.raises(ProfileError, match="not the profiled one"):
+    with pytest.raises(ModelError, match=r"profile was made for model .*, not resnet18"):
         write_report(profile, tmp_path, model=zoo.build_small("resnet18"))
 
 
@@ -89,7 +89,7 @@ def test_plans_and_benches_of_another_model_are_refused(profile, plans, bench, t
     fewer = msgspec.structs.replace(profile, blocks=profile.blocks[:-1], devices={})
     with pytest.raises(PlanError, match=f"the profile has {len(profile.blocks) - 1} blocks"):
         write_report(fewer, tmp_path, plans=plans)
-    other = msgspec.structs.replace(plans[0], meta={"model_sha256": "f" * 64})
+    other = with_provenance(plans[0], model_sha256="f" * 64)
     with pytest.raises(PlanError, match="is of model ffffffffffff"):
         write_report(profile, tmp_path, plans=[other])
     with pytest.raises(PlanError, match="the bench ran model ffffffffffff"):

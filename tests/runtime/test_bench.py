@@ -4,28 +4,22 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from concurrent.futures import Future
 
-import deploy_helpers as helpers  # registered by tests/conftest.py
 import msgspec
+import onnxruntime as ort
 import pytest
-from runtime_test_models import local_cluster
+from helpers import deploy as helpers
+from helpers.runtime_models import local_cluster
 
 from splitinfer.cluster import parse_cluster
 from splitinfer.errors import SchemaError
 from splitinfer.plan import Hop, Plan, Stage
-from splitinfer.runtime.bench import (
-    BenchResult,
-    bench,
-    compare_hops,
-    compare_stages,
-    decode_bench,
-    encode_bench,
-    load_bench,
-    rel_error,
-    save_bench,
-)
-from splitinfer.runtime.deploy import deploy
-from splitinfer.runtime.timing import HopTiming, RequestTiming, StageTiming
+from splitinfer.records import BenchResult, decode_bench, encode_bench, load_bench, rel_error, save_bench
+from splitinfer.runtime.bench import bench, compare_hops, compare_stages, describe_host
+from splitinfer.runtime.coordinator.deploy import deploy
+from splitinfer.runtime.coordinator.timing import HopTiming, RequestTiming, StageTiming
 
 
 def _timing(rid: int, scale: float) -> RequestTiming:
@@ -86,12 +80,12 @@ def test_bench_measures_every_request_and_stage_of_a_deployed_plan(deployed, tmp
     session, plan = deployed
     seen = []
     result = bench(
-        session, num_requests=12, warmup=2, progress=lambda done, total: seen.append((done, total))
+        session, num_requests=12, num_warmup=2, progress=lambda done, total: seen.append((done, total))
     )
     assert seen[-1] == (12, 12) and len(seen) == 12
     assert result.num_requests == 12 and len(result.latencies_s) == 12 and result.concurrency == 1
     assert result.plan == plan and result.predicted_latency_s == plan.latency_s
-    assert result.model_sha256 == plan.meta["model_sha256"] and result.model_name
+    assert result.model_sha256 == plan.provenance.model_sha256 and result.model_name
     assert result.latency_min_s <= result.latency_median_s <= result.latency_p95_s <= result.latency_max_s
     assert result.throughput_rps > 0 and result.latency_rel_error == pytest.approx(
         (plan.latency_s - result.latency_median_s) / result.latency_median_s
@@ -105,23 +99,37 @@ def test_bench_measures_every_request_and_stage_of_a_deployed_plan(deployed, tmp
     save_bench(result, path)
     assert load_bench(path) == result
     doc = json.loads(path.read_text())
-    assert doc["schema"] == 1 and len(doc["stages"]) == len(plan.stages)
+    assert doc["schema"] == 2 and len(doc["stages"]) == len(plan.stages)
 
 
-def test_bench_keeps_requests_in_flight_at_higher_concurrency(deployed):
+def test_bench_keeps_requests_in_flight_at_higher_concurrency(deployed, monkeypatch):
     session, _ = deployed
-    result = bench(session, num_requests=24, concurrency=4, warmup=0)
+    sent: list[Future] = []
+    most = 0  # the most requests sent and not yet answered, seen at any submit
+    real_submit = session.submit
+
+    def submit(*args, **kwargs) -> Future:
+        nonlocal most
+        sent.append(real_submit(*args, **kwargs))
+        most = max(most, sum(not f.done() for f in sent))
+        return sent[-1]
+
+    monkeypatch.setattr(session, "submit", submit)
+    result = bench(session, num_requests=24, concurrency=4, num_warmup=0)
     assert result.concurrency == 4 and len(result.latencies_s) == 24
-    assert result.throughput_rps > 0
+    assert len(sent) == 24 and all(f.done() for f in sent)
+    # Never past the asked concurrency, and more than one at once (a loaded machine may finish one
+    # request before the fourth is sent, so exactly 4 is not guaranteed).
+    assert 2 <= most <= 4
 
 
 def test_bench_file_of_another_version_or_malformed_is_refused(deployed, tmp_path):
     session, _ = deployed
-    result = bench(session, num_requests=2, warmup=0)
+    result = bench(session, num_requests=2, num_warmup=0)
     doc = json.loads(encode_bench(result))
     assert decode_bench(json.dumps(doc)) == result
-    with pytest.raises(SchemaError, match="schema 2"):
-        decode_bench(json.dumps({**doc, "schema": 2}))
+    with pytest.raises(SchemaError, match="schema 3, this splitinfer reads 1, 2"):
+        decode_bench(json.dumps({**doc, "schema": 3}))
     with pytest.raises(SchemaError, match="malformed"):
         decode_bench(json.dumps({**doc, "surprise": 1}))
     with pytest.raises(SchemaError, match="not valid JSON"):
@@ -130,9 +138,9 @@ def test_bench_file_of_another_version_or_malformed_is_refused(deployed, tmp_pat
         load_bench(tmp_path / "missing.json")
 
 
-def test_infinite_throughput_round_trips():
+def _tiny_result(host: dict[str, str] | None = None) -> BenchResult:
     plan = Plan("latency", (Stage("a", 0, 0, 0.0),), (), 0.0, 0.0, math.inf, 0, 0)
-    result = BenchResult(
+    return BenchResult(
         plan=plan,
         model_name="m",
         model_sha256="",
@@ -153,9 +161,24 @@ def test_infinite_throughput_round_trips():
         hops=(),
         latencies_s=(0.001,),
         date="2026-01-01T00:00:00+00:00",
-        host={},
+        host=host or {},
     )
+
+
+def test_infinite_throughput_round_trips():
+    result = _tiny_result()
     assert decode_bench(encode_bench(result)) == result
+
+
+def test_the_bench_host_is_this_machine_in_text_and_old_host_keys_still_load():
+    host = describe_host()
+    assert host["num_cpus"] == str(os.cpu_count()) and host["onnxruntime"] == ort.__version__
+    assert "num_physical_cpus" in host and all(isinstance(v, str) for v in host.values())
+    doc = json.loads(encode_bench(_tiny_result(host=host)))
+    assert decode_bench(json.dumps(doc)).host == host
+    old = {"hostname": "h", "os": "Linux-6.1", "machine": "x86_64", "cpu_count": "2", "python": "3.11.7",
+           "onnxruntime": "1.17.1"}  # what bench.json files written before host_info() hold
+    assert decode_bench(json.dumps({**doc, "host": old})).host == old
 
 
 def test_predicted_throughput_is_a_closed_loop_bound():

@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from splitinfer.errors import TransportError
-from splitinfer.runtime import codec
+from splitinfer.runtime.wire import auth, codec, messages
 
 DTYPES = sorted(codec.ALLOWED_DTYPES)
 
 
-def _infer() -> codec.Infer:
-    return codec.Infer(request_id=7, deployment_id="d", stage=1, deadline_unix_s=1e12)
+def _infer() -> messages.Infer:
+    return messages.Infer(request_id=7, deployment_id="d", stage=1, deadline_unix_s=1e12)
 
 
 @given(st.lists(hnp.arrays(st.sampled_from(DTYPES), hnp.array_shapes(min_dims=0, max_dims=4, min_side=0,
@@ -72,12 +72,12 @@ def test_the_head_carries_the_send_time_taken_after_encoding():
     frames = codec.encode(_infer(), b"k", arrays=[("x", np.ones(1000, np.float32))])
     after = time.time()
     assert before <= codec.decode(frames, b"k").sent_unix_s <= after
-    header = codec.msgspec.msgpack.encode(codec.Health())
+    header = codec.msgspec.msgpack.encode(messages.Health())
     assert codec.decode([codec.pack_head(None, header, sent_unix_s=12.5)], None).sent_unix_s == 12.5
 
 
 def test_blobs_round_trip_beside_tensors():
-    frames = codec.encode(codec.Echo(), None, blobs=[b"abc", b""], arrays=[("s", np.array(2.5))])
+    frames = codec.encode(messages.Echo(), None, blobs=[b"abc", b""], arrays=[("s", np.array(2.5))])
     msg = codec.decode(frames, None)
     assert [bytes(b) for b in msg.blobs] == [b"abc", b""]
     assert msg.arrays["s"].shape == () and msg.arrays["s"] == 2.5
@@ -94,7 +94,7 @@ def test_mac_authenticates_the_header_and_never_carries_the_token():
     assert tampered.header.request_id == 8  # still a valid header: only the MAC can tell
     assert not codec.decode([bytes(head), *frames[1:]], b"secret-token").authenticated
     late = bytearray(frames[0])
-    late[codec.MAC_BYTES:codec.MAC_BYTES + 8] = np.float64(2e9).tobytes()  # the send time is covered too
+    late[auth.MAC_BYTES:auth.MAC_BYTES + 8] = np.float64(2e9).tobytes()  # the send time is covered too
     assert not codec.decode([bytes(late), *frames[1:]], b"secret-token").authenticated
     unsigned = codec.encode(_infer(), None, arrays=[("x", np.ones(3, np.float32))])
     assert not codec.decode(unsigned, b"secret-token").authenticated
@@ -125,11 +125,11 @@ def test_validation_names_the_fault():
     assert _code(good, max_frame_bytes=8) == "oversized"
     huge = bytes(codec.HEAD_PREFIX_BYTES - 4) + (codec.MAX_HEADER_BYTES + 1).to_bytes(4, "little")
     assert _code([huge]) == "oversized"
-    header = codec.msgspec.structs.replace(_infer(), tensors=[codec.TensorMeta("x", "object", (1,))])
+    header = codec.msgspec.structs.replace(_infer(), tensors=[messages.TensorMeta("x", "object", (1,))])
     assert _code([_head(header), b"12345678"]) == "dtype"
-    negative = codec.msgspec.structs.replace(_infer(), tensors=[codec.TensorMeta("x", "uint8", (-1,))])
+    negative = codec.msgspec.structs.replace(_infer(), tensors=[messages.TensorMeta("x", "uint8", (-1,))])
     assert _code([_head(negative), b""]) == "shape"
-    inline = codec.msgspec.structs.replace(_infer(), tensors=[codec.TensorMeta("x", "uint8", (9,), True)])
+    inline = codec.msgspec.structs.replace(_infer(), tensors=[messages.TensorMeta("x", "uint8", (9,), True)])
     assert _code([_head(inline)]) == "shape"  # inline tensor past the end of the head
     small = codec.encode(_infer(), None, arrays=[("x", np.ones(3, np.float32))])
     assert _code([small[0] + b"tail"]) == "malformed"  # bytes after the last inline tensor

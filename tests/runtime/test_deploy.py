@@ -7,16 +7,18 @@ import os
 import signal
 import time
 
-import deploy_helpers as helpers  # registered by tests/conftest.py
 import msgspec
 import numpy as np
 import psutil
 import pytest
-from runtime_test_models import local_cluster
+from helpers import deploy as helpers
+from helpers.runtime_models import local_cluster
 
 from splitinfer.errors import ModelError, PlanError, SplitinferError
-from splitinfer.plan import Constraints, plan_to_json
-from splitinfer.runtime.deploy import build_stages, cut_blocks, deploy, load_plan
+from splitinfer.plan import Constraints, plan_to_json, with_provenance
+from splitinfer.profile.blocks import cut_as_profiled
+from splitinfer.records.plans import load_plan
+from splitinfer.runtime.coordinator.deploy import build_stages, deploy
 
 DEVICES = ["a", "b", "c"]
 DEADLINE_S = 8.0
@@ -67,7 +69,7 @@ def test_deployed_plan_equals_the_whole_model_and_survives_failures(setup):
         assert session.num_replans >= 1
         assert "b" not in {s.device for s in session.plan.stages}
         assert [s.device for s in session.stages] == [s.device for s in session.plan.stages]
-        assert session.plan.meta["model_sha256"] == profile.model.sha256
+        assert session.plan.provenance.model_sha256 == profile.model.sha256
 
         os.kill(session.worker_pids["c"], signal.SIGKILL)
         _wait_dead(session, "c")
@@ -91,7 +93,7 @@ def test_deployed_plan_equals_the_whole_model_and_survives_failures(setup):
 
 def test_without_a_profile_the_plan_deploys_with_default_blocks(setup, tmp_path):
     data, cluster, _, _, ref = setup
-    blocks = cut_blocks(data)
+    blocks = cut_as_profiled(data, None)
     assert blocks.analysis.num_blocks > 2
     # a plan over the default blocks, written by hand: first block on a, the rest on c
     from splitinfer.plan import Hop, Plan, Stage
@@ -121,7 +123,7 @@ def test_a_plan_for_another_model_is_refused(setup):
     other = helpers.model_bytes("mobilenetv2")
     with pytest.raises(ModelError, match="profile was made for model resnet18"):
         deploy(plan, cluster, other, profile=profile)
-    stamped = msgspec.structs.replace(plan, meta={"model_sha256": "0" * 64, "model": "other"})
+    stamped = with_provenance(plan, model_sha256="0" * 64, model="other")
     with pytest.raises(ModelError, match="plan was made for model other"):
         deploy(stamped, cluster, data, profile=profile)
 
@@ -138,7 +140,7 @@ def test_a_plan_that_does_not_cover_the_blocks_is_refused(setup):
 
 def test_stages_chain_and_plan_files_load_by_rank(setup, tmp_path):
     data, _, profile, plan, _ = setup
-    blocks = cut_blocks(data, profile)
+    blocks = cut_as_profiled(data, profile)
     stages = build_stages(plan, blocks)
     for a, b in itertools.pairwise(stages):
         assert {t.name for t in a.outputs} == {t.name for t in b.inputs}

@@ -11,10 +11,10 @@ import time
 import numpy as np
 import pytest
 import zmq
-from runtime_test_models import heavy_parts, local_cluster, mlp_parts, stages_on, whole_and_parts
+from helpers.runtime_models import heavy_parts, local_cluster, mlp_parts, stages_on, whole_and_parts
 
 from splitinfer.runtime import LinkShaper, deploy_stages
-from splitinfer.runtime.link import LinkSender
+from splitinfer.runtime.wire.link import LinkSender
 
 
 def test_shaper_serialises_bytes_and_overlaps_latency():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -10,17 +11,19 @@ import socket
 import threading
 import time
 
-import deploy_helpers as helpers  # registered by tests/conftest.py
 import httpx
 import numpy as np
 import pytest
 import uvicorn
-from runtime_test_models import heavy_parts, local_cluster, mlp_parts, stages_on, whole_and_parts
+from helpers import deploy as helpers
+from helpers.runtime_models import heavy_parts, local_cluster, mlp_parts, stages_on, whole_and_parts
 from starlette.testclient import TestClient
 
+from splitinfer.errors import ShapeError
 from splitinfer.runtime import deploy_stages
-from splitinfer.runtime.deploy import deploy
+from splitinfer.runtime.coordinator.deploy import deploy
 from splitinfer.runtime.gateway import make_app
+from splitinfer.types import TensorSpec
 
 NPY = {"content-type": "application/x-npy"}
 
@@ -220,3 +223,26 @@ def test_uvicorn_serves_the_app_over_real_http(served):
         server.should_exit = True
         thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+def test_a_stage_that_rejects_its_inputs_gives_shape_error_and_400():
+    # The partitions take batch 1; stage 0 declares a dynamic batch, so the session lets a batch of 3
+    # through and the worker's ONNX Runtime rejects it: a stage-side bad input.
+    _, parts = whole_and_parts(mlp_parts(2, width=16, batch=1))
+    stages = stages_on(parts, ["a", "b"])
+    loose = tuple(TensorSpec(s.name, s.dtype, (-1, *s.shape[1:])) for s in stages[0].inputs)
+    stages[0] = dataclasses.replace(stages[0], inputs=loose)
+    x = np.zeros((3, 16), np.float32)
+    with deploy_stages(stages, local_cluster(["a", "b"]), timeout_s=5.0) as session:
+        with pytest.raises(ShapeError, match="rejects its inputs"):
+            session.run(None, {loose[0].name: x})
+        # The same class through one worker's client:
+        with session.worker_client("a") as single, pytest.raises(ShapeError, match="rejects its inputs"):
+            single.time_partition(stages[0].model_bytes, {loose[0].name: x}, min_runs=1, max_runs=1)
+        client = TestClient(make_app(session))
+        reply = client.post("/v1/infer", content=_npy(x), headers=NPY)
+        assert reply.status_code == 400 and "rejects its inputs" in reply.json()["error"]
+        errors = parse_metrics(client.get("/metrics").text)
+        assert errors['splitinfer_request_errors_total{kind="bad_input"}'] == 1
+        ok = client.post("/v1/infer", content=_npy(np.zeros((1, 16), np.float32)), headers=NPY)
+        assert ok.status_code == 200

@@ -9,7 +9,7 @@ from concurrent.futures import Future
 import pytest
 import zmq
 
-from splitinfer.runtime.inbox import Inbox
+from splitinfer.runtime.coordinator._inbox import Inbox
 
 
 class Harness:

@@ -8,16 +8,18 @@ import time
 import numpy as np
 import pytest
 import zmq
-from runtime_test_models import mlp_parts, whole_and_parts
+from helpers.runtime_models import mlp_parts, whole_and_parts
 
-from splitinfer.runtime import WorkerClient, codec
-from splitinfer.runtime.heartbeat import Heartbeat
-from splitinfer.runtime.worker import Worker, WorkerConfig, parse_config
+from splitinfer.runtime import WorkerClient
+from splitinfer.runtime.coordinator._heartbeat import Heartbeat
+from splitinfer.runtime.device.config import WorkerConfig, parse_config
+from splitinfer.runtime.device.worker import Worker
+from splitinfer.runtime.wire import codec, messages
 
 
 @pytest.fixture
 def worker():
-    w = Worker(WorkerConfig(name="inproc", listen="tcp://127.0.0.1:*", threads=1), b"tok")
+    w = Worker(WorkerConfig(name="inproc", listen="tcp://127.0.0.1:*", num_threads=1), b"tok")
     thread = threading.Thread(target=w.run_forever, daemon=True)
     thread.start()
     yield w, thread
@@ -29,7 +31,8 @@ def test_in_process_worker_profiles_and_stops(worker):
     w, thread = worker
     _, parts = whole_and_parts(mlp_parts(1, width=8, batch=2))
     with WorkerClient(w.address, b"tok") as client:
-        result = client.profile(parts[0][0], {"t0": np.ones((2, 8), np.float32)}, min_runs=3, max_runs=3)
+        feeds = {"t0": np.ones((2, 8), np.float32)}
+        result = client.time_partition(parts[0][0], feeds, min_runs=3, max_runs=3)
         assert len(result.times_s) == 3
         client.shutdown()
     thread.join(5)
@@ -71,7 +74,7 @@ def test_heartbeat_trusts_process_exit_at_once():
 def test_worker_flags_come_from_the_config_fields():
     config = parse_config(["--name", "n", "--providers", "A,B", "C", "--threads", "2",
                            "--max-frame-bytes", "2MiB"])
-    assert config == WorkerConfig(name="n", providers=("A", "B", "C"), threads=2, max_frame_bytes=2 << 20)
+    assert config == WorkerConfig(name="n", providers=("A", "B", "C"), num_threads=2, max_frame_bytes=2 << 20)
     with pytest.raises(SystemExit):
         parse_config([])
     assert WorkerConfig(name="x").max_frame_bytes == codec.DEFAULT_MAX_FRAME_BYTES
@@ -79,11 +82,11 @@ def test_worker_flags_come_from_the_config_fields():
 
 def _deploy(client: WorkerClient, deployment_id: str, part, result_address: str, slowdown: float) -> None:
     model, inputs, outputs = part
-    client.request(codec.Deploy(
+    client.request(messages.Deploy(
         deployment_id=deployment_id, stage=0, device="inproc", slowdown=slowdown,
-        inputs=[codec.TensorMeta(s.name, s.dtype, s.shape) for s in inputs],
-        outputs=[codec.TensorMeta(s.name, s.dtype, s.shape) for s in outputs],
-        route=codec.Route(result_address, True), reply_to=result_address), blobs=[model])
+        inputs=[messages.TensorMeta(s.name, s.dtype, s.shape) for s in inputs],
+        outputs=[messages.TensorMeta(s.name, s.dtype, s.shape) for s in outputs],
+        route=messages.Route(result_address, True), reply_to=result_address), blobs=[model])
 
 
 def test_short_stages_run_on_the_io_thread_yet_wait_behind_a_long_one(worker):
@@ -102,11 +105,11 @@ def test_short_stages_run_on_the_io_thread_yet_wait_behind_a_long_one(worker):
         x = np.ones((2, 8), np.float32)
 
         def send(deployment_id: str, request_id: int) -> None:
-            header = codec.Infer(request_id=request_id, deployment_id=deployment_id, stage=0,
+            header = messages.Infer(request_id=request_id, deployment_id=deployment_id, stage=0,
                                  deadline_unix_s=time.time() + 30)
             sender.send_multipart(codec.encode(header, b"tok", arrays=[("t0", x)]))
 
-        def result() -> codec.Message:
+        def result() -> messages.Message:
             assert coordinator.poll(10_000), "no result"
             return codec.decode(coordinator.recv_multipart(), b"tok")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from runtime_test_models import local_cluster, mlp_parts, stages_on, whole_and_parts
+from helpers.runtime_models import local_cluster, mlp_parts, stages_on, whole_and_parts
 
 from splitinfer.cluster import parse_cluster
 from splitinfer.errors import WorkerError
@@ -23,12 +23,8 @@ HERE = Path(__file__).resolve().parent
 
 COORDINATOR = textwrap.dedent("""
     import json, sys, threading, time
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("runtime_test_models", {models!r})
-    models = sys.modules["runtime_test_models"] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(models)
-    local_cluster, mlp_parts = models.local_cluster, models.mlp_parts
-    stages_on, whole_and_parts = models.stages_on, models.whole_and_parts
+    sys.path.insert(0, {tests!r})
+    from helpers.runtime_models import local_cluster, mlp_parts, stages_on, whole_and_parts
     from splitinfer.runtime import deploy_stages
 
     def start():
@@ -60,7 +56,7 @@ def _gone(pids, timeout_s: float) -> bool:
 
 def _coordinator(tmp_path: Path, in_thread: bool) -> tuple[subprocess.Popen, list[int]]:
     script = tmp_path / "coordinator.py"
-    script.write_text(COORDINATOR.format(models=str(HERE / "models.py"), in_thread=in_thread))
+    script.write_text(COORDINATOR.format(tests=str(HERE.parent), in_thread=in_thread))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     line = proc.stdout.readline().decode()
     assert line, "the coordinator did not start"

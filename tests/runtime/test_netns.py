@@ -8,13 +8,13 @@ import subprocess
 import msgspec
 import numpy as np
 import pytest
-from runtime_test_models import local_cluster, mlp_parts, stages_on, whole_and_parts
+from helpers.runtime_models import local_cluster, mlp_parts, stages_on, whole_and_parts
 
 from splitinfer.cluster import parse_cluster
 from splitinfer.errors import ClusterError
 from splitinfer.runtime import deploy_stages
-from splitinfer.runtime.netns import netns_unavailable_reason
-from splitinfer.runtime.pipeline import link_shaping
+from splitinfer.runtime.coordinator.pipeline import link_shaping
+from splitinfer.runtime.launch.netns import netns_unavailable_reason
 
 REASON = netns_unavailable_reason()
 

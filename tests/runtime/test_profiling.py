@@ -12,17 +12,18 @@ import pytest
 
 from splitinfer import zoo
 from splitinfer.cluster import Device, parse_cluster
-from splitinfer.errors import ProfileError
+from splitinfer.errors import ModelError, ProfileError
 from splitinfer.profile.profiler import ProfileInterrupted, ProfileSettings, ProfileWarning, prepare_model
 from splitinfer.profile.schema import decode_profile, encode_profile
 from splitinfer.profile.segments import corrected_profile
-from splitinfer.runtime.launcher import launch_local_workers
-from splitinfer.runtime.profiling import profile_cluster, refine
+from splitinfer.runtime.launch.local import launch_local_workers
+from splitinfer.runtime.profiling import profile_cluster
+from splitinfer.runtime.refine import refine
 
-FAST = ProfileSettings(budget_s=0.5, warmup=1, min_runs=5, max_runs=40)
+FAST = ProfileSettings(budget_s=0.5, num_warmup=1, min_runs=5, max_runs=40)
 CLUSTER = {
-    "devices": [{"name": "camera", "threads": 1, "slowdown": 3}, {"name": "edge", "threads": 1},
-                {"name": "cloud", "threads": 1}],
+    "devices": [{"name": "camera", "num_threads": 1, "slowdown": 3}, {"name": "edge", "num_threads": 1},
+                {"name": "cloud", "num_threads": 1}],
     "links": [{"from": "camera", "to": "edge", "bandwidth": "20Mbit/s", "latency": "5ms"},
               {"from": "edge", "to": "cloud", "measure": True}],
 }
@@ -47,7 +48,7 @@ def test_every_device_profiled_and_the_file_round_trips(profiled):
         assert all(b is not None and b.median_s > 0 for b in device.blocks), name
         assert device.whole_model is not None and device.whole_model.median_s > 0
         assert device.memory_bytes and device.memory_bytes > 0
-        assert device.threads == 1 and device.host.get("complete") is None
+        assert device.num_threads == 1 and device.host.get("complete") is None
         assert device.versions["onnxruntime"]
     assert profile.devices["camera"].host["slowdown"] == 3
     assert decode_profile(encode_profile(profile)) == profile
@@ -88,10 +89,10 @@ def test_refine_measures_the_plans_segments_until_stable(profiled, prepared, in_
         assert stage.compute_s == pytest.approx(sum(b.median_s for b in blocks))
     assert [d.blocks for d in refined.devices.values()] == [d.blocks for d in profile.devices.values()]
     if not in_pipeline:
-        assert "hop_overhead_ms" not in plan.meta
+        assert plan.provenance.hop_overheads == ()
         assert refined.hop_overhead_s == profile.hop_overhead_s
     elif any(s.device != cluster.source for s in plan.stages):  # its hops ran: their overhead is known
-        assert "hop_overhead_ms" in plan.meta
+        assert plan.provenance.hop_overheads
         assert refined.hop_overhead_s > 0  # kept in the profile, so later plans include it
 
 
@@ -107,6 +108,17 @@ def test_refine_that_does_not_settle_keeps_its_last_plan_measured(profiled, prep
                    for g in refined.devices[stage.device].segments)
 
 
+def test_refine_refuses_another_model_or_other_blocks_before_any_worker_starts(profiled, prepared):
+    cluster, profile = profiled
+    before = psutil.Process().children(recursive=True)
+    with pytest.raises(ModelError, match="profile was made for model"):
+        refine(profile, cluster, zoo.build_small("mobilenetv2").SerializeToString())
+    other_blocks = prepare_model(prepared.model, max_blocks=3)
+    with pytest.raises(ModelError, match="splits into 3 blocks here, the profile has 6"):
+        refine(profile, cluster, None, prepared=other_blocks)
+    assert psutil.Process().children(recursive=True) == before
+
+
 def _without_segments(profile):
     return msgspec.structs.replace(profile, devices={
         n: msgspec.structs.replace(d, segments=()) for n, d in profile.devices.items()})
@@ -114,9 +126,9 @@ def _without_segments(profile):
 
 def test_a_device_that_disappears_is_named_and_the_others_kept(prepared):
     token = b"t" * 32
-    with launch_local_workers([Device("gone", threads=1)], token) as remote:
+    with launch_local_workers([Device("gone", num_threads=1)], token) as remote:
         pid = remote.pids["gone"]
-        cluster = parse_cluster({"devices": [{"name": "here", "threads": 1},
+        cluster = parse_cluster({"devices": [{"name": "here", "num_threads": 1},
                                              {"name": "gone", "address": remote.workers["gone"].address}]})
 
         def kill_at_block_2(device: str, done: int, total: int, what: str) -> None:
@@ -140,7 +152,7 @@ def test_no_device_left_is_an_error(prepared):
 
 
 def test_ctrl_c_keeps_what_was_measured(prepared):
-    cluster = parse_cluster({"devices": [{"name": "a", "threads": 1}, {"name": "b", "threads": 1}]})
+    cluster = parse_cluster({"devices": [{"name": "a", "num_threads": 1}, {"name": "b", "num_threads": 1}]})
 
     def interrupt_at_block_2(device: str, done: int, total: int, what: str) -> None:
         if device == "a" and done == 2:

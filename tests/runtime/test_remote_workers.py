@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from runtime_test_models import mlp_parts, stages_on, whole_and_parts
+from helpers.runtime_models import mlp_parts, stages_on, whole_and_parts
 
 from splitinfer.cluster import parse_cluster
 from splitinfer.errors import AuthError, ClusterError
@@ -24,8 +24,8 @@ def edge(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("edge")
     token_file = tmp / "token.txt"
     token_file.write_text(TOKEN + "\n")
-    proc = subprocess.Popen([sys.executable, "-m", "splitinfer.runtime.worker", "--name", "edge", "--listen",
-                             "tcp://127.0.0.1:*", "--threads", "1", "--token-file", str(token_file)],
+    proc = subprocess.Popen([sys.executable, "-m", "splitinfer.runtime.device", "--name", "edge", "--listen",
+                             "tcp://127.0.0.1:*", "--num-threads", "1", "--token-file", str(token_file)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     line = proc.stdout.readline().decode().strip()
     assert line.startswith("READY ")
@@ -37,7 +37,7 @@ def edge(tmp_path_factory):
 
 def _cluster(address: str, token_file: Path | None, name: str = "edge"):
     doc = {"backend": "workers", "source": "camera",
-           "devices": [{"name": "camera", "threads": 1}, {"name": name, "address": address}],
+           "devices": [{"name": "camera", "num_threads": 1}, {"name": name, "address": address}],
            "links": [{"from": "camera", "to": name, "bandwidth": "1Gbit/s", "latency": "1ms"}]}
     if token_file is not None:
         doc["token_file"] = str(token_file)

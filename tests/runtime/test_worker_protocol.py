@@ -12,11 +12,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import zmq
+from helpers.runtime_models import make_model, mlp_parts, whole_and_parts
 from onnx import helper
-from runtime_test_models import make_model, mlp_parts, whole_and_parts
 
-from splitinfer.errors import AuthError, ModelError, WorkerError
-from splitinfer.runtime import WorkerClient, codec
+from splitinfer.errors import AuthError, ErrorCode, ModelError, WorkerError
+from splitinfer.runtime import PartitionTiming, WorkerClient
+from splitinfer.runtime.wire import codec, messages
 from splitinfer.types import TensorSpec
 
 TOKEN = b"test-token-0123456789"
@@ -28,7 +29,7 @@ def _start_worker(tmp: Path, name: str, *extra: str) -> tuple[subprocess.Popen, 
     token_file.write_bytes(TOKEN + b"\n")
     exe = Path(sys.executable).parent / "splitinfer"
     proc = subprocess.Popen([str(exe), "worker", "--name", name, "--listen", "tcp://127.0.0.1:*",
-                             "--threads", "1", "--token-file", str(token_file), *extra],
+                             "--num-threads", "1", "--token-file", str(token_file), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     line = proc.stdout.readline().decode().strip()
     assert line.startswith("READY "), line
@@ -59,11 +60,11 @@ class Peer:
         port = self.coordinator.bind_to_random_port("tcp://127.0.0.1")
         self.coordinator_address = f"tcp://127.0.0.1:{port}"
 
-    def reply(self, timeout_s: float = 10.0) -> codec.Message:
+    def reply(self, timeout_s: float = 10.0) -> messages.Message:
         assert self.dealer.poll(int(timeout_s * 1000)), "no reply from the worker"
         return codec.decode(self.dealer.recv_multipart(), TOKEN)
 
-    def at_coordinator(self, timeout_s: float = 10.0) -> codec.Message:
+    def at_coordinator(self, timeout_s: float = 10.0) -> messages.Message:
         assert self.coordinator.poll(int(timeout_s * 1000)), "nothing reached the coordinator"
         return codec.decode(self.coordinator.recv_multipart(), TOKEN)
 
@@ -82,18 +83,18 @@ def deployed(workers):
     model, inputs, outputs = parts[0]
     peer = Peer(workers[0])
     with WorkerClient(workers[0], TOKEN) as client:
-        client.request(codec.Deploy(
-            deployment_id="dep", stage=0, device="w", inputs=[codec.TensorMeta(s.name, s.dtype, s.shape)
+        client.request(messages.Deploy(
+            deployment_id="dep", stage=0, device="w", inputs=[messages.TensorMeta(s.name, s.dtype, s.shape)
                                                               for s in inputs],
-            outputs=[codec.TensorMeta(s.name, s.dtype, s.shape) for s in outputs],
-            route=codec.Route(peer.coordinator_address, True), reply_to=peer.coordinator_address),
+            outputs=[messages.TensorMeta(s.name, s.dtype, s.shape) for s in outputs],
+            route=messages.Route(peer.coordinator_address, True), reply_to=peer.coordinator_address),
             blobs=[model])
     yield peer, whole, model
     peer.close()
 
 
-def _infer(**kw) -> codec.Infer:
-    return codec.Infer(**{"request_id": 1, "deployment_id": "dep", "stage": 0,
+def _infer(**kw) -> messages.Infer:
+    return messages.Infer(**{"request_id": 1, "deployment_id": "dep", "stage": 0,
                           "deadline_unix_s": time.time() + 30, **kw})
 
 
@@ -106,7 +107,7 @@ def _assert_serves(peer: Peer, whole: bytes, seed: int) -> None:
     peer.dealer.send_multipart(codec.encode(_infer(request_id=1000 + seed), TOKEN, arrays=[("t0", x)]),
                                copy=False)
     msg = peer.at_coordinator()
-    assert isinstance(msg.header, codec.Result) and msg.header.request_id == 1000 + seed
+    assert isinstance(msg.header, messages.Outputs) and msg.header.request_id == 1000 + seed
     assert msg.authenticated
     (expected,) = ort.InferenceSession(whole).run(None, {"t0": x})
     np.testing.assert_allclose(msg.arrays["t1"], expected, atol=1e-5)
@@ -129,9 +130,9 @@ def _bad_messages(model: bytes) -> list[tuple[str, list, str]]:
     """(what, frames, expected error code) for every kind of malformed input."""
     x = _x()
     good = codec.encode(_infer(), TOKEN, arrays=[("t0", x)])
-    meta = codec.TensorMeta("t0", "float32", (2, 16))
-    deploy = codec.Deploy(deployment_id="dep2", stage=0, device="w", inputs=[meta], outputs=[meta],
-                          route=codec.Route("tcp://127.0.0.1:9", True), reply_to="tcp://127.0.0.1:9")
+    meta = messages.TensorMeta("t0", "float32", (2, 16))
+    deploy = messages.Deploy(deployment_id="dep2", stage=0, device="w", inputs=[meta], outputs=[meta],
+                          route=messages.Route("tcp://127.0.0.1:9", True), reply_to="tcp://127.0.0.1:9")
     return [
         ("one empty frame", [b""], "malformed"),
         ("one garbage frame", [b"\x00garbage"], "malformed"),
@@ -154,14 +155,14 @@ def _bad_messages(model: bytes) -> list[tuple[str, list, str]]:
         ("duplicate tensor names", codec.encode(_infer(), TOKEN, arrays=[("t0", x), ("t0", x)]), "malformed"),
         ("blob length lies", _signed(_raw_header({"kind": "echo", "request_id": 1, "blobs": [10]}), b"abc"),
          "malformed"),
-        ("oversized frame", codec.encode(codec.Echo(), TOKEN, blobs=[bytes(MAX_FRAME + 1)]), "oversized"),
+        ("oversized frame", codec.encode(messages.Echo(), TOKEN, blobs=[bytes(MAX_FRAME + 1)]), "oversized"),
         ("oversized header", [bytes(codec.HEAD_PREFIX_BYTES - 4)
                               + (codec.MAX_HEADER_BYTES + 1).to_bytes(4, "little")], "oversized"),
         ("deploy without token", codec.encode(deploy, None, blobs=[model]), "auth"),
         ("deploy with a wrong token", codec.encode(deploy, b"wrong", blobs=[model]), "auth"),
         ("infer without token", codec.encode(_infer(), None, arrays=[("t0", x)]), "auth"),
         ("infer with a wrong token", codec.encode(_infer(), b"wrong", arrays=[("t0", x)]), "auth"),
-        ("info without token", codec.encode(codec.Info(), None), "auth"),
+        ("info without token", codec.encode(messages.Info(), None), "auth"),
         ("unknown stage", codec.encode(_infer(stage=5), TOKEN, arrays=[("t0", x)]), "unknown_stage"),
         ("unknown deployment", codec.encode(_infer(deployment_id="nope"), TOKEN, arrays=[("t0", x)]),
          "unknown_stage"),
@@ -175,15 +176,15 @@ def _bad_messages(model: bytes) -> list[tuple[str, list, str]]:
         ("deploy of garbage bytes", codec.encode(deploy, TOKEN, blobs=[b"not an onnx model"]), "model"),
         ("deploy without model", codec.encode(deploy, TOKEN), "malformed"),
         ("deploy with mismatched specs", codec.encode(
-            msgspec.structs.replace(deploy, inputs=[codec.TensorMeta("other", "float32", (2, 16))]), TOKEN,
+            msgspec.structs.replace(deploy, inputs=[messages.TensorMeta("other", "float32", (2, 16))]), TOKEN,
             blobs=[model]), "model"),
         ("deploy with slowdown < 1", codec.encode(msgspec.structs.replace(deploy, slowdown=0.5), TOKEN,
                                                   blobs=[model]), "malformed"),
-        ("a result sent to a worker", codec.encode(codec.Result(deployment_id="dep"), TOKEN), "unexpected"),
-        ("profile of garbage bytes", codec.encode(codec.Profile(), TOKEN, blobs=[b"junk"]), "model"),
-        ("profile with wrong feeds", codec.encode(codec.Profile(), TOKEN, blobs=[model],
+        ("outputs sent to a worker", codec.encode(messages.Outputs(deployment_id="d"), TOKEN), "unexpected"),
+        ("profile of garbage bytes", codec.encode(messages.TimePartition(), TOKEN, blobs=[b"junk"]), "model"),
+        ("profile with wrong feeds", codec.encode(messages.TimePartition(), TOKEN, blobs=[model],
                                                   arrays=[("nope", x)]), "input"),
-        ("probe of a bad address", codec.encode(codec.Probe(address="http://x", sizes_bytes=[1]), TOKEN),
+        ("probe of a bad address", codec.encode(messages.Probe(address="http://x", sizes_bytes=[1]), TOKEN),
          "malformed"),
     ]
 
@@ -191,12 +192,14 @@ def _bad_messages(model: bytes) -> list[tuple[str, list, str]]:
 def test_every_malformed_message_gets_an_error_reply_and_the_worker_keeps_serving(deployed):
     peer, whole, model = deployed
     cases = _bad_messages(model)
-    assert len(cases) >= 20
+    # the cases earn every code a bad message can; "failed" is the worker's own failure, and
+    # "unknown_kind" cannot be earned: the decoder already rejects a kind it does not know as malformed
+    assert {code for *_, code in cases} == {c.value for c in ErrorCode} - {"failed", "unknown_kind"}
     _assert_serves(peer, whole, 0)
     for k, (what, frames, code) in enumerate(cases, start=1):
         peer.dealer.send_multipart(frames)
         reply = peer.reply()
-        assert isinstance(reply.header, codec.ErrorReply), what
+        assert isinstance(reply.header, messages.ErrorReply), what
         assert reply.header.code == code, (what, reply.header)
         assert reply.header.problem, what
         peer.drain_coordinator()  # stage errors are copied to the coordinator too
@@ -209,7 +212,7 @@ def test_stage_errors_also_reach_the_coordinator(deployed):
     peer.dealer.send_multipart(codec.encode(_infer(request_id=77), TOKEN, arrays=[("t0", _x()[:1])]))
     assert peer.reply().header.code == "input"
     copy = peer.at_coordinator().header
-    assert isinstance(copy, codec.ErrorReply) and copy.request_id == 77 and copy.stage == 0
+    assert isinstance(copy, messages.ErrorReply) and copy.request_id == 77 and copy.stage == 0
 
 
 def test_health_needs_no_token_but_everything_else_does(workers):
@@ -226,12 +229,14 @@ def test_info_echo_profile_and_probe(workers):
     with WorkerClient(workers[0], TOKEN) as client:
         info = client.info()
         assert info["name"] == "w" and info["num_cpus"] >= 1 and info["memory_total_bytes"] > 0
+        assert info["num_threads"] == 1 and info["num_physical_cpus"] >= 1 and "hostname" in info
         assert "CPUExecutionProvider" in info["available_providers"]
         assert info["versions"]["onnxruntime"] == ort.__version__
         assert 0 < client.echo(100_000) < 5
         x = _x()
-        result = client.profile(parts[0][0], {"t0": x}, min_runs=7, max_runs=7, slowdown=2.0,
+        result = client.time_partition(parts[0][0], {"t0": x}, min_runs=7, max_runs=7, slowdown=2.0,
                                 return_outputs=True)
+        assert isinstance(result, PartitionTiming)  # the same record as timing in process gives
         assert len(result.compute_times_s) == 7 and all(t > 0 for t in result.compute_times_s)
         assert result.times_s == pytest.approx([2 * t for t in result.compute_times_s])
         (expected,) = ort.InferenceSession(whole).run(None, {"t0": x})
@@ -241,22 +246,23 @@ def test_info_echo_profile_and_probe(workers):
         with pytest.raises(WorkerError, match="did not answer"):
             client.probe("tcp://127.0.0.1:9", [10], num_repeats=1, timeout_s=0.3)
         with pytest.raises(ModelError):
-            client.profile(b"junk", {"t0": x})
+            client.time_partition(b"junk", {"t0": x})
         assert client.health()["name"] == "w"
 
 
 def test_a_stage_with_several_dtypes_deploys_and_checks_its_signature(workers):
-    meta = [codec.TensorMeta("ids", "int64", (3,)), codec.TensorMeta("mask", "bool", (3,))]
+    meta = [messages.TensorMeta("ids", "int64", (3,)), messages.TensorMeta("mask", "bool", (3,))]
     model = make_model([helper.make_node("Identity", ["ids"], ["ids_o"]),
                         helper.make_node("Not", ["mask"], ["mask_o"])],
                        [TensorSpec("ids", "int64", (3,)), TensorSpec("mask", "bool", (3,))],
                        [TensorSpec("ids_o", "int64", (3,)), TensorSpec("mask_o", "bool", (3,))])
     with WorkerClient(workers[1], TOKEN) as client:
-        outs = [codec.TensorMeta("ids_o", "int64", (3,)), codec.TensorMeta("mask_o", "bool", (3,))]
-        deploy = codec.Deploy(deployment_id="mixed", stage=0, device="peer", inputs=meta, outputs=outs,
-                              route=codec.Route("tcp://127.0.0.1:9", True), reply_to="tcp://127.0.0.1:9")
+        outs = [messages.TensorMeta("ids_o", "int64", (3,)), messages.TensorMeta("mask_o", "bool", (3,))]
+        deploy = messages.Deploy(deployment_id="mixed", stage=0, device="peer", inputs=meta, outputs=outs,
+                              route=messages.Route("tcp://127.0.0.1:9", True), reply_to="tcp://127.0.0.1:9")
         assert client.request(deploy, blobs=[model]).header.data["create_s"] > 0
-        wrong = msgspec.structs.replace(deploy, outputs=[outs[0], codec.TensorMeta("mask_o", "int64", (3,))])
+        mask = messages.TensorMeta("mask_o", "int64", (3,))
+        wrong = msgspec.structs.replace(deploy, outputs=[outs[0], mask])
         with pytest.raises(ModelError, match="outputs"):
             client.request(wrong, blobs=[model])
         assert client.undeploy("mixed") == 1

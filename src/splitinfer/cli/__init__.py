@@ -2,6 +2,9 @@
 
 Each command group lives in its own module and registers itself on ``app``;
 this module only turns :class:`SplitinferError` into one line and exit code 2.
+Groups: ``zoo_cmds``, ``graph_cmds`` (inspect, split), ``profile_cmds``, ``plan_cmds``,
+``runtime_cmds`` (worker, run, bench), ``serve_cmds``, ``report_cmds``, ``demo_cmds``;
+``_common`` and ``_model`` are their shared option parsing and formatting.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from splitinfer.graph import (
     verify,
     write_partitions,
 )
+from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS
 from splitinfer.types import TensorSpec
 
 MaxCutTensors = Annotated[
@@ -60,8 +61,8 @@ def inspect(
     model: ModelPath,
     input_shape: InputShapes = None,
     batch: Batch = None,
-    max_cut_tensors: MaxCutTensors = 4,
-    max_blocks: MaxBlocks = 64,
+    max_cut_tensors: MaxCutTensors = DEFAULT_MAX_CUT_TENSORS,
+    max_blocks: MaxBlocks = DEFAULT_MAX_BLOCKS,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print only JSON (analysis + model info).")
     ] = False,
@@ -168,7 +169,7 @@ def split_command(
     = False,
     input_shape: InputShapes = None,
     batch: Batch = None,
-    max_cut_tensors: MaxCutTensors = 4,
+    max_cut_tensors: MaxCutTensors = DEFAULT_MAX_CUT_TENSORS,
 ) -> None:
     """Split a model into standalone ONNX partitions that chain, and verify them.
 

@@ -21,7 +21,7 @@ from splitinfer.plan import (
     OBJECTIVES,
     Constraints,
     Plan,
-    constraints_to_json,
+    Provenance,
     describe_stages,
     plan_to_json,
     solve,
@@ -110,10 +110,10 @@ def format_plans(plans: list[Plan], title: str = "") -> Table:
     return table
 
 
-def _write(plans: list[Plan], output: Path | None, meta: dict[str, str]) -> None:
+def _write(plans: list[Plan], output: Path | None, provenance: Provenance) -> None:
     if output is None:
         return
-    stamped = [msgspec.structs.replace(p, meta={**p.meta, **meta}) for p in plans]
+    stamped = [msgspec.structs.replace(p, provenance=provenance) for p in plans]
     try:
         output.write_text(plan_to_json(stamped))
     except OSError as e:
@@ -123,20 +123,20 @@ def _write(plans: list[Plan], output: Path | None, meta: dict[str, str]) -> None
 
 def _scission(
     args: list[str], criteria_texts: dict[str, str | None], input_mb: float, result_count: int, general: bool
-) -> tuple[Problem | None, dict[str, str]]:
+) -> tuple[Problem | None, Provenance]:
     folder, network_csv, model = args
     network_path = Path(network_csv)
     if not network_path.exists() and (Path(folder) / network_csv).exists():
         network_path = Path(folder) / network_csv  # Scission reads it relative to the folder
     systems = load_benchmarks(folder, model)
     network = load_network_stats(network_path)
-    meta = {"scission_dir": str(folder), "network_stats": str(network_path), "model": model}
+    provenance = Provenance(model=model, scission_dir=str(folder), network_stats=str(network_path))
     if general:
-        return scission_problem(systems, network, input_mb=input_mb), meta
+        return scission_problem(systems, network, input_mb=input_mb), provenance
     criteria = {tier: parse_criteria(criteria_texts[tier], tier) for tier in TIERS}
     results = rank_scission(systems, network, criteria, input_mb=input_mb, result_count=result_count)
     sys.stdout.write("".join(r.line(i) + "\n" for i, r in enumerate(results, start=1)))
-    return None, meta
+    return None, provenance
 
 
 def _check_args(args: list[str], scission: bool, objective: str) -> None:
@@ -153,15 +153,13 @@ def _check_args(args: list[str], scission: bool, objective: str) -> None:
 
 def _profile_problem(
     path: str, cluster: Path | None, stat: str, sink: str | None
-) -> tuple[Problem, dict[str, str]]:
+) -> tuple[Problem, Provenance]:
     profile = load_profile(path)
     problem = build_problem(
         profile, load_cluster(cluster) if cluster is not None else None, stat=stat, sink=_sink(sink)
     )
-    meta = {"profile": path, "model": profile.model.name, "model_sha256": profile.model.sha256}
-    if cluster is not None:
-        meta["cluster"] = str(cluster)
-    return problem, meta
+    return problem, Provenance(model=profile.model.name, model_sha256=profile.model.sha256, profile=path,
+                               cluster=str(cluster) if cluster is not None else "")
 
 
 def _quantity(parse: Callable[[str], float], text: str | None, flag: str) -> Any:
@@ -219,13 +217,13 @@ def plan_command(
     _check_args(args, scission, objective)
     if scission:
         texts = {"device": device_criteria, "edge": edge_criteria, "cloud": cloud_criteria}
-        problem, meta = _scission(args, texts, input_mb, result_count, general)
+        problem, provenance = _scission(args, texts, input_mb, result_count, general)
         if problem is None:
             return
         if sink is not None:
             problem = dataclasses.replace(problem, sink=_sink(sink))
     else:
-        problem, meta = _profile_problem(args[0], cluster, stat, sink)
+        problem, provenance = _profile_problem(args[0], cluster, stat, sink)
     cons = Constraints(
         pins=_block_pairs(pin, "pin", problem.num_blocks),
         forbids=_block_pairs(forbid, "forbid", problem.num_blocks),
@@ -240,10 +238,11 @@ def plan_command(
         max_energy_j=max_energy,
     )
     plans = solve(problem, objective, cons, top, method=method, time_limit_s=time_limit)
-    meta["constraints"] = constraints_to_json(cons)  # a re-plan after a failure respects them too
-    title = f"{objective} plans of {meta['model']} ({plans[0].solver})"
+    # Recorded so that a re-plan after a failure respects them too.
+    provenance = msgspec.structs.replace(provenance, constraints=cons)
+    title = f"{objective} plans of {provenance.model} ({plans[0].solver})"
     console.print(format_plans(plans, title))
-    _write(plans, output, meta)
+    _write(plans, output, provenance)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,7 +8,6 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-import msgspec
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -17,7 +16,8 @@ from splitinfer.cli._common import console, err_console, format_bytes, format_co
 from splitinfer.cli._model import parse_input_shapes
 from splitinfer.cluster import load_cluster
 from splitinfer.errors import ProfileError
-from splitinfer.plan import Plan, describe_stages, plan_to_json
+from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS
+from splitinfer.plan import Plan, describe_stages, plan_to_json, with_provenance
 from splitinfer.profile.profiler import (
     ProfileInterrupted,
     ProfileSettings,
@@ -43,7 +43,7 @@ HELP = """Measure a model's blocks on devices and the links between them, into p
 
   splitinfer profile bert.onnx --input-shape input_ids=1,128 --input-shape attention_mask=1,128 -o p.json
 
-  splitinfer profile r18.onnx --device-name raspi --threads 4 -o raspi.json   # on each device by hand
+  splitinfer profile r18.onnx --device-name raspi --num-threads 4 -o raspi.json   # on each device by hand
 
   splitinfer profile merge raspi.json server.json -o profile.json
 
@@ -108,7 +108,8 @@ def _measure(model: Path, cluster: Path | None, options: dict) -> tuple[Profile,
                              max_blocks=options["max_blocks"], max_cut_tensors=options["max_cut_tensors"])
     settings = ProfileSettings(budget_s=options["budget_s"])
     if cluster is not None:
-        from splitinfer.runtime.profiling import profile_cluster, refine  # the runtime only when needed
+        from splitinfer.runtime.profiling import profile_cluster  # the runtime only when needed
+        from splitinfer.runtime.refine import refine
 
         the_cluster = load_cluster(cluster)
         profile = profile_cluster(None, the_cluster, progress=True, settings=settings, prepared=prepared)
@@ -118,15 +119,14 @@ def _measure(model: Path, cluster: Path | None, options: dict) -> tuple[Profile,
                           highlight=False)
         plan, profile = refine(profile, the_cluster, None, options["refine"], prepared=prepared,
                                settings=ProfileSettings(budget_s=options["budget_s"] / 4))
-        return profile, msgspec.structs.replace(plan, meta={**plan.meta, "cluster": str(cluster),
-                                                            "model": prepared.info.name,
-                                                            "model_sha256": prepared.info.sha256})
+        return profile, with_provenance(plan, cluster=str(cluster), model=prepared.info.name,
+                                        model_sha256=prepared.info.sha256)
     if options["refine"] is not None:
         raise ProfileError("--refine needs --cluster", "give the cluster.yaml whose plan to refine")
     name = options["device_name"] or platform.node() or "local"
     with _local_bar(name) as update:
         return profile_model(None, device_name=name, providers=tuple(options["providers"]),
-                             threads=options["threads"], progress=update, settings=settings,  # type: ignore[arg-type]
+                             num_threads=options["num_threads"], progress=update, settings=settings,  # type: ignore[arg-type]
                              prepared=prepared), None
 
 
@@ -183,9 +183,10 @@ def profile_table(profile: Profile) -> Table:
 
 
 def devices_table(profile: Profile) -> Table:
-    """Providers, threads, memory, date and host of each device."""
+    """Providers, num_threads, memory, date and host of each device."""
     table = Table(title="devices", title_justify="left")
-    for col in ("device", "providers", "threads", "memory free", "slowdown", "date", "onnxruntime", "note"):
+    for col in ("device", "providers", "num_threads", "memory free", "slowdown", "date", "onnxruntime",
+                "note"):
         table.add_column(col, overflow="fold", no_wrap=col == "date")
     for name, dev in profile.devices.items():
         memory = "-" if dev.memory_bytes is None else format_bytes(dev.memory_bytes)
@@ -193,7 +194,7 @@ def devices_table(profile: Profile) -> Table:
         note += f" {len(dev.segments)} segments" if dev.segments else ""
         providers = ",".join(p.removesuffix("ExecutionProvider") for p in dev.providers)
         ort_version = dev.versions.get("onnxruntime", "")
-        table.add_row(name, providers, str(dev.threads or "default"), memory,
+        table.add_row(name, providers, str(dev.num_threads or "default"), memory,
                       str(dev.host.get("slowdown", "")), dev.date[:10], ort_version, note)
     return table
 
@@ -245,16 +246,18 @@ def profile_command(
     input_shape: list[str] | None = typer.Option(None, "--input-shape", metavar="NAME=D1,D2,...",
                                                  help="Fix the shape of a model input (repeat for several)."),
     batch: int | None = typer.Option(None, "--batch", metavar="N", help="Fix a dynamic batch dim to N."),
-    max_blocks: int = typer.Option(64, "--max-blocks", metavar="N",
+    max_blocks: int = typer.Option(DEFAULT_MAX_BLOCKS, "--max-blocks", metavar="N",
                                    help="Group nodes into at most N blocks."),
-    max_cut_tensors: int = typer.Option(4, "--max-cut-tensors", metavar="K",
+    max_cut_tensors: int = typer.Option(DEFAULT_MAX_CUT_TENSORS, "--max-cut-tensors", metavar="K",
                                         help="A candidate cut has at most K live tensors."),
     calibration: Path | None = typer.Option(None, "--calibration", metavar="FILE",
                                             help="Inputs to profile with: .npy (one input) or .npz (one "
                                                  "array per input name). Default: seeded generated inputs."),
     budget_s: float = typer.Option(30.0, "--budget-s", metavar="S",
                                    help="Seconds of timed work per device, shared by its blocks."),
-    threads: int = typer.Option(0, "--threads", help="Without --cluster: intra-op threads (0 = default)."),
+    num_threads: int = typer.Option(0, "--num-threads",
+                                    help="Without --cluster: intra-op threads (0 = default)."),
+    threads: int | None = typer.Option(None, "--threads", hidden=True, help="Old name of --num-threads."),
     providers: list[str] = typer.Option(["CPUExecutionProvider"], "--providers",
                                         help="Without --cluster: ONNX Runtime providers, in order."),
     device_name: str | None = typer.Option(None, "--device-name", metavar="NAME",
@@ -277,8 +280,8 @@ def profile_command(
                            "run: splitinfer profile MODEL -o profile.json (or `profile show FILE`)")
     options = {"calibration": calibration, "input_shape": input_shape, "batch": batch,
                "max_blocks": max_blocks, "max_cut_tensors": max_cut_tensors, "budget_s": budget_s,
-               "threads": threads, "providers": providers, "device_name": device_name,
-               "refine": refine_for, "plan_output": plan_output}
+               "num_threads": num_threads if threads is None else threads, "providers": providers,
+               "device_name": device_name, "refine": refine_for, "plan_output": plan_output}
     _profile(Path(args[0]), cluster, output, options)
 
 

@@ -1,8 +1,8 @@
 """Runtime commands: ``splitinfer worker`` (a device worker), ``run`` (one request) and ``bench``.
 
-The worker's flags are declared once, on :class:`splitinfer.runtime.worker.WorkerConfig`;
-this command hands its arguments to the same parser as ``python -m splitinfer.runtime.worker``.
-``run`` and ``bench`` deploy a plan with :func:`splitinfer.runtime.deploy.deploy` and always
+The worker's flags are declared once, on :class:`splitinfer.runtime.device.config.WorkerConfig`;
+this command hands its arguments to the same parser as ``python -m splitinfer.runtime.device``.
+``run`` and ``bench`` deploy a plan with :func:`splitinfer.runtime.coordinator.deploy.deploy` and always
 close the deployment on exit (Ctrl-C included).
 """
 
@@ -26,11 +26,12 @@ from splitinfer.errors import ClusterError, ModelError, ShapeError
 from splitinfer.graph import Model, load_model
 from splitinfer.plan import Plan, describe_stages
 from splitinfer.profile.schema import Profile, load_profile
+from splitinfer.records.bench import BenchResult, encode_bench, save_bench
+from splitinfer.records.plans import load_plan
 
 if TYPE_CHECKING:  # the runtime (zmq, onnxruntime) loads only when a command runs
-    from splitinfer.runtime.bench import BenchResult
-    from splitinfer.runtime.session import Session
-    from splitinfer.runtime.timing import RequestTiming
+    from splitinfer.runtime.coordinator.session import Session
+    from splitinfer.runtime.coordinator.timing import RequestTiming
 
 PlanArg = Annotated[Path, typer.Argument(metavar="PLAN", help="plan.json written by `splitinfer plan -o`.",
                                          show_default=False)]
@@ -56,7 +57,7 @@ class Deployment:
 
 
 def _existing(text: str | None, near: Path) -> Path | None:
-    """A path named in a file's meta, as given or relative to that file's folder, if it exists."""
+    """A path a plan's provenance names, as given or relative to the plan file's folder, if it exists."""
     if not text:
         return None
     for candidate in (Path(text), near.parent / text):
@@ -68,18 +69,16 @@ def _existing(text: str | None, near: Path) -> Path | None:
 def resolve_deployment(plan_path: Path, cluster: Path | None, model: Path | None, profile: Path | None,
                        rank: int = 1) -> Deployment:
     """Load the plan; missing --cluster / --model / --profile come from what the plan and profile record."""
-    from splitinfer.runtime.deploy import load_plan
-
     plan = load_plan(plan_path, rank)
-    profile_path = profile or _existing(plan.meta.get("profile"), plan_path)
+    profile_path = profile or _existing(plan.provenance.profile, plan_path)
     the_profile = load_profile(profile_path) if profile_path is not None else None
-    cluster_path = cluster or _existing(plan.meta.get("cluster"), plan_path)
+    cluster_path = cluster or _existing(plan.provenance.cluster, plan_path)
     if cluster_path is None:
         raise ClusterError("no cluster given and the plan names none", "give --cluster cluster.yaml")
     model_path = model
     if model_path is None and the_profile is not None and profile_path is not None:
         model_path = _existing(the_profile.model.path, profile_path)
-    model_path = model_path or _existing(plan.meta.get("model"), plan_path)
+    model_path = model_path or _existing(plan.provenance.model, plan_path)
     if model_path is None:
         raise ModelError("no model given and the plan's profile names no model file found here",
                          "give --model MODEL.onnx")
@@ -90,7 +89,7 @@ def resolve_deployment(plan_path: Path, cluster: Path | None, model: Path | None
 
 def open_session(dep: Deployment, timeout_s: float) -> Session:
     """Deploy ``dep``: workers start, stages load; close the session (``with``) to stop them."""
-    from splitinfer.runtime.deploy import deploy
+    from splitinfer.runtime.coordinator.deploy import deploy
 
     with console.status(f"deploying {describe_stages(dep.plan)} ..."):
         return deploy(dep.plan, dep.cluster, dep.model, profile=dep.profile, timeout_s=timeout_s)
@@ -100,7 +99,7 @@ def open_session(dep: Deployment, timeout_s: float) -> Session:
 def read_feeds(path: Path, model: Model) -> dict[str, np.ndarray]:
     """Inputs from a .npy (a single-input model) or .npz (arrays named as the inputs); never unpickles."""
     from splitinfer.graph.feeds import read_arrays
-    from splitinfer.runtime.execution import check_feeds
+    from splitinfer.types import check_feeds
 
     feeds = read_arrays(path, [s.name for s in model.inputs])
     check_feeds(feeds, model.inputs, f"--input {path.name}")
@@ -231,7 +230,9 @@ def bench_command(
     profile: ProfileOpt = None,
     requests: Annotated[int, typer.Option("--requests", "-n", help="Measured requests.")] = 50,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Requests in flight at once.")] = 1,
-    warmup: Annotated[int, typer.Option("--warmup", help="Unmeasured requests first.")] = 5,
+    num_warmup: Annotated[int, typer.Option("--num-warmup", help="Unmeasured requests first.")] = 5,
+    warmup: Annotated[int | None, typer.Option("--warmup", hidden=True, help="Old name of --num-warmup.")]
+    = None,
     rank: RankOpt = 1,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the results to bench.json.",
                                                 show_default=False)] = None,
@@ -253,21 +254,24 @@ def bench_command(
 
       splitinfer bench plan.json --rank 2 --json > bench.json
     """
-    if requests < 1 or concurrency < 1 or warmup < 0:
-        raise ShapeError("--requests and --concurrency must be at least 1, --warmup at least 0",
+    num_warmup = num_warmup if warmup is None else warmup
+    if requests < 1 or concurrency < 1 or num_warmup < 0:
+        raise ShapeError("--requests and --concurrency must be at least 1, --num-warmup at least 0",
                          "give positive counts")
-    from splitinfer.runtime.bench import bench, encode_bench, save_bench
+    from splitinfer.runtime.bench import bench
 
     dep = resolve_deployment(plan, cluster, model, profile, rank)
     with open_session(dep, timeout) as session:
         if json_out:
-            result = bench(session, dep.plan, num_requests=requests, concurrency=concurrency, warmup=warmup)
+            result = bench(session, dep.plan, num_requests=requests, concurrency=concurrency,
+                           num_warmup=num_warmup)
         else:
             columns = (TextColumn("bench"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
             with Progress(*columns, console=console, transient=True) as bar:
                 task = bar.add_task("bench", total=requests)
                 result = bench(session, dep.plan, num_requests=requests, concurrency=concurrency,
-                               warmup=warmup, progress=lambda done, _: bar.update(task, completed=done))
+                               num_warmup=num_warmup,
+                               progress=lambda done, _: bar.update(task, completed=done))
     if output is not None:
         save_bench(result, output)
     if json_out:
@@ -285,7 +289,8 @@ def worker(ctx: typer.Context) -> None:
     Example: splitinfer worker --name edge --listen tcp://0.0.0.0:5555 --token-file token.txt
     (run with --help for all flags).
     """
-    from splitinfer.runtime.worker import parse_config, serve_worker
+    from splitinfer.runtime.device.config import parse_config
+    from splitinfer.runtime.device.process import serve_worker
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s worker %(message)s")
     try:

@@ -1,6 +1,14 @@
 """The graph layer: load ONNX models, find cuts and blocks, split, verify.
 
-Knows nothing of devices. Typical use::
+Knows nothing of devices. Modules: ``model`` (load and check), ``shapes`` (resolve
+them), ``stats`` (FLOPs, params, bytes per node), ``topology`` and ``liveness`` (orders
+and live tensors), ``analysis`` (cuts and blocks, the block-forming defaults),
+``partition`` and ``manifest`` (extract and write partitions), ``verify`` (partitions
+against the whole model), ``feeds`` (inputs: generated or read), ``inference`` (the
+one ONNX Runtime session factory, loaded lazily), ``blocks`` (which candidate cuts
+become block boundaries).
+
+Typical use::
 
     from splitinfer.graph import load_model, analyze, split, verify
     model = load_model("yolo.onnx", input_shapes={"images": (1, 3, 640, 640)})

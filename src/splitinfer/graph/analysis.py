@@ -27,6 +27,11 @@ from splitinfer.graph.stats import count_node
 from splitinfer.graph.topology import GraphIndex
 from splitinfer.types import TensorSpec
 
+# How blocks are formed unless asked otherwise, declared once: the commands, the profiler, the
+# profile file (which records the values it was made with) and deploy without a profile all use these.
+DEFAULT_MAX_CUT_TENSORS = 4
+DEFAULT_MAX_BLOCKS = 64
+
 
 class Cut(msgspec.Struct, frozen=True):
     """A position in the order (number of nodes before it) and the tensors live across it."""
@@ -102,7 +107,8 @@ class Analysis(msgspec.Struct, frozen=True):
         return msgspec.convert(data, cls)
 
 
-def analyze(model: Model, max_cut_tensors: int = 4, max_blocks: int = 64) -> Analysis:
+def analyze(model: Model, max_cut_tensors: int = DEFAULT_MAX_CUT_TENSORS,
+            max_blocks: int = DEFAULT_MAX_BLOCKS) -> Analysis:
     """Candidate cuts (at most ``max_cut_tensors`` live tensors) and at most ``max_blocks`` blocks.
 
     ``max_blocks=0`` keeps every candidate cut. See :func:`splitinfer.graph.blocks.choose_cuts`

@@ -20,7 +20,7 @@ from onnx import external_data_helper, helper
 
 from splitinfer.errors import ModelError, ShapeError, first_line
 from splitinfer.graph.feeds import find_index_bounds, generate_feeds
-from splitinfer.graph.session import create_session
+from splitinfer.graph.inference import create_inference_session
 from splitinfer.graph.shapes import fix_input_shapes, read_spec
 from splitinfer.graph.topology import GraphIndex, index_graph
 from splitinfer.types import NUMPY_TO_ONNX, ONNX_TO_NUMPY, TensorSpec
@@ -297,7 +297,7 @@ def _probe_shapes(
     num_outputs = len(graph.output)
     graph.output.extend(onnx.ValueInfoProto(name=g) for g in extra)
     try:
-        session = create_session(proto.SerializeToString(), optimize=False)
+        session = create_inference_session(proto.SerializeToString(), optimize=False)
         names = [o.name for o in session.get_outputs()]
         values = session.run(names, feeds)
     except Exception as e:  # ORT raises its own exception types per failure

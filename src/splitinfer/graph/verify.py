@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from splitinfer.errors import ModelError, VerifyError, first_line
+from splitinfer.graph.inference import DEFAULT_PROVIDERS, create_inference_session
 from splitinfer.graph.model import Model
 from splitinfer.graph.partition import Partition
-from splitinfer.graph.session import DEFAULT_PROVIDERS, create_session
 
 ATOL = 1e-4
 RTOL = 1e-3
@@ -64,7 +64,7 @@ def run_chain(
     values: dict[str, np.ndarray] = dict(feeds)
     for part in partitions:
         try:
-            session = create_session(part.to_bytes(), providers)
+            session = create_inference_session(part.to_bytes(), providers)
             names = [s.name for s in part.outputs]
             results = session.run(names, {s.name: values[s.name] for s in part.inputs})
         except KeyError as e:
@@ -109,7 +109,7 @@ def verify(
     feeds = dict(feeds) if feeds is not None else model.make_feeds()
     names = [s.name for s in model.outputs]
     try:
-        session = create_session(model.proto.SerializeToString(), providers)
+        session = create_inference_session(model.proto.SerializeToString(), providers)
         want = dict(zip(names, session.run(names, feeds), strict=True))
     except Exception as e:  # ORT raises its own exception types per failure
         raise ModelError(

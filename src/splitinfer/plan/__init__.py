@@ -1,6 +1,18 @@
-"""The planner: optimal split and placement, exactly (see DESIGN.md).
+"""The planner: optimal split and placement, exactly.
 
-Pure: numbers in, :class:`Plan` s out; no ONNX, no I/O, no clock. Typical use::
+Pure: numbers in, :class:`Plan` s out; no ONNX, no I/O, no clock (import-linter
+keeps it so). Modules:
+
+- ``problem``: :class:`Problem`, :class:`Constraints`, links, power; checked and prepared.
+- ``plan``: :class:`Plan` (stages, hops, predictions) and its ``plan.json`` form;
+  ``provenance``: what a plan was made from.
+- ``solve``: :func:`solve` for latency, throughput, energy or the Pareto front, top-k;
+  it picks among ``latency`` (DP), ``subset_dp``, ``kbest``, ``milp`` (HiGHS),
+  ``pareto``, and ``bruteforce`` (the reference the tests compare with).
+- ``cost``: a plan's predicted latency, throughput, bytes and energy; ``weights``: energy weights.
+- ``diagnose``: which constraint makes a problem infeasible; ``scission``: Scission's ranking.
+
+Typical use::
 
     from splitinfer.plan import Constraints, Link, Problem, solve
 
@@ -12,7 +24,15 @@ Pure: numbers in, :class:`Plan` s out; no ONNX, no I/O, no clock. Typical use::
     best = solve(problem, "latency", Constraints(private_blocks=1), top_k=3)
 """
 
-from splitinfer.plan.plan import Hop, Plan, Stage, describe_stages, plan_from_json, plan_to_json
+from splitinfer.plan.plan import (
+    Hop,
+    Plan,
+    Stage,
+    describe_stages,
+    plan_from_json,
+    plan_to_json,
+    with_provenance,
+)
 from splitinfer.plan.problem import (
     AT_SOURCE,
     OBJECTIVES,
@@ -21,10 +41,9 @@ from splitinfer.plan.problem import (
     Link,
     Power,
     Problem,
-    constraints_from_json,
-    constraints_to_json,
     prepare,
 )
+from splitinfer.plan.provenance import HopOverhead, Provenance
 from splitinfer.plan.solve import METHODS, solve
 
 __all__ = [
@@ -33,17 +52,18 @@ __all__ = [
     "OBJECTIVES",
     "Constraints",
     "Hop",
+    "HopOverhead",
     "Instance",
     "Link",
     "Plan",
     "Power",
     "Problem",
+    "Provenance",
     "Stage",
-    "constraints_from_json",
-    "constraints_to_json",
     "describe_stages",
     "plan_from_json",
     "plan_to_json",
     "prepare",
     "solve",
+    "with_provenance",
 ]

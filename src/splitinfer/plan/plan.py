@@ -2,28 +2,34 @@
 
 ``plan.json``::
 
-    {"schema": 1, "plans": [{"objective": "latency", "rank": 1,
+    {"schema": 2, "plans": [{"objective": "latency", "rank": 1,
       "stages": [{"device": "camera", "first_block": 0, "last_block": 6, "compute_s": 0.41}, ...],
       "hops": [{"src": "camera", "dst": "edge", "num_bytes": 802944, "transfer_s": 0.08,
                 "kind": "cut"}, ...],
       "latency_s": 1.93, "bottleneck_s": 0.9, "throughput_rps": 1.11, "bytes_sent": 803072,
       "upload_bytes": 802944, "energy_j": null, "gap": null, "solver": "latency-dp",
-      "meta": {"model_sha256": "..."}}]}
+      "provenance": {"model": "resnet18.onnx", "model_sha256": "...", "profile": "profile.json",
+                     "cluster": "cluster.yaml", "scission_dir": "", "network_stats": "",
+                     "constraints": {"pins": [[0, "camera"]], ..., "max_latency_s": 0.2, ...},
+                     "hop_overheads": [{"src": "camera", "dst": "edge", "overhead_s": 0.0011}]}}]}
 
 Floats round-trip exactly (shortest repr); an infinite throughput (nothing to do)
-is written as the string "inf".
+is written as the string "inf". Schema-1 files (free-form ``meta`` strings instead of
+``provenance``) are still read.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
 from splitinfer.errors import SchemaError
+from splitinfer.plan.provenance import Provenance, check_constraint_fields, provenance_from_meta
 
-PLAN_SCHEMA = 1
+PLAN_SCHEMA = 2
+OLD_PLAN_SCHEMAS = (1,)  # read, converted on the way in
 HopKind = Literal["upload", "cut", "return"]
 
 
@@ -50,8 +56,8 @@ class Plan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Stages and the predicted breakdown.
 
     ``gap``: None for DP answers (exact), else the MILP's relative optimality gap
-    (0.0: proven optimal; more when the time limit stopped it). ``meta``: free-form
-    strings set by callers (model sha256, profile file, ...).
+    (0.0: proven optimal; more when the time limit stopped it). ``provenance``: what
+    the plan was made from, set by whoever writes it (the solvers leave it empty).
     """
 
     objective: str
@@ -66,7 +72,7 @@ class Plan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     rank: int = 1
     gap: float | None = None
     solver: str = ""
-    meta: dict[str, str] = msgspec.field(default_factory=dict)
+    provenance: Provenance = msgspec.field(default_factory=Provenance)
 
     @property
     def compute_s(self) -> float:
@@ -84,6 +90,11 @@ class Plan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return tuple(s.device for s in self.stages for _ in range(s.first_block, s.last_block + 1))
 
 
+def with_provenance(plan: Plan, **fields: Any) -> Plan:
+    """``plan`` with these provenance fields set and the others kept (``model=..., cluster=...``)."""
+    return msgspec.structs.replace(plan, provenance=msgspec.structs.replace(plan.provenance, **fields))
+
+
 def describe_stages(plan: Plan) -> str:
     """The stages in one line: ``camera[0-6] -> edge[7-30] -> cloud[31-63]``."""
     return " -> ".join(
@@ -92,6 +103,22 @@ def describe_stages(plan: Plan) -> str:
         else f"{s.device}[{s.first_block}-{s.last_block}]"
         for s in plan.stages
     )
+
+
+def upgrade_plan(doc: Any, schema: int) -> None:
+    """Bring one plan, as plain data from a file of plan ``schema``, to the current schema in place.
+
+    Schema 1's ``meta`` strings become the ``provenance``; recorded constraints must have
+    known fields. Whatever else is wrong is left for msgspec to report. The bench file,
+    which holds a plan, reads its plan through this too.
+    """
+    if not isinstance(doc, dict):
+        return
+    if schema == 1:
+        doc["provenance"] = provenance_from_meta(doc.pop("meta", {}))
+    provenance = doc.get("provenance")
+    if isinstance(provenance, dict):
+        check_constraint_fields(provenance.get("constraints"))
 
 
 class _PlanFile(msgspec.Struct, forbid_unknown_fields=True):
@@ -121,14 +148,19 @@ def plan_from_json(text: str | bytes) -> list[Plan]:
         ) from None
     if not isinstance(doc, dict) or "schema" not in doc:
         raise SchemaError("plan file has no schema field", "write it with `splitinfer plan ... -o`")
-    if doc["schema"] != PLAN_SCHEMA:
+    schema = doc["schema"]
+    if type(schema) is not int or (schema != PLAN_SCHEMA and schema not in OLD_PLAN_SCHEMAS):
+        readable = ", ".join(map(str, (*OLD_PLAN_SCHEMAS, PLAN_SCHEMA)))
         raise SchemaError(
-            f"plan file has schema {doc['schema']!r}, this splitinfer reads {PLAN_SCHEMA}",
+            f"plan file has schema {schema!r}, this splitinfer reads {readable}",
             "re-plan with this version of splitinfer",
         )
-    for p in doc.get("plans") or []:
+    plans = doc.get("plans")
+    for p in plans if isinstance(plans, list) else []:
+        upgrade_plan(p, schema)
         if isinstance(p, dict) and p.get("throughput_rps") == "inf":
             p["throughput_rps"] = math.inf
+    doc["schema"] = PLAN_SCHEMA  # upgraded above
     try:
         return msgspec.convert(doc, _PlanFile).plans
     except msgspec.ValidationError as e:

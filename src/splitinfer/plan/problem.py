@@ -17,7 +17,6 @@ Cost model (the single definition; :mod:`splitinfer.plan.cost` evaluates it):
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -114,23 +113,6 @@ class Constraints:
         object.__setattr__(self, "forbids", _pairs(self.forbids))
         object.__setattr__(self, "excludes", tuple(self.excludes))
         object.__setattr__(self, "requires", tuple(self.requires))
-
-
-def constraints_to_json(constraints: Constraints) -> str:
-    """Compact JSON of ``constraints`` (kept in a plan's meta, so a re-plan respects them too)."""
-    doc = {f: getattr(constraints, f) for f in constraints.__dataclass_fields__}
-    return json.dumps(doc, separators=(",", ":"))
-
-
-def constraints_from_json(text: str) -> Constraints:
-    """The inverse of :func:`constraints_to_json`; PlanError for text that is not such JSON."""
-    try:
-        doc = json.loads(text)
-        return Constraints(**{k: tuple(map(tuple, v)) if k in ("pins", "forbids") else v
-                              for k, v in doc.items()})
-    except (ValueError, TypeError) as e:
-        raise PlanError(f"the plan's recorded constraints do not parse: {e}",
-                        "re-plan with this version of splitinfer") from None
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,1 +1,14 @@
-"""profile layer (see DESIGN.md)."""
+"""The profile layer: what blocks, segments and links cost, measured, and the profile file.
+
+- ``timing``: timing a partition with a confidence-interval stopping rule; statistics.
+- ``partition_timing``: :class:`PartitionTiming`, the one record of a timed partition.
+- ``profiler``: preparing a model (blocks, real intermediate tensors) and profiling one device.
+- ``blocks``: :func:`cut_as_profiled`, re-cutting a model exactly as a profile recorded it.
+- ``links``: probing links and fitting latency + bytes / bandwidth.
+- ``segments``: measured segments and the block costs corrected by them.
+- ``schema``: ``profile.json`` (load, save, merge, validate).
+- ``problem``: a profile and a cluster as the planner's :class:`~splitinfer.plan.Problem`.
+- ``scission``: Scission's benchmark files as a profile.
+
+Profiling through a cluster's workers is the runtime's (:mod:`splitinfer.runtime.profiling`).
+"""

@@ -2,24 +2,22 @@
 
 A runner times one partition on one device: :class:`LocalRunner` runs ONNX
 Runtime in this process; a worker's ``WorkerClient`` (runtime layer) does the
-same on the worker. Both create the session untimed, warm up, then repeat until
-the median's 95% confidence half-width is within ``rel_precision`` or the
-budget is spent (:func:`splitinfer.profile.timing.measure`).
+same on the worker. Both call :func:`splitinfer.profile.timing.time_partition`:
+the inference session created untimed, warm-up, then runs until the median's 95%
+confidence half-width is within ``rel_precision`` or the budget is spent; both
+return a :class:`~splitinfer.profile.partition_timing.PartitionTiming`.
 
 Every block is timed on the tensors it really gets: calibration inputs (given,
 or seeded generated ones of the right dtype and range) run once through the
 chain of block partitions here, and each block's inputs are kept. Typical use::
 
     from splitinfer.profile.profiler import profile_model
-    profile = profile_model("resnet18.onnx", threads=2, budget_s=20)
+    profile = profile_model("resnet18.onnx", num_threads=2, budget_s=20)
 """
 
 from __future__ import annotations
 
 import math
-import os
-import platform
-import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,16 +27,16 @@ from typing import Any, Protocol
 
 import msgspec
 import numpy as np
-import onnxruntime as ort
-import psutil
 
-import splitinfer
 from splitinfer.errors import ModelError, ProfileError, ShapeError, WorkerError, first_line
 from splitinfer.graph import Analysis, Model, analyze, extract_segment, load_model, split
+from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS
 from splitinfer.graph.feeds import read_arrays
-from splitinfer.graph.session import create_session
+from splitinfer.graph.inference import DEFAULT_PROVIDERS, check_providers, create_inference_session
+from splitinfer.host import MACHINE_KEYS, host_info, library_versions
+from splitinfer.profile.partition_timing import PartitionTiming
 from splitinfer.profile.schema import BlockInfo, DeviceProfile, ModelInfo, Profile, SegmentStats, Stats
-from splitinfer.profile.timing import measure, summarize
+from splitinfer.profile.timing import summarize, time_partition
 
 Progress = Callable[[int, int, str], None]  # (items done, items in all, what runs now)
 Calibration = str | Path | Mapping[str, np.ndarray] | np.ndarray | None
@@ -61,7 +59,7 @@ class ProfileSettings:
     """How long and how precisely to time each partition on a device."""
 
     budget_s: float = 30.0  # timed work per device, shared by its blocks and the whole model
-    warmup: int = 3  # untimed runs before timing
+    num_warmup: int = 3  # untimed runs before timing
     min_runs: int = 5  # at least this many timed runs per partition
     max_runs: int = 200  # at most this many
     rel_precision: float = 0.05  # stop when the median's 95% CI half-width is within this fraction
@@ -72,83 +70,38 @@ class ProfileSettings:
         return max(self.min_item_budget_s, self.budget_s / max(1, num_items))
 
 
-class Measurement(Protocol):
-    """What a runner returns (``runtime.client.ProfileResult`` is one)."""
-
-    times_s: list[float]  # compute times scaled by the device's emulated slowdown
-
-
 class Runner(Protocol):
-    """Times partitions on one device (``LocalRunner``, or ``runtime.WorkerClient``)."""
+    """Times partitions on one device (``LocalRunner``, or the runtime's ``WorkerRunner``)."""
 
-    def profile(self, model_bytes: bytes, feeds: Mapping[str, np.ndarray], *, warmup: int, min_runs: int,
-                max_runs: int, budget_s: float, rel_precision: float, slowdown: float) -> Measurement:
-        """Create a session (untimed), warm up, time runs; times scaled by ``slowdown``."""
+    def profile(self, model_bytes: bytes, feeds: Mapping[str, np.ndarray], *, num_warmup: int, min_runs: int,
+                max_runs: int, budget_s: float, rel_precision: float, slowdown: float) -> PartitionTiming:
+        """Create an inference session (untimed), warm up, time runs; times scaled by ``slowdown``."""
         ...
 
     def info(self) -> dict[str, Any]:
-        """The device: memory_total_bytes, memory_available_bytes, providers, threads, versions, ..."""
+        """The device: ``splitinfer.host.host_info()`` with its providers and num_threads."""
         ...
-
-
-@dataclass(frozen=True)
-class LocalMeasurement:
-    """Timings of one partition run in this process."""
-
-    times_s: list[float]
-    compute_times_s: list[float]
-    create_s: float
 
 
 class LocalRunner:
     """ONNX Runtime in this process with given providers and threads (Scission's workflow)."""
 
-    def __init__(self, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0) -> None:
-        missing = [p for p in providers if p not in ort.get_available_providers()]
-        if missing:
-            raise ProfileError(f"execution provider(s) {', '.join(missing)} not available here",
-                               f"use one of: {', '.join(ort.get_available_providers())}")
+    def __init__(self, providers: Sequence[str] = DEFAULT_PROVIDERS, num_threads: int = 0) -> None:
+        check_providers(providers)  # fail before any block, not once per block
         self.providers = tuple(providers)
-        self.threads = threads
+        self.num_threads = num_threads
 
-    def profile(self, model_bytes: bytes, feeds: Mapping[str, np.ndarray], *, warmup: int = 3,
+    def profile(self, model_bytes: bytes, feeds: Mapping[str, np.ndarray], *, num_warmup: int = 3,
                 min_runs: int = 5, max_runs: int = 200, budget_s: float = 2.0, rel_precision: float = 0.05,
-                slowdown: float = 1.0) -> LocalMeasurement:
-        """Time one partition: session created untimed, warm-up, then timed runs."""
-        start = time.perf_counter()
-        try:
-            session = create_session(bytes(model_bytes), self.providers, num_threads=self.threads)
-        except Exception as e:  # ORT's own exception types
-            raise ModelError(f"ONNX Runtime cannot load the partition: {first_line(e)}",
-                             "check the model with `splitinfer inspect`") from None
-        create_s = time.perf_counter() - start
-        feeds = dict(feeds)
-        try:
-            times = measure(lambda: session.run(None, feeds), warmup=warmup, min_runs=max(1, min_runs),
-                            max_runs=max(1, min_runs, max_runs), budget_s=budget_s,
-                            rel_precision=rel_precision)
-        except Exception as e:
-            raise WorkerError(f"profile run failed: {first_line(e)}",
-                              "give inputs that match the partition's input types and shapes") from None
-        return LocalMeasurement([t * slowdown for t in times], times, create_s)
+                slowdown: float = 1.0) -> PartitionTiming:
+        """Time one partition here (:func:`~splitinfer.profile.timing.time_partition`)."""
+        return time_partition(model_bytes, feeds, providers=self.providers, num_threads=self.num_threads,
+                              slowdown=slowdown, num_warmup=num_warmup, min_runs=min_runs, max_runs=max_runs,
+                              budget_s=budget_s, rel_precision=rel_precision)
 
     def info(self) -> dict[str, Any]:
-        """This machine: CPUs, memory, providers, library versions."""
-        memory = psutil.virtual_memory()
-        return {
-            "hostname": platform.node(), "num_cpus": os.cpu_count(),
-            "num_physical_cpus": psutil.cpu_count(logical=False),
-            "memory_total_bytes": memory.total, "memory_available_bytes": memory.available,
-            "providers": list(self.providers), "threads": self.threads, "platform": platform.platform(),
-            "machine": platform.machine(), "processor": platform.processor(),
-            "versions": library_versions(),
-        }
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries that decide the timings."""
-    return {"python": platform.python_version(), "onnxruntime": ort.__version__, "numpy": np.__version__,
-            "splitinfer": splitinfer.__version__}
+        """This machine (:func:`splitinfer.host.host_info`), its providers and num_threads."""
+        return {**host_info(), "providers": list(self.providers), "num_threads": self.num_threads}
 
 
 # ---- calibration ------------------------------------------------------------------------------
@@ -231,7 +184,7 @@ def _chain_feeds(parts: Sequence[Any], feeds: Mapping[str, np.ndarray]) -> list[
         inputs = {s.name: values[s.name] for s in part.inputs}
         got.append(inputs)
         try:
-            session = create_session(part.to_bytes())
+            session = create_inference_session(part.to_bytes())
             names = [s.name for s in part.outputs]
             values.update(zip(names, session.run(names, inputs), strict=True))
         except Exception as e:  # ORT's own exception types
@@ -249,7 +202,8 @@ def block_infos(analysis: Analysis) -> tuple[BlockInfo, ...]:
 
 def prepare_model(model: str | Path | bytes | Model | None, *, calibration: Calibration = None,
                   input_shapes: Mapping[str, Sequence[int]] | None = None, batch: int | None = None,
-                  max_blocks: int = 64, max_cut_tensors: int = 4, seed: int = 0) -> PreparedModel:
+                  max_blocks: int = DEFAULT_MAX_BLOCKS, max_cut_tensors: int = DEFAULT_MAX_CUT_TENSORS,
+                  seed: int = 0) -> PreparedModel:
     """Load (if needed), analyze and split ``model``; run the calibration input through its blocks."""
     if model is None:
         raise ProfileError("no model to profile", "give the model file (or a prepared model)")
@@ -277,19 +231,19 @@ class DeviceRecord:
     failures: list[str] = field(default_factory=list)  # blocks that cannot run there, and why
     complete: bool = False
 
-    def to_device_profile(self, providers: Sequence[str], threads: int,
+    def to_device_profile(self, providers: Sequence[str], num_threads: int,
                           slowdown: float = 1.0) -> DeviceProfile:
         """The device's entry of the profile file."""
         info = self.info
-        host = {k: info[k] for k in ("hostname", "num_cpus", "num_physical_cpus", "platform", "machine",
-                                     "processor", "cpu_freq_mhz", "memory_total_bytes") if k in info}
+        host = {k: info[k] for k in MACHINE_KEYS if k in info}
         host["slowdown"] = slowdown
         if not self.complete:
             host["complete"] = False  # stopped early: unmeasured blocks are null
         versions = {k: str(v) for k, v in (info.get("versions") or library_versions()).items()}
         memory = info.get("memory_available_bytes")
         return DeviceProfile(blocks=tuple(self.blocks), providers=tuple(info.get("providers", providers)),
-                             threads=int(info.get("threads", threads)), host=host, versions=versions,
+                             num_threads=int(info.get("num_threads", num_threads)), host=host,
+                             versions=versions,
                              date=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
                              whole_model=self.whole_model, segments=tuple(self.segments),
                              memory_bytes=int(memory) if memory is not None else None)
@@ -297,7 +251,7 @@ class DeviceRecord:
 
 def _time(runner: Runner, part_bytes: bytes, feeds: Mapping[str, np.ndarray], settings: ProfileSettings,
           budget_s: float, slowdown: float) -> Stats:
-    result = runner.profile(part_bytes, feeds, warmup=settings.warmup, min_runs=settings.min_runs,
+    result = runner.profile(part_bytes, feeds, num_warmup=settings.num_warmup, min_runs=settings.min_runs,
                             max_runs=settings.max_runs, budget_s=budget_s,
                             rel_precision=settings.rel_precision, slowdown=slowdown)
     return summarize(result.times_s)
@@ -364,10 +318,11 @@ def sum_of_blocks_s(device: DeviceProfile, first_block: int = 0,
 
 
 def profile_model(model: str | Path | bytes | Model | None, *, device_name: str = "local",
-                  providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0,
+                  providers: Sequence[str] = DEFAULT_PROVIDERS, num_threads: int = 0,
                   slowdown: float = 1.0, calibration: Calibration = None,
                   input_shapes: Mapping[str, Sequence[int]] | None = None, batch: int | None = None,
-                  max_blocks: int = 64, max_cut_tensors: int = 4, budget_s: float = 30.0,
+                  max_blocks: int = DEFAULT_MAX_BLOCKS, max_cut_tensors: int = DEFAULT_MAX_CUT_TENSORS,
+                  budget_s: float = 30.0,
                   settings: ProfileSettings | None = None, progress: Progress | None = None,
                   prepared: PreparedModel | None = None) -> Profile:
     """Profile ``model`` on this machine as one device named ``device_name``.
@@ -378,7 +333,7 @@ def profile_model(model: str | Path | bytes | Model | None, *, device_name: str 
     settings = settings or ProfileSettings(budget_s=budget_s)
     prepared = prepared or prepare_model(model, calibration=calibration, input_shapes=input_shapes,
                                          batch=batch, max_blocks=max_blocks, max_cut_tensors=max_cut_tensors)
-    runner = LocalRunner(providers, threads)
+    runner = LocalRunner(providers, num_threads)
     record = DeviceRecord([None] * prepared.num_blocks)
     profile = prepared.empty_profile()
     try:
@@ -386,10 +341,10 @@ def profile_model(model: str | Path | bytes | Model | None, *, device_name: str 
     except KeyboardInterrupt:
         partial = None
         if any(b is not None for b in record.blocks):
-            device = record.to_device_profile(providers, threads, slowdown)
+            device = record.to_device_profile(providers, num_threads, slowdown)
             partial = msgspec.structs.replace(profile, devices={device_name: device})
         raise ProfileInterrupted(partial) from None
     for failure in record.failures:
         warnings.warn(ProfileWarning(f"{device_name}: {failure}"), stacklevel=2)
-    device = record.to_device_profile(providers, threads, slowdown)
+    device = record.to_device_profile(providers, num_threads, slowdown)
     return msgspec.structs.replace(profile, devices={device_name: device})

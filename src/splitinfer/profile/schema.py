@@ -16,7 +16,7 @@ bytes per second)::
          "param_bytes": 2052000, "output_bytes": 4000, "cut_bytes": 4000, "activation_bytes": 806816}
       ],
       "devices": {
-        "camera": {"providers": ["CPUExecutionProvider"], "threads": 1, "date": "2026-01-05T10:00:00Z",
+        "camera": {"providers": ["CPUExecutionProvider"], "num_threads": 1, "date": "2026-01-05T10:00:00Z",
                    "host": {"cpu": "Cortex-A72"}, "versions": {"onnxruntime": "1.17.1"},
                    "blocks": [{"median_s": 0.051, "mean_s": 0.052, "p10_s": 0.05, "p90_s": 0.055,
                                "std_s": 0.002, "n": 30}, null]}
@@ -29,7 +29,8 @@ A ``null`` block entry means the block cannot run on that device. ``cut_bytes``
 of block i: bytes crossing the cut after it (the last block's equals the model
 output). Files of another ``schema`` version or malformed ones are refused with
 a clear error. Profiles of the same model (same sha256) merge: devices and links
-are unioned, and on a conflict the newer run (``date``) wins.
+are unioned, and on a conflict the newer run (``date``) wins. A device's ``threads``
+(the key before ``num_threads``) is still read.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from typing import Literal
 import msgspec
 
 from splitinfer.errors import ProfileError, SchemaError, read_file
+from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS
 
 PROFILE_SCHEMA = 1
 HostValue = str | int | float | bool | None
@@ -70,8 +72,8 @@ class ModelInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: str
     path: str | None = None
     input_shapes: dict[str, tuple[int, ...]] = msgspec.field(default_factory=dict)  # fixed at load time
-    max_cut_tensors: int = 4
-    max_blocks: int = 64
+    max_cut_tensors: int = DEFAULT_MAX_CUT_TENSORS
+    max_blocks: int = DEFAULT_MAX_BLOCKS
 
 
 class BlockInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -100,7 +102,7 @@ class DeviceProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     blocks: tuple[Stats | None, ...]
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
-    threads: int = 0
+    num_threads: int = 0  # intra-op threads; 0 = ONNX Runtime's default
     host: dict[str, HostValue] = msgspec.field(default_factory=dict)
     versions: dict[str, str] = msgspec.field(default_factory=dict)
     date: str = ""  # ISO 8601 time of the run
@@ -211,6 +213,14 @@ def validate_profile(profile: Profile) -> Profile:
     return profile
 
 
+def _rename_old_keys(raw: dict) -> None:
+    """Profiles written before ``num_threads`` name a device's threads ``threads``: read them as such."""
+    devices = raw.get("devices")
+    for device in devices.values() if isinstance(devices, dict) else ():
+        if isinstance(device, dict) and "threads" in device and "num_threads" not in device:
+            device["num_threads"] = device.pop("threads")
+
+
 def decode_profile(data: bytes | str, where: str = "profile") -> Profile:
     """Parse and validate profile JSON text."""
     try:
@@ -224,6 +234,7 @@ def decode_profile(data: bytes | str, where: str = "profile") -> Profile:
             f"{where} has schema {raw.get('schema')!r}, this splitinfer reads {PROFILE_SCHEMA}",
             "re-profile with this version of splitinfer",
         )
+    _rename_old_keys(raw)
     try:
         profile = msgspec.convert(raw, Profile)
     except msgspec.ValidationError as e:

@@ -3,16 +3,22 @@
 The stopping rule uses a distribution-free confidence interval for the median
 (binomial order statistics), because run times are skewed and have outliers:
 a mean +- t*sd interval would be too optimistic on a noisy shared machine.
+
+:func:`time_partition` is the one way a partition is timed, in this process
+(``LocalRunner``) and on a worker (its ``time_partition`` request).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from splitinfer.errors import ShapeError, WorkerError, first_line
+from splitinfer.graph.inference import DEFAULT_PROVIDERS, create_inference_session
+from splitinfer.profile.partition_timing import PartitionTiming
 from splitinfer.profile.schema import Stats
 
 
@@ -58,7 +64,7 @@ def summarize(times: Sequence[float]) -> Stats:
 def measure(
     run: Callable[[], object],
     *,
-    warmup: int = 3,
+    num_warmup: int = 3,
     min_runs: int = 10,
     max_runs: int = 300,
     budget_s: float = 2.0,
@@ -70,7 +76,7 @@ def measure(
     Stops early at ``max_runs`` or when ``budget_s`` of timed work is spent (after
     at least ``min_runs``). Warm-up runs are not recorded. Returns raw durations.
     """
-    for _ in range(warmup):
+    for _ in range(num_warmup):
         run()
     times: list[float] = []
     spent = 0.0
@@ -85,3 +91,40 @@ def measure(
         ):
             break
     return times
+
+
+def time_partition(model_bytes: bytes | memoryview, feeds: Mapping[str, np.ndarray], *,
+                   providers: Sequence[str] = DEFAULT_PROVIDERS, num_threads: int = 0, slowdown: float = 1.0,
+                   num_warmup: int = 3, min_runs: int = 5, max_runs: int = 200, budget_s: float = 2.0,
+                   rel_precision: float = 0.05) -> PartitionTiming:
+    """Time one partition: its inference session created untimed, ``num_warmup`` untimed runs, then
+    timed runs until the median is precise enough (:func:`measure`); ``times_s`` scaled by ``slowdown``.
+
+    The first untimed run (there is always one) gives the outputs. ShapeError for feeds the
+    partition does not take (names, dtypes, dims), ModelError for bytes ONNX Runtime cannot
+    load, WorkerError for a provider missing here or a run that fails in a kernel.
+    """
+    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument  # loaded with the session
+
+    start = time.perf_counter()
+    session = create_inference_session(model_bytes, providers, num_threads)
+    create_s = time.perf_counter() - start
+    wanted = {i.name for i in session.get_inputs()}
+    if set(feeds) != wanted:
+        raise ShapeError(f"the feeds are {sorted(feeds)}, the partition takes {sorted(wanted)}",
+                         "give one tensor per partition input, named like the input")
+    feeds = dict(feeds)
+    try:
+        outputs = session.run(None, feeds)
+        times = measure(lambda: session.run(None, feeds), num_warmup=max(0, num_warmup - 1),
+                        min_runs=max(1, min_runs), max_runs=max(1, min_runs, max_runs), budget_s=budget_s,
+                        rel_precision=rel_precision)
+    except InvalidArgument as e:  # ORT's word for inputs the partition does not take (dims, dtypes)
+        raise ShapeError(f"the partition rejects its inputs: {first_line(e)}",
+                         "give inputs of the shapes and dtypes the partition takes") from None
+    except Exception as e:  # ORT's other exception types: a kernel failed on these values
+        raise WorkerError(f"timing the partition failed: {first_line(e)}",
+                          "check the inputs' values (e.g. indices in range) and the model") from None
+    names = [o.name for o in session.get_outputs()]
+    return PartitionTiming(times_s=[t * slowdown for t in times], compute_times_s=times, create_s=create_s,
+                           outputs=dict(zip(names, outputs, strict=True)))

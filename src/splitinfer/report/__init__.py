@@ -6,6 +6,10 @@ Typical use::
     index = write_report("profile.json", "splitinfer-report", plans="plan.json", bench="bench.json")
 
 :func:`check_page` opens a written page in headless Chromium and lists what went wrong.
+Modules: ``inputs`` (what a report shows, colours), ``figures`` and ``plan_figures``
+(matplotlib), ``tables`` (terminal and CSV), ``html`` (the page), ``writer`` (all of
+it into a folder), ``browser`` (the Chromium check). Importing it loads neither
+ZeroMQ nor ONNX Runtime.
 """
 
 from splitinfer.report.browser import PageCheck, check_page, find_browser

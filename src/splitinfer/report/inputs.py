@@ -1,6 +1,6 @@
 """What a report is made of: the profile, the plans, the bench result, and the choices between them.
 
-The bench result is :class:`splitinfer.runtime.bench.BenchResult`; the report reads
+The bench result is :class:`splitinfer.records.bench.BenchResult`; the report reads
 only its fields (plan, num_requests, concurrency, latency and throughput figures,
 stages, hops, latencies_s), so any object with those attributes will do.
 """
@@ -64,7 +64,7 @@ def _check_plan(plan: Plan, profile: Profile, where: str) -> None:
             f"the profile has {num} blocks",
             "report a plan made from this profile (splitinfer plan PROFILE -o plan.json)",
         )
-    sha = plan.meta.get("model_sha256")
+    sha = plan.provenance.model_sha256
     if sha and sha != profile.model.sha256:
         raise PlanError(f"{where} is of model {sha[:12]}, the profile of {profile.model.sha256[:12]}",
                         "report a plan made from this profile (splitinfer plan PROFILE -o plan.json)")

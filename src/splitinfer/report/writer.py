@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import onnx
 
-from splitinfer.errors import ProfileError, SplitinferError
-from splitinfer.graph import Model, analyze, load_model
+from splitinfer.errors import SplitinferError
+from splitinfer.graph import Model
 from splitinfer.plan import Plan, describe_stages
 from splitinfer.profile.schema import Profile, load_profile
+from splitinfer.records.bench import BenchResult, load_bench
+from splitinfer.records.plans import read_plans
 from splitinfer.report import figures, plan_figures
 from splitinfer.report.html import (
     FigureFile,
@@ -24,8 +26,6 @@ from splitinfer.report.html import (
 )
 from splitinfer.report.inputs import ReportData, gather
 from splitinfer.report.tables import bench_table, block_table, plan_table, write_csv
-from splitinfer.runtime.bench import BenchResult, load_bench
-from splitinfer.runtime.deploy import read_plans
 
 OnFile = Callable[[Path], None]
 REL_ERROR_NOTE = ("rel_error = (predicted - measured) / measured, of the median: "
@@ -34,19 +34,10 @@ REL_ERROR_NOTE = ("rel_error = (predicted - measured) / measured, of the median:
 
 def _main_ops(model: str | Path | Model | onnx.ModelProto, profile: Profile) -> list[str]:
     """The most frequent op type of every block, from the model cut the way the profile was."""
-    loaded = model if isinstance(model, Model) else load_model(model, input_shapes=profile.model.input_shapes)
-    if loaded.sha256 != profile.model.sha256:
-        raise ProfileError(
-            f"the model ({loaded.name}, {loaded.sha256[:12]}) is not the profiled one "
-            f"({profile.model.name}, {profile.model.sha256[:12]})",
-            "give the model file the profile was made from, or leave the model out",
-        )
-    analysis = analyze(loaded, max_cut_tensors=profile.model.max_cut_tensors,
-                       max_blocks=profile.model.max_blocks)
-    if [b.cut_bytes for b in analysis.blocks] != [b.cut_bytes for b in profile.blocks]:
-        raise ProfileError("the model splits into other blocks than the profile's",
-                           "re-profile the model with this version of splitinfer, or leave the model out")
-    return [next(iter(b.op_types), "") for b in analysis.blocks]
+    from splitinfer.profile.blocks import cut_as_profiled  # lazily: only a report given a model cuts it
+
+    blocks = cut_as_profiled(model, profile)
+    return [next(iter(b.op_types), "") for b in blocks.analysis.blocks]
 
 
 def _figures(data: ReportData, out: Path, ops: list[str] | None, on_file: OnFile) -> list[FigureFile]:
@@ -102,7 +93,7 @@ def _summary(data: ReportData) -> str:
                    f"{sum(b.num_params for b in p.blocks) / 1e6:.3g} M parameters"),
         ("input / output", f"{p.input_bytes:,} B / {p.output_bytes:,} B"),
         ("devices", ", ".join(p.devices) or "-"),
-        ("report written", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
+        ("report written", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
     ]
     if data.chosen is not None:
         c = data.chosen
@@ -115,8 +106,8 @@ def _summary(data: ReportData) -> str:
                                    f"(predicted {b.predicted_latency_s * 1e3:.1f} ms), "
                                    f"p95 {b.latency_p95_s * 1e3:.1f} ms, {b.throughput_rps:.3g} req/s "
                                    f"(predicted {_rps(b.predicted_throughput_rps)})"))
-    devices = (["device", "providers", "threads", "host", "profiled", "whole_model_s"], [
-        [n, ", ".join(d.providers), d.threads, ", ".join(f"{k}={v}" for k, v in d.host.items()), d.date,
+    devices = (["device", "providers", "num_threads", "host", "profiled", "whole_model_s"], [
+        [n, ", ".join(d.providers), d.num_threads, ", ".join(f"{k}={v}" for k, v in d.host.items()), d.date,
          "" if d.whole_model is None else d.whole_model.median_s]
         for n, d in p.devices.items()
     ])

@@ -1,30 +1,41 @@
-"""The distributed runtime: device workers, the zero-copy wire codec, emulated links, the coordinator.
+"""The distributed runtime: device workers, the wire between them, launchers, the coordinator.
+
+Rooms (see ARCHITECTURE.md; lower rooms never import higher ones):
+
+- ``wire/``: messages, codec, auth, sockets, links, :class:`WorkerClient`.
+- ``device/``: the worker process: IO, compute and control loops, its stage table.
+- ``launch/``: :func:`start_workers` for local processes, network namespaces, Ray actors.
+- ``coordinator/``: :class:`Session`, pipelines, in-flight requests, heartbeats, recovery, deploy.
+- ``bench``, ``gateway``, ``profiling``, ``refine``: tools built on a session.
 
 Public API::
 
-    deploy_stages(stages, cluster, *, token=None, replan=None, ...) -> Session
+    deploy_stages(stages, cluster, *, token=None, replan=None, plan=None, model=None, ...) -> Session
     Session.run / submit / stream / close, Result, RequestTiming
     StageSpec(index, device, model_bytes, inputs, outputs)
-    WorkerClient(address, token)  # health, info, echo, profile, probe, undeploy, shutdown
+    WorkerClient(address, token)  # health, info, echo, time_partition -> PartitionTiming, probe, ...
     LocalLauncher / launch_local_workers(devices, token)  # the emulated continuum
     start_workers(cluster, token) -> (launcher, addresses)  # any backend
 """
 
 from __future__ import annotations
 
-from splitinfer.runtime.client import ProfileResult, WorkerClient
-from splitinfer.runtime.launcher import Launcher, LocalLauncher, launch_local_workers, start_workers
-from splitinfer.runtime.link import LinkShaper
-from splitinfer.runtime.pipeline import StageSpec, check_chain
-from splitinfer.runtime.session import Session, SessionOptions, deploy_stages
-from splitinfer.runtime.timing import HopTiming, RequestTiming, Result, StageTiming
+from splitinfer.profile.partition_timing import PartitionTiming
+from splitinfer.runtime.coordinator.deploy import deploy_stages
+from splitinfer.runtime.coordinator.pipeline import StageSpec, check_chain
+from splitinfer.runtime.coordinator.session import Session, SessionOptions
+from splitinfer.runtime.coordinator.timing import HopTiming, RequestTiming, Result, StageTiming
+from splitinfer.runtime.launch.local import LocalLauncher, launch_local_workers
+from splitinfer.runtime.launch.start import Launcher, start_workers
+from splitinfer.runtime.wire.client import WorkerClient
+from splitinfer.runtime.wire.link import LinkShaper
 
 __all__ = [
     "HopTiming",
     "Launcher",
     "LinkShaper",
     "LocalLauncher",
-    "ProfileResult",
+    "PartitionTiming",
     "RequestTiming",
     "Result",
     "Session",

@@ -1,11 +1,11 @@
-"""Measure a deployed plan and compare it with its prediction; the bench file (``bench.json``).
+"""Measure a deployed plan and compare it with its prediction (the record: :mod:`splitinfer.records.bench`).
 
 ::
 
     with deploy(plan, cluster, model, profile=profile) as session:
         result = bench(session, num_requests=100, concurrency=1)
     print(result.latency_median_s, result.predicted_latency_s, result.latency_rel_error)
-    save_bench(result, "bench.json")
+    save_bench(result, "bench.json")  # splitinfer.records.save_bench
 
 What is compared: per stage, the plan's ``compute_s`` with the measured busy time
 (ONNX Runtime compute plus the emulated slowdown wait, :attr:`StageTiming.busy_s`);
@@ -26,89 +26,26 @@ runtime's own overhead.
 from __future__ import annotations
 
 import math
-import os
-import platform
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Literal
 
-import msgspec
 import numpy as np
 import yaml
 
 from splitinfer.cluster import dump_cluster
-from splitinfer.errors import DeadlineError, PlanError, SchemaError, read_file
+from splitinfer.errors import DeadlineError, PlanError
 from splitinfer.graph.feeds import generate_feeds
+from splitinfer.host import MACHINE_KEYS, host_info
 from splitinfer.plan import Plan
-from splitinfer.runtime.session import Session
-from splitinfer.runtime.timing import RequestTiming, Result
+from splitinfer.records.bench import BenchResult, HopBench, StageBench, rel_error
+from splitinfer.runtime.coordinator.session import Session
+from splitinfer.runtime.coordinator.timing import RequestTiming, Result
 
-BENCH_SCHEMA = 1
 NUM_DISTINCT_FEEDS = 8  # requests cycle through this many generated inputs (generation is not timed)
 Feeds = Mapping[str, np.ndarray]
-
-
-class StageBench(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """One stage: predicted compute vs measured busy time (compute + emulated wait)."""
-
-    stage: int
-    device: str
-    predicted_s: float
-    measured_median_s: float
-    measured_p95_s: float
-    rel_error: float  # (predicted - measured) / measured, of the median
-
-
-class HopBench(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """One hop: predicted vs measured transfer time."""
-
-    src: str
-    dst: str
-    kind: Literal["upload", "cut", "return"]
-    num_bytes: int
-    predicted_s: float
-    measured_median_s: float
-    measured_p95_s: float
-    rel_error: float
-
-
-class BenchResult(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """A bench run of one plan: measured figures beside the plan's predictions."""
-
-    schema: int = BENCH_SCHEMA
-    plan: Plan
-    model_name: str
-    model_sha256: str
-    cluster: dict[str, Any]  # the cluster as plain data (parse_cluster reads it back)
-    num_requests: int
-    concurrency: int
-    latency_median_s: float
-    latency_p95_s: float
-    latency_mean_s: float
-    latency_min_s: float
-    latency_max_s: float
-    throughput_rps: float  # completed requests / wall time of the measured phase
-    predicted_latency_s: float
-    predicted_throughput_rps: float
-    latency_rel_error: float
-    throughput_rel_error: float
-    stages: tuple[StageBench, ...]
-    hops: tuple[HopBench, ...]
-    latencies_s: tuple[float, ...]  # every measured request, in completion order
-    date: str  # ISO 8601
-    host: dict[str, str]
-
-
-def rel_error(predicted: float, measured: float) -> float:
-    """(predicted - measured) / measured; 0 when both are 0."""
-    if measured <= 0:
-        return 0.0 if predicted == 0 else math.copysign(1e9, predicted)
-    return (predicted - measured) / measured
 
 
 def _feed_maker(session: Session, feeds: Feeds | Sequence[Feeds] | None) -> Callable[[int], Feeds]:
@@ -199,19 +136,17 @@ def compare_hops(plan: Plan, timings: Sequence[RequestTiming]) -> tuple[HopBench
     return tuple(out)
 
 
-def host_info() -> dict[str, str]:
-    """Where the bench ran: host name, OS, CPU, Python and ONNX Runtime versions."""
-    import onnxruntime
-
-    return {"hostname": socket.gethostname(), "os": platform.platform(), "machine": platform.machine(),
-            "cpu_count": str(os.cpu_count()), "python": platform.python_version(),
-            "onnxruntime": onnxruntime.__version__}
+def describe_host() -> dict[str, str]:
+    """Where the bench ran, as bench.json keeps it (text values): the machine's
+    :data:`~splitinfer.host.MACHINE_KEYS` and the library versions beside them."""
+    info = host_info()
+    return {**{k: str(info[k]) for k in MACHINE_KEYS if info.get(k) is not None}, **info["versions"]}
 
 
 def bench(session: Session, plan: Plan | None = None, *, num_requests: int = 50, concurrency: int = 1,
-          warmup: int = 5, feeds: Feeds | Sequence[Feeds] | None = None,
+          num_warmup: int = 5, feeds: Feeds | Sequence[Feeds] | None = None,
           progress: Callable[[int, int], None] | None = None) -> BenchResult:
-    """Run ``warmup`` then ``num_requests`` requests (``concurrency`` in flight) and compare with ``plan``.
+    """Run ``num_warmup`` then ``num_requests`` requests (``concurrency`` in flight); compare with ``plan``.
 
     ``plan`` defaults to ``session.plan``. ``feeds``: one input mapping for every request, a
     sequence to cycle through, or None for seeded generated inputs. ``progress(done, total)``
@@ -223,8 +158,8 @@ def bench(session: Session, plan: Plan | None = None, *, num_requests: int = 50,
     if num_requests < 1:
         raise ValueError("num_requests must be at least 1")
     make_feeds = _feed_maker(session, feeds)
-    if warmup:
-        run_requests(session, make_feeds, warmup, concurrency)
+    if num_warmup:
+        run_requests(session, make_feeds, num_warmup, concurrency)
     counter = iter(range(1, num_requests + 1))
     on_done = (lambda: progress(next(counter), num_requests)) if progress is not None else None
     results, wall_s = run_requests(session, make_feeds, num_requests, concurrency, on_done)
@@ -256,8 +191,8 @@ def _summarize(session: Session, plan: Plan, latencies: list[float], wall_s: flo
     model = session.model
     return BenchResult(
         plan=plan,
-        model_name=model.name if model is not None else plan.meta.get("model", ""),
-        model_sha256=model.sha256 if model is not None else plan.meta.get("model_sha256", ""),
+        model_name=model.name if model is not None else plan.provenance.model,
+        model_sha256=model.sha256 if model is not None else plan.provenance.model_sha256,
         cluster=yaml.safe_load(dump_cluster(session.cluster)),
         num_requests=len(latencies), concurrency=concurrency,
         latency_median_s=median, latency_p95_s=p95, latency_mean_s=float(arr.mean()),
@@ -268,50 +203,6 @@ def _summarize(session: Session, plan: Plan, latencies: list[float], wall_s: flo
         throughput_rel_error=rel_error(expected_rps, throughput),
         stages=compare_stages(plan, timings), hops=compare_hops(plan, timings),
         latencies_s=tuple(latencies),
-        date=datetime.now(UTC).isoformat(timespec="seconds"), host=host_info(),
+        date=datetime.now(UTC).isoformat(timespec="seconds"), host=describe_host(),
     )
 
-
-def _finite(value: Any) -> Any:
-    # JSON has no infinity: write it as the string "inf" (the plan file does the same).
-    if isinstance(value, float) and math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
-def encode_bench(result: BenchResult) -> bytes:
-    """bench.json text (indented)."""
-    doc = _finite(msgspec.to_builtins(result))
-    return msgspec.json.format(msgspec.json.encode(doc), indent=2) + b"\n"
-
-
-def decode_bench(data: bytes | str, where: str = "bench file") -> BenchResult:
-    """Parse bench.json; SchemaError for another schema version or a malformed file."""
-    try:
-        raw = msgspec.json.decode(data)
-    except msgspec.DecodeError as e:
-        raise SchemaError(f"{where} is not valid JSON: {e}",
-                          "write it with `splitinfer bench ... -o`") from None
-    if not isinstance(raw, dict) or "schema" not in raw:
-        raise SchemaError(f"{where} has no schema field", "write it with `splitinfer bench ... -o`")
-    if raw["schema"] != BENCH_SCHEMA:
-        raise SchemaError(f"{where} has schema {raw['schema']!r}, this splitinfer reads {BENCH_SCHEMA}",
-                          "bench again with this version of splitinfer")
-    try:
-        return msgspec.convert(raw, BenchResult, strict=False)  # lax: reads "inf" back as a float
-    except msgspec.ValidationError as e:
-        raise SchemaError(f"{where} is malformed: {e}", "write it with `splitinfer bench ... -o`") from None
-
-
-def save_bench(result: BenchResult, path: str | Path) -> None:
-    """Write ``result`` to ``path`` as JSON."""
-    Path(path).write_bytes(encode_bench(result))
-
-
-def load_bench(path: str | Path) -> BenchResult:
-    """Read a bench.json written by :func:`save_bench`."""
-    return decode_bench(read_file(path, "bench file", "check the path", SchemaError), str(path))

@@ -40,19 +40,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from splitinfer.errors import DeadlineError, ModelError, SplitinferError, first_line
-from splitinfer.runtime.session import Session
-from splitinfer.runtime.timing import RequestTiming, Result
+from splitinfer.errors import DeadlineError, InputError, SplitinferError, first_line, http_status_of
+from splitinfer.runtime.coordinator.session import DEADLINE_MARGIN_S, Session
+from splitinfer.runtime.coordinator.timing import RequestTiming, Result
 from splitinfer.types import NUMPY_TO_ONNX
 
 NPY_TYPES = ("application/x-npy", "application/octet-stream")
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ERROR_KINDS = ("bad_input", "deadline", "worker", "internal")
 DEFAULT_MAX_BODY_BYTES = 256 * 1024 * 1024
-
-
-class BadInput(SplitinferError):
-    """A request the gateway cannot read (HTTP 400)."""
 
 
 class Metrics:
@@ -127,35 +123,35 @@ def parse_npy(body: bytes, session: Session) -> dict[str, np.ndarray]:
     """One .npy array, for a single-input model; never unpickles."""
     names = [s.name for s in session.inputs]
     if len(names) != 1:
-        raise BadInput(f"the model has {len(names)} inputs ({', '.join(names)}), an .npy body holds one",
+        raise InputError(f"the model has {len(names)} inputs ({', '.join(names)}), an .npy body holds one",
                        'send JSON: {"inputs": {name: {"dtype", "shape", "data"}}}')
     try:
         array = np.load(io.BytesIO(body), allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
-        raise BadInput(f"the body is not a readable .npy array ({first_line(e)})",
+        raise InputError(f"the body is not a readable .npy array ({first_line(e)})",
                        "send numpy.save() output without pickled objects") from None
     if not isinstance(array, np.ndarray):
-        raise BadInput("the body is an .npz archive, not one .npy array",
+        raise InputError("the body is an .npz archive, not one .npy array",
                        "send one array saved with numpy.save")
     return {names[0]: array}
 
 
 def _tensor(name: str, item: Any) -> np.ndarray:
     if not isinstance(item, Mapping) or not {"dtype", "shape", "data"} <= set(item):
-        raise BadInput(f"input {name!r} is not an object with dtype, shape and data",
+        raise InputError(f"input {name!r} is not an object with dtype, shape and data",
                        'write it like {"dtype": "float32", "shape": [1, 3], "data": [0.1, 0.2, 0.3]}')
     dtype = item["dtype"]
     if not isinstance(dtype, str) or dtype not in NUMPY_TO_ONNX:
-        raise BadInput(f"input {name!r} has dtype {dtype!r}",
+        raise InputError(f"input {name!r} has dtype {dtype!r}",
                        f"use one of: {', '.join(sorted(NUMPY_TO_ONNX))}")
     shape = item["shape"]
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise BadInput(f"input {name!r} has shape {shape!r}", "give a list of whole numbers >= 0")
+        raise InputError(f"input {name!r} has shape {shape!r}", "give a list of whole numbers >= 0")
     try:
         array = np.asarray(item["data"], dtype=np.dtype(dtype))
         return array.reshape(shape)
     except (ValueError, TypeError, OverflowError) as e:
-        raise BadInput(f"input {name!r}: data does not fit dtype {dtype} and shape {shape} ({e})",
+        raise InputError(f"input {name!r}: data does not fit dtype {dtype} and shape {shape} ({e})",
                        "give (nested) lists of numbers with as many values as the shape holds") from None
 
 
@@ -164,9 +160,9 @@ def parse_json(body: bytes) -> dict[str, np.ndarray]:
     try:
         doc = msgspec.json.decode(body)
     except msgspec.DecodeError as e:
-        raise BadInput(f"the body is not valid JSON ({e})", 'send {"inputs": {name: {...}}}') from None
+        raise InputError(f"the body is not valid JSON ({e})", 'send {"inputs": {name: {...}}}') from None
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), dict) or not doc["inputs"]:
-        raise BadInput('the JSON body has no "inputs" object',
+        raise InputError('the JSON body has no "inputs" object',
                        'send {"inputs": {name: {"dtype", "shape", "data"}}}')
     return {str(name): _tensor(str(name), item) for name, item in doc["inputs"].items()}
 
@@ -188,25 +184,15 @@ def _error(status: int, error: SplitinferError | str) -> JSONResponse:
     return JSONResponse({"error": line}, status_code=status)
 
 
-def _kind(error: Exception) -> tuple[str, int]:
-    if isinstance(error, BadInput | ModelError):  # ModelError covers ShapeError: wrong names, dtypes, shapes
-        return "bad_input", 400
-    if isinstance(error, DeadlineError):
-        return "deadline", 504
-    if isinstance(error, SplitinferError):  # WorkerError, TransportError, InfeasibleError, ...
-        return "worker", 503
-    return "internal", 500
-
-
 async def _infer(session: Session, feeds: dict[str, np.ndarray]) -> Result:
     future = session.submit(feeds)
-    # The session fails the future at its deadline; the margin guards against a stuck monitor.
     try:
-        return await asyncio.wait_for(asyncio.wrap_future(future), timeout=session.timeout_s + 5.0)
+        waited = asyncio.wrap_future(future)
+        return await asyncio.wait_for(waited, timeout=session.timeout_s + DEADLINE_MARGIN_S)
     except DeadlineError:  # a TimeoutError too: the session's own, with its clearer message
         raise
     except TimeoutError:
-        raise DeadlineError(f"no result within {session.timeout_s + 5.0:g} s",
+        raise DeadlineError(f"no result within {session.timeout_s + DEADLINE_MARGIN_S:g} s",
                             "retry later or give the gateway a longer --timeout") from None
 
 
@@ -225,18 +211,19 @@ def make_app(session: Session, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) 
             body = await request.body()
             if len(body) > max_body_bytes:
                 metrics.count_error("bad_input")
-                return _error(413, BadInput(f"the body has {len(body)} bytes, the limit is {max_body_bytes}",
-                                            "send smaller inputs or raise the gateway's limit"))
+                return _error(413, InputError(f"the body has {len(body)} bytes, the limit is "
+                                              f"{max_body_bytes}",
+                                              "send smaller inputs or raise the gateway's limit"))
             if content_type in NPY_TYPES:
                 feeds, as_npy = parse_npy(body, session), request.query_params.get("format") != "json"
             elif content_type == "application/json":
                 feeds, as_npy = parse_json(body), False
             else:
-                raise BadInput(f"unsupported content type {content_type or '(none)'!r}",
-                               "send application/x-npy (one .npy array) or application/json")
+                raise InputError(f"unsupported content type {content_type or '(none)'!r}",
+                                 "send application/x-npy (one .npy array) or application/json")
             result = await _infer(session, feeds)
         except Exception as e:
-            kind, status = _kind(e)
+            status, kind = http_status_of(e)
             metrics.count_error(kind)
             if status == 500:
                 return _error(500, f"internal error: {type(e).__name__}: {e}")

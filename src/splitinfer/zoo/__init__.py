@@ -5,6 +5,9 @@ from a seeded numpy generator, so the same arguments give byte-identical models.
 Full size by default (the real parameter counts, FLOPs and tensor sizes);
 ``width``, ``depth`` and ``resolution`` make smaller variants, and
 :func:`build_small` gives a tiny one that runs in milliseconds for tests.
+Modules: ``builder`` (the graph builder) with ``tensors`` and ``moments`` (what it
+tracks), ``cnn``, ``transformer``, ``detector`` (the architectures), ``config``
+(their settings), ``calibration`` (batch-norm statistics on seeded inputs).
 
 >>> from splitinfer import zoo
 >>> model = zoo.build("resnet18")                 # 11.7M params, 224x224

@@ -14,33 +14,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from splitinfer.zoo import moments
-
-FLOAT = TensorProto.FLOAT
-INT64 = TensorProto.INT64
-BOOL = TensorProto.BOOL
-
-def _broadcast(a: Sequence[int], b: Sequence[int]) -> tuple[int, ...]:
-    a, b = tuple(a), tuple(b)
-    n = max(len(a), len(b))
-    a, b = (1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b
-    return tuple(max(x, y) for x, y in zip(a, b, strict=True))
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """What the builder knows of a tensor: shape, ONNX element type, expected moments."""
-
-    shape: tuple[int, ...]
-    dtype: int = FLOAT
-    mean: float = 0.0
-    m2: float = 1.0
+from splitinfer.zoo.tensors import FLOAT, TensorInfo, broadcast_shapes
 
 
 class GraphBuilder:
@@ -292,7 +273,7 @@ class GraphBuilder:
         """MatMul of two activations (attention scores, attention-weighted values)."""
         ia, ib = self.info[a], self.info[b]
         k = ia.shape[-1]
-        shape = (*_broadcast(ia.shape[:-2], ib.shape[:-2]), ia.shape[-2], ib.shape[-1])
+        shape = (*broadcast_shapes(ia.shape[:-2], ib.shape[:-2]), ia.shape[-2], ib.shape[-1])
         self.num_macs += math.prod(shape) * k
         return self.node("MatMul", [a, b], name, shape=shape, mean=k * ia.mean * ib.mean,
                          m2=k * ia.m2 * ib.m2)
@@ -326,7 +307,7 @@ class GraphBuilder:
     def add(self, a: str, b: str, *, name: str, out: str | None = None) -> str:
         """Elementwise sum (a residual connection, a bias); moments add as if independent."""
         ia, ib = self.info[a], self.info[b]
-        shape = _broadcast(ia.shape, ib.shape)
+        shape = broadcast_shapes(ia.shape, ib.shape)
         y = self.node("Add", [a, b], name, shape=shape, dtype=ia.dtype, mean=ia.mean + ib.mean,
                       m2=ia.m2 + ib.m2 + 2 * ia.mean * ib.mean, out=out)
         return y
@@ -342,7 +323,7 @@ class GraphBuilder:
             mean, m2 = ia.mean / ib.mean, ia.m2 / ib.m2
         else:
             raise ValueError(f"unknown binary op {op!r}")
-        return self.node(op, [a, b], name, shape=_broadcast(ia.shape, ib.shape), dtype=ia.dtype,
+        return self.node(op, [a, b], name, shape=broadcast_shapes(ia.shape, ib.shape), dtype=ia.dtype,
                          mean=mean, m2=m2)
 
     def reshape(self, x: str, shape: Sequence[int], *, name: str) -> str:

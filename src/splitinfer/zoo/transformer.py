@@ -11,8 +11,9 @@ import math
 
 import numpy as np
 
-from splitinfer.zoo.builder import FLOAT, INT64, GraphBuilder
+from splitinfer.zoo.builder import GraphBuilder
 from splitinfer.zoo.config import ZooConfig, scale_depth, scale_heads
+from splitinfer.zoo.tensors import FLOAT, INT64
 
 NUM_LAYERS = 12
 PATCH = 16

@@ -1,0 +1,74 @@
+"""Where something ran: the machine and the versions of the libraries that decide its timings.
+
+One description for every record that says where it was made: a worker's ``info``
+reply, the ``host`` and ``versions`` of a profiled device, the ``host`` of bench.json.
+Library versions come from the installed packages' metadata, so describing the host
+imports neither ONNX Runtime nor ZeroMQ.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+from importlib import metadata
+from typing import Any
+
+import psutil
+
+import splitinfer
+
+# The machine's lasting facts: what a profile keeps of its devices' hosts (free memory changes).
+MACHINE_KEYS = ("hostname", "platform", "machine", "processor", "num_cpus", "num_physical_cpus",
+                "cpu_freq_mhz", "memory_total_bytes")
+
+# version key -> the distributions that provide it, in order of preference
+# (ONNX Runtime ships as several builds of one module).
+_DISTRIBUTIONS = {
+    "numpy": ("numpy",),
+    "onnx": ("onnx",),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino",
+                    "onnxruntime-qnn", "onnxruntime-silicon"),
+    "pyzmq": ("pyzmq",),
+    "msgspec": ("msgspec",),
+}
+
+
+def _installed_version(distributions: tuple[str, ...]) -> str | None:
+    for name in distributions:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python, splitinfer and the libraries that decide the timings (installed ones only)."""
+    versions = {"python": platform.python_version(), "splitinfer": splitinfer.__version__}
+    for key, distributions in _DISTRIBUTIONS.items():
+        version = _installed_version(distributions)
+        if version is not None:
+            versions[key] = version
+    return versions
+
+
+def _cpu_freq_mhz() -> float | None:
+    try:
+        freq = psutil.cpu_freq()
+    except (AttributeError, NotImplementedError, OSError):  # not every platform reports it
+        return None
+    return None if freq is None else float(freq.current)
+
+
+def host_info() -> dict[str, Any]:
+    """This machine: the :data:`MACHINE_KEYS`, ``memory_available_bytes`` and ``versions``
+    (:func:`library_versions`)."""
+    memory = psutil.virtual_memory()
+    return {
+        "hostname": socket.gethostname(), "platform": platform.platform(), "machine": platform.machine(),
+        "processor": platform.processor(), "num_cpus": os.cpu_count(),
+        "num_physical_cpus": psutil.cpu_count(logical=False), "cpu_freq_mhz": _cpu_freq_mhz(),
+        "memory_total_bytes": memory.total, "memory_available_bytes": memory.available,
+        "versions": library_versions(),
+    }

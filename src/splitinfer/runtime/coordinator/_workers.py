@@ -1,0 +1,99 @@
+"""Reaching a session's workers: where they send results, and a client per device.
+
+The session binds one PULL socket for results; workers must reach it, so its
+advertised host is the IP on the route to the remote devices (loopback when all
+are local), and for Ray or network namespaces the IP on the route to the first
+started worker, known only once they run.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import zmq
+
+from splitinfer.cluster import Cluster
+from splitinfer.errors import ClusterError, DeadlineError
+from splitinfer.runtime.coordinator.pipeline import reachable_ip
+from splitinfer.runtime.launch.start import Launcher
+from splitinfer.runtime.wire.client import WorkerClient
+
+
+def host_known_late(cluster: Cluster) -> bool:
+    """Ray places workers on nodes known only once they start, and netns workers reach us through
+    a bridge made when they start: the advertised host is picked then."""
+    return cluster.backend == "ray" or cluster.network == "netns"
+
+
+def bind_result_socket(sock: zmq.Socket, cluster: Cluster, host: str | None) -> str:
+    """Bind ``sock`` on a free port; the address workers are told to send results to."""
+    remote = [d for d in cluster.devices if not d.is_local]
+    if host is None:
+        host = reachable_ip(remote[0].address) if remote else "127.0.0.1"
+    bind_host = "0.0.0.0" if remote or host_known_late(cluster) else host
+    port = sock.bind_to_random_port(f"tcp://{bind_host}")
+    return f"tcp://{host}:{port}"
+
+
+def readvertise(result_address: str, cluster: Cluster, addresses: dict[str, str],
+                coordinator_host: str | None) -> str:
+    """The result address once the workers run (changed only when the host was known late)."""
+    if not host_known_late(cluster) or coordinator_host is not None or not addresses:
+        return result_address
+    port = result_address.rsplit(":", 1)[1]
+    return f"tcp://{reachable_ip(next(iter(addresses.values())))}:{port}"
+
+
+def connect_clients(addresses: dict[str, str], token: bytes, context: zmq.Context, needed: set[str],
+                    timeout_s: float) -> tuple[dict[str, WorkerClient], set[str]]:
+    """A client per device, each worker checked by name: (clients, spares that do not answer).
+
+    ClusterError when a device a stage needs does not answer or a worker has another name.
+    """
+    clients: dict[str, WorkerClient] = {}
+    down: set[str] = set()
+    try:
+        for name, address in addresses.items():
+            client = clients[name] = WorkerClient(address, token, context=context, name=name)
+            try:
+                found = client.health(timeout_s=timeout_s)["name"]
+            except DeadlineError:
+                if name in needed:
+                    port = address.rsplit(":", 1)[-1]
+                    raise ClusterError(f"no worker answers for device {name!r} at {address}",
+                                       f"start one on that machine: splitinfer worker --name {name} "
+                                       f"--listen tcp://0.0.0.0:{port} --token-file TOKEN") from None
+                down.add(name)  # a spare that is down: re-plans will avoid it
+                continue
+            if found != name:
+                raise ClusterError(f"the worker at {address} is named {found!r}, the cluster expects "
+                                   f"{name!r}", "fix the address in cluster.yaml or the worker's --name")
+    except BaseException:
+        for client in clients.values():
+            client.close()
+        raise
+    return clients, down
+
+
+@dataclass
+class SessionResources:
+    """What a session must release even when nobody closes it: its finalizer holds this, not the session."""
+
+    stop: threading.Event
+    context: zmq.Context
+    result_sock: zmq.Socket
+    launcher: Launcher | None = None
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def stop_threads(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=2.0)
+
+    def release(self) -> None:
+        self.stop_threads()
+        if self.launcher is not None:
+            self.launcher.close()
+        self.result_sock.close(linger=0)
+        self.context.destroy(linger=0)

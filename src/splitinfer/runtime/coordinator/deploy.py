@@ -1,0 +1,168 @@
+"""From a plan to a running pipeline: cut the model as the plan says, deploy the stages, re-plan on failure.
+
+::
+
+    from splitinfer import deploy
+    with deploy("plan.json", "cluster.yaml", "resnet18.onnx", profile="profile.json") as session:
+        (logits,) = session.run(None, {"image": x})
+        print(session.plan.latency_s, session.last_timing.latency_s)
+
+The plan numbers blocks; the blocks are formed exactly as the profiler formed
+them (:func:`~splitinfer.profile.blocks.cut_as_profiled`: the profile records the
+input shapes, ``max_cut_tensors`` and ``max_blocks``), so stage k gets blocks
+``first_block..last_block`` of the same analysis. With a profile the session
+re-plans when a device fails: it solves the same objective again without the
+dead devices and moves pending requests to the new stages. Without a profile
+there is no re-plan: requests on a dead device fail with a WorkerError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import onnx
+
+from splitinfer.cluster import Cluster, load_cluster
+from splitinfer.errors import ModelError, PlanError
+from splitinfer.graph import Model, extract_segment
+from splitinfer.plan import Constraints, Plan, describe_stages, solve
+from splitinfer.profile.blocks import Blocks, cut_as_profiled
+from splitinfer.profile.problem import build_problem
+from splitinfer.profile.schema import Profile, load_profile
+from splitinfer.records.plans import PlanSource, load_plan
+from splitinfer.runtime.coordinator.pipeline import StageSpec, check_chain
+from splitinfer.runtime.coordinator.recovery import Replacement, Replan
+from splitinfer.runtime.coordinator.session import Session, SessionOptions
+from splitinfer.runtime.launch.start import session_token
+
+log = logging.getLogger("splitinfer.deploy")
+
+ClusterSource = Cluster | str | Path
+ModelSource = Model | str | Path | bytes | onnx.ModelProto
+ProfileSource = Profile | str | Path
+
+
+def _profile(source: ProfileSource | None) -> Profile | None:
+    if source is None or isinstance(source, Profile):
+        return source
+    return load_profile(source)
+
+
+def check_plan(plan: Plan, blocks: Blocks, cluster: Cluster) -> None:
+    """The plan must be of this model and cover its blocks 0..n-1 in order on the cluster's devices."""
+    sha = plan.provenance.model_sha256
+    if sha and sha != blocks.model.sha256:
+        raise ModelError(f"the plan was made for model {plan.provenance.model or '?'} ({sha[:12]}), not "
+                         f"{blocks.model.name} ({blocks.model.sha256[:12]})",
+                         "deploy the model file the plan was made for, or plan for this one")
+    if not plan.stages:
+        raise PlanError("the plan has no stages", "plan again with `splitinfer plan`")
+    num = blocks.analysis.num_blocks
+    expected = 0
+    for stage in plan.stages:
+        if stage.first_block != expected or stage.last_block < stage.first_block:
+            raise PlanError(f"the plan's stages {describe_stages(plan)} do not cover blocks in order from "
+                            f"block {expected}", "plan again with `splitinfer plan`")
+        cluster.device(stage.device)
+        expected = stage.last_block + 1
+    if expected != num:
+        raise PlanError(f"the plan covers {expected} blocks, the model has {num} (with the profile's "
+                        "block settings)", "deploy with the profile the plan was made from (--profile)")
+
+
+def build_stages(plan: Plan, blocks: Blocks) -> list[StageSpec]:
+    """One StageSpec per plan stage: the partition of its blocks, placed on its device."""
+    stages = []
+    for k, stage in enumerate(plan.stages):
+        part = extract_segment(blocks.model, blocks.analysis, stage.first_block, stage.last_block)
+        stages.append(StageSpec(k, stage.device, part.to_bytes(), part.inputs, part.outputs))
+    return stages
+
+
+class Replanner:
+    """The ``replan(excluded)`` callback: solve the plan's objective again without the excluded devices.
+
+    Returns the new stages with their plan; the session swaps both in together, so
+    ``session.plan`` matches ``session.stages`` whenever the session is ready.
+    InfeasibleError (no device left that can run a block) propagates: the session then fails
+    its requests with that reason.
+    """
+
+    def __init__(self, plan: Plan, blocks: Blocks, profile: Profile, cluster: Cluster,
+                 constraints: Constraints | None = None) -> None:
+        self.plan = plan
+        self.constraints = constraints or Constraints()
+        self.blocks = blocks
+        self.profile = profile
+        self.cluster = cluster
+        # A plan picked from a Pareto front is re-planned for the front's first axis: latency.
+        self.objective = "latency" if plan.objective.startswith("pareto") else plan.objective
+
+    def __call__(self, excluded: frozenset[str]) -> Replacement:
+        problem = build_problem(self.profile, self.cluster)
+        excludes = tuple(sorted(set(self.constraints.excludes) | excluded))
+        constraints = dataclasses.replace(self.constraints, excludes=excludes)
+        (new,) = solve(problem, self.objective, constraints, top_k=1)
+        # The new plan comes from the same model, profile and cluster, under the same constraints.
+        new = msgspec.structs.replace(new, provenance=self.plan.provenance)
+        log.warning("re-planned without %s: %s", sorted(excluded), describe_stages(new))
+        return Replacement(tuple(build_stages(new, self.blocks)), new)
+
+
+def deploy(plan: PlanSource, cluster: ClusterSource, model: ModelSource, *,
+           profile: ProfileSource | None = None, token: bytes | None = None,
+           options: SessionOptions | None = None, rank: int = 1, constraints: Constraints | None = None,
+           **overrides: Any) -> Session:
+    """Deploy ``plan`` (a Plan, or plan.json: the plan of ``rank``) of ``model`` onto ``cluster``.
+
+    ``model``: a path, bytes, ModelProto or a loaded :class:`~splitinfer.graph.Model`.
+    ``profile`` (a Profile or profile.json): how the blocks were formed, checked against the
+    model's sha256, and the costs to re-plan with when a device fails (without it: no re-plan).
+    ``constraints``: what a re-plan must still respect (default: those recorded in the plan's
+    provenance by ``splitinfer plan``, else none).
+    ``token``, ``options`` and keyword overrides (``timeout_s=5``, ...): see
+    :func:`~splitinfer.runtime.deploy_stages`. Returns a running :class:`Session` with
+    ``session.plan`` (the current plan) and ``session.model`` (the loaded model); close it
+    (or use ``with``) to stop the workers.
+    """
+    chosen = load_plan(plan, rank)
+    the_cluster = cluster if isinstance(cluster, Cluster) else load_cluster(cluster)
+    the_profile = _profile(profile)
+    blocks = cut_as_profiled(model, the_profile)
+    check_plan(chosen, blocks, the_cluster)
+    stages = build_stages(chosen, blocks)
+    replan = None
+    if the_profile is not None:
+        if constraints is None:
+            constraints = chosen.provenance.constraints
+        replan = Replanner(chosen, blocks, the_profile, the_cluster, constraints)
+    return deploy_stages(stages, the_cluster, token=token, replan=replan, options=options, plan=chosen,
+                         model=blocks.model, **overrides)
+
+
+def deploy_stages(stages: Sequence[StageSpec], cluster: Cluster, *, token: bytes | None = None,
+                  replan: Replan | None = None, options: SessionOptions | None = None,
+                  plan: Plan | None = None, model: Model | None = None, **overrides: Any) -> Session:
+    """Start local workers, deploy the chain of stages and return a running :class:`Session`.
+
+    ``token``: the shared secret (default: the cluster's ``token_file``, else a random one,
+    which only local workers can know). ``replan(excluded_devices)`` returns new stages when
+    a device fails (None: requests on a failed device fail). ``options`` (or keyword
+    overrides of its fields, e.g. ``timeout_s=5``): see :class:`SessionOptions`. ``plan`` and
+    ``model``: what the stages were made from (``session.plan``, ``session.model``).
+    """
+    options = dataclasses.replace(options or SessionOptions(), **overrides)
+    check_chain(stages, cluster)
+    token = token if token is not None else session_token(cluster)
+    session = Session(cluster, token=token, replan=replan, options=options, plan=plan, model=model)
+    try:
+        session._start(stages)
+    except BaseException:
+        session.close()
+        raise
+    return session

@@ -1,0 +1,173 @@
+"""Stages as the runtime sees them, chain checks, and deploying one pipeline onto workers.
+
+A pipeline is one deployment of a chain of stages: stage k's outputs are
+exactly stage k+1's inputs; the coordinator (standing in for the source
+device) sends stage 0's inputs and receives the last stage's outputs (at the
+sink device). Each stage's worker is told where to send its outputs and which
+declared link to emulate on the way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import secrets
+import socket
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import zmq
+
+from splitinfer.cluster import Cluster
+from splitinfer.errors import ClusterError, ShapeError, SplitinferError
+from splitinfer.runtime.wire import messages
+from splitinfer.runtime.wire.client import WorkerClient
+from splitinfer.runtime.wire.link import LinkSender
+from splitinfer.types import TensorSpec
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One partition placed on a device."""
+
+    index: int
+    device: str  # a device name of the Cluster
+    model_bytes: bytes  # a standalone ONNX partition
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+
+def _describe(specs: Sequence[TensorSpec]) -> dict[str, tuple[str, tuple[int, ...]]]:
+    return {s.name: (s.dtype, tuple(s.shape)) for s in specs}
+
+
+def check_chain(stages: Sequence[StageSpec], cluster: Cluster) -> None:
+    """Stages must be indexed 0..n-1 on known devices, chained tensor for tensor, over existing links."""
+    if not stages:
+        raise ClusterError("no stages to deploy", "give at least one stage")
+    for k, stage in enumerate(stages):
+        if stage.index != k:
+            raise ClusterError(f"stage at position {k} has index {stage.index}",
+                               "list stages in order with indexes 0, 1, 2, ...")
+        cluster.device(stage.device)  # raises for unknown devices
+        if not stage.inputs or not stage.outputs:
+            raise ShapeError(f"stage {k} has no inputs or no outputs", "give each stage its tensor specs")
+        if k and _describe(stages[k - 1].outputs) != _describe(stage.inputs):
+            raise ShapeError(f"stage {k - 1}'s outputs {_describe(stages[k - 1].outputs)} are not "
+                             f"stage {k}'s inputs {_describe(stage.inputs)}",
+                             "split the model so that consecutive partitions share their cut tensors")
+    devices = [cluster.source, *(s.device for s in stages)]
+    if cluster.sink is not None:
+        devices.append(cluster.sink)
+    for src, dst in itertools.pairwise(devices):
+        link_shaping(cluster, src, dst)
+
+
+def link_shaping(cluster: Cluster, src: str, dst: str) -> tuple[float | None, float | None]:
+    """(bandwidth_bps, latency_s) to emulate from src to dst; (None, None) when free or measured."""
+    if src == dst:
+        return None, None
+    link = cluster.link(src, dst)
+    if link is None:
+        raise ClusterError(f"devices {src!r} and {dst!r} are not connected",
+                           "add a link between them to cluster.yaml, or place the stages elsewhere")
+    if cluster.network == "netns":  # the kernel enforces the rate (runtime/netns.py); latency stays here
+        return None, link.latency_s
+    return link.bandwidth_bps, link.latency_s
+
+
+@dataclass
+class Pipeline:
+    """One deployment of a chain of stages, with the coordinator's shaped uplink to stage 0."""
+
+    deployment_id: str
+    stages: tuple[StageSpec, ...]
+    uplink: LinkSender
+    hop_bytes: tuple[int, ...]  # payload into each stage, then the result's
+
+    @property
+    def devices(self) -> frozenset[str]:
+        """Devices this pipeline runs on."""
+        return frozenset(s.device for s in self.stages)
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        """The model inputs (stage 0's)."""
+        return self.stages[0].inputs
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        """The model outputs (the last stage's)."""
+        return self.stages[-1].outputs
+
+
+def _route(stages: Sequence[StageSpec], k: int, cluster: Cluster, addresses: Mapping[str, str],
+           result_address: str) -> messages.Route:
+    device = stages[k].device
+    if k == len(stages) - 1:
+        sink = cluster.sink if cluster.sink is not None else device
+        bandwidth, latency = link_shaping(cluster, device, sink)
+        return messages.Route(result_address, True, bandwidth, latency)
+    nxt = stages[k + 1].device
+    if nxt == device:
+        return messages.Route(None)
+    bandwidth, latency = link_shaping(cluster, device, nxt)
+    return messages.Route(addresses[nxt], False, bandwidth, latency)
+
+
+def _metas(specs: Sequence[TensorSpec]) -> list[messages.TensorMeta]:
+    return [messages.TensorMeta(s.name, s.dtype, tuple(s.shape)) for s in specs]
+
+
+def deploy_pipeline(stages: Sequence[StageSpec], cluster: Cluster, *, clients: Mapping[str, WorkerClient],
+                    addresses: Mapping[str, str], result_address: str, context: zmq.Context,
+                    token: bytes | None, timeout_s: float = 120.0,
+                    on_reply: object = None) -> Pipeline:
+    """Deploy every stage (in parallel across workers) and open the uplink; all or nothing."""
+    check_chain(stages, cluster)
+    deployment_id = secrets.token_hex(8)
+    headers = [messages.Deploy(deployment_id=deployment_id, stage=k, device=s.device, inputs=_metas(s.inputs),
+                            outputs=_metas(s.outputs),
+                            route=_route(stages, k, cluster, addresses, result_address),
+                            reply_to=result_address, slowdown=cluster.device(s.device).slowdown)
+               for k, s in enumerate(stages)]
+
+    def deploy_one(k: int) -> None:
+        clients[stages[k].device].request(headers[k], blobs=[stages[k].model_bytes], timeout_s=timeout_s)
+
+    with ThreadPoolExecutor(max_workers=len(stages)) as pool:
+        outcomes = [pool.submit(deploy_one, k) for k in range(len(stages))]
+        errors = [f.exception() for f in outcomes]
+    failed = [e for e in errors if e is not None]
+    if failed:
+        undeploy_pipeline(deployment_id, {s.device for s in stages}, clients)
+        first = failed[0]
+        if isinstance(first, SplitinferError):
+            raise first
+        raise ClusterError(f"deploying the stages failed: {first}", "check the workers' logs") from first
+    bandwidth, latency = link_shaping(cluster, cluster.source, stages[0].device)
+    uplink = LinkSender(context, addresses[stages[0].device], bandwidth_bps=bandwidth, latency_s=latency,
+                        on_reply=on_reply)  # type: ignore[arg-type]
+    hop_bytes = (*(sum(t.num_bytes for t in s.inputs) for s in stages),
+                 sum(t.num_bytes for t in stages[-1].outputs))
+    return Pipeline(deployment_id, tuple(stages), uplink, hop_bytes)
+
+
+def undeploy_pipeline(deployment_id: str, devices: set[str] | frozenset[str],
+                      clients: Mapping[str, WorkerClient], timeout_s: float = 1.0) -> None:
+    """Best effort: ask each device's worker to drop the deployment's stages."""
+    for device in devices:
+        with contextlib.suppress(SplitinferError):
+            clients[device].undeploy(deployment_id, timeout_s=timeout_s)
+
+
+def reachable_ip(address: str) -> str:
+    """This machine's IP on the route to ``tcp://host:port`` (no packet is sent)."""
+    host = address.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((host, 9))
+            return probe.getsockname()[0]
+        except OSError:
+            return socket.gethostbyname(socket.gethostname())

@@ -1,0 +1,106 @@
+"""Per-request records: a request's outputs and where its time went, stage by stage and hop by hop.
+
+Every message's head carries its send time (``time.time()``, taken once it is
+encoded, just before the socket send); workers stamp when a message arrives
+(just after the socket receive) and when compute starts, and measure compute
+and emulated wait with ``perf_counter``. A hop's transfer time is arrival minus
+send time, so it includes link queueing, emulated bandwidth and latency, and
+the real transfer, but not encoding or decoding (those fall in the stage's
+queue time and the coordinator's hand-off). Across
+machines, clock offsets enter hop times: synchronise clocks (NTP/PTP) first.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from splitinfer.runtime.wire.messages import StageStamp
+
+
+@dataclass(frozen=True)
+class StageTiming:
+    """One stage of one request, as measured in its worker."""
+
+    stage: int
+    device: str
+    queue_s: float  # waiting in the worker before compute started
+    compute_s: float  # ONNX Runtime run
+    wait_s: float  # emulated slowdown wait
+
+    @property
+    def busy_s(self) -> float:
+        """What the device spent on this stage: compute plus emulated wait."""
+        return self.compute_s + self.wait_s
+
+
+@dataclass(frozen=True)
+class HopTiming:
+    """One hop of one request: source -> stage 0, stage k -> k+1, last stage -> sink."""
+
+    src: str  # device names; src == dst is a free same-device hop
+    dst: str
+    to_stage: int  # the stage that received it; len(stages) = the sink (coordinator)
+    num_bytes: int
+    transfer_s: float
+
+
+@dataclass(frozen=True)
+class RequestTiming:
+    """Everything measured for one request."""
+
+    request_id: int
+    latency_s: float  # submit to result, end to end, including any retry
+    stages: tuple[StageTiming, ...]
+    hops: tuple[HopTiming, ...]
+    num_attempts: int = 1  # > 1 when the request was re-sent on a new pipeline
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        return asdict(self)
+
+
+def build_timing(request_id: int, *, submitted_unix_s: float, received_unix_s: float,
+                 result_sent_unix_s: float, stamps: Sequence[StageStamp], source: str, sink: str,
+                 hop_bytes: Sequence[int], num_attempts: int = 1) -> RequestTiming:
+    """Assemble a RequestTiming from the stamps a result carries back.
+
+    ``hop_bytes[k]`` is the payload into stage k; the last entry is the result's, which the last
+    stage sent at ``result_sent_unix_s`` and the coordinator received at ``received_unix_s``.
+    """
+    stages = tuple(StageTiming(s.stage, s.device, max(0.0, s.start_unix_s - s.recv_unix_s), s.compute_s,
+                               s.wait_s) for s in stamps)
+    hops = []
+    prev_device = source
+    for k, s in enumerate(stamps):
+        hops.append(HopTiming(prev_device, s.device, s.stage, int(hop_bytes[k]) if k < len(hop_bytes) else 0,
+                              s.recv_unix_s - s.inbound_sent_unix_s))
+        prev_device = s.device
+    hops.append(HopTiming(prev_device, sink, len(stamps), int(hop_bytes[-1]) if hop_bytes else 0,
+                          received_unix_s - result_sent_unix_s))
+    return RequestTiming(request_id, received_unix_s - submitted_unix_s, stages, tuple(hops), num_attempts)
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outputs of one request (read-only, zero-copy arrays) and where its time went."""
+
+    request_id: int
+    outputs: dict[str, np.ndarray]
+    # Assembling the timing record costs as much as a small tensor's hop: done when first read.
+    make_timing: Callable[[], RequestTiming] = field(repr=False, compare=False)
+
+    @functools.cached_property
+    def timing(self) -> RequestTiming:
+        """Where this request's time went, stage by stage and hop by hop."""
+        return self.make_timing()
+
+    def as_list(self, output_names: Sequence[str] | None = None) -> list[np.ndarray]:
+        """Outputs in the given order (all, in the model's order, for None)."""
+        if output_names is None:
+            return list(self.outputs.values())
+        return [self.outputs[n] for n in output_names]

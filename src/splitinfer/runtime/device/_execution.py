@@ -1,0 +1,91 @@
+"""Running partitions in ONNX Runtime inside a worker: check, warm up, run with the emulated slowdown.
+
+Inference sessions come from the graph layer's one factory
+(:func:`~splitinfer.graph.inference.create_inference_session`); timing a partition is the
+profile layer's :func:`~splitinfer.profile.timing.time_partition`. Model bytes are only
+ever parsed by ONNX Runtime; nothing in them is executed as Python.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+from splitinfer.errors import ModelError, ShapeError, first_line
+from splitinfer.types import TensorSpec, check_feeds
+
+_ORT_TYPES = {"float": "float32", "double": "float64"}
+
+
+def numpy_name(ort_type: str) -> str:
+    """'tensor(float)' -> 'float32', 'tensor(int64)' -> 'int64'."""
+    inner = ort_type.removeprefix("tensor(").removesuffix(")")
+    return _ORT_TYPES.get(inner, inner)
+
+
+def check_signature(session: ort.InferenceSession, inputs: Sequence[TensorSpec],
+                    outputs: Sequence[TensorSpec]) -> None:
+    """The partition's inputs and outputs must be exactly the declared tensors (names, dtypes)."""
+    for role, declared, actual in (("inputs", inputs, session.get_inputs()),
+                                   ("outputs", outputs, session.get_outputs())):
+        got = {a.name: numpy_name(a.type) for a in actual}
+        want = {s.name: s.dtype for s in declared}
+        if got != want:
+            raise ModelError(f"the partition's {role} are {got}, the stage declares {want}",
+                             "deploy the partition that matches the stage's tensor specs")
+
+
+def zeros_for(specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
+    """Zero tensors for the specs (dynamic dimensions become 1): warm-up feeds."""
+    return {s.name: np.zeros(tuple(d if d >= 0 else 1 for d in s.shape), dtype=s.dtype) for s in specs}
+
+
+@dataclass
+class StageRunner:
+    """One deployed partition: its ORT session, specs and emulated slowdown."""
+
+    session: ort.InferenceSession
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    slowdown: float = 1.0
+    # What the last run kept the device busy (compute + emulated wait); inf before any run.
+    last_busy_s: float = float("inf")
+
+    def warm_up(self, num_runs: int) -> float:
+        """Run on zeros ``num_runs`` times (untimed work); return the seconds spent."""
+        start = time.perf_counter()
+        feeds = zeros_for(self.inputs)
+        for _ in range(num_runs):
+            run_start = time.perf_counter()
+            self.session.run(None, feeds)
+            self.last_busy_s = (time.perf_counter() - run_start) * self.slowdown
+        return time.perf_counter() - start
+
+    @functools.cached_property
+    def output_names(self) -> list[str]:
+        """The partition's output names, in order."""
+        return [s.name for s in self.outputs]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> tuple[list[np.ndarray], float, float]:
+        """Run once, then wait (slowdown-1) x compute; return outputs, compute_s, wait_s."""
+        check_feeds(feeds, self.inputs, "stage")
+        start = time.perf_counter()
+        try:
+            outs = self.session.run(self.output_names, dict(feeds))
+        except InvalidArgument as e:  # ORT's word for inputs the partition does not take (dims, types)
+            raise ShapeError(f"the stage's partition rejects its inputs: {first_line(e)}",
+                             "feed tensors of the shapes and dtypes the model takes") from None
+        compute_s = time.perf_counter() - start
+        wait_s = 0.0
+        if self.slowdown > 1.0:
+            target = start + self.slowdown * compute_s
+            time.sleep(max(0.0, target - time.perf_counter()))
+            wait_s = time.perf_counter() - start - compute_s
+        self.last_busy_s = compute_s + wait_s
+        return outs, compute_s, wait_s

@@ -1,0 +1,104 @@
+"""The stages a worker hosts: the one owner of the stage table and of the links the stages send on.
+
+Control handlers install and remove stages; the compute path looks them up.
+Stages that send to the same place with the same shaping share one link
+(reference-counted), so a device's uplink is one emulated wire however many
+stages use it.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from splitinfer.runtime.device._execution import StageRunner
+from splitinfer.runtime.wire import messages
+from splitinfer.runtime.wire.link import LinkSender
+
+# (address, bandwidth_bps, latency_s, to_coordinator) -> a sender
+OpenLink = Callable[[str, float | None, float | None, bool], LinkSender]
+_LinkKey = tuple[str, float | None, float | None, bool]
+
+
+@dataclass
+class DeployedStage:
+    """A stage installed on a worker."""
+
+    header: messages.Deploy
+    runner: StageRunner
+    link: LinkSender | None  # None: the next stage is on this worker
+    reply_link: LinkSender  # to the coordinator, for errors about this stage's requests
+
+    @functools.cached_property
+    def where(self) -> dict[str, Any]:
+        """What error replies about this stage's requests say about where they failed."""
+        return {"deployment_id": self.header.deployment_id, "stage": self.header.stage}
+
+
+class StageTable:
+    """Install, remove and look up stages by (deployment id, stage index); safe from any thread."""
+
+    def __init__(self, open_link: OpenLink) -> None:
+        self._open_link = open_link
+        self._lock = threading.Lock()
+        self._stages: dict[tuple[str, int], DeployedStage] = {}
+        self._links: dict[_LinkKey, tuple[LinkSender, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._stages)
+
+    def get(self, deployment_id: str, stage: int) -> DeployedStage | None:
+        """The installed stage, or None. Lock-free: a dict read is atomic, and this is the hot path."""
+        return self._stages.get((deployment_id, stage))
+
+    def install(self, header: messages.Deploy, runner: StageRunner) -> None:
+        """Install a stage (replacing one with the same key) with links to where it sends."""
+        route = header.route
+        with self._lock:
+            link = None if route.address is None else self._acquire(
+                (route.address, route.bandwidth_bps, route.latency_s, route.to_coordinator))
+            reply_link = self._acquire((header.reply_to, None, None, True))
+            key = (header.deployment_id, header.stage)
+            old = self._stages.get(key)
+            self._stages[key] = DeployedStage(header, runner, link, reply_link)
+            if old is not None:
+                self._release(old)
+
+    def remove(self, deployment_id: str) -> int:
+        """Remove the stages of one deployment (every stage for ''); returns how many."""
+        with self._lock:
+            keys = [k for k in self._stages if not deployment_id or k[0] == deployment_id]
+            for key in keys:
+                self._release(self._stages.pop(key))
+        return len(keys)
+
+    def close(self) -> None:
+        """Drop every stage and close every link."""
+        with self._lock:
+            self._stages.clear()
+            links, self._links = self._links, {}
+        for sender, _ in links.values():
+            sender.close()
+
+    # ---- links, under _lock --------------------------------------------------------------
+    def _acquire(self, key: _LinkKey) -> LinkSender:
+        sender, count = self._links.get(key, (None, 0))
+        if sender is None:
+            sender = self._open_link(*key)
+        self._links[key] = (sender, count + 1)
+        return sender
+
+    def _release(self, stage: DeployedStage) -> None:
+        for sender in (stage.link, stage.reply_link):
+            if sender is None:
+                continue
+            for key, (s, count) in list(self._links.items()):
+                if s is sender:
+                    if count <= 1:
+                        del self._links[key]
+                        s.close()
+                    else:
+                        self._links[key] = (s, count - 1)

@@ -1,0 +1,60 @@
+"""A worker's options, and the command-line flags generated from them (declared once)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+
+from splitinfer.runtime.wire.codec import DEFAULT_MAX_FRAME_BYTES
+from splitinfer.units import parse_size_bytes
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Options of one worker process (the CLI flags are generated from these fields)."""
+
+    name: str = field(metadata={"help": "device name of this worker (as in cluster.yaml)"})
+    listen: str = field(default="tcp://0.0.0.0:5555",
+                        metadata={"help": "address to bind; tcp://127.0.0.1:* picks a free port"})
+    providers: tuple[str, ...] = field(default=("CPUExecutionProvider",),
+                                       metadata={"help": "ONNX Runtime execution providers, in order"})
+    num_threads: int = field(default=0, metadata={"help": "intra-op threads (0 = ONNX Runtime's default)",
+                                                "aliases": ("--threads",)})
+    token_file: str | None = field(default=None, metadata={
+        "help": "file holding the shared token ('-' = read one line from stdin); none = no auth"})
+    max_frame_bytes: int = field(default=DEFAULT_MAX_FRAME_BYTES,
+                                 metadata={"help": "largest frame accepted (e.g. 1GiB)"})
+    parent_pid: int | None = field(default=None, metadata={
+        "help": "exit when this process dies (set by the local launcher)", "hidden": True})
+    die_with_parent: bool = field(default=False, metadata={
+        "help": "ask the kernel for SIGTERM when the parent thread dies (Linux)", "hidden": True})
+    watch_stdin: bool = field(default=False, metadata={
+        "help": "exit when stdin closes (set by the local launcher)", "hidden": True})
+
+
+def build_parser(prog: str = "splitinfer worker") -> argparse.ArgumentParser:
+    """Command-line flags generated from :class:`WorkerConfig`'s fields."""
+    parser = argparse.ArgumentParser(prog=prog, description="Run a splitinfer device worker.")
+    for f in dataclasses.fields(WorkerConfig):
+        flags = ["--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]
+        help_text = argparse.SUPPRESS if f.metadata.get("hidden") else f.metadata["help"]
+        if f.type == "bool":
+            parser.add_argument(*flags, action="store_true", help=help_text)
+        elif f.name == "providers":
+            parser.add_argument(*flags, nargs="+", default=list(f.default), help=help_text)
+        elif f.name == "max_frame_bytes":
+            parser.add_argument(*flags, type=parse_size_bytes, default=f.default, help=help_text)
+        elif f.default is dataclasses.MISSING:
+            parser.add_argument(*flags, required=True, help=help_text)
+        else:
+            kind = int if f.type in ("int", "int | None") else str
+            parser.add_argument(*flags, type=kind, default=f.default, help=help_text)
+    return parser
+
+
+def parse_config(argv: list[str], prog: str = "splitinfer worker") -> WorkerConfig:
+    """A WorkerConfig from command-line arguments."""
+    args = vars(build_parser(prog).parse_args(argv))
+    providers = tuple(p for item in args["providers"] for p in item.split(",") if p)
+    return WorkerConfig(**{**args, "providers": providers})

@@ -1,0 +1,315 @@
+"""The device worker: a long-running process that hosts stages and answers control requests.
+
+Run it with ``splitinfer worker --name edge --listen tcp://0.0.0.0:5555 --token-file T``
+or ``python -m splitinfer.runtime.device ...`` (:mod:`.process`). Threads:
+
+- IO (the main thread): owns the ROUTER socket. It decodes and validates each
+  message, answers ``health`` and ``echo`` itself, queues ``infer`` messages
+  for the compute loop and everything else for the control loop, and forwards
+  replies that other threads put on the in-process outbox.
+- compute: one loop per worker (a device computes one thing at a time), runs
+  stages in arrival order and hands outputs to the stage's outgoing link, or
+  straight back to its own queue when the next stage is on this worker.
+  Fast path: when the device is idle (nothing queued or running) and a stage's
+  last run kept it busy for at most ``INLINE_MAX_BUSY_S``, the IO thread runs
+  it itself. A thread hand-off costs tens of microseconds, as much as a whole
+  loopback hop; a short stage delays health answers by less than that limit.
+- control: deploy/undeploy, device info, profile and probe requests.
+
+A worker survives any bad message: it answers with an ``error`` reply naming
+the problem and keeps serving. It exits on ``shutdown``, SIGTERM/SIGINT, and
+(when launched by a coordinator) when that coordinator dies.
+See :mod:`splitinfer.runtime.wire.codec` for what the token protects.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import queue
+import secrets
+import threading
+import time
+from typing import Any
+
+import zmq
+
+from splitinfer.errors import (
+    AuthError,
+    DeadlineError,
+    ErrorCode,
+    ShapeError,
+    SplitinferError,
+    TransportError,
+    WorkerError,
+    first_line,
+)
+from splitinfer.runtime.device._control import DeviceContext, handle_control
+from splitinfer.runtime.device._stages import DeployedStage, StageTable
+from splitinfer.runtime.device.config import WorkerConfig
+from splitinfer.runtime.wire import codec, messages
+from splitinfer.runtime.wire.link import LinkSender
+from splitinfer.runtime.wire.messages import NEEDS_NO_AUTH, Message
+from splitinfer.runtime.wire.sockets import Waker, open_socket
+
+log = logging.getLogger("splitinfer.worker")
+_WAKE = "inproc://wake"
+INLINE_MAX_BUSY_S = 0.002
+
+
+class Worker:
+    """State shared by the IO, compute and control threads of one worker process."""
+
+    def __init__(self, config: WorkerConfig, token: bytes | None) -> None:
+        self.config = config
+        self.token = token
+        self.context = zmq.Context()
+        self.router = open_socket(self.context, zmq.ROUTER, bind=config.listen, recv_timeout_ms=200)
+        self.address = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
+        # Replies from other threads wait in the outbox; a wake message to the ROUTER's own
+        # in-process endpoint gets the IO thread to send them. So the IO thread blocks in one
+        # recv (no poller on the hot path). The nonce never leaves this process.
+        self.router.bind(_WAKE)
+        self._outbox: collections.deque[list[Any]] = collections.deque()
+        self._wake_nonce = secrets.token_bytes(16)
+        self._waker = Waker(self.context, _WAKE, kind=zmq.DEALER, payload=self._wake_nonce)
+        self._io_thread: int | None = None  # the thread that owns the ROUTER socket
+        self.compute_queue: queue.Queue[tuple[bytes | None, Message, float]] = queue.Queue()
+        self.control_queue: queue.Queue[tuple[bytes, Message]] = queue.Queue()
+        self.stages = StageTable(self._open_link)
+        self.device = DeviceContext(config.name, self.address, config.providers, config.num_threads,
+                                    self.stages, self.context, token)
+        self.stop = threading.Event()
+        # Set by signal handlers, which must take no lock: Event.set() could deadlock with the
+        # main thread's own stop.set() when SIGTERM and the parent-pid check coincide.
+        self.signalled = False
+        self.started_s = time.time()
+        self.num_served = 0
+        self.num_errors = 0
+        self.num_inline = 0  # requests the IO thread ran itself (the fast path for short stages)
+
+    # ---- replies -------------------------------------------------------------------------
+    def reply(self, identity: bytes | None, header: Any, **payload: Any) -> None:
+        """Send a reply to the peer ``identity`` from any thread (others go through the outbox)."""
+        if identity is None:
+            return
+        frames = [identity, *codec.encode(header, self.token, **payload)]
+        if threading.get_ident() == self._io_thread:
+            self.router.send_multipart(frames, copy=False)
+            return
+        self._outbox.append(frames)
+        self._waker.wake()
+
+    def reply_error(self, identity: bytes | None, request_id: int, err: Exception, **where: Any) -> None:
+        """Answer with an ErrorReply and count it."""
+        self.num_errors += 1
+        self.reply(identity, messages.error_reply(request_id, err, **where))
+
+    # ---- links ---------------------------------------------------------------------------
+    def _open_link(self, address: str, bandwidth_bps: float | None, latency_s: float | None,
+                   to_coordinator: bool) -> LinkSender:
+        return LinkSender(self.context, address, bandwidth_bps=bandwidth_bps, latency_s=latency_s,
+                          to_coordinator=to_coordinator, on_reply=self._on_link_reply)
+
+    def _on_link_reply(self, frames: list[bytes]) -> None:
+        try:
+            header = codec.decode(frames, self.token).header
+        except SplitinferError:
+            return
+        if isinstance(header, messages.ErrorReply):
+            log.warning("next hop refused request %s: %s", header.request_id, header.problem)
+
+    # ---- IO thread -----------------------------------------------------------------------
+    def handle_incoming(self, identity: bytes, frames: list[Any]) -> None:
+        """Decode one message from the ROUTER and route it; never raises."""
+        recv_unix_s = time.time()
+        try:
+            msg = codec.decode(frames, self.token, max_frame_bytes=self.config.max_frame_bytes)
+        except SplitinferError as e:
+            self.reply_error(identity, -1, e)
+            return
+        header = msg.header
+        if not msg.authenticated and not isinstance(header, NEEDS_NO_AUTH):
+            err = AuthError(f"worker {self.config.name!r} refuses a {type(header).__name__} message without "
+                            "a valid token MAC", "use the worker's shared token (cluster token_file)")
+            self.reply_error(identity, header.request_id, err)
+            return
+        if isinstance(header, messages.Infer):  # the hot path first
+            if self._is_short_and_idle(header):
+                self.num_inline += 1
+                self._compute_guarded(identity, msg, recv_unix_s)
+            else:
+                self.compute_queue.put((identity, msg, recv_unix_s))
+        elif isinstance(header, messages.Health):
+            self.reply(identity, messages.Done(request_id=header.request_id, data=self.health()))
+        elif isinstance(header, messages.Echo):
+            size = header.num_reply_bytes
+            blob = bytes(size) if size is not None and 0 <= size <= self.config.max_frame_bytes else None
+            blobs = [blob] if blob is not None else list(msg.blobs)
+            self.reply(identity, messages.Done(request_id=header.request_id), blobs=blobs)
+        elif isinstance(header, messages.Outputs | messages.ErrorReply | messages.Done):
+            err = TransportError(f"a worker does not take {type(header).__name__} messages",
+                                 "send results and replies to the coordinator", code=ErrorCode.UNEXPECTED)
+            self.reply_error(identity, header.request_id, err)
+        else:
+            self.control_queue.put((identity, msg))
+
+    def health(self) -> dict[str, Any]:
+        """Liveness figures, cheap enough to answer from the IO thread."""
+        return {"name": self.config.name, "pid": os.getpid(), "uptime_s": time.time() - self.started_s,
+                "num_stages": len(self.stages), "num_queued": self.compute_queue.qsize(),
+                "num_served": self.num_served, "num_inline": self.num_inline, "num_errors": self.num_errors}
+
+    def serve(self) -> None:
+        """The IO loop (main thread) until stopped."""
+        self._io_thread = threading.get_ident()
+        next_check_s = 0.0
+        while not self.stop.is_set() and not self.signalled:
+            try:
+                frames = self.router.recv_multipart(copy=False)  # at most RCVTIMEO (200 ms)
+            except zmq.Again:
+                frames = None
+            if frames is not None and not self._is_wake(frames):
+                self.handle_incoming(frames[0].bytes, frames[1:])
+            if self._outbox:
+                self._forward_outbox()
+            if time.monotonic() > next_check_s:
+                next_check_s = time.monotonic() + 0.2
+                if self.config.parent_pid is not None and os.getppid() != self.config.parent_pid:
+                    log.warning("coordinator (pid %s) is gone: stopping", self.config.parent_pid)
+                    self.stop.set()
+
+    def _is_wake(self, frames: list[Any]) -> bool:
+        return len(frames) == 2 and len(frames[1]) == len(self._wake_nonce) and \
+            frames[1].bytes == self._wake_nonce
+
+    def _forward_outbox(self) -> None:
+        while self._outbox:
+            self.router.send_multipart(self._outbox.popleft(), copy=False)
+
+    # ---- compute thread ------------------------------------------------------------------
+    def _is_short_and_idle(self, header: messages.Infer) -> bool:
+        # unfinished_tasks counts queued and running items; only this (IO) thread puts work in
+        # while the device is idle, so once it reads 0 no other request can start before this one.
+        if self.compute_queue.unfinished_tasks:
+            return False
+        stage = self.stages.get(header.deployment_id, header.stage)
+        return stage is not None and stage.runner.last_busy_s <= INLINE_MAX_BUSY_S
+
+    def compute_loop(self) -> None:
+        """Run queued stage inputs one at a time, forever."""
+        while not self.stop.is_set():
+            try:
+                identity, msg, recv_unix_s = self.compute_queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                self._compute_guarded(identity, msg, recv_unix_s)
+            finally:
+                self.compute_queue.task_done()
+
+    def _compute_guarded(self, identity: bytes | None, msg: Message, recv_unix_s: float) -> None:
+        try:
+            self._compute_one(identity, msg, recv_unix_s)
+        except Exception as e:  # never let one request kill the loop
+            log.exception("unexpected failure running a stage")
+            self.reply_error(identity, msg.header.request_id, e)
+
+    def _compute_one(self, identity: bytes | None, msg: Message, recv_unix_s: float) -> None:
+        header: messages.Infer = msg.header
+        stage = self.stages.get(header.deployment_id, header.stage)
+        if stage is None:
+            err = WorkerError(f"worker {self.config.name!r} hosts no stage {header.stage} of deployment "
+                              f"{header.deployment_id!r}", "deploy the stage before sending requests to it",
+                              code=ErrorCode.UNKNOWN_STAGE)
+            self.reply_error(identity, header.request_id, err)
+            return
+        where = stage.where
+        if time.time() > header.deadline_unix_s:
+            err = DeadlineError(f"request {header.request_id} reached stage {header.stage} after its "
+                                "deadline", "give requests a longer deadline")
+            self._fail(stage, identity, header.request_id, err, where)
+            return
+        start_unix_s = time.time()
+        try:
+            outputs, compute_s, wait_s = stage.runner.run(msg.arrays)
+        except ShapeError as e:  # the inputs do not fit the stage: the caller gets this ShapeError
+            self._fail(stage, identity, header.request_id, e, where)
+            return
+        except Exception as e:  # ONNX Runtime's own run errors
+            err = WorkerError(f"stage {header.stage} failed on {self.config.name!r}: {first_line(e)}",
+                              "check the partition and its inputs")
+            self._fail(stage, identity, header.request_id, err, where)
+            return
+        self.num_served += 1
+        stamp = messages.StageStamp(header.stage, self.config.name, msg.sent_unix_s, recv_unix_s,
+                                    start_unix_s, compute_s, wait_s)
+        self._forward(stage, header, outputs, [*header.stamps, stamp])
+
+    def _fail(self, stage: DeployedStage, identity: bytes | None, request_id: int, err: Exception,
+              where: dict[str, Any]) -> None:
+        # The sender learns why, and so does the coordinator, which owns the request's future.
+        self.reply_error(identity, request_id, err, **where)
+        stage.reply_link.send(codec.encode(messages.error_reply(request_id, err, **where), self.token), 0)
+
+    def _forward(self, stage: DeployedStage, header: messages.Infer, outputs: list[Any],
+                 stamps: list[messages.StageStamp]) -> None:
+        names = stage.runner.output_names
+        route = stage.header.route
+        if stage.link is None:  # same worker: a free hop, no serialisation
+            nxt = messages.Infer(request_id=header.request_id, deployment_id=header.deployment_id,
+                              stage=header.stage + 1, deadline_unix_s=header.deadline_unix_s, stamps=stamps)
+            now = time.time()  # handed over and received at once
+            self.compute_queue.put((None, Message(nxt, arrays=dict(zip(names, outputs, strict=True)),
+                                                  sent_unix_s=now), now))
+            return
+        if route.to_coordinator:
+            out: Any = messages.Outputs(request_id=header.request_id, deployment_id=header.deployment_id,
+                                    stamps=stamps)
+        else:
+            out = messages.Infer(request_id=header.request_id, deployment_id=header.deployment_id,
+                              stage=header.stage + 1, deadline_unix_s=header.deadline_unix_s, stamps=stamps)
+        frames = codec.encode(out, self.token, arrays=list(zip(names, outputs, strict=True)))
+        stage.link.send(frames, sum(int(o.nbytes) for o in outputs))
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def run_forever(self) -> None:
+        """Start the compute and control threads, serve until stopped, then clean up."""
+        threads = [threading.Thread(target=self.compute_loop, name="compute", daemon=True),
+                   threading.Thread(target=self._control_loop, name="control", daemon=True)]
+        for t in threads:
+            t.start()
+        try:
+            self.serve()
+        finally:
+            self.stop.set()
+            for t in threads:  # let them finish what they hold before their sockets go away
+                t.join(timeout=1.0)
+            # Replies queued just before the stop (e.g. to 'shutdown') still go out.
+            self._forward_outbox()
+            self.router.close(linger=500)
+            self.stages.close()
+            self._waker.close()
+            self.context.destroy(linger=0)
+
+    def _control_loop(self) -> None:
+        while not self.stop.is_set():
+            try:
+                identity, msg = self.control_queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                if isinstance(msg.header, messages.Shutdown):
+                    self.reply(identity, messages.Done(request_id=msg.header.request_id))
+                    self.stop.set()
+                    return
+                data, arrays = handle_control(self.device, msg)
+                done = messages.Done(request_id=msg.header.request_id, data=data)
+                self.reply(identity, done, arrays=arrays)
+            except Exception as e:  # every failure becomes an error reply
+                if not isinstance(e, SplitinferError):
+                    log.exception("control request failed")
+                self.reply_error(identity, msg.header.request_id, e)
+
+

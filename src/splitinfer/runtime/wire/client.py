@@ -1,0 +1,132 @@
+"""A synchronous client for one worker's control requests (health, info, deploy, profile, ...).
+
+The coordinator uses it to deploy stages and send heartbeats; the profiler
+uses it to time partitions on a device and to probe links. One client per
+thread (it holds a ZeroMQ socket); calls are serialised by a lock anyway.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgspec
+import numpy as np
+import zmq
+
+from splitinfer.errors import AuthError, DeadlineError, WorkerError
+from splitinfer.profile.partition_timing import PartitionTiming
+from splitinfer.runtime.wire import codec, messages
+from splitinfer.runtime.wire.messages import Message, error_of_reply
+from splitinfer.runtime.wire.sockets import connect_dealer
+
+
+class WorkerClient:
+    """Request/reply with one worker at ``address``; replies are matched by request id."""
+
+    def __init__(self, address: str, token: bytes | None = None, *, context: zmq.Context | None = None,
+                 timeout_s: float = 10.0, name: str | None = None) -> None:
+        self.address = address
+        self.token = token
+        self.timeout_s = timeout_s
+        self.name = name or address
+        self._context = context or zmq.Context.instance()
+        self._sock: zmq.Socket | None = connect_dealer(self._context, address)
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def request(self, header: Any, *, blobs: Sequence[bytes | memoryview] = (),
+                arrays: Sequence[tuple[str, np.ndarray]] = (), timeout_s: float | None = None) -> Message:
+        """Send one request and wait for its reply; raise on error replies and timeouts."""
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        with self._lock:
+            if self._sock is None:
+                raise WorkerError(f"client for {self.name} is closed", "create a new WorkerClient")
+            rid = next(self._ids)
+            header = msgspec.structs.replace(header, request_id=rid)
+            frames = codec.encode(header, self.token, blobs=blobs, arrays=arrays)
+            self._sock.send_multipart(frames, copy=False)
+            deadline = time.perf_counter() + timeout
+            while True:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0 or not self._sock.poll(int(remaining * 1000) + 1):
+                    self._reconnect()  # drop what is queued for a peer that does not answer
+                    raise DeadlineError(f"worker {self.name} did not answer a {type(header).__name__} "
+                                        f"request within {timeout:g} s",
+                                        "check that the worker runs and is reachable at " + self.address)
+                reply = codec.decode(self._sock.recv_multipart(copy=False), self.token)
+                if reply.header.request_id not in (rid, -1):
+                    continue  # a late reply to an earlier, timed-out request
+                if isinstance(reply.header, messages.ErrorReply):
+                    raise error_of_reply(reply.header, f"worker {self.name}")
+                if self.token and not reply.authenticated:
+                    raise AuthError(f"reply from {self.name} has no valid token MAC",
+                                    "give the worker and the coordinator the same token")
+                return reply
+
+    def _reconnect(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+        self._sock = connect_dealer(self._context, self.address)
+
+    def health(self, timeout_s: float = 2.0) -> dict[str, Any]:
+        """Liveness figures (name, pid, uptime, queue length); needs no token."""
+        return self.request(messages.Health(), timeout_s=timeout_s).header.data
+
+    def info(self) -> dict[str, Any]:
+        """Device information: CPUs, memory, providers, library versions."""
+        return self.request(messages.Info()).header.data
+
+    def echo(self, num_bytes: int, num_reply_bytes: int | None = None) -> float:
+        """Round-trip seconds for ``num_bytes`` up and the same (or ``num_reply_bytes``) back."""
+        start = time.perf_counter()
+        self.request(messages.Echo(num_reply_bytes=num_reply_bytes), blobs=[bytes(num_bytes)])
+        return time.perf_counter() - start
+
+    def probe(self, address: str, sizes_bytes: Sequence[int], num_repeats: int = 5,
+              timeout_s: float = 5.0) -> list[list[float]]:
+        """Echo round trips measured by this worker to another worker; one list per size."""
+        header = messages.Probe(address=address, sizes_bytes=list(sizes_bytes), num_repeats=num_repeats,
+                             timeout_s=timeout_s)
+        wait_s = timeout_s * (num_repeats + 1) * max(1, len(sizes_bytes)) + self.timeout_s
+        return self.request(header, timeout_s=wait_s).header.data["rtts_s"]
+
+    def time_partition(self, model_bytes: bytes, feeds: Mapping[str, np.ndarray], *, num_warmup: int = 3,
+                min_runs: int = 10, max_runs: int = 100, budget_s: float = 2.0, rel_precision: float = 0.05,
+                slowdown: float = 1.0, return_outputs: bool = False,
+                timeout_s: float | None = None) -> PartitionTiming:
+        """Time a partition on the worker: session created untimed, warm-up, then timed runs."""
+        header = messages.TimePartition(num_warmup=num_warmup, min_runs=min_runs, max_runs=max_runs,
+                                        budget_s=budget_s, rel_precision=rel_precision, slowdown=slowdown,
+                                        return_outputs=return_outputs)
+        wait_s = timeout_s if timeout_s is not None else max(self.timeout_s, 30.0 + 3 * budget_s)
+        reply = self.request(header, blobs=[model_bytes], arrays=list(feeds.items()), timeout_s=wait_s)
+        data = reply.header.data
+        outputs = {k: np.array(v) for k, v in reply.arrays.items()}  # own the memory past the frame
+        return PartitionTiming(times_s=data["times_s"], compute_times_s=data["compute_times_s"],
+                               create_s=data["create_s"], outputs=outputs)
+
+    def undeploy(self, deployment_id: str = "", timeout_s: float | None = None) -> int:
+        """Remove a deployment's stages from the worker (all for ''); returns how many."""
+        reply = self.request(messages.Undeploy(deployment_id=deployment_id), timeout_s=timeout_s)
+        return int(reply.header.data["num_removed"])
+
+    def shutdown(self, timeout_s: float = 2.0) -> None:
+        """Ask the worker process to exit."""
+        self.request(messages.Shutdown(), timeout_s=timeout_s)
+
+    def close(self) -> None:
+        """Close the socket."""
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close(linger=0)
+                self._sock = None
+
+    def __enter__(self) -> WorkerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

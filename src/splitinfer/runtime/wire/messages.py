@@ -1,0 +1,178 @@
+"""The messages workers and coordinators exchange: msgspec structs, tagged by ``kind``.
+
+A message's header is one of the structs below (encoded as msgpack by
+:mod:`splitinfer.runtime.wire.codec`); tensors and blobs travel beside it. Requests
+a worker answers: ``health``, ``info``, ``echo``, ``deploy``, ``undeploy``,
+``time_partition``, ``probe``, ``shutdown``; on the data path: ``infer`` (a stage's
+inputs, worker to worker) and ``outputs`` (the last stage's, to the coordinator);
+replies: ``done`` and ``error``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import msgspec
+import numpy as np
+
+from splitinfer.errors import SplitinferError, code_of, error_from_code
+
+
+class TensorMeta(msgspec.Struct, frozen=True, array_like=True):
+    """Name, numpy dtype name and shape of one tensor; ``inline``: it rides in the head frame."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    inline: bool = False
+
+
+class StageStamp(msgspec.Struct, frozen=True, array_like=True):
+    """What one stage adds to a request's timing record (wall clock, seconds)."""
+
+    stage: int
+    device: str
+    inbound_sent_unix_s: float  # the message with this stage's inputs was sent (its head's send time)
+    recv_unix_s: float  # ... and arrived at the worker (or was handed over on the same worker)
+    start_unix_s: float  # compute began
+    compute_s: float  # ONNX Runtime run, perf_counter
+    wait_s: float  # emulated slowdown wait after the run
+
+
+class Route(msgspec.Struct, frozen=True):
+    """Where a stage sends its outputs and the link shaping to apply on the way."""
+
+    address: str | None = None  # None: the next stage is on this same worker (free hop)
+    to_coordinator: bool = False  # last stage: send a Result instead of an Infer
+    bandwidth_bps: float | None = None
+    latency_s: float | None = None
+
+
+class _Base(msgspec.Struct, tag_field="kind", kw_only=True):
+    request_id: int = 0
+    blobs: list[int] = []
+    tensors: list[TensorMeta] = []
+
+
+# Requests a worker answers.
+class Health(_Base, tag="health"):
+    """Liveness check; the only kind a worker answers without the token."""
+
+
+class Info(_Base, tag="info"):
+    """Ask for device information (CPU, memory, providers, versions)."""
+
+
+class Echo(_Base, tag="echo"):
+    """Send back the payload blob, or ``num_reply_bytes`` zero bytes if given."""
+
+    num_reply_bytes: int | None = None
+
+
+class Deploy(_Base, tag="deploy"):
+    """Install a stage: blob 0 is the ONNX partition."""
+
+    deployment_id: str
+    stage: int
+    device: str
+    inputs: list[TensorMeta]
+    outputs: list[TensorMeta]
+    route: Route
+    reply_to: str  # the coordinator's address, for errors about this stage's requests
+    slowdown: float = 1.0
+    num_warmup: int = 2
+
+
+class Undeploy(_Base, tag="undeploy"):
+    """Drop every stage of a deployment (or all stages when ``deployment_id`` is empty)."""
+
+    deployment_id: str = ""
+
+
+class TimePartition(_Base, tag="time_partition"):
+    """Time an ONNX partition (blob 0) on the given input tensors."""
+
+    num_warmup: int = 3
+    min_runs: int = 10
+    max_runs: int = 100
+    budget_s: float = 2.0
+    rel_precision: float = 0.05
+    slowdown: float = 1.0  # the device's emulated slowdown: times_s = compute_times_s x slowdown
+    return_outputs: bool = False
+
+
+class Probe(_Base, tag="probe"):
+    """Time echo round trips from this worker to another worker."""
+
+    address: str
+    sizes_bytes: list[int]
+    num_repeats: int = 5
+    timeout_s: float = 5.0
+
+
+class Shutdown(_Base, tag="shutdown"):
+    """Stop the worker process."""
+
+
+class Infer(_Base, tag="infer"):
+    """Tensors for one stage of one request."""
+
+    deployment_id: str
+    stage: int
+    deadline_unix_s: float
+    stamps: list[StageStamp] = []
+
+
+# Replies.
+class Outputs(_Base, tag="outputs"):
+    """The last stage's outputs, sent to the coordinator."""
+
+    deployment_id: str
+    stamps: list[StageStamp] = []
+
+
+class ErrorReply(_Base, tag="error"):
+    """A refused or failed message; ``code`` is machine-readable."""
+
+    code: str
+    problem: str
+    fix: str = ""
+    deployment_id: str = ""
+    stage: int = -1
+
+
+class Done(_Base, tag="done"):
+    """Generic success reply; ``data`` carries plain values (health, info, timings)."""
+
+    data: dict[str, Any] = {}
+
+
+Header = Union[  # noqa: UP007 (msgspec needs a real Union for tagged decoding)
+    Health, Info, Echo, Deploy, Undeploy, TimePartition, Probe, Shutdown, Infer, Outputs, ErrorReply, Done
+]
+NEEDS_NO_AUTH = (Health,)
+
+
+
+@dataclass
+class Message:
+    """A decoded message: the header, raw blobs and read-only arrays in header order."""
+
+    header: Any
+    blobs: list[memoryview] = field(default_factory=list)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    authenticated: bool = True
+    sent_unix_s: float = 0.0  # when the sender handed it to its socket (from the head)
+
+
+def error_reply(request_id: int, err: BaseException, **where: Any) -> ErrorReply:
+    """The ErrorReply for an exception; its code comes from :func:`splitinfer.errors.code_of`."""
+    problem = getattr(err, "problem", None) or f"{type(err).__name__}: {err}"
+    fix = getattr(err, "fix", None) or ""
+    return ErrorReply(request_id=request_id, code=code_of(err), problem=problem, fix=fix, **where)
+
+
+def error_of_reply(reply: ErrorReply, where: str) -> SplitinferError:
+    """The exception an error reply stands for (the same class the worker raised), prefixed by ``where``."""
+    return error_from_code(reply.code, f"{where}: {reply.problem}", reply.fix or None)

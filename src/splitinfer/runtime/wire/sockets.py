@@ -1,0 +1,75 @@
+"""The one place ZeroMQ sockets get their options, and the in-process wake-up between threads.
+
+Every socket splitinfer opens lingers 0 ms on close (a closed pipeline drops
+what it had queued: the coordinator re-sends or fails those requests itself)
+and has unbounded queues (pipelining is bounded by the caller, and a high-water
+mark would silently drop or block messages instead).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import zmq
+
+
+def open_socket(context: zmq.Context, kind: int, *, connect: str | None = None, bind: str | None = None,
+                recv_timeout_ms: int | None = None) -> zmq.Socket:
+    """A socket of ``kind`` with no linger and unbounded queues, connected or bound as asked."""
+    sock = context.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    if recv_timeout_ms is not None:
+        sock.setsockopt(zmq.RCVTIMEO, recv_timeout_ms)
+    if bind is not None:
+        sock.bind(bind)
+    if connect is not None:
+        sock.connect(connect)
+    return sock
+
+
+def connect_dealer(context: zmq.Context, address: str, kind: int = zmq.DEALER) -> zmq.Socket:
+    """A DEALER (or PUSH) connected to ``address``."""
+    return open_socket(context, kind, connect=address)
+
+
+class Waker:
+    """Wakes the thread that blocks on a socket bound at ``address`` (``inproc://``), from any thread.
+
+    A ZeroMQ socket belongs to one thread, so each waking thread gets its own sending
+    socket, made on its first :meth:`wake`. A wake never blocks: when one is already
+    queued, the reader will wake anyway.
+    """
+
+    def __init__(self, context: zmq.Context, address: str, *, kind: int = zmq.PUSH,
+                 payload: bytes = b"") -> None:
+        self._context = context
+        self._address = address
+        self._kind = kind
+        self._payload = payload
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._socks: list[zmq.Socket] = []
+        self._closed = False
+
+    def wake(self) -> None:
+        """Queue one wake-up message for the reader."""
+        sock = getattr(self._local, "sock", None)
+        if sock is None:
+            with self._lock:
+                if self._closed:
+                    return
+                sock = self._local.sock = open_socket(self._context, self._kind, connect=self._address)
+                self._socks.append(sock)
+        with contextlib.suppress(zmq.Again, zmq.ContextTerminated):
+            sock.send(self._payload, zmq.NOBLOCK)
+
+    def close(self) -> None:
+        """Close every thread's sending socket."""
+        with self._lock:
+            self._closed = True
+            socks, self._socks = self._socks, []
+        for sock in socks:
+            sock.close(linger=0)

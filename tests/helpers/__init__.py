@@ -1,0 +1,7 @@
+"""Helpers shared by the tests, imported as ``helpers.<module>`` (pytest puts ``tests/`` on sys.path).
+
+- ``graph_models``: small ONNX models, each exercising one shape of graph.
+- ``runtime_models``: tiny models split into partitions by hand, local clusters, stages.
+- ``deploy``: a small zoo model with a made-up profile and a plan (deploy, bench, gateway tests).
+- ``report_sample``: a real model's blocks, plausible timings, real plans and a bench result.
+"""
