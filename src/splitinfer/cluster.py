@@ -32,9 +32,12 @@ import msgspec
 import yaml
 
 from splitinfer.errors import ClusterError, SchemaError, SplitinferError, first_line, read_file
-from splitinfer.units import parse_rate_bps, parse_size_bytes, parse_time_s
+from splitinfer.host import max_num_threads
+from splitinfer.units import check_address, check_number, parse_rate_bps, parse_size_bytes, parse_time_s
 
 CLUSTER_SCHEMA = 1
+MAX_SLOWDOWN = 10_000.0  # emulation: a device at most this many times slower than the machine it runs on
+MAX_LATENCY_S = 3600.0  # a link's one-way latency
 Quantity = str | float | int
 
 
@@ -158,16 +161,47 @@ def _build_links(raw: list[_RawLink], names: set[str]) -> tuple[Link, ...]:
             )
         try:
             bw = None if r.bandwidth is None else parse_rate_bps(r.bandwidth)
-            lat = None if r.latency is None else parse_time_s(r.latency)
         except SplitinferError as e:
             raise ClusterError(f"link {r.src}->{r.dst}: {e.problem}", e.fix) from None
+        try:
+            lat = None if r.latency is None else parse_time_s(r.latency)
+        except SplitinferError as e:
+            raise ClusterError(f"link {r.src}->{r.dst} latency: {e.problem}", e.fix) from None
         if bw is not None and bw <= 0:
             raise ClusterError(f"link {r.src}->{r.dst} has zero bandwidth",
                                "give a positive bandwidth, or remove the link if not connected")
+        if lat is not None and lat > MAX_LATENCY_S:
+            raise ClusterError(f"link {r.src}->{r.dst} has latency {lat:g} s",
+                               f"give a latency from 0 to {MAX_LATENCY_S:g} s, e.g. 5ms")
         links[(r.src, r.dst)] = Link(r.src, r.dst, bw, lat, r.measure)
         if r.symmetric and (r.dst, r.src) not in explicit:
             links[(r.dst, r.src)] = Link(r.dst, r.src, bw, lat, r.measure)
     return tuple(links.values())
+
+
+def _build_device(d: _RawDevice) -> Device:
+    """A device from its entry, every number and the address checked (one line naming the field)."""
+    what = f"device {d.name!r}"
+    check_number(d.slowdown, f"{what} slowdown", low=1, high=MAX_SLOWDOWN, error=ClusterError,
+                 fix="emulation only adds time (1 = as fast as this machine)")
+    if d.num_threads is not None and d.threads is not None:
+        raise ClusterError(f"{what} has both num_threads and threads",
+                           "keep num_threads (threads is its old name)")
+    num_threads = next((n for n in (d.num_threads, d.threads) if n is not None), 0)
+    check_number(num_threads, f"{what} num_threads", low=0, high=max_num_threads(), whole=True,
+                 error=ClusterError, fix="0 = ONNX Runtime's default; the most is 4 x this machine's CPUs")
+    try:
+        memory = None if d.memory is None else parse_size_bytes(d.memory)
+    except SplitinferError as e:
+        raise ClusterError(f"{what}: {e.problem}", e.fix) from None
+    if memory is not None:
+        check_number(memory, f"{what} memory", low=0, low_open=True, error=ClusterError,
+                     fix="in bytes or with a unit, e.g. 2GiB; leave it out for no limit")
+    for key in ("busy_w", "idle_w", "radio_w", "radio_j_per_byte"):
+        if d.power is not None:
+            check_number(getattr(d.power, key), f"{what} power.{key}", low=0, error=ClusterError)
+    check_address(d.address, f"{what} address", words=("local",), error=ClusterError)
+    return Device(d.name, d.address, tuple(d.providers), num_threads, memory, d.slowdown, d.power)
 
 
 def parse_cluster(data: object) -> Cluster:
@@ -187,23 +221,7 @@ def parse_cluster(data: object) -> Cluster:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ClusterError(f"device names repeat: {', '.join(dupes)}", "give each device its own name")
-    devices = []
-    for d in raw.devices:
-        if d.slowdown < 1:
-            raise ClusterError(f"device {d.name!r} has slowdown {d.slowdown} < 1",
-                               "emulation only adds time: use slowdown >= 1")
-        if d.num_threads is not None and d.threads is not None:
-            raise ClusterError(f"device {d.name!r} has both num_threads and threads",
-                               "keep num_threads (threads is its old name)")
-        num_threads = next((n for n in (d.num_threads, d.threads) if n is not None), 0)
-        if num_threads < 0:
-            raise ClusterError(f"device {d.name!r} has negative num_threads", "use 0 (default) or more")
-        try:
-            memory = None if d.memory is None else parse_size_bytes(d.memory)
-        except SplitinferError as e:
-            raise ClusterError(f"device {d.name!r}: {e.problem}", e.fix) from None
-        devices.append(Device(d.name, d.address, tuple(d.providers), num_threads, memory,
-                              d.slowdown, d.power))
+    devices = [_build_device(d) for d in raw.devices]
     source = raw.source or names[0]
     sink: str | None = source if raw.sink is None else (None if raw.sink == "none" else raw.sink)
     for role, name in (("source", source), ("sink", sink)):
@@ -212,6 +230,9 @@ def parse_cluster(data: object) -> Cluster:
                                f"use one of: {', '.join(names)}")
     if raw.backend == "ray" and not raw.address:
         raise ClusterError("backend: ray needs an address", "add address: auto (or ray://host:port)")
+    if raw.address is not None:
+        check_address(raw.address, "the Ray address", words=("auto",), schemes=("ray",), bare=True,
+                      error=ClusterError)
     placed = [d.name for d in raw.devices if d.address != "local"]
     if raw.backend == "ray" and placed:
         raise ClusterError(f"device {placed[0]!r} has an address, but Ray places workers by device resource",

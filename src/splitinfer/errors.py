@@ -16,6 +16,7 @@ class ErrorCode(StrEnum):
     INPUT = "input"  # the request's tensors do not fit the stage (names, dtypes, shapes)
     MODEL = "model"  # the partition cannot be loaded or does not match its stage
     AUTH = "auth"  # the message had no valid token MAC
+    REPLAY = "replay"  # a signed message seen before, or sent outside the receiver's time window
     DEADLINE = "deadline"  # the request reached a stage after its deadline
     MALFORMED = "malformed"  # the frames or header cannot be decoded, or say contradicting things
     DTYPE = "dtype"  # a tensor's dtype is not one the wire carries
@@ -118,6 +119,9 @@ ERROR_OF_CODE: dict[ErrorCode, type[SplitinferError]] = {
     ErrorCode.INPUT: ShapeError,
     ErrorCode.MODEL: ModelError,
     ErrorCode.AUTH: AuthError,
+    # Not AuthError (which says "use the shared token"): the token was right; a sender meets this
+    # only when a message was duplicated or its clock disagrees with the receiver's.
+    ErrorCode.REPLAY: TransportError,
     ErrorCode.DEADLINE: DeadlineError,
     ErrorCode.MALFORMED: TransportError,
     ErrorCode.DTYPE: TransportError,

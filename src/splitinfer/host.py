@@ -53,6 +53,14 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def max_num_threads() -> int:
+    """The most intra-op threads a device of this machine may ask for: 4 x its logical CPUs.
+
+    More only costs memory (a stack per thread) and time to create the pool.
+    """
+    return 4 * (os.cpu_count() or 1)
+
+
 def _cpu_freq_mhz() -> float | None:
     try:
         freq = psutil.cpu_freq()

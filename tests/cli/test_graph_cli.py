@@ -88,7 +88,19 @@ def _bad_files(tmp_path: Path, files) -> dict[str, Path]:
     data = files["conv"].read_bytes()
     truncated = tmp_path / "truncated.onnx"
     truncated.write_bytes(data[: len(data) * 2 // 3])
-    return {"text": text, "truncated": truncated, "missing": tmp_path / "missing.onnx"}
+    paths = {"text": text, "truncated": truncated, "missing": tmp_path / "missing.onnx"}
+    for name, location in (("outside", "../../etc/passwd"), ("absolute", "/etc/passwd"),
+                           ("nodata", "missing.bin")):  # external data a model may not name
+        model = onnx.load(files["conv"])
+        weight = max(model.graph.initializer, key=lambda t: len(t.raw_data))
+        weight.ClearField("raw_data")
+        weight.data_location = onnx.TensorProto.EXTERNAL
+        weight.external_data.add(key="location", value=location)
+        paths[name] = tmp_path / f"{name}.onnx"
+        paths[name].write_bytes(model.SerializeToString())
+    paths["file"] = tmp_path / "a-file"
+    paths["file"].write_text("not a folder")
+    return paths
 
 
 @pytest.mark.parametrize(
@@ -107,6 +119,16 @@ def _bad_files(tmp_path: Path, files) -> dict[str, Path]:
         (["inspect", "{conv}", "--input-shape", "images=1,3,16,16"], "'images', which is not an input"),
         (["split", "{conv}", "-o", "{out}"], "exactly one of --at, --blocks or --all"),
         (["split", "{conv}", "--all", "--blocks", "2", "-o", "{out}"], "exactly one of --at, --blocks"),
+        (["inspect", "{outside}"], "cannot read the external data of"),
+        (["inspect", "{outside}"], "points outside the directory"),
+        (["inspect", "{absolute}"], "it is an absolute path"),
+        (["inspect", "{nodata}"], "missing.bin"),
+        (["split", "{conv}", "--blocks", "2", "-o", "{file}"], "-o {file} is a file, not a folder"),
+        (["split", "{conv}", "--blocks", "2", "-o", "{file}/sub"], "is a file, not a folder"),
+        (["inspect", "{conv}", "--max-blocks", "-5"], "--max-blocks is -5. use a whole number >= 0"),
+        (["inspect", "{conv}", "--max-cut-tensors", "0"], "--max-cut-tensors is 0. use a whole number >= 1"),
+        (["split", "{conv}", "--blocks", "2", "--max-cut-tensors", "-1", "-o", "{out}"],
+         "--max-cut-tensors is"),
     ],
 )
 def test_bad_input(files, capsys, tmp_path, args, message):
@@ -114,7 +136,7 @@ def test_bad_input(files, capsys, tmp_path, args, message):
     paths["out"] = str(tmp_path / "out")
     code, _out, err = _run(capsys, *[a.format(**paths) for a in args])
     assert code == 2
-    assert err.startswith("error: ") and message in err, err
+    assert err.startswith("error: ") and message.format(**paths) in err, err
     assert "Traceback" not in err and err.count("error:") == 1
     assert not (tmp_path / "out").exists()
 

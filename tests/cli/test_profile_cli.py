@@ -96,6 +96,33 @@ def test_bad_input_is_one_line(tmp_path, model_path, capsys):
     assert "profile takes one MODEL" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--budget-s", "nan"], "--budget-s is nan. use a finite number > 0"),
+        (["--budget-s", "inf"], "--budget-s is inf"),
+        (["--budget-s", "-1"], "--budget-s is -1.0"),
+        (["--budget-s", "0"], "--budget-s is 0.0"),
+        (["--num-threads", "100000"], "--num-threads is 100000. use a whole number from 0 to"),
+        (["--threads", "-2"], "--num-threads is -2"),
+        (["--max-blocks", "-1"], "--max-blocks is -1. use a whole number >= 0"),
+        (["--max-cut-tensors", "0"], "--max-cut-tensors is 0. use a whole number >= 1"),
+        (["--batch", "0"], "--batch is 0"),
+        (["-o", "/nonexistent/dir/p.json"], "-o /nonexistent/dir/p.json: folder /nonexistent/dir does not"),
+        (["-o", "{tmp}"], "is a folder. give a file path for -o"),
+        (["--plan-output", "/nonexistent/plan.json"], "--plan-output /nonexistent/plan.json: folder"),
+    ],
+)
+def test_bad_numbers_and_output_paths_are_one_line_before_any_work(tmp_path, model_path, capsys, monkeypatch,
+                                                                   args, message):
+    from splitinfer.cli import profile_cmds
+
+    monkeypatch.setattr(profile_cmds, "_measure", lambda *a: pytest.fail("measured"))
+    assert main(["profile", str(model_path), *[a.format(tmp=tmp_path) for a in args]]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith("error: ") and message.format(tmp=tmp_path) in err and err.count("error:") == 1
+
+
 def test_help_teaches_the_three_forms(capsys):
     assert main(["profile", "--help"]) == 0
     text = capsys.readouterr().out

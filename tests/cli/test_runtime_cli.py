@@ -117,7 +117,90 @@ def test_bench_counts_its_warmup_in_num_warmup(files, capsys):
     text = capsys.readouterr().out
     assert "--num-warmup" in text and "--warmup" not in text.replace("--num-warmup", "")
     assert main(["bench", str(files / "plan.json"), "--num-warmup", "-1"]) == 2
-    assert "--num-warmup at least 0" in capsys.readouterr().err
+    assert "--num-warmup is -1. use a whole number from 0" in capsys.readouterr().err
+
+
+@pytest.fixture
+def no_deploy(monkeypatch):
+    """Fails the test if a command gets as far as deploying anything."""
+    from splitinfer.cli import runtime_cmds
+
+    monkeypatch.setattr(runtime_cmds, "open_session", lambda *a, **k: pytest.fail("deployed"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--timeout", "nan"], "--timeout is nan. use a finite number > 0"),
+        (["run", "--timeout", "inf"], "--timeout is inf"),
+        (["run", "--timeout", "0"], "--timeout is 0.0"),
+        (["run", "--timeout", "-3"], "--timeout is -3.0"),
+        (["run", "--rank", "0"], "--rank is 0. use a whole number >= 1"),
+        (["run", "--seed", "-1"], "--seed is -1. use a whole number >= 0"),
+        (["run", "-o", "/nonexistent/dir/y.npy"], "-o /nonexistent/dir/y.npy: folder /nonexistent/dir"),
+        (["run", "-o", "{tmp}"], "is a folder. give a file path for -o"),
+        (["bench", "--requests", "0"], "--requests is 0. use a whole number from 1 to 10000000"),
+        (["bench", "--requests", "1000000000"], "--requests is 1000000000"),
+        (["bench", "--concurrency", "0"], "--concurrency is 0"),
+        (["bench", "--concurrency", "1000000"], "--concurrency is 1000000. use a whole number from 1 to"),
+        (["bench", "--num-warmup", "1000000000"], "--num-warmup is 1000000000"),
+        (["bench", "--timeout", "nan"], "--timeout is nan"),
+        (["bench", "--rank", "-2"], "--rank is -2"),
+        (["bench", "-o", "/nonexistent/bench.json"], "-o /nonexistent/bench.json: folder /nonexistent does"),
+    ],
+)
+def test_run_and_bench_refuse_bad_numbers_and_paths_in_one_line_before_deploying(
+        files, tmp_path, capsys, no_deploy, args, message):
+    command, *options = args
+    assert main([command, str(files / "plan.json"), *[o.format(tmp=tmp_path) for o in options]]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith("error: ") and message.format(tmp=tmp_path) in err and "Traceback" not in err
+    assert err.count("error:") == 1 and any(fix in err for fix in (". use ", ". give ", ". create "))
+
+
+def test_run_cannot_write_its_output_after_running_is_still_one_line(files, capsys, monkeypatch):
+    from splitinfer.cli import runtime_cmds
+
+    def disk_full(path, outputs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runtime_cmds, "write_outputs", disk_full)
+    assert main(["run", str(files / "plan.json"), "-o", str(files / "full.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write -o" in err and "No space left on device" in err and "Traceback" not in err
+
+
+def test_run_with_another_model_and_the_profile_names_the_model_not_a_flag(files, tmp_path, capsys):
+    from splitinfer import zoo
+
+    other = tmp_path / "other.onnx"  # another input shape than the profile's model
+    other.write_bytes(zoo.build_small("mobilenetv2").SerializeToString())
+    profile = json.loads((files / "profile.json").read_text())
+    profile["model"]["input_shapes"] = {"image": [1, 3, 32, 32]}  # as `splitinfer profile` records them
+    (tmp_path / "profile.json").write_text(json.dumps(profile))
+    rc = main(["run", str(files / "plan.json"), "--model", str(other),
+               "--profile", str(tmp_path / "profile.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--input-shape" not in err and "the profile was made for model" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--num-threads", "100000"], "--num-threads is 100000. use a whole number from 0 to"),
+        (["--num-threads", "-1"], "--num-threads is -1"),
+        (["--max-frame-bytes", "0"], "--max-frame-bytes is 0. use a whole number from 1048576"),
+        (["--max-frame-bytes", "1PiB"], "--max-frame-bytes: unknown unit 'PiB'"),
+        (["--max-frame-bytes", "1000TiB"], "--max-frame-bytes is 1099511627776000"),
+        (["--max-frame-bytes", "1e400"], "--max-frame-bytes: size '1e400' is negative, infinite or NaN"),
+    ],
+)
+def test_worker_flags_out_of_range_are_one_line_and_exit_2(flags, message):
+    result = subprocess.run([str(Path(sys.executable).parent / "splitinfer"), "worker", "--name", "w",
+                             "--listen", "tcp://127.0.0.1:*", *flags],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 2
 
 
 def test_missing_cluster_is_one_clear_line(files, tmp_path, capsys):

@@ -77,7 +77,7 @@ def test_round_trip_through_yaml(tmp_path):
         ({"devices": []}, "no devices"),
         ({"devices": [{"name": "a"}, {"name": "a"}]}, "repeat"),
         ({"devices": [{"name": "a", "slowdown": 0.5}]}, "slowdown"),
-        ({"devices": [{"name": "a", "num_threads": -1}]}, "negative num_threads"),
+        ({"devices": [{"name": "a", "num_threads": -1}]}, "num_threads is -1"),
         ({"devices": [{"name": "a", "colour": "red"}]}, "colour"),
         ({"devices": [{"name": "a"}], "source": "b"}, "source 'b'"),
         ({"backend": "ray", "address": "auto", "devices": [{"name": "a", "address": "tcp://h:1"}]},
@@ -99,6 +99,59 @@ def test_bad_cluster_names_the_problem(doc, needle):
         parse_cluster(doc)
     assert needle in str(e.value)
     assert e.value.fix  # every error says what to do
+
+
+NAN, INF = float("nan"), float("inf")
+TWO = [{"name": "a"}, {"name": "b"}]
+
+
+def _link(**fields) -> dict:
+    return {"devices": TWO, "links": [{"from": "a", "to": "b", "bandwidth": 1000, "latency": 0.01, **fields}]}
+
+
+@pytest.mark.parametrize(
+    ("doc", "needle", "allowed"),
+    [
+        ({"devices": [{"name": "a", "slowdown": NAN}]}, "slowdown is nan", "from 1 to 10000"),
+        ({"devices": [{"name": "a", "slowdown": INF}]}, "slowdown is inf", "from 1 to 10000"),
+        ({"devices": [{"name": "a", "slowdown": 1e9}]}, "slowdown is 1000000000.0", "from 1 to 10000"),
+        ({"devices": [{"name": "a", "num_threads": 100_000}]}, "num_threads is 100000", "whole number"),
+        ({"devices": [{"name": "a", "threads": 100_000}]}, "num_threads is 100000", "4 x this machine"),
+        ({"devices": [{"name": "a", "memory": 0}]}, "memory is 0", "> 0"),
+        ({"devices": [{"name": "a", "memory": INF}]}, "size inf", "finite"),
+        ({"devices": [{"name": "a", "memory": "1e400"}]}, "size '1e400'", "finite"),
+        ({"devices": [{"name": "a", "memory": -5}]}, "size -5", "non-negative"),
+        ({"devices": [{"name": "a", "power": {"busy_w": NAN}}]}, "power.busy_w is nan", ">= 0"),
+        ({"devices": [{"name": "a", "power": {"idle_w": -1}}]}, "power.idle_w is -1", ">= 0"),
+        ({"devices": [{"name": "a", "power": {"radio_j_per_byte": INF}}]}, "radio_j_per_byte is inf", ">= 0"),
+        ({"devices": [{"name": "a", "address": "garbage"}]}, "address 'garbage'", "tcp://HOST:PORT"),
+        ({"devices": [{"name": "a", "address": "tcp://h:0"}]}, "address 'tcp://h:0'", "1 to 65535"),
+        ({"devices": [{"name": "a", "address": "tcp://h:65536"}]}, "'tcp://h:65536'", "1 to 65535"),
+        ({"devices": [{"name": "a", "address": "tcp://h"}]}, "'tcp://h'", "tcp://HOST:PORT"),
+        ({"backend": "ray", "address": "garbage", "devices": [{"name": "a"}]}, "Ray address", "ray://"),
+        (_link(bandwidth=INF), "bandwidth inf", "finite"),
+        (_link(bandwidth=NAN), "bandwidth nan", "finite"),
+        (_link(bandwidth="1e400 B/s"), "bandwidth '1e400 B/s'", "finite"),
+        (_link(bandwidth=0), "zero bandwidth", "positive"),
+        (_link(latency=INF), "latency: duration inf", "finite"),
+        (_link(latency=-1), "latency: duration -1", "non-negative"),
+        (_link(latency=1e6), "latency 1e+06 s", "from 0 to 3600"),
+    ],
+)
+def test_numbers_and_addresses_out_of_range_name_the_field_and_the_range(doc, needle, allowed):
+    with pytest.raises(ClusterError) as e:
+        parse_cluster(doc)
+    assert needle in e.value.problem and allowed in e.value.fix and "\n" not in str(e.value)
+
+
+def test_addresses_in_range_load():
+    c = parse_cluster({"backend": "workers", "devices": [
+        {"name": "a", "address": "tcp://10.0.0.7:5555"}, {"name": "b", "address": "tcp://[::1]:1"},
+        {"name": "c", "address": "tcp://edge-box.local:65535"}]})
+    assert c.device("b").address == "tcp://[::1]:1"
+    for address in ("auto", "ray://10.0.0.1:10001", "10.0.0.1:6379"):
+        ray = parse_cluster({"backend": "ray", "address": address, "devices": [{"name": "a"}]})
+        assert ray.address == address
 
 
 def test_other_schema_version_is_refused():

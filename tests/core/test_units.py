@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from splitinfer.errors import SplitinferError
-from splitinfer.units import parse_rate_bps, parse_size_bytes, parse_time_s
+from splitinfer.units import check_address, check_number, parse_rate_bps, parse_size_bytes, parse_time_s
 
 
 @pytest.mark.parametrize(
@@ -32,3 +33,51 @@ def test_bad_quantities_raise_with_a_fix(bad):
     with pytest.raises(SplitinferError) as e:
         parse_time_s(bad)
     assert e.value.fix
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), "1e400", "1e400 ms", -1.0])
+def test_infinite_and_negative_quantities_raise_with_a_fix(bad):
+    for parse in (parse_time_s, parse_rate_bps, parse_size_bytes):
+        with pytest.raises(SplitinferError) as e:
+            parse(bad)
+        assert e.value.fix and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "limits", "fix"),
+    [
+        (float("nan"), {"low": 1}, "use a finite number >= 1"),
+        (float("inf"), {"low": 1}, "use a finite number >= 1"),
+        (-float("inf"), {}, "use a finite number"),
+        (0.5, {"low": 1, "high": 8}, "use a finite number from 1 to 8"),
+        (0, {"low": 0, "low_open": True}, "use a finite number > 0"),
+        (2.5, {"low": 0, "high": 4, "whole": True}, "use a whole number from 0 to 4"),
+        (9, {"low": 0, "low_open": True, "high": 4}, "use a finite number > 0 and <= 4"),
+        (True, {}, "use a finite number"),
+        ("3", {}, "use a finite number"),
+        (None, {}, "use a finite number"),
+    ],
+)
+def test_check_number_names_the_field_the_value_and_the_range(value, limits, fix):
+    with pytest.raises(SplitinferError) as e:
+        check_number(value, "slowdown", **limits)
+    assert e.value.problem == f"slowdown is {value!r}" and e.value.fix == fix
+
+
+def test_check_number_passes_values_in_range_through():
+    assert check_number(3, "n", low=1, high=3, whole=True) == 3 and check_number(1e-9, "x", low=0) == 1e-9
+    assert check_number(np.int64(2), "n", low=0, whole=True) == 2
+
+
+@pytest.mark.parametrize("good", ["tcp://10.0.0.7:5555", "tcp://[::1]:1", "tcp://edge-1.lan:65535", "local"])
+def test_addresses_in_range(good):
+    assert check_address(good, "address", words=("local",)) == good
+
+
+@pytest.mark.parametrize("bad", ["garbage", "tcp://h:0", "tcp://h:65536", "tcp://h", "tcp://h:*", "http://h:80",
+                                 "inproc://wake", "h:80", "", None, 5])
+def test_addresses_out_of_range_name_the_forms_allowed(bad):
+    with pytest.raises(SplitinferError) as e:
+        check_address(bad, "device 'a' address", words=("local",))
+    assert e.value.problem == f"device 'a' address {bad!r} is not an address"
+    assert e.value.fix == "use tcp://HOST:PORT or 'local', with a port from 1 to 65535"

@@ -64,3 +64,20 @@ def test_demo_command_rejects_an_unknown_model(capsys, tmp_path):
     assert "nosuchnet" in err and "mobilenetv2" in err
     assert err.count("\n") == 1  # one line
     assert not out.exists()  # nothing written for a bad request
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["-o", "{file}"], "-o {file} is a file, not a folder"),
+    (["--budget-s", "nan"], "--budget-s is nan. use a finite number > 0"),
+    (["--budget-s", "-1"], "--budget-s is -1.0"),
+])
+def test_demo_command_refuses_a_bad_folder_or_budget_before_anything_runs(capsys, tmp_path, monkeypatch, args,
+                                                                           message):
+    import splitinfer.demo
+
+    monkeypatch.setattr(splitinfer.demo, "run_demo", lambda *a, **k: pytest.fail("ran"))
+    (tmp_path / "file").write_text("a file")
+    paths = {"file": str(tmp_path / "file")}
+    assert main(["demo", *[a.format(**paths) for a in args]]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith("error: ") and message.format(**paths) in err and "Traceback" not in err

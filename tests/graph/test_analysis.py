@@ -183,3 +183,18 @@ def test_sequences_never_cross_a_cut():
     assert inside <= live.death["seq"]
     with pytest.raises(CutError, match="'seq' would cross"):
         split(model, [inside], analysis)
+
+
+@pytest.mark.parametrize("max_blocks", [-1, 2.5])
+def test_a_block_count_out_of_range_is_a_cut_error_naming_max_blocks(max_blocks):
+    model = load_model(tm.residual())
+    with pytest.raises(CutError) as caught:
+        analyze(model, max_blocks=max_blocks)
+    assert caught.value.problem == f"max_blocks is {max_blocks!r}" and "0 = one block per" in caught.value.fix
+
+
+def test_a_negative_seed_for_generated_inputs_names_seed():
+    from splitinfer.errors import SplitinferError
+
+    with pytest.raises(SplitinferError, match="seed is -1"):
+        load_model(tm.residual()).make_feeds(seed=-1)

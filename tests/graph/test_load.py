@@ -164,3 +164,19 @@ def test_initializers_listed_as_inputs_are_not_inputs():
     model = load_model(proto)
     assert [s.name for s in model.inputs] == ["x"]
     assert set(model.make_feeds()) == {"x"}
+
+
+@pytest.mark.parametrize(("location", "reason"), [("../../etc/passwd", "points outside the directory"),
+                                                  ("/etc/passwd", "absolute path"), ("gone.bin", "gone.bin")])
+def test_external_data_a_model_may_not_name_is_a_model_error(tmp_path, location, reason):
+    proto = tm.residual()
+    weight = max(proto.graph.initializer, key=lambda t: len(t.raw_data))
+    weight.ClearField("raw_data")
+    weight.data_location = onnx.TensorProto.EXTERNAL
+    weight.external_data.add(key="location", value=location)
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(proto.SerializeToString())
+    with pytest.raises(ModelError) as caught:
+        load_model(path)
+    assert "cannot read the external data of" in caught.value.problem and reason in caught.value.problem
+    assert "\n" not in str(caught.value)

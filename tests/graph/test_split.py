@@ -215,3 +215,16 @@ def test_verify_catches_a_wrong_chain():
     other = load_model(tm.conv_chain(seed=1))
     report = verify(other, parts)
     assert not report.ok and report.worst.name == "probs" and report.worst.max_abs > 1e-4
+
+
+def test_partitions_into_a_path_that_is_a_file_is_one_clear_error(tmp_path):
+    from splitinfer.errors import SplitinferError
+
+    model = MODELS["early_output"]
+    analysis = analyze(model, max_blocks=3)
+    parts = split(model, analysis.cuts, analysis)
+    (tmp_path / "a-file").write_text("not a folder")
+    for target in (tmp_path / "a-file", tmp_path / "a-file" / "sub"):
+        with pytest.raises(SplitinferError) as caught:
+            write_partitions(parts, target, model, analysis)
+        assert caught.value.problem.startswith(f"cannot make the folder {target}") and caught.value.fix

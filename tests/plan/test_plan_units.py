@@ -288,3 +288,15 @@ def test_throughput_ties_go_to_the_faster_plan():
     assert len({round(p.bottleneck_s, 12) for p in plans}) == 1
     latencies = [p.latency_s for p in plans]
     assert latencies == sorted(latencies) and plans[0].assignment == ("edge", "edge", "edge")
+
+
+@pytest.mark.parametrize(("kwargs", "problem"), [
+    ({"top_k": 0}, "top_k is 0"), ({"top_k": 10**9}, "top_k is 1000000000"), ({"top_k": 2.5}, "top_k is 2.5"),
+    ({"time_limit_s": math.nan}, "time_limit_s is nan"), ({"time_limit_s": -1.0}, "time_limit_s is -1.0"),
+    ({"time_limit_s": math.inf}, "time_limit_s is inf"),
+])
+def test_solve_refuses_counts_and_limits_out_of_range_naming_the_argument(kwargs, problem):
+    with pytest.raises(PlanError) as caught:
+        solve(camera_edge(), "latency", **kwargs)
+    assert caught.value.problem == problem and caught.value.fix.startswith("use a ")
+    assert "--" not in str(caught.value)

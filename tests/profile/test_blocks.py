@@ -79,3 +79,13 @@ def test_blocks_already_cut_are_checked_the_same_way(model_bytes):
     default = cut_as_profiled(model_bytes, None)
     with pytest.raises(ModelError, match="blocks here, the profile has 5"):
         check_as_profiled(Blocks(default.model, default.analysis), profile)
+
+
+def test_input_shapes_the_model_does_not_take_name_the_profile_not_a_flag(model_bytes):
+    profile = _profile_of(model_bytes, max_blocks=5)
+    (name,) = profile.model.input_shapes
+    edited = msgspec.structs.replace(profile.model, input_shapes={name: (1, 3, 64, 64)})
+    with pytest.raises(ShapeError) as caught:
+        cut_as_profiled(model_bytes, msgspec.structs.replace(profile, model=edited))
+    assert f"the profile's input shape {name}=1,3,64,64 contradicts the model" in caught.value.problem
+    assert "--input-shape" not in caught.value.problem and "profile" in caught.value.fix

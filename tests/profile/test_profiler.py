@@ -215,3 +215,26 @@ def test_segment_corrections_scale_only_segments_off_by_more_than_5_percent():
     with_null = msgspec.structs.replace(device, blocks=(None, *device.blocks[1:]))
     assert segment_ratio(with_null, device.segments[0]) is None
     assert corrected_device(with_null).blocks[0] is None
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("budget_s", float("nan")), ("budget_s", 0.0), ("budget_s", 1e12), ("num_warmup", -1), ("min_runs", 0),
+    ("max_runs", 10**9), ("rel_precision", float("inf")), ("min_item_budget_s", -1.0),
+])
+def test_profile_settings_out_of_range_name_the_field(field, value):
+    with pytest.raises(ProfileError) as caught:
+        ProfileSettings(**{field: value})
+    assert caught.value.problem == f"ProfileSettings.{field} is {value!r}"
+    assert caught.value.fix.startswith("use a ")
+
+
+def test_a_huge_budget_still_gives_each_partition_a_budget_a_worker_takes():
+    from splitinfer.profile.timing import MAX_PARTITION_BUDGET_S
+
+    assert ProfileSettings(budget_s=7 * 86_400).item_budget_s(1) == MAX_PARTITION_BUDGET_S
+
+
+@pytest.mark.parametrize("num_threads", [-1, 10**6, 1.5])
+def test_the_local_runner_refuses_thread_counts_out_of_range(num_threads):
+    with pytest.raises(ProfileError, match=f"num_threads is {num_threads!r}"):
+        LocalRunner(num_threads=num_threads)

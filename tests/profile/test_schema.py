@@ -107,6 +107,9 @@ STATS = {"median_s": 0.05, "mean_s": 0.05, "p10_s": 0.05, "p90_s": 0.05, "std_s"
             ProfileError,
             "link a->b",
         ),
+        (example_dict(hop_overhead_s=-1.0), ProfileError, "hop_overhead_s is -1.0"),
+        (_with_device(example_dict(), num_threads=-2), ProfileError, "num_threads -2"),
+        (_with_device(example_dict(), memory_bytes=0), ProfileError, "memory_bytes 0"),
     ],
 )
 def test_bad_profiles_are_refused_clearly(doc, error, match):

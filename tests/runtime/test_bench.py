@@ -190,3 +190,18 @@ def test_predicted_throughput_is_a_closed_loop_bound():
     assert predicted_throughput(plan, 1) == pytest.approx(10.0)  # one in flight: 1 / latency
     assert predicted_throughput(plan, 2) == pytest.approx(20.0)
     assert predicted_throughput(plan, 8) == pytest.approx(25.0)  # the bottleneck caps it
+
+
+@pytest.mark.parametrize(("kwargs", "problem"), [
+    ({"num_requests": 0}, "num_requests is 0"), ({"num_requests": 10**12}, "num_requests is"),
+    ({"num_warmup": -1}, "num_warmup is -1"), ({"concurrency": 0}, "concurrency is 0"),
+    ({"concurrency": 10**9}, "concurrency is 1000000000"),
+    ({"num_requests": math.nan}, "num_requests is nan"),
+])
+def test_bench_refuses_counts_out_of_range_before_sending_anything(kwargs, problem):
+    from splitinfer.errors import SplitinferError
+    from splitinfer.runtime.bench import bench
+
+    with pytest.raises(SplitinferError) as caught:
+        bench(None, object(), **kwargs)  # neither session nor plan is read: the counts are checked first
+    assert caught.value.problem.startswith(problem) and caught.value.fix.startswith("use a whole number")

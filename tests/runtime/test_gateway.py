@@ -7,22 +7,20 @@ import io
 import json
 import os
 import signal
-import socket
-import threading
 import time
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from helpers import deploy as helpers
+from helpers.gateway import metric, serving
 from helpers.runtime_models import heavy_parts, local_cluster, mlp_parts, stages_on, whole_and_parts
 from starlette.testclient import TestClient
 
 from splitinfer.errors import ShapeError
 from splitinfer.runtime import deploy_stages
 from splitinfer.runtime.coordinator.deploy import deploy
-from splitinfer.runtime.gateway import make_app
+from splitinfer.runtime.gateway import json_depth, make_app
 from splitinfer.types import TensorSpec
 
 NPY = {"content-type": "application/x-npy"}
@@ -36,18 +34,6 @@ def _npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:
 
 def _tensor(a: np.ndarray) -> dict:
     return {"dtype": a.dtype.name, "shape": list(a.shape), "data": a.tolist()}
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text to {'name{labels}': value}; checks every line is a comment or a sample."""
-    samples = {}
-    for line in text.splitlines():
-        if not line or line.startswith("# HELP ") or line.startswith("# TYPE "):
-            continue
-        key, _, value = line.rpartition(" ")
-        assert key and not key.startswith("#"), line
-        samples[key] = float(value)
-    return samples
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +75,26 @@ def test_npy_and_json_round_trips_equal_the_whole_model(served):
     assert len(timing["hops"]) == 3
 
 
+JSON = {"content-type": "application/json"}
+
+
+def _nested(depth: int) -> list:
+    data: list = [1.0]
+    for _ in range(depth - 1):
+        data = [data]
+    return data
+
+
+def _npy_header(shape: tuple[int, ...]) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+def _doc(image: dict) -> bytes:
+    return json.dumps({"inputs": {"image": image}}).encode()
+
+
 BAD_BODIES = [
     ("garbage npy", b"\x93NUMPY garbage", NPY, "not a readable .npy"),
     (
@@ -122,6 +128,19 @@ BAD_BODIES = [
         "unexpected ['img']",
     ),
     ("content type", b"hello", {"content-type": "text/plain"}, "unsupported content type"),
+    ("deep json", b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", JSON, "nests 100001 levels deep"),
+    ("deep data", _doc({"dtype": "float32", "shape": [1], "data": _nested(40)}), JSON,
+     "nests 43 levels deep"),
+    ("shallow but wrong data", _doc({"dtype": "float32", "shape": [2], "data": _nested(25)}), JSON,
+     "data does not fit"),
+    ("absurd shape", _doc({"dtype": "float32", "shape": [2**62, 2**62, 10**30], "data": [1.0]}), JSON,
+     "data does not fit"),
+    ("bool shape", _doc({"dtype": "float32", "shape": [True], "data": [1.0]}), JSON, "has shape [True]"),
+    ("negative npy shape", _npy_header((-1, 5)), NPY, "its header has shape (-1, 5)"),
+    ("huge npy shape", _npy_header((9999, 10**6)) + b"1234", NPY,
+     "shape [9999, 1000000] of float32 (39996000000 bytes), 4 bytes follow it"),
+    ("truncated npy", _npy(np.zeros((1, 3, 32, 32), np.float32))[:-4], NPY, "12284 bytes follow it"),
+    ("npy with more", _npy(np.zeros((1, 3, 32, 32), np.float32)) + b"more", NPY, "12292 bytes follow it"),
 ]
 
 
@@ -136,30 +155,47 @@ def test_bad_bodies_get_400_with_one_line(served, what, body, headers, message):
     assert client.post("/v1/infer", content=_npy(x), headers=NPY).status_code == 200
 
 
+def test_json_depth_counts_brackets_outside_strings_only():
+    assert json_depth(b"") == 0 and json_depth(b"1") == 0 and json_depth(b"[[1], {}]") == 2
+    assert json_depth(rb'{"a[[[": "[\"[[", "b": [[1]]}') == 3
+    assert json_depth(rb'["\\", "[[[", ["x"]]') == 2  # an escaped backslash ends no string early
+    assert json_depth(b"[" * 3_000_000 + b"]" * 3_000_000) == 3_000_000  # chunks carry the depth
+
+
+def test_npy_in_other_layouts_is_read_as_sent(served):
+    client, _, ref = served
+    x = ref.model.make_feeds(seed=6)["image"]
+    expected = ref.run({"image": x})[0]
+    for variant in (x.astype(">f4"), np.asfortranarray(x)):
+        reply = client.post("/v1/infer", content=_npy(variant), headers=NPY)
+        assert reply.status_code == 200
+        np.testing.assert_allclose(np.load(io.BytesIO(reply.content)), expected, atol=1e-4, rtol=0)
+
+
 def test_metrics_count_requests_errors_and_stage_time(served):
     client, _, ref = served
-    before = parse_metrics(client.get("/metrics").text)
+    before = client.get("/metrics").text
     x = ref.model.make_feeds(seed=4)["image"]
     for _ in range(3):
         assert client.post("/v1/infer", content=_npy(x), headers=NPY).status_code == 200
     assert client.post("/v1/infer", content=b"nope", headers=NPY).status_code == 400
     reply = client.get("/metrics")
-    assert reply.headers["content-type"].startswith("text/plain; version=0.0.4")
-    after = parse_metrics(reply.text)
-    assert after["splitinfer_requests_total"] == before["splitinfer_requests_total"] + 4
-    bad = 'splitinfer_request_errors_total{kind="bad_input"}'
-    assert after[bad] == before[bad] + 1
+    assert reply.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    after = reply.text
+    assert metric(after, "splitinfer_requests_total") == metric(before, "splitinfer_requests_total") + 4
+    bad = ("splitinfer_request_errors_total", {"kind": "bad_input"})
+    assert metric(after, bad[0], **bad[1]) == metric(before, bad[0], **bad[1]) + 1
     count = "splitinfer_request_latency_seconds_count"
-    assert after[count] == before[count] + 3
-    assert after['splitinfer_request_latency_seconds_bucket{le="+Inf"}'] == after[count]
-    buckets = [v for k, v in after.items() if k.startswith("splitinfer_request_latency_seconds_bucket")]
-    assert buckets == sorted(buckets)  # cumulative
-    assert after["splitinfer_request_latency_seconds_sum"] > before.get(
-        "splitinfer_request_latency_seconds_sum", 0
-    )
-    stage0 = 'splitinfer_stage_compute_seconds_count{stage="0",device="a"}'
-    assert after[stage0] == before.get(stage0, 0) + 3
-    assert after['splitinfer_stage_compute_seconds_sum{stage="1",device="b"}'] > 0
+    assert metric(after, count) == metric(before, count) + 3
+    assert metric(after, "splitinfer_request_latency_seconds_bucket", le="+Inf") == metric(after, count)
+    bucket = "splitinfer_request_latency_seconds_bucket"
+    values = [float(line.rpartition(" ")[2]) for line in after.splitlines() if line.startswith(bucket)]
+    assert len(values) == 14 and values == sorted(values)  # cumulative
+    sum_s = "splitinfer_request_latency_seconds_sum"
+    assert metric(after, sum_s) > metric(before, sum_s)
+    stage0 = ("splitinfer_stage_compute_seconds_count", {"stage": "0", "device": "a"})
+    assert metric(after, stage0[0], **stage0[1]) == metric(before, stage0[0], **stage0[1]) + 3
+    assert metric(after, "splitinfer_stage_compute_seconds_sum", stage="1", device="b") > 0
 
 
 def test_healthz_reports_ready_devices(served):
@@ -181,9 +217,7 @@ def test_a_dead_worker_gives_503_and_a_missed_deadline_504():
         reply = client.post("/v1/infer", content=_npy(x), headers=NPY)
         assert reply.status_code == 503 and "'b'" in reply.json()["error"]
         assert client.get("/healthz").status_code == 503
-        assert (
-            parse_metrics(client.get("/metrics").text)['splitinfer_request_errors_total{kind="worker"}'] == 1
-        )
+        assert metric(client.get("/metrics").text, "splitinfer_request_errors_total", kind="worker") == 1
 
     _, parts = whole_and_parts(heavy_parts(1, size=256, repeats=1))
     cluster = local_cluster(["slow"], slowdown={"slow": 1000.0})  # about 0.5 to 1.5 s per request
@@ -196,33 +230,13 @@ def test_a_dead_worker_gives_503_and_a_missed_deadline_504():
     assert client.get("/healthz").status_code == 503  # closed
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_uvicorn_serves_the_app_over_real_http(served):
     _, session, ref = served
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(make_app(session), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        end = time.monotonic() + 10
-        while not server.started and time.monotonic() < end:
-            time.sleep(0.02)
-        x = ref.model.make_feeds(seed=5)["image"]
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
-            reply = client.post("/v1/infer", content=_npy(x), headers=NPY)
-            assert client.get("/healthz").json()["status"] == "ok"
-        np.testing.assert_allclose(np.load(io.BytesIO(reply.content)), ref.run({"image": x})[0], atol=1e-4)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-    assert not thread.is_alive()
+    x = ref.model.make_feeds(seed=5)["image"]
+    with serving(make_app(session)) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+        reply = client.post("/v1/infer", content=_npy(x), headers=NPY)
+        assert client.get("/healthz").json()["status"] == "ok"
+    np.testing.assert_allclose(np.load(io.BytesIO(reply.content)), ref.run({"image": x})[0], atol=1e-4)
 
 
 def test_a_stage_that_rejects_its_inputs_gives_shape_error_and_400():
@@ -242,7 +256,7 @@ def test_a_stage_that_rejects_its_inputs_gives_shape_error_and_400():
         client = TestClient(make_app(session))
         reply = client.post("/v1/infer", content=_npy(x), headers=NPY)
         assert reply.status_code == 400 and "rejects its inputs" in reply.json()["error"]
-        errors = parse_metrics(client.get("/metrics").text)
-        assert errors['splitinfer_request_errors_total{kind="bad_input"}'] == 1
+        errors = client.get("/metrics").text
+        assert metric(errors, "splitinfer_request_errors_total", kind="bad_input") == 1
         ok = client.post("/v1/infer", content=_npy(np.zeros((1, 16), np.float32)), headers=NPY)
         assert ok.status_code == 200

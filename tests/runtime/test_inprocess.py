@@ -128,3 +128,20 @@ def test_short_stages_run_on_the_io_thread_yet_wait_behind_a_long_one(worker):
         assert w.num_inline == 1  # neither the long stage nor the one queued behind it ran inline
     finally:
         context.destroy(linger=0)
+
+
+def test_a_failure_no_check_foresaw_still_replies_with_a_fix(worker, monkeypatch):
+    from splitinfer.errors import WorkerError
+    from splitinfer.runtime.device import worker as worker_module
+
+    def broken(device, msg):
+        raise RuntimeError("something no check foresaw\nwith a second line")
+
+    monkeypatch.setattr(worker_module, "handle_control", broken)
+    w, _ = worker
+    with WorkerClient(w.address, b"tok") as client:
+        with pytest.raises(WorkerError) as caught:
+            client.info()
+        assert caught.value.problem.endswith("RuntimeError: something no check foresaw")
+        assert "worker's log" in caught.value.fix
+        assert client.health()["name"] == "inproc"  # still serving

@@ -168,3 +168,19 @@ def test_ctrl_c_keeps_what_was_measured(prepared):
     assert device.host["complete"] is False
     assert [b is not None for b in device.blocks] == [True, True, False, False, False, False]
     assert decode_profile(encode_profile(partial)) == partial
+
+
+@pytest.mark.parametrize(("kwargs", "problem"), [
+    ({"probe_sizes_bytes": []}, "the number of probe_sizes_bytes is 0"),
+    ({"probe_sizes_bytes": [-1]}, "a probe_sizes_bytes entry is -1"),
+    ({"probe_sizes_bytes": [1 << 40]}, "a probe_sizes_bytes entry is"),
+    ({"num_probe_repeats": 0}, "num_probe_repeats is 0"),
+    ({"num_probe_repeats": 10**7}, "num_probe_repeats is"),
+    ({"request_timeout_s": float("nan")}, "request_timeout_s is nan"),
+    ({"budget_s": float("inf")}, "ProfileSettings.budget_s is inf"),
+])
+def test_probe_and_budget_arguments_out_of_range_are_refused_before_any_worker_starts(kwargs, problem):
+    cluster = parse_cluster({"devices": [{"name": "a", "num_threads": 1}]})
+    with pytest.raises(ProfileError) as caught:
+        profile_cluster(None, cluster, progress=False, **kwargs)  # no model: refused before it is read
+    assert caught.value.problem.startswith(problem) and caught.value.fix.startswith("use a ")

@@ -17,8 +17,15 @@ from helpers.runtime_models import (
     whole_and_parts,
 )
 
-from splitinfer.errors import ClusterError, DeadlineError, ModelError, ShapeError, WorkerError
-from splitinfer.runtime import deploy_stages
+from splitinfer.errors import (
+    ClusterError,
+    DeadlineError,
+    ModelError,
+    ShapeError,
+    SplitinferError,
+    WorkerError,
+)
+from splitinfer.runtime import SessionOptions, deploy_stages
 
 WIDTH, BATCH = 32, 4
 
@@ -118,6 +125,39 @@ def test_a_deadline_too_short_raises_in_time(chain):
         session.run(None, {"t0": _x(0)}, deadline_s=1e-4)
     assert time.perf_counter() - start < 1.0
     assert session.run(None, {"t0": _x(0)})[0].shape == (BATCH, WIDTH)  # still serving
+
+
+@pytest.mark.parametrize("deadline_s", [float("nan"), float("inf"), 0.0, -1.0, 1e12, "5", True])
+def test_a_deadline_out_of_range_is_refused_naming_deadline_s(chain, deadline_s):
+    session, _ = chain
+    for call in (lambda: session.submit({"t0": _x(0)}, deadline_s=deadline_s),
+                 lambda: session.run(None, {"t0": _x(0)}, deadline_s=deadline_s),
+                 lambda: next(session.stream([{"t0": _x(0)}], deadline_s=deadline_s))):
+        with pytest.raises(SplitinferError) as e:
+            call()
+        assert e.value.problem.startswith("deadline_s is") and "finite number > 0" in e.value.fix
+    with pytest.raises(SplitinferError, match="max_in_flight is 0"):
+        next(session.stream([{"t0": _x(0)}], max_in_flight=0))
+    assert session.run(None, {"t0": _x(0)}, deadline_s=5)[0].shape == (BATCH, WIDTH)  # nothing pending
+
+
+@pytest.mark.parametrize("field", ["timeout_s", "heartbeat_interval_s", "dead_after_s", "deploy_timeout_s",
+                                   "connect_timeout_s", "startup_timeout_s"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 0.0, -5.0])
+def test_session_options_out_of_range_are_refused_before_anything_starts(field, value):
+    _, parts = whole_and_parts(mlp_parts(1, width=8, batch=2))
+    with pytest.raises(SplitinferError) as e:
+        SessionOptions(**{field: value})
+    assert e.value.problem == f"SessionOptions.{field} is {value!r}" and "finite number > 0" in e.value.fix
+    with pytest.raises(SplitinferError, match=field):  # as keyword overrides too, before any worker starts
+        deploy_stages(stages_on(parts, ["a"]), local_cluster(["a"]), **{field: value})
+
+
+def test_an_unknown_session_option_is_one_line_naming_it():
+    _, parts = whole_and_parts(mlp_parts(1, width=8, batch=2))
+    with pytest.raises(SplitinferError, match="unknown session option 'timeout'") as caught:
+        deploy_stages(stages_on(parts, ["a"]), local_cluster(["a"]), timeout=5)
+    assert "timeout_s" in caught.value.fix
 
 
 def test_mixed_dtypes_several_inputs_and_outputs():

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import msgspec
+import pytest
+
+from splitinfer.errors import TransportError
 from splitinfer.runtime.device._stages import StageTable
 from splitinfer.runtime.wire import messages
 
@@ -49,3 +53,21 @@ def test_installing_a_stage_again_replaces_it_and_releases_the_old_links():
     assert by_address["tcp://a:1"].closed and not by_address["tcp://b:1"].closed
     table.close()
     assert all(link.closed for link in opened)
+
+
+def test_a_link_that_cannot_open_installs_nothing_and_releases_the_link_opened_before_it():
+    opened: list[FakeLink] = []
+
+    def open_link(*key):
+        if key[0] == "tcp://refused:1":
+            raise TransportError("cannot connect to 'tcp://refused:1'", "give another address")
+        opened.append(FakeLink(*key))
+        return opened[-1]
+
+    table = StageTable(open_link)
+    bad = msgspec.structs.replace(_deploy("x", 0, "tcp://next:1"), reply_to="tcp://refused:1")
+    with pytest.raises(TransportError):
+        table.install(bad, runner=None)
+    assert len(table) == 0 and [link.key[0] for link in opened] == ["tcp://next:1"] and opened[0].closed
+    table.install(_deploy("x", 0, "tcp://next:1"), runner=None)  # opens afresh: nothing was kept
+    assert len(opened) == 3 and not opened[1].closed

@@ -15,7 +15,7 @@ import zmq
 from helpers.runtime_models import make_model, mlp_parts, whole_and_parts
 from onnx import helper
 
-from splitinfer.errors import AuthError, ErrorCode, ModelError, WorkerError
+from splitinfer.errors import AuthError, ErrorCode, ModelError, SplitinferError, TransportError, WorkerError
 from splitinfer.runtime import PartitionTiming, WorkerClient
 from splitinfer.runtime.wire import codec, messages
 from splitinfer.types import TensorSpec
@@ -163,6 +163,8 @@ def _bad_messages(model: bytes) -> list[tuple[str, list, str]]:
         ("infer without token", codec.encode(_infer(), None, arrays=[("t0", x)]), "auth"),
         ("infer with a wrong token", codec.encode(_infer(), b"wrong", arrays=[("t0", x)]), "auth"),
         ("info without token", codec.encode(messages.Info(), None), "auth"),
+        ("signed an hour ago (a replay)", [codec.pack_head(TOKEN, _raw_header(msgspec.to_builtins(
+            messages.Info())), sent_unix_s=time.time() - 3600)], "replay"),
         ("unknown stage", codec.encode(_infer(stage=5), TOKEN, arrays=[("t0", x)]), "unknown_stage"),
         ("unknown deployment", codec.encode(_infer(deployment_id="nope"), TOKEN, arrays=[("t0", x)]),
          "unknown_stage"),
@@ -266,3 +268,100 @@ def test_a_stage_with_several_dtypes_deploys_and_checks_its_signature(workers):
         with pytest.raises(ModelError, match="outputs"):
             client.request(wrong, blobs=[model])
         assert client.undeploy("mixed") == 1
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+def _out_of_range() -> list[tuple[str, object, str]]:
+    """(what, header, field the reply must name): every number or address a control request carries."""
+    meta = messages.TensorMeta("t0", "float32", (2, 16))
+    deploy = messages.Deploy(deployment_id="bad", stage=0, device="w", inputs=[meta], outputs=[meta],
+                             route=messages.Route("tcp://127.0.0.1:9", True), reply_to="tcp://127.0.0.1:9")
+    route = deploy.route
+    d, tp, probe = msgspec.structs.replace, messages.TimePartition(), messages.Probe(
+        address="tcp://127.0.0.1:9", sizes_bytes=[10])
+    return [
+        ("deploy slowdown nan", d(deploy, slowdown=NAN), "slowdown"),
+        ("deploy slowdown inf", d(deploy, slowdown=INF), "slowdown"),
+        ("deploy slowdown absurd", d(deploy, slowdown=1e12), "slowdown"),
+        ("deploy stage negative", d(deploy, stage=-1), "stage"),
+        ("deploy num_warmup absurd", d(deploy, num_warmup=10**9), "num_warmup"),
+        ("deploy num_warmup negative", d(deploy, num_warmup=-1), "num_warmup"),
+        ("deploy reply_to garbage", d(deploy, reply_to="garbage"), "reply_to"),
+        ("deploy reply_to port 0", d(deploy, reply_to="tcp://127.0.0.1:0"), "reply_to"),
+        ("deploy reply_to in-process", d(deploy, reply_to="inproc://wake"), "reply_to"),
+        ("deploy route garbage", d(deploy, route=d(route, address="garbage")), "route.address"),
+        ("deploy last stage without address", d(deploy, route=d(route, address=None)), "route address"),
+        ("deploy bandwidth nan", d(deploy, route=d(route, bandwidth_bps=NAN)), "bandwidth_bps"),
+        ("deploy bandwidth zero", d(deploy, route=d(route, bandwidth_bps=0.0)), "bandwidth_bps"),
+        ("deploy latency inf", d(deploy, route=d(route, latency_s=INF)), "latency_s"),
+        ("deploy latency negative", d(deploy, route=d(route, latency_s=-1.0)), "latency_s"),
+        ("time_partition slowdown nan", d(tp, slowdown=NAN), "slowdown"),
+        ("time_partition budget nan", d(tp, budget_s=NAN), "budget_s"),
+        ("time_partition budget inf", d(tp, budget_s=INF), "budget_s"),
+        ("time_partition budget negative", d(tp, budget_s=-1.0), "budget_s"),
+        ("time_partition min_runs zero", d(tp, min_runs=0), "min_runs"),
+        ("time_partition max_runs absurd", d(tp, max_runs=10**9), "max_runs"),
+        ("time_partition num_warmup absurd", d(tp, num_warmup=10**9), "num_warmup"),
+        ("time_partition rel_precision nan", d(tp, rel_precision=NAN), "rel_precision"),
+        ("probe address garbage", d(probe, address="garbage"), "address"),
+        ("probe address in-process", d(probe, address="inproc://wake"), "address"),
+        ("probe address port too big", d(probe, address="tcp://127.0.0.1:70000"), "address"),
+        ("probe size negative", d(probe, sizes_bytes=[-1]), "size"),
+        ("probe size over the frame limit", d(probe, sizes_bytes=[MAX_FRAME + 1]), "size"),
+        ("probe without sizes", d(probe, sizes_bytes=[]), "sizes"),
+        ("probe with too many sizes", d(probe, sizes_bytes=[1] * 1000), "sizes"),
+        ("probe num_repeats zero", d(probe, num_repeats=0), "num_repeats"),
+        ("probe num_repeats absurd", d(probe, num_repeats=10**7), "num_repeats"),
+        ("probe timeout nan", d(probe, timeout_s=NAN), "timeout_s"),
+        ("probe timeout inf", d(probe, timeout_s=INF), "timeout_s"),
+        ("probe timeout zero", d(probe, timeout_s=0.0), "timeout_s"),
+    ]
+
+
+@pytest.mark.parametrize(("what", "header", "field"), _out_of_range(), ids=[c[0] for c in _out_of_range()])
+def test_control_numbers_out_of_range_get_a_malformed_reply_naming_the_field_and_the_fix(
+        deployed, what, header, field):
+    peer, whole, model = deployed
+    blobs = [] if isinstance(header, messages.Probe) else [model]
+    arrays = [("t0", _x())] if isinstance(header, messages.TimePartition) else []
+    peer.dealer.send_multipart(codec.encode(header, TOKEN, blobs=blobs, arrays=arrays))
+    reply = peer.reply().header
+    assert isinstance(reply, messages.ErrorReply), what
+    assert reply.code == ErrorCode.MALFORMED, (what, reply)
+    assert field in reply.problem and reply.fix.startswith(("use ", "give ")), (what, reply)
+    assert "\n" not in reply.problem + reply.fix
+    _assert_serves(peer, whole, 500)
+
+
+def test_a_request_with_a_nan_deadline_has_expired(deployed):
+    peer, _, _ = deployed
+    peer.drain_coordinator()
+    peer.dealer.send_multipart(codec.encode(_infer(request_id=88, deadline_unix_s=NAN), TOKEN,
+                                            arrays=[("t0", _x())]))
+    assert peer.reply().header.code == "deadline"
+    assert peer.at_coordinator().header.code == "deadline"  # never an Outputs
+
+
+def test_worker_config_and_client_refuse_numbers_out_of_range_naming_the_argument():
+    from splitinfer.runtime.device.config import WorkerConfig
+
+    for fields, name in (({"num_threads": 10**6}, "num_threads is 1000000"),
+                         ({"num_threads": -1}, "num_threads"),
+                         ({"max_frame_bytes": 0}, "max_frame_bytes is 0"),
+                         ({"max_frame_bytes": 1 << 60}, "max_frame_bytes is")):
+        with pytest.raises(SplitinferError) as e:
+            WorkerConfig(name="w", **fields)
+        assert e.value.problem.startswith(name) and "--" not in str(e.value)
+    for timeout_s in (NAN, INF, 0.0, -1.0):
+        with pytest.raises(SplitinferError, match="timeout_s is"):
+            WorkerClient("tcp://127.0.0.1:9", TOKEN, timeout_s=timeout_s)
+    with WorkerClient("tcp://127.0.0.1:9", TOKEN) as client:
+        with pytest.raises(SplitinferError, match="timeout_s is nan"):
+            client.health(timeout_s=NAN)
+        with pytest.raises(SplitinferError, match="timeout_s is nan"):
+            client.probe("tcp://127.0.0.1:9", [1], timeout_s=NAN)
+    with pytest.raises(TransportError, match="cannot connect to 'garbage'") as e:
+        WorkerClient("garbage", TOKEN)
+    assert "tcp://HOST:PORT" in e.value.fix

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+
+from splitinfer.errors import SplitinferError
 
 DEBUG = False
 console = Console()
@@ -16,6 +20,36 @@ err_console = Console(stderr=True)
 def print_json(data: Any) -> None:
     """Machine output: plain JSON on stdout, nothing else."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def check_writable(path: Path | None, flag: str) -> None:
+    """Before any work: ``path`` (an output file, None = none) can be written: its folder exists and
+    is writable, and the path is not a folder. Else one line naming ``flag``."""
+    if path is None:
+        return
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise SplitinferError(f"{flag} {path} is a folder", f"give a file path for {flag}")
+    if not folder.is_dir():
+        raise SplitinferError(f"{flag} {path}: folder {folder} does not exist",
+                              f"create it first (mkdir -p {folder}) or write elsewhere")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise SplitinferError(f"{flag} {path} is not writable", "write to a folder you may write to")
+
+
+def check_folder(path: Path, flag: str) -> None:
+    """Before any work: ``path`` is a folder, or can be made one (its nearest existing parent is a
+    writable folder). Else one line naming ``flag``."""
+    if path.exists() and not path.is_dir():
+        raise SplitinferError(f"{flag} {path} is a file, not a folder",
+                              f"give {flag} a folder (it is made if missing)")
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise SplitinferError(f"{flag} {path}: {existing} is a file, not a folder",
+                              f"give {flag} another folder")
+    if not os.access(existing, os.W_OK):
+        raise SplitinferError(f"{flag} {path}: {existing} is not writable",
+                              "write to a folder you may write to")
 
 
 def format_bytes(num_bytes: float) -> str:

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from splitinfer.cli._common import console
+from splitinfer.cli._common import check_folder, console
+from splitinfer.units import check_number
 
 HELP = """Run the whole loop on an emulated continuum of three local workers and write a report.
 
@@ -49,6 +50,8 @@ def demo(
     from splitinfer.cli.runtime_cmds import format_bench_table
     from splitinfer.demo import run_demo
 
+    check_number(budget_s, "--budget-s", low=0, low_open=True, high=3600, fix="profiling seconds per block")
+    check_folder(out_dir, "-o")
     started = time.perf_counter()
     result = run_demo(model, out_dir=out_dir, num_requests=requests, top_k=top, backend=backend,
                       address=address, budget_s=budget_s,

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from splitinfer.cli._common import console, format_bytes, format_count, print_json
+from splitinfer.cli._common import check_folder, console, format_bytes, format_count, print_json
 from splitinfer.cli._model import Batch, InputShapes, ModelPath, open_model
 from splitinfer.errors import CutError, VerifyError
 from splitinfer.graph import (
@@ -24,6 +24,7 @@ from splitinfer.graph import (
 )
 from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS
 from splitinfer.types import TensorSpec
+from splitinfer.units import check_number
 
 MaxCutTensors = Annotated[
     int, typer.Option("--max-cut-tensors", metavar="K", help="A candidate cut has at most K live tensors.")
@@ -32,6 +33,11 @@ MaxBlocks = Annotated[
     int,
     typer.Option("--max-blocks", metavar="N", help="Group nodes into at most N blocks (0: every candidate)."),
 ]
+
+
+def _check_cut_options(max_cut_tensors: int, max_blocks: int) -> None:
+    check_number(max_cut_tensors, "--max-cut-tensors", low=1, whole=True, error=CutError)
+    check_number(max_blocks, "--max-blocks", low=0, whole=True, error=CutError, fix="0 = every candidate")
 
 
 def _model_info(model: Model) -> dict[str, object]:
@@ -81,6 +87,7 @@ def inspect(
       splitinfer inspect bert.onnx --batch 1 --input-shape input_ids=1,128 --json
     """
     started = time.perf_counter()
+    _check_cut_options(max_cut_tensors, max_blocks)
     m = open_model(model, input_shape, batch)
     analysis = analyze(m, max_cut_tensors=max_cut_tensors, max_blocks=max_blocks)
     elapsed_s = time.perf_counter() - started
@@ -190,6 +197,8 @@ def split_command(
 
       splitinfer split yolo.onnx --input-shape images=1,3,640,640 --all -o parts
     """
+    _check_cut_options(max_cut_tensors, 0)
+    check_folder(out, "-o")
     m = open_model(model, input_shape, batch)
     analysis, cuts = _cuts_for(m, at, blocks, all_blocks, max_cut_tensors)
     parts = split(m, cuts, analysis)  # type: ignore[arg-type]

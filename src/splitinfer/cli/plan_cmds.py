@@ -14,7 +14,7 @@ import msgspec
 import typer
 from rich.table import Table
 
-from splitinfer.cli._common import console
+from splitinfer.cli._common import check_writable, console
 from splitinfer.cluster import load_cluster
 from splitinfer.errors import PlanError, SplitinferError
 from splitinfer.plan import (
@@ -28,10 +28,11 @@ from splitinfer.plan import (
 )
 from splitinfer.plan.problem import AT_SOURCE, AtSource, Problem
 from splitinfer.plan.scission import TIERS, parse_criteria, rank_scission
+from splitinfer.plan.solve import MAX_TIME_LIMIT_S, MAX_TOP_K
 from splitinfer.profile.problem import build_problem
 from splitinfer.profile.schema import load_profile
 from splitinfer.profile.scission import load_benchmarks, load_network_stats, scission_problem
-from splitinfer.units import parse_size_bytes, parse_time_s
+from splitinfer.units import check_number, parse_size_bytes, parse_time_s
 
 HELP = """Find the best split and placement of a profiled model, exactly.
 
@@ -151,6 +152,17 @@ def _check_args(args: list[str], scission: bool, objective: str) -> None:
         raise PlanError(f"unknown objective {objective!r}", f"use one of: {', '.join(OBJECTIVES)}")
 
 
+def _check_numbers(top: int, time_limit: float, bounds: dict[str, float | None], result_count: int) -> None:
+    """Every numeric option in its range before any file is read; else one line naming the flag."""
+    check_number(top, "--top", low=1, high=MAX_TOP_K, whole=True, error=PlanError)
+    check_number(time_limit, "--time-limit", low=0, low_open=True, high=MAX_TIME_LIMIT_S, error=PlanError,
+                 fix="seconds per MILP solve")
+    for flag, value in bounds.items():
+        if value is not None:
+            check_number(value, flag, low=0, error=PlanError)
+    check_number(result_count, "--result-count", low=1, high=MAX_TOP_K, whole=True, error=PlanError)
+
+
 def _profile_problem(
     path: str, cluster: Path | None, stat: str, sink: str | None
 ) -> tuple[Problem, Provenance]:
@@ -215,6 +227,9 @@ def plan_command(
     ),
 ) -> None:
     _check_args(args, scission, objective)
+    _check_numbers(top, time_limit, {"--min-throughput": min_throughput, "--max-energy": max_energy,
+                                     "--input": input_mb}, result_count)
+    check_writable(output, "-o")
     if scission:
         texts = {"device": device_criteria, "edge": edge_criteria, "cloud": cloud_criteria}
         problem, provenance = _scission(args, texts, input_mb, result_count, general)

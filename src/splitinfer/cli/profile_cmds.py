@@ -12,13 +12,15 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from splitinfer.cli._common import console, err_console, format_bytes, format_count
+from splitinfer.cli._common import check_writable, console, err_console, format_bytes, format_count
 from splitinfer.cli._model import parse_input_shapes
 from splitinfer.cluster import load_cluster
 from splitinfer.errors import ProfileError
 from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS
+from splitinfer.host import max_num_threads
 from splitinfer.plan import Plan, describe_stages, plan_to_json, with_provenance
 from splitinfer.profile.profiler import (
+    MAX_BUDGET_S,
     ProfileInterrupted,
     ProfileSettings,
     ProfileWarning,
@@ -26,6 +28,7 @@ from splitinfer.profile.profiler import (
     profile_model,
 )
 from splitinfer.profile.schema import Profile, load_profile, merge_profiles, save_profile
+from splitinfer.units import check_number
 
 HELP = """Measure a model's blocks on devices and the links between them, into profile.json.
 
@@ -236,6 +239,20 @@ def _merge(paths: list[str], output: Path | None) -> None:
                   highlight=False)
 
 
+def _check_numbers(budget_s: float, num_threads: int, max_blocks: int, max_cut_tensors: int,
+                   batch: int | None) -> None:
+    """Before anything loads: every numeric option in its range, else one line naming the flag."""
+    check_number(budget_s, "--budget-s", low=0, low_open=True, high=MAX_BUDGET_S, error=ProfileError,
+                 fix="seconds of timed work per device, e.g. 30")
+    check_number(num_threads, "--num-threads", low=0, high=max_num_threads(), whole=True, error=ProfileError,
+                 fix="0 = ONNX Runtime's default; at most 4 x this machine's CPUs")
+    check_number(max_blocks, "--max-blocks", low=0, whole=True, error=ProfileError,
+                 fix="0 = one block per candidate cut")
+    check_number(max_cut_tensors, "--max-cut-tensors", low=1, whole=True, error=ProfileError)
+    if batch is not None:
+        check_number(batch, "--batch", low=1, whole=True, error=ProfileError)
+
+
 def profile_command(
     args: list[str] = typer.Argument(..., metavar="MODEL | show FILE | merge FILE...",
                                      help="The .onnx model; or `show FILE`; or `merge FILE FILE...`.",
@@ -278,6 +295,9 @@ def profile_command(
     if len(args) != 1:
         raise ProfileError(f"profile takes one MODEL, got {len(args)} arguments",
                            "run: splitinfer profile MODEL -o profile.json (or `profile show FILE`)")
+    _check_numbers(budget_s, num_threads if threads is None else threads, max_blocks, max_cut_tensors, batch)
+    check_writable(output, "-o")
+    check_writable(plan_output, "--plan-output")
     options = {"calibration": calibration, "input_shape": input_shape, "batch": batch,
                "max_blocks": max_blocks, "max_cut_tensors": max_cut_tensors, "budget_s": budget_s,
                "num_threads": num_threads if threads is None else threads, "providers": providers,

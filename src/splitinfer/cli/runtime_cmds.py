@@ -20,14 +20,16 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from splitinfer.cli._common import console, format_bytes, print_json
+from splitinfer.cli._common import check_writable, console, format_bytes, print_json
 from splitinfer.cluster import Cluster, load_cluster
-from splitinfer.errors import ClusterError, ModelError, ShapeError
+from splitinfer.errors import ClusterError, ModelError, ShapeError, SplitinferError
 from splitinfer.graph import Model, load_model
 from splitinfer.plan import Plan, describe_stages
+from splitinfer.profile.blocks import load_as_profiled
 from splitinfer.profile.schema import Profile, load_profile
 from splitinfer.records.bench import BenchResult, encode_bench, save_bench
 from splitinfer.records.plans import load_plan
+from splitinfer.units import check_number
 
 if TYPE_CHECKING:  # the runtime (zmq, onnxruntime) loads only when a command runs
     from splitinfer.runtime.coordinator.session import Session
@@ -82,9 +84,16 @@ def resolve_deployment(plan_path: Path, cluster: Path | None, model: Path | None
     if model_path is None:
         raise ModelError("no model given and the plan's profile names no model file found here",
                          "give --model MODEL.onnx")
-    shapes = dict(the_profile.model.input_shapes) if the_profile is not None else None
-    return Deployment(plan, load_cluster(cluster_path), load_model(model_path, input_shapes=shapes or None),
-                      the_profile)
+    # With a profile, the model loads with the input shapes it recorded (a mismatch names the profile).
+    loaded = load_model(model_path) if the_profile is None else load_as_profiled(model_path, the_profile)
+    return Deployment(plan, load_cluster(cluster_path), loaded, the_profile)
+
+
+def _check_request_options(timeout: float, rank: int) -> None:
+    from splitinfer.runtime.wire.client import MAX_WAIT_S
+
+    check_number(timeout, "--timeout", low=0, low_open=True, high=MAX_WAIT_S, fix="seconds per request")
+    check_number(rank, "--rank", low=1, whole=True, fix="1 = the best plan of the file")
 
 
 def open_session(dep: Deployment, timeout_s: float) -> Session:
@@ -167,6 +176,9 @@ def run_command(
 
       splitinfer run plan.json --rank 2 --input feeds.npz -o outputs.npz
     """
+    _check_request_options(timeout, rank)
+    check_number(seed, "--seed", low=0, whole=True)
+    check_writable(output, "-o")  # before anything is deployed
     dep = resolve_deployment(plan, cluster, model, profile, rank)
     feeds = read_feeds(input_path, dep.model) if input_path is not None else dep.model.make_feeds(seed)
     if output is not None:
@@ -186,7 +198,11 @@ def run_command(
     assert timing is not None
     console.print(timing_table(timing, dep.plan))
     if output is not None:
-        write_outputs(output, outputs)
+        try:
+            write_outputs(output, outputs)
+        except OSError as e:  # checked before deploying; gone or full since
+            raise SplitinferError(f"cannot write -o {output}: {e.strerror or e}",
+                                  "pick a writable path for -o") from None
         console.print(f"wrote {output}", highlight=False)
 
 
@@ -255,10 +271,13 @@ def bench_command(
       splitinfer bench plan.json --rank 2 --json > bench.json
     """
     num_warmup = num_warmup if warmup is None else warmup
-    if requests < 1 or concurrency < 1 or num_warmup < 0:
-        raise ShapeError("--requests and --concurrency must be at least 1, --num-warmup at least 0",
-                         "give positive counts")
-    from splitinfer.runtime.bench import bench
+    from splitinfer.runtime.bench import MAX_CONCURRENCY, MAX_REQUESTS, bench
+
+    check_number(requests, "--requests", low=1, high=MAX_REQUESTS, whole=True)
+    check_number(concurrency, "--concurrency", low=1, high=MAX_CONCURRENCY, whole=True)
+    check_number(num_warmup, "--num-warmup", low=0, high=MAX_REQUESTS, whole=True)
+    _check_request_options(timeout, rank)
+    check_writable(output, "-o")
 
     dep = resolve_deployment(plan, cluster, model, profile, rank)
     with open_session(dep, timeout) as session:

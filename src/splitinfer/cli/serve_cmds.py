@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from splitinfer.cli._common import console
+from splitinfer.cli._common import console, err_console
 from splitinfer.cli.runtime_cmds import (
     ClusterOpt,
     ModelOpt,
@@ -17,8 +20,25 @@ from splitinfer.cli.runtime_cmds import (
     open_session,
     resolve_deployment,
 )
-from splitinfer.errors import ClusterError
+from splitinfer.errors import read_file
 from splitinfer.plan import describe_stages
+
+
+def _read_token(path: Path) -> str:
+    """The token in ``path`` (surrounding whitespace dropped), checked as the gateway checks it."""
+    from splitinfer.runtime.gateway import check_token
+
+    data = read_file(path, "the token file", "give --token-file a readable file holding the token")
+    text = data.decode("utf-8", errors="replace").strip()
+    check_token(text, f"the token in --token-file {path}")
+    return text
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def serve_command(
@@ -27,19 +47,33 @@ def serve_command(
     model: ModelOpt = None,
     profile: ProfileOpt = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8080,
+    port: Annotated[int, typer.Option("--port", help="Port to listen on (1-65535).")] = 8080,
     rank: RankOpt = 1,
     timeout: TimeoutOpt = 30.0,
-    max_body: Annotated[int, typer.Option("--max-body-bytes", help="Largest request body accepted.")] = (
+    max_body: Annotated[int, typer.Option(
+        "--max-body-bytes", help="Largest request body accepted (1 B to 16 GiB); larger: 413.")] = (
         256 * 1024 * 1024),
+    body_timeout: Annotated[float, typer.Option(
+        "--body-timeout", help="Seconds a request body may take to arrive (0.01-3600); slower: 408.")] = 30.0,
+    max_in_flight: Annotated[int, typer.Option(
+        "--max-in-flight-per-client", help="Requests one client address may have unanswered (1-10000); "
+                                           "more: 429.")] = 8,
+    token_file: Annotated[Path | None, typer.Option(
+        "--token-file", help="File holding the bearer token every request but /healthz must send.",
+        show_default=False)] = None,
+    certfile: Annotated[Path | None, typer.Option(
+        "--certfile", help="TLS certificate (PEM); with --keyfile, serve HTTPS.", show_default=False)] = None,
+    keyfile: Annotated[Path | None, typer.Option(
+        "--keyfile", help="Private key (PEM) of --certfile.", show_default=False)] = None,
 ) -> None:
     """Deploy a plan and serve it over HTTP until Ctrl-C; the workers stop with the server.
 
     POST /v1/infer takes one .npy array (Content-Type: application/x-npy) or JSON tensors:
     {"inputs": {NAME: {"dtype": "float32", "shape": [1, 3], "data": [...]}}}.
-    GET /healthz says whether the deployment is ready (200) or not (503).
+    GET /healthz says whether the deployment is ready (200) or not (503); it needs no token.
     GET /metrics gives Prometheus text: requests, errors, latency histogram, per-stage compute.
-    Nothing is encrypted: keep it on a trusted network or put a TLS proxy in front.
+    With --token-file, /v1/infer and /metrics need "Authorization: Bearer TOKEN" (else 401);
+    with --certfile and --keyfile, it serves HTTPS. Every response has an X-Request-Id header.
 
     Examples:
 
@@ -47,28 +81,40 @@ def serve_command(
 
       curl --data-binary @x.npy -H 'Content-Type: application/x-npy' localhost:8080/v1/infer -o y.npy
 
-      curl localhost:8080/metrics
+      splitinfer serve plan.json --host 0.0.0.0 --token-file token.txt --certfile cert.pem --keyfile key.pem
+
+      curl --cacert cert.pem -H "Authorization: Bearer $(cat token.txt)" https://HOST:8080/metrics
     """
-    import uvicorn
+    from splitinfer.runtime import gateway
 
-    from splitinfer.runtime.gateway import make_app
-
-    if not 0 < port < 65536:
-        raise ClusterError(f"--port {port} is not a port number", "give a port between 1 and 65535")
-    dep = resolve_deployment(plan, cluster, model, profile, rank)
-    with open_session(dep, timeout) as session:
-        console.print(f"serving {describe_stages(dep.plan)} on http://{host}:{port}  (Ctrl-C stops)",
-                      highlight=False)
-        # uvicorn handles Ctrl-C itself and returns; the with block then stops the workers
-        try:
-            uvicorn.run(make_app(session, max_body_bytes=max_body), host=host, port=port, log_level="info")
-        except SystemExit as e:  # uvicorn exits when it cannot bind (it has logged why)
-            if e.code:
-                raise ClusterError(f"cannot serve on {host}:{port}", "pick a free --port or another --host") \
-                    from None
+    gateway.check_whole(port, "--port", gateway.PORT_RANGE)
+    gateway.check_seconds(timeout, "--timeout", gateway.TIMEOUT_S_RANGE)
+    gateway.check_whole(max_body, "--max-body-bytes", gateway.MAX_BODY_BYTES_RANGE, "bytes")
+    gateway.check_seconds(body_timeout, "--body-timeout", gateway.BODY_TIMEOUT_S_RANGE)
+    gateway.check_whole(max_in_flight, "--max-in-flight-per-client", gateway.MAX_IN_FLIGHT_PER_CLIENT_RANGE,
+                        "requests")
+    if (certfile is None) != (keyfile is None):
+        raise gateway.SettingError("--certfile and --keyfile go together",
+                                   "give both (HTTPS) or neither (plain HTTP)")
+    token = _read_token(token_file) if token_file is not None else None
+    gateway.check_tls(certfile, keyfile)
+    # Bound before deploying: a busy port or a bad host is one line, and no worker starts for nothing.
+    with gateway.listen(host, port) as sock:
+        dep = resolve_deployment(plan, cluster, model, profile, rank)
+        if token is None and not _is_loopback(host):
+            err_console.print(f"warning: serving on {host} without --token-file: anyone who reaches the port "
+                              "can use it", highlight=False)
+        with open_session(dep, timeout) as session:
+            app = gateway.make_app(session, max_body_bytes=max_body, token=token,
+                                   max_in_flight_per_client=max_in_flight, body_timeout_s=body_timeout)
+            scheme = "https" if certfile is not None else "http"
+            console.print(f"serving {describe_stages(dep.plan)} on {scheme}://{host}:{port}  (Ctrl-C stops)",
+                          highlight=False)
+            # uvicorn handles Ctrl-C, shuts down, then raises it again; the with block stops the workers
+            with contextlib.suppress(KeyboardInterrupt):
+                gateway.make_server(app, certfile=certfile, keyfile=keyfile).run(sockets=[sock])
 
 
 def register(app: typer.Typer) -> None:
     """Add ``serve`` to the main app."""
     app.command("serve", no_args_is_help=True)(serve_command)
-

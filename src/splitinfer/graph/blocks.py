@@ -6,6 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from splitinfer.errors import CutError
+from splitinfer.units import check_number
+
 # Weight of the cut-bytes term against the imbalance term (see choose_cuts).
 BYTES_PENALTY = 0.25
 # With more candidates than this many per block, thin them first (keeps the DP small).
@@ -35,8 +38,8 @@ def choose_cuts(
     spaced ones).
     """
     positions = list(positions)
-    if max_blocks < 0:
-        raise ValueError("max_blocks must be >= 0")
+    check_number(max_blocks, "max_blocks", low=0, whole=True, error=CutError,
+                 fix="0 = one block per candidate cut")
     if max_blocks == 0 or len(positions) + 1 <= max_blocks:
         return positions
     if max_blocks == 1 or not positions:

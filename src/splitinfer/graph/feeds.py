@@ -10,6 +10,7 @@ import onnx
 
 from splitinfer.errors import ShapeError, first_line
 from splitinfer.types import TensorSpec
+from splitinfer.units import check_number
 
 # Ops that carry integer ids through unchanged on their way to an embedding Gather.
 _ID_CARRIERS = frozenset({"Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity", "Expand"})
@@ -67,6 +68,7 @@ def generate_feeds(
     knows the embedding size, else [0, 100); integer inputs named ``*mask*`` all
     ones; bools all True. ``batch_size`` replaces the leading dim.
     """
+    check_number(seed, "seed", low=0, whole=True)
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
     for spec in inputs:

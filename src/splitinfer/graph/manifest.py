@@ -22,7 +22,7 @@ from pathlib import Path
 
 import msgspec
 
-from splitinfer.errors import SchemaError
+from splitinfer.errors import SchemaError, SplitinferError
 from splitinfer.graph.analysis import Analysis
 from splitinfer.graph.model import Model
 from splitinfer.graph.partition import Partition
@@ -69,11 +69,19 @@ def write_partitions(
     Stale ``part_<k>.onnx`` files from an earlier split with more partitions are removed.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SplitinferError(f"cannot make the folder {directory}: {e.strerror or e}",
+                              "give a path where a folder can be made (not an existing file)") from None
     entries = []
     for part in partitions:
         name = f"part_{part.index}.onnx"
-        part.save(directory / name)
+        try:
+            part.save(directory / name)
+        except OSError as e:
+            raise SplitinferError(f"cannot write {directory / name}: {e.strerror or e}",
+                                  "give a folder you may write to") from None
         entries.append(ManifestEntry(
             index=part.index, file=name, inputs=part.inputs, outputs=part.outputs,
             cut_bytes=part.cut_bytes, num_nodes=part.num_nodes,

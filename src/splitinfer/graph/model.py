@@ -162,11 +162,11 @@ def _read(source: ModelSource) -> tuple[onnx.ModelProto, str, Path | None, str]:
     if any(external_data_helper.uses_external_data(t) for t in proto.graph.initializer):
         try:
             external_data_helper.load_external_data_for_model(proto, str(path.parent))
-        except (OSError, ValueError) as e:
+        except Exception as e:  # OSError, ValueError, onnx's ValidationError (a path outside the folder)
             raise ModelError(
-                f"cannot read the external data of '{path}': {e}",
-                "keep the external data files next to the .onnx file",
-            ) from e
+                f"cannot read the external data of '{path}': {first_line(e)}",
+                "keep the external data files in the .onnx file's folder, named by relative paths",
+            ) from None
     return proto, hashlib.sha256(data).hexdigest(), path, f"'{path}'"
 
 

@@ -43,6 +43,10 @@ from splitinfer.plan.problem import (
 )
 from splitinfer.plan.subset_dp import MAX_SUBSET_DEVICES, StageLimit
 from splitinfer.plan.weights import Weights, energy_weights, latency_weights
+from splitinfer.units import check_number
+
+MAX_TOP_K = 1000  # more plans than anyone reads; k-best enumeration grows with k
+MAX_TIME_LIMIT_S = 86_400.0  # a day per MILP solve
 
 METHODS = ("auto", "dp", "milp", "bruteforce")
 
@@ -351,8 +355,8 @@ def solve(
     """
     if method not in METHODS:
         raise PlanError(f"unknown method {method!r}", f"use one of: {', '.join(METHODS)}")
-    if top_k < 1:
-        raise PlanError(f"--top {top_k} asks for no plan", "ask for at least 1")
+    check_number(top_k, "top_k", low=1, high=MAX_TOP_K, whole=True, error=PlanError)
+    check_number(time_limit_s, "time_limit_s", low=0, low_open=True, high=MAX_TIME_LIMIT_S, error=PlanError)
     inst = problem if isinstance(problem, Instance) else prepare(problem)
     case = _case(inst, constraints or Constraints(), objective)
     conflict = local_conflict(case.inst, case.cons, case.allowed, case.revisits)

@@ -67,14 +67,19 @@ def check_as_profiled(blocks: Blocks, profile: Profile) -> None:
     _check_cuts(blocks.analysis, profile)
 
 
-def _load(source: ModelSource, profile: Profile) -> Model:
+def load_as_profiled(source: ModelSource, profile: Profile) -> Model:
+    """Load ``source`` with the input shapes ``profile`` recorded. Another model may not take them at
+    all: ModelError naming it then; ShapeError naming the profile's shapes (no command-line flag:
+    the user gave none) when the profile's own model does not take them."""
     try:
         return load_model(source, input_shapes=profile.model.input_shapes or None)
-    except ShapeError:  # another model may not take the profile's input shapes at all: name it instead
+    except ShapeError as e:
         sha256 = _sha256_of(source)
         if sha256 is not None and sha256 != profile.model.sha256:
             raise _other_model(profile, "the model given", sha256) from None
-        raise
+        problem = e.problem.replace("--input-shape", "the profile's input shape")
+        raise ShapeError(problem, "give the model file the profile was made of, or profile this model "
+                                  "again (splitinfer profile MODEL --input-shape ...)") from None
 
 
 def _sha256_of(source: ModelSource) -> str | None:
@@ -99,7 +104,7 @@ def cut_as_profiled(model: Model | ModelSource, profile: Profile | None) -> Bloc
         loaded = model if isinstance(model, Model) else load_model(model)
         return Blocks(loaded, analyze(loaded, DEFAULT_MAX_CUT_TENSORS, DEFAULT_MAX_BLOCKS))
     info = profile.model
-    loaded = model if isinstance(model, Model) else _load(model, profile)
+    loaded = model if isinstance(model, Model) else load_as_profiled(model, profile)
     _check_model(loaded, profile)  # before cutting: another model may not even cut the same way
     analysis = analyze(loaded, info.max_cut_tensors, info.max_blocks)
     _check_cuts(analysis, profile)

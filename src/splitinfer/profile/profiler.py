@@ -33,13 +33,21 @@ from splitinfer.graph import Analysis, Model, analyze, extract_segment, load_mod
 from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS
 from splitinfer.graph.feeds import read_arrays
 from splitinfer.graph.inference import DEFAULT_PROVIDERS, check_providers, create_inference_session
-from splitinfer.host import MACHINE_KEYS, host_info, library_versions
+from splitinfer.host import MACHINE_KEYS, host_info, library_versions, max_num_threads
 from splitinfer.profile.partition_timing import PartitionTiming
 from splitinfer.profile.schema import BlockInfo, DeviceProfile, ModelInfo, Profile, SegmentStats, Stats
-from splitinfer.profile.timing import summarize, time_partition
+from splitinfer.profile.timing import (
+    MAX_PARTITION_BUDGET_S,
+    MAX_RUNS,
+    MAX_WARMUP,
+    summarize,
+    time_partition,
+)
+from splitinfer.units import check_number
 
 Progress = Callable[[int, int, str], None]  # (items done, items in all, what runs now)
 Calibration = str | Path | Mapping[str, np.ndarray] | np.ndarray | None
+MAX_BUDGET_S = 7 * 86_400.0  # a week of timed work per device
 
 
 class ProfileWarning(UserWarning):
@@ -65,9 +73,20 @@ class ProfileSettings:
     rel_precision: float = 0.05  # stop when the median's 95% CI half-width is within this fraction
     min_item_budget_s: float = 0.02  # floor of each partition's share of the budget
 
+    def __post_init__(self) -> None:
+        def check(name: str, **limits: Any) -> None:
+            check_number(getattr(self, name), f"ProfileSettings.{name}", error=ProfileError, **limits)
+
+        check("budget_s", low=0, low_open=True, high=MAX_BUDGET_S, fix="seconds of timed work per device")
+        check("num_warmup", low=0, high=MAX_WARMUP, whole=True)
+        check("min_runs", low=1, high=MAX_RUNS, whole=True)
+        check("max_runs", low=1, high=MAX_RUNS, whole=True)
+        check("rel_precision", low=0, high=1)
+        check("min_item_budget_s", low=0, low_open=True, high=MAX_PARTITION_BUDGET_S)
+
     def item_budget_s(self, num_items: int) -> float:
         """The timed-work budget of each of ``num_items`` partitions."""
-        return max(self.min_item_budget_s, self.budget_s / max(1, num_items))
+        return min(MAX_PARTITION_BUDGET_S, max(self.min_item_budget_s, self.budget_s / max(1, num_items)))
 
 
 class Runner(Protocol):
@@ -88,6 +107,8 @@ class LocalRunner:
 
     def __init__(self, providers: Sequence[str] = DEFAULT_PROVIDERS, num_threads: int = 0) -> None:
         check_providers(providers)  # fail before any block, not once per block
+        check_number(num_threads, "num_threads", low=0, high=max_num_threads(), whole=True,
+                     error=ProfileError, fix="0 = ONNX Runtime's default; at most 4 x this machine's CPUs")
         self.providers = tuple(providers)
         self.num_threads = num_threads
 

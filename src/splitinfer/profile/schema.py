@@ -163,6 +163,9 @@ def _validate_device(name: str, dev: DeviceProfile, num_blocks: int) -> None:
                 )
         if stats.n < 1:
             raise ProfileError(f"device {name!r} {what}: n is {stats.n}", "re-profile it: n counts >= 1 runs")
+    if dev.num_threads < 0 or (dev.memory_bytes is not None and dev.memory_bytes <= 0):
+        raise ProfileError(f"device {name!r} has num_threads {dev.num_threads}, memory_bytes "
+                           f"{dev.memory_bytes}", "give num_threads >= 0 and memory_bytes > 0 (or null)")
     for g in dev.segments:
         if not 0 <= g.first_block <= g.last_block < num_blocks:
             raise ProfileError(
@@ -191,6 +194,9 @@ def validate_profile(profile: Profile) -> Profile:
                 raise ProfileError(f"block {i} has negative {field}", "fix the figure (>= 0)")
     if profile.input_bytes < 0 or profile.output_bytes < 0:
         raise ProfileError("input_bytes or output_bytes is negative", "fix the figure (>= 0)")
+    if _bad_number(profile.hop_overhead_s):
+        raise ProfileError(f"hop_overhead_s is {profile.hop_overhead_s}",
+                           "give a finite number of seconds >= 0")
     for name, dev in profile.devices.items():
         _validate_device(name, dev, len(profile.blocks))
     seen = set()

@@ -21,6 +21,11 @@ from splitinfer.graph.inference import DEFAULT_PROVIDERS, create_inference_sessi
 from splitinfer.profile.partition_timing import PartitionTiming
 from splitinfer.profile.schema import Stats
 
+# The most one timing may ask for: beyond these it holds a device for hours, or is a mistake.
+MAX_RUNS = 100_000
+MAX_WARMUP = 1_000
+MAX_PARTITION_BUDGET_S = 3_600.0
+
 
 def median_ci_rel(times: Sequence[float], z: float = 1.96) -> float:
     """Relative half-width of the ~95% confidence interval of the median.

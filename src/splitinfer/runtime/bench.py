@@ -36,13 +36,17 @@ import numpy as np
 import yaml
 
 from splitinfer.cluster import dump_cluster
-from splitinfer.errors import DeadlineError, PlanError
+from splitinfer.errors import DeadlineError, PlanError, SplitinferError
 from splitinfer.graph.feeds import generate_feeds
 from splitinfer.host import MACHINE_KEYS, host_info
 from splitinfer.plan import Plan
 from splitinfer.records.bench import BenchResult, HopBench, StageBench, rel_error
 from splitinfer.runtime.coordinator.session import Session
 from splitinfer.runtime.coordinator.timing import RequestTiming, Result
+from splitinfer.units import check_number
+
+MAX_REQUESTS = 10_000_000  # requests (measured or warm-up) of one bench
+MAX_CONCURRENCY = 10_000  # requests in flight at once
 
 NUM_DISTINCT_FEEDS = 8  # requests cycle through this many generated inputs (generation is not timed)
 Feeds = Mapping[str, np.ndarray]
@@ -54,7 +58,7 @@ def _feed_maker(session: Session, feeds: Feeds | Sequence[Feeds] | None) -> Call
     if feeds is not None:
         pool = list(feeds)
         if not pool:
-            raise ValueError("feeds is an empty sequence")
+            raise SplitinferError("feeds is an empty sequence", "give at least one input mapping, or None")
     elif session.model is not None:
         pool = [session.model.make_feeds(seed=i) for i in range(NUM_DISTINCT_FEEDS)]
     else:
@@ -68,8 +72,7 @@ def run_requests(session: Session, make_feeds: Callable[[int], Feeds], num_reque
 
     The first failed request's error is raised (after the others in flight settle).
     """
-    if concurrency < 1:
-        raise ValueError("concurrency must be at least 1")
+    check_number(concurrency, "concurrency", low=1, high=MAX_CONCURRENCY, whole=True)
     order: list[Future] = []
     lock = threading.Lock()
 
@@ -155,8 +158,9 @@ def bench(session: Session, plan: Plan | None = None, *, num_requests: int = 50,
     plan = plan if plan is not None else session.plan
     if plan is None:
         raise PlanError("no plan to compare with", "deploy with splitinfer.deploy(plan, ...) or pass plan=")
-    if num_requests < 1:
-        raise ValueError("num_requests must be at least 1")
+    check_number(num_requests, "num_requests", low=1, high=MAX_REQUESTS, whole=True)
+    check_number(num_warmup, "num_warmup", low=0, high=MAX_REQUESTS, whole=True)
+    check_number(concurrency, "concurrency", low=1, high=MAX_CONCURRENCY, whole=True)
     make_feeds = _feed_maker(session, feeds)
     if num_warmup:
         run_requests(session, make_feeds, num_warmup, concurrency)

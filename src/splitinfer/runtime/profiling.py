@@ -55,7 +55,9 @@ from splitinfer.profile.profiler import (
 )
 from splitinfer.profile.schema import LinkProfile, Profile, validate_profile
 from splitinfer.runtime.launch.start import session_token, start_workers
-from splitinfer.runtime.wire.client import WorkerClient
+from splitinfer.runtime.wire.client import MAX_PROBE_REPEATS, MAX_PROBE_SIZES, MAX_WAIT_S, WorkerClient
+from splitinfer.runtime.wire.codec import DEFAULT_MAX_FRAME_BYTES
+from splitinfer.units import check_number
 
 
 class WorkerRunner:
@@ -229,6 +231,19 @@ def _assemble(prepared: PreparedModel, cluster: Cluster, jobs: list[_DeviceJob],
     return validate_profile(msgspec.structs.replace(profile, devices=devices, links=tuple(links)))
 
 
+def _check_probes(sizes_bytes: Sequence[int], num_repeats: int, request_timeout_s: float) -> None:
+    """ProfileError naming the argument a worker would refuse (the same limits as its probe)."""
+    check_number(len(sizes_bytes), "the number of probe_sizes_bytes", low=1, high=MAX_PROBE_SIZES, whole=True,
+                 error=ProfileError)
+    for size in sizes_bytes:
+        check_number(size, "a probe_sizes_bytes entry", low=0, high=DEFAULT_MAX_FRAME_BYTES, whole=True,
+                     error=ProfileError, fix="sizes in bytes")
+    check_number(num_repeats, "num_probe_repeats", low=1, high=MAX_PROBE_REPEATS, whole=True,
+                 error=ProfileError)
+    check_number(request_timeout_s, "request_timeout_s", low=0, low_open=True, high=MAX_WAIT_S,
+                 error=ProfileError, fix="seconds")
+
+
 def profile_cluster(model: str | Path | bytes | Model | None, cluster: Cluster, *, token: bytes | None = None,
                     calibration: Calibration = None, max_blocks: int = DEFAULT_MAX_BLOCKS,
                     max_cut_tensors: int = DEFAULT_MAX_CUT_TENSORS,
@@ -249,6 +264,7 @@ def profile_cluster(model: str | Path | bytes | Model | None, cluster: Cluster, 
     before each block; ``prepared`` reuses a :func:`prepare_model` result (``model`` unused).
     """
     settings = settings or ProfileSettings(budget_s=budget_s)
+    _check_probes(probe_sizes_bytes, num_probe_repeats, request_timeout_s)
     prepared = prepared or prepare_model(model, calibration=calibration, input_shapes=input_shapes,
                                          batch=batch, max_blocks=max_blocks, max_cut_tensors=max_cut_tensors)
     stop = threading.Event()

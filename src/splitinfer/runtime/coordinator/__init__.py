@@ -11,5 +11,6 @@ Public modules:
 Internal (used by the session only): ``_requests`` (the requests in flight and their
 deadlines), ``_inbox`` (the result socket, read by whichever thread waits),
 ``_workers`` (the result address, a checked client per device, what a session
-releases), ``_heartbeat`` (noticing dead workers).
+releases), ``_heartbeat`` (noticing dead, hung and revived workers), ``_overdue`` (when a
+request should be done).
 """

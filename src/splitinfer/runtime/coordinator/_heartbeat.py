@@ -1,30 +1,54 @@
-"""Heartbeats: notice a worker that died or stopped answering.
+"""Heartbeats: notice a worker that died, stopped answering, or answers again.
 
 Each worker gets a ``health`` message every ``interval_s`` on its own DEALER;
 a worker is declared dead when nothing came back for ``dead_after_s``, or at
-once when its local process has exited. Health needs no token, so replies are
-not checked beyond their arrival. One owner thread uses this object.
+once when its local process has exited. :meth:`Heartbeat.probe` asks some
+workers at once (the session's overdue-request check): one that has not
+answered within its probe window is declared dead. A worker's IO thread
+answers health whatever its compute thread does, so a slow worker answers and
+a hung (stopped) one does not. The window is ``probe_window_s``, or 3 x the
+worker's slowest recent health round trip when that is longer (a congested
+link delays health too; each request carries an id, echoed in the reply, so
+round trips are exact). Dead workers are still asked every
+``revive_interval_s`` (unless their process exited); one that answers is
+reported by :meth:`Heartbeat.take_revived` and watched as usual again.
+Health needs no token, so replies are not checked beyond their arrival. One
+owner thread uses this object.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import zmq
 
+from splitinfer.errors import SplitinferError
 from splitinfer.runtime.wire import codec, messages
 from splitinfer.runtime.wire.sockets import open_socket
 
+PROBE_WINDOW_S = 0.5  # a probed worker that has not answered health this long is dead
+RTT_FACTOR = 3.0  # ... or this many times its slowest recent round trip, when longer
+NUM_RTTS = 8  # recent round trips kept per worker (4 s of heartbeats at the default interval)
+MAX_UNANSWERED = 64  # health requests remembered per worker (a hung worker answers none)
+REVIVE_INTERVAL_S = 1.0  # how often a dead worker is asked whether it answers again
+
 
 class Heartbeat:
-    """Send health requests and report newly dead workers."""
+    """Send health requests; report newly dead workers, and dead ones that answer again."""
 
     def __init__(self, context: zmq.Context, addresses: Mapping[str, str], *, interval_s: float = 0.5,
-                 dead_after_s: float = 1.5, has_exited: Callable[[str], bool] | None = None) -> None:
+                 dead_after_s: float = 1.5, has_exited: Callable[[str], bool] | None = None,
+                 probe_window_s: float = PROBE_WINDOW_S,
+                 revive_interval_s: float = REVIVE_INTERVAL_S) -> None:
         self.interval_s = interval_s
         self.dead_after_s = dead_after_s
+        self.probe_window_s = probe_window_s
+        self.revive_interval_s = revive_interval_s
         self.dead: set[str] = set()
         self._has_exited = has_exited or (lambda name: False)
         self._sockets: dict[str, zmq.Socket] = {}
@@ -36,31 +60,109 @@ class Heartbeat:
         self._names = {sock: name for name, sock in self._sockets.items()}
         self._last_seen = dict.fromkeys(self._sockets, time.monotonic())
         self._next_beat_s = 0.0
-        self._message = codec.encode(messages.Health(), None)
+        self._next_revive_s = 0.0
+        self._probes: dict[str, tuple[float, str]] = {}  # name -> (probe sent, why it was probed)
+        self._dead_since: dict[str, float] = {}
+        self._revived: list[str] = []
+        self._ids = itertools.count(1)
+        self._unanswered: dict[str, dict[int, float]] = {name: {} for name in self._sockets}  # id -> sent
+        self._rtts: dict[str, deque[float]] = {name: deque(maxlen=NUM_RTTS) for name in self._sockets}
+
+    def probe_window_s_of(self, name: str) -> float:
+        """How long a probe of ``name`` waits for its answer."""
+        return max(self.probe_window_s, RTT_FACTOR * max(self._rtts[name], default=0.0))
+
+    @property
+    def probing(self) -> bool:
+        """True while a probe waits for an answer."""
+        return bool(self._probes)
+
+    def probe(self, names: Iterable[str], why: str) -> None:
+        """Ask ``names`` for health now; :meth:`poll` reports those silent past their probe window as dead."""
+        now = time.monotonic()
+        for name in names:
+            if name in self._sockets and name not in self.dead and name not in self._probes:
+                self._send(name)
+                self._probes[name] = (now, why)
 
     def poll(self, max_wait_s: float) -> list[tuple[str, str]]:
         """Beat if due, collect replies for up to ``max_wait_s``; return [(name, reason)] newly dead."""
         now = time.monotonic()
         if now >= self._next_beat_s:
-            for name, sock in self._sockets.items():
-                if name not in self.dead:
-                    with contextlib.suppress(zmq.Again):  # a full queue: that peer is silent anyway
-                        sock.send_multipart(self._message, zmq.NOBLOCK)
+            revive = now >= self._next_revive_s
+            for name in self._sockets:
+                if name not in self.dead or (revive and not self._has_exited(name)):
+                    self._send(name)
             self._next_beat_s = now + self.interval_s
+            if revive:
+                self._next_revive_s = now + self.revive_interval_s
         wait_s = min(max_wait_s, max(0.001, self._next_beat_s - now))
         for sock, _ in self._poller.poll(int(wait_s * 1000)):
+            name = self._names[sock]
             while sock.poll(0):
-                sock.recv_multipart()
-            self._last_seen[self._names[sock]] = time.monotonic()
-        newly_dead = []
+                self._answered(name, sock.recv_multipart(copy=False))
+        return self._newly_dead(time.monotonic())
+
+    def take_revived(self) -> list[str]:
+        """Workers declared dead that answered since the last call (each reported once per revival)."""
+        revived, self._revived = self._revived, []
+        return revived
+
+    def _send(self, name: str) -> None:
+        request_id = next(self._ids)
+        with contextlib.suppress(zmq.Again):  # a full queue: that peer is silent anyway
+            self._sockets[name].send_multipart(codec.encode(messages.Health(request_id=request_id), None),
+                                               zmq.NOBLOCK)
+        unanswered = self._unanswered[name]
+        unanswered[request_id] = time.monotonic()
+        if len(unanswered) > MAX_UNANSWERED:
+            del unanswered[next(iter(unanswered))]
+
+    def _answered(self, name: str, frames: list[Any]) -> None:
         now = time.monotonic()
+        self._last_seen[name] = now
+        try:
+            request_id = codec.decode(frames, None).header.request_id
+        except SplitinferError:
+            return
+        unanswered = self._unanswered[name]
+        sent = unanswered.pop(request_id, None)
+        if sent is None:
+            return  # forgotten (asked long ago), or not ours
+        if name in self.dead:
+            # Alive again once it answers what it was asked after being declared dead; what it
+            # answers late from before tells no round trip, nor does what it was asked until now.
+            if sent >= self._dead_since.get(name, 0.0) and not self._has_exited(name):
+                self.dead.discard(name)
+                self._revived.append(name)
+                self._rtts[name].clear()
+                for earlier in [i for i in unanswered if i < request_id]:
+                    del unanswered[earlier]
+            return
+        self._rtts[name].append(now - sent)
+        probe = self._probes.get(name)
+        if probe is not None and sent >= probe[0]:  # it answered what it was asked since the probe
+            del self._probes[name]
+
+    def _newly_dead(self, now: float) -> list[tuple[str, str]]:
+        newly_dead = []
         for name, seen in self._last_seen.items():
             if name in self.dead:
                 continue
             exited = self._has_exited(name)
-            if exited or now - seen > self.dead_after_s:
-                self.dead.add(name)
-                newly_dead.append((name, "exited" if exited else f"missed heartbeats for {now - seen:.1f} s"))
+            probe = self._probes.get(name)
+            if exited:
+                reason = "exited"
+            elif now - seen > self.dead_after_s:
+                reason = f"missed heartbeats for {now - seen:.1f} s"
+            elif probe is not None and now - probe[0] > self.probe_window_s_of(name):
+                reason = f"answered no health probe for {now - probe[0]:.2f} s after {probe[1]}"
+            else:
+                continue
+            self.dead.add(name)
+            self._dead_since[name] = now
+            self._probes.pop(name, None)
+            newly_dead.append((name, reason))
         return newly_dead
 
     def close(self) -> None:

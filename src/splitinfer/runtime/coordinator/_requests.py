@@ -55,7 +55,13 @@ class InFlight:
 
     def pop(self, request_id: int) -> Pending | None:
         """Remove and return a request (None: already completed, failed or expired)."""
-        return self._by_id.pop(request_id, None)
+        pending = self._by_id.pop(request_id, None)
+        # Completed requests leave their deadlines in the heap until due: rebuild it now and then,
+        # so that it holds about what is in flight, not every request of the last timeout_s.
+        if len(self._deadlines) > 2 * len(self._by_id) + 1024:
+            self._deadlines = [(p.deadline_unix_s, p.request_id) for p in self._by_id.values()]
+            heapq.heapify(self._deadlines)
+        return pending
 
     def pop_expired(self, now_unix_s: float) -> list[Pending]:
         """Remove and return the requests whose deadline has passed."""

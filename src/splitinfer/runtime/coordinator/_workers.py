@@ -86,6 +86,11 @@ class SessionResources:
     launcher: Launcher | None = None
     threads: list[threading.Thread] = field(default_factory=list)
 
+    def has_exited(self, device: str) -> bool:
+        """True once a worker this session launched is known to be gone."""
+        launcher = self.launcher
+        return launcher is not None and device in launcher.pids and not launcher.is_alive(device)
+
     def stop_threads(self) -> None:
         self.stop.set()
         for thread in self.threads:

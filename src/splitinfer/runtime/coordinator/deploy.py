@@ -28,7 +28,7 @@ import msgspec
 import onnx
 
 from splitinfer.cluster import Cluster, load_cluster
-from splitinfer.errors import ModelError, PlanError
+from splitinfer.errors import ModelError, PlanError, SplitinferError
 from splitinfer.graph import Model, extract_segment
 from splitinfer.plan import Constraints, Plan, describe_stages, solve
 from splitinfer.profile.blocks import Blocks, cut_as_profiled
@@ -156,6 +156,10 @@ def deploy_stages(stages: Sequence[StageSpec], cluster: Cluster, *, token: bytes
     overrides of its fields, e.g. ``timeout_s=5``): see :class:`SessionOptions`. ``plan`` and
     ``model``: what the stages were made from (``session.plan``, ``session.model``).
     """
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(SessionOptions)})
+    if unknown:
+        raise SplitinferError(f"unknown session option {unknown[0]!r}", "use fields of SessionOptions: " +
+                              ", ".join(f.name for f in dataclasses.fields(SessionOptions)))
     options = dataclasses.replace(options or SessionOptions(), **overrides)
     check_chain(stages, cluster)
     token = token if token is not None else session_token(cluster)

@@ -12,8 +12,9 @@ deploys the chain and returns a :class:`Session`::
 Many requests are in flight at once (pipelining); results are matched to
 requests by id. Every request has a deadline; the caller always gets a result
 or an exception. Heartbeats notice a dead or silent worker within
-``dead_after_s`` (+ one heartbeat); requests in flight are then re-sent on a
-new pipeline from ``replan(excluded_devices)``, or fail with a WorkerError.
+``dead_after_s``, a hung one within about a second of its first overdue request
+(recovery.py); requests in flight are then re-sent on a new pipeline from
+``replan(excluded_devices)``, or fail with a WorkerError.
 See :mod:`splitinfer.runtime.wire.codec` for what the shared token protects.
 """
 
@@ -26,7 +27,6 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,6 +43,7 @@ from splitinfer.runtime.coordinator._workers import (
     connect_clients,
     readvertise,
 )
+from splitinfer.runtime.coordinator.options import SessionOptions
 from splitinfer.runtime.coordinator.pipeline import (
     Pipeline,
     StageSpec,
@@ -53,9 +54,11 @@ from splitinfer.runtime.coordinator.recovery import Recovery, Replan
 from splitinfer.runtime.coordinator.timing import RequestTiming, Result, build_timing
 from splitinfer.runtime.launch.start import Launcher, start_workers
 from splitinfer.runtime.wire import codec, messages
-from splitinfer.runtime.wire.client import WorkerClient
+from splitinfer.runtime.wire.client import MAX_WAIT_S, WorkerClient
+from splitinfer.runtime.wire.replay import ReplayGuard
 from splitinfer.runtime.wire.sockets import open_socket
 from splitinfer.types import TensorSpec, check_feeds
+from splitinfer.units import check_number
 
 if TYPE_CHECKING:
     from splitinfer.graph import Model
@@ -65,19 +68,6 @@ log = logging.getLogger("splitinfer.session")
 # How long a waiting caller waits past a request's deadline before giving up on its own: the
 # monitor fails the future at the deadline, so this only guards against a stuck monitor.
 DEADLINE_MARGIN_S = 5.0
-
-
-@dataclass(frozen=True)
-class SessionOptions:
-    """How a session deploys, waits and watches its workers."""
-
-    timeout_s: float = 30.0  # default deadline of each request
-    heartbeat_interval_s: float = 0.5  # how often each worker is asked for health
-    dead_after_s: float = 1.9  # a worker silent this long is dead (noticed within this + 0.05 s)
-    deploy_timeout_s: float = 120.0  # building and warming up one stage's ONNX Runtime session
-    connect_timeout_s: float = 5.0  # a worker must answer health this fast when the session starts
-    startup_timeout_s: float = 60.0  # local worker processes must be ready this fast
-    coordinator_host: str | None = None  # address workers use to reach this process (None: found)
 
 
 class Session:
@@ -108,6 +98,7 @@ class Session:
         self._result_sock = open_socket(self._context, zmq.PULL)
         self.result_address = bind_result_socket(self._result_sock, cluster, options.coordinator_host)
         self._inbox = Inbox(self._context, self._result_sock, self._on_frames, lambda: len(self._pending))
+        self._replays = ReplayGuard()  # what _on_frames accepted, from any thread that reads results
         # Released by close(), else at interpreter exit: the finalizer holds these, not the session.
         self._resources = SessionResources(self._stop, self._context, self._result_sock)
         self._finalizer = weakref.finalize(self, self._resources.release)
@@ -140,7 +131,7 @@ class Session:
         self._pipeline = self.deploy(stages)
         self._state = "ready"
         heartbeat = Heartbeat(self._context, self.addresses, interval_s=self.options.heartbeat_interval_s,
-                              dead_after_s=self.options.dead_after_s, has_exited=self._has_exited)
+                              dead_after_s=self.options.dead_after_s, has_exited=self._resources.has_exited)
         heartbeat.dead.update(self._dead)
         for target, args, name in ((self._inbox.serve, (self._stop,), "results"),
                                    (self._recovery.watch, (heartbeat, self._expire), "monitor")):
@@ -208,10 +199,11 @@ class Session:
         """Send one request; the Future gives a :class:`Result` or raises (deadline, worker failure)."""
         if self._state == "closed":
             raise WorkerError("the session is closed", "deploy the stages again to run more requests")
+        timeout = self.timeout_s if deadline_s is None else check_number(
+            deadline_s, "deadline_s", low=0, low_open=True, high=MAX_WAIT_S, fix="seconds from now")
         arrays = {name: np.asarray(value) for name, value in feeds.items()}
         check_feeds(arrays, self.inputs, "session input")
         now = time.time()
-        timeout = self.timeout_s if deadline_s is None else deadline_s
         future: Future = Future()
         future.set_running_or_notify_cancel()
         ordered = [(s.name, arrays[s.name]) for s in self.inputs]
@@ -241,8 +233,7 @@ class Session:
     def stream(self, feeds: Iterable[Mapping[str, np.ndarray]], *, max_in_flight: int = 8,
                deadline_s: float | None = None) -> Iterator[Result]:
         """Results in input order, keeping up to ``max_in_flight`` requests in the pipeline."""
-        if max_in_flight < 1:
-            raise ValueError("max_in_flight must be at least 1")
+        check_number(max_in_flight, "max_in_flight", low=1, whole=True)
         window: deque[Future] = deque()
         for item in feeds:
             window.append(self.submit(item, deadline_s))
@@ -263,26 +254,30 @@ class Session:
         assert pipeline is not None
         header = messages.Infer(request_id=pending.request_id, deployment_id=pipeline.deployment_id, stage=0,
                              deadline_unix_s=pending.deadline_unix_s)
-        frames = codec.encode(header, self._token, arrays=pending.arrays)
+        frames = codec.encode(header, self._token, arrays=pending.arrays, sender=pipeline.uplink.sender)
         pending.num_attempts += 1
         pending.deployment_id = pipeline.deployment_id
         pipeline.uplink.send(frames, pipeline.hop_bytes[0])
 
     def _on_frames(self, frames: list[Any], received_unix_s: float | None = None) -> None:
+        # Never raises: it runs on whichever thread reads results (a caller waiting in run()), and
+        # no message a peer sends may end that thread or reach that caller as its exception.
         received_unix_s = received_unix_s or time.time()
         try:
             msg = codec.decode(frames, self._token)
+            if not msg.authenticated:
+                log.warning("dropping a %s message without a valid token MAC", type(msg.header).__name__)
+                return
+            self._replays.check(msg)
+            header = msg.header
+            if isinstance(header, messages.Outputs):
+                self._complete(header, msg, received_unix_s)
+            elif isinstance(header, messages.ErrorReply):
+                self._fail_request(header)
         except SplitinferError as e:
-            log.warning("dropping an undecodable message: %s", e)
-            return
-        if not msg.authenticated:
-            log.warning("dropping a %s message without a valid token MAC", type(msg.header).__name__)
-            return
-        header = msg.header
-        if isinstance(header, messages.Outputs):
-            self._complete(header, msg, received_unix_s)
-        elif isinstance(header, messages.ErrorReply):
-            self._fail_request(header)
+            log.warning("dropping a message from a worker: %s", e)
+        except Exception:
+            log.exception("dropping a message from a worker that could not be handled")
 
     def _complete(self, header: messages.Outputs, msg: messages.Message, received_unix_s: float) -> None:
         with self._lock:
@@ -323,28 +318,27 @@ class Session:
             if not pending.future.done():
                 pending.future.set_exception(make_error())
 
-    # ---- monitor: deadlines and heartbeats ----------------------------------------------------
-    def _expire(self, now: float) -> None:
+    # ---- monitor: deadlines; the ready pipeline's oldest request for the overdue check (recovery.py)
+    def _expire(self, now: float) -> tuple[Pipeline, Plan | None, Pending] | None:
         with self._lock:
             expired = self._pending.pop_expired(now)
+            pipeline = self._pipeline if self._state == "ready" and len(self._pending) else None
+            oldest = None if pipeline is None else (pipeline, self._plan, next(iter(self._pending)))
         for pending in expired:
             waited = now - pending.submitted_unix_s
             pending.future.set_exception(DeadlineError(
                 f"request {pending.request_id} got no result within its deadline ({waited:.2f} s)",
                 "give requests a longer deadline (deadline_s=...) or use faster devices"))
+        return oldest
 
     # ---- recovery's side (see recovery.py) --------------------------------------------------
-    def _has_exited(self, device: str) -> bool:
-        launcher = self._resources.launcher
-        return launcher is not None and device in launcher.pids and not launcher.is_alive(device)
-
-    def begin_recovery(self, device: str) -> bool:
-        """If the pipeline runs a stage on ``device``, hold new requests back until :meth:`adopt`."""
+    def begin_recovery(self, device: str) -> Pipeline | None:
+        """If the pipeline runs a stage on ``device``, hold new requests until :meth:`adopt`; return it."""
         with self._lock:
             if self._state != "ready" or self._pipeline is None or device not in self._pipeline.devices:
-                return False
+                return None
             self._state = "recovering"
-            return True
+            return self._pipeline
 
     def discard(self, pipeline: Pipeline) -> None:
         """Undeploy a pipeline that will not be used, from the devices still alive."""

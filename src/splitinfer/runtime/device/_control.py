@@ -17,16 +17,22 @@ import numpy as np
 import onnxruntime as ort
 import zmq
 
+from splitinfer.cluster import MAX_LATENCY_S, MAX_SLOWDOWN
 from splitinfer.errors import ErrorCode, TransportError, WorkerError, first_line
 from splitinfer.graph.inference import create_inference_session
-from splitinfer.host import host_info
-from splitinfer.profile.timing import time_partition
+from splitinfer.host import host_info, max_num_threads
+from splitinfer.profile.timing import MAX_PARTITION_BUDGET_S, MAX_RUNS, MAX_WARMUP, time_partition
 from splitinfer.runtime.device._execution import StageRunner, check_signature
 from splitinfer.runtime.device._stages import StageTable
 from splitinfer.runtime.wire import codec, messages
+from splitinfer.runtime.wire.client import MAX_PROBE_REPEATS, MAX_PROBE_SIZES, MAX_PROBE_TIMEOUT_S
+from splitinfer.runtime.wire.codec import DEFAULT_MAX_FRAME_BYTES
 from splitinfer.runtime.wire.messages import Message
 from splitinfer.runtime.wire.sockets import connect_dealer
 from splitinfer.types import TensorSpec
+from splitinfer.units import check_address, check_number
+
+MAX_STAGE = 10_000  # a stage index beyond any pipeline
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class DeviceContext:
     stages: StageTable
     context: zmq.Context
     token: bytes | None
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
 
 
 Reply = tuple[dict[str, Any], list[tuple[str, np.ndarray]]]  # the Done reply's data, and its tensors
@@ -57,7 +64,7 @@ def handle_control(device: DeviceContext, msg: Message) -> Reply:
     if isinstance(header, messages.TimePartition):
         return _time_partition(device, header, msg)
     if isinstance(header, messages.Probe):
-        return probe(device.context, device.token, header), []
+        return probe(device.context, device.token, header, device.max_frame_bytes), []
     raise TransportError(f"a worker does not handle {type(header).__name__} messages",
                          "send one of: health, info, echo, deploy, undeploy, time_partition, probe, infer, "
                          "shutdown", code=ErrorCode.UNKNOWN_KIND)
@@ -77,11 +84,8 @@ def deploy_stage(device: DeviceContext, header: messages.Deploy, msg: Message) -
     if len(msg.blobs) != 1:
         raise _malformed(f"deploy carries {len(msg.blobs)} blobs",
                          "send exactly one blob: the ONNX partition")
-    route = header.route
-    if header.stage < 0 or not header.slowdown >= 1 or (route.address is None and route.to_coordinator):
-        raise _malformed(f"deploy of stage {header.stage} has an invalid stage index, slowdown "
-                         f"{header.slowdown} or route {route}",
-                         "use stage >= 0, slowdown >= 1 and a route address for the last stage")
+    _check_deploy(header)
+    _check_threads(device)
     inputs, outputs = _specs(header.inputs), _specs(header.outputs)
     start = time.perf_counter()
     session = create_inference_session(msg.blobs[0], device.providers, device.num_threads)
@@ -89,12 +93,40 @@ def deploy_stage(device: DeviceContext, header: messages.Deploy, msg: Message) -
     check_signature(session, inputs, outputs)
     runner = StageRunner(session, inputs, outputs, header.slowdown)
     try:
-        warmup_s = runner.warm_up(max(0, header.num_warmup))
+        warmup_s = runner.warm_up(header.num_warmup)
     except Exception as e:  # ORT run errors: declared shapes that the partition rejects
         raise WorkerError(f"warm-up of stage {header.stage} failed: {first_line(e)}",
                           "declare the partition's real input shapes in the stage spec") from None
     device.stages.install(header, runner)
     return {"create_s": create_s, "warmup_s": warmup_s, "address": device.address}
+
+
+def _check_deploy(header: messages.Deploy) -> None:
+    """TransportError (code malformed) naming the first field of a deploy that no stage can have."""
+    route = header.route
+    _number(header.stage, "deploy stage", low=0, high=MAX_STAGE, whole=True)
+    _number(header.slowdown, "deploy slowdown", low=1, high=MAX_SLOWDOWN)
+    _number(header.num_warmup, "deploy num_warmup", low=0, high=MAX_WARMUP, whole=True)
+    check_address(header.reply_to, "deploy reply_to", schemes=("tcp", "ipc"), error=TransportError)
+    if route.address is None and route.to_coordinator:
+        raise _malformed("deploy of the last stage has no route address",
+                         "give route.address: the coordinator's result address")
+    if route.address is not None:
+        check_address(route.address, "deploy route.address", schemes=("tcp", "ipc"), error=TransportError)
+    if route.bandwidth_bps is not None:
+        _number(route.bandwidth_bps, "deploy route.bandwidth_bps", low=0, low_open=True)
+    if route.latency_s is not None:
+        _number(route.latency_s, "deploy route.latency_s", low=0, high=MAX_LATENCY_S)
+
+
+def _check_threads(device: DeviceContext) -> None:
+    # The worker checks its threads when it starts; this covers a DeviceContext made another way.
+    _number(device.num_threads, f"worker {device.name!r} num_threads", low=0, high=max_num_threads(),
+            whole=True, fix="restart the worker with fewer --num-threads")
+
+
+def _number(value: object, what: str, **limits: Any) -> None:
+    check_number(value, what, error=TransportError, **limits)
 
 
 def device_info(device: DeviceContext) -> dict[str, Any]:
@@ -108,9 +140,13 @@ def _time_partition(device: DeviceContext, header: messages.TimePartition, msg: 
     if len(msg.blobs) != 1:
         raise _malformed(f"time_partition carries {len(msg.blobs)} blobs",
                          "send exactly one blob: the ONNX partition")
-    if not (header.slowdown >= 1 and header.min_runs >= 1 and header.max_runs >= 1 and header.budget_s >= 0):
-        raise _malformed("time_partition has slowdown < 1, runs < 1 or a negative budget",
-                         "use slowdown >= 1, min_runs/max_runs >= 1 and budget_s >= 0")
+    _number(header.slowdown, "time_partition slowdown", low=1, high=MAX_SLOWDOWN)
+    _number(header.num_warmup, "time_partition num_warmup", low=0, high=MAX_WARMUP, whole=True)
+    _number(header.min_runs, "time_partition min_runs", low=1, high=MAX_RUNS, whole=True)
+    _number(header.max_runs, "time_partition max_runs", low=1, high=MAX_RUNS, whole=True)
+    _number(header.budget_s, "time_partition budget_s", low=0, high=MAX_PARTITION_BUDGET_S)
+    _number(header.rel_precision, "time_partition rel_precision", low=0, high=1)
+    _check_threads(device)
     timing = time_partition(msg.blobs[0], msg.arrays, providers=device.providers,
                             num_threads=device.num_threads, slowdown=header.slowdown,
                             num_warmup=header.num_warmup, min_runs=header.min_runs, max_runs=header.max_runs,
@@ -120,12 +156,16 @@ def _time_partition(device: DeviceContext, header: messages.TimePartition, msg: 
     return data, list(timing.outputs.items()) if header.return_outputs else []
 
 
-def probe(context: zmq.Context, token: bytes | None, header: messages.Probe) -> dict[str, Any]:
+def probe(context: zmq.Context, token: bytes | None, header: messages.Probe,
+          max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> dict[str, Any]:
     """Echo round trips from here to ``header.address``, one warm-up then ``num_repeats`` per size."""
-    if not header.address.startswith(("tcp://", "ipc://", "inproc://")) or header.num_repeats < 1 \
-            or any(s < 0 for s in header.sizes_bytes):
-        raise _malformed(f"probe of {header.address!r} with sizes {header.sizes_bytes}",
-                         "give a tcp:// address, sizes >= 0 and num_repeats >= 1")
+    check_address(header.address, "probe address", schemes=("tcp", "ipc"), error=TransportError)
+    _number(len(header.sizes_bytes), "probe's number of sizes", low=1, high=MAX_PROBE_SIZES, whole=True)
+    for size in header.sizes_bytes:
+        _number(size, "probe size", low=0, high=max_frame_bytes, whole=True,
+                fix="sizes in bytes, at most this worker's --max-frame-bytes")
+    _number(header.num_repeats, "probe num_repeats", low=1, high=MAX_PROBE_REPEATS, whole=True)
+    _number(header.timeout_s, "probe timeout_s", low=0, low_open=True, high=MAX_PROBE_TIMEOUT_S)
     sock = connect_dealer(context, header.address)
     rtts: list[list[float]] = []
     try:

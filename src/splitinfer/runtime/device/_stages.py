@@ -58,9 +58,15 @@ class StageTable:
         """Install a stage (replacing one with the same key) with links to where it sends."""
         route = header.route
         with self._lock:
-            link = None if route.address is None else self._acquire(
-                (route.address, route.bandwidth_bps, route.latency_s, route.to_coordinator))
-            reply_link = self._acquire((header.reply_to, None, None, True))
+            link = None
+            try:  # all or nothing: a link that cannot open releases the one opened before it
+                if route.address is not None:
+                    link = self._acquire((route.address, route.bandwidth_bps, route.latency_s,
+                                          route.to_coordinator))
+                reply_link = self._acquire((header.reply_to, None, None, True))
+            except BaseException:
+                self._release_link(link)
+                raise
             key = (header.deployment_id, header.stage)
             old = self._stages.get(key)
             self._stages[key] = DeployedStage(header, runner, link, reply_link)
@@ -92,13 +98,16 @@ class StageTable:
         return sender
 
     def _release(self, stage: DeployedStage) -> None:
-        for sender in (stage.link, stage.reply_link):
-            if sender is None:
-                continue
-            for key, (s, count) in list(self._links.items()):
-                if s is sender:
-                    if count <= 1:
-                        del self._links[key]
-                        s.close()
-                    else:
-                        self._links[key] = (s, count - 1)
+        self._release_link(stage.link)
+        self._release_link(stage.reply_link)
+
+    def _release_link(self, sender: LinkSender | None) -> None:
+        if sender is None:
+            return
+        for key, (s, count) in list(self._links.items()):
+            if s is sender:
+                if count <= 1:
+                    del self._links[key]
+                    s.close()
+                else:
+                    self._links[key] = (s, count - 1)

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from splitinfer.runtime.wire.codec import DEFAULT_MAX_FRAME_BYTES
-from splitinfer.units import parse_size_bytes
+import psutil
+
+from splitinfer.errors import SplitinferError
+from splitinfer.host import max_num_threads
+from splitinfer.runtime.wire.codec import DEFAULT_MAX_FRAME_BYTES, MAX_HEADER_BYTES
+from splitinfer.units import check_number, parse_size_bytes
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,28 @@ class WorkerConfig:
     watch_stdin: bool = field(default=False, metadata={
         "help": "exit when stdin closes (set by the local launcher)", "hidden": True})
 
+    def __post_init__(self) -> None:
+        check_options(self.num_threads, self.max_frame_bytes, lambda name: name)
+
+
+def check_options(num_threads: object, max_frame_bytes: object, label: Callable[[str], str]) -> None:
+    """SplitinferError naming ``label(field)`` for a thread count or frame limit this machine cannot
+    honour: num_threads 0 to 4 x its CPUs, max_frame_bytes from the header limit to its memory."""
+    check_number(num_threads, label("num_threads"), low=0, high=max_num_threads(), whole=True,
+                 fix="0 = ONNX Runtime's default; the most is 4 x this machine's CPUs")
+    check_number(max_frame_bytes, label("max_frame_bytes"), low=MAX_HEADER_BYTES,
+                 high=psutil.virtual_memory().total, whole=True,
+                 fix="at most this machine's memory, e.g. 1GiB")
+
+
+def _size_of(flag: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            return parse_size_bytes(text)
+        except SplitinferError as e:
+            raise SplitinferError(f"{flag}: {e.problem}", e.fix) from None
+    return parse
+
 
 def build_parser(prog: str = "splitinfer worker") -> argparse.ArgumentParser:
     """Command-line flags generated from :class:`WorkerConfig`'s fields."""
@@ -44,7 +71,7 @@ def build_parser(prog: str = "splitinfer worker") -> argparse.ArgumentParser:
         elif f.name == "providers":
             parser.add_argument(*flags, nargs="+", default=list(f.default), help=help_text)
         elif f.name == "max_frame_bytes":
-            parser.add_argument(*flags, type=parse_size_bytes, default=f.default, help=help_text)
+            parser.add_argument(*flags, type=_size_of(flags[0]), default=f.default, help=help_text)
         elif f.default is dataclasses.MISSING:
             parser.add_argument(*flags, required=True, help=help_text)
         else:
@@ -56,5 +83,6 @@ def build_parser(prog: str = "splitinfer worker") -> argparse.ArgumentParser:
 def parse_config(argv: list[str], prog: str = "splitinfer worker") -> WorkerConfig:
     """A WorkerConfig from command-line arguments."""
     args = vars(build_parser(prog).parse_args(argv))
+    check_options(args["num_threads"], args["max_frame_bytes"], lambda name: "--" + name.replace("_", "-"))
     providers = tuple(p for item in args["providers"] for p in item.split(",") if p)
     return WorkerConfig(**{**args, "providers": providers})

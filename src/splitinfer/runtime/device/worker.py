@@ -25,6 +25,7 @@ See :mod:`splitinfer.runtime.wire.codec` for what the token protects.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import queue
@@ -51,6 +52,7 @@ from splitinfer.runtime.device.config import WorkerConfig
 from splitinfer.runtime.wire import codec, messages
 from splitinfer.runtime.wire.link import LinkSender
 from splitinfer.runtime.wire.messages import NEEDS_NO_AUTH, Message
+from splitinfer.runtime.wire.replay import ReplayGuard, Sender
 from splitinfer.runtime.wire.sockets import Waker, open_socket
 
 log = logging.getLogger("splitinfer.worker")
@@ -79,7 +81,7 @@ class Worker:
         self.control_queue: queue.Queue[tuple[bytes, Message]] = queue.Queue()
         self.stages = StageTable(self._open_link)
         self.device = DeviceContext(config.name, self.address, config.providers, config.num_threads,
-                                    self.stages, self.context, token)
+                                    self.stages, self.context, token, config.max_frame_bytes)
         self.stop = threading.Event()
         # Set by signal handlers, which must take no lock: Event.set() could deadlock with the
         # main thread's own stop.set() when SIGTERM and the parent-pid check coincide.
@@ -88,13 +90,15 @@ class Worker:
         self.num_served = 0
         self.num_errors = 0
         self.num_inline = 0  # requests the IO thread ran itself (the fast path for short stages)
+        self._sender = Sender()  # numbers the replies on the ROUTER (wire/replay.py)
+        self._replays = ReplayGuard()  # signed messages accepted: on the ROUTER and as link replies
 
     # ---- replies -------------------------------------------------------------------------
     def reply(self, identity: bytes | None, header: Any, **payload: Any) -> None:
         """Send a reply to the peer ``identity`` from any thread (others go through the outbox)."""
         if identity is None:
             return
-        frames = [identity, *codec.encode(header, self.token, **payload)]
+        frames = [identity, *codec.encode(header, self.token, sender=self._sender, **payload)]
         if threading.get_ident() == self._io_thread:
             self.router.send_multipart(frames, copy=False)
             return
@@ -114,16 +118,27 @@ class Worker:
 
     def _on_link_reply(self, frames: list[bytes]) -> None:
         try:
-            header = codec.decode(frames, self.token).header
+            msg = codec.decode(frames, self.token)
+            if self.token and msg.authenticated:
+                self._replays.check(msg)
         except SplitinferError:
             return
+        header = msg.header
         if isinstance(header, messages.ErrorReply):
             log.warning("next hop refused request %s: %s", header.request_id, header.problem)
 
     # ---- IO thread -----------------------------------------------------------------------
     def handle_incoming(self, identity: bytes, frames: list[Any]) -> None:
-        """Decode one message from the ROUTER and route it; never raises."""
-        recv_unix_s = time.time()
+        """Decode one message from the ROUTER and route it; never raises: the IO thread is the
+        worker process, and no message a peer sends (nor a bug it reaches) may end it."""
+        try:
+            self._handle(identity, frames, time.time())
+        except Exception as e:
+            log.exception("unexpected failure handling a message")
+            with contextlib.suppress(Exception):  # the reply may be what fails
+                self.reply_error(identity, -1, e)
+
+    def _handle(self, identity: bytes, frames: list[Any], recv_unix_s: float) -> None:
         try:
             msg = codec.decode(frames, self.token, max_frame_bytes=self.config.max_frame_bytes)
         except SplitinferError as e:
@@ -135,6 +150,12 @@ class Worker:
                             "a valid token MAC", "use the worker's shared token (cluster token_file)")
             self.reply_error(identity, header.request_id, err)
             return
+        if self.token and not isinstance(header, NEEDS_NO_AUTH):
+            try:
+                self._replays.check(msg)  # each signed message once, and only fresh (wire/replay.py)
+            except TransportError as e:
+                self.reply_error(identity, header.request_id, e)
+                return
         if isinstance(header, messages.Infer):  # the hot path first
             if self._is_short_and_idle(header):
                 self.num_inline += 1
@@ -168,10 +189,12 @@ class Worker:
         while not self.stop.is_set() and not self.signalled:
             try:
                 frames = self.router.recv_multipart(copy=False)  # at most RCVTIMEO (200 ms)
+                if not self._is_wake(frames):
+                    self.handle_incoming(frames[0].bytes, frames[1:])
             except zmq.Again:
-                frames = None
-            if frames is not None and not self._is_wake(frames):
-                self.handle_incoming(frames[0].bytes, frames[1:])
+                pass
+            except Exception:  # this thread is the process: whatever a message caused, keep serving
+                log.exception("receiving a message")
             if self._outbox:
                 self._forward_outbox()
             if time.monotonic() > next_check_s:
@@ -186,7 +209,10 @@ class Worker:
 
     def _forward_outbox(self) -> None:
         while self._outbox:
-            self.router.send_multipart(self._outbox.popleft(), copy=False)
+            try:
+                self.router.send_multipart(self._outbox.popleft(), copy=False)
+            except Exception:  # one reply that cannot go out must not hold back the others
+                log.exception("sending a reply")
 
     # ---- compute thread ------------------------------------------------------------------
     def _is_short_and_idle(self, header: messages.Infer) -> bool:
@@ -214,7 +240,8 @@ class Worker:
             self._compute_one(identity, msg, recv_unix_s)
         except Exception as e:  # never let one request kill the loop
             log.exception("unexpected failure running a stage")
-            self.reply_error(identity, msg.header.request_id, e)
+            with contextlib.suppress(Exception):  # nor its error reply
+                self.reply_error(identity, msg.header.request_id, _unexpected(e))
 
     def _compute_one(self, identity: bytes | None, msg: Message, recv_unix_s: float) -> None:
         header: messages.Infer = msg.header
@@ -226,7 +253,7 @@ class Worker:
             self.reply_error(identity, header.request_id, err)
             return
         where = stage.where
-        if time.time() > header.deadline_unix_s:
+        if not time.time() <= header.deadline_unix_s:  # NaN never lies ahead: it has expired
             err = DeadlineError(f"request {header.request_id} reached stage {header.stage} after its "
                                 "deadline", "give requests a longer deadline")
             self._fail(stage, identity, header.request_id, err, where)
@@ -251,7 +278,8 @@ class Worker:
               where: dict[str, Any]) -> None:
         # The sender learns why, and so does the coordinator, which owns the request's future.
         self.reply_error(identity, request_id, err, **where)
-        stage.reply_link.send(codec.encode(messages.error_reply(request_id, err, **where), self.token), 0)
+        stage.reply_link.send(codec.encode(messages.error_reply(request_id, err, **where), self.token,
+                                           sender=stage.reply_link.sender), 0)
 
     def _forward(self, stage: DeployedStage, header: messages.Infer, outputs: list[Any],
                  stamps: list[messages.StageStamp]) -> None:
@@ -270,7 +298,8 @@ class Worker:
         else:
             out = messages.Infer(request_id=header.request_id, deployment_id=header.deployment_id,
                               stage=header.stage + 1, deadline_unix_s=header.deadline_unix_s, stamps=stamps)
-        frames = codec.encode(out, self.token, arrays=list(zip(names, outputs, strict=True)))
+        frames = codec.encode(out, self.token, arrays=list(zip(names, outputs, strict=True)),
+                              sender=stage.link.sender)
         stage.link.send(frames, sum(int(o.nbytes) for o in outputs))
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -310,6 +339,12 @@ class Worker:
             except Exception as e:  # every failure becomes an error reply
                 if not isinstance(e, SplitinferError):
                     log.exception("control request failed")
-                self.reply_error(identity, msg.header.request_id, e)
+                    e = _unexpected(e)
+                with contextlib.suppress(Exception):  # which must not end the loop either
+                    self.reply_error(identity, msg.header.request_id, e)
 
 
+def _unexpected(err: Exception) -> WorkerError:
+    """What an error reply says of a failure no check foresaw: its type and first line, and a fix."""
+    return WorkerError(f"{type(err).__name__}: {first_line(err)}",
+                       "the worker's log has the traceback; report it if the request was valid")

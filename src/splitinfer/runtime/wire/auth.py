@@ -1,7 +1,8 @@
 """Who may talk to a worker: the shared token and the MAC over each message's head.
 
-The MAC is keyed BLAKE2b of the head's send time, length and header with the
-shared token (zeros when no token is configured); the token itself never travels.
+The MAC is keyed BLAKE2b of the head's send time, sender nonce, sequence number,
+length and header with the shared token (zeros when no token is configured); the
+token itself never travels. Replays of signed messages: :mod:`.replay`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ _NO_MAC = bytes(MAC_BYTES)
 
 
 def sign(token: bytes | None, *parts: bytes | memoryview) -> bytes:
-    """The MAC of the parts (send time, length, header): keyed BLAKE2b with the token; zeros without."""
+    """The MAC of the parts (the head's prefix, the header): keyed BLAKE2b with the token; zeros without."""
     if not token:
         return _NO_MAC
     mac = hashlib.blake2b(key=_mac_key(token), digest_size=MAC_BYTES)

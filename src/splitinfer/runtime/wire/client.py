@@ -17,11 +17,19 @@ import msgspec
 import numpy as np
 import zmq
 
-from splitinfer.errors import AuthError, DeadlineError, WorkerError
+from splitinfer.errors import AuthError, DeadlineError, TransportError, WorkerError
 from splitinfer.profile.partition_timing import PartitionTiming
 from splitinfer.runtime.wire import codec, messages
 from splitinfer.runtime.wire.messages import Message, error_of_reply
+from splitinfer.runtime.wire.replay import ReplayGuard, Sender
 from splitinfer.runtime.wire.sockets import connect_dealer
+from splitinfer.units import check_number
+
+MAX_WAIT_S = 7 * 24 * 3600.0  # a reply later than a week is a mistake (and past ZeroMQ's poll limit)
+# What one probe may ask of a worker: more is a mistake, and holds its control thread for hours.
+MAX_PROBE_SIZES = 64
+MAX_PROBE_REPEATS = 1_000
+MAX_PROBE_TIMEOUT_S = 600.0
 
 
 class WorkerClient:
@@ -31,33 +39,46 @@ class WorkerClient:
                  timeout_s: float = 10.0, name: str | None = None) -> None:
         self.address = address
         self.token = token
-        self.timeout_s = timeout_s
+        self.timeout_s = check_number(timeout_s, "timeout_s", low=0, low_open=True, high=MAX_WAIT_S)
         self.name = name or address
         self._context = context or zmq.Context.instance()
         self._sock: zmq.Socket | None = connect_dealer(self._context, address)
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
+        self._sender = Sender()  # numbers this client's requests (wire/replay.py)
+        self._replays = ReplayGuard()  # the worker's signed replies, each accepted once
 
     def request(self, header: Any, *, blobs: Sequence[bytes | memoryview] = (),
                 arrays: Sequence[tuple[str, np.ndarray]] = (), timeout_s: float | None = None) -> Message:
         """Send one request and wait for its reply; raise on error replies and timeouts."""
         timeout = self.timeout_s if timeout_s is None else timeout_s
+        check_number(timeout, "timeout_s", low=0, low_open=True, high=MAX_WAIT_S)
         with self._lock:
             if self._sock is None:
                 raise WorkerError(f"client for {self.name} is closed", "create a new WorkerClient")
             rid = next(self._ids)
             header = msgspec.structs.replace(header, request_id=rid)
-            frames = codec.encode(header, self.token, blobs=blobs, arrays=arrays)
+            frames = codec.encode(header, self.token, blobs=blobs, arrays=arrays, sender=self._sender)
             self._sock.send_multipart(frames, copy=False)
             deadline = time.perf_counter() + timeout
+            refused: TransportError | None = None
             while True:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0 or not self._sock.poll(int(remaining * 1000) + 1):
                     self._reconnect()  # drop what is queued for a peer that does not answer
+                    if refused is not None:
+                        raise refused  # the answer came and was refused: say why (clocks that disagree)
                     raise DeadlineError(f"worker {self.name} did not answer a {type(header).__name__} "
                                         f"request within {timeout:g} s",
                                         "check that the worker runs and is reachable at " + self.address)
                 reply = codec.decode(self._sock.recv_multipart(copy=False), self.token)
+                if self.token and reply.authenticated:
+                    try:
+                        self._replays.check(reply)
+                    except TransportError as e:
+                        if reply.header.request_id in (rid, -1):
+                            refused = e
+                        continue  # a replayed reply: ignored, as a late one is
                 if reply.header.request_id not in (rid, -1):
                     continue  # a late reply to an earlier, timed-out request
                 if isinstance(reply.header, messages.ErrorReply):
@@ -89,9 +110,14 @@ class WorkerClient:
     def probe(self, address: str, sizes_bytes: Sequence[int], num_repeats: int = 5,
               timeout_s: float = 5.0) -> list[list[float]]:
         """Echo round trips measured by this worker to another worker; one list per size."""
+        check_number(len(sizes_bytes), "the number of sizes_bytes", low=1, high=MAX_PROBE_SIZES, whole=True)
+        for size in sizes_bytes:
+            check_number(size, "a sizes_bytes entry", low=0, whole=True)
+        check_number(num_repeats, "num_repeats", low=1, high=MAX_PROBE_REPEATS, whole=True)
+        check_number(timeout_s, "timeout_s", low=0, low_open=True, high=MAX_PROBE_TIMEOUT_S)
         header = messages.Probe(address=address, sizes_bytes=list(sizes_bytes), num_repeats=num_repeats,
                              timeout_s=timeout_s)
-        wait_s = timeout_s * (num_repeats + 1) * max(1, len(sizes_bytes)) + self.timeout_s
+        wait_s = min(MAX_WAIT_S, timeout_s * (num_repeats + 1) * max(1, len(sizes_bytes)) + self.timeout_s)
         return self.request(header, timeout_s=wait_s).header.data["rtts_s"]
 
     def time_partition(self, model_bytes: bytes, feeds: Mapping[str, np.ndarray], *, num_warmup: int = 3,
@@ -102,7 +128,8 @@ class WorkerClient:
         header = messages.TimePartition(num_warmup=num_warmup, min_runs=min_runs, max_runs=max_runs,
                                         budget_s=budget_s, rel_precision=rel_precision, slowdown=slowdown,
                                         return_outputs=return_outputs)
-        wait_s = timeout_s if timeout_s is not None else max(self.timeout_s, 30.0 + 3 * budget_s)
+        wait_s = timeout_s if timeout_s is not None else \
+            min(MAX_WAIT_S, max(self.timeout_s, 30.0 + 3 * budget_s))
         reply = self.request(header, blobs=[model_bytes], arrays=list(feeds.items()), timeout_s=wait_s)
         data = reply.header.data
         outputs = {k: np.array(v) for k, v in reply.arrays.items()}  # own the memory past the frame

@@ -2,16 +2,16 @@
 
 A message is ``[head, *blobs, *tensors]``:
 
-- ``head``: a 32-byte MAC, the send time (float64 wall clock) and the
-  header's length (uint32), both little-endian, the header, then the *inline*
-  tensors. The send time is taken once the message is encoded, just before it
-  goes to the socket, so a receiver sees a hop's transfer time exactly as a
-  raw socket would (encoding and decoding are not part of it). The MAC is
-  keyed BLAKE2b of the send time, length and header with the shared token
-  (zeros when no token is configured); the token itself never travels. The
-  header is a small msgspec-msgpack struct, tagged by ``kind``; it lists the
-  byte length of every blob and the name, dtype, shape and placement of every
-  tensor.
+- ``head``: a 32-byte MAC, the send time (float64 wall clock), the sender's
+  nonce and sequence number (uint64 each, :mod:`.replay`) and the header's
+  length (uint32), all little-endian, the header, then the *inline* tensors.
+  The send time is taken once the message is encoded, just before it goes to
+  the socket, so a receiver sees a hop's transfer time exactly as a raw socket
+  would (encoding and decoding are not part of it). The MAC is keyed BLAKE2b
+  of these four fields and the header with the shared token (zeros when no
+  token is configured); the token itself never travels. The header is a small
+  msgspec-msgpack struct, tagged by ``kind``; it lists the byte length of
+  every blob and the name, dtype, shape and placement of every tensor.
 - ``blobs``: raw bytes (an ONNX partition, an echo payload).
 - ``tensors``: one raw C-order frame per tensor of ``INLINE_MAX_BYTES`` or
   more, sent with ``copy=False`` and decoded with :func:`numpy.frombuffer`
@@ -21,19 +21,23 @@ A message is ``[head, *blobs, *tensors]``:
   costs more on loopback than the whole copy (see benchmarks/bench_transport.py).
 
 Decoding validates everything before any array exists: the frame count, the
-header size, dtypes against an allow-list, non-negative shapes whose byte size
-matches the frame (or fits the head, which must end with the last inline
+header size and nesting depth (``MAX_HEADER_DEPTH``, checked before msgspec
+recurses into it), dtypes against an allow-list, non-negative shapes whose byte
+size matches the frame (or fits the head, which must end with the last inline
 tensor), and a maximum frame size. Any violation raises a
 :class:`~splitinfer.errors.TransportError` whose ``code`` attribute names the
-kind of fault (``malformed``, ``dtype``, ``shape``, ``oversized``, ...).
+kind of fault (``malformed``, ``dtype``, ``shape``, ``oversized``, ...); no
+other exception leaves :func:`decode`, whatever the frames hold.
 
 What is protected: the MAC authenticates the header (kind, stage, names,
-dtypes, shapes, deadline), so a sender without the token cannot deploy models,
-run requests or inject results. What is not: tensor bytes (inline or in their
-own frames) and model frames are not covered by the MAC and nothing is
-encrypted; anyone on the path can read the tensors, and a captured message can
-be replayed (infer messages only until their deadline). Use a private network
-or a VPN/SSH tunnel between sites.
+dtypes, shapes, deadline) and the send time, sender nonce and sequence number,
+so a sender without the token cannot deploy models, run requests or inject
+results, and receivers refuse a captured signed message sent again
+(:mod:`.replay`: each message once, within a time window, not from before the
+receiver started). What is not: tensor bytes (inline or in their own frames)
+and model frames are not covered by the MAC, and nothing is encrypted; anyone
+on the path can read the tensors, and change their bytes. Use a private
+network or a VPN/SSH tunnel between sites.
 """
 
 from __future__ import annotations
@@ -49,14 +53,17 @@ import msgspec
 import numpy as np
 import zmq
 
-from splitinfer.errors import ErrorCode, TransportError
+from splitinfer.errors import ErrorCode, SplitinferError, TransportError, first_line
 from splitinfer.runtime.wire.auth import MAC_BYTES, sign
 from splitinfer.runtime.wire.messages import Header, Message, TensorMeta
+from splitinfer.runtime.wire.replay import DEFAULT_SENDER, Sender
 from splitinfer.types import NUMPY_DTYPES
 
 MAX_HEADER_BYTES = 1 << 20
+MAX_HEADER_DEPTH = 32  # nested arrays and maps in a header (ours nest 4 deep; Done.data a few more)
 MAX_NDIM = 32
-_PREFIX = struct.Struct("<dI")  # send time, header length
+_MAX_ARRAY_BYTES = 1 << 62  # numpy refuses shapes whose size (zeros aside) does not fit an intp
+_PREFIX = struct.Struct("<dQQI")  # send time, sender nonce, sequence number, header length
 HEAD_PREFIX_BYTES = MAC_BYTES + _PREFIX.size
 INLINE_MAX_BYTES = 64 * 1024  # pyzmq's copy threshold: smaller tensors are copied whatever we do
 DEFAULT_MAX_FRAME_BYTES = 1 << 30
@@ -75,8 +82,9 @@ def _as_frame(arr: np.ndarray) -> np.ndarray:
 
 
 def encode(header: Any, token: bytes | None, *, blobs: Sequence[bytes | memoryview] = (),
-           arrays: Sequence[tuple[str, np.ndarray]] = ()) -> list[Any]:
-    """Frames for ``header`` plus blobs and named arrays (the header's lists are filled in)."""
+           arrays: Sequence[tuple[str, np.ndarray]] = (), sender: Sender | None = None) -> list[Any]:
+    """Frames for ``header`` plus blobs and named arrays (the header's lists are filled in), numbered
+    by ``sender`` (the socket's own; a process-wide one by default)."""
     framed: list[np.ndarray] = []
     inline: list[np.ndarray] = []
     metas = []
@@ -90,14 +98,17 @@ def encode(header: Any, token: bytes | None, *, blobs: Sequence[bytes | memoryvi
         metas.append(TensorMeta(name, dtype_name, arr.shape, is_inline))
         (inline if is_inline else framed).append(arr)
     header = msgspec.structs.replace(header, blobs=[len(memoryview(b)) for b in blobs], tensors=metas)
-    return [pack_head(token, _encoder.encode(header), inline), *blobs, *framed]
+    return [pack_head(token, _encoder.encode(header), inline, sender=sender), *blobs, *framed]
 
 
 def pack_head(token: bytes | None, header_bytes: bytes, inline: Sequence[np.ndarray] = (),
-              sent_unix_s: float | None = None) -> bytes:
-    """The head frame: MAC, send time (now, by default), header length, header, then each inline
-    array at an 8-byte boundary."""
-    prefix = _PREFIX.pack(time.time() if sent_unix_s is None else sent_unix_s, len(header_bytes))
+              sent_unix_s: float | None = None, sender: Sender | None = None) -> bytes:
+    """The head frame: MAC, send time (now, by default), sender nonce and next sequence number,
+    header length, header, then each inline array at an 8-byte boundary."""
+    sender = DEFAULT_SENDER if sender is None else sender
+    seq = sender.next_seq()
+    prefix = _PREFIX.pack(time.time() if sent_unix_s is None else sent_unix_s, sender.nonce, seq,
+                          len(header_bytes))
     parts: list[Any] = [sign(token, prefix, header_bytes), prefix, header_bytes]
     size = HEAD_PREFIX_BYTES + len(header_bytes)
     for arr in inline:
@@ -122,11 +133,17 @@ def _dtype_and_size(meta: TensorMeta) -> tuple[np.dtype, int]:
     if len(meta.shape) > MAX_NDIM or min(meta.shape, default=0) < 0:
         raise _fault(ErrorCode.SHAPE, f"tensor {meta.name!r} has invalid shape {list(meta.shape)}",
                          f"use at most {MAX_NDIM} non-negative dimensions")
-    return dtype, dtype.itemsize * math.prod(meta.shape)  # Python ints: a huge shape cannot overflow
+    num_bytes = dtype.itemsize * math.prod(meta.shape)  # Python ints: a huge shape cannot overflow
+    # A non-empty tensor's size is checked against its bytes; an empty one's other dimensions are not.
+    if not num_bytes and dtype.itemsize * math.prod(d or 1 for d in meta.shape) > _MAX_ARRAY_BYTES:
+        raise _fault(ErrorCode.SHAPE, f"empty tensor {meta.name!r} has shape {list(meta.shape)}, too "
+                     "large for an array", "send dimensions an array of this machine can have")
+    return dtype, num_bytes
 
 
-def _read_head(frames: Sequence[Any], max_frame_bytes: int) -> tuple[memoryview, memoryview, float]:
-    """The head frame, its header bytes and send time, once their sizes are checked."""
+def _read_head(frames: Sequence[Any], max_frame_bytes: int) -> tuple[memoryview, bytes, tuple]:
+    """The head frame, its header bytes and (send time, sender nonce, sequence number, header length),
+    once their sizes are checked."""
     if not frames:
         raise _fault(ErrorCode.MALFORMED, "message has no frames",
                          "send [head, blobs..., tensors...] as one multipart message")
@@ -136,9 +153,11 @@ def _read_head(frames: Sequence[Any], max_frame_bytes: int) -> tuple[memoryview,
                          "send smaller tensors or raise the worker's --max-frame-bytes")
     if head.nbytes < HEAD_PREFIX_BYTES:
         raise _fault(ErrorCode.MALFORMED, f"the first frame has {head.nbytes} bytes, fewer than the "
-                         f"{HEAD_PREFIX_BYTES} of a MAC, a send time and a header length",
+                         f"{HEAD_PREFIX_BYTES} of a MAC, a send time, a sender, a sequence number and "
+                         "a header length",
                          "start each message with codec.pack_head(token, header)")
-    sent_unix_s, header_len = _PREFIX.unpack(head[MAC_BYTES:HEAD_PREFIX_BYTES])
+    prefix = _PREFIX.unpack(head[MAC_BYTES:HEAD_PREFIX_BYTES])
+    header_len = prefix[3]
     if header_len > MAX_HEADER_BYTES:
         raise _fault(ErrorCode.OVERSIZED, f"header has {header_len} bytes (limit {MAX_HEADER_BYTES})",
                          "put large data in blobs or tensors, not in the header")
@@ -146,20 +165,33 @@ def _read_head(frames: Sequence[Any], max_frame_bytes: int) -> tuple[memoryview,
         raise _fault(ErrorCode.MALFORMED, f"the header length says {header_len} bytes but the first frame "
                          f"holds {head.nbytes - HEAD_PREFIX_BYTES}",
                          "start each message with codec.pack_head(token, header)")
-    return head, head[HEAD_PREFIX_BYTES:HEAD_PREFIX_BYTES + header_len], sent_unix_s
+    # bytes, not a view: the depth check below needs bytes.translate (a header is small; its copy cheap)
+    return head, bytes(head[HEAD_PREFIX_BYTES:HEAD_PREFIX_BYTES + header_len]), prefix
 
 
 def decode(frames: Sequence[Any], token: bytes | None, *,
            max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Message:
-    """Validate and decode frames (bytes or zmq.Frame); raises a coded TransportError."""
-    head, header_bytes, sent_unix_s = _read_head(frames, max_frame_bytes)
+    """Validate and decode frames (bytes or zmq.Frame); raises a coded TransportError, and nothing
+    else whatever the frames hold: a peer's message must never end the process that reads it."""
+    try:
+        return _decode(frames, token, max_frame_bytes)
+    except SplitinferError:
+        raise
+    except Exception as e:  # a fault no check above names (numpy, msgspec, memory): still the sender's
+        raise _fault(ErrorCode.MALFORMED, f"message cannot be decoded: {first_line(e)}",
+                     "send frames as codec.encode writes them") from None
+
+
+def _decode(frames: Sequence[Any], token: bytes | None, max_frame_bytes: int) -> Message:
+    head, header_bytes, (sent_unix_s, sender, seq, _) = _read_head(frames, max_frame_bytes)
+    authenticated = not token or hmac.compare_digest(
+        sign(token, head[MAC_BYTES:HEAD_PREFIX_BYTES], header_bytes), head[:MAC_BYTES])
+    _check_depth(header_bytes, authenticated)
     try:
         header = _decoder.decode(header_bytes)
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise _fault(ErrorCode.MALFORMED, f"header cannot be decoded: {e}",
                          "send a msgspec-msgpack header with a known 'kind'") from None
-    authenticated = not token or hmac.compare_digest(
-        sign(token, head[MAC_BYTES:HEAD_PREFIX_BYTES], header_bytes), head[:MAC_BYTES])
     num_framed = sum(1 for meta in header.tensors if not meta.inline)
     num_expected = 1 + len(header.blobs) + num_framed
     if len(frames) != num_expected:
@@ -170,14 +202,14 @@ def decode(frames: Sequence[Any], token: bytes | None, *,
         if view.nbytes > max_frame_bytes:
             raise _fault(ErrorCode.OVERSIZED, f"a frame has {view.nbytes} bytes (limit {max_frame_bytes})",
                              "send smaller tensors or raise the worker's --max-frame-bytes")
-    msg = Message(header, authenticated=authenticated, sent_unix_s=sent_unix_s)
+    msg = Message(header, authenticated=authenticated, sent_unix_s=sent_unix_s, sender=sender, seq=seq)
     for length, view in zip(header.blobs, views, strict=False):
         if length != view.nbytes:
             raise _fault(ErrorCode.MALFORMED, f"blob announced as {length} bytes has {view.nbytes}",
                              "list each blob's exact byte length in the header")
         msg.blobs.append(view)
     tensor_frames = iter(views[len(header.blobs):])
-    position = HEAD_PREFIX_BYTES + header_bytes.nbytes  # where the next inline tensor may start
+    position = HEAD_PREFIX_BYTES + len(header_bytes)  # where the next inline tensor may start
     for meta in header.tensors:
         dtype, num_bytes = _dtype_and_size(meta)
         if meta.inline:
@@ -207,6 +239,73 @@ def decode(frames: Sequence[Any], token: bytes | None, *,
     return msg
 
 
+# Bytes that may open an array or a map in msgpack (fixmap, fixarray, array16/32, map16/32).
+_NOT_CONTAINER = bytes(c for c in range(256) if not (0x80 <= c <= 0x9f or 0xdc <= c <= 0xdf))
+_FIXED_SIZE = {0xc0: 0, 0xc2: 0, 0xc3: 0, 0xca: 4, 0xcb: 8, 0xcc: 1, 0xcd: 2, 0xce: 4, 0xcf: 8, 0xd0: 1,
+               0xd1: 2, 0xd2: 4, 0xd3: 8, 0xd4: 2, 0xd5: 3, 0xd6: 5, 0xd7: 9, 0xd8: 17}
+_SIZED = {0xc4: (1, 0), 0xc5: (2, 0), 0xc6: (4, 0), 0xd9: (1, 0), 0xda: (2, 0), 0xdb: (4, 0),
+          0xc7: (1, 1), 0xc8: (2, 1), 0xc9: (4, 1)}  # bin, str, ext: width of the length, type byte
+_COUNTED = {0xdc: (2, 1), 0xdd: (4, 1), 0xde: (2, 2), 0xdf: (4, 2)}  # array/map: width of the count
+
+
+def _check_depth(header: bytes, authenticated: bool) -> None:
+    """Refuse a header that nests arrays and maps deeper than MAX_HEADER_DEPTH, before msgspec sees it.
+
+    msgspec recurses once per level, even to skip an unknown field, and the interpreter's recursion
+    limit is all that stops it. Each level needs a byte that opens it, so a header with at most
+    MAX_HEADER_DEPTH such bytes (ours have about 10) needs no closer look: one C call. Others are
+    walked here, in Python (for a long Done, ~100 us per KB); so only when signed: unsigned, only
+    health goes through, and it is small.
+    """
+    if len(header.translate(None, _NOT_CONTAINER)) <= MAX_HEADER_DEPTH:
+        return
+    if not authenticated:
+        raise _fault(ErrorCode.AUTH, f"an unsigned header has more than {MAX_HEADER_DEPTH} bytes that "
+                     "may open an array or a map", "sign messages with the shared token (only health "
+                     "goes unsigned)")
+    if _depth_exceeds(header, MAX_HEADER_DEPTH):
+        raise _fault(ErrorCode.MALFORMED, f"header nests arrays and maps deeper than {MAX_HEADER_DEPTH} "
+                     "levels", "send a flat header: put data in blobs or tensors")
+
+
+def _depth_exceeds(data: bytes, limit: int) -> bool:
+    """True when msgpack ``data`` opens more than ``limit`` nested arrays or maps; anything else
+    (truncated, invalid) is left for msgspec to name."""
+    remaining = [1]  # objects still to read at each open level, the outermost first
+    i, n = 0, len(data)
+    while remaining:
+        if not remaining[-1]:
+            remaining.pop()
+            continue
+        if i >= n:
+            return False
+        remaining[-1] -= 1
+        c = data[i]
+        i += 1
+        if c < 0x80 or c >= 0xe0:  # positive and negative fixint
+            continue
+        if c < 0xa0:  # fixmap, fixarray
+            count = (c & 0x0f) * (2 if c < 0x90 else 1)
+        elif c < 0xc0:  # fixstr
+            i += c & 0x1f
+            continue
+        elif c in _FIXED_SIZE:
+            i += _FIXED_SIZE[c]
+            continue
+        elif c in _SIZED:
+            width, extra = _SIZED[c]
+            i += width + extra + int.from_bytes(data[i:i + width], "big")
+            continue
+        elif c in _COUNTED:
+            width, per_item = _COUNTED[c]
+            count = per_item * int.from_bytes(data[i:i + width], "big")
+            i += width
+        else:  # 0xc1, never used
+            return False
+        if len(remaining) > limit:
+            return True
+        remaining.append(count)
+    return False
 
 
 def _fault(code: ErrorCode, problem: str, fix: str) -> TransportError:

@@ -21,6 +21,7 @@ from typing import Any
 
 import zmq
 
+from splitinfer.runtime.wire.replay import Sender
 from splitinfer.runtime.wire.sockets import connect_dealer
 
 _DRAIN_INTERVAL_S = 0.01
@@ -56,7 +57,9 @@ class LinkSender:
     (from the sending thread) with the frames of any message the worker sends
     back on this connection, e.g. error replies. To the coordinator, which
     never answers, it is a PUSH (``to_coordinator``): its PULL socket then
-    receives one frame less per message than a ROUTER would.
+    receives one frame less per message than a ROUTER would. Encode what goes
+    on the link with ``sender=link.sender``: each socket numbers its own
+    messages (wire/replay.py).
     """
 
     def __init__(self, context: zmq.Context, address: str, *, bandwidth_bps: float | None = None,
@@ -64,6 +67,7 @@ class LinkSender:
                  on_reply: Callable[[list[bytes]], None] | None = None) -> None:
         self.address = address
         self.shaper = LinkShaper(bandwidth_bps, latency_s)
+        self.sender = Sender()
         self._on_reply = on_reply
         self._can_reply = not to_coordinator
         self._sock = connect_dealer(context, address, zmq.PUSH if to_coordinator else zmq.DEALER)

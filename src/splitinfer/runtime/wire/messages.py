@@ -143,7 +143,8 @@ class ErrorReply(_Base, tag="error"):
 
 
 class Done(_Base, tag="done"):
-    """Generic success reply; ``data`` carries plain values (health, info, timings)."""
+    """Generic success reply; ``data`` carries plain values (health, info, timings), nested at most
+    as deep as the codec lets any header be (``codec.MAX_HEADER_DEPTH``)."""
 
     data: dict[str, Any] = {}
 
@@ -164,6 +165,8 @@ class Message:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     authenticated: bool = True
     sent_unix_s: float = 0.0  # when the sender handed it to its socket (from the head)
+    sender: int = 0  # the sender's nonce and this message's number in its sequence (wire/replay.py)
+    seq: int = 0
 
 
 def error_reply(request_id: int, err: BaseException, **where: Any) -> ErrorReply:

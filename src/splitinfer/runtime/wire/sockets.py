@@ -13,26 +13,36 @@ import threading
 
 import zmq
 
+from splitinfer.errors import TransportError
+
 
 def open_socket(context: zmq.Context, kind: int, *, connect: str | None = None, bind: str | None = None,
                 recv_timeout_ms: int | None = None) -> zmq.Socket:
     """A socket of ``kind`` with no linger and unbounded queues, connected or bound as asked."""
     sock = context.socket(kind)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SNDHWM, 0)
-    sock.setsockopt(zmq.RCVHWM, 0)
-    if recv_timeout_ms is not None:
-        sock.setsockopt(zmq.RCVTIMEO, recv_timeout_ms)
-    if bind is not None:
-        sock.bind(bind)
-    if connect is not None:
-        sock.connect(connect)
+    try:
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        if recv_timeout_ms is not None:
+            sock.setsockopt(zmq.RCVTIMEO, recv_timeout_ms)
+        if bind is not None:
+            sock.bind(bind)
+        if connect is not None:
+            sock.connect(connect)
+    except BaseException:  # a socket that cannot bind or connect is closed, not left open
+        sock.close(linger=0)
+        raise
     return sock
 
 
 def connect_dealer(context: zmq.Context, address: str, kind: int = zmq.DEALER) -> zmq.Socket:
-    """A DEALER (or PUSH) connected to ``address``."""
-    return open_socket(context, kind, connect=address)
+    """A DEALER (or PUSH) connected to ``address``; TransportError naming it when ZeroMQ refuses it."""
+    try:
+        return open_socket(context, kind, connect=address)
+    except zmq.ZMQError as e:
+        raise TransportError(f"cannot connect to {address!r}: {e.strerror}",
+                             "give a worker address like tcp://HOST:PORT (port 1 to 65535)") from None
 
 
 class Waker:

@@ -1,0 +1,51 @@
+"""The gateway's settings: defaults and allowed ranges, checked alike for the Python API and ``serve``."""
+
+from __future__ import annotations
+
+import math
+
+from splitinfer.errors import SplitinferError
+
+DEFAULT_MAX_BODY_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_IN_FLIGHT_PER_CLIENT = 8
+DEFAULT_BODY_TIMEOUT_S = 30.0
+
+# (lowest, highest) allowed; whole numbers for bytes, counts and ports
+MAX_BODY_BYTES_RANGE = (1, 16 * 1024**3)
+MAX_IN_FLIGHT_PER_CLIENT_RANGE = (1, 10_000)
+BODY_TIMEOUT_S_RANGE = (0.01, 3600.0)
+TIMEOUT_S_RANGE = (0.001, 86_400.0)
+PORT_RANGE = (1, 65_535)
+
+
+class SettingError(SplitinferError, ValueError):
+    """A setting outside its allowed range; the message names the argument (or the flag) and the range."""
+
+
+def check_whole(value: object, name: str, allowed: tuple[int, int], unit: str = "") -> int:
+    """``value`` if it is a whole number (not a bool) within ``allowed``, else :class:`SettingError`."""
+    low, high = allowed
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        what = f"whole number of {unit}" if unit else "whole number"
+        raise SettingError(f"{name} {value!r} is out of range", f"give a {what} from {low} to {high}")
+    return value
+
+
+def check_seconds(value: object, name: str, allowed: tuple[float, float]) -> float:
+    """``value`` as a float if it is a finite number of seconds within ``allowed`` (NaN never is)."""
+    low, high = allowed
+    number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+    if not low <= number <= high:  # false for NaN
+        raise SettingError(f"{name} {value!r} is out of range",
+                           f"give a number of seconds from {low:g} to {high:g}")
+    return number
+
+
+def check_token(token: object, name: str) -> bytes | None:
+    """The bearer token as bytes (``None``: no authentication); visible ASCII without spaces."""
+    if token is None:
+        return None
+    if not isinstance(token, str) or not token or not all(33 <= ord(c) <= 126 for c in token):
+        raise SettingError(f"{name} is not a usable bearer token",
+                           "give a non-empty string of visible ASCII characters without spaces")
+    return token.encode("ascii")

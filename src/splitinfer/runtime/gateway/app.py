@@ -1,0 +1,159 @@
+"""The Starlette app: /v1/infer, /healthz and /metrics over a :class:`Session` (see the package docstring)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import msgspec
+import numpy as np
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from splitinfer.errors import DeadlineError, InputError, SplitinferError, http_status_of
+from splitinfer.runtime.coordinator.session import DEADLINE_MARGIN_S, Session
+from splitinfer.runtime.coordinator.timing import Result
+from splitinfer.runtime.gateway._bodies import (
+    JSON_TYPE,
+    NPY_TYPES,
+    BodyTimeout,
+    BodyTooLarge,
+    encode_tensor,
+    npy_bytes,
+    parse_json,
+    parse_npy,
+    read_body,
+)
+from splitinfer.runtime.gateway._guard import Guard
+from splitinfer.runtime.gateway._metrics import CONTENT_TYPE, Metrics
+from splitinfer.runtime.gateway._settings import (
+    BODY_TIMEOUT_S_RANGE,
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_IN_FLIGHT_PER_CLIENT,
+    MAX_BODY_BYTES_RANGE,
+    MAX_IN_FLIGHT_PER_CLIENT_RANGE,
+    check_seconds,
+    check_token,
+    check_whole,
+)
+
+log = logging.getLogger("splitinfer.gateway")
+INFER_PATH = "/v1/infer"
+# Refusals the gateway makes itself, before errors.http_status_of maps the rest.
+_OWN_STATUS: tuple[tuple[type[Exception], int, str], ...] = (
+    (BodyTooLarge, 413, "too_large"),
+    (BodyTimeout, 408, "body_timeout"),
+)
+
+
+def _status_of(error: Exception) -> tuple[int, str]:
+    return next(((status, kind) for cls, status, kind in _OWN_STATUS if isinstance(error, cls)),
+                None) or http_status_of(error)
+
+
+async def _infer(session: Session, feeds: dict[str, np.ndarray]) -> Result:
+    future = session.submit(feeds)
+    try:
+        waited = asyncio.wrap_future(future)
+        return await asyncio.wait_for(waited, timeout=session.timeout_s + DEADLINE_MARGIN_S)
+    except DeadlineError:  # a TimeoutError too: the session's own, with its clearer message
+        raise
+    except TimeoutError:
+        raise DeadlineError(f"no result within {session.timeout_s + DEADLINE_MARGIN_S:g} s",
+                            "retry later or give the gateway a longer --timeout") from None
+
+
+def _answer(result: Result, as_npy: bool) -> Response:
+    if as_npy:
+        first = next(iter(result.outputs.values()))
+        return Response(npy_bytes(first), media_type="application/x-npy",
+                        headers={"X-Splitinfer-Latency-S": repr(result.timing.latency_s)})
+    doc: dict[str, Any] = {"outputs": {name: encode_tensor(a) for name, a in result.outputs.items()},
+                           "timing": result.timing.to_dict()}
+    return Response(msgspec.json.encode(doc), media_type="application/json")
+
+
+def make_app(session: Session, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, token: str | None = None,
+             max_in_flight_per_client: int = DEFAULT_MAX_IN_FLIGHT_PER_CLIENT,
+             body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S) -> Starlette:
+    """A Starlette app serving ``session``: /v1/infer, /healthz, /metrics (see the package docstring).
+
+    ``token``: when given, every request but ``GET /healthz`` (``/metrics`` included) needs
+    ``Authorization: Bearer <token>``, else 401. ``max_body_bytes``: larger bodies get 413 (from their
+    Content-Length, before reading, or as they stream). ``body_timeout_s``: a body must arrive within
+    it, else 408. ``max_in_flight_per_client``: requests one client address may have unanswered, more
+    get 429 with Retry-After (behind a proxy every client shares its address). A setting out of range
+    raises :class:`SettingError` (a ``ValueError``) naming the argument.
+
+    The session stays the caller's: close it after the server stops. ``app.state.metrics`` holds the
+    :class:`Metrics`.
+    """
+    check_whole(max_body_bytes, "max_body_bytes", MAX_BODY_BYTES_RANGE, "bytes")
+    check_whole(max_in_flight_per_client, "max_in_flight_per_client", MAX_IN_FLIGHT_PER_CLIENT_RANGE,
+                "requests")
+    check_seconds(body_timeout_s, "body_timeout_s", BODY_TIMEOUT_S_RANGE)
+    secret = check_token(token, "token")
+    metrics = Metrics()
+
+    def on_refused(path: str, kind: str) -> None:
+        if path == INFER_PATH:
+            metrics.count_request()
+            metrics.count_error(kind)
+
+    async def infer(request: Request) -> Response:
+        request_id = request.state.request_id
+        metrics.count_request()
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        body_read = False
+        try:
+            if content_type not in (*NPY_TYPES, JSON_TYPE):
+                raise InputError(f"unsupported content type {content_type or '(none)'!r}",
+                                 "send application/x-npy (one .npy array) or application/json")
+            body = await read_body(request, max_body_bytes, body_timeout_s)
+            body_read = True
+            if content_type in NPY_TYPES:
+                feeds, as_npy = parse_npy(body, session.inputs), request.query_params.get("format") != "json"
+            else:
+                feeds, as_npy = parse_json(body), False
+            result = await _infer(session, feeds)
+        except ClientDisconnect:
+            metrics.count_error("disconnect")
+            log.info("the client left before sending the whole body [request %s]", request_id)
+            return Response(status_code=400)  # nobody reads it
+        except Exception as e:
+            status, kind = _status_of(e)
+            metrics.count_error(kind)
+            headers = None if body_read else {"Connection": "close"}  # the unread rest would follow
+            if status == 500:
+                log.exception("internal error [request %s]", request_id)
+                line = f"internal error: {type(e).__name__}; the gateway's log has request {request_id}"
+            else:
+                line = e.line() if isinstance(e, SplitinferError) else str(e)
+                log.info("%d %s [request %s]", status, line, request_id)
+            return JSONResponse({"error": line}, status_code=status, headers=headers)
+        metrics.observe(result.timing)
+        return _answer(result, as_npy)
+
+    async def healthz(request: Request) -> Response:
+        state = session.state
+        dead = session.dead_devices
+        doc = {"status": "ok" if state == "ready" else state,
+               "devices": {name: "dead" if name in dead else "up" for name in session.addresses},
+               "stages": [{"stage": s.index, "device": s.device} for s in session.stages],
+               "num_replans": session.num_replans}
+        return JSONResponse(doc, status_code=200 if state == "ready" else 503)
+
+    async def metrics_text(request: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    guard = Middleware(Guard, token=secret, max_in_flight_per_client=max_in_flight_per_client,
+                       on_refused=on_refused)
+    app = Starlette(routes=[Route(INFER_PATH, infer, methods=["POST"]), Route("/healthz", healthz),
+                            Route("/metrics", metrics_text)], middleware=[guard])
+    app.state.metrics = metrics
+    return app

@@ -1,0 +1,169 @@
+"""No file descriptors or memory left behind on failure paths: failed deploys, refused messages,
+probes of bad addresses, client timeouts and clients of bad addresses."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+import psutil
+import pytest
+import zmq
+from helpers.runtime_models import mlp_parts, whole_and_parts
+
+from splitinfer.errors import SplitinferError, TransportError
+from splitinfer.runtime import WorkerClient
+from splitinfer.runtime.wire import codec, messages
+
+TOKEN = b"hygiene-token-0123456789"
+SLACK_FDS = 4  # the worker's own sockets may come and go (a reconnect, the reaper's wake-up pipe)
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory):
+    token_file = tmp_path_factory.mktemp("hygiene") / "token"
+    token_file.write_bytes(TOKEN + b"\n")
+    exe = Path(sys.executable).parent / "splitinfer"
+    proc = subprocess.Popen([str(exe), "worker", "--name", "w", "--listen", "tcp://127.0.0.1:*",
+                             "--num-threads", "1", "--token-file", str(token_file)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    line = proc.stdout.readline().decode().strip()
+    assert line.startswith("READY "), line
+    yield psutil.Process(proc.pid), line.split(" ", 1)[1]
+    proc.terminate()
+    proc.wait(5)
+    proc.stdout.close()
+
+
+def _settled_fds(process: psutil.Process, target: int, timeout_s: float = 5.0) -> int:
+    """The process's fd count, once it is back within the slack of ``target`` (ZeroMQ's reaper
+    closes sockets asynchronously), or after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    count = process.num_fds()
+    while count > target + SLACK_FDS and time.monotonic() < deadline:
+        time.sleep(0.05)
+        count = process.num_fds()
+    return count
+
+
+def _failing_deploys(model: bytes, inputs, outputs) -> list[tuple[messages.Deploy, list[bytes]]]:
+    """One deploy for each way a deploy fails: checks, ONNX Runtime, links that cannot open."""
+    metas = [messages.TensorMeta(s.name, s.dtype, s.shape) for s in inputs]
+    outs = [messages.TensorMeta(s.name, s.dtype, s.shape) for s in outputs]
+    good = messages.Deploy(deployment_id="x", stage=0, device="w", inputs=metas, outputs=outs,
+                           route=messages.Route("tcp://127.0.0.1:9", True), reply_to="tcp://127.0.0.1:9")
+    replace = msgspec.structs.replace
+    return [
+        (replace(good, reply_to="garbage"), [model]),  # the security test's case
+        (replace(good, reply_to="tcp://_x:5"), [model]),  # passes the check, ZeroMQ refuses to connect
+        (replace(good, route=replace(good.route, address="tcp://_x:5")), [model]),
+        (replace(good, slowdown=float("nan")), [model]),
+        (good, [b"not a model"]),
+        (replace(good, inputs=[messages.TensorMeta("other", "float32", (2, 16))]), [model]),
+        (good, []),
+    ]
+
+
+def test_500_failing_deploys_leave_the_workers_fds_and_memory_where_they_were(worker):
+    process, address = worker
+    _, parts = whole_and_parts(mlp_parts(1, width=16, batch=2))
+    cases = _failing_deploys(*parts[0])
+    with WorkerClient(address, TOKEN) as client:
+        def fail_all(rounds: int) -> None:
+            for k in range(rounds):
+                header, blobs = cases[k % len(cases)]
+                with pytest.raises(SplitinferError) as e:
+                    client.request(replace_id(header, k), blobs=blobs)
+                assert e.value.fix, e.value  # every failure says what to do
+
+        fail_all(2 * len(cases))  # ONNX Runtime's and ZeroMQ's one-time allocations
+        start_fds, start_rss = _settled_fds(process, 0, 0), process.memory_info().rss
+        fail_all(500)
+        after_fds = _settled_fds(process, start_fds)
+        after_rss = process.memory_info().rss
+        assert client.health()["num_stages"] == 0
+    print(f"worker fds: {start_fds} at start, {after_fds} after 500 failing deploys; "
+          f"rss {start_rss >> 20} -> {after_rss >> 20} MiB")
+    assert after_fds - start_fds <= SLACK_FDS  # fewer is no leak: a socket of earlier work closed
+    assert after_rss - start_rss < 64 << 20
+
+
+def replace_id(header: messages.Deploy, k: int) -> messages.Deploy:
+    """The deploy with its own id and, where the case has good ones, addresses no other deploy uses (a
+    link shared by every attempt would hide a leak: links are reference-counted by address)."""
+    good, own = "tcp://127.0.0.1:9", f"tcp://127.0.0.1:{20_000 + k}"
+    route = header.route
+    if route.address == good:
+        route = msgspec.structs.replace(route, address=own)
+    return msgspec.structs.replace(header, deployment_id=f"fail-{k}", route=route,
+                                   reply_to=own if header.reply_to == good else header.reply_to)
+
+
+def test_refused_messages_and_probes_of_bad_addresses_leave_no_fds_behind(worker):
+    process, address = worker
+    context = zmq.Context()
+    dealer = context.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(address)
+    refused = [codec.encode(messages.Info(), None), codec.encode(messages.Info(), b"wrong"), [b"garbage"],
+               codec.encode(messages.Infer(deployment_id="none", stage=0, deadline_unix_s=time.time() + 9),
+                            TOKEN),
+               codec.encode(messages.Probe(address="tcp://_x:5", sizes_bytes=[1]), TOKEN),
+               codec.encode(messages.Probe(address="tcp://127.0.0.1:9", sizes_bytes=[1], num_repeats=1,
+                                           timeout_s=0.01), TOKEN),
+               codec.encode(messages.Probe(address="garbage", sizes_bytes=[1]), TOKEN)]
+    try:
+        def send_all(rounds: int) -> None:
+            for k in range(rounds):
+                dealer.send_multipart(refused[k % len(refused)])
+                assert dealer.poll(10_000), "no reply"
+                reply = codec.decode(dealer.recv_multipart(), TOKEN).header
+                assert isinstance(reply, messages.ErrorReply) and reply.problem
+
+        send_all(2 * len(refused))
+        start = _settled_fds(process, 0, 0)
+        send_all(500)
+        after = _settled_fds(process, start)
+    finally:
+        context.destroy(linger=0)
+    print(f"worker fds: {start} at start, {after} after 500 refused messages and probes")
+    assert after - start <= SLACK_FDS
+
+
+def _my_fds_after(rounds: int, attempt: Callable[[], None]) -> tuple[int, int]:
+    me = psutil.Process()
+    attempt()
+    start = _settled_fds(me, 0, 0)
+    for _ in range(rounds):
+        attempt()
+    return start, _settled_fds(me, start)
+
+
+def test_client_timeouts_and_clients_of_bad_addresses_leave_no_fds_behind():
+    context = zmq.Context()
+    silent = context.socket(zmq.ROUTER)  # takes requests, never answers
+    silent.setsockopt(zmq.LINGER, 0)
+    port = silent.bind_to_random_port("tcp://127.0.0.1")
+    client = WorkerClient(f"tcp://127.0.0.1:{port}", TOKEN, context=context, timeout_s=0.005)
+
+    def time_out() -> None:
+        with pytest.raises(SplitinferError, match="did not answer"):
+            client.info()
+
+    def bad_address() -> None:
+        with pytest.raises(TransportError, match="cannot connect") as e:
+            WorkerClient("tcp://_x:5", TOKEN, context=context)
+        assert e.value.fix
+
+    try:
+        for attempt in (time_out, bad_address):
+            start, after = _my_fds_after(300, attempt)
+            print(f"{attempt.__name__}: this process's fds {start} at start, {after} after 300")
+            assert after - start <= SLACK_FDS, attempt.__name__  # fewer: earlier tests closing theirs
+    finally:
+        client.close()
+        context.destroy(linger=0)
