@@ -29,6 +29,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 from bench_soak import BATCH, DEVICES, WIDTH, mlp_stages
+from bench_transport import print_goals
 
 from splitinfer.cluster import parse_cluster
 from splitinfer.runtime import StageSpec, deploy_stages
@@ -113,10 +114,8 @@ def main(argv: list[str]) -> int:
           f"max {max(failed):.3f}); -> results flow again {statistics.median(flowing):.3f} s; "
           f"continued -> back without its old stage {statistics.median(back):.3f} s")
     print(f"load average at end: {os.getloadavg()[0]:.2f}", flush=True)
-    met = median < GOAL_S
-    print(f"{'met    ' if met else 'NOT met'}  median time from SIGSTOP to failed {median:.3f} s "
-          f"< {GOAL_S:g} s")
-    return 0 if met else 1
+    return print_goals([(f"median time from SIGSTOP to failed {median:.3f} s < {GOAL_S:g} s",
+                         median < GOAL_S)])
 
 
 if __name__ == "__main__":

@@ -28,9 +28,9 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
-import onnx
 import psutil
-from onnx import TensorProto, helper, numpy_helper
+from bench_transport import build_model, print_goals  # this folder is on sys.path
+from onnx import helper, numpy_helper
 
 from splitinfer.cluster import parse_cluster
 from splitinfer.runtime import StageSpec, deploy_stages
@@ -40,17 +40,6 @@ DEVICES = ("a", "b", "c")
 WIDTH, BATCH = 32, 4
 GOAL_RSS_GROWTH = 0.02
 NUM_EDGE_SAMPLES = 5
-
-
-def _model(nodes, inputs, outputs, inits=()) -> bytes:
-    graph = helper.make_graph(nodes, "soak", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
-                                              for n, s in inputs],
-                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs],
-                              initializer=list(inits))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
 
 
 def mlp_stages() -> tuple[bytes, list[StageSpec]]:
@@ -67,20 +56,15 @@ def mlp_stages() -> tuple[bytes, list[StageSpec]]:
                 helper.make_node("Relu", [f"a{k}"], [f"t{k + 1}"])]
         nodes += part
         inits += [w, b]
-        stages.append(StageSpec(k, device, _model(part, [(f"t{k}", shape)], [(f"t{k + 1}", shape)], [w, b]),
+        model = build_model(part, [(f"t{k}", shape)], [(f"t{k + 1}", shape)], [w, b])
+        stages.append(StageSpec(k, device, model,
                                 (TensorSpec(f"t{k}", "float32", shape),),
                                 (TensorSpec(f"t{k + 1}", "float32", shape),)))
-    return _model(nodes, [("t0", shape)], [(f"t{len(DEVICES)}", shape)], inits), stages
+    return build_model(nodes, [("t0", shape)], [(f"t{len(DEVICES)}", shape)], inits), stages
 
 
 def _sample(procs: dict[str, psutil.Process]) -> dict[str, tuple[int, int]]:
     return {name: (p.memory_info().rss, p.num_fds()) for name, p in procs.items()}
-
-
-def _print_goals(goals: list[tuple[str, bool]]) -> int:
-    for text, met in goals:
-        print(f"{'met    ' if met else 'NOT met'}  {text}")
-    return 0 if all(met for _, met in goals) else 1
 
 
 def main(argv: list[str]) -> int:
@@ -149,7 +133,7 @@ def main(argv: list[str]) -> int:
         goals.append((f"{name}: fd count constant after warm-up ({steady} -> {final}; {blips} of {len(fds)} "
                       f"samples differ, range {min(fds)}-{max(fds)})", steady == final))
     print(f"load average at end: {os.getloadavg()[0]:.2f}", flush=True)
-    return _print_goals(goals)
+    return print_goals(goals)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,8 @@ SIZES_BYTES = {"4 KB": 4_000, "800 KB": 800_000, "3.2 MB": 3_200_000}
 PARTS = ("hop in", "worker queue", "compute", "hop out", "rest", "result hand-off")
 
 
-def _model(nodes, inputs, outputs, inits=()) -> bytes:
+def build_model(nodes, inputs, outputs, inits=()) -> bytes:
+    """A checked float32 ONNX model of ``nodes`` (inputs/outputs as (name, shape) pairs)."""
     graph = helper.make_graph(nodes, "bench", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
                                                for n, s in inputs],
                               [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs],
@@ -111,7 +112,7 @@ class RawPipe:
 def identity_stage(device: str, num_bytes: int) -> StageSpec:
     """A one-stage Identity partition on ``device`` for a float32 tensor of ``num_bytes``."""
     n = num_bytes // 4
-    model = _model([helper.make_node("Identity", ["x"], ["y"])], [("x", [n])], [("y", [n])])
+    model = build_model([helper.make_node("Identity", ["x"], ["y"])], [("x", [n])], [("y", [n])])
     spec = TensorSpec("x", "float32", (n,))
     return StageSpec(0, device, model, (spec,), (TensorSpec("y", "float32", (n,)),))
 
@@ -232,7 +233,7 @@ def bench_streaming(num_requests: int) -> tuple[float, float, float, list[float]
     stages = []
     for k, device in enumerate(slowdowns):
         w = numpy_helper.from_array((rng.standard_normal((size, size)) / size).astype(np.float32), f"w{k}")
-        model = _model([helper.make_node("MatMul", [f"h{k}", f"w{k}"], [f"h{k + 1}"])],
+        model = build_model([helper.make_node("MatMul", [f"h{k}", f"w{k}"], [f"h{k + 1}"])],
                        [(f"h{k}", [size, size])], [(f"h{k + 1}", [size, size])], [w])
         stages.append(StageSpec(k, device, model, (TensorSpec(f"h{k}", "float32", (size, size)),),
                                 (TensorSpec(f"h{k + 1}", "float32", (size, size)),)))
