@@ -14,6 +14,8 @@
 3. Streaming throughput of a 3-stage chain whose stage times are dominated by
    declared slowdowns, against the bottleneck bound 1 / max(device busy time).
    Goal: >= 90% of the bound.
+4. CurveZMQ cost (raw pyzmq and splitinfer, plain vs CURVE, loopback and emulated
+   links; mac_tensors too): in bench_curve.py, ``python benchmarks/bench_curve.py [--quick]``.
 
 Prints medians and ratios measured in this one run. ``python benchmarks/bench_transport.py [--quick]``.
 """

@@ -18,6 +18,13 @@ Example::
 network namespace and lets the kernel enforce link bandwidth (``tc`` HTB);
 the default ``software`` emulates links in the sending process.
 
+``curve: {keys: DIR}`` encrypts and authenticates every connection with
+CurveZMQ (keys from ``splitinfer keygen -o DIR --cluster cluster.yaml``):
+``DIR/coordinator.key_secret`` is the coordinator's pair, ``DIR/NAME.key`` each
+device's public key (or the device's ``public_key: FILE``), and a local
+device's worker gets ``DIR/NAME.key_secret``. ``mac_tensors: true`` makes the
+token's MAC cover tensor and model bytes too (integrity without encryption).
+
 A link applies in both directions unless ``symmetric: false`` or the reverse
 pair is listed too. Pairs with no link are not connected. A device's ``threads``
 (the key before ``num_threads``) is still read.
@@ -51,6 +58,13 @@ class Power(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     battery: bool = False  # count this device in the energy objective
 
 
+class CurveFiles(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Where the CurveZMQ keys are (``splitinfer keygen`` writes them)."""
+
+    keys: str | None = None  # a directory: coordinator.key_secret, NAME.key, NAME.key_secret (local)
+    coordinator_key: str | None = None  # the coordinator's .key_secret (default: KEYS/coordinator.key_secret)
+
+
 class Device(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A place that executes: a worker with its providers and threads."""
 
@@ -61,6 +75,7 @@ class Device(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     memory_bytes: int | None = None  # capacity for planning; None = unlimited
     slowdown: float = 1.0  # emulation: wait (slowdown-1) x compute after each run
     power: Power | None = None
+    public_key: str | None = None  # its worker's CURVE public key file (with curve: in the cluster)
 
     @property
     def is_local(self) -> bool:
@@ -86,6 +101,7 @@ class _RawDevice(msgspec.Struct, forbid_unknown_fields=True):
     memory: Quantity | None = None
     slowdown: float = 1.0
     power: Power | None = None
+    public_key: str | None = None
 
 
 class _RawLink(msgspec.Struct, forbid_unknown_fields=True, rename={"src": "from", "dst": "to"}):
@@ -107,6 +123,8 @@ class _RawCluster(msgspec.Struct, forbid_unknown_fields=True):
     links: list[_RawLink] = msgspec.field(default_factory=list)
     token_file: str | None = None
     network: Literal["software", "netns"] = "software"
+    curve: CurveFiles | None = None
+    mac_tensors: bool = False
 
 
 class Cluster(msgspec.Struct, frozen=True):
@@ -120,6 +138,8 @@ class Cluster(msgspec.Struct, frozen=True):
     address: str | None = None
     token_file: str | None = None
     network: str = "software"  # software: links emulated by the sender | netns: kernel rate limits
+    curve: CurveFiles | None = None  # CurveZMQ on every connection (coordinator key resolved)
+    mac_tensors: bool = False  # the token's MAC covers tensor and model bytes too
 
     def device(self, name: str) -> Device:
         for d in self.devices:
@@ -201,7 +221,34 @@ def _build_device(d: _RawDevice) -> Device:
         if d.power is not None:
             check_number(getattr(d.power, key), f"{what} power.{key}", low=0, error=ClusterError)
     check_address(d.address, f"{what} address", words=("local",), error=ClusterError)
-    return Device(d.name, d.address, tuple(d.providers), num_threads, memory, d.slowdown, d.power)
+    return Device(d.name, d.address, tuple(d.providers), num_threads, memory, d.slowdown, d.power,
+                  d.public_key)
+
+
+def _resolve_curve(raw: _RawCluster, devices: list[Device]) -> tuple[CurveFiles | None, list[Device]]:
+    """The coordinator's key file and each device's public key file, from ``curve.keys`` unless named."""
+    curve = raw.curve
+    if curve is None:
+        named = next((d.name for d in devices if d.public_key), None)
+        if named is not None:
+            raise ClusterError(f"device {named!r} has a public_key but the cluster has no curve: section",
+                               "add curve: {keys: DIR} (or remove public_key)")
+        return None, devices
+    keys = Path(curve.keys) if curve.keys else None
+    if keys is None and (curve.coordinator_key is None or any(d.public_key is None for d in devices)):
+        raise ClusterError("curve: names no keys directory",
+                           "add curve: {keys: DIR} (`splitinfer keygen -o DIR --cluster cluster.yaml` "
+                           "writes it), or give coordinator_key and every device's public_key")
+    if keys is None and any(d.is_local for d in devices):
+        raise ClusterError("curve: local workers need their secret keys from curve.keys",
+                           "add curve: {keys: DIR} holding NAME.key_secret for each local device")
+    if raw.backend == "ray":
+        raise ClusterError("curve: is not available with backend: ray yet",
+                           "use backend: local or workers with curve:, or Ray's own TLS without it")
+    coordinator = curve.coordinator_key or str(keys / "coordinator.key_secret")  # type: ignore[operator]
+    resolved = [msgspec.structs.replace(d, public_key=d.public_key or str(keys / f"{d.name}.key"))  # type: ignore[operator]
+                for d in devices]
+    return CurveFiles(curve.keys, coordinator), resolved
 
 
 def parse_cluster(data: object) -> Cluster:
@@ -221,7 +268,7 @@ def parse_cluster(data: object) -> Cluster:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ClusterError(f"device names repeat: {', '.join(dupes)}", "give each device its own name")
-    devices = [_build_device(d) for d in raw.devices]
+    curve, devices = _resolve_curve(raw, [_build_device(d) for d in raw.devices])
     source = raw.source or names[0]
     sink: str | None = source if raw.sink is None else (None if raw.sink == "none" else raw.sink)
     for role, name in (("source", source), ("sink", sink)):
@@ -242,7 +289,7 @@ def parse_cluster(data: object) -> Cluster:
         raise ClusterError("network: netns emulates links between local workers only",
                            "use backend: local with it, or network: software")
     return Cluster(tuple(devices), _build_links(raw.links, set(names)), source, sink,
-                   raw.backend, raw.address, raw.token_file, raw.network)
+                   raw.backend, raw.address, raw.token_file, raw.network, curve, raw.mac_tensors)
 
 
 def load_cluster(path: str | Path) -> Cluster:
@@ -275,6 +322,8 @@ def dump_cluster(cluster: Cluster) -> str:
             entry["slowdown"] = d.slowdown
         if d.power is not None:
             entry["power"] = msgspec.to_builtins(d.power)
+        if d.public_key is not None:
+            entry["public_key"] = d.public_key
         devices.append(entry)
     links = []
     for link in cluster.links:
@@ -295,6 +344,10 @@ def dump_cluster(cluster: Cluster) -> str:
         doc["token_file"] = cluster.token_file
     if cluster.network != "software":
         doc["network"] = cluster.network
+    if cluster.curve is not None:
+        doc["curve"] = msgspec.to_builtins(cluster.curve)
+    if cluster.mac_tensors:
+        doc["mac_tensors"] = True
     doc["devices"] = devices
     doc["links"] = links
     header = "# splitinfer cluster: bandwidth in bytes/s, latency in s (units like 20Mbit/s, 5ms work too)\n"

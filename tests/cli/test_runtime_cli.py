@@ -321,3 +321,40 @@ def test_ctrl_c_during_bench_stops_the_workers(files):
         _interrupt(proc, workers, expected_code=130)
     finally:
         _reap(proc)
+
+
+def test_run_takes_an_image_and_prints_the_top_labels(files, capsys):
+    skimage_data = pytest.importorskip("skimage.data", reason="scikit-image ships the photographs")
+    from PIL import Image
+
+    from splitinfer.data import Preprocess, load_dataset
+
+    photo = files / "astronaut.jpg"
+    Image.fromarray(skimage_data.astronaut()).save(photo, quality=90)
+    labels = files / "labels.txt"
+    labels.write_text("".join(f"class-{k}\n" for k in range(10)))
+    out = files / "photo.npy"
+    rc = main(["run", str(files / "plan.json"), "--input", str(photo), "--labels", str(labels),
+               "-o", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0 and "top 5 of logits" in text
+    # The same preprocessing as the API's, from the input's shape: 32 x 32, ImageNet mean and std.
+    steps = Preprocess.for_input((1, 3, 32, 32))
+    assert steps.norm == "imagenet" and steps.resize == (32, 32)
+    x = load_dataset(photo, steps).x
+    logits = helpers.reference(helpers.model_bytes("resnet18")).run({"image": x})[0]
+    np.testing.assert_allclose(np.load(out), logits, atol=1e-4, rtol=0)
+    best = int(np.argmax(logits[0]))
+    after = text[text.index("top 5 of logits"):]
+    assert after[after.index("class-"):].startswith(f"class-{best} ")  # the best class first
+
+
+def test_run_refuses_bad_image_options_in_one_line_before_deploying(files, capsys):
+    np.save(files / "x2.npy", np.zeros((1, 3, 32, 32), np.float32))
+    rc = main(["run", str(files / "plan.json"), "--input", str(files / "x2.npy"), "--preprocess", "crop=8"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "--preprocess applies to images" in err
+    (files / "empty_labels.txt").write_text("")
+    rc = main(["run", str(files / "plan.json"), "--labels", str(files / "empty_labels.txt")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "label" in err

@@ -44,6 +44,8 @@ def test_the_package_keeps_its_contracts():
     ("runtime/wire/codec.py", "import onnxruntime  # the wire knows no ONNX", "The wire knows no ONNX"),
     ("runtime/coordinator/_requests.py", "import splitinfer.runtime.coordinator.session  # a cycle",
      "No import cycles"),
+    ("compression/_base.py", "import zmq  # compression is plain numpy", "Data sets, quality metrics"),
+    ("compression/_base.py", "import splitinfer.cluster  # a sibling on its layer", "Layers: each package"),
 ])
 def test_an_import_against_the_layering_breaks_a_contract(tmp_path, module, line, contract):
     src = _copy_package(tmp_path)

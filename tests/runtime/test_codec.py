@@ -135,3 +135,66 @@ def test_validation_names_the_fault():
     assert _code([small[0] + b"tail"]) == "malformed"  # bytes after the last inline tensor
     with pytest.raises(TransportError):
         codec.encode(_infer(), None, arrays=[("c", np.ones(2, np.complex64))])
+
+
+# ---- what the MAC covers: the head only (default), or every byte (mac_tensors) ---------------------
+
+
+def _mac_message(mac_tensors: bool) -> list[bytes]:
+    """An Echo with a blob, an inline tensor and a framed tensor, as plain bytes frames."""
+    framed = np.arange(codec.INLINE_MAX_BYTES // 4, dtype=np.float32)
+    frames = codec.encode(messages.Echo(request_id=3), b"k", blobs=[b"model-bytes"],
+                          arrays=[("small", np.arange(6, dtype=np.float32)), ("big", framed)],
+                          mac_tensors=mac_tensors)
+    assert len(frames) == 3  # head (with the inline tensor), blob, framed tensor
+    return [bytes(memoryview(f).cast("B")) for f in frames]
+
+
+def test_mac_tensors_round_trips_and_says_the_tensors_are_covered():
+    covered = codec.decode(_mac_message(True), b"k")
+    assert covered.authenticated and covered.tensors_authenticated
+    assert bytes(covered.blobs[0]) == b"model-bytes"
+    np.testing.assert_array_equal(covered.arrays["small"], np.arange(6, dtype=np.float32))
+    head_only = codec.decode(_mac_message(False), b"k")
+    assert head_only.authenticated and not head_only.tensors_authenticated
+    assert not codec.decode(_mac_message(True), b"other").tensors_authenticated  # wrong token
+    assert not codec.decode(_mac_message(True), None).tensors_authenticated  # nothing to check it with
+    unsigned = codec.encode(messages.Echo(), None, blobs=[b"x"], mac_tensors=True)  # no token: no MAC
+    msg = codec.decode(unsigned, None)
+    assert msg.authenticated and not msg.tensors_authenticated
+
+
+def _flip(frames: list[bytes], where: str) -> list[bytes]:
+    """The frames with one byte changed in the blob, the inline tensor or the framed tensor."""
+    frames = [bytearray(f) for f in frames]
+    if where == "blob":
+        frames[1][0] ^= 0x01
+    elif where == "framed":
+        frames[2][1000] ^= 0x01
+    else:  # the inline tensor is the last 24 bytes of the head
+        frames[0][-3] ^= 0x40
+    return [bytes(f) for f in frames]
+
+
+@pytest.mark.parametrize("where", ["blob", "inline", "framed"])
+def test_a_changed_tensor_or_blob_byte_is_caught_only_with_mac_tensors(where):
+    original = codec.decode(_mac_message(False), b"k")
+    # Header-only MAC (the default): the change goes through as authentic, values silently different.
+    changed = codec.decode(_flip(_mac_message(False), where), b"k")
+    assert changed.authenticated
+    differs = [bytes(changed.blobs[0]) != bytes(original.blobs[0]),
+               not np.array_equal(changed.arrays["small"], original.arrays["small"]),
+               not np.array_equal(changed.arrays["big"], original.arrays["big"])]
+    assert differs == [where == "blob", where == "inline", where == "framed"]
+    # mac_tensors: the same change is refused.
+    tampered = codec.decode(_flip(_mac_message(True), where), b"k")
+    assert not tampered.authenticated and not tampered.tensors_authenticated
+
+
+def test_the_mac_tensors_flag_is_signed_so_it_cannot_be_stripped_or_forged():
+    for mac_tensors in (True, False):
+        frames = _mac_message(mac_tensors)
+        head = bytearray(frames[0])
+        head[codec.HEAD_PREFIX_BYTES - 1] ^= 0x80  # bit 31 of the little-endian header length
+        msg = codec.decode([bytes(head), *frames[1:]], b"k")
+        assert not msg.authenticated and not msg.tensors_authenticated

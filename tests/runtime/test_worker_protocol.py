@@ -297,6 +297,11 @@ def _out_of_range() -> list[tuple[str, object, str]]:
         ("deploy bandwidth zero", d(deploy, route=d(route, bandwidth_bps=0.0)), "bandwidth_bps"),
         ("deploy latency inf", d(deploy, route=d(route, latency_s=INF)), "latency_s"),
         ("deploy latency negative", d(deploy, route=d(route, latency_s=-1.0)), "latency_s"),
+        ("deploy unknown compression", d(deploy, route=d(route, compression="gzip")), "route.compression"),
+        ("deploy compression bad setting", d(deploy, route=d(route, compression="zstd:level=99")),
+         "route.compression"),
+        ("deploy server key too short", d(deploy, route=d(route, server_key="abc")), "route.server_key"),
+        ("deploy reply key too long", d(deploy, reply_key="x" * 41), "reply_key"),
         ("time_partition slowdown nan", d(tp, slowdown=NAN), "slowdown"),
         ("time_partition budget nan", d(tp, budget_s=NAN), "budget_s"),
         ("time_partition budget inf", d(tp, budget_s=INF), "budget_s"),
@@ -317,6 +322,7 @@ def _out_of_range() -> list[tuple[str, object, str]]:
         ("probe timeout nan", d(probe, timeout_s=NAN), "timeout_s"),
         ("probe timeout inf", d(probe, timeout_s=INF), "timeout_s"),
         ("probe timeout zero", d(probe, timeout_s=0.0), "timeout_s"),
+        ("probe server key too short", d(probe, server_key="abc"), "server_key"),
     ]
 
 

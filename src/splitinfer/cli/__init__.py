@@ -3,7 +3,7 @@
 Each command group lives in its own module and registers itself on ``app``;
 this module only turns :class:`SplitinferError` into one line and exit code 2.
 Groups: ``zoo_cmds``, ``graph_cmds`` (inspect, split), ``profile_cmds``, ``plan_cmds``,
-``runtime_cmds`` (worker, run, bench), ``serve_cmds``, ``report_cmds``, ``demo_cmds``;
+``runtime_cmds`` (worker, run, bench), ``serve_cmds``, ``keys_cmds`` (keygen), ``report_cmds``, ``demo_cmds``;
 ``_common`` and ``_model`` are their shared option parsing and formatting.
 """
 
@@ -43,7 +43,9 @@ def _register_all() -> None:
     # Imported here so a broken optional group cannot break `--help` of the others.
     from splitinfer.cli import (
         demo_cmds,
+        eval_cmds,
         graph_cmds,
+        keys_cmds,
         plan_cmds,
         profile_cmds,
         report_cmds,
@@ -53,7 +55,7 @@ def _register_all() -> None:
     )
 
     for module in (demo_cmds, graph_cmds, zoo_cmds, plan_cmds, profile_cmds, runtime_cmds, serve_cmds,
-                   report_cmds):
+                   report_cmds, keys_cmds, eval_cmds):
         module.register(app)
 
 

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from splitinfer.cli._common import check_writable, console, format_bytes, print_json
+from splitinfer.cli._inputs import read_inputs, top_k_table
 from splitinfer.cluster import Cluster, load_cluster
 from splitinfer.errors import ClusterError, ModelError, ShapeError, SplitinferError
 from splitinfer.graph import Model, load_model
@@ -105,16 +106,6 @@ def open_session(dep: Deployment, timeout_s: float) -> Session:
 
 
 # ---- run -------------------------------------------------------------------------------------------
-def read_feeds(path: Path, model: Model) -> dict[str, np.ndarray]:
-    """Inputs from a .npy (a single-input model) or .npz (arrays named as the inputs); never unpickles."""
-    from splitinfer.graph.feeds import read_arrays
-    from splitinfer.types import check_feeds
-
-    feeds = read_arrays(path, [s.name for s in model.inputs])
-    check_feeds(feeds, model.inputs, f"--input {path.name}")
-    return feeds
-
-
 def check_output_path(path: Path, model: Model) -> None:
     """Before any work: an .npy file holds one array, so several outputs need .npz."""
     if path.suffix != ".npz" and len(model.outputs) != 1:
@@ -155,8 +146,15 @@ def run_command(
     model: ModelOpt = None,
     profile: ProfileOpt = None,
     input_path: Annotated[Path | None, typer.Option(
-        "--input", "-i", help="Inputs: .npy (single-input model) or .npz (by input name). "
-                              "Default: seeded generated inputs.", show_default=False)] = None,
+        "--input", "-i", help="Inputs: an image (JPEG, PNG, ...: single-input model), .npy (single-input "
+                              "model) or .npz (by input name). Default: seeded generated inputs.",
+        show_default=False)] = None,
+    preprocess: Annotated[str | None, typer.Option(
+        "--preprocess", help="How an image becomes the input, e.g. resize=256,crop=224,norm=imagenet,"
+                             "layout=NCHW (default: from the input's shape).", show_default=False)] = None,
+    labels: Annotated[Path | None, typer.Option(
+        "--labels", help="Class names (one per line, or JSON): print the top-5 of the class scores.",
+        show_default=False)] = None,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Write the outputs: .npy (one output) or .npz.", show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of generated inputs.")] = 0,
@@ -174,13 +172,20 @@ def run_command(
 
       splitinfer run plan.json --input image.npy -o logits.npy
 
+      splitinfer run plan.json --input cat.jpg --labels imagenet.txt
+
       splitinfer run plan.json --rank 2 --input feeds.npz -o outputs.npz
     """
     _check_request_options(timeout, rank)
     check_number(seed, "--seed", low=0, whole=True)
     check_writable(output, "-o")  # before anything is deployed
     dep = resolve_deployment(plan, cluster, model, profile, rank)
-    feeds = read_feeds(input_path, dep.model) if input_path is not None else dep.model.make_feeds(seed)
+    if labels is not None:
+        from splitinfer.data import read_labels
+
+        read_labels(labels)  # a bad label file fails before anything is deployed
+    feeds = read_inputs(input_path, dep.model, preprocess) if input_path is not None else \
+        dep.model.make_feeds(seed)
     if output is not None:
         check_output_path(output, dep.model)
     with open_session(dep, timeout) as session:
@@ -195,6 +200,8 @@ def run_command(
         lo, hi = (f"{value.min():.4g}", f"{value.max():.4g}") if numeric else ("", "")
         table.add_row(name, value.dtype.name, str(list(value.shape)), lo, hi)
     console.print(table)
+    if labels is not None:
+        console.print(top_k_table(outputs, labels))
     assert timing is not None
     console.print(timing_table(timing, dep.plan))
     if output is not None:

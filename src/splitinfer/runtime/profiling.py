@@ -54,9 +54,10 @@ from splitinfer.profile.profiler import (
     profile_device,
 )
 from splitinfer.profile.schema import LinkProfile, Profile, validate_profile
-from splitinfer.runtime.launch.start import session_token, start_workers
+from splitinfer.runtime.launch.start import cluster_keyring, session_token, start_workers
 from splitinfer.runtime.wire.client import MAX_PROBE_REPEATS, MAX_PROBE_SIZES, MAX_WAIT_S, WorkerClient
 from splitinfer.runtime.wire.codec import DEFAULT_MAX_FRAME_BYTES
+from splitinfer.runtime.wire.curve import Keyring
 from splitinfer.units import check_number
 
 
@@ -88,14 +89,22 @@ class _Stop(Exception):
 
 @dataclass
 class ClusterWorkers:
-    """Running workers: addresses, token, and the launcher to close."""
+    """Running workers: addresses, token, and the launcher to close; CURVE keys and whether the
+    token's MAC covers tensors, as the cluster says."""
 
     addresses: dict[str, str]
-    token: bytes
+    token: bytes | None
     launcher: Any
+    keyring: Keyring | None = None
+    mac_tensors: bool = False
 
     def client(self, device: str, timeout_s: float = 10.0) -> WorkerClient:
-        return WorkerClient(self.addresses[device], self.token, timeout_s=timeout_s, name=device)
+        return WorkerClient.to_device(self.addresses[device], self.token, device, keyring=self.keyring,
+                                      mac_tensors=self.mac_tensors, timeout_s=timeout_s)
+
+    def server_key(self, device: str) -> str:
+        """``device``'s CURVE public key as text ('' without CURVE)."""
+        return self.keyring.public(device) if self.keyring else ""
 
 
 @contextlib.contextmanager
@@ -103,12 +112,13 @@ def cluster_workers(cluster: Cluster, token: bytes | None, *,
                     start: bool = True) -> Iterator[ClusterWorkers]:
     """The cluster's workers for the block (started unless ``start`` is False), closed after."""
     token = token if token is not None else session_token(cluster)
+    keyring = cluster_keyring(cluster)
     if not start:  # the caller deploys sessions, which start their own workers
-        yield ClusterWorkers({}, token, None)
+        yield ClusterWorkers({}, token, None, keyring, cluster.mac_tensors)
         return
     launcher, addresses = start_workers(cluster, token)
     try:
-        yield ClusterWorkers(addresses, token, launcher)
+        yield ClusterWorkers(addresses, token, launcher, keyring, cluster.mac_tensors)
     finally:
         if launcher is not None:
             launcher.close()
@@ -207,7 +217,8 @@ def _probe_links(cluster: Cluster, workers: ClusterWorkers, names: Sequence[str]
             continue
         try:
             with workers.client(a) as client:
-                rtts = client.probe(workers.addresses[b], list(sizes_bytes), num_repeats=num_repeats)
+                rtts = client.probe(workers.addresses[b], list(sizes_bytes), num_repeats=num_repeats,
+                                    server_key=workers.server_key(b))
             links.append(measured_link(a, b, fit_round_trips(sizes_bytes, rtts)))
         except SplitinferError as e:
             warnings.warn(ProfileWarning(f"link {a}->{b} not measured: {e.problem}"), stacklevel=3)

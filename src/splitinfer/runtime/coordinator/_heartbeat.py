@@ -29,6 +29,7 @@ import zmq
 
 from splitinfer.errors import SplitinferError
 from splitinfer.runtime.wire import codec, messages
+from splitinfer.runtime.wire.curve import Keyring
 from splitinfer.runtime.wire.sockets import open_socket
 
 PROBE_WINDOW_S = 0.5  # a probed worker that has not answered health this long is dead
@@ -44,7 +45,7 @@ class Heartbeat:
     def __init__(self, context: zmq.Context, addresses: Mapping[str, str], *, interval_s: float = 0.5,
                  dead_after_s: float = 1.5, has_exited: Callable[[str], bool] | None = None,
                  probe_window_s: float = PROBE_WINDOW_S,
-                 revive_interval_s: float = REVIVE_INTERVAL_S) -> None:
+                 revive_interval_s: float = REVIVE_INTERVAL_S, keyring: Keyring | None = None) -> None:
         self.interval_s = interval_s
         self.dead_after_s = dead_after_s
         self.probe_window_s = probe_window_s
@@ -54,7 +55,8 @@ class Heartbeat:
         self._sockets: dict[str, zmq.Socket] = {}
         self._poller = zmq.Poller()
         for name, address in addresses.items():
-            sock = open_socket(context, zmq.DEALER, connect=address)
+            sock = open_socket(context, zmq.DEALER, connect=address,
+                               curve=keyring.client(name) if keyring else None)
             self._sockets[name] = sock
             self._poller.register(sock, zmq.POLLIN)
         self._names = {sock: name for name, sock in self._sockets.items()}

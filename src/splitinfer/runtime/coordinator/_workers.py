@@ -18,6 +18,8 @@ from splitinfer.errors import ClusterError, DeadlineError
 from splitinfer.runtime.coordinator.pipeline import reachable_ip
 from splitinfer.runtime.launch.start import Launcher
 from splitinfer.runtime.wire.client import WorkerClient
+from splitinfer.runtime.wire.curve import Gate, Keyring
+from splitinfer.runtime.wire.sockets import open_socket
 
 
 def host_known_late(cluster: Cluster) -> bool:
@@ -45,8 +47,18 @@ def readvertise(result_address: str, cluster: Cluster, addresses: dict[str, str]
     return f"tcp://{reachable_ip(next(iter(addresses.values())))}:{port}"
 
 
-def connect_clients(addresses: dict[str, str], token: bytes, context: zmq.Context, needed: set[str],
-                    timeout_s: float) -> tuple[dict[str, WorkerClient], set[str]]:
+def open_result_socket(context: zmq.Context, keyring: Keyring | None) -> tuple[zmq.Socket, Gate | None]:
+    """The PULL socket results arrive on (unbound); with CURVE, a server that admits only the
+    cluster's workers (the returned gate, stopped before the context ends)."""
+    if keyring is None:
+        return open_socket(context, zmq.PULL), None
+    gate = Gate(context, control=(), peer=keyring.devices.values())
+    return open_socket(context, zmq.PULL, curve=keyring.server()), gate
+
+
+def connect_clients(addresses: dict[str, str], token: bytes | None, context: zmq.Context, needed: set[str],
+                    timeout_s: float, keyring: Keyring | None = None,
+                    mac_tensors: bool = False) -> tuple[dict[str, WorkerClient], set[str]]:
     """A client per device, each worker checked by name: (clients, spares that do not answer).
 
     ClusterError when a device a stage needs does not answer or a worker has another name.
@@ -55,15 +67,20 @@ def connect_clients(addresses: dict[str, str], token: bytes, context: zmq.Contex
     down: set[str] = set()
     try:
         for name, address in addresses.items():
-            client = clients[name] = WorkerClient(address, token, context=context, name=name)
+            client = clients[name] = WorkerClient.to_device(address, token, name, keyring=keyring,
+                                                            mac_tensors=mac_tensors, context=context)
             try:
                 found = client.health(timeout_s=timeout_s)["name"]
             except DeadlineError:
                 if name in needed:
                     port = address.rsplit(":", 1)[-1]
-                    raise ClusterError(f"no worker answers for device {name!r} at {address}",
-                                       f"start one on that machine: splitinfer worker --name {name} "
-                                       f"--listen tcp://0.0.0.0:{port} --token-file TOKEN") from None
+                    fix = (f"start one on that machine: splitinfer worker --name {name} "
+                           f"--listen tcp://0.0.0.0:{port} --token-file TOKEN")
+                    if keyring is not None:
+                        fix = (f"check that a worker runs there with the key pair whose public key is "
+                               f"cluster.yaml's for {name!r} and that it trusts the coordinator's key "
+                               "(--curve-coordinator-keys): a CURVE handshake that fails sends nothing")
+                    raise ClusterError(f"no worker answers for device {name!r} at {address}", fix) from None
                 down.add(name)  # a spare that is down: re-plans will avoid it
                 continue
             if found != name:
@@ -83,6 +100,7 @@ class SessionResources:
     stop: threading.Event
     context: zmq.Context
     result_sock: zmq.Socket
+    gate: Gate | None = None  # CURVE: who may connect to the result socket
     launcher: Launcher | None = None
     threads: list[threading.Thread] = field(default_factory=list)
 
@@ -101,4 +119,6 @@ class SessionResources:
         if self.launcher is not None:
             self.launcher.close()
         self.result_sock.close(linger=0)
+        if self.gate is not None:
+            self.gate.stop()
         self.context.destroy(linger=0)

@@ -16,13 +16,17 @@ import socket
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import zmq
 
 from splitinfer.cluster import Cluster
+from splitinfer.compression import parse_compression
 from splitinfer.errors import ClusterError, ShapeError, SplitinferError
 from splitinfer.runtime.wire import messages
 from splitinfer.runtime.wire.client import WorkerClient
+from splitinfer.runtime.wire.curve import Keyring
 from splitinfer.runtime.wire.link import LinkSender
 from splitinfer.types import TensorSpec
 
@@ -36,6 +40,7 @@ class StageSpec:
     model_bytes: bytes  # a standalone ONNX partition
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    compression: str = ""  # how its inputs travel to it, when they cross a link (see splitinfer.compression)
 
 
 def _describe(specs: Sequence[TensorSpec]) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -51,6 +56,8 @@ def check_chain(stages: Sequence[StageSpec], cluster: Cluster) -> None:
             raise ClusterError(f"stage at position {k} has index {stage.index}",
                                "list stages in order with indexes 0, 1, 2, ...")
         cluster.device(stage.device)  # raises for unknown devices
+        if stage.compression:
+            parse_compression(stage.compression)  # PlanError naming the known ones
         if not stage.inputs or not stage.outputs:
             raise ShapeError(f"stage {k} has no inputs or no outputs", "give each stage its tensor specs")
         if k and _describe(stages[k - 1].outputs) != _describe(stage.inputs):
@@ -84,7 +91,15 @@ class Pipeline:
     deployment_id: str
     stages: tuple[StageSpec, ...]
     uplink: LinkSender
-    hop_bytes: tuple[int, ...]  # payload into each stage, then the result's
+    hop_bytes: tuple[int, ...]  # payload into each stage, then the result's (before compression)
+
+    def compress_inputs(self, arrays: Sequence[tuple[str, np.ndarray]]) -> list[tuple[str, Any]]:
+        """The model inputs as the uplink sends them: compressed as stage 0 asks, where it can."""
+        spec = self.stages[0].compression
+        if not spec:
+            return list(arrays)
+        compression = parse_compression(spec)
+        return [(n, compression.compress(a) if compression.accepts(a.dtype) else a) for n, a in arrays]
 
     @property
     def devices(self) -> frozenset[str]:
@@ -103,17 +118,22 @@ class Pipeline:
 
 
 def _route(stages: Sequence[StageSpec], k: int, cluster: Cluster, addresses: Mapping[str, str],
-           result_address: str) -> messages.Route:
+           result_address: str, keyring: Keyring | None) -> messages.Route:
     device = stages[k].device
     if k == len(stages) - 1:
         sink = cluster.sink if cluster.sink is not None else device
         bandwidth, latency = link_shaping(cluster, device, sink)
-        return messages.Route(result_address, True, bandwidth, latency)
+        return messages.Route(result_address, True, bandwidth, latency, server_key=_own_key(keyring))
     nxt = stages[k + 1].device
     if nxt == device:
         return messages.Route(None)
     bandwidth, latency = link_shaping(cluster, device, nxt)
-    return messages.Route(addresses[nxt], False, bandwidth, latency)
+    return messages.Route(addresses[nxt], False, bandwidth, latency, stages[k + 1].compression,
+                          keyring.public(nxt) if keyring else "")
+
+
+def _own_key(keyring: Keyring | None) -> str:
+    return keyring.own.public.decode() if keyring else ""
 
 
 def _metas(specs: Sequence[TensorSpec]) -> list[messages.TensorMeta]:
@@ -122,15 +142,17 @@ def _metas(specs: Sequence[TensorSpec]) -> list[messages.TensorMeta]:
 
 def deploy_pipeline(stages: Sequence[StageSpec], cluster: Cluster, *, clients: Mapping[str, WorkerClient],
                     addresses: Mapping[str, str], result_address: str, context: zmq.Context,
-                    token: bytes | None, timeout_s: float = 120.0,
+                    keyring: Keyring | None = None, timeout_s: float = 120.0,
                     on_reply: object = None) -> Pipeline:
-    """Deploy every stage (in parallel across workers) and open the uplink; all or nothing."""
+    """Deploy every stage (in parallel across workers) and open the uplink; all or nothing. With CURVE
+    (``keyring``), each stage is told the public key of where it sends, and the uplink is encrypted."""
     check_chain(stages, cluster)
     deployment_id = secrets.token_hex(8)
     headers = [messages.Deploy(deployment_id=deployment_id, stage=k, device=s.device, inputs=_metas(s.inputs),
                             outputs=_metas(s.outputs),
-                            route=_route(stages, k, cluster, addresses, result_address),
-                            reply_to=result_address, slowdown=cluster.device(s.device).slowdown)
+                            route=_route(stages, k, cluster, addresses, result_address, keyring),
+                            reply_to=result_address, reply_key=_own_key(keyring),
+                            slowdown=cluster.device(s.device).slowdown)
                for k, s in enumerate(stages)]
 
     def deploy_one(k: int) -> None:
@@ -148,7 +170,8 @@ def deploy_pipeline(stages: Sequence[StageSpec], cluster: Cluster, *, clients: M
         raise ClusterError(f"deploying the stages failed: {first}", "check the workers' logs") from first
     bandwidth, latency = link_shaping(cluster, cluster.source, stages[0].device)
     uplink = LinkSender(context, addresses[stages[0].device], bandwidth_bps=bandwidth, latency_s=latency,
-                        on_reply=on_reply)  # type: ignore[arg-type]
+                        on_reply=on_reply,  # type: ignore[arg-type]
+                        curve=keyring.client(stages[0].device) if keyring else None)
     hop_bytes = (*(sum(t.num_bytes for t in s.inputs) for s in stages),
                  sum(t.num_bytes for t in stages[-1].outputs))
     return Pipeline(deployment_id, tuple(stages), uplink, hop_bytes)

@@ -13,9 +13,8 @@ Many requests are in flight at once (pipelining); results are matched to
 requests by id. Every request has a deadline; the caller always gets a result
 or an exception. Heartbeats notice a dead or silent worker within
 ``dead_after_s``, a hung one within about a second of its first overdue request
-(recovery.py); requests in flight are then re-sent on a new pipeline from
-``replan(excluded_devices)``, or fail with a WorkerError.
-See :mod:`splitinfer.runtime.wire.codec` for what the shared token protects.
+(recovery.py); requests in flight are then re-sent on a new pipeline from ``replan(excluded_devices)``,
+or fail with a WorkerError. What the token and CURVE protect: wire/codec.py and wire/curve.py.
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ from splitinfer.runtime.coordinator._workers import (
     SessionResources,
     bind_result_socket,
     connect_clients,
+    open_result_socket,
     readvertise,
 )
 from splitinfer.runtime.coordinator.options import SessionOptions
@@ -52,11 +52,10 @@ from splitinfer.runtime.coordinator.pipeline import (
 )
 from splitinfer.runtime.coordinator.recovery import Recovery, Replan
 from splitinfer.runtime.coordinator.timing import RequestTiming, Result, build_timing
-from splitinfer.runtime.launch.start import Launcher, start_workers
+from splitinfer.runtime.launch.start import Launcher, cluster_keyring, start_workers
 from splitinfer.runtime.wire import codec, messages
 from splitinfer.runtime.wire.client import MAX_WAIT_S, WorkerClient
 from splitinfer.runtime.wire.replay import ReplayGuard
-from splitinfer.runtime.wire.sockets import open_socket
 from splitinfer.types import TensorSpec, check_feeds
 from splitinfer.units import check_number
 
@@ -73,8 +72,8 @@ DEADLINE_MARGIN_S = 5.0
 class Session:
     """A deployed pipeline; create it with :func:`deploy_stages`."""
 
-    def __init__(self, cluster: Cluster, *, token: bytes, replan: Replan | None, options: SessionOptions,
-                 plan: Plan | None = None, model: Model | None = None) -> None:
+    def __init__(self, cluster: Cluster, *, token: bytes | None, replan: Replan | None,
+                 options: SessionOptions, plan: Plan | None = None, model: Model | None = None) -> None:
         self.cluster = cluster
         self.options = options
         self.timeout_s = options.timeout_s
@@ -83,6 +82,7 @@ class Session:
         self._plan = plan
         self._model = model
         self._token = token
+        self._keyring = cluster_keyring(cluster)  # CURVE (wire/curve.py), or None
         self._context = zmq.Context()
         self._lock = threading.RLock()
         self._pending = InFlight()  # guarded by _lock
@@ -95,12 +95,12 @@ class Session:
         self._clients: dict[str, WorkerClient] = {}
         self.addresses: dict[str, str] = {}
         # Workers' results and error copies arrive here; the session never answers them.
-        self._result_sock = open_socket(self._context, zmq.PULL)
+        self._result_sock, gate = open_result_socket(self._context, self._keyring)
         self.result_address = bind_result_socket(self._result_sock, cluster, options.coordinator_host)
         self._inbox = Inbox(self._context, self._result_sock, self._on_frames, lambda: len(self._pending))
         self._replays = ReplayGuard()  # what _on_frames accepted, from any thread that reads results
         # Released by close(), else at interpreter exit: the finalizer holds these, not the session.
-        self._resources = SessionResources(self._stop, self._context, self._result_sock)
+        self._resources = SessionResources(self._stop, self._context, self._result_sock, gate)
         self._finalizer = weakref.finalize(self, self._resources.release)
 
     @property
@@ -126,12 +126,14 @@ class Session:
         self.result_address = readvertise(self.result_address, self.cluster, addresses,
                                           self.options.coordinator_host)
         self._clients, down = connect_clients(self.addresses, self._token, self._context,
-                                              {s.device for s in stages}, self.options.connect_timeout_s)
+                                              {s.device for s in stages}, self.options.connect_timeout_s,
+                                              self._keyring, self.cluster.mac_tensors)
         self._dead.update(down)
         self._pipeline = self.deploy(stages)
         self._state = "ready"
         heartbeat = Heartbeat(self._context, self.addresses, interval_s=self.options.heartbeat_interval_s,
-                              dead_after_s=self.options.dead_after_s, has_exited=self._resources.has_exited)
+                              dead_after_s=self.options.dead_after_s, has_exited=self._resources.has_exited,
+                              keyring=self._keyring)
         heartbeat.dead.update(self._dead)
         for target, args, name in ((self._inbox.serve, (self._stop,), "results"),
                                    (self._recovery.watch, (heartbeat, self._expire), "monitor")):
@@ -142,8 +144,9 @@ class Session:
     def deploy(self, stages: Sequence[StageSpec]) -> Pipeline:
         """Deploy a pipeline of ``stages`` on this session's workers (recovery uses it for new plans)."""
         return deploy_pipeline(stages, self.cluster, clients=self._clients, addresses=self.addresses,
-                               result_address=self.result_address, context=self._context, token=self._token,
-                               timeout_s=self.options.deploy_timeout_s, on_reply=self._on_frames)
+                               result_address=self.result_address, context=self._context,
+                               keyring=self._keyring, timeout_s=self.options.deploy_timeout_s,
+                               on_reply=self._on_frames)
 
     # ---- public API --------------------------------------------------------------------------
     @property
@@ -186,14 +189,13 @@ class Session:
         return launcher.pids if launcher is not None else {}
 
     def worker_client(self, device: str, timeout_s: float = 10.0) -> WorkerClient:
-        """A new client for a device's worker (info, echo, profile, probe), with this session's token.
-
-        The caller closes it. Profile runs compete with the session's own requests for that device.
-        """
+        """A new client for a device's worker (info, echo, profile, probe), with this session's token and
+        keys. The caller closes it. Profile runs compete with the session's own requests for that device."""
         if device not in self.addresses:
             raise ClusterError(f"no worker for device {device!r} in this session",
                                f"use one of: {', '.join(self.addresses)}")
-        return WorkerClient(self.addresses[device], self._token, timeout_s=timeout_s, name=device)
+        return WorkerClient.to_device(self.addresses[device], self._token, device, keyring=self._keyring,
+                                      mac_tensors=self.cluster.mac_tensors, timeout_s=timeout_s)
 
     def submit(self, feeds: Mapping[str, np.ndarray], deadline_s: float | None = None) -> Future:
         """Send one request; the Future gives a :class:`Result` or raises (deadline, worker failure)."""
@@ -254,10 +256,12 @@ class Session:
         assert pipeline is not None
         header = messages.Infer(request_id=pending.request_id, deployment_id=pipeline.deployment_id, stage=0,
                              deadline_unix_s=pending.deadline_unix_s)
-        frames = codec.encode(header, self._token, arrays=pending.arrays, sender=pipeline.uplink.sender)
+        arrays = pipeline.compress_inputs(pending.arrays)
+        frames = codec.encode(header, self._token, arrays=arrays, sender=pipeline.uplink.sender,
+                              mac_tensors=self.cluster.mac_tensors)
         pending.num_attempts += 1
         pending.deployment_id = pipeline.deployment_id
-        pipeline.uplink.send(frames, pipeline.hop_bytes[0])
+        pipeline.uplink.send(frames, codec.payload_bytes(arrays))
 
     def _on_frames(self, frames: list[Any], received_unix_s: float | None = None) -> None:
         # Never raises: it runs on whichever thread reads results (a caller waiting in run()), and
@@ -265,7 +269,8 @@ class Session:
         received_unix_s = received_unix_s or time.time()
         try:
             msg = codec.decode(frames, self._token)
-            if not msg.authenticated:
+            unsigned_tensors = self.cluster.mac_tensors and msg.arrays and not msg.tensors_authenticated
+            if not msg.authenticated or unsigned_tensors:
                 log.warning("dropping a %s message without a valid token MAC", type(msg.header).__name__)
                 return
             self._replays.check(msg)

@@ -18,7 +18,8 @@ import onnxruntime as ort
 import zmq
 
 from splitinfer.cluster import MAX_LATENCY_S, MAX_SLOWDOWN
-from splitinfer.errors import ErrorCode, TransportError, WorkerError, first_line
+from splitinfer.compression import parse_compression
+from splitinfer.errors import AuthError, ErrorCode, PlanError, TransportError, WorkerError, first_line
 from splitinfer.graph.inference import create_inference_session
 from splitinfer.host import host_info, max_num_threads
 from splitinfer.profile.timing import MAX_PARTITION_BUDGET_S, MAX_RUNS, MAX_WARMUP, time_partition
@@ -27,7 +28,9 @@ from splitinfer.runtime.device._stages import StageTable
 from splitinfer.runtime.wire import codec, messages
 from splitinfer.runtime.wire.client import MAX_PROBE_REPEATS, MAX_PROBE_SIZES, MAX_PROBE_TIMEOUT_S
 from splitinfer.runtime.wire.codec import DEFAULT_MAX_FRAME_BYTES
+from splitinfer.runtime.wire.curve import Curve, KeyPair
 from splitinfer.runtime.wire.messages import Message
+from splitinfer.runtime.wire.replay import ReplayGuard
 from splitinfer.runtime.wire.sockets import connect_dealer
 from splitinfer.types import TensorSpec
 from splitinfer.units import check_address, check_number
@@ -47,6 +50,24 @@ class DeviceContext:
     context: zmq.Context
     token: bytes | None
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    keys: KeyPair | None = None  # this worker's CURVE pair (None: plain TCP)
+    mac_tensors: bool = False  # the token's MAC covers tensor and model bytes too
+
+    def curve_to(self, server_key: str, address: str) -> Curve | None:
+        """CURVE settings to connect to ``address``, whose public key a trusted message named."""
+        if self.keys is None and not server_key:
+            return None
+        if self.keys is None:
+            raise AuthError(f"worker {self.name!r} was told a CURVE key for {address} but has no key pair",
+                            "start it with --curve-secret-key and --curve-coordinator-keys")
+        if not server_key:
+            raise AuthError(f"worker {self.name!r} uses CURVE and was given no public key for {address}",
+                            "give the coordinator a cluster.yaml with the same curve: keys")
+        try:
+            return Curve(self.keys, server_key.encode("ascii"))
+        except UnicodeEncodeError:
+            raise AuthError(f"the public key given for {address} is not Z85 text",
+                            "give the 40-character key from its .key file") from None
 
 
 Reply = tuple[dict[str, Any], list[tuple[str, np.ndarray]]]  # the Done reply's data, and its tensors
@@ -64,7 +85,7 @@ def handle_control(device: DeviceContext, msg: Message) -> Reply:
     if isinstance(header, messages.TimePartition):
         return _time_partition(device, header, msg)
     if isinstance(header, messages.Probe):
-        return probe(device.context, device.token, header, device.max_frame_bytes), []
+        return probe(device, header), []
     raise TransportError(f"a worker does not handle {type(header).__name__} messages",
                          "send one of: health, info, echo, deploy, undeploy, time_partition, probe, infer, "
                          "shutdown", code=ErrorCode.UNKNOWN_KIND)
@@ -113,6 +134,13 @@ def _check_deploy(header: messages.Deploy) -> None:
                          "give route.address: the coordinator's result address")
     if route.address is not None:
         check_address(route.address, "deploy route.address", schemes=("tcp", "ipc"), error=TransportError)
+    for key, what in ((route.server_key, "route.server_key"), (header.reply_key, "reply_key")):
+        _check_key(key, f"deploy {what}")
+    if route.compression:
+        try:
+            parse_compression(route.compression)
+        except PlanError as e:
+            raise _malformed(f"deploy route.compression: {e.problem}", e.fix or "") from None
     if route.bandwidth_bps is not None:
         _number(route.bandwidth_bps, "deploy route.bandwidth_bps", low=0, low_open=True)
     if route.latency_s is not None:
@@ -156,9 +184,14 @@ def _time_partition(device: DeviceContext, header: messages.TimePartition, msg: 
     return data, list(timing.outputs.items()) if header.return_outputs else []
 
 
-def probe(context: zmq.Context, token: bytes | None, header: messages.Probe,
-          max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> dict[str, Any]:
+def _check_key(key: str, what: str) -> None:
+    if key and (len(key) != 40 or not key.isascii()):
+        raise _malformed(f"{what} has {len(key)} characters", "give the 40-character Z85 public key, or ''")
+
+
+def probe(device: DeviceContext, header: messages.Probe) -> dict[str, Any]:
     """Echo round trips from here to ``header.address``, one warm-up then ``num_repeats`` per size."""
+    token, max_frame_bytes = device.token, device.max_frame_bytes
     check_address(header.address, "probe address", schemes=("tcp", "ipc"), error=TransportError)
     _number(len(header.sizes_bytes), "probe's number of sizes", low=1, high=MAX_PROBE_SIZES, whole=True)
     for size in header.sizes_bytes:
@@ -166,8 +199,11 @@ def probe(context: zmq.Context, token: bytes | None, header: messages.Probe,
                 fix="sizes in bytes, at most this worker's --max-frame-bytes")
     _number(header.num_repeats, "probe num_repeats", low=1, high=MAX_PROBE_REPEATS, whole=True)
     _number(header.timeout_s, "probe timeout_s", low=0, low_open=True, high=MAX_PROBE_TIMEOUT_S)
-    sock = connect_dealer(context, header.address)
+    _check_key(header.server_key, "probe server_key")
+    sock = connect_dealer(device.context, header.address, curve=device.curve_to(header.server_key,
+                                                                               header.address))
     rtts: list[list[float]] = []
+    replays = ReplayGuard()  # the target's signed replies, each accepted once
     try:
         rid = 0
         for size in header.sizes_bytes:
@@ -176,9 +212,10 @@ def probe(context: zmq.Context, token: bytes | None, header: messages.Probe,
             for i in range(header.num_repeats + 1):
                 rid += 1
                 start = time.perf_counter()
-                frames = codec.encode(messages.Echo(request_id=rid), token, blobs=[payload])
+                frames = codec.encode(messages.Echo(request_id=rid), token, blobs=[payload],
+                                      mac_tensors=device.mac_tensors)
                 sock.send_multipart(frames, copy=False)
-                _await_echo(sock, rid, token, header)
+                _await_echo(sock, rid, token, header, replays)
                 if i:  # the first round trip also opens the connection
                     times.append(time.perf_counter() - start)
             rtts.append(times)
@@ -187,14 +224,23 @@ def probe(context: zmq.Context, token: bytes | None, header: messages.Probe,
     return {"address": header.address, "sizes_bytes": list(header.sizes_bytes), "rtts_s": rtts}
 
 
-def _await_echo(sock: zmq.Socket, rid: int, token: bytes | None, header: messages.Probe) -> None:
+def _await_echo(sock: zmq.Socket, rid: int, token: bytes | None, header: messages.Probe,
+                replays: ReplayGuard) -> None:
     deadline = time.perf_counter() + header.timeout_s
     while True:
         remaining_ms = int(max(0.0, deadline - time.perf_counter()) * 1000)
         if not sock.poll(remaining_ms):
             raise WorkerError(f"probe target {header.address} did not answer within {header.timeout_s} s",
                               "check that a worker listens there and that this worker can reach it")
-        reply = codec.decode(sock.recv_multipart(copy=False), token).header
+        msg = codec.decode(sock.recv_multipart(copy=False), token)
+        if token:
+            if not msg.authenticated:
+                continue  # not from a holder of the token: neither an answer nor a refusal
+            try:
+                replays.check(msg)
+            except TransportError:
+                continue  # a replayed reply, ignored as a late one is
+        reply = msg.header
         if isinstance(reply, messages.ErrorReply):
             raise WorkerError(f"probe target {header.address} refused: {reply.problem}", reply.fix or None)
         if reply.request_id == rid:

@@ -14,13 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from splitinfer.compression import Compression, parse_compression
 from splitinfer.runtime.device._execution import StageRunner
 from splitinfer.runtime.wire import messages
 from splitinfer.runtime.wire.link import LinkSender
 
-# (address, bandwidth_bps, latency_s, to_coordinator) -> a sender
-OpenLink = Callable[[str, float | None, float | None, bool], LinkSender]
-_LinkKey = tuple[str, float | None, float | None, bool]
+# (address, bandwidth_bps, latency_s, to_coordinator, server_key) -> a sender
+OpenLink = Callable[[str, float | None, float | None, bool, str], LinkSender]
+_LinkKey = tuple[str, float | None, float | None, bool, str]
 
 
 @dataclass
@@ -31,6 +32,20 @@ class DeployedStage:
     runner: StageRunner
     link: LinkSender | None  # None: the next stage is on this worker
     reply_link: LinkSender  # to the coordinator, for errors about this stage's requests
+
+    @functools.cached_property
+    def compression(self) -> Compression | None:
+        """How outputs travel on ``link`` (checked when deployed); None: raw."""
+        spec = self.header.route.compression
+        return parse_compression(spec) if spec and self.link is not None else None
+
+    def outgoing(self, names: list[str], outputs: list[Any]) -> list[tuple[str, Any]]:
+        """The outputs as they go on the link: compressed where the route's compression takes them."""
+        compression = self.compression
+        if compression is None:
+            return list(zip(names, outputs, strict=True))
+        return [(name, compression.compress(out) if compression.accepts(out.dtype) else out)
+                for name, out in zip(names, outputs, strict=True)]
 
     @functools.cached_property
     def where(self) -> dict[str, Any]:
@@ -62,8 +77,8 @@ class StageTable:
             try:  # all or nothing: a link that cannot open releases the one opened before it
                 if route.address is not None:
                     link = self._acquire((route.address, route.bandwidth_bps, route.latency_s,
-                                          route.to_coordinator))
-                reply_link = self._acquire((header.reply_to, None, None, True))
+                                          route.to_coordinator, route.server_key))
+                reply_link = self._acquire((header.reply_to, None, None, True, header.reply_key))
             except BaseException:
                 self._release_link(link)
                 raise

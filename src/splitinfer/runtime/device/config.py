@@ -28,6 +28,18 @@ class WorkerConfig:
                                                 "aliases": ("--threads",)})
     token_file: str | None = field(default=None, metadata={
         "help": "file holding the shared token ('-' = read one line from stdin); none = no auth"})
+    mac_tensors: bool = field(default=False, metadata={
+        "help": "the token's MAC covers tensor and model bytes too: sign them, and refuse messages whose "
+                "MAC does not cover theirs (needs --token-file; CURVE protects them anyway)"})
+    curve_secret_key: str | None = field(default=None, metadata={
+        "help": "this worker's CURVE key pair (NAME.key_secret from `splitinfer keygen`): encrypt and "
+                "authenticate every connection; needs --curve-coordinator-keys"})
+    curve_coordinator_keys: str | None = field(default=None, metadata={
+        "help": "public keys of the coordinators this worker obeys: .key files or directories of them, "
+                "comma-separated"})
+    curve_peer_keys: str | None = field(default=None, metadata={
+        "help": "public keys of the workers that may send this one stage inputs and probes (same forms); "
+                "they cannot deploy, undeploy or stop it"})
     max_frame_bytes: int = field(default=DEFAULT_MAX_FRAME_BYTES,
                                  metadata={"help": "largest frame accepted (e.g. 1GiB)"})
     parent_pid: int | None = field(default=None, metadata={
@@ -39,6 +51,16 @@ class WorkerConfig:
 
     def __post_init__(self) -> None:
         check_options(self.num_threads, self.max_frame_bytes, lambda name: name)
+        if (self.curve_secret_key is None) != (self.curve_coordinator_keys is None):
+            raise SplitinferError("CURVE needs this worker's secret key and the coordinator's public keys",
+                                  "give curve_secret_key and curve_coordinator_keys together "
+                                  "(--curve-secret-key, --curve-coordinator-keys)")
+        if self.curve_peer_keys is not None and self.curve_secret_key is None:
+            raise SplitinferError("curve_peer_keys is given without curve_secret_key",
+                                  "give curve_secret_key and curve_coordinator_keys too")
+        if self.mac_tensors and self.token_file is None:
+            raise SplitinferError("mac_tensors needs a token to sign with",
+                                  "give token_file (--token-file) too")
 
 
 def check_options(num_threads: object, max_frame_bytes: object, label: Callable[[str], str]) -> None:

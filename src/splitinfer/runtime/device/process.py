@@ -63,8 +63,9 @@ def serve_worker(config: WorkerConfig) -> None:
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: setattr(worker, "signalled", True))
-    if token is None:
-        log.warning("no token: anyone who can reach %s can deploy models and run requests", worker.address)
+    if token is None and config.curve_secret_key is None:
+        log.warning("no token and no CURVE keys: anyone who can reach %s can deploy models and run requests",
+                    worker.address)
     if config.watch_stdin:
         threading.Thread(target=_watch_stdin, args=(worker.stop,), daemon=True).start()
     print(f"READY {worker.address}", flush=True)

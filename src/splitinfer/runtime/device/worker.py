@@ -50,6 +50,7 @@ from splitinfer.runtime.device._control import DeviceContext, handle_control
 from splitinfer.runtime.device._stages import DeployedStage, StageTable
 from splitinfer.runtime.device.config import WorkerConfig
 from splitinfer.runtime.wire import codec, messages
+from splitinfer.runtime.wire.curve import Curve, Gate, KeyPair, open_gate, user_id
 from splitinfer.runtime.wire.link import LinkSender
 from splitinfer.runtime.wire.messages import NEEDS_NO_AUTH, Message
 from splitinfer.runtime.wire.replay import ReplayGuard, Sender
@@ -58,6 +59,7 @@ from splitinfer.runtime.wire.sockets import Waker, open_socket
 log = logging.getLogger("splitinfer.worker")
 _WAKE = "inproc://wake"
 INLINE_MAX_BUSY_S = 0.002
+_PEER_KINDS = (messages.Infer, messages.Echo, messages.Health)  # what a peer worker's CURVE key may send
 
 
 class Worker:
@@ -67,7 +69,13 @@ class Worker:
         self.config = config
         self.token = token
         self.context = zmq.Context()
-        self.router = open_socket(self.context, zmq.ROUTER, bind=config.listen, recv_timeout_ms=200)
+        self.keys, self.gate = self._curve(config)  # CurveZMQ (wire/curve.py), or None and None
+        try:
+            self.router = open_socket(self.context, zmq.ROUTER, bind=config.listen, recv_timeout_ms=200,
+                                      curve=Curve(self.keys) if self.keys else None)
+        except BaseException:
+            self._close_gate()
+            raise
         self.address = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
         # Replies from other threads wait in the outbox; a wake message to the ROUTER's own
         # in-process endpoint gets the IO thread to send them. So the IO thread blocks in one
@@ -81,7 +89,8 @@ class Worker:
         self.control_queue: queue.Queue[tuple[bytes, Message]] = queue.Queue()
         self.stages = StageTable(self._open_link)
         self.device = DeviceContext(config.name, self.address, config.providers, config.num_threads,
-                                    self.stages, self.context, token, config.max_frame_bytes)
+                                    self.stages, self.context, token, config.max_frame_bytes, self.keys,
+                                    config.mac_tensors)
         self.stop = threading.Event()
         # Set by signal handlers, which must take no lock: Event.set() could deadlock with the
         # main thread's own stop.set() when SIGTERM and the parent-pid check coincide.
@@ -93,12 +102,24 @@ class Worker:
         self._sender = Sender()  # numbers the replies on the ROUTER (wire/replay.py)
         self._replays = ReplayGuard()  # signed messages accepted: on the ROUTER and as link replies
 
+    def _curve(self, config: WorkerConfig) -> tuple[KeyPair | None, Gate | None]:
+        if config.curve_secret_key is None:
+            return None, None
+        return open_gate(self.context, config.curve_secret_key, config.curve_coordinator_keys or "",
+                         config.curve_peer_keys or "")
+
+    def _close_gate(self) -> None:
+        if self.gate is not None:
+            self.gate.stop()
+        self.context.destroy(linger=0)
+
     # ---- replies -------------------------------------------------------------------------
     def reply(self, identity: bytes | None, header: Any, **payload: Any) -> None:
         """Send a reply to the peer ``identity`` from any thread (others go through the outbox)."""
         if identity is None:
             return
-        frames = [identity, *codec.encode(header, self.token, sender=self._sender, **payload)]
+        frames = [identity, *codec.encode(header, self.token, sender=self._sender,
+                                          mac_tensors=self.config.mac_tensors, **payload)]
         if threading.get_ident() == self._io_thread:
             self.router.send_multipart(frames, copy=False)
             return
@@ -112,9 +133,10 @@ class Worker:
 
     # ---- links ---------------------------------------------------------------------------
     def _open_link(self, address: str, bandwidth_bps: float | None, latency_s: float | None,
-                   to_coordinator: bool) -> LinkSender:
+                   to_coordinator: bool, server_key: str) -> LinkSender:
+        curve = self.device.curve_to(server_key, address)
         return LinkSender(self.context, address, bandwidth_bps=bandwidth_bps, latency_s=latency_s,
-                          to_coordinator=to_coordinator, on_reply=self._on_link_reply)
+                          to_coordinator=to_coordinator, on_reply=self._on_link_reply, curve=curve)
 
     def _on_link_reply(self, frames: list[bytes]) -> None:
         try:
@@ -132,13 +154,16 @@ class Worker:
         """Decode one message from the ROUTER and route it; never raises: the IO thread is the
         worker process, and no message a peer sends (nor a bug it reaches) may end it."""
         try:
-            self._handle(identity, frames, time.time())
+            if self.gate is not None and not self.gate.may_control(user_id(frames[0])):
+                self._handle(identity, frames, time.time(), peer=True)
+            else:
+                self._handle(identity, frames, time.time())
         except Exception as e:
             log.exception("unexpected failure handling a message")
             with contextlib.suppress(Exception):  # the reply may be what fails
                 self.reply_error(identity, -1, e)
 
-    def _handle(self, identity: bytes, frames: list[Any], recv_unix_s: float) -> None:
+    def _handle(self, identity: bytes, frames: list[Any], recv_unix_s: float, peer: bool = False) -> None:
         try:
             msg = codec.decode(frames, self.token, max_frame_bytes=self.config.max_frame_bytes)
         except SplitinferError as e:
@@ -156,6 +181,10 @@ class Worker:
             except TransportError as e:
                 self.reply_error(identity, header.request_id, e)
                 return
+        refusal = self._refusal(msg, peer)
+        if refusal is not None:
+            self.reply_error(identity, header.request_id, refusal)
+            return
         if isinstance(header, messages.Infer):  # the hot path first
             if self._is_short_and_idle(header):
                 self.num_inline += 1
@@ -175,6 +204,21 @@ class Worker:
             self.reply_error(identity, header.request_id, err)
         else:
             self.control_queue.put((identity, msg))
+
+    def _refusal(self, msg: Message, peer: bool) -> AuthError | None:
+        """Why a message that passed the codec is still refused: a peer's control request, or
+        tensors without a MAC when this worker requires one."""
+        header = msg.header
+        if peer and not isinstance(header, _PEER_KINDS):
+            return AuthError(f"worker {self.config.name!r} takes {type(header).__name__} messages only from "
+                             "the coordinator keys it trusts", "send it from the coordinator "
+                             "(a peer worker's key may send only stage inputs, echo and health)")
+        if self.config.mac_tensors and (msg.blobs or msg.arrays) and not msg.tensors_authenticated \
+                and not isinstance(header, NEEDS_NO_AUTH):
+            return AuthError(f"worker {self.config.name!r} requires MACs over tensor bytes (--mac-tensors) "
+                             f"and this {type(header).__name__} message has none",
+                             "set mac_tensors: true in cluster.yaml (WorkerClient(mac_tensors=True))")
+        return None
 
     def health(self) -> dict[str, Any]:
         """Liveness figures, cheap enough to answer from the IO thread."""
@@ -278,8 +322,9 @@ class Worker:
               where: dict[str, Any]) -> None:
         # The sender learns why, and so does the coordinator, which owns the request's future.
         self.reply_error(identity, request_id, err, **where)
-        stage.reply_link.send(codec.encode(messages.error_reply(request_id, err, **where), self.token,
-                                           sender=stage.reply_link.sender), 0)
+        frames = codec.encode(messages.error_reply(request_id, err, **where), self.token,
+                              sender=stage.reply_link.sender, mac_tensors=self.config.mac_tensors)
+        stage.reply_link.send(frames, 0)
 
     def _forward(self, stage: DeployedStage, header: messages.Infer, outputs: list[Any],
                  stamps: list[messages.StageStamp]) -> None:
@@ -298,9 +343,10 @@ class Worker:
         else:
             out = messages.Infer(request_id=header.request_id, deployment_id=header.deployment_id,
                               stage=header.stage + 1, deadline_unix_s=header.deadline_unix_s, stamps=stamps)
-        frames = codec.encode(out, self.token, arrays=list(zip(names, outputs, strict=True)),
-                              sender=stage.link.sender)
-        stage.link.send(frames, sum(int(o.nbytes) for o in outputs))
+        arrays = stage.outgoing(names, outputs)
+        frames = codec.encode(out, self.token, arrays=arrays, sender=stage.link.sender,
+                              mac_tensors=self.config.mac_tensors)
+        stage.link.send(frames, codec.payload_bytes(arrays))
 
     # ---- lifecycle -----------------------------------------------------------------------
     def run_forever(self) -> None:
@@ -320,7 +366,7 @@ class Worker:
             self.router.close(linger=500)
             self.stages.close()
             self._waker.close()
-            self.context.destroy(linger=0)
+            self._close_gate()
 
     def _control_loop(self) -> None:
         while not self.stop.is_set():

@@ -30,6 +30,7 @@ from splitinfer.cluster import Device
 from splitinfer.errors import SplitinferError, WorkerError
 from splitinfer.runtime.launch.netns import NetnsNetwork
 from splitinfer.runtime.wire.client import WorkerClient
+from splitinfer.runtime.wire.curve import Keyring
 
 
 @dataclass
@@ -57,9 +58,12 @@ class LocalWorker:
 class LocalLauncher:
     """Start and stop local worker processes that share one token."""
 
-    def __init__(self, token: bytes, *, startup_timeout_s: float = 60.0,
-                 network: NetnsNetwork | None = None) -> None:
+    def __init__(self, token: bytes | None, *, startup_timeout_s: float = 60.0,
+                 network: NetnsNetwork | None = None, keyring: Keyring | None = None,
+                 mac_tensors: bool = False) -> None:
         self.token = token
+        self.keyring = keyring  # CURVE: each worker gets its key pair, the coordinator's key, its peers'
+        self.mac_tensors = mac_tensors
         self.network = network  # when set, each worker runs in its device's network namespace
         self.startup_timeout_s = startup_timeout_s
         self.workers: dict[str, LocalWorker] = {}
@@ -78,7 +82,8 @@ class LocalLauncher:
         context = zmq.Context.instance()
         for device in devices:
             worker = self.workers[device.name]
-            with WorkerClient(worker.address, self.token, context=context, name=device.name) as client:
+            with WorkerClient.to_device(worker.address, self.token, device.name, keyring=self.keyring,
+                                        mac_tensors=self.mac_tensors, context=context) as client:
                 client.health(timeout_s=max(1.0, deadline - time.monotonic()))
         return {d.name: self.workers[d.name].address for d in devices}
 
@@ -87,17 +92,24 @@ class LocalLauncher:
         prefix = [] if self.network is None else self.network.exec_prefix(device.name)
         cmd = [*prefix, sys.executable, "-m", "splitinfer.runtime.device", "--name", device.name,
                "--listen", f"tcp://{host}:*", "--providers", *device.providers,
-               "--num-threads", str(device.num_threads), "--token-file", "-", "--watch-stdin",
+               "--num-threads", str(device.num_threads), "--watch-stdin",
                "--parent-pid", str(os.getpid())]
         if threading.current_thread() is threading.main_thread():
             cmd.append("--die-with-parent")
+        if self.token is not None:
+            cmd += ["--token-file", "-"]  # read from stdin: a token never shows in a process listing
+        if self.keyring is not None:
+            cmd += self.keyring.worker_flags(device.name)
+        if self.mac_tensors:
+            cmd.append("--mac-tensors")
         log_path = self._log_dir / f"{device.name}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                                        close_fds=True)
         assert process.stdin is not None
-        process.stdin.write(self.token + b"\n")
-        process.stdin.flush()  # stdin stays open: its EOF tells the worker we are gone
+        if self.token is not None:
+            process.stdin.write(self.token + b"\n")
+            process.stdin.flush()  # stdin stays open: its EOF tells the worker we are gone
         return LocalWorker(device.name, process, log_path)
 
     def _await_ready(self, worker: LocalWorker, deadline: float) -> None:

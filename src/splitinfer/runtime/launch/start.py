@@ -18,6 +18,7 @@ from splitinfer.cluster import Cluster, Device
 from splitinfer.runtime.launch.local import LocalLauncher
 from splitinfer.runtime.launch.netns import NetnsNetwork
 from splitinfer.runtime.wire.auth import read_token
+from splitinfer.runtime.wire.curve import Keyring, load_keyring
 
 
 class Launcher(Protocol):
@@ -41,13 +42,27 @@ class Launcher(Protocol):
         ...
 
 
-def session_token(cluster: Cluster) -> bytes:
+def session_token(cluster: Cluster) -> bytes | None:
     """The shared secret for a cluster's workers: its ``token_file``, else a fresh random one
-    (which only workers this process launches can know)."""
-    return read_token(cluster.token_file) if cluster.token_file else secrets.token_hex(32).encode()
+    (which only workers this process launches can know); None with CURVE and no ``token_file``
+    (CURVE authenticates every byte, so workers started by hand need no token), unless
+    ``mac_tensors`` asks for a MAC."""
+    if cluster.token_file:
+        return read_token(cluster.token_file)
+    if cluster.curve is not None and not cluster.mac_tensors:
+        return None
+    return secrets.token_hex(32).encode()
 
 
-def start_workers(cluster: Cluster, token: bytes, *,
+def cluster_keyring(cluster: Cluster) -> Keyring | None:
+    """The coordinator's CURVE keys for ``cluster`` (None when its ``curve:`` is off)."""
+    if cluster.curve is None:
+        return None
+    return load_keyring(cluster.curve.coordinator_key or "",
+                        {d.name: d.public_key or "" for d in cluster.devices}, cluster.curve.keys)
+
+
+def start_workers(cluster: Cluster, token: bytes | None, *,
                   startup_timeout_s: float = 60.0) -> tuple[Launcher | None, dict[str, str]]:
     """Workers for every device of ``cluster``: (the launcher to close, or None; name -> address)."""
     launcher: Launcher | None = None
@@ -64,7 +79,8 @@ def start_workers(cluster: Cluster, token: bytes, *,
             if cluster.network == "netns":
                 network = NetnsNetwork(cluster)
                 network.setup(to_start)
-            launcher = LocalLauncher(token, startup_timeout_s=startup_timeout_s, network=network)
+            launcher = LocalLauncher(token, startup_timeout_s=startup_timeout_s, network=network,
+                                     keyring=cluster_keyring(cluster), mac_tensors=cluster.mac_tensors)
     try:
         if launcher is not None:
             addresses.update(launcher.start(to_start))

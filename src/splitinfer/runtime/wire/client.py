@@ -20,6 +20,7 @@ import zmq
 from splitinfer.errors import AuthError, DeadlineError, TransportError, WorkerError
 from splitinfer.profile.partition_timing import PartitionTiming
 from splitinfer.runtime.wire import codec, messages
+from splitinfer.runtime.wire.curve import Curve, Keyring
 from splitinfer.runtime.wire.messages import Message, error_of_reply
 from splitinfer.runtime.wire.replay import ReplayGuard, Sender
 from splitinfer.runtime.wire.sockets import connect_dealer
@@ -36,17 +37,27 @@ class WorkerClient:
     """Request/reply with one worker at ``address``; replies are matched by request id."""
 
     def __init__(self, address: str, token: bytes | None = None, *, context: zmq.Context | None = None,
-                 timeout_s: float = 10.0, name: str | None = None) -> None:
+                 timeout_s: float = 10.0, name: str | None = None, curve: Curve | None = None,
+                 mac_tensors: bool = False) -> None:
         self.address = address
         self.token = token
+        self.curve = curve  # CurveZMQ: this side's keys and the worker's public key (wire/curve.py)
+        self.mac_tensors = mac_tensors  # the token's MAC covers blobs and tensors too
         self.timeout_s = check_number(timeout_s, "timeout_s", low=0, low_open=True, high=MAX_WAIT_S)
         self.name = name or address
         self._context = context or zmq.Context.instance()
-        self._sock: zmq.Socket | None = connect_dealer(self._context, address)
+        self._sock: zmq.Socket | None = connect_dealer(self._context, address, curve=curve)
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._sender = Sender()  # numbers this client's requests (wire/replay.py)
         self._replays = ReplayGuard()  # the worker's signed replies, each accepted once
+
+    @classmethod
+    def to_device(cls, address: str, token: bytes | None, device: str, *, keyring: Keyring | None = None,
+                  mac_tensors: bool = False, **kwargs: Any) -> WorkerClient:
+        """A client for the worker of cluster device ``device``, over CURVE when ``keyring`` is given."""
+        return cls(address, token, name=device, curve=keyring.client(device) if keyring else None,
+                   mac_tensors=mac_tensors, **kwargs)
 
     def request(self, header: Any, *, blobs: Sequence[bytes | memoryview] = (),
                 arrays: Sequence[tuple[str, np.ndarray]] = (), timeout_s: float | None = None) -> Message:
@@ -58,7 +69,8 @@ class WorkerClient:
                 raise WorkerError(f"client for {self.name} is closed", "create a new WorkerClient")
             rid = next(self._ids)
             header = msgspec.structs.replace(header, request_id=rid)
-            frames = codec.encode(header, self.token, blobs=blobs, arrays=arrays, sender=self._sender)
+            frames = codec.encode(header, self.token, blobs=blobs, arrays=arrays, sender=self._sender,
+                                  mac_tensors=self.mac_tensors)
             self._sock.send_multipart(frames, copy=False)
             deadline = time.perf_counter() + timeout
             refused: TransportError | None = None
@@ -68,9 +80,12 @@ class WorkerClient:
                     self._reconnect()  # drop what is queued for a peer that does not answer
                     if refused is not None:
                         raise refused  # the answer came and was refused: say why (clocks that disagree)
+                    fix = "check that the worker runs and is reachable at " + self.address
+                    if self.curve is not None:
+                        fix += (", that it trusts this side's public key, and that its public key is the one "
+                                "in cluster.yaml (a CURVE handshake that fails sends nothing)")
                     raise DeadlineError(f"worker {self.name} did not answer a {type(header).__name__} "
-                                        f"request within {timeout:g} s",
-                                        "check that the worker runs and is reachable at " + self.address)
+                                        f"request within {timeout:g} s", fix)
                 reply = codec.decode(self._sock.recv_multipart(copy=False), self.token)
                 if self.token and reply.authenticated:
                     try:
@@ -86,12 +101,16 @@ class WorkerClient:
                 if self.token and not reply.authenticated:
                     raise AuthError(f"reply from {self.name} has no valid token MAC",
                                     "give the worker and the coordinator the same token")
+                if self.mac_tensors and self.token and (reply.blobs or reply.arrays) \
+                        and not reply.tensors_authenticated:
+                    raise AuthError(f"reply from {self.name} carries tensors its MAC does not cover",
+                                    "start the worker with --mac-tensors, as cluster.yaml's mac_tensors asks")
                 return reply
 
     def _reconnect(self) -> None:
         if self._sock is not None:
             self._sock.close(linger=0)
-        self._sock = connect_dealer(self._context, self.address)
+        self._sock = connect_dealer(self._context, self.address, curve=self.curve)
 
     def health(self, timeout_s: float = 2.0) -> dict[str, Any]:
         """Liveness figures (name, pid, uptime, queue length); needs no token."""
@@ -108,15 +127,16 @@ class WorkerClient:
         return time.perf_counter() - start
 
     def probe(self, address: str, sizes_bytes: Sequence[int], num_repeats: int = 5,
-              timeout_s: float = 5.0) -> list[list[float]]:
-        """Echo round trips measured by this worker to another worker; one list per size."""
+              timeout_s: float = 5.0, server_key: str = "") -> list[list[float]]:
+        """Echo round trips measured by this worker to another worker; one list per size.
+        ``server_key``: the other worker's CURVE public key (with CURVE on)."""
         check_number(len(sizes_bytes), "the number of sizes_bytes", low=1, high=MAX_PROBE_SIZES, whole=True)
         for size in sizes_bytes:
             check_number(size, "a sizes_bytes entry", low=0, whole=True)
         check_number(num_repeats, "num_repeats", low=1, high=MAX_PROBE_REPEATS, whole=True)
         check_number(timeout_s, "timeout_s", low=0, low_open=True, high=MAX_PROBE_TIMEOUT_S)
         header = messages.Probe(address=address, sizes_bytes=list(sizes_bytes), num_repeats=num_repeats,
-                             timeout_s=timeout_s)
+                             timeout_s=timeout_s, server_key=server_key)
         wait_s = min(MAX_WAIT_S, timeout_s * (num_repeats + 1) * max(1, len(sizes_bytes)) + self.timeout_s)
         return self.request(header, timeout_s=wait_s).header.data["rtts_s"]
 

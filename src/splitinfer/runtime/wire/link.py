@@ -21,6 +21,7 @@ from typing import Any
 
 import zmq
 
+from splitinfer.runtime.wire.curve import Curve
 from splitinfer.runtime.wire.replay import Sender
 from splitinfer.runtime.wire.sockets import connect_dealer
 
@@ -64,13 +65,13 @@ class LinkSender:
 
     def __init__(self, context: zmq.Context, address: str, *, bandwidth_bps: float | None = None,
                  latency_s: float | None = None, to_coordinator: bool = False,
-                 on_reply: Callable[[list[bytes]], None] | None = None) -> None:
+                 on_reply: Callable[[list[bytes]], None] | None = None, curve: Curve | None = None) -> None:
         self.address = address
         self.shaper = LinkShaper(bandwidth_bps, latency_s)
         self.sender = Sender()
         self._on_reply = on_reply
         self._can_reply = not to_coordinator
-        self._sock = connect_dealer(context, address, zmq.PUSH if to_coordinator else zmq.DEALER)
+        self._sock = connect_dealer(context, address, zmq.PUSH if to_coordinator else zmq.DEALER, curve=curve)
         self._next_drain_s = 0.0
         self._lock = threading.Lock()
         self._closed = False

@@ -20,12 +20,16 @@ from splitinfer.errors import SplitinferError, code_of, error_from_code
 
 
 class TensorMeta(msgspec.Struct, frozen=True, array_like=True):
-    """Name, numpy dtype name and shape of one tensor; ``inline``: it rides in the head frame."""
+    """Name, numpy dtype name and shape of one tensor's bytes; ``inline``: they ride in the head frame.
+    ``compression`` (a name of :mod:`splitinfer.compression`): the bytes are a compressed payload
+    (dtype uint8, one dimension) and ``params`` say how to restore the tensor."""
 
     name: str
     dtype: str
     shape: tuple[int, ...]
     inline: bool = False
+    compression: str = ""
+    params: dict[str, Any] = {}
 
 
 class StageStamp(msgspec.Struct, frozen=True, array_like=True):
@@ -47,6 +51,8 @@ class Route(msgspec.Struct, frozen=True):
     to_coordinator: bool = False  # last stage: send a Result instead of an Infer
     bandwidth_bps: float | None = None
     latency_s: float | None = None
+    compression: str = ""  # how the stage's outputs travel (splitinfer.compression text form; "" = raw)
+    server_key: str = ""  # CURVE: the public key of whoever listens at ``address`` ("" = plain TCP)
 
 
 class _Base(msgspec.Struct, tag_field="kind", kw_only=True):
@@ -80,6 +86,7 @@ class Deploy(_Base, tag="deploy"):
     outputs: list[TensorMeta]
     route: Route
     reply_to: str  # the coordinator's address, for errors about this stage's requests
+    reply_key: str = ""  # CURVE: the coordinator's public key ("" = plain TCP)
     slowdown: float = 1.0
     num_warmup: int = 2
 
@@ -109,6 +116,7 @@ class Probe(_Base, tag="probe"):
     sizes_bytes: list[int]
     num_repeats: int = 5
     timeout_s: float = 5.0
+    server_key: str = ""  # CURVE: the other worker's public key ("" = plain TCP)
 
 
 class Shutdown(_Base, tag="shutdown"):
@@ -163,7 +171,8 @@ class Message:
     header: Any
     blobs: list[memoryview] = field(default_factory=list)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    authenticated: bool = True
+    authenticated: bool = True  # the head's MAC is valid (or no token is configured)
+    tensors_authenticated: bool = False  # ... and it covers every blob and tensor byte (mac_tensors)
     sent_unix_s: float = 0.0  # when the sender handed it to its socket (from the head)
     sender: int = 0  # the sender's nonce and this message's number in its sequence (wire/replay.py)
     seq: int = 0

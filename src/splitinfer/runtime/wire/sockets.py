@@ -14,13 +14,17 @@ import threading
 import zmq
 
 from splitinfer.errors import TransportError
+from splitinfer.runtime.wire.curve import Curve
 
 
 def open_socket(context: zmq.Context, kind: int, *, connect: str | None = None, bind: str | None = None,
-                recv_timeout_ms: int | None = None) -> zmq.Socket:
-    """A socket of ``kind`` with no linger and unbounded queues, connected or bound as asked."""
+                recv_timeout_ms: int | None = None, curve: Curve | None = None) -> zmq.Socket:
+    """A socket of ``kind`` with no linger and unbounded queues, connected or bound as asked;
+    a CurveZMQ client or server when ``curve`` is given (:mod:`.curve`)."""
     sock = context.socket(kind)
     try:
+        if curve is not None:
+            curve.apply(sock)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
@@ -36,10 +40,11 @@ def open_socket(context: zmq.Context, kind: int, *, connect: str | None = None, 
     return sock
 
 
-def connect_dealer(context: zmq.Context, address: str, kind: int = zmq.DEALER) -> zmq.Socket:
+def connect_dealer(context: zmq.Context, address: str, kind: int = zmq.DEALER, *,
+                   curve: Curve | None = None) -> zmq.Socket:
     """A DEALER (or PUSH) connected to ``address``; TransportError naming it when ZeroMQ refuses it."""
     try:
-        return open_socket(context, kind, connect=address)
+        return open_socket(context, kind, connect=address, curve=curve)
     except zmq.ZMQError as e:
         raise TransportError(f"cannot connect to {address!r}: {e.strerror}",
                              "give a worker address like tcp://HOST:PORT (port 1 to 65535)") from None

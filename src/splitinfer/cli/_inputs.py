@@ -1,0 +1,57 @@
+"""What commands read as a request's inputs: arrays (.npy, .npz) or an image through the data
+package's preprocessing; and a classifier's top-k labels for what came out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from rich.table import Table
+
+from splitinfer.errors import InputError
+
+if TYPE_CHECKING:
+    from splitinfer.graph import Model
+
+
+def read_inputs(path: Path, model: Model, preprocess: str | None = None) -> dict[str, np.ndarray]:
+    """Feeds from ``path``: an image (preprocessed as ``preprocess`` says, else as the model input's
+    shape suggests) for a single-input model, or arrays (.npy for one input, .npz by input name)."""
+    from splitinfer.data import IMAGE_EXTENSIONS, Preprocess, load_dataset
+    from splitinfer.graph.feeds import read_arrays
+    from splitinfer.types import check_feeds
+
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        if len(model.inputs) != 1:
+            raise InputError(f"--input {path.name} is an image, the model has {len(model.inputs)} inputs",
+                             "give an .npz with one array per input")
+        spec = model.inputs[0]
+        steps = Preprocess.parse(preprocess) if preprocess else Preprocess.for_input(spec.shape, spec.dtype)
+        data = load_dataset(path, steps, input_shape=spec.shape, input_dtype=spec.dtype)
+        batch = spec.shape[0] if isinstance(spec.shape[0], int) and spec.shape[0] > 0 else 1
+        feeds = {spec.name: np.repeat(data.x, batch, axis=0)}  # a fixed batch: the image in each slot
+    else:
+        if preprocess:
+            raise InputError(f"--preprocess applies to images, --input {path.name} holds arrays",
+                             "leave out --preprocess, or give an image file")
+        feeds = read_arrays(path, [s.name for s in model.inputs])
+    check_feeds(feeds, model.inputs, f"--input {path.name}")
+    return feeds
+
+
+def top_k_table(outputs: dict[str, np.ndarray], labels_path: Path, k: int = 5) -> Table:
+    """The top-``k`` labels of the first classifier output (N x C scores; the first row)."""
+    from splitinfer.data import read_labels, top_k
+
+    labels = read_labels(labels_path)
+    name, scores = next(((n, v) for n, v in outputs.items() if v.ndim == 2 and v.shape[1] >= 2),
+                        (None, None))
+    if scores is None:
+        raise InputError("no output holds class scores (N x C)", "leave out --labels for this model")
+    table = Table(title=f"top {k} of {name}", title_justify="left")
+    table.add_column("label")
+    table.add_column("score", justify="right")
+    for label, score in top_k(scores[0], k, labels):
+        table.add_row(label, f"{score:.4g}")
+    return table
