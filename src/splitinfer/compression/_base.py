@@ -71,6 +71,11 @@ class Compression:
     def compress(self, arr: np.ndarray) -> Compressed:
         raise NotImplementedError
 
+    def carry(self, arr: np.ndarray) -> np.ndarray | Compressed:
+        """The tensor as a hop with this compression sends it: compressed when this compression takes
+        its dtype, else as it is (integers over a lossy hop)."""
+        return self.compress(arr) if self.accepts(arr.dtype) else arr
+
     def decompress(self, c: Compressed, *, max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
         raise NotImplementedError
 

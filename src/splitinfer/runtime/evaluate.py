@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from splitinfer.cluster import Cluster, load_cluster
-from splitinfer.compression import Compression, decompress, parse_compression
+from splitinfer.compression import Compressed, Compression, decompress, parse_compression
 from splitinfer.data import Dataset
 from splitinfer.errors import InputError, ModelError, ShapeError, first_line, read_file
 from splitinfer.graph.inference import DEFAULT_PROVIDERS, create_inference_session
@@ -47,7 +47,7 @@ from splitinfer.profile.schema import Profile, load_profile
 from splitinfer.quality import Agreement, AgreementAccumulator, Classification, ClassificationAccumulator
 from splitinfer.records.plans import PlanSource, load_plan
 from splitinfer.runtime.coordinator.deploy import ModelSource, ProfileSource, build_stages, check_plan
-from splitinfer.runtime.coordinator.pipeline import StageSpec
+from splitinfer.runtime.coordinator.pipeline import StageSpec, hop_compression
 from splitinfer.runtime.coordinator.session import Session
 from splitinfer.types import TensorSpec
 from splitinfer.units import check_number
@@ -113,7 +113,8 @@ def session_runner(session: Session) -> Runner:
 
 def _hop(compression: Compression, arr: np.ndarray) -> np.ndarray:
     # What a hop does to a tensor: the sender's compress, the receiver's decompress (as wire/codec).
-    return decompress(compression.compress(arr)) if compression.accepts(arr.dtype) else arr
+    sent = compression.carry(arr)
+    return decompress(sent) if isinstance(sent, Compressed) else sent
 
 
 def chain_runner(stages: Sequence[StageSpec], *, providers: Sequence[str] = DEFAULT_PROVIDERS,
@@ -132,17 +133,16 @@ def chain_runner(stages: Sequence[StageSpec], *, providers: Sequence[str] = DEFA
         if {s.name for s in stages[k - 1].outputs} != {s.name for s in stage.inputs}:
             raise ShapeError(f"stage {k - 1}'s outputs are not stage {k}'s inputs",
                              "give the stages of one split model, in order")
-    codecs = [parse_compression(s.compression) if s.compression else None for s in stages]
-    compressed = [c if k == 0 or stages[k - 1].device != stages[k].device else None
-                  for k, c in enumerate(codecs)]
+    specs = [hop_compression(stages, k) for k in range(len(stages))]  # as the runtime decides
+    compressions = [parse_compression(spec) if spec else None for spec in specs]
     sessions = [create_inference_session(s.model_bytes, providers, num_threads) for s in stages]
 
     def run(feeds: Feeds) -> Outputs:
         values: Mapping[str, np.ndarray] = feeds
-        for k, (stage, session, codec) in enumerate(zip(stages, sessions, compressed, strict=True)):
+        for k, (stage, session, compression) in enumerate(zip(stages, sessions, compressions, strict=True)):
             inputs = {s.name: values[s.name] for s in stage.inputs}
-            if codec is not None:
-                inputs = {name: _hop(codec, arr) for name, arr in inputs.items()}
+            if compression is not None:
+                inputs = {name: _hop(compression, arr) for name, arr in inputs.items()}
             names = [s.name for s in stage.outputs]
             try:
                 values = dict(zip(names, session.run(names, inputs), strict=True))

@@ -10,6 +10,7 @@ declared link to emulate on the way.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import secrets
 import socket
@@ -22,7 +23,7 @@ import numpy as np
 import zmq
 
 from splitinfer.cluster import Cluster
-from splitinfer.compression import parse_compression
+from splitinfer.compression import Compression, parse_compression
 from splitinfer.errors import ClusterError, ShapeError, SplitinferError
 from splitinfer.runtime.wire import messages
 from splitinfer.runtime.wire.client import WorkerClient
@@ -41,6 +42,14 @@ class StageSpec:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     compression: str = ""  # how its inputs travel to it, when they cross a link (see splitinfer.compression)
+
+
+def hop_compression(stages: Sequence[StageSpec], k: int) -> str:
+    """How the hop into stage ``k`` carries its tensors: the stage's ``compression``, except between
+    stages on one device, which hand their outputs on as they are ('' = raw)."""
+    if k and stages[k - 1].device == stages[k].device:
+        return ""
+    return stages[k].compression
 
 
 def _describe(specs: Sequence[TensorSpec]) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -93,13 +102,15 @@ class Pipeline:
     uplink: LinkSender
     hop_bytes: tuple[int, ...]  # payload into each stage, then the result's (before compression)
 
+    @functools.cached_property
+    def _uplink_compression(self) -> Compression | None:
+        spec = hop_compression(self.stages, 0)
+        return parse_compression(spec) if spec else None  # parsed once, not per request
+
     def compress_inputs(self, arrays: Sequence[tuple[str, np.ndarray]]) -> list[tuple[str, Any]]:
         """The model inputs as the uplink sends them: compressed as stage 0 asks, where it can."""
-        spec = self.stages[0].compression
-        if not spec:
-            return list(arrays)
-        compression = parse_compression(spec)
-        return [(n, compression.compress(a) if compression.accepts(a.dtype) else a) for n, a in arrays]
+        compression = self._uplink_compression
+        return list(arrays) if compression is None else [(n, compression.carry(a)) for n, a in arrays]
 
     @property
     def devices(self) -> frozenset[str]:
@@ -128,7 +139,7 @@ def _route(stages: Sequence[StageSpec], k: int, cluster: Cluster, addresses: Map
     if nxt == device:
         return messages.Route(None)
     bandwidth, latency = link_shaping(cluster, device, nxt)
-    return messages.Route(addresses[nxt], False, bandwidth, latency, stages[k + 1].compression,
+    return messages.Route(addresses[nxt], False, bandwidth, latency, hop_compression(stages, k + 1),
                           keyring.public(nxt) if keyring else "")
 
 

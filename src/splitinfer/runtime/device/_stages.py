@@ -44,8 +44,7 @@ class DeployedStage:
         compression = self.compression
         if compression is None:
             return list(zip(names, outputs, strict=True))
-        return [(name, compression.compress(out) if compression.accepts(out.dtype) else out)
-                for name, out in zip(names, outputs, strict=True)]
+        return [(name, compression.carry(out)) for name, out in zip(names, outputs, strict=True)]
 
     @functools.cached_property
     def where(self) -> dict[str, Any]:
