@@ -40,8 +40,6 @@ from splitinfer.errors import AuthError
 
 PUBLIC_SUFFIX = ".key"
 SECRET_SUFFIX = ".key_secret"
-# What a peer (another worker) may send; everything else needs a coordinator key.
-PEER_KINDS = frozenset({"infer", "echo", "health"})
 
 
 @dataclass(frozen=True)
@@ -136,8 +134,9 @@ def _load(path: str | Path, what: str) -> tuple[bytes, bytes | None]:
 class Gate:
     """The ZAP handler of one ZeroMQ context: which client keys may connect to its CURVE servers.
 
-    ``control`` keys may send any message kind; ``peer`` keys only :data:`PEER_KINDS`. A message's
-    key is its frames' ``User-Id`` property (pyzmq's authenticator sets it to the Z85 public key).
+    ``control`` keys may send any message kind; ``peer`` keys only what the receiver lets peers send
+    (a worker: infer, echo, health). A message's key is its frames' ``User-Id`` property (pyzmq's
+    authenticator sets it to the Z85 public key).
     """
 
     def __init__(self, context: zmq.Context, *, control: Iterable[bytes], peer: Iterable[bytes] = ()) -> None:
