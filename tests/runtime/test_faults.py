@@ -202,16 +202,17 @@ def test_sigstop_at_each_stage_position_is_noticed_from_overdue_requests(setup, 
 
 
 def test_a_slow_worker_is_probed_and_not_declared_dead(caplog):
-    # Stage 1 sleeps about 1 s per request (declared slowdown): later requests queue behind it for
-    # seconds, far past the 1 s expected of a pipeline without a plan or a measured latency.
+    # Stage 1 is slowed 1000x (about 0.5-1 s per request, depending on the machine): five requests
+    # queue behind it for seconds, far past the 1 s expected of a pipeline without a plan or a
+    # measured latency, so at least one is overdue however fast the machine is.
     whole, parts = whole_and_parts(heavy_parts(2, size=192, repeats=2))
     cluster = local_cluster(["a", "b"], slowdown={"b": 1000.0})
     caplog.set_level(logging.INFO, logger="splitinfer.session")
     with deploy_stages(stages_on(parts, ["a", "b"]), cluster, timeout_s=30.0) as session:
-        x = [np.random.default_rng(i).standard_normal((192, 192)).astype(np.float32) for i in range(3)]
+        x = [np.random.default_rng(i).standard_normal((192, 192)).astype(np.float32) for i in range(5)]
         futures = [session.submit({"h0": xi}) for xi in x]
         results = [f.result(timeout=30.0) for f in futures]
-        assert max(r.timing.latency_s for r in results) > 1.5
+        assert max(r.timing.latency_s for r in results) > 1.0
         assert session.dead_devices == set() and session.num_replans == 0
         probes = [r.getMessage() for r in caplog.records if "probing" in r.getMessage()]
         assert probes, "no request was overdue: the test does not exercise the overdue check"
