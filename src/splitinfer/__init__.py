@@ -17,6 +17,8 @@ _API = {
     "analyze": "splitinfer.graph",
     "split": "splitinfer.graph",
     "verify": "splitinfer.graph",
+    "quantize_model": "splitinfer.graph.quantize",
+    "quantize_partitions": "splitinfer.graph.quantize",
     "Cluster": "splitinfer.cluster",
     "load_cluster": "splitinfer.cluster",
     "SplitinferError": "splitinfer.errors",

@@ -3,7 +3,8 @@
 Each command group lives in its own module and registers itself on ``app``;
 this module only turns :class:`SplitinferError` into one line and exit code 2.
 Groups: ``zoo_cmds``, ``graph_cmds`` (inspect, split), ``profile_cmds``, ``plan_cmds``,
-``runtime_cmds`` (worker, run, bench), ``serve_cmds``, ``keys_cmds`` (keygen), ``report_cmds``, ``demo_cmds``;
+``runtime_cmds`` (worker, run, bench), ``serve_cmds``, ``keys_cmds`` (keygen), ``report_cmds``, ``demo_cmds``,
+``eval_cmds``, ``quantize_cmds``;
 ``_common`` and ``_model`` are their shared option parsing and formatting.
 """
 
@@ -48,6 +49,7 @@ def _register_all() -> None:
         keys_cmds,
         plan_cmds,
         profile_cmds,
+        quantize_cmds,
         report_cmds,
         runtime_cmds,
         serve_cmds,
@@ -55,7 +57,7 @@ def _register_all() -> None:
     )
 
     for module in (demo_cmds, graph_cmds, zoo_cmds, plan_cmds, profile_cmds, runtime_cmds, serve_cmds,
-                   report_cmds, keys_cmds, eval_cmds):
+                   report_cmds, keys_cmds, eval_cmds, quantize_cmds):
         module.register(app)
 
 

@@ -11,6 +11,8 @@ keeps it so). Modules:
   ``pareto``, and ``bruteforce`` (the reference the tests compare with).
 - ``cost``: a plan's predicted latency, throughput, bytes and energy; ``weights``: energy weights.
 - ``diagnose``: which constraint makes a problem infeasible; ``scission``: Scission's ranking.
+- ``tradeoffs`` and ``tradeoff_solve``: precision per stage and compression per hop chosen with the
+  split under a quality budget (:func:`solve_tradeoffs`, exact for the additive quality model).
 
 Typical use::
 
@@ -45,11 +47,14 @@ from splitinfer.plan.problem import (
 )
 from splitinfer.plan.provenance import HopOverhead, Provenance
 from splitinfer.plan.solve import METHODS, solve
+from splitinfer.plan.tradeoff_solve import solve_tradeoffs
+from splitinfer.plan.tradeoffs import CompressionOption, PrecisionOption, Tradeoffs
 
 __all__ = [
     "AT_SOURCE",
     "METHODS",
     "OBJECTIVES",
+    "CompressionOption",
     "Constraints",
     "Hop",
     "HopOverhead",
@@ -57,13 +62,16 @@ __all__ = [
     "Link",
     "Plan",
     "Power",
+    "PrecisionOption",
     "Problem",
     "Provenance",
     "Stage",
+    "Tradeoffs",
     "describe_stages",
     "plan_from_json",
     "plan_to_json",
     "prepare",
     "solve",
+    "solve_tradeoffs",
     "with_provenance",
 ]

@@ -78,6 +78,18 @@ class MilpSpec:
     bottleneck: tuple[np.ndarray, Weights, int, int | None] | None  # (compute (L,D), times, source, sink)
     bottleneck_cap_s: float  # inf = no throughput bound
     bounds: Sequence[tuple[Weights, float]]  # sum of weights <= value
+    # Trade-offs (plan/tradeoffs.py) plan on variants of devices: column v is a variant of device
+    # groups[v]. Revisits, stages, requires, memory and the bottleneck count devices, not variants.
+    groups: np.ndarray | None = None  # (D,) device of each column; None: each column is a device
+    # Seconds a hop keeps its sender and its receiver busy (compressing, restoring): (L-1, D, D) each.
+    arc_busy: tuple[np.ndarray, np.ndarray] | None = None
+
+    def members(self) -> list[np.ndarray]:
+        """The columns of each device (one list per device, in device order)."""
+        num_dev = self.allowed.shape[1]
+        if self.groups is None:
+            return [np.array([d]) for d in range(num_dev)]
+        return [np.flatnonzero(self.groups == g) for g in range(int(self.groups.max()) + 1)]
 
 
 def _column_costs(w: Weights, num_x: int, usable_x: np.ndarray, usable_y: np.ndarray) -> np.ndarray:
@@ -102,19 +114,24 @@ def _structure(spec: MilpSpec, rows: _Rows) -> tuple[np.ndarray, np.ndarray]:
         for d in range(num_dev):
             rows.add(np.append(y[b, d, :], x[b, d]), np.append(np.ones(num_dev), -1.0), 0.0, 0.0)
             rows.add(np.append(y[b, :, d], x[b + 1, d]), np.append(np.ones(num_dev), -1.0), 0.0, 0.0)
-    off = ~np.eye(num_dev, dtype=bool)
+    members = spec.members()
+    group = np.arange(num_dev) if spec.groups is None else spec.groups
+    off = group[:, None] != group[None, :]  # a hop between two devices (not two variants of one)
     if not spec.revisits:
-        for d in range(num_dev):
-            entries = y[:, off[:, d], d].ravel()
-            rows.add(np.append(entries, x[0, d]), np.ones(len(entries) + 1), -_INF, 1.0)
+        for cols in members:
+            outside = np.setdiff1d(np.arange(num_dev), cols)
+            entries = y[:, outside[:, None], cols[None, :]].ravel()
+            rows.add(np.concatenate([entries, x[0, cols]]), np.ones(len(entries) + len(cols)), -_INF, 1.0)
     if spec.max_stages is not None:
         changes = y[:, off].ravel()
         rows.add(changes, np.ones(len(changes)), -_INF, spec.max_stages - 1.0)
     for d in spec.requires:
-        rows.add(x[:, d], np.ones(num_blocks), 1.0, _INF)
-    for d in range(num_dev):
+        cols = x[:, members[d]].ravel()
+        rows.add(cols, np.ones(len(cols)), 1.0, _INF)
+    for d, cols in enumerate(members):
         if math.isfinite(spec.capacity_bytes[d]) and spec.memory_bytes.any():
-            rows.add(x[:, d], spec.memory_bytes, -_INF, float(spec.capacity_bytes[d]))
+            rows.add(x[:, cols].ravel(), np.repeat(spec.memory_bytes, len(cols)), -_INF,
+                     float(spec.capacity_bytes[d]))
     return spec.allowed.ravel(), usable_y
 
 
@@ -129,20 +146,29 @@ def _bottleneck_rows(spec: MilpSpec, rows: _Rows, z: int | None, cap: float) -> 
     extra_col = [] if z is None else [z]
     extra_val = [] if z is None else [-1.0]
     upper = cap if z is None else 0.0
-    for d in range(num_dev):
-        vals = np.where(spec.allowed[:, d], compute[:, d], 0.0)
-        rows.add(np.append(x[:, d], extra_col), np.append(vals, extra_val), -_INF, upper)
-    for d in range(num_dev):
-        for e in range(num_dev):
-            if d == e or not spec.connected[d, e]:
+    members = spec.members()
+    for g in members:
+        cols, vals = [x[:, g].ravel()], [np.where(spec.allowed[:, g], compute[:, g], 0.0).ravel()]
+        if spec.arc_busy is not None:  # compressing on the way out, restoring on the way in
+            out = np.setdiff1d(np.arange(num_dev), g)  # hops inside a device keep nobody busy
+            cols += [y[:, g[:, None], out[None, :]].ravel(), y[:, out[:, None], g[None, :]].ravel()]
+            vals += [spec.arc_busy[0][:, g[:, None], out[None, :]].ravel(),
+                     spec.arc_busy[1][:, out[:, None], g[None, :]].ravel()]
+        v = np.concatenate(vals)
+        v[~np.isfinite(v)] = 0.0  # columns fixed at 0 anyway
+        rows.add(np.append(np.concatenate(cols), extra_col), np.append(v, extra_val), -_INF, upper)
+    for d, src in enumerate(members):
+        for e, dst in enumerate(members):
+            if d == e or not spec.connected[np.ix_(src, dst)].any():
                 continue
-            cols, vals = [y[:, d, e]], [times.arc_w[:, d, e]]
+            pair = (slice(None), src[:, None], dst[None, :])
+            cols, vals = [y[pair].ravel()], [times.arc_w[pair].ravel()]
             if d == source:
-                cols.append([x[0, e]])
-                vals.append([times.upload_w[e]])
+                cols.append(x[0, dst])
+                vals.append(times.upload_w[dst])
             if sink is not None and e == sink:
-                cols.append([x[-1, d]])
-                vals.append([times.return_w[d]])
+                cols.append(x[-1, src])
+                vals.append(times.return_w[src])
             v = np.concatenate(vals)
             v[~np.isfinite(v)] = 0.0  # columns fixed at 0 anyway
             rows.add(

@@ -40,6 +40,7 @@ class Stage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     first_block: int
     last_block: int
     compute_s: float
+    precision: str = "fp32"  # the partition's arithmetic (a trade-off plan may choose fp16 or int8)
 
 
 class Hop(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -47,9 +48,11 @@ class Hop(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     src: str
     dst: str
-    num_bytes: int
-    transfer_s: float
+    num_bytes: int  # on the wire (compressed, if it is)
+    transfer_s: float  # on the link: latency + bytes / bandwidth
     kind: HopKind
+    compression: str = "none"  # how the cut tensors travel (compressed by the sender, restored by the next)
+    codec_s: float = 0.0  # seconds to compress on the sender plus to restore on the receiver
 
 
 class Plan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -73,6 +76,7 @@ class Plan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     gap: float | None = None
     solver: str = ""
     provenance: Provenance = msgspec.field(default_factory=Provenance)
+    quality_cost: float | None = None  # predicted agreement drop of a trade-off plan (None: fp32, raw)
 
     @property
     def compute_s(self) -> float:
@@ -81,8 +85,19 @@ class Plan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     @property
     def transfer_s(self) -> float:
-        """Seconds of transfer over all hops."""
+        """Seconds of transfer over all hops (on the links; compressing and restoring apart)."""
         return math.fsum(h.transfer_s for h in self.hops)
+
+    @property
+    def codec_s(self) -> float:
+        """Seconds spent compressing and restoring cut tensors."""
+        return math.fsum(h.codec_s for h in self.hops)
+
+    @property
+    def has_tradeoffs(self) -> bool:
+        """Does a stage run below fp32 or a hop travel compressed?"""
+        lower = any(s.precision != "fp32" for s in self.stages)
+        return lower or any(h.compression != "none" for h in self.hops)
 
     @property
     def assignment(self) -> tuple[str, ...]:
@@ -96,13 +111,18 @@ def with_provenance(plan: Plan, **fields: Any) -> Plan:
 
 
 def describe_stages(plan: Plan) -> str:
-    """The stages in one line: ``camera[0-6] -> edge[7-30] -> cloud[31-63]``."""
-    return " -> ".join(
-        f"{s.device}[{s.first_block}]"
-        if s.first_block == s.last_block
-        else f"{s.device}[{s.first_block}-{s.last_block}]"
-        for s in plan.stages
-    )
+    """The stages in one line: ``camera[0-6] -> edge[7-30] -> cloud[31-63]``; a trade-off plan also
+    names precisions and compressions: ``camera[0-6] =int8=> edge[7-30]:fp16``."""
+    cuts = [h.compression for h in plan.hops if h.kind == "cut"]  # one per pair of stages, in order
+    parts = []
+    for i, s in enumerate(plan.stages):
+        blocks = f"[{s.first_block}" + ("]" if s.first_block == s.last_block else f"-{s.last_block}]")
+        precision = "" if s.precision == "fp32" else f":{s.precision}"
+        if i:
+            compression = cuts[i - 1] if i - 1 < len(cuts) else "none"
+            parts.append(" -> " if compression == "none" else f" ={compression}=> ")
+        parts.append(f"{s.device}{blocks}{precision}")
+    return "".join(parts)
 
 
 def upgrade_plan(doc: Any, schema: int) -> None:

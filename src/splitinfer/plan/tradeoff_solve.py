@@ -1,0 +1,376 @@
+"""Solving with trade-offs (:mod:`.tradeoffs`): split, placement, precisions and compressions at once.
+
+:func:`solve_tradeoffs` is exact for the additive quality model: the MILP of :mod:`.milp` over
+variants (devices with a precision and an outgoing compression), with the quality budget as one
+more row, the devices' constraints counted per device (``MilpSpec.groups``) and the seconds spent
+compressing and restoring counted as the devices' busy time in the throughput rows. Every answer is
+re-evaluated here, exactly, before it becomes a :class:`.Plan`. :func:`brute_force` enumerates
+every assignment of blocks to variants: the reference the tests compare with.
+
+Throughput ties go to the faster plan, as in :func:`.solve.solve`: the best bottleneck is found
+first, then the fastest plan under it. ``objective="pareto"`` gives the latency-quality front
+(the fastest plan for each quality cost the budget allows, by tightening the budget step by step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import msgspec
+import numpy as np
+
+from splitinfer.errors import PlanError
+from splitinfer.plan.cost import runs_of, throughput_cap_s, violations
+from splitinfer.plan.milp import MilpSpec, solve_milp
+from splitinfer.plan.plan import Hop, Plan, Stage
+from splitinfer.plan.problem import Constraints, Problem, allowed_matrix, prepare, validate_constraints
+from splitinfer.plan.tradeoffs import Tradeoffs, Variants, expand, figure_weights
+
+MAX_ASSIGNMENTS = 200_000
+TRADEOFF_OBJECTIVES = ("latency", "throughput", "energy", "pareto")
+_REL_TOL = 1e-9  # the MILP's answers are re-checked exactly; this much slack absorbs float sums
+
+
+class TradeoffMetrics(NamedTuple):
+    """The predicted figures of an assignment of blocks to variants."""
+
+    latency_s: float
+    bottleneck_s: float
+    energy_j: float | None
+    quality_cost: float
+    upload_bytes: int
+    stages: tuple[Stage, ...]
+    hops: tuple[Hop, ...]
+
+
+def _hop(var: Variants, a: int, b: int, n: float, wire_s: float, kind: str, codec: tuple[str, float]) -> Hop:
+    names = var.inst.names
+    return Hop(
+        names[var.device[a]],
+        names[var.device[b]],
+        int(n),
+        float(wire_s),
+        kind,  # type: ignore[arg-type]
+        codec[0],
+        float(codec[1]),
+    )
+
+
+def measure(var: Variants, assignment: Sequence[int]) -> TradeoffMetrics | None:
+    """Figures of an assignment, or None where a block cannot run or a hop is not allowed."""
+    inst, runs = var.inst, runs_of(assignment)
+    stages, busy, hops, quality = [], np.zeros(inst.num_devices), [], []
+    for v, first, last in runs:
+        times = var.compute_s[first : last + 1, v]
+        if not np.isfinite(times).all():
+            return None
+        stages.append(
+            Stage(inst.names[var.device[v]], first, last, math.fsum(times.tolist()), var.precision[v])
+        )
+        busy[var.device[v]] += stages[-1].compute_s
+        quality += var.node_quality[first : last + 1, v].tolist()
+    first_v, last_v = runs[0][0], runs[-1][0]
+    if not (math.isfinite(var.upload_s[first_v]) and math.isfinite(var.return_s[last_v])):
+        return None
+    src_v = int(np.flatnonzero(var.device == inst.source)[0])
+    if var.device[first_v] != inst.source:
+        hops.append(_hop(var, src_v, first_v, inst.input_bytes, var.upload_s[first_v], "upload", ("none", 0)))
+    for (a, _, last), (b, _, _) in itertools.pairwise(runs):
+        if not math.isfinite(var.wire_s[last, a, b]):
+            return None
+        codec_s = var.compress_s[last, a, b] + var.decompress_s[last, a, b]
+        busy[var.device[a]] += var.compress_s[last, a, b]
+        busy[var.device[b]] += var.decompress_s[last, a, b]
+        hops.append(
+            _hop(
+                var,
+                a,
+                b,
+                var.hop_bytes[last, a, b],
+                var.wire_s[last, a, b],
+                "cut",
+                (var.compression[a], codec_s),
+            )
+        )
+        quality.append(var.hop_quality[last, a, b])
+    if inst.sink is not None and var.device[last_v] != inst.sink:
+        sink_v = int(np.flatnonzero(var.device == inst.sink)[0])
+        hops.append(_hop(var, last_v, sink_v, inst.output_bytes, var.return_s[last_v], "return", ("none", 0)))
+    latency = math.fsum([*(s.compute_s for s in stages), *(h.transfer_s + h.codec_s for h in hops)])
+    links: dict[tuple[str, str], float] = {}
+    for h in hops:
+        links[h.src, h.dst] = links.get((h.src, h.dst), 0.0) + h.transfer_s
+    bottleneck = max([*busy.tolist(), *links.values()])
+    upload = sum(h.num_bytes for h in hops if h.src == inst.names[inst.source])
+    return TradeoffMetrics(
+        latency,
+        bottleneck,
+        _energy(var, busy, hops, latency),
+        math.fsum(quality),
+        upload,
+        tuple(stages),
+        tuple(hops),
+    )
+
+
+def _energy(var: Variants, busy: np.ndarray, hops: Sequence[Hop], latency: float) -> float | None:
+    inst = var.inst
+    if not inst.has_energy:
+        return None
+    parts = []
+    for d, p in enumerate(inst.power):
+        if p is None or not p.battery:
+            continue
+        name = inst.names[d]
+        radio = math.fsum(h.transfer_s for h in hops if name in (h.src, h.dst))
+        moved = sum(h.num_bytes for h in hops if name in (h.src, h.dst))
+        parts += [
+            p.busy_w * busy[d],
+            p.radio_w * radio,
+            p.radio_j_per_byte * moved,
+            p.idle_w * (latency - busy[d] - radio),
+        ]
+    return math.fsum(parts)
+
+
+def _value(m: TradeoffMetrics, objective: str) -> float:
+    if objective == "throughput":
+        return m.bottleneck_s
+    if objective == "energy":
+        return math.inf if m.energy_j is None else m.energy_j
+    return m.latency_s
+
+
+def _faults(
+    var: Variants,
+    cons: Constraints,
+    assignment: Sequence[int],
+    m: TradeoffMetrics,
+    revisits: bool,
+    budget: float | None,
+) -> list[str]:
+    """The constraints an assignment breaks: the devices' own (via :func:`.cost.violations` on the
+    device of every block), then the bounds on the trade-off figures."""
+    structural = dataclasses.replace(
+        cons, max_latency_s=None, min_throughput_rps=None, max_upload_bytes=None, max_energy_j=None
+    )
+    out = violations(var.inst, structural, [int(var.device[v]) for v in assignment], revisits=revisits)
+    out = [f for f in out if f != "no link or no measured time"]
+    slack = 1 + _REL_TOL
+    if cons.max_latency_s is not None and m.latency_s > cons.max_latency_s * slack:
+        out.append(f"--max-latency {cons.max_latency_s}")
+    if (
+        cons.min_throughput_rps is not None
+        and m.bottleneck_s > throughput_cap_s(cons.min_throughput_rps) * slack
+    ):
+        out.append(f"--min-throughput {cons.min_throughput_rps}")
+    if cons.max_upload_bytes is not None and m.upload_bytes > cons.max_upload_bytes:
+        out.append(f"--max-upload-bytes {cons.max_upload_bytes}")
+    if cons.max_energy_j is not None and m.energy_j is not None and m.energy_j > cons.max_energy_j * slack:
+        out.append(f"--max-energy {cons.max_energy_j}")
+    if budget is not None and m.quality_cost > budget + _REL_TOL:
+        out.append(f"--max-quality-drop {budget}")
+    return out
+
+
+def _plan(m: TradeoffMetrics, objective: str, rank: int, gap: float | None, solver: str) -> Plan:
+    throughput = math.inf if m.bottleneck_s == 0 else 1.0 / m.bottleneck_s
+    return Plan(
+        objective,
+        m.stages,
+        m.hops,
+        m.latency_s,
+        m.bottleneck_s,
+        throughput,
+        sum(h.num_bytes for h in m.hops),
+        m.upload_bytes,
+        m.energy_j,
+        rank,
+        gap,
+        solver,
+        quality_cost=m.quality_cost,
+    )
+
+
+class _Setup(NamedTuple):
+    var: Variants
+    cons: Constraints
+    revisits: bool
+    allowed: np.ndarray  # (L, V)
+
+
+def _setup(problem: Problem, tradeoffs: Tradeoffs, objective: str, constraints: Constraints | None) -> _Setup:
+    if objective not in TRADEOFF_OBJECTIVES:
+        raise PlanError(f"unknown objective {objective!r}", f"use one of: {', '.join(TRADEOFF_OBJECTIVES)}")
+    inst = prepare(problem)
+    cons = constraints or Constraints()
+    validate_constraints(inst, cons, "latency" if objective == "pareto" else objective)
+    var = expand(inst, tradeoffs)
+    allowed = allowed_matrix(inst, cons)[:, var.device] & np.isfinite(var.compute_s)
+    allowed[0] &= np.isfinite(var.upload_s)
+    allowed[-1] &= np.isfinite(var.return_s)
+    revisits = cons.revisits if cons.revisits is not None else objective != "throughput"
+    return _Setup(var, cons, revisits, allowed)
+
+
+def _spec(s: _Setup, objective: str, budget: float | None, cap_s: float) -> MilpSpec:
+    var, cons = s.var, s.cons
+    figure = "latency" if objective in ("latency", "pareto") else objective
+    bounds = [
+        (figure_weights(var, s.allowed, name), float(value))
+        for name, value in (
+            ("latency", cons.max_latency_s),
+            ("energy", cons.max_energy_j),
+            ("upload", cons.max_upload_bytes),
+            ("quality", budget),
+        )
+        if value is not None
+    ]
+    times = figure_weights(var, s.allowed, "latency")
+    wire = dataclasses.replace(times, arc_w=var.wire_s)  # links carry bytes; codecs keep devices busy
+    bottleneck = None
+    if objective == "throughput" or math.isfinite(cap_s):
+        bottleneck = (np.where(s.allowed, var.compute_s, 0.0), wire, var.inst.source, var.inst.sink)
+    return MilpSpec(
+        objective=None if objective == "throughput" else figure_weights(var, s.allowed, figure),
+        allowed=s.allowed,
+        connected=_connected(var),
+        revisits=s.revisits,
+        max_stages=cons.max_stages,
+        requires=[var.inst.names.index(d) for d in cons.requires],
+        memory_bytes=var.inst.memory_bytes,
+        capacity_bytes=var.inst.capacity_bytes,
+        bottleneck=bottleneck,
+        bottleneck_cap_s=cap_s,
+        bounds=bounds,
+        groups=var.device,
+        arc_busy=(var.compress_s, var.decompress_s),
+    )
+
+
+def _connected(var: Variants) -> np.ndarray:
+    """(V, V): a variant to itself, or to a variant of another device with a link to it."""
+    dev = var.device
+    linked = ~np.isnan(var.inst.link_bandwidth_bps)[dev[:, None], dev[None, :]]
+    return (linked & (dev[:, None] != dev[None, :])) | np.eye(len(dev), dtype=bool)
+
+
+def _milp(
+    s: _Setup, objective: str, budget: float | None, cap_s: float, top_k: int, time_limit_s: float
+) -> list[tuple[TradeoffMetrics, tuple[int, ...], float]]:
+    def accept(assignment: list[int]) -> bool:
+        m = measure(s.var, assignment)
+        return (
+            m is not None
+            and not _faults(s.var, s.cons, assignment, m, s.revisits, budget)
+            and (m.bottleneck_s <= cap_s * (1 + _REL_TOL))
+        )
+
+    result = solve_milp(_spec(s, objective, budget, cap_s), top_k, accept, time_limit_s=time_limit_s)
+    if result.timed_out and not result.found:
+        raise PlanError(
+            f"the MILP found no trade-off plan within {time_limit_s:g} s",
+            "allow more time (--time-limit), or offer fewer precisions and compressions",
+        )
+    found = [(measure(s.var, a), tuple(a), gap) for a, gap in result.found]
+    return [(m, a, gap) for m, a, gap in found if m is not None]
+
+
+def brute_force(
+    problem: Problem,
+    tradeoffs: Tradeoffs,
+    objective: str = "latency",
+    constraints: Constraints | None = None,
+    top_k: int = 1,
+) -> list[Plan]:
+    """Every assignment of blocks to variants, the best ``top_k`` first (small problems only)."""
+    s = _setup(problem, tradeoffs, objective, constraints)
+    total = s.var.num_variants**s.var.inst.num_blocks
+    if total > MAX_ASSIGNMENTS:
+        raise PlanError(f"brute force would try {total} assignments", "use it only for small problems")
+    budget = tradeoffs.max_quality_drop
+    scored = []
+    for a in itertools.product(range(s.var.num_variants), repeat=s.var.inst.num_blocks):
+        m = measure(s.var, a)
+        if (
+            m is not None
+            and all(s.allowed[b, v] for b, v in enumerate(a))
+            and not _faults(s.var, s.cons, a, m, s.revisits, budget)
+        ):
+            scored.append(((_value(m, objective), m.latency_s), m))
+    scored.sort(key=lambda t: t[0])
+    return [_plan(m, objective, i + 1, None, "bruteforce") for i, (_, m) in enumerate(scored[:top_k])]
+
+
+def solve_tradeoffs(
+    problem: Problem,
+    tradeoffs: Tradeoffs,
+    objective: str = "latency",
+    constraints: Constraints | None = None,
+    top_k: int = 1,
+    *,
+    time_limit_s: float = 60.0,
+) -> list[Plan]:
+    """The ``top_k`` best plans choosing split, placement, precisions and compressions together,
+    with a summed quality cost of at most ``tradeoffs.max_quality_drop``. Plans carry
+    ``quality_cost``; stages their ``precision``, hops their ``compression``."""
+    s = _setup(problem, tradeoffs, objective, constraints)
+    budget = tradeoffs.max_quality_drop
+    user_cap = throughput_cap_s(s.cons.min_throughput_rps)
+    if objective == "pareto":
+        return _front(s, budget, user_cap, time_limit_s)
+    if objective == "throughput":
+        found = _milp(s, "throughput", budget, user_cap, top_k, time_limit_s)
+        if found:  # the best bottleneck's plans, fastest first; then the others by bottleneck
+            cap = min(found[0][0].bottleneck_s * (1 + _REL_TOL), user_cap)
+            fastest = _milp(s, "latency", budget, cap, top_k, time_limit_s)
+            seen = {a for _, a, _ in fastest}
+            found = fastest + sorted(
+                (f for f in found if f[1] not in seen), key=lambda t: (t[0].bottleneck_s, t[0].latency_s)
+            )
+    else:
+        found = _milp(s, objective, budget, user_cap, top_k, time_limit_s)
+        found.sort(key=lambda t: _value(t[0], objective))
+    if not found:
+        _explain_infeasible(problem, objective, s.cons)
+    return [_plan(m, objective, i + 1, gap, "milp-tradeoffs") for i, (m, _, gap) in enumerate(found[:top_k])]
+
+
+def _front(s: _Setup, budget: float | None, cap_s: float, time_limit_s: float) -> list[Plan]:
+    """The latency-quality front: fastest plan, then the fastest with a smaller quality cost, ..."""
+    plans: list[Plan] = []
+    limit = budget
+    while True:
+        found = _milp(s, "latency", limit, cap_s, 1, time_limit_s)
+        if not found:
+            break
+        m = found[0][0]
+        plan = _plan(m, "pareto-quality", len(plans) + 1, found[0][2], "milp-tradeoffs")
+        if plans and m.latency_s <= plans[-1].latency_s * (1 + _REL_TOL):
+            plans[-1] = msgspec.structs.replace(
+                plan, rank=len(plans)
+            )  # as fast and better: the previous point was not on the front
+        else:
+            plans.append(plan)
+        if m.quality_cost <= _REL_TOL:
+            break
+        limit = m.quality_cost * (1 - 1e-6) - _REL_TOL  # strictly less than this plan's quality cost
+    if not plans:
+        raise PlanError("no plan fits the constraints", "relax a constraint")
+    return plans
+
+
+def _explain_infeasible(problem: Problem, objective: str, cons: Constraints) -> None:
+    """fp32 with raw hops costs no quality, so only the devices' constraints can leave no plan:
+    the plain solver names the one that does."""
+    from splitinfer.plan.solve import solve
+
+    solve(problem, "latency" if objective == "pareto" else objective, cons)
+    raise PlanError(
+        "no trade-off plan fits the constraints although a plain plan does",
+        "relax --max-latency, --min-throughput or --max-energy, or allow more trade-offs",
+    )
