@@ -3,6 +3,7 @@ brute-force optimum over every assignment of blocks to variants, on random small
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -172,7 +173,6 @@ def test_the_pareto_front_trades_latency_for_quality():
 )
 def test_bad_tradeoffs_name_the_field(change, words):
     problem, tradeoffs = _two_devices(0.01)
-    import dataclasses
 
     with pytest.raises(PlanError, match=words):
         solve_tradeoffs(problem, dataclasses.replace(tradeoffs, **change))
@@ -198,3 +198,13 @@ def test_the_budget_is_a_row_of_the_milp_not_a_filter_afterwards():
         25_000,
         *(100_000 + b for b in range(9)),
     }  # the two largest
+
+
+def test_an_excluded_plan_is_never_chosen_again():
+    problem, tradeoffs = _two_devices(0.01)
+    (best,) = solve_tradeoffs(problem, tradeoffs)
+    again = dataclasses.replace(tradeoffs, excluded={describe_stages(best)})
+    (second,) = solve_tradeoffs(problem, again)
+    assert describe_stages(second) != describe_stages(best)
+    assert second.latency_s >= best.latency_s
+    assert describe_stages(brute_force(problem, again)[0]) == describe_stages(second)

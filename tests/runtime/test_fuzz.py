@@ -36,7 +36,8 @@ SAMPLES = {type(h).__name__: msgspec.to_builtins(h) for h in (
     messages.Health(), messages.Info(), messages.Echo(num_reply_bytes=8), messages.Undeploy(),
     messages.Deploy(deployment_id="d", stage=0, device="a", inputs=[_META], outputs=[_META],
                     route=messages.Route("tcp://127.0.0.1:9", True), reply_to="tcp://127.0.0.1:9"),
-    messages.TimePartition(), messages.Probe(address="tcp://127.0.0.1:9", sizes_bytes=[10]),
+    messages.TimePartition(), messages.TimeCompression(compressions=["int8"]),
+    messages.Probe(address="tcp://127.0.0.1:9", sizes_bytes=[10]),
     messages.Shutdown(), messages.Infer(deployment_id="d", stage=0, deadline_unix_s=2e9),
     messages.Outputs(deployment_id="d"), messages.ErrorReply(code="failed", problem="p"),
     messages.Done(data={"a": [1, 2.5, {"b": None}]}))}

@@ -1,5 +1,6 @@
 """What commands read as a request's inputs: arrays (.npy, .npz) or an image through the data
-package's preprocessing; and a classifier's top-k labels for what came out."""
+package's preprocessing; data sets cut into batches of a model input (``bench --data``,
+``profile --calibration``); and a classifier's top-k labels for what came out."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ from rich.table import Table
 from splitinfer.errors import InputError
 
 if TYPE_CHECKING:
+    from splitinfer.data import Dataset
     from splitinfer.graph import Model
+    from splitinfer.types import TensorSpec
+
+ARRAY_SUFFIXES = (".npz", ".npy")
 
 
 def read_inputs(path: Path, model: Model, preprocess: str | None = None) -> dict[str, np.ndarray]:
@@ -38,6 +43,43 @@ def read_inputs(path: Path, model: Model, preprocess: str | None = None) -> dict
         feeds = read_arrays(path, [s.name for s in model.inputs])
     check_feeds(feeds, model.inputs, f"--input {path.name}")
     return feeds
+
+
+def single_input(model: Model, flag: str, path: Path) -> TensorSpec:
+    """The model's one input, which a data set feeds; else one line naming ``flag``."""
+    if len(model.inputs) != 1:
+        names = ", ".join(s.name for s in model.inputs)
+        raise InputError(f"{flag} {path.name} is a data set (one input), the model has {len(model.inputs)} "
+                         f"inputs ({names})", f"leave out {flag}, or give a model with a single input")
+    return model.inputs[0]
+
+
+def read_dataset(path: Path, spec: TensorSpec, preprocess: str | None, flag: str) -> Dataset:
+    """The data set at ``path`` (``load_dataset``'s forms), its images preprocessed as ``preprocess``
+    says (else to fit ``spec``), checked to fit ``spec``: every problem is one line naming ``flag``."""
+    from splitinfer.data import load_dataset
+
+    if preprocess and path.suffix.lower() in ARRAY_SUFFIXES:
+        raise InputError(f"--preprocess applies to images, {flag} {path.name} holds arrays",
+                         "leave out --preprocess, or give images (a file or a folder)")
+    shape = [d if isinstance(d, int) and d > 0 else None for d in spec.shape]
+    try:
+        data = load_dataset(path, preprocess, input_shape=shape, input_dtype=spec.dtype)
+        data.check_fits(spec)
+    except InputError as e:
+        fix = e.fix
+        if fix and "Preprocess." in fix:  # the API's fix: say it with the flag
+            fix = "make --preprocess resize and crop to the input's size, or leave it out to fit the input"
+        raise InputError(f"{flag}: {e.problem}", fix) from None
+    return data
+
+
+def dataset_feeds(data: Dataset, spec: TensorSpec, max_feeds: int) -> list[dict[str, np.ndarray]]:
+    """Feeds for ``spec`` from ``data``'s samples in order, a batch of the input's size each (1 for
+    a dynamic batch), the samples cycled to fill the last one; at most ``max_feeds`` of them."""
+    batch = spec.shape[0] if isinstance(spec.shape[0], int) and spec.shape[0] > 0 else 1
+    count = max(1, min(max_feeds, -(-len(data) // batch)))
+    return [{spec.name: data.x[(np.arange(batch) + i * batch) % len(data)]} for i in range(count)]
 
 
 def top_k_table(outputs: dict[str, np.ndarray], labels_path: Path, k: int = 5) -> Table:

@@ -130,6 +130,10 @@ def eval_command(
     = None,
     limit: Annotated[int | None, typer.Option("--limit", metavar="N", help="At most N samples.",
                                               show_default=False)] = None,
+    calibration: Annotated[Path | None, typer.Option(
+        "--calibration", help="A plan with int8 stages: the data their quantisation is calibrated on "
+                              "(default: --data itself; give held-out data for an honest figure).",
+        show_default=False)] = None,
     top_k: Annotated[str, typer.Option("--top-k", metavar="K,...", help="The k of top-k agreement and "
                                                                       "accuracy.")] = "1,5",
     timeout: Annotated[float, typer.Option("--timeout", help="Deadline of each request on workers, in "
@@ -178,12 +182,18 @@ def eval_command(
     shape, dtype = (specs[0].shape, specs[0].dtype) if specs else ((), "float32")  # no input: check_data says
     dataset = _load_data(data, preprocess, labels, limit, shape, dtype)
     ev.check_data(reference, dep.model if dep is not None else None, dataset)
+    calib = None
+    if dep is not None and any(s.precision == "int8" for s in dep.plan.stages):
+        calib = _load_data(calibration, preprocess, None, None, shape, dtype) if calibration else dataset
+        if calibration is None and not json_out:
+            console.print("int8 stages are calibrated on the evaluated data (--calibration: held-out data)",
+                          highlight=False)
     if dep is None:
         result = _evaluate(reference, None, dataset, ks, json_out)
     elif in_process:
-        result = _evaluate(reference, ev.chain_runner(_stages(dep, compress)), dataset, ks, json_out)
+        result = _evaluate(reference, ev.chain_runner(_stages(dep, compress, calib)), dataset, ks, json_out)
     else:
-        with _deploy(dep, compress, timeout) as session:
+        with _deploy(dep, compress, timeout, calib) as session:
             result = _evaluate(reference, ev.session_runner(session), dataset, ks, json_out)
     doc = {"model": str(model), "plan": None if plan is None else str(plan),
            "rank": None if plan is None else rank or 1, "in_process": in_process, "compress": compress,
@@ -202,23 +212,24 @@ def eval_command(
         console.print(f"wrote {output}", highlight=False)
 
 
-def _stages(dep: Deployment, compress: str | None) -> list[Any]:
+def _stages(dep: Deployment, compress: str | None, calibration: Dataset | None) -> list[Any]:
     from splitinfer.runtime.evaluate import plan_stages, with_hop_compression
 
-    stages = plan_stages(dep.plan, dep.cluster, dep.model, profile=dep.profile)
+    stages = plan_stages(dep.plan, dep.cluster, dep.model, profile=dep.profile, calibration=calibration)
     return stages if compress is None else with_hop_compression(stages, compress)
 
 
-def _deploy(dep: Deployment, compress: str | None, timeout_s: float) -> Session:
-    if compress is None:
+def _deploy(dep: Deployment, compress: str | None, timeout_s: float, calibration: Dataset | None) -> Session:
+    if compress is None and not dep.plan.has_tradeoffs:
         return open_session(dep, timeout_s)
     from splitinfer.plan import describe_stages
     from splitinfer.runtime import deploy_stages
 
-    # deploy() takes no compression: the stages are built here, so this session does not re-plan
-    # when a device fails (a re-planned pipeline would lose the --compress being tried).
-    stages = _stages(dep, compress)
-    with console.status(f"deploying {describe_stages(dep.plan)} with {compress} hops ..."):
+    # The stages are built here (with --compress, or a trade-off plan's quantised stages), so this
+    # session does not re-plan when a device fails: a re-planned pipeline would lose them.
+    stages = _stages(dep, compress, calibration)
+    hops = f" with {compress} hops" if compress else ""
+    with console.status(f"deploying {describe_stages(dep.plan)}{hops} ..."):
         return deploy_stages(stages, dep.cluster, plan=dep.plan, model=dep.model, timeout_s=timeout_s)
 
 

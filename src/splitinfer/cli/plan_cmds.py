@@ -29,9 +29,12 @@ from splitinfer.plan import (
 from splitinfer.plan.problem import AT_SOURCE, AtSource, Problem
 from splitinfer.plan.scission import TIERS, parse_criteria, rank_scission
 from splitinfer.plan.solve import MAX_TIME_LIMIT_S, MAX_TOP_K
+from splitinfer.plan.tradeoff_solve import solve_tradeoffs
+from splitinfer.plan.tradeoffs import Tradeoffs
 from splitinfer.profile.problem import build_problem
 from splitinfer.profile.schema import load_profile
 from splitinfer.profile.scission import load_benchmarks, load_network_stats, scission_problem
+from splitinfer.profile.tradeoff_profile import tradeoffs_for_planning
 from splitinfer.units import check_number, parse_size_bytes, parse_time_s
 
 HELP = """Find the best split and placement of a profiled model, exactly.
@@ -46,6 +49,10 @@ HELP = """Find the best split and placement of a profiled model, exactly.
 
   splitinfer plan profile.json --cluster cluster.yaml --objective pareto
 
+  splitinfer plan profile.json --cluster cluster.yaml --max-quality-drop 1% --check-quality val/
+
+  splitinfer plan profile.json --cluster cluster.yaml --objective pareto --compressions int8,lz4
+
   splitinfer plan --scission benchmark_data network_stats.csv vgg19 -d "!-1" -e 10 -c 16
 
   splitinfer plan --scission benchmark_data network_stats.csv vgg19 --general --top 5
@@ -53,6 +60,16 @@ HELP = """Find the best split and placement of a profiled model, exactly.
 Without --cluster the devices are the profile's (the first is the source) \
 and the links are the profile's measurements. Blocks are numbered from 0, as \
 in `splitinfer inspect`. Ties in throughput go to the faster plan.
+
+Trade-offs (a profile made with `splitinfer profile --tradeoffs`): with \
+--max-quality-drop, --precisions or --compressions the planner also chooses \
+each stage's precision and each hop's compression, exactly, keeping the summed \
+quality cost (top-1 agreement drops measured alone on calibration data) within \
+the budget; `--objective pareto` then gives the latency-quality front. With \
+--check-quality DATA the chosen plan's real drop is measured on DATA (its stages \
+quantised and compressed as deployed, run in process) and, while it breaks the \
+budget, the plan is excluded, its parts charged what they really cost, and the \
+problem solved again.
 """
 
 
@@ -92,19 +109,24 @@ def format_plans(plans: list[Plan], title: str = "") -> Table:
     pareto = any(p.objective.startswith("pareto") for p in plans)
     energy = any(p.energy_j is not None for p in plans)
     gaps = any(p.gap for p in plans)
-    columns = (["front"] if pareto else []) + ["#", "latency s", "compute s", "transfer s", "sent MB"]
-    columns += ["upload MB"] if pareto else []
-    columns += ["req/s"] + (["energy J"] if energy else []) + (["gap"] if gaps else [])
+    quality = any(p.quality_cost is not None for p in plans)
+    columns = (["front"] if pareto else []) + ["#", "latency s", "compute s", "transfer s"]
+    columns += (["codec s"] if quality else []) + ["sent MB"] + (["upload MB"] if pareto else [])
+    columns += ["req/s"] + (["energy J"] if energy else []) + (["quality"] if quality else [])
+    columns += ["gap"] if gaps else []
     for name in columns:
         table.add_column(name, justify="left" if name == "front" else "right", no_wrap=True)
     table.add_column("stages", overflow="fold", min_width=16)
     for p in plans:
         row = [p.objective.removeprefix("pareto-")] if pareto else []
         row += [str(p.rank), f"{p.latency_s:.4f}", f"{p.compute_s:.4f}", f"{p.transfer_s:.4f}"]
+        row += [f"{p.codec_s:.4f}"] if quality else []
         row += [f"{p.bytes_sent / 1e6:.3f}"] + ([f"{p.upload_bytes / 1e6:.3f}"] if pareto else [])
         row.append("inf" if math.isinf(p.throughput_rps) else f"{p.throughput_rps:.3f}")
         if energy:
             row.append("-" if p.energy_j is None else f"{p.energy_j:.4f}")
+        if quality:
+            row.append("-" if p.quality_cost is None else f"{p.quality_cost:.2%}")
         if gaps:
             row.append(f"{p.gap:.2%}" if p.gap else "")
         table.add_row(*row, describe_stages(p))
@@ -164,14 +186,70 @@ def _check_numbers(top: int, time_limit: float, bounds: dict[str, float | None],
 
 
 def _profile_problem(
-    path: str, cluster: Path | None, stat: str, sink: str | None
-) -> tuple[Problem, Provenance]:
+    path: str, cluster: Path | None, stat: str, sink: str | None, tradeoffs: dict[str, Any]
+) -> tuple[Problem, Provenance, Tradeoffs | None]:
     profile = load_profile(path)
     problem = build_problem(
         profile, load_cluster(cluster) if cluster is not None else None, stat=stat, sink=_sink(sink)
     )
+    chosen = None
+    if any(v is not None for v in tradeoffs.values()):
+        chosen = tradeoffs_for_planning(profile, problem.devices, stat=stat, **tradeoffs)
+    elif profile.tradeoffs is not None:
+        console.print("the profile has trade-offs measured: plan with them with --max-quality-drop 1%",
+                      highlight=False)
     return problem, Provenance(model=profile.model.name, model_sha256=profile.model.sha256, profile=path,
-                               cluster=str(cluster) if cluster is not None else "")
+                               cluster=str(cluster) if cluster is not None else ""), chosen
+
+
+def _repaired(problem: Problem, tradeoffs: Tradeoffs | None, objective: str, cons: Constraints,
+              profile_path: str, data_path: Path, calibration: Path | None, preprocess: str | None,
+              model: Path | None, time_limit: float) -> Plan:
+    """The repair loop (runtime/repair.py) from the command line: the plan whose measured drop holds."""
+    if tradeoffs is None or tradeoffs.max_quality_drop is None:
+        raise PlanError("--check-quality measures a plan against a quality budget, and none was given",
+                        "add --max-quality-drop, e.g. 1%")
+    if objective not in ("latency", "throughput", "energy"):
+        raise PlanError(f"--check-quality repairs one plan; --objective {objective} gives several",
+                        "use --objective latency, throughput or energy")
+    from splitinfer.data import load_dataset
+    from splitinfer.runtime.repair import plan_within_budget
+
+    profile = load_profile(profile_path)
+    model_path = model or (Path(profile.model.path) if profile.model.path else None)
+    if model_path is None:
+        raise PlanError("the profile does not say where its model file is", "give it with --model")
+    shape = next(iter(profile.model.input_shapes.values()), None)
+    data = load_dataset(data_path, preprocess, input_shape=shape)
+    calib = load_dataset(calibration, preprocess, input_shape=shape) if calibration is not None else None
+    with console.status(f"planning, then measuring quality on {len(data)} samples ..."):
+        repair = plan_within_budget(problem, tradeoffs, model_path, data, objective=objective,
+                                    constraints=cons, profile=profile, calibration=calib,
+                                    time_limit_s=time_limit)
+    for plan, drop in repair.rejected:
+        console.print(f"excluded {describe_stages(plan)}: measured drop {drop:.2%} (predicted "
+                      f"{plan.quality_cost or 0:.2%})", highlight=False)
+    console.print(f"measured drop {repair.measured_drop:.2%} on {len(data)} samples of {data_path} "
+                  f"(budget {tradeoffs.max_quality_drop:.2%})", highlight=False)
+    return repair.plan
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
+
+
+def parse_quality_drop(text: str | None, flag: str = "--max-quality-drop") -> float | None:
+    """``1%`` or ``0.01``: a fraction of top-1 agreement, 0 to 1."""
+    if text is None:
+        return None
+    raw = text.strip()
+    try:
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise PlanError(f"{flag} {text!r} is not a fraction",
+                        "give a percentage like 1% or a fraction like 0.01") from None
+    return check_number(value, flag, low=0, high=1, error=PlanError,
+                        fix="give a percentage like 1% (0 to 100%)")
 
 
 def _quantity(parse: Callable[[str], float], text: str | None, flag: str) -> Any:
@@ -216,6 +294,25 @@ def plan_command(
     method: str = typer.Option("auto", "--method", help="auto | dp | milp | bruteforce."),
     time_limit: float = typer.Option(60.0, "--time-limit", help="Seconds the MILP may take per solve."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write the plans to this plan.json."),
+    max_quality_drop: str | None = typer.Option(
+        None, "--max-quality-drop", help="Trade-offs: the summed quality cost allowed, e.g. 1% (top-1)."
+    ),
+    precisions: str | None = typer.Option(
+        None, "--precisions", help="Trade-offs: precisions a stage may use, e.g. int8,fp16 (default: all)."
+    ),
+    compressions: str | None = typer.Option(
+        None, "--compressions", help="Trade-offs: compressions a hop may use, e.g. int8,lz4 (default: all)."
+    ),
+    check_quality: Path | None = typer.Option(
+        None, "--check-quality", help="Trade-offs: measure the plan's real drop on this data set; repair it."
+    ),
+    calibration: Path | None = typer.Option(
+        None, "--calibration", help="With --check-quality: calibrate int8 stages on this data (default: it)."
+    ),
+    preprocess: str | None = typer.Option(None, "--preprocess", help="With --check-quality: for images."),
+    model: Path | None = typer.Option(
+        None, "--model", help="With --check-quality: the model file (default: the profile's)."
+    ),
     scission: bool = typer.Option(False, "--scission", help="Read Scission's benchmark files instead."),
     device_criteria: str | None = typer.Option(None, "--device", "-d", help="Scission device criteria."),
     edge_criteria: str | None = typer.Option(None, "--edge", "-e", help="Scission edge criteria."),
@@ -230,6 +327,9 @@ def plan_command(
     _check_numbers(top, time_limit, {"--min-throughput": min_throughput, "--max-energy": max_energy,
                                      "--input": input_mb}, result_count)
     check_writable(output, "-o")
+    wanted = {"max_quality_drop": parse_quality_drop(max_quality_drop), "precisions": _names(precisions),
+              "compressions": _names(compressions)}
+    tradeoffs = None
     if scission:
         texts = {"device": device_criteria, "edge": edge_criteria, "cloud": cloud_criteria}
         problem, provenance = _scission(args, texts, input_mb, result_count, general)
@@ -238,7 +338,7 @@ def plan_command(
         if sink is not None:
             problem = dataclasses.replace(problem, sink=_sink(sink))
     else:
-        problem, provenance = _profile_problem(args[0], cluster, stat, sink)
+        problem, provenance, tradeoffs = _profile_problem(args[0], cluster, stat, sink, wanted)
     cons = Constraints(
         pins=_block_pairs(pin, "pin", problem.num_blocks),
         forbids=_block_pairs(forbid, "forbid", problem.num_blocks),
@@ -252,11 +352,20 @@ def plan_command(
         max_upload_bytes=_quantity(parse_size_bytes, max_upload_bytes, "--max-upload-bytes"),
         max_energy_j=max_energy,
     )
-    plans = solve(problem, objective, cons, top, method=method, time_limit_s=time_limit)
+    if check_quality is not None:
+        plans = [_repaired(problem, tradeoffs, objective, cons, args[0], check_quality, calibration,
+                           preprocess, model, time_limit)]
+    elif tradeoffs is not None:
+        plans = solve_tradeoffs(problem, tradeoffs, objective, cons, top, time_limit_s=time_limit)
+    else:
+        plans = solve(problem, objective, cons, top, method=method, time_limit_s=time_limit)
     # Recorded so that a re-plan after a failure respects them too.
     provenance = msgspec.structs.replace(provenance, constraints=cons)
     title = f"{objective} plans of {provenance.model} ({plans[0].solver})"
     console.print(format_plans(plans, title))
+    if any(p.quality_cost is not None for p in plans):  # long lines, and the table may squeeze them
+        for p in plans:
+            console.print(f"#{p.rank}  {describe_stages(p)}", highlight=False, soft_wrap=True)
     _write(plans, output, provenance)
 
 

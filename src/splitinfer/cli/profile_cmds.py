@@ -5,17 +5,22 @@ from __future__ import annotations
 import contextlib
 import platform
 import warnings
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from splitinfer.cli._common import check_writable, console, err_console, format_bytes, format_count
+from splitinfer.cli._inputs import ARRAY_SUFFIXES, dataset_feeds, read_dataset, single_input
 from splitinfer.cli._model import parse_input_shapes
 from splitinfer.cluster import load_cluster
-from splitinfer.errors import ProfileError
+from splitinfer.errors import InputError, ProfileError
+from splitinfer.graph import Model, load_model
 from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS
 from splitinfer.host import max_num_threads
 from splitinfer.plan import Plan, describe_stages, plan_to_json, with_provenance
@@ -52,13 +57,18 @@ HELP = """Measure a model's blocks on devices and the links between them, into p
 
   splitinfer profile r18.onnx --cluster cluster.yaml -o p.json --refine latency --plan-output plan.json
 
+  splitinfer profile r18.onnx --calibration val/ --preprocess resize=256,crop=224,norm=imagenet -o p.json
+
 With --cluster, every device is profiled through its worker (local devices are \
 started on this machine) and links marked `measure: true` are probed; declared \
 links are copied. Without --cluster, this machine is profiled in this process as \
 one device: run it on each device and merge the files (Scission's workflow). \
 Each block runs as its own partition on the tensors it really gets from the \
 calibration input (--calibration x.npz, else seeded generated inputs); the \
-whole model is timed too. Ctrl-C writes what was measured so far to -o. \
+whole model is timed too. --calibration takes an .npz with one array per \
+input name, or a data set for a single-input model (an image folder, one image, \
+an .npz with x, an .npy; images preprocessed as --preprocess says, else to fit \
+the input): its first samples make one input batch. Ctrl-C writes what was measured so far to -o. \
 --refine deploys the best plan, times its segments and hops as they run, and \
 re-plans until the plan stops changing (blocks that run faster together, the \
 runtime's own cost per hop): its --plan-output is what `splitinfer bench` checks.
@@ -104,9 +114,53 @@ def _local_bar(device: str) -> Iterator[object]:
         yield update
 
 
+_CALIBRATION_FORMS = ("an .npz with one array per input name, or a data set: an image folder, one image, "
+                      "an .npz with x, an .npy")
+
+
+def _named_arrays(path: Path, model: Model) -> bool:
+    """Whether ``path`` is calibration's own form, arrays by input name, rather than a data set: an .npz
+    without ``x`` (or any array file for a model of several inputs, whose reader says what is wrong)."""
+    if path.suffix.lower() not in ARRAY_SUFFIXES or not path.is_file():
+        return False
+    if len(model.inputs) != 1:
+        return True
+    if path.suffix.lower() == ".npy":
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return "x" not in npz.files
+    except (OSError, ValueError, AttributeError, zipfile.BadZipFile, EOFError):
+        return True  # not a readable .npz: the calibration reader says so
+
+
+def calibration_input(model: Path, options: dict) -> tuple[Path | Model, Any]:
+    """The model (loaded when the calibration is a data set, to fit its input) and the calibration to
+    profile with: None (generated inputs), the .npz of arrays by input name, or one input batch made
+    from a data set's first samples."""
+    path, steps = options["calibration"], options["preprocess"]
+    if path is None:
+        if steps is not None:
+            raise InputError("--preprocess needs --calibration: it says how the calibration images become "
+                             "inputs", "give --calibration DATA, or leave out --preprocess")
+        return model, None
+    if not path.exists():
+        raise InputError(f"--calibration {path} does not exist", f"give {_CALIBRATION_FORMS}")
+    loaded = load_model(model, input_shapes=parse_input_shapes(options["input_shape"]),
+                        batch=options["batch"])
+    if _named_arrays(path, loaded):
+        if steps is not None:
+            raise InputError(f"--preprocess applies to images, --calibration {path.name} holds arrays",
+                             "leave out --preprocess, or give images (a file or a folder)")
+        return loaded, path
+    spec = single_input(loaded, "--calibration", path)
+    return loaded, dataset_feeds(read_dataset(path, spec, steps, "--calibration"), spec, 1)[0]
+
+
 def _measure(model: Path, cluster: Path | None, options: dict) -> tuple[Profile, Plan | None]:
     # Load, cut and calibrate first: bad input fails here, before any worker starts or bar shows.
-    prepared = prepare_model(model, calibration=options["calibration"], batch=options["batch"],
+    source, calibration = calibration_input(model, options)
+    prepared = prepare_model(source, calibration=calibration, batch=options["batch"],
                              input_shapes=parse_input_shapes(options["input_shape"]),
                              max_blocks=options["max_blocks"], max_cut_tensors=options["max_cut_tensors"])
     settings = ProfileSettings(budget_s=options["budget_s"])
@@ -267,9 +321,14 @@ def profile_command(
                                    help="Group nodes into at most N blocks."),
     max_cut_tensors: int = typer.Option(DEFAULT_MAX_CUT_TENSORS, "--max-cut-tensors", metavar="K",
                                         help="A candidate cut has at most K live tensors."),
-    calibration: Path | None = typer.Option(None, "--calibration", metavar="FILE",
-                                            help="Inputs to profile with: .npy (one input) or .npz (one "
-                                                 "array per input name). Default: seeded generated inputs."),
+    calibration: Path | None = typer.Option(None, "--calibration", metavar="DATA",
+                                            help="Inputs to profile with: an .npz (one array per input "
+                                                 "name), or a data set for a single-input model (image "
+                                                 "folder, image, .npz with x, .npy): its first samples. "
+                                                 "Default: seeded generated inputs."),
+    preprocess: str | None = typer.Option(None, "--preprocess", metavar="SPEC",
+                                          help="How --calibration's images become inputs, e.g. resize=256,"
+                                               "crop=224,norm=imagenet (default: from the input's shape)."),
     budget_s: float = typer.Option(30.0, "--budget-s", metavar="S",
                                    help="Seconds of timed work per device, shared by its blocks."),
     num_threads: int = typer.Option(0, "--num-threads",
@@ -298,7 +357,8 @@ def profile_command(
     _check_numbers(budget_s, num_threads if threads is None else threads, max_blocks, max_cut_tensors, batch)
     check_writable(output, "-o")
     check_writable(plan_output, "--plan-output")
-    options = {"calibration": calibration, "input_shape": input_shape, "batch": batch,
+    options = {"calibration": calibration, "preprocess": preprocess, "input_shape": input_shape,
+               "batch": batch,
                "max_blocks": max_blocks, "max_cut_tensors": max_cut_tensors, "budget_s": budget_s,
                "num_threads": num_threads if threads is None else threads, "providers": providers,
                "device_name": device_name, "refine": refine_for, "plan_output": plan_output}

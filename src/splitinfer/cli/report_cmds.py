@@ -32,6 +32,12 @@ ModelOption = Annotated[
 OutOption = Annotated[
     Path, typer.Option("--output", "-o", metavar="DIR", help="Folder to write the report into.")
 ]
+EvalOption = Annotated[
+    Path | None,
+    typer.Option("--eval", "-e", metavar="EVAL.json", show_default=False,
+                 help="An eval result (`splitinfer eval ... -o eval.json`): a Quality section with accuracy, "
+                      "agreement, and with labels the confusion matrix and per-class precision/sensitivity."),
+]
 CheckOption = Annotated[
     bool,
     typer.Option("--check", help="Open the page in headless Chromium; fail on page errors or broken images."),
@@ -43,6 +49,7 @@ def report(
     plan: PlanOption = None,
     bench: BenchOption = None,
     model: ModelOption = None,
+    evaluation: EvalOption = None,
     output: OutOption = Path("splitinfer-report"),
     check: CheckOption = False,
 ) -> None:
@@ -52,8 +59,9 @@ def report(
     block; with --plan: the plans compared, the chosen plan's timeline, the
     block graph coloured by stage and the Pareto fronts (if planned); with
     --bench: predicted against measured per stage and hop, and the latency
-    distribution. The chosen plan is the bench's, else the first in PLAN.json.
-    CSV: blocks.csv, plans.csv, bench.csv.
+    distribution; with --eval: the confusion matrix. The chosen plan is the bench's,
+    else the first in PLAN.json. CSV: blocks.csv, plans.csv, bench.csv, and with
+    --eval accuracy.csv, agreement.csv, classes.csv.
 
     Examples:
 
@@ -62,8 +70,13 @@ def report(
       splitinfer report profile.json --plan plan.json -o report
 
       splitinfer report profile.json -p plan.json -b bench.json -m mobilenetv2.onnx --check
+
+      splitinfer report profile.json -p plan.json --eval eval.json -o report
     """
     from splitinfer.report import write_report  # here: matplotlib would slow every command's start
+    from splitinfer.report.quality import load_eval
+
+    doc = load_eval(evaluation) if evaluation is not None else None  # a bad file: one line, before any figure
 
     written: list[Path] = []
     with console.status("writing the report") as status:
@@ -72,7 +85,8 @@ def report(
             written.append(path)
             status.update(f"writing the report: {path.name}")
 
-        index = write_report(profile, output, plans=plan, bench=bench, model=model, on_file=on_file)
+        index = write_report(profile, output, plans=plan, bench=bench, model=model, evaluation=doc,
+                             on_file=on_file)
     for path in written:
         console.print(f"  {path.name:<24} {format_bytes(path.stat().st_size):>10}", highlight=False)
     console.print(f"wrote {len(written)} files; open {index}", highlight=False)

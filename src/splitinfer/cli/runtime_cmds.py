@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from splitinfer.cli._common import check_writable, console, format_bytes, print_json
-from splitinfer.cli._inputs import read_inputs, top_k_table
+from splitinfer.cli._inputs import dataset_feeds, read_dataset, read_inputs, single_input, top_k_table
 from splitinfer.cluster import Cluster, load_cluster
 from splitinfer.errors import ClusterError, ModelError, ShapeError, SplitinferError
 from splitinfer.graph import Model, load_model
@@ -261,6 +261,14 @@ def bench_command(
                                                 show_default=False)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print only the bench JSON.")] = False,
     timeout: TimeoutOpt = 30.0,
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="Run the requests on this data set's samples, in order and cycled (single-input "
+                       "model): an image folder, one image, an .npz (x) or an .npy. Default: seeded "
+                       "generated inputs.", show_default=False)] = None,
+    preprocess: Annotated[str | None, typer.Option(
+        "--preprocess", metavar="SPEC", help="How --data's images become inputs, e.g. resize=256,crop=224,"
+                                             "norm=imagenet (default: from the input's shape).",
+        show_default=False)] = None,
 ) -> None:
     """Deploy a plan, run many requests and compare the measured times with the plan's predictions.
 
@@ -276,6 +284,8 @@ def bench_command(
       splitinfer bench plan.json --requests 200 --concurrency 8 -o bench.json
 
       splitinfer bench plan.json --rank 2 --json > bench.json
+
+      splitinfer bench plan.json --data val/ --preprocess resize=256,crop=224,norm=imagenet
     """
     num_warmup = num_warmup if warmup is None else warmup
     from splitinfer.runtime.bench import MAX_CONCURRENCY, MAX_REQUESTS, bench
@@ -285,24 +295,35 @@ def bench_command(
     check_number(num_warmup, "--num-warmup", low=0, high=MAX_REQUESTS, whole=True)
     _check_request_options(timeout, rank)
     check_writable(output, "-o")
+    if preprocess is not None and data is None:
+        raise SplitinferError("--preprocess needs --data: it says how the data's images become inputs",
+                              "give --data DATA, or leave out --preprocess")
 
     dep = resolve_deployment(plan, cluster, model, profile, rank)
+    feeds, note = None, ""
+    if data is not None:  # loaded and checked against the deployed input before any worker starts
+        spec = single_input(dep.model, "--data", data)
+        dataset = read_dataset(data, spec, preprocess, "--data")
+        feeds = dataset_feeds(dataset, spec, requests + num_warmup)
+        note = f"inputs: {len(dataset)} samples of {dataset.source}, cycled"
     with open_session(dep, timeout) as session:
         if json_out:
             result = bench(session, dep.plan, num_requests=requests, concurrency=concurrency,
-                           num_warmup=num_warmup)
+                           num_warmup=num_warmup, feeds=feeds)
         else:
             columns = (TextColumn("bench"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
             with Progress(*columns, console=console, transient=True) as bar:
                 task = bar.add_task("bench", total=requests)
                 result = bench(session, dep.plan, num_requests=requests, concurrency=concurrency,
-                               num_warmup=num_warmup,
+                               num_warmup=num_warmup, feeds=feeds,
                                progress=lambda done, _: bar.update(task, completed=done))
     if output is not None:
         save_bench(result, output)
     if json_out:
         print_json(json.loads(encode_bench(result)))
         return
+    if note:
+        console.print(note, highlight=False)
     console.print(format_bench_table(result))
     if output is not None:
         console.print(f"wrote {output}", highlight=False)

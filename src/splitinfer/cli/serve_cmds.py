@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,8 +20,12 @@ from splitinfer.cli.runtime_cmds import (
     open_session,
     resolve_deployment,
 )
-from splitinfer.errors import read_file
+from splitinfer.errors import InputError, read_file
 from splitinfer.plan import describe_stages
+
+if TYPE_CHECKING:
+    from splitinfer.data import Preprocess
+    from splitinfer.graph import Model
 
 
 def _read_token(path: Path) -> str:
@@ -32,6 +36,28 @@ def _read_token(path: Path) -> str:
     text = data.decode("utf-8", errors="replace").strip()
     check_token(text, f"the token in --token-file {path}")
     return text
+
+
+def _image_options(preprocess: str | None, labels: Path | None) -> tuple[Preprocess | None, list[str] | None]:
+    """--preprocess parsed and --labels read, before anything binds or deploys."""
+    from splitinfer.data import Preprocess, read_labels
+
+    try:
+        steps = Preprocess.parse(preprocess) if preprocess is not None else None
+    except InputError as e:
+        raise InputError(f"--preprocess: {e.problem}", e.fix) from None
+    return steps, read_labels(labels) if labels is not None else None
+
+
+def _check_image_options(model: Model, steps: Preprocess | None, labels: list[str] | None) -> None:
+    """--preprocess and --labels against the model, before a worker starts."""
+    from splitinfer.runtime.gateway._images import check_labels
+
+    if steps is not None and len(model.inputs) != 1:
+        raise InputError(f"--preprocess makes an image into one input, the model has {len(model.inputs)}",
+                         "leave out --preprocess: send .npy or JSON")
+    if labels is not None:
+        check_labels(labels, model.outputs, "--labels")
 
 
 def _is_loopback(host: str) -> bool:
@@ -65,11 +91,20 @@ def serve_command(
         "--certfile", help="TLS certificate (PEM); with --keyfile, serve HTTPS.", show_default=False)] = None,
     keyfile: Annotated[Path | None, typer.Option(
         "--keyfile", help="Private key (PEM) of --certfile.", show_default=False)] = None,
+    preprocess: Annotated[str | None, typer.Option(
+        "--preprocess", metavar="SPEC", help="How an image body (image/jpeg, image/png) becomes the input, "
+                                             "e.g. resize=256,crop=224,norm=imagenet (default: from the "
+                                             "input's shape).", show_default=False)] = None,
+    labels: Annotated[Path | None, typer.Option(
+        "--labels", help="Class names (one per line, or JSON): JSON answers carry the top-5 labels of the "
+                         "class scores.", show_default=False)] = None,
 ) -> None:
     """Deploy a plan and serve it over HTTP until Ctrl-C; the workers stop with the server.
 
     POST /v1/infer takes one .npy array (Content-Type: application/x-npy) or JSON tensors:
-    {"inputs": {NAME: {"dtype": "float32", "shape": [1, 3], "data": [...]}}}.
+    {"inputs": {NAME: {"dtype": "float32", "shape": [1, 3], "data": [...]}}}, or a JPEG or PNG
+    image (Content-Type: image/jpeg or image/png; a single-input model), preprocessed as
+    --preprocess says; with --labels, JSON answers carry the top-5 class names.
     GET /healthz says whether the deployment is ready (200) or not (503); it needs no token.
     GET /metrics gives Prometheus text: requests, errors, latency histogram, per-stage compute.
     With --token-file, /v1/infer and /metrics need "Authorization: Bearer TOKEN" (else 401);
@@ -80,6 +115,10 @@ def serve_command(
       splitinfer serve plan.json --cluster cluster.yaml --model r18.onnx --profile profile.json
 
       curl --data-binary @x.npy -H 'Content-Type: application/x-npy' localhost:8080/v1/infer -o y.npy
+
+      splitinfer serve plan.json --preprocess resize=256,crop=224,norm=imagenet --labels imagenet.txt
+
+      curl --data-binary @cat.jpg -H 'Content-Type: image/jpeg' localhost:8080/v1/infer
 
       splitinfer serve plan.json --host 0.0.0.0 --token-file token.txt --certfile cert.pem --keyfile key.pem
 
@@ -98,15 +137,18 @@ def serve_command(
                                    "give both (HTTPS) or neither (plain HTTP)")
     token = _read_token(token_file) if token_file is not None else None
     gateway.check_tls(certfile, keyfile)
+    steps, names = _image_options(preprocess, labels)
     # Bound before deploying: a busy port or a bad host is one line, and no worker starts for nothing.
     with gateway.listen(host, port) as sock:
         dep = resolve_deployment(plan, cluster, model, profile, rank)
+        _check_image_options(dep.model, steps, names)
         if token is None and not _is_loopback(host):
             err_console.print(f"warning: serving on {host} without --token-file: anyone who reaches the port "
                               "can use it", highlight=False)
         with open_session(dep, timeout) as session:
             app = gateway.make_app(session, max_body_bytes=max_body, token=token,
-                                   max_in_flight_per_client=max_in_flight, body_timeout_s=body_timeout)
+                                   max_in_flight_per_client=max_in_flight, body_timeout_s=body_timeout,
+                                   preprocess=steps, labels=names)
             scheme = "https" if certfile is not None else "http"
             console.print(f"serving {describe_stages(dep.plan)} on {scheme}://{host}:{port}  (Ctrl-C stops)",
                           highlight=False)

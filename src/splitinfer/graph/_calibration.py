@@ -131,10 +131,16 @@ def quiet_ort_logging() -> Iterator[None]:
     root, drop = logging.getLogger(), _DropOrtAdvice()
     ort_logger = logging.getLogger("onnxruntime")  # its modules' loggers: pre-processing's own errors
     level = ort_logger.level
+    import onnxruntime as ort
+
     root.addFilter(drop)
     ort_logger.setLevel(logging.CRITICAL + 1)
+    # The quantiser's own inference sessions use the default C++ logger: its warnings (unused
+    # initialisers it leaves behind) are not the user's to act on.
+    ort.set_default_logger_severity(3)
     try:
         yield
     finally:
         root.removeFilter(drop)
         ort_logger.setLevel(level)
+        ort.set_default_logger_severity(2)

@@ -26,7 +26,7 @@ import numpy as np
 from splitinfer.errors import PlanError
 from splitinfer.plan.cost import runs_of, throughput_cap_s, violations
 from splitinfer.plan.milp import MilpSpec, solve_milp
-from splitinfer.plan.plan import Hop, Plan, Stage
+from splitinfer.plan.plan import Hop, Plan, Stage, describe_stages
 from splitinfer.plan.problem import Constraints, Problem, allowed_matrix, prepare, validate_constraints
 from splitinfer.plan.tradeoffs import Tradeoffs, Variants, expand, figure_weights
 
@@ -201,6 +201,7 @@ class _Setup(NamedTuple):
     cons: Constraints
     revisits: bool
     allowed: np.ndarray  # (L, V)
+    excluded: frozenset[str]  # plans (as describe_stages writes them) measured to break the budget
 
 
 def _setup(problem: Problem, tradeoffs: Tradeoffs, objective: str, constraints: Constraints | None) -> _Setup:
@@ -214,7 +215,7 @@ def _setup(problem: Problem, tradeoffs: Tradeoffs, objective: str, constraints: 
     allowed[0] &= np.isfinite(var.upload_s)
     allowed[-1] &= np.isfinite(var.return_s)
     revisits = cons.revisits if cons.revisits is not None else objective != "throughput"
-    return _Setup(var, cons, revisits, allowed)
+    return _Setup(var, cons, revisits, allowed, tradeoffs.excluded)
 
 
 def _spec(s: _Setup, objective: str, budget: float | None, cap_s: float) -> MilpSpec:
@@ -268,6 +269,7 @@ def _milp(
             m is not None
             and not _faults(s.var, s.cons, assignment, m, s.revisits, budget)
             and (m.bottleneck_s <= cap_s * (1 + _REL_TOL))
+            and describe_stages(_plan(m, objective, 1, None, "")) not in s.excluded
         )
 
     result = solve_milp(_spec(s, objective, budget, cap_s), top_k, accept, time_limit_s=time_limit_s)
@@ -300,6 +302,7 @@ def brute_force(
             m is not None
             and all(s.allowed[b, v] for b, v in enumerate(a))
             and not _faults(s.var, s.cons, a, m, s.revisits, budget)
+            and describe_stages(_plan(m, objective, 1, None, "")) not in s.excluded
         ):
             scored.append(((_value(m, objective), m.latency_s), m))
     scored.sort(key=lambda t: t[0])

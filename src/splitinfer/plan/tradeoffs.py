@@ -60,10 +60,14 @@ class Tradeoffs:
     precisions: tuple[PrecisionOption, ...] = ()
     compressions: tuple[CompressionOption, ...] = ()
     max_quality_drop: float | None = None
+    # Plans (as describe_stages writes them) whose measured quality broke the budget although the
+    # additive model said they hold (the repair loop, runtime/repair.py): never chosen again.
+    excluded: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precisions", tuple(self.precisions))
         object.__setattr__(self, "compressions", tuple(self.compressions))
+        object.__setattr__(self, "excluded", frozenset(self.excluded))
 
 
 @dataclass(frozen=True, eq=False)

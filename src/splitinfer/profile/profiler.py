@@ -34,13 +34,14 @@ from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSOR
 from splitinfer.graph.feeds import read_arrays
 from splitinfer.graph.inference import DEFAULT_PROVIDERS, check_providers, create_inference_session
 from splitinfer.host import MACHINE_KEYS, host_info, library_versions, max_num_threads
-from splitinfer.profile.partition_timing import PartitionTiming
+from splitinfer.profile.partition_timing import CompressionTiming, PartitionTiming
 from splitinfer.profile.schema import BlockInfo, DeviceProfile, ModelInfo, Profile, SegmentStats, Stats
 from splitinfer.profile.timing import (
     MAX_PARTITION_BUDGET_S,
     MAX_RUNS,
     MAX_WARMUP,
     summarize,
+    time_compression,
     time_partition,
 )
 from splitinfer.units import check_number
@@ -97,6 +98,12 @@ class Runner(Protocol):
         """Create an inference session (untimed), warm up, time runs; times scaled by ``slowdown``."""
         ...
 
+    def time_compression(self, arrays: Mapping[str, np.ndarray], compressions: Sequence[str], *,
+                         budget_s: float, slowdown: float) -> dict[str, CompressionTiming]:
+        """Time compressing and restoring one cut's tensors with each compression; medians scaled by
+        ``slowdown``, keyed by the compression's text as given."""
+        ...
+
     def info(self) -> dict[str, Any]:
         """The device: ``splitinfer.host.host_info()`` with its providers and num_threads."""
         ...
@@ -119,6 +126,11 @@ class LocalRunner:
         return time_partition(model_bytes, feeds, providers=self.providers, num_threads=self.num_threads,
                               slowdown=slowdown, num_warmup=num_warmup, min_runs=min_runs, max_runs=max_runs,
                               budget_s=budget_s, rel_precision=rel_precision)
+
+    def time_compression(self, arrays: Mapping[str, np.ndarray], compressions: Sequence[str], *,
+                         budget_s: float = 0.5, slowdown: float = 1.0) -> dict[str, CompressionTiming]:
+        """Time compressions here (:func:`~splitinfer.profile.timing.time_compression`)."""
+        return time_compression(arrays, compressions, budget_s=budget_s, slowdown=slowdown)
 
     def info(self) -> dict[str, Any]:
         """This machine (:func:`splitinfer.host.host_info`), its providers and num_threads."""

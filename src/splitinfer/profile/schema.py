@@ -123,6 +123,38 @@ class LinkProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     date: str = ""
 
 
+class PrecisionProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One precision besides fp32: each block's quality cost, and per device each block's timing."""
+
+    quality_cost: tuple[float | None, ...]  # per block; None: the block cannot run in this precision
+    devices: dict[str, tuple[Stats | None, ...]] = msgspec.field(default_factory=dict)
+
+
+class CodecTiming(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Seconds one device spends per cut compressing (as the sender) and restoring (as the receiver)."""
+
+    compress_s: tuple[float, ...]
+    decompress_s: tuple[float, ...]
+
+
+class CompressionProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One compression besides none: per cut, bytes on the wire and quality cost; per device, seconds."""
+
+    cut_bytes: tuple[int, ...]
+    quality_cost: tuple[float, ...]
+    devices: dict[str, CodecTiming] = msgspec.field(default_factory=dict)
+
+
+class TradeoffProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What precisions and compressions cost (``profile/sensitivity.py``, ``profile/tradeoff_profile.py``):
+    quality costs are top-1 agreement drops measured alone on ``num_rows`` calibration rows."""
+
+    num_rows: int
+    calibration: str = ""
+    precisions: dict[str, PrecisionProfile] = msgspec.field(default_factory=dict)
+    compressions: dict[str, CompressionProfile] = msgspec.field(default_factory=dict)
+
+
 class Profile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Measured costs of one model: blocks, devices, links."""
 
@@ -136,10 +168,33 @@ class Profile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # What the runtime adds to each hop between devices beyond latency + bytes / bandwidth
     # (framing, queues, thread hand-offs), measured by segment refinement; planning adds it.
     hop_overhead_s: float = 0.0
+    tradeoffs: TradeoffProfile | None = None  # `splitinfer profile --tradeoffs`
 
 
 def _bad_number(value: float, allow_inf: bool = False) -> bool:
     return math.isnan(value) or value < 0 or (math.isinf(value) and not allow_inf)
+
+
+def _validate_tradeoffs(t: TradeoffProfile, num_blocks: int) -> None:
+    def check(values: tuple, n: int, where: str) -> None:
+        if len(values) != n:
+            raise ProfileError(f"tradeoffs {where} has {len(values)} entries, expected {n}",
+                               "re-profile with --tradeoffs")
+        for v in values:
+            figure = v.median_s if isinstance(v, Stats) else v
+            if figure is not None and _bad_number(float(figure)):
+                raise ProfileError(f"tradeoffs {where} has {figure}", "give finite numbers >= 0")
+
+    for name, p in t.precisions.items():
+        check(p.quality_cost, num_blocks, f"precision {name} quality_cost")
+        for device, times in p.devices.items():
+            check(times, num_blocks, f"precision {name} on {device}")
+    for name, c in t.compressions.items():
+        check(c.cut_bytes, num_blocks - 1, f"compression {name} cut_bytes")
+        check(c.quality_cost, num_blocks - 1, f"compression {name} quality_cost")
+        for device, codec in c.devices.items():
+            check(codec.compress_s, num_blocks - 1, f"compression {name} compress_s on {device}")
+            check(codec.decompress_s, num_blocks - 1, f"compression {name} decompress_s on {device}")
 
 
 def _validate_device(name: str, dev: DeviceProfile, num_blocks: int) -> None:
@@ -197,6 +252,8 @@ def validate_profile(profile: Profile) -> Profile:
     if _bad_number(profile.hop_overhead_s):
         raise ProfileError(f"hop_overhead_s is {profile.hop_overhead_s}",
                            "give a finite number of seconds >= 0")
+    if profile.tradeoffs is not None:
+        _validate_tradeoffs(profile.tradeoffs, len(profile.blocks))
     for name, dev in profile.devices.items():
         _validate_device(name, dev, len(profile.blocks))
     seen = set()
@@ -309,4 +366,17 @@ def merge_profiles(a: Profile, b: Profile) -> Profile:
             links[key] = link
     overhead = b.hop_overhead_s or a.hop_overhead_s
     return validate_profile(msgspec.structs.replace(b, devices=devices, links=tuple(links.values()),
-                                                    hop_overhead_s=overhead))
+                                                    hop_overhead_s=overhead,
+                                                    tradeoffs=_merge_tradeoffs(a.tradeoffs, b.tradeoffs)))
+
+
+def _merge_tradeoffs(a: TradeoffProfile | None, b: TradeoffProfile | None) -> TradeoffProfile | None:
+    """b's quality costs (the later measurement); the device timings of both, b's on a conflict."""
+    if a is None or b is None:
+        return b or a
+    rep = msgspec.structs.replace
+    precisions = {n: rep(p, devices={**a.precisions[n].devices, **p.devices}) if n in a.precisions else p
+                  for n, p in b.precisions.items()}
+    compressions = {n: rep(c, devices={**a.compressions[n].devices, **c.devices})
+                    if n in a.compressions else c for n, c in b.compressions.items()}
+    return rep(b, precisions={**a.precisions, **precisions}, compressions={**a.compressions, **compressions})

@@ -5,7 +5,9 @@ The stopping rule uses a distribution-free confidence interval for the median
 a mean +- t*sd interval would be too optimistic on a noisy shared machine.
 
 :func:`time_partition` is the one way a partition is timed, in this process
-(``LocalRunner``) and on a worker (its ``time_partition`` request).
+(``LocalRunner``) and on a worker (its ``time_partition`` request);
+:func:`time_compression` the one way a hop's compression of a cut's tensors is timed
+(``LocalRunner.time_compression``, a worker's ``time_compression`` request).
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from splitinfer.errors import ShapeError, WorkerError, first_line
+from splitinfer.compression import DEFAULT_MAX_BYTES, Compressed, decompress, parse_compression, wire_bytes
+from splitinfer.errors import ProfileError, ShapeError, WorkerError, first_line
 from splitinfer.graph.inference import DEFAULT_PROVIDERS, create_inference_session
-from splitinfer.profile.partition_timing import PartitionTiming
+from splitinfer.profile.partition_timing import CompressionTiming, PartitionTiming
 from splitinfer.profile.schema import Stats
+from splitinfer.units import check_number
 
 # The most one timing may ask for: beyond these it holds a device for hours, or is a mistake.
 MAX_RUNS = 100_000
@@ -133,3 +137,47 @@ def time_partition(model_bytes: bytes | memoryview, feeds: Mapping[str, np.ndarr
     names = [o.name for o in session.get_outputs()]
     return PartitionTiming(times_s=[t * slowdown for t in times], compute_times_s=times, create_s=create_s,
                            outputs=dict(zip(names, outputs, strict=True)))
+
+
+def time_compression(arrays: Mapping[str, np.ndarray], compressions: Sequence[str], *, slowdown: float = 1.0,
+                     num_warmup: int = 1, min_runs: int = 3, max_runs: int = 50, budget_s: float = 0.5,
+                     rel_precision: float = 0.1) -> dict[str, CompressionTiming]:
+    """Time each compression (text form, :func:`splitinfer.compression.parse_compression`) on one cut's
+    tensors: compressing them all as a hop does (``Compression.carry``: a tensor whose dtype a lossy
+    compression does not take travels raw), and restoring what it made with
+    :func:`splitinfer.compression.decompress`; each timed by :func:`measure` on an equal share of
+    ``budget_s``. Medians scaled by ``slowdown``, keyed by the text given.
+
+    Every name is parsed before anything is timed: a PlanError names the first unknown one. A
+    compression that cannot carry these values (fp16 past 65504, an int8 axis the tensor lacks) raises
+    the TransportError a hop would.
+    """
+    check_number(slowdown, "slowdown", low=0, low_open=True, error=ProfileError)
+    check_number(budget_s, "budget_s", low=0, high=MAX_PARTITION_BUDGET_S, error=ProfileError)
+    check_number(rel_precision, "rel_precision", low=0, high=1, error=ProfileError)
+    for name, value, low, high in (("num_warmup", num_warmup, 0, MAX_WARMUP),
+                                   ("min_runs", min_runs, 1, MAX_RUNS), ("max_runs", max_runs, 1, MAX_RUNS)):
+        check_number(value, name, low=low, high=high, whole=True, error=ProfileError)
+    parsed = {text: parse_compression(text) for text in compressions}
+    tensors = [np.ascontiguousarray(a) for a in arrays.values()]  # as a partition's outputs are
+    raw_bytes = sum(a.nbytes for a in tensors)
+    max_bytes = max(DEFAULT_MAX_BYTES, *(a.nbytes for a in tensors)) if tensors else DEFAULT_MAX_BYTES
+    share_s = budget_s / max(1, 2 * len(parsed))  # compress and restore, for each compression
+    runs = {"min_runs": min_runs, "max_runs": max(min_runs, max_runs), "budget_s": share_s,
+            "rel_precision": rel_precision}
+    timings: dict[str, CompressionTiming] = {}
+    for text, compression in parsed.items():
+        def compress_all(c=compression) -> list[np.ndarray | Compressed]:
+            return [c.carry(a) for a in tensors]
+
+        carried = compress_all()  # the first untimed run gives the payloads (and fails as a hop would)
+        packed = [c for c in carried if isinstance(c, Compressed)]
+        compress_times = measure(compress_all, num_warmup=max(0, num_warmup - 1), **runs)
+        decompress_times = measure(lambda p=packed: [decompress(c, max_bytes=max_bytes) for c in p],
+                                   num_warmup=num_warmup, **runs)
+        timings[text] = CompressionTiming(
+            compress_s=float(np.median(compress_times)) * slowdown,
+            decompress_s=float(np.median(decompress_times)) * slowdown,
+            wire_bytes=sum(wire_bytes(c) if isinstance(c, Compressed) else c.nbytes for c in carried),
+            raw_bytes=raw_bytes)
+    return timings

@@ -7,8 +7,9 @@ Typical use::
 
 :func:`check_page` opens a written page in headless Chromium and lists what went wrong.
 Modules: ``inputs`` (what a report shows, colours), ``figures`` and ``plan_figures``
-(matplotlib), ``tables`` (terminal and CSV), ``html`` (the page), ``writer`` (all of
-it into a folder), ``browser`` (the Chromium check). Importing it loads neither
+(matplotlib), ``quality`` and ``quality_figures`` (an eval file: its tables and the
+confusion matrix), ``tables`` (terminal and CSV), ``html`` (the page), ``writer`` (all
+of it into a folder), ``browser`` (the Chromium check). Importing it loads neither
 ZeroMQ nor ONNX Runtime.
 """
 

@@ -93,6 +93,15 @@ def format_cell(column: str, value: Any) -> str:
         return f"{value * 1e3:.3g} ms" if abs(value) < 1 else f"{value:.3g} s"
     if column.endswith(("_rps", "_j")):
         return f"{value:.4g}"
+    if isinstance(value, float):
+        if column == "cosine":
+            return f"{value:.6f}"
+        if column == "snr_db":
+            return f"{value:.1f} dB"
+        if column.endswith(("accuracy", "agreement", "precision", "sensitivity", "g_mean")):
+            return f"{value:.4f}"
+        if column.endswith("_diff"):
+            return f"{value:.3g}"
     return str(value)
 
 

@@ -16,7 +16,7 @@ from splitinfer.plan import Plan, describe_stages
 from splitinfer.profile.schema import Profile, load_profile
 from splitinfer.records.bench import BenchResult, load_bench
 from splitinfer.records.plans import read_plans
-from splitinfer.report import figures, plan_figures
+from splitinfer.report import figures, plan_figures, quality, quality_figures
 from splitinfer.report.html import (
     FigureFile,
     render_figure,
@@ -40,7 +40,8 @@ def _main_ops(model: str | Path | Model | onnx.ModelProto, profile: Profile) -> 
     return [next(iter(b.op_types), "") for b in blocks.analysis.blocks]
 
 
-def _figures(data: ReportData, out: Path, ops: list[str] | None, on_file: OnFile) -> list[FigureFile]:
+def _figures(data: ReportData, out: Path, ops: list[str] | None, on_file: OnFile,
+             evaluation: quality.EvalDoc | None = None) -> list[FigureFile]:
     specs: list[tuple[str, str, str, Callable[[], Any]]] = [
         ("block_latency", "Latency per block per device",
          "Median time of each block on each device; the band spans p10 to p90.",
@@ -76,6 +77,13 @@ def _figures(data: ReportData, out: Path, ops: list[str] | None, on_file: OnFile
              "Measured end-to-end latencies of the benchmark's requests, with the prediction.",
              lambda: plan_figures.latency_distribution(bench)),
         ]
+    if evaluation is not None and evaluation.classification is not None:
+        scored = evaluation.classification
+        whose = "candidate" if evaluation.candidate is not None else "model"
+        specs.append(("confusion", "Confusion matrix",
+                      f"The {whose}'s predictions (columns) against the labels (rows), counted; the colour "
+                      "is the share of the true class, its sensitivity on the diagonal.",
+                      lambda: quality_figures.confusion_matrix(scored, f"Confusion matrix of the {whose}")))
     written = []
     for stem, title, caption, draw in specs:
         png, svg = figures.save_figure(draw(), out, stem)
@@ -133,14 +141,19 @@ def write_report(
     plans: list[Plan] | str | Path | None = None,
     bench: BenchResult | str | Path | None = None,
     model: str | Path | Model | onnx.ModelProto | None = None,
+    evaluation: quality.EvalDoc | str | Path | None = None,
     on_file: OnFile | None = None,
 ) -> Path:
     """Write the report of ``profile`` into ``out_dir``; return the path of its ``index.html``.
 
     ``plans``: Plans or a plan.json path (top-k, throughput, Pareto fronts). ``bench``: a
     bench result or its file; its plan is the chosen one, else the first of ``plans``.
-    ``model``: the profiled model, to name each block's main op. ``on_file`` is called
-    with every file written (figures as PNG and SVG, blocks.csv, plans.csv, bench.csv).
+    ``model``: the profiled model, to name each block's main op. ``evaluation``: an eval
+    result (``splitinfer eval -o eval.json``, or :func:`.quality.load_eval`'s), shown in a
+    Quality section: accuracy and agreement tables, and with labels the confusion matrix and
+    per-class precision and sensitivity. ``on_file`` is called with every file written
+    (figures as PNG and SVG, blocks.csv, plans.csv, bench.csv, accuracy.csv, agreement.csv,
+    classes.csv).
 
     >>> write_report("profile.json", "splitinfer-report", plans="plan.json")  # doctest: +SKIP
     """
@@ -149,6 +162,7 @@ def write_report(
         plans = read_plans(plans)
     bench_data = load_bench(bench) if isinstance(bench, str | Path) else bench
     data = gather(prof, plans, bench_data)
+    doc = quality.load_eval(evaluation) if isinstance(evaluation, str | Path) else evaluation
     ops = _main_ops(model, prof) if model is not None else None
     out = Path(out_dir)
     try:
@@ -157,18 +171,18 @@ def write_report(
         raise SplitinferError(f"cannot create report folder {out}: {e.strerror}",
                               "pick a writable folder for -o") from None
     notify = on_file or (lambda _p: None)
-    figs = _figures(data, out, ops, notify)
+    figs = _figures(data, out, ops, notify, doc)
     index = out / "index.html"
     index.write_text(render_page(f"splitinfer report: {data.model_label}",
                                  f"{len(prof.blocks)} blocks on {len(prof.devices)} devices",
-                                 _sections(data, figs, ops, out, notify)),
+                                 _sections(data, figs, ops, out, notify, doc)),
                      encoding="utf-8")
     notify(index)
     return index
 
 
 def _sections(data: ReportData, figs: list[FigureFile], ops: list[str] | None, out: Path,
-              notify: OnFile) -> list[tuple[str, str, str]]:
+              notify: OnFile, evaluation: quality.EvalDoc | None = None) -> list[tuple[str, str, str]]:
     """The page's sections (anchor, heading, HTML); writes the CSV tables on the way."""
     blocks = block_table(data.profile, ops)
     notify(write_csv(blocks, out / "blocks.csv"))
@@ -188,6 +202,32 @@ def _sections(data: ReportData, figs: list[FigureFile], ops: list[str] | None, o
         inner = _section_html(figs, ("bench_parts", "bench_latency"))
         inner += render_table(table, "Predicted vs measured", raw_csv="bench.csv", note=REL_ERROR_NOTE)
         sections.append(("bench", "Predicted vs measured", inner))
+    if evaluation is not None:
+        sections.append(("quality", "Quality", _quality_html(evaluation, figs, out, notify)))
     return sections
+
+
+def _quality_html(doc: quality.EvalDoc, figs: list[FigureFile], out: Path, notify: OnFile) -> str:
+    """The Quality section: what ran, accuracy, agreement, the confusion matrix and the per-class table."""
+    inner = render_key_values(quality.summary_pairs(doc))
+    tables = [("accuracy", "Accuracy", quality.accuracy_table(doc), ""),
+              ("agreement", "Agreement with the reference", quality.agreement_table(doc),
+               "How close the candidate's outputs are to the whole model's: cosine, SNR, largest and mean "
+               "absolute difference, and how often their top classes agree.")]
+    for stem, title, table, note in tables:
+        if table is not None:
+            notify(write_csv(table, out / f"{stem}.csv"))
+            inner += render_table(table, title, raw_csv=f"{stem}.csv", note=note)
+    if doc.classification is None:
+        return inner + ('<p class="note">No accuracy or confusion matrix: the data had no labels, or the '
+                        "model has no classifier output (N x classes).</p>")
+    inner += _section_html(figs, ("confusion",))
+    table = quality.class_table(doc)
+    assert table is not None
+    notify(write_csv(table, out / "classes.csv"))
+    return inner + render_table(table, "Per class", raw_csv="classes.csv", scroll=True,
+                                note="precision: the share of a class's predictions that are right; "
+                                     "sensitivity: the share of its samples found. Empty: undefined "
+                                     "(never predicted, or absent from the labels).")
 
 

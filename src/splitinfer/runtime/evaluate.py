@@ -37,16 +37,12 @@ from typing import Any
 
 import numpy as np
 
-from splitinfer.cluster import Cluster, load_cluster
 from splitinfer.compression import Compressed, Compression, decompress, parse_compression
 from splitinfer.data import Dataset
 from splitinfer.errors import InputError, ModelError, ShapeError, first_line, read_file
 from splitinfer.graph.inference import DEFAULT_PROVIDERS, create_inference_session
-from splitinfer.profile.blocks import cut_as_profiled
-from splitinfer.profile.schema import Profile, load_profile
 from splitinfer.quality import Agreement, AgreementAccumulator, Classification, ClassificationAccumulator
-from splitinfer.records.plans import PlanSource, load_plan
-from splitinfer.runtime.coordinator.deploy import ModelSource, ProfileSource, build_stages, check_plan
+from splitinfer.runtime.coordinator.deploy import plan_stages  # noqa: F401  (evaluate() runs what it builds)
 from splitinfer.runtime.coordinator.pipeline import StageSpec, hop_compression
 from splitinfer.runtime.coordinator.session import Session
 from splitinfer.types import TensorSpec
@@ -153,18 +149,6 @@ def chain_runner(stages: Sequence[StageSpec], *, providers: Sequence[str] = DEFA
 
     where = " -> ".join(s.device for s in stages)
     return Runner(run, stages[0].inputs, stages[-1].outputs, f"stages {where} (in process)")
-
-
-def plan_stages(plan: PlanSource, cluster: Cluster | str | Path, model: ModelSource, *,
-                profile: ProfileSource | None = None, rank: int = 1) -> list[StageSpec]:
-    """The stages :func:`~splitinfer.runtime.coordinator.deploy.deploy` would deploy for ``plan``
-    (cut as ``profile`` formed the blocks), for :func:`chain_runner` or ``deploy_stages``."""
-    chosen = load_plan(plan, rank)
-    the_cluster = cluster if isinstance(cluster, Cluster) else load_cluster(cluster)
-    the_profile = profile if profile is None or isinstance(profile, Profile) else load_profile(profile)
-    blocks = cut_as_profiled(model, the_profile)
-    check_plan(chosen, blocks, the_cluster)
-    return build_stages(chosen, blocks)
 
 
 def with_hop_compression(stages: Sequence[StageSpec], compression: str) -> list[StageSpec]:

@@ -42,7 +42,7 @@ from splitinfer.profile.links import (
     links_to_measure,
     measured_link,
 )
-from splitinfer.profile.partition_timing import PartitionTiming
+from splitinfer.profile.partition_timing import CompressionTiming, PartitionTiming
 from splitinfer.profile.profiler import (
     Calibration,
     DeviceRecord,
@@ -74,6 +74,12 @@ class WorkerRunner:
         return self.client.time_partition(model_bytes, feeds, num_warmup=num_warmup, min_runs=min_runs,
                                           max_runs=max_runs, budget_s=budget_s, rel_precision=rel_precision,
                                           slowdown=slowdown, timeout_s=self.request_timeout_s + 2 * budget_s)
+
+    def time_compression(self, arrays: Mapping[str, np.ndarray], compressions: Sequence[str], *,
+                         budget_s: float, slowdown: float) -> dict[str, CompressionTiming]:
+        """Time compressions on the worker (see :meth:`WorkerClient.time_compression`)."""
+        return self.client.time_compression(arrays, compressions, budget_s=budget_s, slowdown=slowdown,
+                                            timeout_s=self.request_timeout_s + 2 * budget_s)
 
     def info(self) -> dict[str, Any]:
         """The worker's device information."""

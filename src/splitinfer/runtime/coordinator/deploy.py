@@ -20,16 +20,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 import onnx
 
 from splitinfer.cluster import Cluster, load_cluster
+from splitinfer.data import Dataset
 from splitinfer.errors import ModelError, PlanError, SplitinferError
 from splitinfer.graph import Model, extract_segment
+from splitinfer.graph.quantize import quantize_partitions
 from splitinfer.plan import Constraints, Plan, describe_stages, solve
 from splitinfer.profile.blocks import Blocks, cut_as_profiled
 from splitinfer.profile.problem import build_problem
@@ -75,13 +78,56 @@ def check_plan(plan: Plan, blocks: Blocks, cluster: Cluster) -> None:
                         "block settings)", "deploy with the profile the plan was made from (--profile)")
 
 
-def build_stages(plan: Plan, blocks: Blocks) -> list[StageSpec]:
-    """One StageSpec per plan stage: the partition of its blocks, placed on its device."""
-    stages = []
-    for k, stage in enumerate(plan.stages):
-        part = extract_segment(blocks.model, blocks.analysis, stage.first_block, stage.last_block)
-        stages.append(StageSpec(k, stage.device, part.to_bytes(), part.inputs, part.outputs))
-    return stages
+Calibration = Dataset | np.ndarray | Sequence[Mapping[str, np.ndarray]]
+
+
+def calibration_feeds(model: Model, calibration: Calibration) -> list[dict[str, np.ndarray]]:
+    """Feed dicts of the model's one input from a data set or an array of samples (N first), in
+    batches of the model's batch size (32 when it is not fixed); feed dicts pass through."""
+    if not isinstance(calibration, Dataset | np.ndarray):
+        return [dict(f) for f in calibration]
+    if len(model.inputs) != 1:
+        raise PlanError(f"the model has {len(model.inputs)} inputs; calibration from samples needs one",
+                        "give calibration as feed dicts, one array per input")
+    spec = model.inputs[0]
+    data = calibration if isinstance(calibration, Dataset) else Dataset(np.asarray(calibration))
+    data.check_fits(spec)
+    size = spec.shape[0] if spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] > 0 else 32
+    feeds = [{spec.name: np.ascontiguousarray(b)} for b in data.batches(size, drop_last=True)]
+    if not feeds:
+        raise PlanError(f"calibration has {len(data)} samples, the model takes batches of {size}",
+                        f"give at least {size} samples")
+    return feeds
+
+
+def build_stages(plan: Plan, blocks: Blocks, calibration: Calibration | None = None) -> list[StageSpec]:
+    """One StageSpec per plan stage: the partition of its blocks in the stage's precision (int8
+    calibrated on ``calibration``'s real intermediate tensors), placed on its device, with the
+    compression of the hop into it."""
+    parts = [extract_segment(blocks.model, blocks.analysis, s.first_block, s.last_block) for s in plan.stages]
+    models = [p.to_bytes() for p in parts]
+    precisions = [s.precision for s in plan.stages]
+    if any(p != "fp32" for p in precisions):
+        feeds = calibration_feeds(blocks.model, calibration) if calibration is not None else None
+        models = [q.SerializeToString() for q in quantize_partitions(models, precisions, feeds)]
+    cuts = [h.compression for h in plan.hops if h.kind == "cut"]  # the hop into stage k is cut k - 1
+    return [StageSpec(k, stage.device, models[k], part.inputs, part.outputs,
+                      compression="" if k == 0 or cuts[k - 1] == "none" else cuts[k - 1])
+            for k, (stage, part) in enumerate(zip(plan.stages, parts, strict=True))]
+
+
+def plan_stages(plan: PlanSource, cluster: Cluster | str | Path, model: ModelSource, *,
+                profile: ProfileSource | None = None, rank: int = 1,
+                calibration: Calibration | None = None) -> list[StageSpec]:
+    """The stages :func:`~splitinfer.runtime.coordinator.deploy.deploy` would deploy for ``plan``
+    (cut as ``profile`` formed the blocks; int8 stages calibrated on ``calibration``), for
+    :func:`chain_runner` or ``deploy_stages``."""
+    chosen = load_plan(plan, rank)
+    the_cluster = cluster if isinstance(cluster, Cluster) else load_cluster(cluster)
+    the_profile = _profile(profile)
+    blocks = cut_as_profiled(model, the_profile)
+    check_plan(chosen, blocks, the_cluster)
+    return build_stages(chosen, blocks, calibration)
 
 
 class Replanner:
@@ -117,7 +163,7 @@ class Replanner:
 def deploy(plan: PlanSource, cluster: ClusterSource, model: ModelSource, *,
            profile: ProfileSource | None = None, token: bytes | None = None,
            options: SessionOptions | None = None, rank: int = 1, constraints: Constraints | None = None,
-           **overrides: Any) -> Session:
+           calibration: Calibration | None = None, **overrides: Any) -> Session:
     """Deploy ``plan`` (a Plan, or plan.json: the plan of ``rank``) of ``model`` onto ``cluster``.
 
     ``model``: a path, bytes, ModelProto or a loaded :class:`~splitinfer.graph.Model`.
@@ -125,6 +171,8 @@ def deploy(plan: PlanSource, cluster: ClusterSource, model: ModelSource, *,
     model's sha256, and the costs to re-plan with when a device fails (without it: no re-plan).
     ``constraints``: what a re-plan must still respect (default: those recorded in the plan's
     provenance by ``splitinfer plan``, else none).
+    ``calibration`` (a Dataset, an array of samples or feed dicts): for a trade-off plan with int8
+    stages, the real inputs their quantisation is calibrated on.
     ``token``, ``options`` and keyword overrides (``timeout_s=5``, ...): see
     :func:`~splitinfer.runtime.deploy_stages`. Returns a running :class:`Session` with
     ``session.plan`` (the current plan) and ``session.model`` (the loaded model); close it
@@ -135,7 +183,7 @@ def deploy(plan: PlanSource, cluster: ClusterSource, model: ModelSource, *,
     the_profile = _profile(profile)
     blocks = cut_as_profiled(model, the_profile)
     check_plan(chosen, blocks, the_cluster)
-    stages = build_stages(chosen, blocks)
+    stages = build_stages(chosen, blocks, calibration)
     replan = None
     if the_profile is not None:
         if constraints is None:

@@ -1,4 +1,4 @@
-"""A worker's control requests: deploy, undeploy, device info, time a partition, probe.
+"""A worker's control requests: deploy, undeploy, device info, time a partition or compressions, probe.
 
 These run on the worker's control thread, so building an ONNX Runtime session
 or timing a partition never holds up the IO thread (health stays answered).
@@ -8,6 +8,7 @@ reply's data; the worker sends it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -22,7 +23,14 @@ from splitinfer.compression import parse_compression
 from splitinfer.errors import AuthError, ErrorCode, PlanError, TransportError, WorkerError, first_line
 from splitinfer.graph.inference import create_inference_session
 from splitinfer.host import host_info, max_num_threads
-from splitinfer.profile.timing import MAX_PARTITION_BUDGET_S, MAX_RUNS, MAX_WARMUP, time_partition
+from splitinfer.profile.partition_timing import MAX_COMPRESSIONS
+from splitinfer.profile.timing import (
+    MAX_PARTITION_BUDGET_S,
+    MAX_RUNS,
+    MAX_WARMUP,
+    time_compression,
+    time_partition,
+)
 from splitinfer.runtime.device._execution import StageRunner, check_signature
 from splitinfer.runtime.device._stages import StageTable
 from splitinfer.runtime.wire import codec, messages
@@ -36,6 +44,7 @@ from splitinfer.types import TensorSpec
 from splitinfer.units import check_address, check_number
 
 MAX_STAGE = 10_000  # a stage index beyond any pipeline
+_MAX_COMPRESSION_CHARS = 100  # a compression's text form: a name and a setting or two
 
 
 @dataclass(frozen=True)
@@ -84,11 +93,13 @@ def handle_control(device: DeviceContext, msg: Message) -> Reply:
         return device_info(device), []
     if isinstance(header, messages.TimePartition):
         return _time_partition(device, header, msg)
+    if isinstance(header, messages.TimeCompression):
+        return _time_compression(header, msg), []
     if isinstance(header, messages.Probe):
         return probe(device, header), []
     raise TransportError(f"a worker does not handle {type(header).__name__} messages",
-                         "send one of: health, info, echo, deploy, undeploy, time_partition, probe, infer, "
-                         "shutdown", code=ErrorCode.UNKNOWN_KIND)
+                         "send one of: health, info, echo, deploy, undeploy, time_partition, "
+                         "time_compression, probe, infer, shutdown", code=ErrorCode.UNKNOWN_KIND)
 
 
 def _specs(metas: list[messages.TensorMeta]) -> tuple[TensorSpec, ...]:
@@ -182,6 +193,34 @@ def _time_partition(device: DeviceContext, header: messages.TimePartition, msg: 
     data = {"times_s": timing.times_s, "compute_times_s": timing.compute_times_s,
             "create_s": timing.create_s, "slowdown": header.slowdown}
     return data, list(timing.outputs.items()) if header.return_outputs else []
+
+
+def _time_compression(header: messages.TimeCompression, msg: Message) -> dict[str, Any]:
+    if msg.blobs:
+        raise _malformed(f"time_compression carries {len(msg.blobs)} blobs",
+                         "send none: the tensors to compress travel as the message's tensors")
+    _number(len(header.compressions), "time_compression's number of compressions", low=0,
+            high=MAX_COMPRESSIONS, whole=True)
+    for text in header.compressions:
+        if len(text) > _MAX_COMPRESSION_CHARS:
+            raise _malformed(f"time_compression compression {text[:40]!r}... has {len(text)} characters",
+                             f"give at most {_MAX_COMPRESSION_CHARS}, e.g. int8:per_channel:axis=1")
+        try:
+            parse_compression(text)
+        except PlanError as e:
+            raise _malformed(f"time_compression compression: {e.problem}", e.fix or "") from None
+    _number(header.slowdown, "time_compression slowdown", low=1, high=MAX_SLOWDOWN)
+    _number(header.num_warmup, "time_compression num_warmup", low=0, high=MAX_WARMUP, whole=True)
+    _number(header.min_runs, "time_compression min_runs", low=1, high=MAX_RUNS, whole=True)
+    _number(header.max_runs, "time_compression max_runs", low=1, high=MAX_RUNS, whole=True)
+    _number(header.budget_s, "time_compression budget_s", low=0, high=MAX_PARTITION_BUDGET_S)
+    _number(header.rel_precision, "time_compression rel_precision", low=0, high=1)
+    timings = time_compression(msg.arrays, header.compressions, slowdown=header.slowdown,
+                               num_warmup=header.num_warmup, min_runs=header.min_runs,
+                               max_runs=header.max_runs, budget_s=header.budget_s,
+                               rel_precision=header.rel_precision)
+    return {"timings": {text: dataclasses.asdict(t) for text, t in timings.items()},
+            "slowdown": header.slowdown}
 
 
 def _check_key(key: str, what: str) -> None:

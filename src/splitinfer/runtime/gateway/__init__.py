@@ -15,10 +15,16 @@ Endpoints:
   ``X-Splitinfer-Latency-S`` header) unless ``?format=json``; a JSON request gets
   ``{"outputs": {name: {dtype, shape, data}}, "timing": {latency_s, stages, hops, ...}}``.
   NaN and infinite output values are written as JSON null.
-  Bad input (unreadable .npy, invalid JSON, JSON nested deeper than ``MAX_JSON_DEPTH``, wrong
-  names, dtypes or shapes): 400 ``{"error": "<problem. fix>"}``; body over the limit: 413 (from its
-  Content-Length, before reading it, or once the bytes streamed pass the limit); body not all
-  there within the body timeout: 408; deadline: 504; a failed worker (or no plan left): 503.
+  An ``image/jpeg`` or ``image/png`` body (a single-input model) is decoded with Pillow, at most
+  ``MAX_IMAGE_PIXELS`` pixels (checked before decoding: no decompression bomb), and preprocessed
+  (``make_app(preprocess=)``, default ``Preprocess.for_input`` of the input); it gets the JSON
+  answer. With ``make_app(labels=)`` a JSON answer also has ``"labels": {"output", "top5"}``: the
+  five best class names and scores of each sample (an image: one).
+  Bad input (unreadable .npy, an image Pillow cannot read, invalid JSON, JSON nested deeper than
+  ``MAX_JSON_DEPTH``, wrong names, dtypes or shapes): 400 ``{"error": "<problem. fix>"}``; body
+  over the limit: 413 (from its Content-Length, before reading it, or once the bytes streamed pass
+  the limit); body not all there within the body timeout: 408; deadline: 504; a failed worker (or
+  no plan left): 503.
 - ``GET /healthz``: 200 ``{"status": "ok", ...}`` while the session is ready, else 503. Always
   open: no token needed, outside the per-client limit.
 - ``GET /metrics``: Prometheus text (``prometheus_client``, a registry per app):
@@ -45,6 +51,7 @@ from splitinfer.runtime.gateway._bodies import (
     parse_json,
     parse_npy,
 )
+from splitinfer.runtime.gateway._images import IMAGE_TYPES, MAX_IMAGE_PIXELS, decode_image
 from splitinfer.runtime.gateway._metrics import ERROR_KINDS, LATENCY_BUCKETS_S, Metrics
 from splitinfer.runtime.gateway._settings import (
     BODY_TIMEOUT_S_RANGE,
@@ -69,8 +76,10 @@ __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_IN_FLIGHT_PER_CLIENT",
     "ERROR_KINDS",
+    "IMAGE_TYPES",
     "LATENCY_BUCKETS_S",
     "MAX_BODY_BYTES_RANGE",
+    "MAX_IMAGE_PIXELS",
     "MAX_IN_FLIGHT_PER_CLIENT_RANGE",
     "MAX_JSON_DEPTH",
     "PORT_RANGE",
@@ -82,6 +91,7 @@ __all__ = [
     "check_tls",
     "check_token",
     "check_whole",
+    "decode_image",
     "encode_tensor",
     "json_depth",
     "listen",

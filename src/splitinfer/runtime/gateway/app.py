@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -14,6 +15,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from splitinfer.data import Preprocess
 from splitinfer.errors import DeadlineError, InputError, SplitinferError, http_status_of
 from splitinfer.runtime.coordinator.session import DEADLINE_MARGIN_S, Session
 from splitinfer.runtime.coordinator.timing import Result
@@ -29,6 +31,7 @@ from splitinfer.runtime.gateway._bodies import (
     read_body,
 )
 from splitinfer.runtime.gateway._guard import Guard
+from splitinfer.runtime.gateway._images import IMAGE_TYPES, check_labels, image_feeds, image_steps, top_labels
 from splitinfer.runtime.gateway._metrics import CONTENT_TYPE, Metrics
 from splitinfer.runtime.gateway._settings import (
     BODY_TIMEOUT_S_RANGE,
@@ -68,19 +71,22 @@ async def _infer(session: Session, feeds: dict[str, np.ndarray]) -> Result:
                             "retry later or give the gateway a longer --timeout") from None
 
 
-def _answer(result: Result, as_npy: bool) -> Response:
+def _answer(result: Result, as_npy: bool, labels: list[str] | None, num_samples: int | None) -> Response:
     if as_npy:
         first = next(iter(result.outputs.values()))
         return Response(npy_bytes(first), media_type="application/x-npy",
                         headers={"X-Splitinfer-Latency-S": repr(result.timing.latency_s)})
     doc: dict[str, Any] = {"outputs": {name: encode_tensor(a) for name, a in result.outputs.items()},
                            "timing": result.timing.to_dict()}
+    if labels is not None and (top := top_labels(result.outputs, labels, num_samples)) is not None:
+        doc["labels"] = top
     return Response(msgspec.json.encode(doc), media_type="application/json")
 
 
 def make_app(session: Session, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, token: str | None = None,
              max_in_flight_per_client: int = DEFAULT_MAX_IN_FLIGHT_PER_CLIENT,
-             body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S) -> Starlette:
+             body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S, preprocess: Preprocess | str | None = None,
+             labels: Sequence[str] | None = None) -> Starlette:
     """A Starlette app serving ``session``: /v1/infer, /healthz, /metrics (see the package docstring).
 
     ``token``: when given, every request but ``GET /healthz`` (``/metrics`` included) needs
@@ -90,6 +96,13 @@ def make_app(session: Session, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, 
     get 429 with Retry-After (behind a proxy every client shares its address). A setting out of range
     raises :class:`SettingError` (a ``ValueError``) naming the argument.
 
+    An ``image/jpeg`` or ``image/png`` body is decoded with Pillow (at most
+    ``_images.MAX_IMAGE_PIXELS`` pixels) and made the model's one input by ``preprocess`` (a
+    :class:`Preprocess` or its text; default ``Preprocess.for_input`` of the input); it gets a JSON
+    answer. ``labels``: class names (label 0 first): every JSON answer then carries ``"labels":
+    {"output", "top5": [[{"label", "score"}, ...] per sample]}`` of the first output of as many class
+    scores (an image request: one sample). Bad labels or preprocessing raise :class:`InputError`.
+
     The session stays the caller's: close it after the server stops. ``app.state.metrics`` holds the
     :class:`Metrics`.
     """
@@ -98,6 +111,9 @@ def make_app(session: Session, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, 
                 "requests")
     check_seconds(body_timeout_s, "body_timeout_s", BODY_TIMEOUT_S_RANGE)
     secret = check_token(token, "token")
+    steps = image_steps(session.inputs, Preprocess.parse(preprocess) if isinstance(preprocess, str)
+                        else preprocess)
+    names = None if labels is None else check_labels(labels, getattr(session, "outputs", None), "labels")
     metrics = Metrics()
 
     def on_refused(path: str, kind: str) -> None:
@@ -110,14 +126,22 @@ def make_app(session: Session, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, 
         metrics.count_request()
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         body_read = False
+        num_samples = None
         try:
-            if content_type not in (*NPY_TYPES, JSON_TYPE):
+            if content_type not in (*NPY_TYPES, JSON_TYPE, *IMAGE_TYPES):
                 raise InputError(f"unsupported content type {content_type or '(none)'!r}",
-                                 "send application/x-npy (one .npy array) or application/json")
+                                 "send application/x-npy (one .npy array), application/json, image/jpeg "
+                                 "or image/png")
             body = await read_body(request, max_body_bytes, body_timeout_s)
             body_read = True
             if content_type in NPY_TYPES:
                 feeds, as_npy = parse_npy(body, session.inputs), request.query_params.get("format") != "json"
+            elif content_type in IMAGE_TYPES:
+                if isinstance(steps, InputError):
+                    raise InputError(steps.problem, steps.fix)  # a new one: no traceback kept across requests
+                # Decoding and resizing take milliseconds of CPU: off the event loop.
+                feeds = await asyncio.to_thread(image_feeds, body, session.inputs[0], steps)
+                as_npy, num_samples = False, 1
             else:
                 feeds, as_npy = parse_json(body), False
             result = await _infer(session, feeds)
@@ -137,7 +161,7 @@ def make_app(session: Session, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, 
                 log.info("%d %s [request %s]", status, line, request_id)
             return JSONResponse({"error": line}, status_code=status, headers=headers)
         metrics.observe(result.timing)
-        return _answer(result, as_npy)
+        return _answer(result, as_npy, names, num_samples)
 
     async def healthz(request: Request) -> Response:
         state = session.state

@@ -18,7 +18,7 @@ import numpy as np
 import zmq
 
 from splitinfer.errors import AuthError, DeadlineError, TransportError, WorkerError
-from splitinfer.profile.partition_timing import PartitionTiming
+from splitinfer.profile.partition_timing import MAX_COMPRESSIONS, CompressionTiming, PartitionTiming
 from splitinfer.runtime.wire import codec, messages
 from splitinfer.runtime.wire.curve import Curve, Keyring
 from splitinfer.runtime.wire.messages import Message, error_of_reply
@@ -155,6 +155,26 @@ class WorkerClient:
         outputs = {k: np.array(v) for k, v in reply.arrays.items()}  # own the memory past the frame
         return PartitionTiming(times_s=data["times_s"], compute_times_s=data["compute_times_s"],
                                create_s=data["create_s"], outputs=outputs)
+
+    def time_compression(self, arrays: Mapping[str, np.ndarray], compressions: Sequence[str], *,
+                         budget_s: float = 0.5, slowdown: float = 1.0, num_warmup: int = 1, min_runs: int = 3,
+                         max_runs: int = 50, rel_precision: float = 0.1,
+                         timeout_s: float | None = None) -> dict[str, CompressionTiming]:
+        """Time compressing and restoring ``arrays`` (one cut's tensors) with each compression on the
+        worker (:func:`splitinfer.profile.timing.time_compression`), keyed by the text given."""
+        check_number(len(compressions), "the number of compressions", low=0, high=MAX_COMPRESSIONS,
+                     whole=True)
+        check_number(budget_s, "budget_s", low=0, high=MAX_WAIT_S)
+        header = messages.TimeCompression(compressions=list(compressions), num_warmup=num_warmup,
+                                          min_runs=min_runs, max_runs=max_runs, budget_s=budget_s,
+                                          rel_precision=rel_precision, slowdown=slowdown)
+        wait_s = timeout_s if timeout_s is not None else \
+            min(MAX_WAIT_S, max(self.timeout_s, 30.0 + 3 * budget_s))
+        data = self.request(header, arrays=list(arrays.items()), timeout_s=wait_s).header.data
+        return {text: CompressionTiming(compress_s=float(t["compress_s"]),
+                                        decompress_s=float(t["decompress_s"]),
+                                        wire_bytes=int(t["wire_bytes"]), raw_bytes=int(t["raw_bytes"]))
+                for text, t in data["timings"].items()}
 
     def undeploy(self, deployment_id: str = "", timeout_s: float | None = None) -> int:
         """Remove a deployment's stages from the worker (all for ''); returns how many."""

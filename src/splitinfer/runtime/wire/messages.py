@@ -3,7 +3,7 @@
 A message's header is one of the structs below (encoded as msgpack by
 :mod:`splitinfer.runtime.wire.codec`); tensors and blobs travel beside it. Requests
 a worker answers: ``health``, ``info``, ``echo``, ``deploy``, ``undeploy``,
-``time_partition``, ``probe``, ``shutdown``; on the data path: ``infer`` (a stage's
+``time_partition``, ``time_compression``, ``probe``, ``shutdown``; on the data path: ``infer`` (a stage's
 inputs, worker to worker) and ``outputs`` (the last stage's, to the coordinator);
 replies: ``done`` and ``error``.
 """
@@ -109,6 +109,18 @@ class TimePartition(_Base, tag="time_partition"):
     return_outputs: bool = False
 
 
+class TimeCompression(_Base, tag="time_compression"):
+    """Time compressing and restoring the given tensors (one cut's) with each compression (text form)."""
+
+    compressions: list[str] = []
+    num_warmup: int = 1
+    min_runs: int = 3
+    max_runs: int = 50
+    budget_s: float = 0.5  # shared by all the compressions
+    rel_precision: float = 0.1
+    slowdown: float = 1.0  # the device's emulated slowdown: the medians are scaled by it
+
+
 class Probe(_Base, tag="probe"):
     """Time echo round trips from this worker to another worker."""
 
@@ -158,7 +170,8 @@ class Done(_Base, tag="done"):
 
 
 Header = Union[  # noqa: UP007 (msgspec needs a real Union for tagged decoding)
-    Health, Info, Echo, Deploy, Undeploy, TimePartition, Probe, Shutdown, Infer, Outputs, ErrorReply, Done
+    Health, Info, Echo, Deploy, Undeploy, TimePartition, TimeCompression, Probe, Shutdown, Infer, Outputs,
+    ErrorReply, Done
 ]
 NEEDS_NO_AUTH = (Health,)
 
