@@ -20,6 +20,7 @@ from splitinfer.compression import parse_compression
 from splitinfer.errors import PlanError, ProfileError
 from splitinfer.graph.quantize import PRECISIONS
 from splitinfer.plan.tradeoffs import CompressionOption, PrecisionOption, Tradeoffs
+from splitinfer.profile.profiler import ProfileSettings
 from splitinfer.profile.schema import (
     CodecTiming,
     CompressionProfile,
@@ -96,8 +97,6 @@ def time_on_device(
     runner, prepared, sens: Sensitivity, *, budget_s: float, slowdown: float = 1.0, settings=None
 ) -> tuple[dict[str, tuple[Stats | None, ...]], dict[str, CodecTiming]]:
     """One device's seconds: each quantised block (per precision), each cut's compressions."""
-    from splitinfer.profile.profiler import ProfileSettings
-
     settings = settings or ProfileSettings(budget_s=budget_s)
     num = prepared.num_blocks
     per_block = settings.item_budget_s(max(1, num * max(1, len(sens.quantized_blocks))))

@@ -175,16 +175,21 @@ def device_info(device: DeviceContext) -> dict[str, Any]:
             "available_providers": ort.get_available_providers()}
 
 
+def _check_timing(header: messages.TimePartition | messages.TimeCompression, kind: str) -> None:
+    """The timing settings both timing requests carry, each within its range."""
+    _number(header.slowdown, f"{kind} slowdown", low=1, high=MAX_SLOWDOWN)
+    _number(header.num_warmup, f"{kind} num_warmup", low=0, high=MAX_WARMUP, whole=True)
+    _number(header.min_runs, f"{kind} min_runs", low=1, high=MAX_RUNS, whole=True)
+    _number(header.max_runs, f"{kind} max_runs", low=1, high=MAX_RUNS, whole=True)
+    _number(header.budget_s, f"{kind} budget_s", low=0, high=MAX_PARTITION_BUDGET_S)
+    _number(header.rel_precision, f"{kind} rel_precision", low=0, high=1)
+
+
 def _time_partition(device: DeviceContext, header: messages.TimePartition, msg: Message) -> Reply:
     if len(msg.blobs) != 1:
         raise _malformed(f"time_partition carries {len(msg.blobs)} blobs",
                          "send exactly one blob: the ONNX partition")
-    _number(header.slowdown, "time_partition slowdown", low=1, high=MAX_SLOWDOWN)
-    _number(header.num_warmup, "time_partition num_warmup", low=0, high=MAX_WARMUP, whole=True)
-    _number(header.min_runs, "time_partition min_runs", low=1, high=MAX_RUNS, whole=True)
-    _number(header.max_runs, "time_partition max_runs", low=1, high=MAX_RUNS, whole=True)
-    _number(header.budget_s, "time_partition budget_s", low=0, high=MAX_PARTITION_BUDGET_S)
-    _number(header.rel_precision, "time_partition rel_precision", low=0, high=1)
+    _check_timing(header, "time_partition")
     _check_threads(device)
     timing = time_partition(msg.blobs[0], msg.arrays, providers=device.providers,
                             num_threads=device.num_threads, slowdown=header.slowdown,
@@ -209,12 +214,7 @@ def _time_compression(header: messages.TimeCompression, msg: Message) -> dict[st
             parse_compression(text)
         except PlanError as e:
             raise _malformed(f"time_compression compression: {e.problem}", e.fix or "") from None
-    _number(header.slowdown, "time_compression slowdown", low=1, high=MAX_SLOWDOWN)
-    _number(header.num_warmup, "time_compression num_warmup", low=0, high=MAX_WARMUP, whole=True)
-    _number(header.min_runs, "time_compression min_runs", low=1, high=MAX_RUNS, whole=True)
-    _number(header.max_runs, "time_compression max_runs", low=1, high=MAX_RUNS, whole=True)
-    _number(header.budget_s, "time_compression budget_s", low=0, high=MAX_PARTITION_BUDGET_S)
-    _number(header.rel_precision, "time_compression rel_precision", low=0, high=1)
+    _check_timing(header, "time_compression")
     timings = time_compression(msg.arrays, header.compressions, slowdown=header.slowdown,
                                num_warmup=header.num_warmup, min_runs=header.min_runs,
                                max_runs=header.max_runs, budget_s=header.budget_s,
