@@ -145,12 +145,13 @@ def test_bench_refuses_data_that_does_not_fit_in_one_line_before_deploying(mlp, 
 
 # ---- profile --calibration -------------------------------------------------------------------------
 def _options(calibration, preprocess=None, **more) -> dict:
-    return {"calibration": calibration, "preprocess": preprocess, "input_shape": None, "batch": None, **more}
+    return {"calibration": calibration, "preprocess": preprocess, "input_shape": None, "batch": None,
+            "tradeoffs": None, "limit": 256, **more}
 
 
 def test_profile_calibrates_on_an_image_folder_and_writes_the_profile(cnn, tmp_path, capsys):
     model = cnn / "model.onnx"
-    _, feeds = calibration_input(model, _options(cnn / "photos"))
+    _, feeds, _ = calibration_input(model, _options(cnn / "photos"))
     first = load_dataset(cnn / "photos", Preprocess.for_input((1, 3, 32, 32))).x[:1]
     np.testing.assert_array_equal(feeds["image"], first)  # its first sample: chelsea, of class animal
     code, _, _ = run_cli(capsys, "profile", model, "--calibration", cnn / "photos", "-o", tmp_path / "p.json",
@@ -160,7 +161,7 @@ def test_profile_calibrates_on_an_image_folder_and_writes_the_profile(cnn, tmp_p
 
 def test_profile_calibrates_on_one_image_with_its_preprocessing(cnn, capsys, tmp_path):
     photo = cnn / "astronaut.jpg"
-    _, feeds = calibration_input(cnn / "model.onnx", _options(photo, "resize=40,crop=32,norm=unit"))
+    _, feeds, _ = calibration_input(cnn / "model.onnx", _options(photo, "resize=40,crop=32,norm=unit"))
     np.testing.assert_array_equal(feeds["image"], load_dataset(photo, "resize=40,crop=32,norm=unit").x)
     assert main(["profile", str(cnn / "model.onnx"), "--calibration", str(photo), "--preprocess",
                  "resize=40,crop=32", "-o", str(tmp_path / "p.json"), *FAST]) == 0
@@ -168,9 +169,9 @@ def test_profile_calibrates_on_one_image_with_its_preprocessing(cnn, capsys, tmp
 
 @pytest.mark.parametrize("data", ["digits.npz", "digits.npy"])
 def test_profile_calibrates_on_array_data_sets_first_samples(mlp, data):
-    _, feeds = calibration_input(mlp / "model.onnx", _options(mlp / data, batch=1))
+    _, feeds, _ = calibration_input(mlp / "model.onnx", _options(mlp / data, batch=1))
     np.testing.assert_array_equal(feeds["x"], digits().x[:1])
-    _, feeds = calibration_input(mlp / "model.onnx", _options(mlp / data, input_shape=["x=3,64"]))
+    _, feeds, _ = calibration_input(mlp / "model.onnx", _options(mlp / data, input_shape=["x=3,64"]))
     np.testing.assert_array_equal(feeds["x"], digits().x[:3])
 
 
@@ -179,7 +180,7 @@ def test_profile_still_takes_arrays_by_input_name(tmp_path, capsys):
     model.write_bytes(zoo.build_small("resnet18").SerializeToString())
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
     np.savez(tmp_path / "named.npz", image=x)
-    _, calibration = calibration_input(model, _options(tmp_path / "named.npz"))
+    _, calibration, _ = calibration_input(model, _options(tmp_path / "named.npz"))
     assert calibration == tmp_path / "named.npz"  # the profiler reads it as before
     assert main(["profile", str(model), "--calibration", str(tmp_path / "named.npz"), *FAST]) == 0
 

@@ -15,7 +15,7 @@ from helpers.digits import digits
 
 from splitinfer.plan import plan_from_json
 from splitinfer.profile.profiler import LocalRunner, prepare_model, profile_model
-from splitinfer.profile.schema import save_profile
+from splitinfer.profile.schema import load_profile, save_profile
 from splitinfer.profile.tradeoff_profile import (
     sensitivity_of,
     time_on_device,
@@ -77,14 +77,24 @@ def test_a_budget_lets_the_planner_choose_compressions_and_records_them(capsys, 
     assert plan.latency_s <= plain.latency_s
 
 
-def test_zero_budget_keeps_fp32_and_raw_hops(capsys, files):
+def test_zero_budget_uses_only_options_measured_to_change_nothing(capsys, files):
     code, _, err = _plan(
         capsys, files, "--max-quality-drop", "0%", "--compressions", "int8", "-o", str(files / "strict.json")
     )
     assert code == 0, err
     (plan,) = plan_from_json((files / "strict.json").read_text())
     assert plan.quality_cost == 0.0
-    assert all(h.compression in ("none", "lz4") for h in plan.hops if h.kind == "cut")
+    # every int8 hop and stage is where int8 was measured to change no row
+    section = load_profile(files / "profile.json").tradeoffs
+    cut_costs = section.compressions["int8"].quality_cost
+    block_costs = section.precisions["int8"].quality_cost
+    cuts = [h for h in plan.hops if h.kind == "cut"]
+    assert len(cuts) == len(plan.stages) - 1
+    for stage, hop in zip(plan.stages, cuts, strict=False):
+        assert hop.compression == "none" or cut_costs[stage.last_block] == 0.0
+    for stage in plan.stages:
+        blocks = block_costs[stage.first_block : stage.last_block + 1]
+        assert stage.precision == "fp32" or all(q == 0.0 for q in blocks)
 
 
 def test_the_pareto_front_lists_latency_against_quality(capsys, files):

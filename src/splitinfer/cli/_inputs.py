@@ -54,9 +54,11 @@ def single_input(model: Model, flag: str, path: Path) -> TensorSpec:
     return model.inputs[0]
 
 
-def read_dataset(path: Path, spec: TensorSpec, preprocess: str | None, flag: str) -> Dataset:
+def read_dataset(path: Path, spec: TensorSpec, preprocess: str | None, flag: str,
+                 limit: int | None = None) -> Dataset:
     """The data set at ``path`` (``load_dataset``'s forms), its images preprocessed as ``preprocess``
-    says (else to fit ``spec``), checked to fit ``spec``: every problem is one line naming ``flag``."""
+    says (else to fit ``spec``), checked to fit ``spec``: every problem is one line naming ``flag``.
+    ``limit``: at most this many samples."""
     from splitinfer.data import load_dataset
 
     if preprocess and path.suffix.lower() in ARRAY_SUFFIXES:
@@ -64,7 +66,7 @@ def read_dataset(path: Path, spec: TensorSpec, preprocess: str | None, flag: str
                          "leave out --preprocess, or give images (a file or a folder)")
     shape = [d if isinstance(d, int) and d > 0 else None for d in spec.shape]
     try:
-        data = load_dataset(path, preprocess, input_shape=shape, input_dtype=spec.dtype)
+        data = load_dataset(path, preprocess, input_shape=shape, input_dtype=spec.dtype, limit=limit)
         data.check_fits(spec)
     except InputError as e:
         fix = e.fix

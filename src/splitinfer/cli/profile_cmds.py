@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from splitinfer.cli._common import check_writable, console, err_console, format_bytes, format_count
+from splitinfer.cli._common import check_writable, console, err_console
 from splitinfer.cli._inputs import ARRAY_SUFFIXES, dataset_feeds, read_dataset, single_input
 from splitinfer.cli._model import parse_input_shapes
+from splitinfer.cli._profile_tables import devices_table, links_table, profile_table, tradeoffs_table
 from splitinfer.cluster import load_cluster
 from splitinfer.errors import InputError, ProfileError
 from splitinfer.graph import Model, load_model
@@ -26,6 +26,7 @@ from splitinfer.host import max_num_threads
 from splitinfer.plan import Plan, describe_stages, plan_to_json, with_provenance
 from splitinfer.profile.profiler import (
     MAX_BUDGET_S,
+    LocalRunner,
     ProfileInterrupted,
     ProfileSettings,
     ProfileWarning,
@@ -33,6 +34,14 @@ from splitinfer.profile.profiler import (
     profile_model,
 )
 from splitinfer.profile.schema import Profile, load_profile, merge_profiles, save_profile
+from splitinfer.profile.sensitivity import MAX_SAMPLES
+from splitinfer.profile.tradeoff_profile import (
+    sensitivity_of,
+    split_options,
+    time_on_device,
+    tradeoff_profile,
+    with_tradeoffs,
+)
 from splitinfer.units import check_number
 
 HELP = """Measure a model's blocks on devices and the links between them, into profile.json.
@@ -59,6 +68,8 @@ HELP = """Measure a model's blocks on devices and the links between them, into p
 
   splitinfer profile r18.onnx --calibration val/ --preprocess resize=256,crop=224,norm=imagenet -o p.json
 
+  splitinfer profile r18.onnx --cluster cluster.yaml --calibration val/ --tradeoffs int8,fp16,lz4 -o p.json
+
 With --cluster, every device is profiled through its worker (local devices are \
 started on this machine) and links marked `measure: true` are probed; declared \
 links are copied. Without --cluster, this machine is profiled in this process as \
@@ -68,7 +79,11 @@ calibration input (--calibration x.npz, else seeded generated inputs); the \
 whole model is timed too. --calibration takes an .npz with one array per \
 input name, or a data set for a single-input model (an image folder, one image, \
 an .npz with x, an .npy; images preprocessed as --preprocess says, else to fit \
-the input): its first samples make one input batch. Ctrl-C writes what was measured so far to -o. \
+the input): its first samples make one input batch. --tradeoffs int8,fp16,lz4,zstd \
+also measures each block in each precision and each cut compressed: the quality cost of each \
+change alone (top-1 agreement drop on up to --limit calibration samples, in this process) and \
+its seconds on every device; `plan --max-quality-drop 1%` then chooses among them. \
+Ctrl-C writes what was measured so far to -o. \
 --refine deploys the best plan, times its segments and hops as they run, and \
 re-plans until the plan stops changing (blocks that run faster together, the \
 runtime's own cost per hop): its --plan-output is what `splitinfer bench` checks.
@@ -134,42 +149,63 @@ def _named_arrays(path: Path, model: Model) -> bool:
         return True  # not a readable .npz: the calibration reader says so
 
 
-def calibration_input(model: Path, options: dict) -> tuple[Path | Model, Any]:
-    """The model (loaded when the calibration is a data set, to fit its input) and the calibration to
+def calibration_input(model: Path, options: dict) -> tuple[Path | Model, Any, Any]:
+    """The model (loaded when the calibration is a data set, to fit its input), the calibration to
     profile with: None (generated inputs), the .npz of arrays by input name, or one input batch made
-    from a data set's first samples."""
+    from a data set's first samples; and the data set (None unless the calibration is one)."""
     path, steps = options["calibration"], options["preprocess"]
+    need_data = InputError("--tradeoffs measures quality on a data set; --calibration must give one",
+                           "add --calibration DATA: an image folder, an .npz with x, or an .npy")
     if path is None:
+        if options["tradeoffs"]:
+            raise need_data
         if steps is not None:
             raise InputError("--preprocess needs --calibration: it says how the calibration images become "
                              "inputs", "give --calibration DATA, or leave out --preprocess")
-        return model, None
+        return model, None, None
     if not path.exists():
         raise InputError(f"--calibration {path} does not exist", f"give {_CALIBRATION_FORMS}")
     loaded = load_model(model, input_shapes=parse_input_shapes(options["input_shape"]),
                         batch=options["batch"])
     if _named_arrays(path, loaded):
+        if options["tradeoffs"]:
+            raise need_data
         if steps is not None:
             raise InputError(f"--preprocess applies to images, --calibration {path.name} holds arrays",
                              "leave out --preprocess, or give images (a file or a folder)")
-        return loaded, path
+        return loaded, path, None
     spec = single_input(loaded, "--calibration", path)
-    return loaded, dataset_feeds(read_dataset(path, spec, steps, "--calibration"), spec, 1)[0]
+    data = read_dataset(path, spec, steps, "--calibration", options["limit"])
+    return loaded, dataset_feeds(data, spec, 1)[0], data
+
+
+def _sensitivity(prepared: Any, data: Any, options: dict) -> Any:
+    """The quality cost of each --tradeoffs option on the calibration data set (in this process:
+    quality does not depend on the device); None without --tradeoffs."""
+    if not options["tradeoffs"]:
+        return None
+    precisions, compressions = split_options(options["tradeoffs"].split(","))
+    with _local_bar("quality") as update:
+        return sensitivity_of(prepared, data.x, precisions, compressions,
+                              limit=min(options["limit"], len(data)), progress=update)
 
 
 def _measure(model: Path, cluster: Path | None, options: dict) -> tuple[Profile, Plan | None]:
     # Load, cut and calibrate first: bad input fails here, before any worker starts or bar shows.
-    source, calibration = calibration_input(model, options)
+    source, calibration, data = calibration_input(model, options)
     prepared = prepare_model(source, calibration=calibration, batch=options["batch"],
                              input_shapes=parse_input_shapes(options["input_shape"]),
                              max_blocks=options["max_blocks"], max_cut_tensors=options["max_cut_tensors"])
     settings = ProfileSettings(budget_s=options["budget_s"])
+    sens = _sensitivity(prepared, data, options)
+    source_name = "" if data is None else options["calibration"].name
     if cluster is not None:
         from splitinfer.runtime.profiling import profile_cluster  # the runtime only when needed
         from splitinfer.runtime.refine import refine
 
         the_cluster = load_cluster(cluster)
-        profile = profile_cluster(None, the_cluster, progress=True, settings=settings, prepared=prepared)
+        profile = profile_cluster(None, the_cluster, progress=True, settings=settings, prepared=prepared,
+                                  tradeoffs=sens, tradeoffs_source=source_name)
         if options["refine"] is None:
             return profile, None
         err_console.print(f"refining the {options['refine']} plan: timing its segments as they run",
@@ -182,9 +218,16 @@ def _measure(model: Path, cluster: Path | None, options: dict) -> tuple[Profile,
         raise ProfileError("--refine needs --cluster", "give the cluster.yaml whose plan to refine")
     name = options["device_name"] or platform.node() or "local"
     with _local_bar(name) as update:
-        return profile_model(None, device_name=name, providers=tuple(options["providers"]),
-                             num_threads=options["num_threads"], progress=update, settings=settings,  # type: ignore[arg-type]
-                             prepared=prepared), None
+        profile = profile_model(None, device_name=name, providers=tuple(options["providers"]),
+                                num_threads=options["num_threads"], progress=update, settings=settings,  # type: ignore[arg-type]
+                                prepared=prepared)
+    if sens is not None:
+        runner = LocalRunner(tuple(options["providers"]), options["num_threads"])
+        with _local_bar(name) as update:
+            timed = time_on_device(runner, prepared, sens, budget_s=settings.budget_s, settings=settings,
+                                   progress=update)
+        profile = with_tradeoffs(profile, tradeoff_profile(sens, {name: timed}, source_name))
+    return profile, None
 
 
 def _profile(model: Path, cluster: Path | None, output: Path | None, options: dict) -> None:
@@ -208,65 +251,6 @@ def _profile(model: Path, cluster: Path | None, output: Path | None, options: di
             console.print(f"wrote {options['plan_output']}", highlight=False)
 
 
-def _stat_ms(stats: object) -> str:
-    return "-" if stats is None else f"{stats.median_s * 1000:.3f}"  # type: ignore[attr-defined]
-
-
-def profile_table(profile: Profile) -> Table:
-    """Per block: FLOPs, parameters, cut and activation bytes, the median ms on every device;
-    then each device's sum of blocks against the whole model (below 1: fusion and per-run overhead)."""
-    names = list(profile.devices)
-    table = Table(title=f"profile of {profile.model.name} ({profile.model.sha256[:12]}), median ms",
-                  title_justify="left")
-    for col in ("block", "GFLOPs", "params", "cut", "act.", *names):
-        table.add_column(col, justify="right", no_wrap=True, min_width=6 if col in names else None)
-    for b in profile.blocks:
-        times = [_stat_ms(profile.devices[n].blocks[b.index]) for n in names]
-        table.add_row(str(b.index), f"{b.flops / 1e9:.3f}", format_count(b.num_params),
-                      format_bytes(b.cut_bytes), format_bytes(b.activation_bytes), *times)
-    sums, wholes, ratios = [], [], []
-    for n in names:
-        dev = profile.devices[n]
-        total = sum(s.median_s for s in dev.blocks if s is not None)
-        sums.append(f"{total * 1000:.3f}")
-        wholes.append(_stat_ms(dev.whole_model))
-        whole = dev.whole_model
-        ratios.append("-" if whole is None or not total else f"{whole.median_s / total:.2f}")
-    table.add_section()
-    table.add_row("sum", "", "", "", "", *sums)
-    table.add_row("whole", "", "", "", "", *wholes)
-    table.add_row("whole/sum", "", "", "", "", *ratios)
-    return table
-
-
-def devices_table(profile: Profile) -> Table:
-    """Providers, num_threads, memory, date and host of each device."""
-    table = Table(title="devices", title_justify="left")
-    for col in ("device", "providers", "num_threads", "memory free", "slowdown", "date", "onnxruntime",
-                "note"):
-        table.add_column(col, overflow="fold", no_wrap=col == "date")
-    for name, dev in profile.devices.items():
-        memory = "-" if dev.memory_bytes is None else format_bytes(dev.memory_bytes)
-        note = "partial" if dev.host.get("complete") is False else ""
-        note += f" {len(dev.segments)} segments" if dev.segments else ""
-        providers = ",".join(p.removesuffix("ExecutionProvider") for p in dev.providers)
-        ort_version = dev.versions.get("onnxruntime", "")
-        table.add_row(name, providers, str(dev.num_threads or "default"), memory,
-                      str(dev.host.get("slowdown", "")), dev.date[:10], ort_version, note)
-    return table
-
-
-def links_table(profile: Profile) -> Table:
-    """Latency, bandwidth, fit quality and origin of each link."""
-    table = Table(title="links", title_justify="left")
-    for col in ("from", "to", "latency ms", "bandwidth Mbit/s", "r2", "source"):
-        table.add_column(col, justify="left" if col in ("from", "to", "source") else "right")
-    for x in profile.links:
-        table.add_row(x.src, x.dst, f"{x.latency_s * 1000:.3f}", f"{x.bandwidth_bps * 8 / 1e6:.2f}",
-                      "-" if x.r2 is None else f"{x.r2:.4f}", x.source)
-    return table
-
-
 def _show(paths: list[str]) -> None:
     if len(paths) != 1:
         raise ProfileError(f"profile show takes one file, got {len(paths)}",
@@ -276,6 +260,8 @@ def _show(paths: list[str]) -> None:
     console.print(devices_table(profile))
     if profile.links:
         console.print(links_table(profile))
+    if profile.tradeoffs is not None:
+        console.print(tradeoffs_table(profile))
     if profile.hop_overhead_s:
         console.print(f"runtime overhead per hop between devices (measured by refinement, added when "
                       f"planning): {profile.hop_overhead_s * 1e3:.2f} ms", highlight=False)
@@ -329,6 +315,13 @@ def profile_command(
     preprocess: str | None = typer.Option(None, "--preprocess", metavar="SPEC",
                                           help="How --calibration's images become inputs, e.g. resize=256,"
                                                "crop=224,norm=imagenet (default: from the input's shape)."),
+    tradeoffs: str | None = typer.Option(None, "--tradeoffs", metavar="LIST",
+                                         help="Also measure these trade-offs, e.g. int8,fp16,lz4,zstd: each "
+                                              "precision per block and compression per cut, its quality cost "
+                                              "on --calibration's data set and its time on every device "
+                                              "(then `plan --max-quality-drop`)."),
+    limit: int = typer.Option(256, "--limit", metavar="N",
+                              help="With --tradeoffs: compare quality on at most N calibration samples."),
     budget_s: float = typer.Option(30.0, "--budget-s", metavar="S",
                                    help="Seconds of timed work per device, shared by its blocks."),
     num_threads: int = typer.Option(0, "--num-threads",
@@ -355,13 +348,18 @@ def profile_command(
         raise ProfileError(f"profile takes one MODEL, got {len(args)} arguments",
                            "run: splitinfer profile MODEL -o profile.json (or `profile show FILE`)")
     _check_numbers(budget_s, num_threads if threads is None else threads, max_blocks, max_cut_tensors, batch)
+    check_number(limit, "--limit", low=1, high=MAX_SAMPLES, whole=True, error=ProfileError,
+                 fix="the most calibration samples to compare")
+    if tradeoffs is not None:
+        split_options(tradeoffs.split(","))  # an unknown name fails before anything loads
     check_writable(output, "-o")
     check_writable(plan_output, "--plan-output")
     options = {"calibration": calibration, "preprocess": preprocess, "input_shape": input_shape,
                "batch": batch,
                "max_blocks": max_blocks, "max_cut_tensors": max_cut_tensors, "budget_s": budget_s,
                "num_threads": num_threads if threads is None else threads, "providers": providers,
-               "device_name": device_name, "refine": refine_for, "plan_output": plan_output}
+               "device_name": device_name, "refine": refine_for, "plan_output": plan_output,
+               "tradeoffs": tradeoffs, "limit": limit}
     _profile(Path(args[0]), cluster, output, options)
 
 

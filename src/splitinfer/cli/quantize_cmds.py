@@ -7,6 +7,7 @@ flag, the model and the data are checked before quantising.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -138,6 +139,11 @@ def quantize_command(
     console.print(f"quantised {model} to {how} in {took_s:.2f} s: {before_mb:.3g} MB -> {after_mb:.3g} MB"
                   f"{ratio}", highlight=False, soft_wrap=True)
     console.print(f"wrote {output}", highlight=False, soft_wrap=True)
+    meta = (p.value for p in quantized.metadata_props if p.key == "splitinfer.quantize")
+    info = json.loads(next(meta, "{}"))
+    if info.get("unchanged"):
+        console.print(f"note: the model is unchanged: {info['unchanged']}", highlight=False, soft_wrap=True)
+        return
     console.print(f"measure what it costs: splitinfer eval {output} --data {calibration or 'DATA'} "
                   f"(and the same for {model})",
                   highlight=False, soft_wrap=True)

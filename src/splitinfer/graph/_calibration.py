@@ -1,7 +1,7 @@
 """What :mod:`splitinfer.graph.quantize` needs around ONNX Runtime's quantisation tools: reading a model
-from any source, the interface of a model (its inputs and outputs as they must stay), checking
-calibration feeds against the inputs, the ``CalibrationDataReader`` over them, and ONNX Runtime's
-quantisation log kept quiet.
+from any source, the interface of a model (its inputs and outputs as they must stay, and the outputs
+that only hand an input on), checking calibration feeds against the inputs, the
+``CalibrationDataReader`` over them, and ONNX Runtime's quantisation log kept quiet.
 """
 
 from __future__ import annotations
@@ -66,6 +66,75 @@ def signature(model: onnx.ModelProto) -> tuple[Signature, Signature]:
         return tuple((vi.name, vi.type.tensor_type.elem_type, _dims(vi)) for vi in vis)
 
     return values(input_values(model.graph)), values(model.graph.output)
+
+
+def passthrough_outputs(model: onnx.ModelProto) -> list[str]:
+    """The outputs no node produces: a graph input (or an initializer) handed on unchanged, as a block
+    partition does with a tensor that a later block needs (the digits classifier's probabilities pass
+    through the blocks that compute its label)."""
+    produced = {name for node in model.graph.node for name in node.output}
+    return [vi.name for vi in model.graph.output if vi.name not in produced]
+
+
+def without_passthrough(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` without its pass-through outputs, which the quantisers mishandle: the fp16
+    converter's output Cast redefines the input's name ("Duplicate definition of name"), static QDQ
+    quantises the tensor both as an input and as an output and wires the two into a cycle ("Graph is
+    not a DAG"). :func:`restore_interface` puts them back afterwards, in float32 as they came in.
+    An initializer that is also an output is renamed for the nodes that read it, so the original can
+    be put back as it was whatever the quantiser does to the copy the nodes read."""
+    core = onnx.ModelProto()
+    core.CopyFrom(model)
+    passed = set(passthrough_outputs(model))
+    if not passed:
+        return core
+    kept = [vi for vi in core.graph.output if vi.name not in passed]
+    del core.graph.output[:]
+    core.graph.output.extend(kept)
+    taken = {n for node in core.graph.node for n in (*node.input, *node.output)} | {
+        t.name for t in core.graph.initializer} | {vi.name for vi in core.graph.input}
+    for tensor in core.graph.initializer:
+        if tensor.name in passed:
+            old, tensor.name = tensor.name, _fresh(f"{tensor.name}_read", taken)
+            for node in core.graph.node:
+                node.input[:] = [tensor.name if n == old else n for n in node.input]
+            for vi in core.graph.input:  # an old-style model lists its initializers as inputs too
+                if vi.name == old:
+                    vi.name = tensor.name
+    return core
+
+
+def _copy(vi: onnx.ValueInfoProto) -> onnx.ValueInfoProto:
+    out = onnx.ValueInfoProto()
+    out.CopyFrom(vi)
+    return out
+
+
+def _fresh(name: str, taken: set[str]) -> str:
+    out, k = name, 0
+    while out in taken:
+        k += 1
+        out = f"{name}_{k}"
+    taken.add(out)
+    return out
+
+
+def restore_interface(original: onnx.ModelProto, out: onnx.ModelProto) -> None:
+    """``out`` (quantised from ``without_passthrough(original)``) given back ``original``'s inputs and
+    outputs in their order: the pass-through outputs, and any input the quantiser's clean-up dropped
+    because, without those outputs, nothing reads it any more."""
+    # Copies: a message taken out of a repeated field is not to be relied on after the field is cleared.
+    inputs = {vi.name: _copy(vi) for vi in out.graph.input}
+    outputs = {vi.name: _copy(vi) for vi in out.graph.output}
+    passed, initializers = set(passthrough_outputs(original)), {t.name for t in out.graph.initializer}
+    out.graph.initializer.extend(t for t in original.graph.initializer
+                                 if t.name in passed and t.name not in initializers)
+    restored_inputs = [inputs.pop(vi.name, vi) for vi in input_values(original.graph)]
+    restored_outputs = [outputs.get(vi.name, vi) for vi in original.graph.output]
+    rest = list(inputs.values())  # old-style initializer inputs, after the real ones as before
+    del out.graph.input[:], out.graph.output[:]
+    out.graph.input.extend([*restored_inputs, *rest])
+    out.graph.output.extend(restored_outputs)
 
 
 def _shape_text(dims: tuple[int | None, ...] | None) -> str:

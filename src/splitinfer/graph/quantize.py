@@ -5,7 +5,9 @@ around each quantised op, scales calibrated on real inputs) or dynamic (weights 
 activations quantised as each batch runs: DynamicQuantizeLinear + MatMulInteger/ConvInteger). fp16
 converts weights and compute to float16 and keeps float32 at the inputs and outputs, so a stage's
 cut tensors stay what its neighbours send and expect. A quantised model has the same inputs and
-outputs (names, dtypes, shapes) as the model it came from; that is checked on every call.
+outputs (names, dtypes, shapes) as the model it came from; that is checked on every call. A model
+with nothing the precision would change (a block of ArgMax, Cast, Reshape on labels) comes back
+unchanged, and its ``splitinfer.quantize`` metadata says so (``"unchanged"``: why).
 
 A partition is calibrated on the tensors that reach it when the model runs on real data
 (:func:`calibration_feeds`), not on the model's inputs::
@@ -18,6 +20,7 @@ A partition is calibrated on the tensors that reach it when the model runs on re
 from __future__ import annotations
 
 import json
+import logging
 import re
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -34,13 +37,16 @@ from splitinfer.graph._calibration import (
     input_values,
     quiet_ort_logging,
     read_model,
+    restore_interface,
     signature,
+    without_passthrough,
 )
 from splitinfer.graph.inference import create_inference_session
 
 __all__ = ["METHODS", "PRECISIONS", "calibration_feeds", "check_method", "check_precision",
            "choose_method", "input_values", "quantize_model", "quantize_partitions", "read_model"]
 
+log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16", "int8")
 METHODS = ("auto", "static", "dynamic")
 ModelLike = onnx.ModelProto | bytes | str | Path
@@ -48,6 +54,11 @@ Feeds = Mapping[str, np.ndarray]
 # Protobuf cannot serialise 2 GiB; above this the quantiser writes the weights as external data.
 _EXTERNAL_DATA_BYTES = 1_800_000_000
 _MAX_FP16_RETRIES = 16
+# Ops that mark a graph as quantised: (Dynamic)QuantizeLinear, DequantizeLinear, MatMulInteger,
+# ConvInteger, QLinear*, QGemm, QAttention, DynamicQuantizeMatMul, ...
+_INT8_OP = re.compile(r"Quantize|Integer|^Q[A-Z]")
+# Ops that compute nothing: one that only moves float16 values is no reason to convert a graph.
+_NO_COMPUTE = frozenset({"Cast", "Identity"})
 
 
 def check_precision(name: object, where: str = "precision") -> str:
@@ -67,6 +78,17 @@ def check_method(name: object, where: str = "method") -> str:
 
 def _op_types(model: onnx.ModelProto) -> set[str]:
     return {node.op_type for node in model.graph.node}
+
+
+def _nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """Every node of ``graph`` and of the subgraphs of its If/Loop/Scan nodes, which the quantisers
+    convert too."""
+    for node in graph.node:
+        yield node
+        for a in node.attribute:
+            for sub in (a.g, *a.graphs) if a.type in (onnx.AttributeProto.GRAPH,
+                                                      onnx.AttributeProto.GRAPHS) else ():
+                yield from _nodes(sub)
 
 
 def choose_method(model: ModelLike, precision: str, method: str = "auto") -> str | None:
@@ -98,23 +120,64 @@ def quantize_model(model: ModelLike, precision: str, *,
     chosen = choose_method(proto, precision, method)
     if precision == "fp32":
         return proto
-    if precision == "fp16":
-        out = _to_fp16(proto)
-    elif chosen == "dynamic":
-        out = _int8(proto, None)
-    else:
+    feeds = None
+    if chosen == "static":
         if calibration is None:
             raise InputError("static int8 quantisation needs calibration data, and calibration is None",
                              "pass calibration= feed dicts of real inputs (a few hundred samples), or "
                              "method='dynamic'")
         feeds = [dict(f) if isinstance(f, Mapping) else f for f in calibration]
         check_feeds(feeds, proto, "calibration")
-        out = _int8(proto, feeds)
+    core = without_passthrough(proto)
+    unchanged = _nothing_to_quantize(core, chosen)
+    if unchanged is None:
+        out = _to_fp16(core) if precision == "fp16" else _int8(core, feeds)
+        unchanged = _nothing_quantized(out, precision)
+    if unchanged is not None:
+        # The precision does not apply: the model as it is runs exactly as it would, and the caller
+        # (a profile timing every block in every precision) still gets a model for this block.
+        log.info("%s: %s, the model is left unchanged", precision, unchanged)
+        out, chosen = read_model(proto), None
+    else:
+        restore_interface(proto, out)
     _keep_signature(proto, out)
     _check_loads(out, precision)
-    out.metadata_props.add(key="splitinfer.quantize",
-                           value=json.dumps({"precision": precision, "method": chosen}, sort_keys=True))
+    info: dict[str, Any] = {"precision": precision, "method": chosen}
+    if unchanged is not None:
+        info["unchanged"] = unchanged
+    out.metadata_props.add(key="splitinfer.quantize", value=json.dumps(info, sort_keys=True))
     return out
+
+
+def _nothing_to_quantize(model: onnx.ModelProto, method: str | None) -> str | None:
+    """Why int8 ``method`` has nothing to do in ``model`` (no op of a type its quantiser handles), or
+    None. Not asking ONNX Runtime then: its tools fail on graphs of ML ops alone (ZipMap, ...)."""
+    if method is None:
+        return None
+    from onnxruntime.quantization.registry import IntegerOpsRegistry, QDQRegistry, QLinearOpsRegistry
+
+    # The op types each of ONNX Runtime's quantisers handles when not told which (its defaults).
+    handled = set(IntegerOpsRegistry) if method == "dynamic" else set(QLinearOpsRegistry) | set(QDQRegistry)
+    if not handled & {n.op_type for n in _nodes(model.graph)}:
+        return f"no op that {method} int8 quantises"
+    return None
+
+
+def _nothing_quantized(model: onnx.ModelProto, precision: str) -> str | None:
+    """Why the quantiser's ``model`` is no different from what it was given (no quantised op; no op
+    computing in float16, only the boundary Casts), or None."""
+    nodes = list(_nodes(model.graph))
+    if precision == "int8":
+        return None if any(_INT8_OP.search(n.op_type) for n in nodes) else "nothing to quantise"
+    # The float16 values: converted weights, and what a Cast or Constant makes float16; a node that
+    # reads or writes one computes in float16 (a node computing in float32 touches none of them).
+    fp16 = onnx.TensorProto.FLOAT16
+    half = {t.name for t in model.graph.initializer if t.data_type == fp16}
+    half |= {o for n in nodes if n.op_type in ("Cast", "Constant") and any(
+        (a.name == "to" and a.i == fp16) or (a.name == "value" and a.t.data_type == fp16)
+        for a in n.attribute) for o in n.output}
+    computes = any(n.op_type not in _NO_COMPUTE and half & {*n.input, *n.output} for n in nodes)
+    return None if computes else "no op to compute in float16"
 
 
 def _int8(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]] | None) -> onnx.ModelProto:

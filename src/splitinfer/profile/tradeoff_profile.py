@@ -94,16 +94,34 @@ def sensitivity_of(
 
 
 def time_on_device(
-    runner, prepared, sens: Sensitivity, *, budget_s: float, slowdown: float = 1.0, settings=None
+    runner,
+    prepared,
+    sens: Sensitivity,
+    *,
+    budget_s: float,
+    slowdown: float = 1.0,
+    settings=None,
+    progress: Progress | None = None,
 ) -> tuple[dict[str, tuple[Stats | None, ...]], dict[str, CodecTiming]]:
-    """One device's seconds: each quantised block (per precision), each cut's compressions."""
+    """One device's seconds: each quantised block (per precision), each cut's compressions.
+    ``progress(done, total, what)`` is called before each item."""
     settings = settings or ProfileSettings(budget_s=budget_s)
     num = prepared.num_blocks
     per_block = settings.item_budget_s(max(1, num * max(1, len(sens.quantized_blocks))))
+    total = num * len(sens.quantized_blocks) + len(sens.cut_tensors)
+    done = 0
+
+    def step(what: str) -> None:
+        nonlocal done
+        if progress is not None:
+            progress(done, total, what)
+        done += 1
+
     precisions: dict[str, tuple[Stats | None, ...]] = {}
     for name, parts in sens.quantized_blocks.items():
         times: list[Stats | None] = []
         for b, part in enumerate(parts):
+            step(f"block {b} in {name}")
             if part is None:
                 times.append(None)
                 continue
@@ -122,7 +140,8 @@ def time_on_device(
     names = list(sens.cut_bytes)
     compress: dict[str, list[float]] = {n: [] for n in names}
     restore: dict[str, list[float]] = {n: [] for n in names}
-    for tensors in sens.cut_tensors:
+    for c, tensors in enumerate(sens.cut_tensors):
+        step(f"compressing cut {c}")
         timed = (
             runner.time_compression(tensors, names, budget_s=CODEC_BUDGET_S, slowdown=slowdown)
             if names
@@ -132,6 +151,8 @@ def time_on_device(
             compress[n].append(timed[n].compress_s)
             restore[n].append(timed[n].decompress_s)
     codecs = {n: CodecTiming(tuple(compress[n]), tuple(restore[n])) for n in names}
+    if progress is not None:
+        progress(total, total, "trade-offs timed")
     return precisions, codecs
 
 

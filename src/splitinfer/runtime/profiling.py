@@ -54,6 +54,8 @@ from splitinfer.profile.profiler import (
     profile_device,
 )
 from splitinfer.profile.schema import LinkProfile, Profile, validate_profile
+from splitinfer.profile.sensitivity import Sensitivity
+from splitinfer.profile.tradeoff_profile import time_on_device, tradeoff_profile, with_tradeoffs
 from splitinfer.runtime.launch.start import cluster_keyring, session_token, start_workers
 from splitinfer.runtime.wire.client import MAX_PROBE_REPEATS, MAX_PROBE_SIZES, MAX_WAIT_S, WorkerClient
 from splitinfer.runtime.wire.codec import DEFAULT_MAX_FRAME_BYTES
@@ -172,6 +174,10 @@ class _DeviceJob:
         if self._bars is not None and self._task is not None:
             self._bars.update(self._task, completed=done, description=what)
 
+    def _show_of(self, done: int, total: int, what: str) -> None:
+        if self._bars is not None and self._task is not None:
+            self._bars.update(self._task, completed=done, total=total, description=what)
+
     def run(self) -> None:
         """Profile the device; a failure is kept in ``error`` (the other devices go on)."""
         try:
@@ -248,6 +254,29 @@ def _assemble(prepared: PreparedModel, cluster: Cluster, jobs: list[_DeviceJob],
     return validate_profile(msgspec.structs.replace(profile, devices=devices, links=tuple(links)))
 
 
+def _time_tradeoffs(jobs: list[_DeviceJob], alive: Sequence[str], sens: Sensitivity, source: str,
+                    workers: ClusterWorkers, request_timeout_s: float, profile: Profile) -> Profile:
+    """Each live device's seconds for the quantised blocks and the compressions in ``sens``; a device
+    that fails is left out of the trade-offs (with a warning), and the planner then says so."""
+    timed = {}
+    for job in jobs:
+        if job.device.name not in alive:
+            continue
+        job.on_progress = None  # the bar shows the trade-off items now, counted afresh
+        if job._bars is not None and job._task is not None:
+            job._bars.reset(job._task, total=None, description="trade-offs")
+        try:
+            with workers.client(job.device.name, timeout_s=request_timeout_s) as client:
+                timed[job.device.name] = time_on_device(
+                    WorkerRunner(client, request_timeout_s), job.prepared, sens,
+                    budget_s=job.settings.budget_s, slowdown=job.device.slowdown, settings=job.settings,
+                    progress=lambda done, total, what, job=job: job._show_of(done, total, what))
+        except SplitinferError as e:
+            warnings.warn(ProfileWarning(f"device {job.device.name!r}: trade-offs not timed: {e.problem}"),
+                          stacklevel=3)
+    return with_tradeoffs(profile, tradeoff_profile(sens, timed, source))
+
+
 def _check_probes(sizes_bytes: Sequence[int], num_repeats: int, request_timeout_s: float) -> None:
     """ProfileError naming the argument a worker would refuse (the same limits as its probe)."""
     check_number(len(sizes_bytes), "the number of probe_sizes_bytes", low=1, high=MAX_PROBE_SIZES, whole=True,
@@ -269,7 +298,8 @@ def profile_cluster(model: str | Path | bytes | Model | None, cluster: Cluster, 
                     parallel: bool | None = None,
                     probe_sizes_bytes: Sequence[int] = DEFAULT_PROBE_SIZES_BYTES, num_probe_repeats: int = 5,
                     request_timeout_s: float = 60.0, on_progress: DeviceProgress | None = None,
-                    prepared: PreparedModel | None = None) -> Profile:
+                    prepared: PreparedModel | None = None, tradeoffs: Sensitivity | None = None,
+                    tradeoffs_source: str = "") -> Profile:
     """Profile ``model`` on every device of ``cluster`` through its worker; one profile.
 
     ``budget_s``: seconds of timed work per device (shared by its blocks). A device
@@ -279,6 +309,9 @@ def profile_cluster(model: str | Path | bytes | Model | None, cluster: Cluster, 
     devices in parallel, local ones in turn; True/False = all in parallel / in turn.
     ``on_progress(device, done, total, what)`` is called (from the device's thread)
     before each block; ``prepared`` reuses a :func:`prepare_model` result (``model`` unused).
+    ``tradeoffs``: a :func:`~splitinfer.profile.tradeoff_profile.sensitivity_of` result whose quantised
+    blocks and compressions are then timed on every device (the profile's ``tradeoffs`` section, its
+    ``calibration`` set to ``tradeoffs_source``).
     """
     settings = settings or ProfileSettings(budget_s=budget_s)
     _check_probes(probe_sizes_bytes, num_probe_repeats, request_timeout_s)
@@ -305,6 +338,10 @@ def profile_cluster(model: str | Path | bytes | Model | None, cluster: Cluster, 
                                "check that the workers run and can load the model")
         try:
             links = _probe_links(cluster, workers, alive, probe_sizes_bytes, num_probe_repeats)
+            profile = _assemble(prepared, cluster, jobs, links, final=True)
+            if tradeoffs is not None:
+                profile = _time_tradeoffs(jobs, alive, tradeoffs, tradeoffs_source, workers,
+                                          request_timeout_s, profile)
         except KeyboardInterrupt:
             raise ProfileInterrupted(_assemble(prepared, cluster, jobs, [], final=False)) from None
-    return _assemble(prepared, cluster, jobs, links, final=True)
+    return profile
