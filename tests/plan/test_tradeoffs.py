@@ -69,15 +69,26 @@ def cases(draw, objective: str):
         draw(st.lists(QUALITY, min_size=num_blocks, max_size=num_blocks)),
     )
     codec = st.lists(st.sampled_from([0.0, 0.0125, 0.025]), min_size=cuts, max_size=cuts)
+    one_codec = st.sampled_from([0.0, 0.0125, 0.025])
     compression = CompressionOption(
         "int8",
         [b // 4 for b in raw],
         {n: draw(codec) for n in names},
         {n: draw(codec) for n in names},
         draw(st.lists(QUALITY, min_size=cuts, max_size=cuts)),
+        input_bytes=draw(st.none() | st.just(problem.input_bytes // 4)),
+        input_compress_s={n: draw(one_codec) for n in names},
+        input_decompress_s={n: draw(one_codec) for n in names},
+        input_quality_cost=draw(st.sampled_from([0.0, 0.0, 0.01])),
     )
     lossless = CompressionOption(
-        "lz4", [b // 2 for b in raw], {n: draw(codec) for n in names}, {}, [0.0] * cuts
+        "lz4",
+        [b // 2 for b in raw],
+        {n: draw(codec) for n in names},
+        {},
+        [0.0] * cuts,
+        input_bytes=problem.input_bytes // 2,
+        input_compress_s={n: draw(one_codec) for n in names},
     )
     budget = draw(st.none() | QUALITY)
     tradeoffs = Tradeoffs((precision,), (compression, lossless)[: draw(st.integers(1, 2))], budget)
@@ -208,3 +219,42 @@ def test_an_excluded_plan_is_never_chosen_again():
     assert describe_stages(second) != describe_stages(best)
     assert second.latency_s >= best.latency_s
     assert describe_stages(brute_force(problem, again)[0]) == describe_stages(second)
+
+
+def _upload_option(quality_cost):
+    return CompressionOption(
+        "int8",
+        [200_000, 50_000],
+        {"cam": [0.01, 0.003]},
+        {"edge": [0.002, 0.001]},
+        [0.004, 0.003],
+        input_bytes=150_000,
+        input_compress_s={"cam": 0.01},
+        input_decompress_s={"edge": 0.002},
+        input_quality_cost=quality_cost,
+    )
+
+
+def test_the_upload_is_compressed_when_that_costs_no_quality():
+    problem, tradeoffs = _two_devices(0.01)
+    free = dataclasses.replace(tradeoffs, compressions=(_upload_option(0.0),))
+    (best,) = solve_tradeoffs(problem, free)
+    # by hand: 0.005 + 150 kB / 1.25 MB/s + 0.012 codec = 0.137 s up, 0.09 s on edge, 0.0082 s back
+    assert describe_stages(best) == "cam =int8=> edge[0-2]"
+    upload = next(h for h in best.hops if h.kind == "upload")
+    assert (upload.compression, upload.num_bytes) == ("int8", 150_000)
+    assert upload.transfer_s == pytest.approx(0.125) and upload.codec_s == pytest.approx(0.012)
+    assert best.latency_s == pytest.approx(0.137 + 0.09 + 0.005 + 4_000 / 1.25e6)
+    assert best.quality_cost == 0.0 and best.upload_bytes == 150_000
+    # the link carries 0.125 s per request; cam compresses for 0.01 s, edge computes for 0.092 s
+    assert best.bottleneck_s == pytest.approx(0.125)
+    (through,) = solve_tradeoffs(problem, free, "throughput")
+    assert describe_stages(through) == "cam =int8=> edge[0-2]"
+
+
+def test_an_upload_compression_that_costs_quality_is_not_used():
+    problem, tradeoffs = _two_devices(0.01)
+    costly = dataclasses.replace(tradeoffs, compressions=(_upload_option(0.001),))
+    (best,) = solve_tradeoffs(problem, costly)
+    assert all(h.compression == "none" for h in best.hops if h.kind == "upload")
+    assert describe_stages(best) == "cam[0] =int8=> edge[1-2]"

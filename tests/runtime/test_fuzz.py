@@ -39,7 +39,8 @@ SAMPLES = {type(h).__name__: msgspec.to_builtins(h) for h in (
     messages.TimePartition(), messages.TimeCompression(compressions=["int8"]),
     messages.Probe(address="tcp://127.0.0.1:9", sizes_bytes=[10]),
     messages.Shutdown(), messages.Infer(deployment_id="d", stage=0, deadline_unix_s=2e9),
-    messages.Outputs(deployment_id="d"), messages.ErrorReply(code="failed", problem="p"),
+    messages.Outputs(deployment_id="d", stamps=[messages.StageStamp(0, "a", 1.0, 1.0, 1.0, 1e-3, 0.0, 64)]),
+    messages.ErrorReply(code="failed", problem="p"),
     messages.Done(data={"a": [1, 2.5, {"b": None}]}))}
 # What a test may sign with the real token: other kinds could really stop the worker or drop its stages.
 SIGNABLE = {"worker": ("Health", "Info", "Echo", "Infer", "Outputs", "ErrorReply", "Done"),

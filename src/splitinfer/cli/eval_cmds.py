@@ -79,6 +79,8 @@ def summary_table(result: Evaluation) -> Table:
     table = Table(title="eval", title_justify="left", show_header=False)
     table.add_column("what", justify="left")
     table.add_column("value", justify="left")
+    if result.model_sha256:
+        table.add_row("model", f"{result.model or 'bytes'} (sha256 {result.model_sha256[:12]})")
     table.add_row("data", result.data)
     padded = f", {result.num_padded} padding dropped" if result.num_padded else ""
     table.add_row("samples", f"{result.num_samples} (batch {result.batch_size}{padded})")
@@ -195,9 +197,10 @@ def eval_command(
     else:
         with _deploy(dep, compress, timeout, calib) as session:
             result = _evaluate(reference, ev.session_runner(session), dataset, ks, json_out)
-    doc = {"model": str(model), "plan": None if plan is None else str(plan),
-           "rank": None if plan is None else rank or 1, "in_process": in_process, "compress": compress,
-           **result.to_dict()}
+    # The model's sha256 beside its path, as a plan's provenance records it: the result names its model.
+    doc = {"model": str(model), "model_sha256": result.model_sha256,
+           "plan": None if plan is None else str(plan), "rank": None if plan is None else rank or 1,
+           "in_process": in_process, "compress": compress, **result.to_dict()}
     if output is not None:
         try:
             output.write_text(json.dumps(doc, indent=2) + "\n")

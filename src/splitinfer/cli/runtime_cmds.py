@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
+from rich.console import Group
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from splitinfer.cli._common import check_writable, console, format_bytes, print_json
 from splitinfer.cli._inputs import dataset_feeds, read_dataset, read_inputs, single_input, top_k_table
 from splitinfer.cluster import Cluster, load_cluster
-from splitinfer.errors import ClusterError, ModelError, ShapeError, SplitinferError
+from splitinfer.errors import ClusterError, InputError, ModelError, ShapeError, SplitinferError
 from splitinfer.graph import Model, load_model
 from splitinfer.plan import Plan, describe_stages
 from splitinfer.profile.blocks import load_as_profiled
@@ -33,6 +34,7 @@ from splitinfer.records.plans import load_plan
 from splitinfer.units import check_number
 
 if TYPE_CHECKING:  # the runtime (zmq, onnxruntime) loads only when a command runs
+    from splitinfer.data import Dataset
     from splitinfer.runtime.coordinator.session import Session
     from splitinfer.runtime.coordinator.timing import RequestTiming
 
@@ -47,6 +49,10 @@ ProfileOpt = Annotated[Path | None, typer.Option(
                       "(default: the plan's).", show_default=False)]
 RankOpt = Annotated[int, typer.Option("--rank", help="Which plan of the file: 1 = the best.")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Deadline of each request, in seconds.")]
+CalibrationOpt = Annotated[Path | None, typer.Option(
+    "--calibration", metavar="DATA", help="Real inputs a trade-off plan's int8 stages are calibrated on (an "
+                                          "image folder, an .npz with x, an .npy); bench defaults to --data.",
+    show_default=False)]
 
 
 @dataclass(frozen=True)
@@ -97,12 +103,29 @@ def _check_request_options(timeout: float, rank: int) -> None:
     check_number(rank, "--rank", low=1, whole=True, fix="1 = the best plan of the file")
 
 
-def open_session(dep: Deployment, timeout_s: float) -> Session:
-    """Deploy ``dep``: workers start, stages load; close the session (``with``) to stop them."""
+def open_session(dep: Deployment, timeout_s: float, calibration: Dataset | None = None) -> Session:
+    """Deploy ``dep``: workers start, stages load; close the session (``with``) to stop them.
+    ``calibration``: the samples a trade-off plan's int8 stages are calibrated on."""
     from splitinfer.runtime.coordinator.deploy import deploy
 
     with console.status(f"deploying {describe_stages(dep.plan)} ..."):
-        return deploy(dep.plan, dep.cluster, dep.model, profile=dep.profile, timeout_s=timeout_s)
+        try:
+            return deploy(dep.plan, dep.cluster, dep.model, profile=dep.profile, timeout_s=timeout_s,
+                          calibration=calibration)
+        except InputError as e:
+            if calibration is not None or "calibration" not in e.problem:
+                raise
+            raise InputError("the plan's int8 stages are calibrated on real inputs, and none were given",
+                             "give --calibration DATA (a few hundred samples: an image folder, an .npz "
+                             "with x, an .npy)") from None
+
+
+def read_calibration(path: Path | None, model: Model, preprocess: str | None) -> Dataset | None:
+    """--calibration's data set (at most 256 samples), checked against the model's one input."""
+    if path is None:
+        return None
+    spec = single_input(model, "--calibration", path)
+    return read_dataset(path, spec, preprocess, "--calibration", limit=256)
 
 
 # ---- run -------------------------------------------------------------------------------------------
@@ -155,6 +178,7 @@ def run_command(
     labels: Annotated[Path | None, typer.Option(
         "--labels", help="Class names (one per line, or JSON): print the top-5 of the class scores.",
         show_default=False)] = None,
+    calibration: CalibrationOpt = None,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Write the outputs: .npy (one output) or .npz.", show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of generated inputs.")] = 0,
@@ -188,7 +212,8 @@ def run_command(
         dep.model.make_feeds(seed)
     if output is not None:
         check_output_path(output, dep.model)
-    with open_session(dep, timeout) as session:
+    calibrated = read_calibration(calibration, dep.model, preprocess)
+    with open_session(dep, timeout, calibrated) as session:
         values = session.run(None, feeds)
         timing = session.last_timing
     outputs = {s.name: v for s, v in zip(dep.model.outputs, values, strict=True)}
@@ -222,28 +247,45 @@ def _ms(value: float) -> str:
     return f"{value * 1e3:.3f}"
 
 
-def format_bench_table(result: BenchResult) -> Table:
-    """Per stage and hop, then end to end: predicted vs measured (median, p95) and the relative error."""
-    table = Table(title=f"bench of {describe_stages(result.plan)}: {result.num_requests} requests, "
-                        f"concurrency {result.concurrency}", title_justify="left")
-    for name in ("part", "where", "bytes", "plan ms", "median ms", "p95 ms", "error"):
-        table.add_column(name, justify="left" if name in ("part", "where") else "right")
-    for k, hop in enumerate(result.hops):
+def _table(title: str | None, columns: tuple[str, ...], left: int) -> Table:
+    """Text columns first (``left`` of them, the first two kept on one line: they name the row), then
+    figures; on a narrow terminal a long compression folds rather than being cut off."""
+    table = Table(title=title, title_justify="left")
+    for k, name in enumerate(columns):
+        text = k < left
+        table.add_column(name, justify="left" if text else "right", no_wrap=k < 2,
+                         overflow="fold" if text else "ellipsis")
+    return table
+
+
+def format_bench_table(result: BenchResult) -> Group:
+    """Per stage (its precision) and per hop (its compression, bytes planned and sent), then end to
+    end: predicted vs measured (median, p95) and the relative error."""
+    plan = result.plan
+    stages = _table(f"bench of {describe_stages(plan)}: {result.num_requests} requests, "
+                    f"concurrency {result.concurrency}",
+                    ("part", "device", "blocks", "precision", "plan ms", "median ms", "p95 ms", "error"), 4)
+    for s in result.stages:
+        planned = plan.stages[s.stage] if s.stage < len(plan.stages) else None
+        blocks = "" if planned is None else f"{planned.first_block}-{planned.last_block}"
+        stages.add_row(f"stage {s.stage}", s.device, blocks, s.precision, _ms(s.predicted_s),
+                       _ms(s.measured_median_s), _ms(s.measured_p95_s), _err(s.rel_error))
+    # A hop's p95 stays in bench.json: with its bytes, the row would not fit 80 columns.
+    hops = _table(None, ("part", "where", "compression", "plan bytes", "sent bytes", "plan ms", "median ms",
+                         "error"), 3)
+    for hop in result.hops:
         # a hop within one device is predicted free: what it measures is the runtime's own overhead
-        error = _err(hop.rel_error) if hop.predicted_s > 0 else "(free)"
-        table.add_row(f"{hop.kind} hop", f"{hop.src} -> {hop.dst}", format_bytes(hop.num_bytes),
-                      _ms(hop.predicted_s), _ms(hop.measured_median_s), _ms(hop.measured_p95_s), error)
-        if k < len(result.stages):
-            s = result.stages[k]
-            table.add_row(f"stage {s.stage}", s.device, "", _ms(s.predicted_s), _ms(s.measured_median_s),
-                          _ms(s.measured_p95_s), _err(s.rel_error))
-    table.add_section()
-    table.add_row("latency", "end to end", "", _ms(result.predicted_latency_s), _ms(result.latency_median_s),
+        error = _err(hop.rel_error) if hop.predicted_s > 0 else "free"
+        planned_bytes = "" if hop.predicted_bytes is None else format_bytes(hop.predicted_bytes)
+        hops.add_row(f"{hop.kind} hop", f"{hop.src} -> {hop.dst}", hop.compression, planned_bytes,
+                     format_bytes(hop.num_bytes), _ms(hop.predicted_s), _ms(hop.measured_median_s), error)
+    total = _table(None, ("end to end", "unit", "plan", "median", "p95", "error"), 2)
+    total.add_row("latency", "ms", _ms(result.predicted_latency_s), _ms(result.latency_median_s),
                   _ms(result.latency_p95_s), _err(result.latency_rel_error))
     predicted = result.predicted_throughput_rps
-    table.add_row("throughput", "req/s", "", f"{predicted:.2f}" if math.isfinite(predicted) else "inf",
+    total.add_row("throughput", "req/s", f"{predicted:.2f}" if math.isfinite(predicted) else "inf",
                   f"{result.throughput_rps:.2f}", "", _err(result.throughput_rel_error))
-    return table
+    return Group(stages, hops, total)
 
 
 def bench_command(
@@ -269,6 +311,7 @@ def bench_command(
         "--preprocess", metavar="SPEC", help="How --data's images become inputs, e.g. resize=256,crop=224,"
                                              "norm=imagenet (default: from the input's shape).",
         show_default=False)] = None,
+    calibration: CalibrationOpt = None,
 ) -> None:
     """Deploy a plan, run many requests and compare the measured times with the plan's predictions.
 
@@ -295,18 +338,19 @@ def bench_command(
     check_number(num_warmup, "--num-warmup", low=0, high=MAX_REQUESTS, whole=True)
     _check_request_options(timeout, rank)
     check_writable(output, "-o")
-    if preprocess is not None and data is None:
+    if preprocess is not None and data is None and calibration is None:
         raise SplitinferError("--preprocess needs --data: it says how the data's images become inputs",
                               "give --data DATA, or leave out --preprocess")
 
     dep = resolve_deployment(plan, cluster, model, profile, rank)
-    feeds, note = None, ""
+    feeds, note, dataset = None, "", None
     if data is not None:  # loaded and checked against the deployed input before any worker starts
         spec = single_input(dep.model, "--data", data)
         dataset = read_dataset(data, spec, preprocess, "--data")
         feeds = dataset_feeds(dataset, spec, requests + num_warmup)
         note = f"inputs: {len(dataset)} samples of {dataset.source}, cycled"
-    with open_session(dep, timeout) as session:
+    calibrated = read_calibration(calibration, dep.model, preprocess) or dataset
+    with open_session(dep, timeout, calibrated) as session:
         if json_out:
             result = bench(session, dep.plan, num_requests=requests, concurrency=concurrency,
                            num_warmup=num_warmup, feeds=feeds)

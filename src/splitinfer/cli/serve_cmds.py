@@ -11,6 +11,7 @@ import typer
 
 from splitinfer.cli._common import console, err_console
 from splitinfer.cli.runtime_cmds import (
+    CalibrationOpt,
     ClusterOpt,
     ModelOpt,
     PlanArg,
@@ -18,6 +19,7 @@ from splitinfer.cli.runtime_cmds import (
     RankOpt,
     TimeoutOpt,
     open_session,
+    read_calibration,
     resolve_deployment,
 )
 from splitinfer.errors import InputError, read_file
@@ -98,6 +100,7 @@ def serve_command(
     labels: Annotated[Path | None, typer.Option(
         "--labels", help="Class names (one per line, or JSON): JSON answers carry the top-5 labels of the "
                          "class scores.", show_default=False)] = None,
+    calibration: CalibrationOpt = None,
 ) -> None:
     """Deploy a plan and serve it over HTTP until Ctrl-C; the workers stop with the server.
 
@@ -145,7 +148,7 @@ def serve_command(
         if token is None and not _is_loopback(host):
             err_console.print(f"warning: serving on {host} without --token-file: anyone who reaches the port "
                               "can use it", highlight=False)
-        with open_session(dep, timeout) as session:
+        with open_session(dep, timeout, read_calibration(calibration, dep.model, preprocess)) as session:
             app = gateway.make_app(session, max_body_bytes=max_body, token=token,
                                    max_in_flight_per_client=max_in_flight, body_timeout_s=body_timeout,
                                    preprocess=steps, labels=names)

@@ -83,6 +83,8 @@ class MilpSpec:
     groups: np.ndarray | None = None  # (D,) device of each column; None: each column is a device
     # Seconds a hop keeps its sender and its receiver busy (compressing, restoring): (L-1, D, D) each.
     arc_busy: tuple[np.ndarray, np.ndarray] | None = None
+    # Seconds the upload to a first stage on each column keeps the source busy (compressing): (D,).
+    upload_busy: np.ndarray | None = None
 
     def members(self) -> list[np.ndarray]:
         """The columns of each device (one list per device, in device order)."""
@@ -147,13 +149,17 @@ def _bottleneck_rows(spec: MilpSpec, rows: _Rows, z: int | None, cap: float) -> 
     extra_val = [] if z is None else [-1.0]
     upper = cap if z is None else 0.0
     members = spec.members()
-    for g in members:
+    for d, g in enumerate(members):
         cols, vals = [x[:, g].ravel()], [np.where(spec.allowed[:, g], compute[:, g], 0.0).ravel()]
         if spec.arc_busy is not None:  # compressing on the way out, restoring on the way in
             out = np.setdiff1d(np.arange(num_dev), g)  # hops inside a device keep nobody busy
             cols += [y[:, g[:, None], out[None, :]].ravel(), y[:, out[:, None], g[None, :]].ravel()]
             vals += [spec.arc_busy[0][:, g[:, None], out[None, :]].ravel(),
                      spec.arc_busy[1][:, out[:, None], g[None, :]].ravel()]
+        if spec.upload_busy is not None and d == source:  # compressing the input for another device
+            away = np.setdiff1d(np.arange(num_dev), g)
+            cols.append(x[0, away])
+            vals.append(spec.upload_busy[away])
         v = np.concatenate(vals)
         v[~np.isfinite(v)] = 0.0  # columns fixed at 0 anyway
         rows.add(np.append(np.concatenate(cols), extra_col), np.append(v, extra_val), -_INF, upper)

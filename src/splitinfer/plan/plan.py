@@ -112,9 +112,11 @@ def with_provenance(plan: Plan, **fields: Any) -> Plan:
 
 def describe_stages(plan: Plan) -> str:
     """The stages in one line: ``camera[0-6] -> edge[7-30] -> cloud[31-63]``; a trade-off plan also
-    names precisions and compressions: ``camera[0-6] =int8=> edge[7-30]:fp16``."""
+    names precisions and compressions: ``camera[0-6] =int8=> edge[7-30]:fp16``, and a compressed
+    upload before the first stage: ``camera =int8=> edge[0-30]``."""
     cuts = [h.compression for h in plan.hops if h.kind == "cut"]  # one per pair of stages, in order
-    parts = []
+    upload = next((h for h in plan.hops if h.kind == "upload" and h.compression != "none"), None)
+    parts = [] if upload is None else [f"{upload.src} ={upload.compression}=> "]
     for i, s in enumerate(plan.stages):
         blocks = f"[{s.first_block}" + ("]" if s.first_block == s.last_block else f"-{s.last_block}]")
         precision = "" if s.precision == "fp32" else f":{s.precision}"

@@ -78,7 +78,12 @@ def measure(var: Variants, assignment: Sequence[int]) -> TradeoffMetrics | None:
         return None
     src_v = int(np.flatnonzero(var.device == inst.source)[0])
     if var.device[first_v] != inst.source:
-        hops.append(_hop(var, src_v, first_v, inst.input_bytes, var.upload_s[first_v], "upload", ("none", 0)))
+        on_source, restore = var.upload_compress_s[first_v], var.upload_decompress_s[first_v]
+        busy[inst.source] += on_source
+        busy[var.device[first_v]] += restore
+        upload = (var.upload_compression[first_v], on_source + restore)
+        sent = var.upload_bytes[first_v]
+        hops.append(_hop(var, src_v, first_v, sent, var.upload_s[first_v], "upload", upload))
     for (a, _, last), (b, _, _) in itertools.pairwise(runs):
         if not math.isfinite(var.wire_s[last, a, b]):
             return None
@@ -232,10 +237,13 @@ def _spec(s: _Setup, objective: str, budget: float | None, cap_s: float) -> Milp
         if value is not None
     ]
     times = figure_weights(var, s.allowed, "latency")
-    wire = dataclasses.replace(times, arc_w=var.wire_s)  # links carry bytes; codecs keep devices busy
+    # links carry bytes; codecs keep devices busy (their own rows: arc_busy, upload_busy, busy[0])
+    wire = dataclasses.replace(times, arc_w=var.wire_s, upload_w=var.upload_s)
     bottleneck = None
     if objective == "throughput" or math.isfinite(cap_s):
-        bottleneck = (np.where(s.allowed, var.compute_s, 0.0), wire, var.inst.source, var.inst.sink)
+        busy = np.where(s.allowed, var.compute_s, 0.0)
+        busy[0] += var.upload_decompress_s  # restoring the input keeps the first stage's device busy
+        bottleneck = (busy, wire, var.inst.source, var.inst.sink)
     return MilpSpec(
         objective=None if objective == "throughput" else figure_weights(var, s.allowed, figure),
         allowed=s.allowed,
@@ -250,6 +258,7 @@ def _spec(s: _Setup, objective: str, budget: float | None, cap_s: float) -> Milp
         bounds=bounds,
         groups=var.device,
         arc_busy=(var.compress_s, var.decompress_s),
+        upload_busy=var.upload_compress_s,
     )
 
 

@@ -14,14 +14,19 @@ The solvers work on *variants*: a variant is a device with a precision and the c
 hop that leaves it. A stage runs on one variant; two variants of one device never follow each other
 (a stage has one precision, and a hop inside a device moves nothing), so stages are still the runs
 of equal devices and every constraint about devices (revisits, memory, stages, requires) reads as
-before. The upload and the return travel raw.
+before.
+
+The upload (the model input, from the source to the first stage) may be compressed too: towards each
+device it takes the fastest compression whose quality cost on the input was measured as zero (an
+image's pixels survive int8, lz4 is lossless), or none. Only those: a choice that spends no quality
+budget is exact without a variable of its own. The return travels raw.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -51,6 +56,12 @@ class CompressionOption:
     compress_s: Mapping[str, Sequence[float]]  # on the sending device; a device not listed: 0
     decompress_s: Mapping[str, Sequence[float]]  # on the receiving device; a device not listed: 0
     quality_cost: Sequence[float]
+    # The model input on the upload: bytes on the wire (None: the upload was not measured), seconds
+    # on the source and on the receiving device, quality cost.
+    input_bytes: int | None = None
+    input_compress_s: Mapping[str, float] = field(default_factory=dict)
+    input_decompress_s: Mapping[str, float] = field(default_factory=dict)
+    input_quality_cost: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -85,8 +96,12 @@ class Variants:
     compress_s: np.ndarray  # (L-1, V, V) on the sender
     decompress_s: np.ndarray  # (L-1, V, V) on the receiver
     hop_quality: np.ndarray  # (L-1, V, V)
-    upload_s: np.ndarray  # (V,)
+    upload_s: np.ndarray  # (V,) on the link: latency + bytes / bandwidth
     return_s: np.ndarray  # (V,) inf where the variant's compression is not none (the return is raw)
+    upload_compression: tuple[str, ...] = ()  # (V,) how the input travels to a first stage on v
+    upload_bytes: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (V,) on the wire
+    upload_compress_s: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (V,) on the source
+    upload_decompress_s: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (V,) on v's device
 
     @property
     def num_variants(self) -> int:
@@ -190,15 +205,63 @@ def expand(inst: Instance, tradeoffs: Tradeoffs) -> Variants:
     arrays = (compute, node_quality, wire, hop_bytes, compress, decompress, quality)
     for arr in arrays:
         arr.setflags(write=False)
+    upload = _uploads(inst, tradeoffs.compressions)
     return Variants(
         inst,
         device,
         tuple(precisions[p] for p in prec),
         tuple(compressions[c] for c in comp),
         *arrays,
-        inst.upload_s[device],
+        upload.wire_s[device],
         back,
+        tuple(upload.names[d] for d in device),
+        upload.num_bytes[device],
+        upload.compress_s[device],
+        upload.decompress_s[device],
     )
+
+
+@dataclass(frozen=True)
+class _Uploads:
+    """Per device, how the model input reaches a first stage there."""
+
+    names: list[str]
+    wire_s: np.ndarray
+    num_bytes: np.ndarray
+    compress_s: np.ndarray  # on the source
+    decompress_s: np.ndarray  # on the receiving device
+
+
+def _uploads(inst: Instance, compressions: Sequence[CompressionOption]) -> _Uploads:
+    """The fastest way to each device among raw and the compressions measured free on the input."""
+    src, num_dev = inst.source, inst.num_devices
+    best = _Uploads(
+        [NO_COMPRESSION] * num_dev,
+        inst.upload_s.astype(np.float64).copy(),
+        np.full(num_dev, float(inst.input_bytes)),
+        np.zeros(num_dev),
+        np.zeros(num_dev),
+    )
+    best.num_bytes[src] = 0.0
+    for c in compressions:
+        if c.input_bytes is None or c.input_quality_cost > 0:
+            continue
+        where = f"compression {c.name!r} input"
+        size = _costs([c.input_bytes], 1, f"{where}_bytes.input")[0]
+        on_source = _costs([c.input_compress_s.get(inst.names[src], 0.0)], 1, f"{where}_compress_s.input")[0]
+        for d in range(num_dev):
+            if d == src or not math.isfinite(inst.upload_s[d]):
+                continue
+            restore = _costs(
+                [c.input_decompress_s.get(inst.names[d], 0.0)], 1, f"{where}_decompress_s.input"
+            )[0]
+            # the raw upload's time less its bytes' share, plus the compressed bytes' share
+            wire = inst.upload_s[d] + (size - inst.input_bytes) / inst.link_bandwidth_bps[src, d]
+            if wire + on_source + restore < best.wire_s[d] + best.compress_s[d] + best.decompress_s[d]:
+                best.names[d] = c.name
+                best.wire_s[d], best.num_bytes[d] = wire, size
+                best.compress_s[d], best.decompress_s[d] = on_source, restore
+    return best
 
 
 def figure_weights(var: Variants, allowed: np.ndarray, figure: str) -> Weights:
@@ -207,8 +270,9 @@ def figure_weights(var: Variants, allowed: np.ndarray, figure: str) -> Weights:
     node_allowed = allowed & np.isfinite(var.compute_s)
     codec = var.compress_s + var.decompress_s
     if figure == "latency":
+        upload = var.upload_s + var.upload_compress_s + var.upload_decompress_s
         return Weights(
-            np.where(node_allowed, var.compute_s, math.inf), var.wire_s + codec, var.upload_s, var.return_s
+            np.where(node_allowed, var.compute_s, math.inf), var.wire_s + codec, upload, var.return_s
         )
     if figure == "quality":
         arc = np.where(np.isfinite(var.wire_s), var.hop_quality, math.inf)
@@ -222,9 +286,7 @@ def figure_weights(var: Variants, allowed: np.ndarray, figure: str) -> Weights:
         src = var.inst.source
         leaves = (var.device[:, None] == src) & (var.device[None, :] != src)
         arc = np.where(np.isfinite(var.wire_s), np.where(leaves[None], var.hop_bytes, 0.0), math.inf)
-        upload = np.where(
-            np.isfinite(var.upload_s), np.where(var.device != src, var.inst.input_bytes, 0.0), math.inf
-        )
+        upload = np.where(np.isfinite(var.upload_s), var.upload_bytes, math.inf)
         out = var.inst.output_bytes if var.inst.sink is not None and var.inst.sink != src else 0
         back = np.where(np.isfinite(var.return_s), np.where(var.device == src, float(out), 0.0), math.inf)
         return Weights(np.where(node_allowed, 0.0, math.inf), arc, upload, back)
@@ -254,7 +316,12 @@ def _energy_weights(var: Variants, node_allowed: np.ndarray) -> Weights:
     src = inst.source
     with np.errstate(invalid="ignore"):
         up_factor = idle_all + radio + (radio[var.device == src][0] if (var.device == src).any() else 0.0)
-        upload = var.upload_s * up_factor + inst.input_bytes * (per_byte + per_byte[var.device == src][0])
+        upload = (
+            var.upload_s * up_factor
+            + var.upload_bytes * (per_byte + per_byte[var.device == src][0])
+            + var.upload_compress_s * (idle_all + busy[var.device == src][0])
+            + var.upload_decompress_s * (idle_all + busy)
+        )
     upload = np.where(np.isfinite(var.upload_s), np.where(var.device == src, 0.0, upload), math.inf)
     if inst.sink is None:
         back = np.where(np.isfinite(var.return_s), 0.0, math.inf)

@@ -3,6 +3,7 @@
 - ``timing``: timing a partition with a confidence-interval stopping rule; statistics.
 - ``partition_timing``: :class:`PartitionTiming`, the one record of a timed partition.
 - ``profiler``: preparing a model (blocks, real intermediate tensors) and profiling one device.
+- ``calibration``: the input a model is profiled on, in any of its forms (a data set among them).
 - ``blocks``: :func:`cut_as_profiled`, re-cutting a model exactly as a profile recorded it.
 - ``links``: probing links and fitting latency + bytes / bandwidth.
 - ``segments``: measured segments and the block costs corrected by them.

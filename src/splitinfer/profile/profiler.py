@@ -28,12 +28,12 @@ from typing import Any, Protocol
 import msgspec
 import numpy as np
 
-from splitinfer.errors import ModelError, ProfileError, ShapeError, WorkerError, first_line
+from splitinfer.errors import ModelError, ProfileError, WorkerError, first_line
 from splitinfer.graph import Analysis, Model, analyze, extract_segment, load_model, split
 from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS
-from splitinfer.graph.feeds import read_arrays
 from splitinfer.graph.inference import DEFAULT_PROVIDERS, check_providers, create_inference_session
 from splitinfer.host import MACHINE_KEYS, host_info, library_versions, max_num_threads
+from splitinfer.profile.calibration import Calibration, load_calibration
 from splitinfer.profile.partition_timing import CompressionTiming, PartitionTiming
 from splitinfer.profile.schema import BlockInfo, DeviceProfile, ModelInfo, Profile, SegmentStats, Stats
 from splitinfer.profile.timing import (
@@ -47,7 +47,6 @@ from splitinfer.profile.timing import (
 from splitinfer.units import check_number
 
 Progress = Callable[[int, int, str], None]  # (items done, items in all, what runs now)
-Calibration = str | Path | Mapping[str, np.ndarray] | np.ndarray | None
 MAX_BUDGET_S = 7 * 86_400.0  # a week of timed work per device
 
 
@@ -135,35 +134,6 @@ class LocalRunner:
     def info(self) -> dict[str, Any]:
         """This machine (:func:`splitinfer.host.host_info`), its providers and num_threads."""
         return {**host_info(), "providers": list(self.providers), "num_threads": self.num_threads}
-
-
-# ---- calibration ------------------------------------------------------------------------------
-def load_calibration(model: Model, calibration: Calibration = None, seed: int = 0) -> dict[str, np.ndarray]:
-    """The model inputs to profile with: ``calibration`` (a .npy/.npz path, an array, a dict), checked
-    against the model's input names, dtypes and shapes; or, for None, seeded generated inputs."""
-    names = [s.name for s in model.inputs]
-    if calibration is None:
-        return model.make_feeds(seed=seed)
-    if isinstance(calibration, str | Path):
-        arrays = read_arrays(calibration, names, "calibration")
-    elif isinstance(calibration, np.ndarray):
-        arrays = {names[0]: calibration} if len(names) == 1 else {"": calibration}
-    else:
-        arrays = dict(calibration)
-    if set(arrays) != set(names):
-        raise ShapeError(f"calibration data has arrays {sorted(arrays)}, the model's inputs are {names}",
-                         "give exactly one array per model input, named like the input")
-    for spec in model.inputs:
-        arr = np.asarray(arrays[spec.name])
-        if arr.dtype.name != spec.dtype:
-            raise ShapeError(f"calibration input {spec.name!r} has dtype {arr.dtype.name}, "
-                             f"the model takes {spec.dtype}", f"convert it with .astype('{spec.dtype}')")
-        if tuple(arr.shape) != tuple(spec.shape):
-            raise ShapeError(f"calibration input {spec.name!r} has shape {list(arr.shape)}, "
-                             f"the model takes {list(spec.shape)}",
-                             "give data of that shape (or fix the model's shape with --input-shape/--batch)")
-        arrays[spec.name] = np.ascontiguousarray(arr)
-    return arrays
 
 
 # ---- the model prepared for profiling ---------------------------------------------------------

@@ -135,6 +135,8 @@ class CodecTiming(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     compress_s: tuple[float, ...]
     decompress_s: tuple[float, ...]
+    input_compress_s: float | None = None  # the model input, compressed on the source (None: not timed)
+    input_decompress_s: float | None = None  # ... and restored by the first stage's device
 
 
 class CompressionProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -143,6 +145,8 @@ class CompressionProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     cut_bytes: tuple[int, ...]
     quality_cost: tuple[float, ...]
     devices: dict[str, CodecTiming] = msgspec.field(default_factory=dict)
+    input_bytes: int | None = None  # the model input on the wire (None: the upload was not measured)
+    input_quality_cost: float | None = None
 
 
 class TradeoffProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -192,9 +196,12 @@ def _validate_tradeoffs(t: TradeoffProfile, num_blocks: int) -> None:
     for name, c in t.compressions.items():
         check(c.cut_bytes, num_blocks - 1, f"compression {name} cut_bytes")
         check(c.quality_cost, num_blocks - 1, f"compression {name} quality_cost")
+        check((c.input_bytes, c.input_quality_cost), 2, f"compression {name} input")
         for device, codec in c.devices.items():
             check(codec.compress_s, num_blocks - 1, f"compression {name} compress_s on {device}")
             check(codec.decompress_s, num_blocks - 1, f"compression {name} decompress_s on {device}")
+            upload = (codec.input_compress_s, codec.input_decompress_s)
+            check(upload, 2, f"compression {name} input on {device}")
 
 
 def _validate_device(name: str, dev: DeviceProfile, num_blocks: int) -> None:

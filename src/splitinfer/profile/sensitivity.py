@@ -2,7 +2,8 @@
 
 Measured alone, on calibration data: the model runs block by block on every calibration batch
 (the reference, fp32, raw), then once more from each block with only that block quantised, and from
-each cut with only that cut's tensors compressed and restored. The *quality cost* of a change is
+each cut with only that cut's tensors compressed and restored, and from the start with only the
+model input compressed and restored (the upload). The *quality cost* of a change is
 the fraction of rows whose top-1 class (the argmax of the model's first output along its last axis)
 differs from the reference's: the drop of top-1 agreement that change alone causes. The planner
 adds these costs up (``plan/tradeoffs.py``); the runtime measures the chosen plan's real drop.
@@ -14,6 +15,7 @@ per cut (the median over the batches: lossless ratios depend on the data).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,6 +42,10 @@ class Sensitivity:
     cut_quality: dict[str, list[float]]  # compression -> per cut
     cut_bytes: dict[str, list[int]]  # compression -> per cut, on the wire for one batch (median)
     cut_tensors: list[dict[str, np.ndarray]]  # per cut: the first batch's real cut tensors
+    # The model input as the upload carries it (compressed by the source, restored by the first stage).
+    input_quality: dict[str, float] = dataclasses.field(default_factory=dict)  # compression -> cost
+    input_bytes: dict[str, int] = dataclasses.field(default_factory=dict)  # compression -> bytes (median)
+    input_tensors: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # the first batch
 
 
 def _rows_top1(out: np.ndarray) -> np.ndarray:
@@ -136,7 +142,7 @@ def measure_sensitivity(
     def cost(run: Callable[[int], np.ndarray]) -> float:
         return sum(int(np.sum(_rows_top1(run(i)) != reference[i])) for i in range(len(batches))) / rows
 
-    total = len(precisions) * num_blocks + len(codecs) * (num_blocks - 1)
+    total = len(precisions) * num_blocks + len(codecs) * num_blocks
     done = 0
 
     def step(what: str) -> None:
@@ -181,10 +187,23 @@ def measure_sensitivity(
                 for i in range(len(batches)):
                     sizes.append(sum(_bytes(codec.carry(before[i][c + 1][n])) for n in cut_names[c]))
             cut_bytes[name].append(int(np.median(sizes)))
+    input_quality: dict[str, float] = {}
+    input_bytes: dict[str, int] = {}
+    for name, codec in codecs.items():
+        step(f"the input with {name}")
+        carried = [codec.carry(xb) for xb in batches]
+        input_bytes[name] = int(np.median([_bytes(v) for v in carried]))
+        restart = lambda i, c=carried: chain.run_from(0, {input_name: _restored(c[i])})  # noqa: E731
+        input_quality[name] = cost(restart) if codec.lossy else 0.0
     tensors = [{n: before[0][c + 1][n] for n in cut_names[c]} for c in range(num_blocks - 1)]
     if progress:
         progress(total, total, "done")
-    return Sensitivity(rows, block_quality, quantized, cut_quality, cut_bytes, tensors)
+    return Sensitivity(rows, block_quality, quantized, cut_quality, cut_bytes, tensors, input_quality,
+                       input_bytes, {input_name: batches[0]})
+
+
+def _restored(value: np.ndarray | Compressed) -> np.ndarray:
+    return decompress(value) if isinstance(value, Compressed) else value
 
 
 def _bytes(value: np.ndarray | Compressed) -> int:

@@ -36,8 +36,9 @@ CODEC_BUDGET_S = 0.2  # timed work per cut and device for all compressions toget
 
 
 def split_options(names: Sequence[str]) -> tuple[list[str], list[str]]:
-    """``--tradeoffs`` names into (precisions, compressions): fp16 is both a precision and a
-    compression, so ``fp16`` alone means both; ``precision:fp16`` / ``compression:fp16`` say which."""
+    """``--tradeoffs`` names into (precisions, compressions): int8 and fp16 are both a precision (of a
+    block) and a compression (of a cut tensor), so ``int8`` alone means both;
+    ``precision:int8`` / ``compression:int8`` say which."""
     precisions, compressions = [], []
     for raw in names:
         name = raw.strip()
@@ -48,8 +49,7 @@ def split_options(names: Sequence[str]) -> tuple[list[str], list[str]]:
             compressions.append(str(parse_compression(rest)))
         elif name in PRECISIONS and name != "fp32":
             precisions.append(name)
-            if name == "fp16":
-                compressions.append(name)
+            compressions.append(name)
         elif name in ("fp32", "none"):
             continue  # always options
         else:
@@ -108,7 +108,7 @@ def time_on_device(
     settings = settings or ProfileSettings(budget_s=budget_s)
     num = prepared.num_blocks
     per_block = settings.item_budget_s(max(1, num * max(1, len(sens.quantized_blocks))))
-    total = num * len(sens.quantized_blocks) + len(sens.cut_tensors)
+    total = num * len(sens.quantized_blocks) + len(sens.cut_tensors) + 1
     done = 0
 
     def step(what: str) -> None:
@@ -150,7 +150,21 @@ def time_on_device(
         for n in names:
             compress[n].append(timed[n].compress_s)
             restore[n].append(timed[n].decompress_s)
-    codecs = {n: CodecTiming(tuple(compress[n]), tuple(restore[n])) for n in names}
+    step("compressing the input")
+    upload = (
+        runner.time_compression(sens.input_tensors, names, budget_s=CODEC_BUDGET_S, slowdown=slowdown)
+        if names and sens.input_tensors
+        else {}
+    )
+    codecs = {
+        n: CodecTiming(
+            tuple(compress[n]),
+            tuple(restore[n]),
+            upload[n].compress_s if n in upload else None,
+            upload[n].decompress_s if n in upload else None,
+        )
+        for n in names
+    }
     if progress is not None:
         progress(total, total, "trade-offs timed")
     return precisions, codecs
@@ -170,6 +184,8 @@ def tradeoff_profile(
             tuple(sens.cut_bytes[c]),
             tuple(sens.cut_quality[c]),
             {d: times[1][c] for d, times in devices.items()},
+            sens.input_bytes.get(c),
+            sens.input_quality.get(c),
         )
         for c in sens.cut_bytes
     }
@@ -232,6 +248,9 @@ def tradeoffs_for_planning(
                 "profile the trade-offs on every device of the cluster",
             )
         present = list(devices)
+        timed_input = entry.input_bytes is not None and all(
+            entry.devices[d].input_compress_s is not None for d in present
+        )
         options_c.append(
             CompressionOption(
                 name,
@@ -239,6 +258,10 @@ def tradeoffs_for_planning(
                 {d: list(entry.devices[d].compress_s) for d in present},
                 {d: list(entry.devices[d].decompress_s) for d in present},
                 list(entry.quality_cost),
+                input_bytes=entry.input_bytes if timed_input else None,
+                input_compress_s={d: entry.devices[d].input_compress_s or 0.0 for d in present},
+                input_decompress_s={d: entry.devices[d].input_decompress_s or 0.0 for d in present},
+                input_quality_cost=entry.input_quality_cost or 0.0,
             )
         )
     return Tradeoffs(tuple(options_p), tuple(options_c), max_quality_drop)

@@ -31,19 +31,24 @@ class StageBench(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     measured_median_s: float
     measured_p95_s: float
     rel_error: float  # (predicted - measured) / measured, of the median
+    precision: str = "fp32"  # the plan's (and so the deployed partition's)
 
 
 class HopBench(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """One hop: predicted vs measured transfer time."""
+    """One hop: predicted vs measured transfer time and bytes."""
 
     src: str
     dst: str
     kind: Literal["upload", "cut", "return"]
+    # Measured: the median bytes sent (compressed: payload and params). Files without predicted_bytes
+    # recorded the tensors' bytes before compression here.
     num_bytes: int
     predicted_s: float
     measured_median_s: float
     measured_p95_s: float
     rel_error: float
+    predicted_bytes: int | None = None  # the plan's num_bytes (0: a hop it does not list); None: not recorded
+    compression: str = "none"  # the plan's, as the hop was deployed
 
 
 class BenchResult(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

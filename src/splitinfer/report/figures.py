@@ -123,9 +123,9 @@ def block_statistics(profile: Profile) -> Figure:
     return fig
 
 
-def _box_labels(profile: Profile, op_names: Sequence[str] | None, i: int) -> str:
+def _box_labels(profile: Profile, op_names: Sequence[str] | None, i: int, precision: str = "") -> str:
     flops = profile.blocks[i].flops
-    top = f"{i}"
+    top = f"{i} {precision}" if precision else f"{i}"
     if op_names is not None and op_names[i]:
         top += f"\n{op_names[i][:9]}"
     return f"{top}\n{count_label(flops)}FLOP"
@@ -136,29 +136,32 @@ def block_graph(profile: Profile, plan: Plan | None, colors: dict[str, str],
                 op_names: Sequence[str] | None = None) -> Figure:
     """The blocks as a chain of boxes, wrapped in rows, coloured by the device of the plan's stage.
 
-    Box labels: block index, its main op type (when ``op_names`` is given) and FLOPs.
-    A thick bar marks each cut between stages, labelled with the bytes crossing it.
+    Box labels: block index (and the stage's precision, in a plan that chose precisions), its main op
+    type (when ``op_names`` is given) and FLOPs. A thick bar marks each cut between stages, labelled
+    with the bytes crossing it (on the wire, and its compression, for a compressed cut).
     """
     num = len(profile.blocks)
     per_row = min(num, 16)
     rows = -(-num // per_row)
-    device_of = list(plan.assignment) if plan is not None and len(plan.assignment) == num else [None] * num
+    placed = plan is not None and len(plan.assignment) == num
+    device_of = list(plan.assignment) if plan is not None and placed else [None] * num
+    precision_of, cut_labels = _tradeoff_labels(plan if placed else None)
     fig, ax = new_figure(figsize=(min(16.0, 1.0 * per_row + 1.5), 1.25 * rows + 1.3))
     for i in range(num):
         r, c = divmod(i, per_row)
         x, y = c * 1.0, -r * 1.25
         color = colors.get(device_of[i], "#dddddd") if device_of[i] else "#dddddd"
         ax.add_patch(Rectangle((x, y), 0.8, 0.8, facecolor=color, edgecolor="black", lw=0.6, alpha=0.85))
-        ax.text(x + 0.4, y + 0.4, _box_labels(profile, op_names, i), ha="center", va="center", fontsize=7,
-                color="white" if device_of[i] else "black", fontweight="bold")
+        ax.text(x + 0.4, y + 0.4, _box_labels(profile, op_names, i, precision_of.get(i, "")), ha="center",
+                va="center", fontsize=7, color="white" if device_of[i] else "black", fontweight="bold")
         if i + 1 < num and c + 1 < per_row:
             cut = device_of[i] != device_of[i + 1]
             ax.add_patch(FancyArrowPatch((x + 0.8, y + 0.4), (x + 1.0, y + 0.4), arrowstyle="-|>",
                                          mutation_scale=7, lw=2.5 if cut else 0.8,
                                          color="#d62728" if cut else "black"))
         if i + 1 < num and device_of[i] is not None and device_of[i] != device_of[i + 1]:
-            ax.text(x + 0.9, y + 0.86, bytes_label(profile.blocks[i].cut_bytes), ha="center",
-                    fontsize=7, color="#d62728")
+            ax.text(x + 0.9, y + 0.86, cut_labels.get(i, bytes_label(profile.blocks[i].cut_bytes)),
+                    ha="center", fontsize=7, color="#d62728")
     ax.set_xlim(-0.2, per_row + 0.1)
     ax.set_ylim(-(rows - 1) * 1.25 - 0.25, 1.15)
     ax.set_aspect("equal")
@@ -166,12 +169,25 @@ def block_graph(profile: Profile, plan: Plan | None, colors: dict[str, str],
     title = "Block graph" + (f" coloured by stage: {_describe(plan)}" if plan is not None else "")
     ax.set_title(title, fontsize=10)
     handles = [Patch(color=colors[d], label=d) for d in dict.fromkeys(x for x in device_of if x)]
-    handles.append(Patch(color="#d62728", label="cut between stages (bytes)"))
+    cut = "cut between stages (bytes" + ("; compressed: on the wire, and how)" if cut_labels else ")")
+    handles.append(Patch(color="#d62728", label=cut))
     if plan is not None:
         ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(handles),
                   fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
+
+
+def _tradeoff_labels(plan: Plan | None) -> tuple[dict[int, str], dict[int, str]]:
+    """For a plan that chose precisions or compressions: each block's precision, and the label of each
+    compressed cut (by the block before it); empty otherwise, so a plain plan's graph is unchanged."""
+    if plan is None or not plan.has_tradeoffs:
+        return {}, {}
+    precision_of = {b: s.precision for s in plan.stages for b in range(s.first_block, s.last_block + 1)}
+    cuts = [h for h in plan.hops if h.kind == "cut"]  # one per pair of stages, in order
+    labels = {s.last_block: f"{bytes_label(h.num_bytes)} {h.compression}"
+              for s, h in zip(plan.stages, cuts, strict=False) if h.compression != "none"}
+    return precision_of, labels
 
 
 def _describe(plan: Plan) -> str:

@@ -87,6 +87,8 @@ def format_cell(column: str, value: Any) -> str:
         return bytes_label(value)
     if column in ("flops", "num_params"):
         return count_label(value)
+    if column == "quality_cost":  # a fraction of top-1 agreement lost, like --max-quality-drop 1%
+        return f"{value:.2%}"
     if column == "rel_error" or column == "gap":
         return f"{value:+.1%}" if column == "rel_error" else f"{value:.2%}"
     if column.endswith("_s"):

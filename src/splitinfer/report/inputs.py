@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from splitinfer.errors import PlanError
-from splitinfer.plan import Plan
+from splitinfer.plan import Hop, Plan, Stage
 from splitinfer.profile.schema import Profile
 
 # Colours of devices, in the order they are first seen (tab10 without red, kept for errors).
@@ -40,6 +40,22 @@ class ReportData:
     @property
     def pareto_plans(self) -> tuple[Plan, ...]:
         return tuple(p for p in self.plans if p.objective.startswith("pareto"))
+
+
+def request_steps(plan: Plan) -> list[Stage | Hop]:
+    """The stages and hops of ``plan`` in the order a request meets them: upload, stage, cut, stage, ...,
+    return (``plan.hops`` lists every upload, cut and return, cuts in the order of the stages)."""
+    cuts = iter([h for h in plan.hops if h.kind == "cut"])
+    steps: list[Stage | Hop] = [h for h in plan.hops if h.kind == "upload"]
+    for i, stage in enumerate(plan.stages):
+        hop = next(cuts, None) if i else None
+        steps += [stage] if hop is None else [hop, stage]
+    return steps + [h for h in plan.hops if h.kind == "return"]
+
+
+def hop_s(hop: Hop) -> float:
+    """A hop's predicted seconds: on the link, plus compressing and restoring (as a plan's latency counts)."""
+    return hop.transfer_s + hop.codec_s
 
 
 def device_colors(profile: Profile, plans: tuple[Plan, ...]) -> dict[str, str]:

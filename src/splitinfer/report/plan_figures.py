@@ -13,8 +13,8 @@ from matplotlib.patches import Patch
 
 from splitinfer.plan import Hop, Plan, Stage, describe_stages
 from splitinfer.report.figures import new_figure, styled
-from splitinfer.report.inputs import TRANSFER_COLOR
-from splitinfer.report.tables import bytes_label
+from splitinfer.report.inputs import TRANSFER_COLOR, hop_s, request_steps
+from splitinfer.report.tables import bytes_label, quality_label
 
 MAX_PLANS = 12  # bars in the comparison; more would not be readable
 
@@ -25,24 +25,13 @@ def plan_label(plan: Plan) -> str:
 
 
 def timeline_steps(plan: Plan) -> Iterator[tuple[Stage | Hop, float, float]]:
-    """(stage or hop, start_s, duration_s) in the order a request meets them: upload, stages, return."""
-    hops = list(plan.hops)
+    """(stage or hop, start_s, duration_s) in the order a request meets them: upload, stages, return.
+    A compressed hop lasts its transfer plus compressing and restoring, as the plan's latency counts it."""
     t = 0.0
-    for hop in [h for h in hops if h.kind == "upload"]:
-        yield hop, t, hop.transfer_s
-        t += hop.transfer_s
-    cuts = iter([h for h in hops if h.kind == "cut"])
-    for i, stage in enumerate(plan.stages):
-        if i > 0:
-            hop = next(cuts, None)
-            if hop is not None:
-                yield hop, t, hop.transfer_s
-                t += hop.transfer_s
-        yield stage, t, stage.compute_s
-        t += stage.compute_s
-    for hop in [h for h in hops if h.kind == "return"]:
-        yield hop, t, hop.transfer_s
-        t += hop.transfer_s
+    for step in request_steps(plan):
+        duration = step.compute_s if isinstance(step, Stage) else hop_s(step)
+        yield step, t, duration
+        t += duration
 
 
 def _device_legend(colors: dict[str, str], devices: Sequence[str]) -> list[Patch]:
@@ -67,8 +56,10 @@ def plans_compared(plans: Sequence[Plan], colors: dict[str, str]) -> Figure:
             if isinstance(step, Stage):
                 devices.append(step.device)
         rps = "inf" if math.isinf(plan.throughput_rps) else f"{plan.throughput_rps:.2f}"
+        # Short: the text already runs past the bars; the caption and the table say what the cost is.
+        cost = "" if plan.quality_cost is None else f", quality cost {plan.quality_cost:.2%}"
         ax.text(plan.latency_s * 1e3 + longest * 0.01, y,
-                f"{plan.latency_s * 1e3:.1f} ms, {rps} req/s   {describe_stages(plan)}",
+                f"{plan.latency_s * 1e3:.1f} ms, {rps} req/s{cost}   {describe_stages(plan)}",
                 va="center", fontsize=8, clip_on=False)
     ax.set_yticks(range(len(shown)), [plan_label(p) for p in shown])
     ax.invert_yaxis()
@@ -100,10 +91,14 @@ def timeline(plan: Plan, colors: dict[str, str]) -> Figure:
             y = row[step.device]
             ax.barh(y, w, left=x, height=0.6, color=colors.get(step.device, "black"), edgecolor="black",
                     lw=0.5)
-            text = f"blocks {step.first_block}-{step.last_block}\n{w:.1f} ms"
+            # A trade-off plan names every stage's precision, fp32 too: a box without one would be ambiguous.
+            precision = f" {step.precision}" if plan.has_tradeoffs else ""
+            text = f"blocks {step.first_block}-{step.last_block}{precision}\n{w:.1f} ms"
             if w > total_ms * 0.08:
                 ax.text(x + w / 2, y, text, ha="center", va="center", fontsize=7.5, color="white",
                         fontweight="bold")
+            elif precision:  # too narrow for the text: the precision above the box
+                ax.text(x + w / 2, y - 0.32, step.precision, ha="center", va="bottom", fontsize=7)
             continue
         key.append(_draw_hop(ax, step, len(key) + 1, x, w, row))
     ax.set_yticks(range(len(devices)), devices)
@@ -112,8 +107,9 @@ def timeline(plan: Plan, colors: dict[str, str]) -> Figure:
     ax.set_xlabel("time since the request appeared at the source (ms, predicted)")
     ax.set_ylabel("device")
     ax.axvline(plan.latency_s * 1e3, color="#d62728", ls="--", lw=1)
+    cost = "" if plan.quality_cost is None else f", {quality_label(plan.quality_cost)}"
     ax.set_title(f"Timeline of {plan_label(plan)}: {describe_stages(plan)} "
-                 f"({plan.latency_s * 1e3:.1f} ms)", fontsize=10)
+                 f"({plan.latency_s * 1e3:.1f} ms{cost})", fontsize=10)
     _timeline_layout(fig, len(devices), ["   ".join(key[i:i + 3]) for i in range(0, len(key), 3)],
                      _device_legend(colors, [s.device for s in plan.stages]))
     return fig
@@ -144,9 +140,15 @@ def _draw_hop(ax: Axes, hop: Hop, number: int, x: float, w: float, row: dict[str
                 arrowprops={"arrowstyle": "-|>", "color": "#444444", "lw": 1})
     # A number, not a sentence, on the arrow: short hops sit close together and long labels collide.
     circle = {"boxstyle": "circle,pad=0.2", "facecolor": "white", "edgecolor": "#444444", "lw": 0.8}
-    ax.text(mid_x, (row[hop.src] + row[hop.dst]) / 2, str(number), ha="center", va="center", fontsize=7,
-            fontweight="bold", bbox=circle)
-    return f"{number}: {hop.kind} {hop.src}\u2192{hop.dst} {bytes_label(hop.num_bytes)} in {w:.1f} ms"
+    mid_y = (row[hop.src] + row[hop.dst]) / 2
+    ax.text(mid_x, mid_y, str(number), ha="center", va="center", fontsize=7, fontweight="bold", bbox=circle)
+    line = f"{number}: {hop.kind} {hop.src}\u2192{hop.dst} {bytes_label(hop.num_bytes)}"
+    if hop.compression == "none":
+        return f"{line} in {w:.1f} ms"
+    # Only a compressed hop is named on its arrow: most hops are raw, and the key says the rest.
+    ax.annotate(hop.compression, (mid_x, mid_y), xytext=(7, 0), textcoords="offset points", ha="left",
+                va="center", fontsize=7, color="#444444")
+    return f"{line} {hop.compression} in {w:.1f} ms ({hop.codec_s * 1e3:.1f} ms compressing and restoring)"
 
 
 def _bench_parts(bench: Any) -> list[tuple[str, float, float, float]]:
@@ -205,13 +207,21 @@ def latency_distribution(bench: Any) -> Figure:
 _SECOND = {
     "pareto-energy": ("energy_j", "energy per request (J, battery devices)", lambda v: v),
     "pareto-upload": ("upload_bytes", "bytes leaving the source (MB)", lambda v: v / 1e6),
+    "pareto-quality": ("quality_cost", "quality cost (predicted top-1 agreement drop, %)", lambda v: v * 100),
 }
+
+
+def pareto_front_names(plans: Sequence[Plan]) -> list[str]:
+    """The Pareto fronts among ``plans`` that :func:`pareto_fronts` draws (an objective it does not know
+    is left out rather than drawn on a made-up axis)."""
+    return [f for f in _SECOND if any(p.objective == f for p in plans)]
 
 
 @styled
 def pareto_fronts(plans: Sequence[Plan], chosen: Plan | None) -> Figure:
-    """Each front: latency against energy, or against bytes leaving the source; points numbered by rank."""
-    fronts = [f for f in _SECOND if any(p.objective == f for p in plans)]
+    """Each front: latency against energy, bytes leaving the source, or the predicted quality cost;
+    points numbered by rank."""
+    fronts = pareto_front_names(plans)
     fig, axes = new_figure(1, len(fronts), figsize=(5.5 * len(fronts) + 0.5, 4.2), squeeze=False)
     for ax, front in zip(axes[0], fronts, strict=True):
         field, label, scale = _SECOND[front]

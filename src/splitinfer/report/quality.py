@@ -69,6 +69,7 @@ class EvalDoc(msgspec.Struct):
     batch_size: int = 0
     num_padded: int = 0
     model: str = ""
+    model_sha256: str = ""  # of the model's bytes (older eval files: not recorded)
     plan: str | None = None
     rank: int | None = None
     in_process: bool = False
@@ -121,12 +122,21 @@ def _number(value: Number) -> Any:
     return math.inf if value == "inf" else -math.inf if value == "-inf" else value
 
 
-def summary_pairs(doc: EvalDoc) -> list[tuple[str, object]]:
-    """What ran, on what: the Quality section's key-value table."""
+def summary_pairs(doc: EvalDoc, profiled_sha256: str = "") -> list[tuple[str, object]]:
+    """What ran, on what: the Quality section's key-value table. ``profiled_sha256``: the report's
+    model; an eval of another one (say, its int8 version) is said to be so."""
     padded = f", {doc.num_padded} padding dropped" if doc.num_padded else ""
-    pairs: list[tuple[str, object]] = [("data", doc.data),
-                                       ("samples", f"{doc.num_samples} (batch {doc.batch_size}{padded})"),
-                                       ("reference", f"{doc.reference} ({doc.reference_s:.2f} s)")]
+    pairs: list[tuple[str, object]] = []
+    if doc.model or doc.model_sha256:
+        model = doc.model or "the model"
+        if doc.model_sha256:
+            model += f" (sha256 {doc.model_sha256[:12]})"
+            if profiled_sha256 and doc.model_sha256 != profiled_sha256:
+                model += f"; not the profiled model ({profiled_sha256[:12]})"
+        pairs.append(("model", model))
+    pairs += [("data", doc.data),
+              ("samples", f"{doc.num_samples} (batch {doc.batch_size}{padded})"),
+              ("reference", f"{doc.reference} ({doc.reference_s:.2f} s)")]
     if doc.candidate is not None:
         how = ", ".join(x for x in (f"plan {doc.plan} #{doc.rank or 1}" if doc.plan else "",
                                     "in process" if doc.in_process else "",

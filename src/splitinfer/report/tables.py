@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from splitinfer.plan import Plan, describe_stages
+from splitinfer.plan import Hop, Plan, Stage, describe_stages
 from splitinfer.profile.schema import Profile
+from splitinfer.report.inputs import hop_s, request_steps
 
 Table = tuple[list[str], list[list[Any]]]  # header, rows
 
@@ -28,6 +29,11 @@ def count_label(value: float, _pos: object = None) -> str:
         if abs(value) >= scale:
             return f"{value / scale:.3g}{unit}"
     return f"{value:g}"
+
+
+def quality_label(cost: float) -> str:
+    """A plan's quality cost (a fraction) for people: 0.008 -> '0.80% top-1 agreement drop'."""
+    return f"{cost:.2%} top-1 agreement drop"
 
 
 def block_table(profile: Profile, op_names: Sequence[str] | None = None) -> Table:
@@ -51,16 +57,49 @@ def block_table(profile: Profile, op_names: Sequence[str] | None = None) -> Tabl
 
 
 def plan_table(plans: Sequence[Plan]) -> Table:
-    """One row per plan: objective, rank, predicted figures, stages."""
+    """One row per plan: objective, rank, predicted figures, stages. When a plan chose precisions or
+    compressions (or predicts a quality cost), also each stage's precision, each hop's compression,
+    the seconds spent compressing and restoring, and the quality cost (a fraction of top-1 agreement)."""
+    tradeoffs = any(p.has_tradeoffs or p.quality_cost is not None for p in plans)
     header = ["objective", "rank", "latency_s", "compute_s", "transfer_s", "bottleneck_s", "throughput_rps",
               "bytes_sent", "upload_bytes", "energy_j", "gap", "solver", "num_stages", "stages"]
-    rows = [
-        [p.objective, p.rank, p.latency_s, p.compute_s, p.transfer_s, p.bottleneck_s,
-         "inf" if math.isinf(p.throughput_rps) else p.throughput_rps, p.bytes_sent, p.upload_bytes,
-         "" if p.energy_j is None else p.energy_j, "" if p.gap is None else p.gap, p.solver, len(p.stages),
-         describe_stages(p)]
-        for p in plans
-    ]
+    if tradeoffs:
+        header[5:5] = ["codec_s"]
+        header[-1:-1] = ["precisions", "compressions", "quality_cost"]
+    rows = []
+    for p in plans:
+        row = [p.objective, p.rank, p.latency_s, p.compute_s, p.transfer_s, p.bottleneck_s,
+               "inf" if math.isinf(p.throughput_rps) else p.throughput_rps, p.bytes_sent, p.upload_bytes,
+               "" if p.energy_j is None else p.energy_j, "" if p.gap is None else p.gap, p.solver,
+               len(p.stages), describe_stages(p)]
+        if tradeoffs:
+            row[5:5] = [p.codec_s]
+            row[-1:-1] = [", ".join(s.precision for s in p.stages),
+                          ", ".join(f"{h.kind} {h.compression}" for h in _hops_in_order(p)),
+                          "" if p.quality_cost is None else p.quality_cost]
+        rows.append(row)
+    return header, rows
+
+
+def _hops_in_order(plan: Plan) -> list[Hop]:
+    return [h for h in request_steps(plan) if isinstance(h, Hop)]
+
+
+def plan_steps_table(plan: Plan) -> Table:
+    """One plan step by step, as a request meets them: each stage (its device, blocks, precision and
+    compute) and each hop (its ends, compression, bytes on the wire, transfer, and the seconds spent
+    compressing on the sender and restoring on the receiver)."""
+    header = ["step", "where", "blocks", "precision", "compression", "num_bytes", "compute_s", "transfer_s",
+              "codec_s", "total_s"]
+    rows: list[list[Any]] = []
+    stages = iter(range(len(plan.stages)))
+    for step in request_steps(plan):
+        if isinstance(step, Stage):
+            rows.append([f"stage {next(stages)}", step.device, f"{step.first_block}-{step.last_block}",
+                         step.precision, "", "", step.compute_s, "", "", step.compute_s])
+        else:
+            rows.append([step.kind, f"{step.src} -> {step.dst}", "", "", step.compression, step.num_bytes, "",
+                         step.transfer_s, step.codec_s, hop_s(step)])
     return header, rows
 
 

@@ -25,9 +25,22 @@ from splitinfer.report.html import (
     render_table,
 )
 from splitinfer.report.inputs import ReportData, gather
-from splitinfer.report.tables import bench_table, block_table, plan_table, write_csv
+from splitinfer.report.tables import (
+    bench_table,
+    block_table,
+    plan_steps_table,
+    plan_table,
+    quality_label,
+    write_csv,
+)
 
 OnFile = Callable[[Path], None]
+PLAN_TRADEOFFS_NOTE = ("precisions: each stage's arithmetic, in order; compressions: how each hop carries "
+                       "its tensors; codec_s: seconds compressing and restoring; quality_cost: the predicted "
+                       "drop of top-1 agreement with the fp32 model.")
+STEPS_NOTE = ("In the order a request meets them. num_bytes: on the wire (compressed, if the hop is); "
+              "codec_s: compressing on the sender plus restoring on the receiver; total_s: what the step "
+              "adds to the predicted latency.")
 REL_ERROR_NOTE = ("rel_error = (predicted - measured) / measured, of the median: "
                   "negative when the plan was slower than predicted.")
 
@@ -57,14 +70,16 @@ def _figures(data: ReportData, out: Path, ops: list[str] | None, on_file: OnFile
         chosen = data.chosen
         specs += [
             ("timeline", "Timeline of the chosen plan",
-             "One request through the chosen plan: compute per device, transfers between them (predicted).",
+             "One request through the chosen plan: compute per device, transfers between them (predicted); "
+             "a plan that chose precisions names each stage's, and each compressed hop its compression.",
              lambda: plan_figures.timeline(chosen, data.colors)),
             ("block_graph", "Block graph by stage",
              "Blocks in order, coloured by the device that runs them in the chosen plan; "
-             "red arrows mark cuts between stages, labelled with the bytes crossing them.",
+             "red arrows mark cuts between stages, labelled with the bytes crossing them (a compressed cut: "
+             "on the wire, and how); a plan that chose precisions names each block's.",
              lambda: figures.block_graph(data.profile, chosen, data.colors, ops)),
         ]
-    if data.pareto_plans:
+    if plan_figures.pareto_front_names(data.pareto_plans):
         specs.append(("pareto", "Pareto fronts", "Plans no other plan beats in both figures, by rank.",
                       lambda: plan_figures.pareto_fronts(data.pareto_plans, data.chosen)))
     if data.bench is not None:
@@ -107,6 +122,13 @@ def _summary(data: ReportData) -> str:
         c = data.chosen
         pairs.append(("chosen plan", f"{c.objective} #{c.rank}: {describe_stages(c)}, "
                                      f"{c.latency_s * 1e3:.1f} ms, {_rps(c.throughput_rps)} req/s predicted"))
+        if c.has_tradeoffs:
+            pairs.append(("precisions", ", ".join(f"{s.device}[{s.first_block}-{s.last_block}] {s.precision}"
+                                                  for s in c.stages)))
+            pairs.append(("compressions", ", ".join(f"{h.kind} {h.src} -> {h.dst} {h.compression}"
+                                                    for h in c.hops)))
+        if c.quality_cost is not None:
+            pairs.append(("quality cost", f"{quality_label(c.quality_cost)} with the fp32 model (predicted)"))
     if data.bench is not None:
         b = data.bench
         pairs.append(("benchmark", f"{b.num_requests} requests, concurrency {b.concurrency}: "
@@ -152,8 +174,9 @@ def write_report(
     result (``splitinfer eval -o eval.json``, or :func:`.quality.load_eval`'s), shown in a
     Quality section: accuracy and agreement tables, and with labels the confusion matrix and
     per-class precision and sensitivity. ``on_file`` is called with every file written
-    (figures as PNG and SVG, blocks.csv, plans.csv, bench.csv, accuracy.csv, agreement.csv,
-    classes.csv).
+    (figures as PNG and SVG, blocks.csv, plans.csv, chosen_plan.csv, bench.csv, accuracy.csv,
+    agreement.csv, classes.csv). A plan that chose precisions and compressions shows them on its
+    figures and in its tables, with its predicted quality cost.
 
     >>> write_report("profile.json", "splitinfer-report", plans="plan.json")  # doctest: +SKIP
     """
@@ -193,9 +216,12 @@ def _sections(data: ReportData, figs: list[FigureFile], ops: list[str] | None, o
         table = plan_table(data.plans)
         notify(write_csv(table, out / "plans.csv"))
         inner = _section_html(figs, ("plans", "timeline", "block_graph", "pareto"))
-        sections.append(("plans", "Plans", inner + render_table(table, "Plans", raw_csv="plans.csv")))
+        note = PLAN_TRADEOFFS_NOTE if "quality_cost" in table[0] else ""
+        inner += render_table(table, "Plans", raw_csv="plans.csv", note=note)
+        sections.append(("plans", "Plans", inner + _chosen_html(data, out, notify)))
     elif data.chosen is not None:
-        sections.append(("plans", "Plan", _section_html(figs, ("timeline", "block_graph"))))
+        sections.append(("plans", "Plan", _section_html(figs, ("timeline", "block_graph"))
+                         + _chosen_html(data, out, notify)))
     if data.bench is not None:
         table = bench_table(data.bench)
         notify(write_csv(table, out / "bench.csv"))
@@ -203,13 +229,25 @@ def _sections(data: ReportData, figs: list[FigureFile], ops: list[str] | None, o
         inner += render_table(table, "Predicted vs measured", raw_csv="bench.csv", note=REL_ERROR_NOTE)
         sections.append(("bench", "Predicted vs measured", inner))
     if evaluation is not None:
-        sections.append(("quality", "Quality", _quality_html(evaluation, figs, out, notify)))
+        sections.append(("quality", "Quality", _quality_html(evaluation, figs, out, notify,
+                                                             data.profile.model.sha256)))
     return sections
 
 
-def _quality_html(doc: quality.EvalDoc, figs: list[FigureFile], out: Path, notify: OnFile) -> str:
+def _chosen_html(data: ReportData, out: Path, notify: OnFile) -> str:
+    """The chosen plan's stages and hops as a table (precision and compression of each)."""
+    if data.chosen is None:
+        return ""
+    table = plan_steps_table(data.chosen)
+    notify(write_csv(table, out / "chosen_plan.csv"))
+    return render_table(table, f"Stages and hops of {data.chosen.objective} #{data.chosen.rank}",
+                        raw_csv="chosen_plan.csv", note=STEPS_NOTE)
+
+
+def _quality_html(doc: quality.EvalDoc, figs: list[FigureFile], out: Path, notify: OnFile,
+                  profiled_sha256: str) -> str:
     """The Quality section: what ran, accuracy, agreement, the confusion matrix and the per-class table."""
-    inner = render_key_values(quality.summary_pairs(doc))
+    inner = render_key_values(quality.summary_pairs(doc, profiled_sha256))
     tables = [("accuracy", "Accuracy", quality.accuracy_table(doc), ""),
               ("agreement", "Agreement with the reference", quality.agreement_table(doc),
                "How close the candidate's outputs are to the whole model's: cosine, SNR, largest and mean "

@@ -10,9 +10,11 @@
 What is compared: per stage, the plan's ``compute_s`` with the measured busy time
 (ONNX Runtime compute plus the emulated slowdown wait, :attr:`StageTiming.busy_s`);
 per hop, the plan's ``transfer_s`` with the time the receiver observed (hand-off to
-arrival); end to end, the plan's latency with the measured request latency (valid
-at concurrency 1: with more requests in flight they queue) and the plan's throughput
-with completed requests per second of wall time (the figure to compare at concurrency > 1).
+arrival), and the plan's ``num_bytes`` with the bytes really sent (compressed where the
+hop compresses: :attr:`HopTiming.num_bytes`); end to end, the plan's latency with the
+measured request latency (valid at concurrency 1: with more requests in flight they
+queue) and the plan's throughput with completed requests per second of wall time (the
+figure to compare at concurrency > 1).
 Relative errors are ``(predicted - measured) / measured`` of the medians: negative
 means the plan is optimistic.
 
@@ -20,7 +22,7 @@ Hops are paired by position: the runtime records one hop into every stage and on
 out of the last (source -> stage 0, stage k -> k+1, last -> sink); the plan lists only
 hops between different devices (upload, cuts, return). A hop the plan does not list
 (both ends on the same device) is predicted free, so its measured time shows the
-runtime's own overhead.
+runtime's own overhead (and its bytes, the tensors handed on in memory).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from splitinfer.cluster import dump_cluster
 from splitinfer.errors import DeadlineError, PlanError, SplitinferError
 from splitinfer.graph.feeds import generate_feeds
 from splitinfer.host import MACHINE_KEYS, host_info
-from splitinfer.plan import Plan
+from splitinfer.plan import Hop, Plan
 from splitinfer.records.bench import BenchResult, HopBench, StageBench, rel_error
 from splitinfer.runtime.coordinator.session import Session
 from splitinfer.runtime.coordinator.timing import RequestTiming, Result
@@ -115,24 +117,28 @@ def compare_stages(plan: Plan, timings: Sequence[RequestTiming]) -> tuple[StageB
     for k, stage in enumerate(plan.stages):
         median, p95 = _quantiles([t.stages[k].busy_s for t in timings])
         predicted = stage.compute_s
-        out.append(StageBench(k, stage.device, predicted, median, p95, rel_error(predicted, median)))
+        out.append(StageBench(k, stage.device, predicted, median, p95, rel_error(predicted, median),
+                              stage.precision))
     return tuple(out)
 
 
 def compare_hops(plan: Plan, timings: Sequence[RequestTiming]) -> tuple[HopBench, ...]:
-    """Per measured hop (source -> stage 0, ..., last stage -> sink): paired with the plan's hop."""
+    """Per measured hop (source -> stage 0, ..., last stage -> sink): paired with the plan's hop, its
+    time and its bytes (the median sent: a lossless compression's size depends on the tensors)."""
     planned = list(plan.hops)
     num_hops = len(timings[0].hops)
     out = []
     for position in range(num_hops):
         first = timings[0].hops[position]
         kind = "upload" if position == 0 else "return" if position == num_hops - 1 else "cut"
-        predicted = 0.0
+        hop = Hop(first.src, first.dst, 0, 0.0, kind)  # not in the plan: one device, predicted free
         if planned and (planned[0].src, planned[0].dst, planned[0].kind) == (first.src, first.dst, kind):
-            predicted = planned.pop(0).transfer_s
+            hop = planned.pop(0)
         median, p95 = _quantiles([t.hops[position].transfer_s for t in timings])
-        out.append(HopBench(first.src, first.dst, kind, first.num_bytes, predicted, median, p95,
-                            rel_error(predicted, median)))
+        sent = int(np.median([t.hops[position].num_bytes for t in timings]))
+        out.append(HopBench(first.src, first.dst, kind, sent, hop.transfer_s, median, p95,
+                            rel_error(hop.transfer_s, median), predicted_bytes=hop.num_bytes,
+                            compression=hop.compression))
     if planned:
         raise PlanError(f"the plan's hops {[(h.src, h.dst, h.kind) for h in planned]} were not measured",
                         "bench the plan the session was deployed from")

@@ -29,6 +29,7 @@ for agreement but not scored). Without labels, or without such an output, there 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -58,12 +59,16 @@ _FLOATS = ("float16", "float32", "float64")
 @dataclass(frozen=True)
 class Runner:
     """A model to evaluate: ``runner(feeds)`` gives its outputs by name; ``inputs`` and ``outputs``
-    say what it takes and gives (a negative dimension is dynamic); ``name`` says what it is."""
+    say what it takes and gives (a negative dimension is dynamic); ``name`` says what it is.
+    ``model`` and ``model_sha256``: the file it was read from ("" for bytes) and the sha256 of the
+    model's bytes, as ``load_model`` and a plan's provenance give it ("" when not known)."""
 
     run: Callable[[Feeds], Mapping[str, np.ndarray]]
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     name: str = ""
+    model: str = ""
+    model_sha256: str = ""
 
     def __call__(self, feeds: Feeds) -> Mapping[str, np.ndarray]:
         return self.run(feeds)
@@ -80,8 +85,11 @@ def reference_runner(model: bytes | str | Path, *, providers: Sequence[str] = DE
                      num_threads: int = 0) -> Runner:
     """The whole model (its bytes or its .onnx path) in one ONNX Runtime inference session."""
     label = "whole model" if isinstance(model, bytes | bytearray) else f"whole model {Path(model).name}"
+    path = "" if isinstance(model, bytes | bytearray) else str(model)
     if not isinstance(model, bytes | bytearray):
         model = read_file(model, "model", "check the path of the .onnx file", ModelError)
+    # Of the bytes as read, like load_model's: an eval file then names the very model a plan or profile does.
+    sha256 = hashlib.sha256(model).hexdigest()
     session = create_inference_session(model, providers, num_threads)
     names = [o.name for o in session.get_outputs()]
 
@@ -93,7 +101,7 @@ def reference_runner(model: bytes | str | Path, *, providers: Sequence[str] = DE
                              "check the data against the model's input (splitinfer inspect MODEL)") from None
 
     inputs, outputs = tuple(map(_spec, session.get_inputs())), tuple(map(_spec, session.get_outputs()))
-    return Runner(run, inputs, outputs, label)
+    return Runner(run, inputs, outputs, label, path, sha256)
 
 
 def session_runner(session: Session) -> Runner:
@@ -163,7 +171,9 @@ class Evaluation:
     """What :func:`evaluate` found. ``agreement``: the candidate against the reference (None without a
     candidate). ``classification``: the candidate's scores against the labels (the reference's without
     a candidate); ``reference_classification``: the reference's, when there is a candidate. Both are
-    None without labels or a classifier output. Times are wall seconds, each model's summed."""
+    None without labels or a classifier output. Times are wall seconds, each model's summed.
+    ``model``, ``model_sha256``: the reference's file and the sha256 of its bytes (its ``Runner``'s;
+    "" when the reference does not say), so that a result can be traced to the exact model."""
 
     num_samples: int
     batch_size: int
@@ -178,6 +188,8 @@ class Evaluation:
     elapsed_s: float
     reference_s: float
     candidate_s: float
+    model: str = ""
+    model_sha256: str = ""
 
     @property
     def accuracy_drop(self) -> float | None:
@@ -377,4 +389,5 @@ def evaluate(reference: Callable[[Feeds], Mapping[str, np.ndarray]],
         reference_classification=results[0] if len(results) == 2 else None,
         elapsed_s=time.perf_counter() - start, reference_s=times[0],
         candidate_s=times[1] if candidate is not None else 0.0,
+        model=getattr(reference, "model", ""), model_sha256=getattr(reference, "model_sha256", ""),
     )

@@ -26,6 +26,13 @@ class Pending:
     deadline_unix_s: float
     num_attempts: int = 0
     deployment_id: str = ""  # the pipeline it was last sent on
+    sent_bytes: int = -1  # what its last send put on the uplink (codec.sent_bytes); -1: not sent yet
+
+    def sent_on(self, deployment_id: str, num_bytes: int) -> None:
+        """Count one more send, on the pipeline ``deployment_id``, of ``num_bytes`` (the upload hop's)."""
+        self.num_attempts += 1
+        self.deployment_id = deployment_id
+        self.sent_bytes = num_bytes
 
 
 class InFlight:

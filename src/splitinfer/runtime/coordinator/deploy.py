@@ -12,8 +12,10 @@ them (:func:`~splitinfer.profile.blocks.cut_as_profiled`: the profile records th
 input shapes, ``max_cut_tensors`` and ``max_blocks``), so stage k gets blocks
 ``first_block..last_block`` of the same analysis. With a profile the session
 re-plans when a device fails: it solves the same objective again without the
-dead devices and moves pending requests to the new stages. Without a profile
-there is no re-plan: requests on a dead device fail with a WorkerError.
+dead devices and moves pending requests to the new stages. A trade-off plan is
+replaced by a trade-off plan, within a quality budget (:func:`replan_tradeoffs`),
+its stages quantised on the same calibration. Without a profile there is no
+re-plan: requests on a dead device fail with a WorkerError.
 """
 
 from __future__ import annotations
@@ -33,10 +35,11 @@ from splitinfer.data import Dataset
 from splitinfer.errors import ModelError, PlanError, SplitinferError
 from splitinfer.graph import Model, extract_segment
 from splitinfer.graph.quantize import quantize_partitions
-from splitinfer.plan import Constraints, Plan, describe_stages, solve
+from splitinfer.plan import Constraints, Plan, Tradeoffs, describe_stages, solve, solve_tradeoffs
 from splitinfer.profile.blocks import Blocks, cut_as_profiled
 from splitinfer.profile.problem import build_problem
 from splitinfer.profile.schema import Profile, load_profile
+from splitinfer.profile.tradeoff_profile import tradeoffs_for_planning
 from splitinfer.records.plans import PlanSource, load_plan
 from splitinfer.runtime.coordinator.pipeline import StageSpec, check_chain
 from splitinfer.runtime.coordinator.recovery import Replacement, Replan
@@ -110,9 +113,11 @@ def build_stages(plan: Plan, blocks: Blocks, calibration: Calibration | None = N
     if any(p != "fp32" for p in precisions):
         feeds = calibration_feeds(blocks.model, calibration) if calibration is not None else None
         models = [q.SerializeToString() for q in quantize_partitions(models, precisions, feeds)]
-    cuts = [h.compression for h in plan.hops if h.kind == "cut"]  # the hop into stage k is cut k - 1
+    # The hop into stage k: the upload for stage 0 (raw when stage 0 runs on the source), else cut k - 1.
+    upload = next((h.compression for h in plan.hops if h.kind == "upload"), "none")
+    into = [upload, *(h.compression for h in plan.hops if h.kind == "cut")]
     return [StageSpec(k, stage.device, models[k], part.inputs, part.outputs,
-                      compression="" if k == 0 or cuts[k - 1] == "none" else cuts[k - 1])
+                      compression="" if into[k] == "none" else into[k])
             for k, (stage, part) in enumerate(zip(plan.stages, parts, strict=True))]
 
 
@@ -130,22 +135,49 @@ def plan_stages(plan: PlanSource, cluster: Cluster | str | Path, model: ModelSou
     return build_stages(chosen, blocks, calibration)
 
 
+def replan_tradeoffs(plan: Plan, profile: Profile, devices: Sequence[str]) -> Tradeoffs | None:
+    """What a re-plan of ``plan`` may trade when deploy() is given no trade-offs.
+
+    For a trade-off plan and a profile with a ``tradeoffs`` section: every precision the profile
+    measured, every compression it timed on all of ``devices`` (any of them may receive a hop), and
+    as the quality budget the plan's own predicted quality cost, so the replacement is predicted no
+    worse than the plan it replaces. The budget the plan was made under would allow more, but
+    plan.json does not record it; the plan's cost is within it, and fp32 with raw hops (cost 0)
+    always fits, so a re-plan never fails for quality. None (a plain re-plan: fp32, raw hops) for a
+    plan without trade-offs, or a profile without them (said in the log).
+    """
+    if not plan.has_tradeoffs:
+        return None
+    section = profile.tradeoffs
+    if section is None:
+        log.warning("the profile has no trade-offs: a re-plan of %s after a failure will be fp32 with "
+                    "raw hops", describe_stages(plan))
+        return None
+    compressions = [n for n, c in section.compressions.items() if all(d in c.devices for d in devices)]
+    return tradeoffs_for_planning(profile, devices, compressions=compressions,
+                                  max_quality_drop=plan.quality_cost or 0.0)
+
+
 class Replanner:
     """The ``replan(excluded)`` callback: solve the plan's objective again without the excluded devices.
 
     Returns the new stages with their plan; the session swaps both in together, so
     ``session.plan`` matches ``session.stages`` whenever the session is ready.
     InfeasibleError (no device left that can run a block) propagates: the session then fails
-    its requests with that reason.
+    its requests with that reason. With ``tradeoffs`` the new plan chooses precisions and
+    compressions too, under their budget, and its int8 stages are calibrated on ``calibration``.
     """
 
     def __init__(self, plan: Plan, blocks: Blocks, profile: Profile, cluster: Cluster,
-                 constraints: Constraints | None = None) -> None:
+                 constraints: Constraints | None = None, *, tradeoffs: Tradeoffs | None = None,
+                 calibration: Calibration | None = None) -> None:
         self.plan = plan
         self.constraints = constraints or Constraints()
         self.blocks = blocks
         self.profile = profile
         self.cluster = cluster
+        self.tradeoffs = tradeoffs
+        self.calibration = calibration
         # A plan picked from a Pareto front is re-planned for the front's first axis: latency.
         self.objective = "latency" if plan.objective.startswith("pareto") else plan.objective
 
@@ -153,17 +185,21 @@ class Replanner:
         problem = build_problem(self.profile, self.cluster)
         excludes = tuple(sorted(set(self.constraints.excludes) | excluded))
         constraints = dataclasses.replace(self.constraints, excludes=excludes)
-        (new,) = solve(problem, self.objective, constraints, top_k=1)
+        if self.tradeoffs is None:
+            (new,) = solve(problem, self.objective, constraints, top_k=1)
+        else:
+            (new,) = solve_tradeoffs(problem, self.tradeoffs, self.objective, constraints, 1)
         # The new plan comes from the same model, profile and cluster, under the same constraints.
         new = msgspec.structs.replace(new, provenance=self.plan.provenance)
         log.warning("re-planned without %s: %s", sorted(excluded), describe_stages(new))
-        return Replacement(tuple(build_stages(new, self.blocks)), new)
+        return Replacement(tuple(build_stages(new, self.blocks, self.calibration)), new)
 
 
 def deploy(plan: PlanSource, cluster: ClusterSource, model: ModelSource, *,
            profile: ProfileSource | None = None, token: bytes | None = None,
            options: SessionOptions | None = None, rank: int = 1, constraints: Constraints | None = None,
-           calibration: Calibration | None = None, **overrides: Any) -> Session:
+           calibration: Calibration | None = None, tradeoffs: Tradeoffs | None = None,
+           **overrides: Any) -> Session:
     """Deploy ``plan`` (a Plan, or plan.json: the plan of ``rank``) of ``model`` onto ``cluster``.
 
     ``model``: a path, bytes, ModelProto or a loaded :class:`~splitinfer.graph.Model`.
@@ -172,7 +208,9 @@ def deploy(plan: PlanSource, cluster: ClusterSource, model: ModelSource, *,
     ``constraints``: what a re-plan must still respect (default: those recorded in the plan's
     provenance by ``splitinfer plan``, else none).
     ``calibration`` (a Dataset, an array of samples or feed dicts): for a trade-off plan with int8
-    stages, the real inputs their quantisation is calibrated on.
+    stages, the real inputs their quantisation is calibrated on (a re-plan's too).
+    ``tradeoffs``: what a re-plan may trade, with its quality budget (default for a trade-off plan:
+    :func:`replan_tradeoffs` of the profile; a re-plan of a plain plan stays plain).
     ``token``, ``options`` and keyword overrides (``timeout_s=5``, ...): see
     :func:`~splitinfer.runtime.deploy_stages`. Returns a running :class:`Session` with
     ``session.plan`` (the current plan) and ``session.model`` (the loaded model); close it
@@ -188,7 +226,10 @@ def deploy(plan: PlanSource, cluster: ClusterSource, model: ModelSource, *,
     if the_profile is not None:
         if constraints is None:
             constraints = chosen.provenance.constraints
-        replan = Replanner(chosen, blocks, the_profile, the_cluster, constraints)
+        if tradeoffs is None:
+            tradeoffs = replan_tradeoffs(chosen, the_profile, the_cluster.device_names)
+        replan = Replanner(chosen, blocks, the_profile, the_cluster, constraints, tradeoffs=tradeoffs,
+                           calibration=calibration)
     return deploy_stages(stages, the_cluster, token=token, replan=replan, options=options, plan=chosen,
                          model=blocks.model, **overrides)
 

@@ -100,7 +100,9 @@ class Pipeline:
     deployment_id: str
     stages: tuple[StageSpec, ...]
     uplink: LinkSender
-    hop_bytes: tuple[int, ...]  # payload into each stage, then the result's (before compression)
+    # The tensors' bytes into each stage, then the result's, uncompressed: a hop's size where the
+    # sender does not report what it sent (timing.build_timing).
+    hop_bytes: tuple[int, ...]
 
     @functools.cached_property
     def _uplink_compression(self) -> Compression | None:

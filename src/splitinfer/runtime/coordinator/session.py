@@ -259,8 +259,7 @@ class Session:
         arrays = pipeline.compress_inputs(pending.arrays)
         frames = codec.encode(header, self._token, arrays=arrays, sender=pipeline.uplink.sender,
                               mac_tensors=self.cluster.mac_tensors)
-        pending.num_attempts += 1
-        pending.deployment_id = pipeline.deployment_id
+        pending.sent_on(pipeline.deployment_id, codec.sent_bytes(arrays))
         pipeline.uplink.send(frames, codec.payload_bytes(arrays))
 
     def _on_frames(self, frames: list[Any], received_unix_s: float | None = None) -> None:
@@ -297,7 +296,7 @@ class Session:
             return build_timing(header.request_id, submitted_unix_s=pending.submitted_unix_s,
                                 received_unix_s=received_unix_s, result_sent_unix_s=msg.sent_unix_s,
                                 stamps=header.stamps, source=source, sink=sink, hop_bytes=pipeline.hop_bytes,
-                                num_attempts=pending.num_attempts)
+                                num_attempts=pending.num_attempts, upload_bytes=pending.sent_bytes)
         arrays = msg.arrays
         outputs = {s.name: arrays[s.name] for s in self.outputs if s.name in arrays}
         if len(outputs) != len(self.outputs):

@@ -45,7 +45,7 @@ class HopTiming:
     src: str  # device names; src == dst is a free same-device hop
     dst: str
     to_stage: int  # the stage that received it; len(stages) = the sink (coordinator)
-    num_bytes: int
+    num_bytes: int  # sent: a compressed tensor's payload and params (what a plan's Hop.num_bytes predicts)
     transfer_s: float
 
 
@@ -66,23 +66,33 @@ class RequestTiming:
 
 def build_timing(request_id: int, *, submitted_unix_s: float, received_unix_s: float,
                  result_sent_unix_s: float, stamps: Sequence[StageStamp], source: str, sink: str,
-                 hop_bytes: Sequence[int], num_attempts: int = 1) -> RequestTiming:
+                 hop_bytes: Sequence[int], num_attempts: int = 1, upload_bytes: int = -1) -> RequestTiming:
     """Assemble a RequestTiming from the stamps a result carries back.
 
-    ``hop_bytes[k]`` is the payload into stage k; the last entry is the result's, which the last
-    stage sent at ``result_sent_unix_s`` and the coordinator received at ``received_unix_s``.
+    The last hop is the result's, which the last stage sent at ``result_sent_unix_s`` and the
+    coordinator received at ``received_unix_s``. A hop's bytes are what its sender sent: the
+    coordinator's ``upload_bytes`` into stage 0, then each stage's stamp (``sent_bytes``: the next
+    hop's). Where a sender reports nothing (-1: a worker from before stamps carried it),
+    ``hop_bytes`` stands in: the tensors into stage k, then the result's, uncompressed.
     """
     stages = tuple(StageTiming(s.stage, s.device, max(0.0, s.start_unix_s - s.recv_unix_s), s.compute_s,
                                s.wait_s) for s in stamps)
     hops = []
-    prev_device = source
+    prev_device, sent = source, upload_bytes
     for k, s in enumerate(stamps):
-        hops.append(HopTiming(prev_device, s.device, s.stage, int(hop_bytes[k]) if k < len(hop_bytes) else 0,
+        hops.append(HopTiming(prev_device, s.device, s.stage, _bytes(sent, hop_bytes, k),
                               s.recv_unix_s - s.inbound_sent_unix_s))
-        prev_device = s.device
-    hops.append(HopTiming(prev_device, sink, len(stamps), int(hop_bytes[-1]) if hop_bytes else 0,
+        prev_device, sent = s.device, s.sent_bytes
+    hops.append(HopTiming(prev_device, sink, len(stamps), _bytes(sent, hop_bytes, len(hop_bytes) - 1),
                           received_unix_s - result_sent_unix_s))
     return RequestTiming(request_id, received_unix_s - submitted_unix_s, stages, tuple(hops), num_attempts)
+
+
+def _bytes(sent: int, hop_bytes: Sequence[int], k: int) -> int:
+    """The bytes a sender reported, else the uncompressed ``hop_bytes[k]`` (0 when there is none)."""
+    if sent >= 0:
+        return int(sent)
+    return int(hop_bytes[k]) if 0 <= k < len(hop_bytes) else 0
 
 
 @dataclass(frozen=True)

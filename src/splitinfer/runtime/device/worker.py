@@ -34,6 +34,7 @@ import threading
 import time
 from typing import Any
 
+import msgspec
 import zmq
 
 from splitinfer.errors import (
@@ -316,7 +317,7 @@ class Worker:
         self.num_served += 1
         stamp = messages.StageStamp(header.stage, self.config.name, msg.sent_unix_s, recv_unix_s,
                                     start_unix_s, compute_s, wait_s)
-        self._forward(stage, header, outputs, [*header.stamps, stamp])
+        self._forward(stage, header, outputs, stamp)
 
     def _fail(self, stage: DeployedStage, identity: bytes | None, request_id: int, err: Exception,
               where: dict[str, Any]) -> None:
@@ -327,15 +328,16 @@ class Worker:
         stage.reply_link.send(frames, 0)
 
     def _forward(self, stage: DeployedStage, header: messages.Infer, outputs: list[Any],
-                 stamps: list[messages.StageStamp]) -> None:
+                 stamp: messages.StageStamp) -> None:
         names = stage.runner.output_names
         route = stage.header.route
+        arrays = stage.outgoing(names, outputs)  # as they are for a hand-off on this worker
+        stamps = [*header.stamps, msgspec.structs.replace(stamp, sent_bytes=codec.sent_bytes(arrays))]
         if stage.link is None:  # same worker: a free hop, no serialisation
             nxt = messages.Infer(request_id=header.request_id, deployment_id=header.deployment_id,
                               stage=header.stage + 1, deadline_unix_s=header.deadline_unix_s, stamps=stamps)
             now = time.time()  # handed over and received at once
-            self.compute_queue.put((None, Message(nxt, arrays=dict(zip(names, outputs, strict=True)),
-                                                  sent_unix_s=now), now))
+            self.compute_queue.put((None, Message(nxt, arrays=dict(arrays), sent_unix_s=now), now))
             return
         if route.to_coordinator:
             out: Any = messages.Outputs(request_id=header.request_id, deployment_id=header.deployment_id,
@@ -343,7 +345,6 @@ class Worker:
         else:
             out = messages.Infer(request_id=header.request_id, deployment_id=header.deployment_id,
                               stage=header.stage + 1, deadline_unix_s=header.deadline_unix_s, stamps=stamps)
-        arrays = stage.outgoing(names, outputs)
         frames = codec.encode(out, self.token, arrays=arrays, sender=stage.link.sender,
                               mac_tensors=self.config.mac_tensors)
         stage.link.send(frames, codec.payload_bytes(arrays))

@@ -56,7 +56,7 @@ import msgspec
 import numpy as np
 import zmq
 
-from splitinfer.compression import Compressed, decompress
+from splitinfer.compression import Compressed, decompress, wire_bytes
 from splitinfer.errors import ErrorCode, SplitinferError, TransportError, first_line
 from splitinfer.runtime.wire.auth import MAC_BYTES, sign, sign_all
 from splitinfer.runtime.wire.messages import Header, Message, TensorMeta
@@ -279,6 +279,12 @@ def payload_bytes(arrays: Sequence[tuple[str, np.ndarray | Compressed]]) -> int:
     """What the tensors of a message weigh on a link: their bytes, or their compressed payloads'."""
     return sum(len(memoryview(v.payload)) if type(v) is Compressed else int(np.asarray(v).nbytes)
                for _, v in arrays)
+
+
+def sent_bytes(arrays: Sequence[tuple[str, np.ndarray | Compressed]]) -> int:
+    """The bytes a hop counts as sent, what a plan's hop predicts (``Hop.num_bytes``): a tensor's bytes,
+    or a compressed one's payload and params (:func:`splitinfer.compression.wire_bytes`)."""
+    return sum(wire_bytes(v) if type(v) is Compressed else int(np.asarray(v).nbytes) for _, v in arrays)
 
 
 # Bytes that may open an array or a map in msgpack (fixmap, fixarray, array16/32, map16/32).

@@ -42,6 +42,9 @@ class StageStamp(msgspec.Struct, frozen=True, array_like=True):
     start_unix_s: float  # compute began
     compute_s: float  # ONNX Runtime run, perf_counter
     wait_s: float  # emulated slowdown wait after the run
+    # What the stage sent on: its outputs' bytes, compressed ones as payload and params (codec.sent_bytes);
+    # -1: not reported (a worker from before this field).
+    sent_bytes: int = -1
 
 
 class Route(msgspec.Struct, frozen=True):
