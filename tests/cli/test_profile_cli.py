@@ -33,6 +33,21 @@ def test_profile_this_machine_then_show(tmp_path, model_path, capsys):
     assert "laptop" in text and "whole/sum" in text and "GFLOPs" in text
 
 
+def test_pairs_give_the_joins_the_plan_adds_to_its_stages(tmp_path, model_path, capsys):
+    out = tmp_path / "pairs.json"
+    assert main(["profile", str(model_path), "-o", str(out), "--device-name", "one", "--pairs", *FAST]) == 0
+    device = load_profile(out).devices["one"]
+    assert len(device.pairs) == 4 and all(p is not None and p.median_s > 0 for p in device.pairs)
+    plan_out = tmp_path / "plan.json"
+    assert main(["plan", str(out), "-o", str(plan_out)]) == 0
+    (plan,) = plan_from_json(plan_out.read_text())
+    joins = [p.median_s - a.median_s - b.median_s
+             for p, a, b in zip(device.pairs, device.blocks, device.blocks[1:], strict=False)]
+    blocks = sum(b.median_s for b in device.blocks)
+    # one stage: its blocks and its inner joins (a join is never positive: plan/joins.py)
+    assert plan.stages[0].compute_s == pytest.approx(blocks + sum(min(j, 0.0) for j in joins))
+
+
 def test_profile_a_cluster_then_plan(tmp_path, model_path, capsys):
     cluster = tmp_path / "cluster.yaml"
     cluster.write_text("devices:\n  - {name: camera, num_threads: 1, slowdown: 4}\n"

@@ -124,3 +124,28 @@ def test_bad_tradeoff_options_are_one_line(capsys, files, flags, expected):
     assert code == 2, (out, err)
     assert expected in one_error_line(err)
     assert not (files / "never.json").exists()
+
+
+def test_a_model_without_class_scores_cannot_measure_tradeoffs(capsys, tmp_path):
+    from splitinfer import zoo
+
+    (tmp_path / "det.onnx").write_bytes(zoo.build_small("detector").SerializeToString())
+    from splitinfer.graph import load_model
+
+    spec = load_model(tmp_path / "det.onnx").inputs[0]
+    np.savez(tmp_path / "x.npz", x=np.zeros((4, *spec.shape[1:]), dtype=np.float32))
+    code, _, err = run_cli(
+        capsys,
+        "profile",
+        tmp_path / "det.onnx",
+        "--calibration",
+        tmp_path / "x.npz",
+        "--tradeoffs",
+        "int8",
+        "--budget-s",
+        "0.2",
+        "-o",
+        tmp_path / "p.json",
+    )
+    assert code == 2
+    assert "no output of the model is class scores" in one_error_line(err)

@@ -253,3 +253,12 @@ def test_every_compression_round_trips_through_its_registry_name(spec):
     arr = np.linspace(-1, 1, 60, dtype=np.float32).reshape(3, 4, 5)
     restored = decompress(compression.compress(arr))
     assert np.abs(restored - arr).max() <= (0.005 if compression.lossy else 0)
+
+
+def test_int8_keeps_a_range_of_subnormals_within_its_bound():
+    # hypothesis found it: 5e-324 / 255 is 0, and a scale of 0 marks a constant-zero channel
+    arr = np.array([5e-324, 0.0])
+    packed = parse_compression("int8").compress(arr)
+    scale = packed.params["scale"][0]
+    assert scale > 0
+    assert np.abs(decompress(packed) - arr).max() <= scale / 2

@@ -55,6 +55,10 @@ def problems(draw, energy: bool = False) -> Problem:
     source = draw(st.sampled_from(names))
     sink = draw(st.sampled_from(["source", "none", *names]))
     extra = {} if sink == "source" else {"sink": None if sink == "none" else sink}
+    # joins (plan/joins.py): what a stage saves (or loses) at an inner cut, on some devices
+    join = st.sampled_from([0.0, -0.0125, -0.025, 0.0125, None])
+    extra["join_s"] = {n: draw(st.lists(join, min_size=num_blocks - 1, max_size=num_blocks - 1))
+                       for n in names if draw(st.booleans())}
     return Problem(
         names,
         compute,
@@ -242,6 +246,7 @@ def segment_cases(draw):
         problem.power,
         problem.source,
         draw(st.sampled_from([None, problem.source])),
+        problem.join_s,
     )
     cons = Constraints(
         revisits=False,

@@ -48,6 +48,7 @@ def cases(draw, objective: str):
             )
         }
     memory = draw(st.none() | st.lists(st.integers(0, 6), min_size=num_blocks, max_size=num_blocks))
+    join = st.sampled_from([0.0, -0.0125, 0.0125, None])
     problem = Problem(
         names,
         compute,
@@ -59,6 +60,7 @@ def cases(draw, objective: str):
         {n: draw(st.none() | st.integers(4, 12)) for n in names} if memory else {},
         power,
         draw(st.sampled_from(names)),
+        join_s={n: draw(st.lists(join, min_size=cuts, max_size=cuts)) for n in names if draw(st.booleans())},
     )
     precision = PrecisionOption(
         "int8",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import msgspec
 import numpy as np
 import onnxruntime as ort
@@ -129,7 +131,7 @@ def test_slowdown_scales_the_times(prepared):
 
 def test_whole_model_and_segments_against_the_sum_of_blocks(prepared):
     runner = LocalRunner(num_threads=1)
-    record = profile_device(runner, prepared, FAST)
+    record = profile_device(runner, prepared, dataclasses.replace(FAST, pairs=True))
     segments = profile_segments(runner, prepared, [(0, 2), (3, 5)], FAST)
     assert [(s.first_block, s.last_block) for s in segments] == [(0, 2), (3, 5)]
     assert all(s.stats.median_s > 0 for s in segments)
@@ -138,13 +140,20 @@ def test_whole_model_and_segments_against_the_sum_of_blocks(prepared):
     profile = msgspec.structs.replace(prepared.empty_profile(), devices={
         "d": msgspec.structs.replace(device, segments=tuple(segments))})
     fixed_dev = corrected_profile(profile).devices["d"]
+    assert len(device.pairs) == prepared.num_blocks - 1 and all(p is not None for p in device.pairs)
     for seg in segments:
         total = sum_of_blocks_s(fixed_dev, seg.first_block, seg.last_block)
         before = sum_of_blocks_s(device, seg.first_block, seg.last_block)
-        if abs(seg.stats.median_s / before - 1) > 0.05:
+        inner = range(seg.first_block, seg.last_block)
+        # the prediction a segment is checked against: its blocks and the joins at its inner cuts
+        predicted = before + sum(device.pairs[b].median_s - device.blocks[b].median_s
+                                 - device.blocks[b + 1].median_s for b in inner)
+        if abs(seg.stats.median_s / predicted - 1) > 0.05:
             assert total == pytest.approx(seg.stats.median_s)
+            assert all(fixed_dev.pairs[b] is None for b in inner)  # the segment holds its joins
         else:
             assert total == pytest.approx(before)
+            assert [fixed_dev.pairs[b] for b in inner] == [device.pairs[b] for b in inner]
 
 
 def test_a_block_that_cannot_run_is_null_and_named():

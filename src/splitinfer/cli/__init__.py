@@ -3,8 +3,8 @@
 Each command group lives in its own module and registers itself on ``app``;
 this module only turns :class:`SplitinferError` into one line and exit code 2.
 Groups: ``zoo_cmds``, ``graph_cmds`` (inspect, split), ``profile_cmds``, ``plan_cmds``,
-``runtime_cmds`` (worker, run, bench), ``serve_cmds``, ``keys_cmds`` (keygen), ``report_cmds``, ``demo_cmds``,
-``eval_cmds``, ``quantize_cmds``;
+``runtime_cmds`` (worker, run), ``bench_cmds`` (bench), ``serve_cmds``, ``keys_cmds`` (keygen),
+``report_cmds``, ``demo_cmds``, ``eval_cmds``, ``quantize_cmds``;
 ``_common`` and ``_model`` are their shared option parsing and formatting.
 """
 
@@ -43,6 +43,7 @@ def _root(
 def _register_all() -> None:
     # Imported here so a broken optional group cannot break `--help` of the others.
     from splitinfer.cli import (
+        bench_cmds,
         demo_cmds,
         eval_cmds,
         graph_cmds,
@@ -56,8 +57,8 @@ def _register_all() -> None:
         zoo_cmds,
     )
 
-    for module in (demo_cmds, graph_cmds, zoo_cmds, plan_cmds, profile_cmds, runtime_cmds, serve_cmds,
-                   report_cmds, keys_cmds, eval_cmds, quantize_cmds):
+    for module in (demo_cmds, graph_cmds, zoo_cmds, plan_cmds, profile_cmds, runtime_cmds, bench_cmds,
+                   serve_cmds, report_cmds, keys_cmds, eval_cmds, quantize_cmds):
         module.register(app)
 
 

@@ -104,19 +104,20 @@ def _sink(text: str | None) -> str | AtSource | None:
 
 
 def format_plans(plans: list[Plan], title: str = "") -> Table:
-    """A table of ranked plans: predicted figures and stages."""
+    """A table of ranked plans: predicted figures, how each is known to be optimal, and stages."""
     table = Table(title=title or None, title_justify="left")
     pareto = any(p.objective.startswith("pareto") for p in plans)
     energy = any(p.energy_j is not None for p in plans)
-    gaps = any(p.gap for p in plans)
     quality = any(p.quality_cost is not None for p in plans)
     columns = (["front"] if pareto else []) + ["#", "latency s", "compute s", "transfer s"]
     columns += (["codec s"] if quality else []) + ["sent MB"] + (["upload MB"] if pareto else [])
     columns += ["req/s"] + (["energy J"] if energy else []) + (["quality"] if quality else [])
-    columns += ["gap"] if gaps else []
     for name in columns:
         table.add_column(name, justify="left" if name == "front" else "right", no_wrap=True)
     table.add_column("stages", overflow="fold", min_width=16)
+    # Last and wrapping: a narrow terminal crops it before the figures and the stages; wide enough for
+    # "MILP gap 0.00%" on one line, the time limit's words on a second.
+    table.add_column("certificate", min_width=14)
     for p in plans:
         row = [p.objective.removeprefix("pareto-")] if pareto else []
         row += [str(p.rank), f"{p.latency_s:.4f}", f"{p.compute_s:.4f}", f"{p.transfer_s:.4f}"]
@@ -127,9 +128,7 @@ def format_plans(plans: list[Plan], title: str = "") -> Table:
             row.append("-" if p.energy_j is None else f"{p.energy_j:.4f}")
         if quality:
             row.append("-" if p.quality_cost is None else f"{p.quality_cost:.2%}")
-        if gaps:
-            row.append(f"{p.gap:.2%}" if p.gap else "")
-        table.add_row(*row, describe_stages(p))
+        table.add_row(*row, describe_stages(p), p.certificate_label)
     return table
 
 

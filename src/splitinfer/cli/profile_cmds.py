@@ -36,6 +36,7 @@ from splitinfer.profile.profiler import (
 from splitinfer.profile.schema import Profile, load_profile, merge_profiles, save_profile
 from splitinfer.profile.sensitivity import MAX_SAMPLES
 from splitinfer.profile.tradeoff_profile import (
+    output_compared,
     sensitivity_of,
     split_options,
     time_on_device,
@@ -185,6 +186,7 @@ def _sensitivity(prepared: Any, data: Any, options: dict) -> Any:
     if not options["tradeoffs"]:
         return None
     precisions, compressions = split_options(options["tradeoffs"].split(","))
+    output_compared(prepared.model)  # a model without class scores fails before the bar shows
     with _local_bar("quality") as update:
         return sensitivity_of(prepared, data.x, precisions, compressions,
                               limit=min(options["limit"], len(data)), progress=update)
@@ -196,7 +198,7 @@ def _measure(model: Path, cluster: Path | None, options: dict) -> tuple[Profile,
     prepared = prepare_model(source, calibration=calibration, batch=options["batch"],
                              input_shapes=parse_input_shapes(options["input_shape"]),
                              max_blocks=options["max_blocks"], max_cut_tensors=options["max_cut_tensors"])
-    settings = ProfileSettings(budget_s=options["budget_s"])
+    settings = ProfileSettings(budget_s=options["budget_s"], pairs=options.get("pairs", False))
     sens = _sensitivity(prepared, data, options)
     source_name = "" if data is None else options["calibration"].name
     if cluster is not None:
@@ -320,6 +322,9 @@ def profile_command(
                                               "precision per block and compression per cut, its quality cost "
                                               "on --calibration's data set and its time on every device "
                                               "(then `plan --max-quality-drop`)."),
+    pairs: bool = typer.Option(False, "--pairs", help="Also time each pair of adjacent blocks as one "
+                               "partition: what a stage saves at each inner cut (fused nodes, one run "
+                               "instead of two), which the planner then adds to its stages."),
     limit: int = typer.Option(256, "--limit", metavar="N",
                               help="With --tradeoffs: compare quality on at most N calibration samples."),
     budget_s: float = typer.Option(30.0, "--budget-s", metavar="S",
@@ -359,7 +364,7 @@ def profile_command(
                "max_blocks": max_blocks, "max_cut_tensors": max_cut_tensors, "budget_s": budget_s,
                "num_threads": num_threads if threads is None else threads, "providers": providers,
                "device_name": device_name, "refine": refine_for, "plan_output": plan_output,
-               "tradeoffs": tradeoffs, "limit": limit}
+               "tradeoffs": tradeoffs, "limit": limit, "pairs": pairs}
     _profile(Path(args[0]), cluster, output, options)
 
 

@@ -1,4 +1,5 @@
-"""Runtime commands: ``splitinfer worker`` (a device worker), ``run`` (one request) and ``bench``.
+"""Runtime commands: ``splitinfer worker`` (a device worker) and ``run`` (one request); ``bench`` is
+:mod:`~splitinfer.cli.bench_cmds`'s, on this module's deployment helpers.
 
 The worker's flags are declared once, on :class:`splitinfer.runtime.device.config.WorkerConfig`;
 this command hands its arguments to the same parser as ``python -m splitinfer.runtime.device``.
@@ -8,28 +9,28 @@ close the deployment on exit (Ctrl-C included).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
-from rich.console import Group
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from splitinfer.cli._common import check_writable, console, format_bytes, print_json
-from splitinfer.cli._inputs import dataset_feeds, read_dataset, read_inputs, single_input, top_k_table
+# format_bench_table moved to _bench_tables; the demo command (and a test) import it from here
+from splitinfer.cli._bench_tables import format_bench_table as format_bench_table
+from splitinfer.cli._common import check_writable, console, format_bytes
+from splitinfer.cli._inputs import read_dataset, read_inputs, single_input, top_k_table
 from splitinfer.cluster import Cluster, load_cluster
 from splitinfer.errors import ClusterError, InputError, ModelError, ShapeError, SplitinferError
 from splitinfer.graph import Model, load_model
 from splitinfer.plan import Plan, describe_stages
 from splitinfer.profile.blocks import load_as_profiled
 from splitinfer.profile.schema import Profile, load_profile
-from splitinfer.records.bench import BenchResult, encode_bench, save_bench
 from splitinfer.records.plans import load_plan
 from splitinfer.units import check_number
 
@@ -96,7 +97,8 @@ def resolve_deployment(plan_path: Path, cluster: Path | None, model: Path | None
     return Deployment(plan, load_cluster(cluster_path), loaded, the_profile)
 
 
-def _check_request_options(timeout: float, rank: int) -> None:
+def check_request_options(timeout: float, rank: int) -> None:
+    """``--timeout`` and ``--rank`` of run and bench, before anything is loaded."""
     from splitinfer.runtime.wire.client import MAX_WAIT_S
 
     check_number(timeout, "--timeout", low=0, low_open=True, high=MAX_WAIT_S, fix="seconds per request")
@@ -108,16 +110,22 @@ def open_session(dep: Deployment, timeout_s: float, calibration: Dataset | None 
     ``calibration``: the samples a trade-off plan's int8 stages are calibrated on."""
     from splitinfer.runtime.coordinator.deploy import deploy
 
-    with console.status(f"deploying {describe_stages(dep.plan)} ..."):
-        try:
-            return deploy(dep.plan, dep.cluster, dep.model, profile=dep.profile, timeout_s=timeout_s,
-                          calibration=calibration)
-        except InputError as e:
-            if calibration is not None or "calibration" not in e.problem:
-                raise
-            raise InputError("the plan's int8 stages are calibrated on real inputs, and none were given",
-                             "give --calibration DATA (a few hundred samples: an image folder, an .npz "
-                             "with x, an .npy)") from None
+    with console.status(f"deploying {describe_stages(dep.plan)} ..."), explain_calibration(calibration):
+        return deploy(dep.plan, dep.cluster, dep.model, profile=dep.profile, timeout_s=timeout_s,
+                      calibration=calibration)
+
+
+@contextmanager
+def explain_calibration(calibration: Dataset | None) -> Iterator[None]:
+    """A deploy that fails for want of calibration inputs says which flag gives them."""
+    try:
+        yield
+    except InputError as e:
+        if calibration is not None or "calibration" not in e.problem:
+            raise
+        raise InputError("the plan's int8 stages are calibrated on real inputs, and none were given",
+                         "give --calibration DATA (a few hundred samples: an image folder, an .npz "
+                         "with x, an .npy)") from None
 
 
 def read_calibration(path: Path | None, model: Model, preprocess: str | None) -> Dataset | None:
@@ -200,7 +208,7 @@ def run_command(
 
       splitinfer run plan.json --rank 2 --input feeds.npz -o outputs.npz
     """
-    _check_request_options(timeout, rank)
+    check_request_options(timeout, rank)
     check_number(seed, "--seed", low=0, whole=True)
     check_writable(output, "-o")  # before anything is deployed
     dep = resolve_deployment(plan, cluster, model, profile, rank)
@@ -238,141 +246,6 @@ def run_command(
         console.print(f"wrote {output}", highlight=False)
 
 
-# ---- bench -----------------------------------------------------------------------------------------
-def _err(value: float) -> str:
-    return f"{value:+.1%}" if math.isfinite(value) and abs(value) < 1e6 else "n/a"
-
-
-def _ms(value: float) -> str:
-    return f"{value * 1e3:.3f}"
-
-
-def _table(title: str | None, columns: tuple[str, ...], left: int) -> Table:
-    """Text columns first (``left`` of them, the first two kept on one line: they name the row), then
-    figures; on a narrow terminal a long compression folds rather than being cut off."""
-    table = Table(title=title, title_justify="left")
-    for k, name in enumerate(columns):
-        text = k < left
-        table.add_column(name, justify="left" if text else "right", no_wrap=k < 2,
-                         overflow="fold" if text else "ellipsis")
-    return table
-
-
-def format_bench_table(result: BenchResult) -> Group:
-    """Per stage (its precision) and per hop (its compression, bytes planned and sent), then end to
-    end: predicted vs measured (median, p95) and the relative error."""
-    plan = result.plan
-    stages = _table(f"bench of {describe_stages(plan)}: {result.num_requests} requests, "
-                    f"concurrency {result.concurrency}",
-                    ("part", "device", "blocks", "precision", "plan ms", "median ms", "p95 ms", "error"), 4)
-    for s in result.stages:
-        planned = plan.stages[s.stage] if s.stage < len(plan.stages) else None
-        blocks = "" if planned is None else f"{planned.first_block}-{planned.last_block}"
-        stages.add_row(f"stage {s.stage}", s.device, blocks, s.precision, _ms(s.predicted_s),
-                       _ms(s.measured_median_s), _ms(s.measured_p95_s), _err(s.rel_error))
-    # A hop's p95 stays in bench.json: with its bytes, the row would not fit 80 columns.
-    hops = _table(None, ("part", "where", "compression", "plan bytes", "sent bytes", "plan ms", "median ms",
-                         "error"), 3)
-    for hop in result.hops:
-        # a hop within one device is predicted free: what it measures is the runtime's own overhead
-        error = _err(hop.rel_error) if hop.predicted_s > 0 else "free"
-        planned_bytes = "" if hop.predicted_bytes is None else format_bytes(hop.predicted_bytes)
-        hops.add_row(f"{hop.kind} hop", f"{hop.src} -> {hop.dst}", hop.compression, planned_bytes,
-                     format_bytes(hop.num_bytes), _ms(hop.predicted_s), _ms(hop.measured_median_s), error)
-    total = _table(None, ("end to end", "unit", "plan", "median", "p95", "error"), 2)
-    total.add_row("latency", "ms", _ms(result.predicted_latency_s), _ms(result.latency_median_s),
-                  _ms(result.latency_p95_s), _err(result.latency_rel_error))
-    predicted = result.predicted_throughput_rps
-    total.add_row("throughput", "req/s", f"{predicted:.2f}" if math.isfinite(predicted) else "inf",
-                  f"{result.throughput_rps:.2f}", "", _err(result.throughput_rel_error))
-    return Group(stages, hops, total)
-
-
-def bench_command(
-    plan: PlanArg,
-    cluster: ClusterOpt = None,
-    model: ModelOpt = None,
-    profile: ProfileOpt = None,
-    requests: Annotated[int, typer.Option("--requests", "-n", help="Measured requests.")] = 50,
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Requests in flight at once.")] = 1,
-    num_warmup: Annotated[int, typer.Option("--num-warmup", help="Unmeasured requests first.")] = 5,
-    warmup: Annotated[int | None, typer.Option("--warmup", hidden=True, help="Old name of --num-warmup.")]
-    = None,
-    rank: RankOpt = 1,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the results to bench.json.",
-                                                show_default=False)] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print only the bench JSON.")] = False,
-    timeout: TimeoutOpt = 30.0,
-    data: Annotated[Path | None, typer.Option(
-        "--data", help="Run the requests on this data set's samples, in order and cycled (single-input "
-                       "model): an image folder, one image, an .npz (x) or an .npy. Default: seeded "
-                       "generated inputs.", show_default=False)] = None,
-    preprocess: Annotated[str | None, typer.Option(
-        "--preprocess", metavar="SPEC", help="How --data's images become inputs, e.g. resize=256,crop=224,"
-                                             "norm=imagenet (default: from the input's shape).",
-        show_default=False)] = None,
-    calibration: CalibrationOpt = None,
-) -> None:
-    """Deploy a plan, run many requests and compare the measured times with the plan's predictions.
-
-    Per stage: predicted compute vs measured compute + emulated slowdown wait.
-    Per hop: predicted vs measured transfer. End to end: latency (median, p95) and throughput.
-    Errors are (predicted - measured) / measured: negative = the plan is optimistic.
-    Compare latency at --concurrency 1, throughput at higher concurrency.
-
-    Examples:
-
-      splitinfer bench plan.json --cluster cluster.yaml --model r18.onnx --profile profile.json
-
-      splitinfer bench plan.json --requests 200 --concurrency 8 -o bench.json
-
-      splitinfer bench plan.json --rank 2 --json > bench.json
-
-      splitinfer bench plan.json --data val/ --preprocess resize=256,crop=224,norm=imagenet
-    """
-    num_warmup = num_warmup if warmup is None else warmup
-    from splitinfer.runtime.bench import MAX_CONCURRENCY, MAX_REQUESTS, bench
-
-    check_number(requests, "--requests", low=1, high=MAX_REQUESTS, whole=True)
-    check_number(concurrency, "--concurrency", low=1, high=MAX_CONCURRENCY, whole=True)
-    check_number(num_warmup, "--num-warmup", low=0, high=MAX_REQUESTS, whole=True)
-    _check_request_options(timeout, rank)
-    check_writable(output, "-o")
-    if preprocess is not None and data is None and calibration is None:
-        raise SplitinferError("--preprocess needs --data: it says how the data's images become inputs",
-                              "give --data DATA, or leave out --preprocess")
-
-    dep = resolve_deployment(plan, cluster, model, profile, rank)
-    feeds, note, dataset = None, "", None
-    if data is not None:  # loaded and checked against the deployed input before any worker starts
-        spec = single_input(dep.model, "--data", data)
-        dataset = read_dataset(data, spec, preprocess, "--data")
-        feeds = dataset_feeds(dataset, spec, requests + num_warmup)
-        note = f"inputs: {len(dataset)} samples of {dataset.source}, cycled"
-    calibrated = read_calibration(calibration, dep.model, preprocess) or dataset
-    with open_session(dep, timeout, calibrated) as session:
-        if json_out:
-            result = bench(session, dep.plan, num_requests=requests, concurrency=concurrency,
-                           num_warmup=num_warmup, feeds=feeds)
-        else:
-            columns = (TextColumn("bench"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-            with Progress(*columns, console=console, transient=True) as bar:
-                task = bar.add_task("bench", total=requests)
-                result = bench(session, dep.plan, num_requests=requests, concurrency=concurrency,
-                               num_warmup=num_warmup, feeds=feeds,
-                               progress=lambda done, _: bar.update(task, completed=done))
-    if output is not None:
-        save_bench(result, output)
-    if json_out:
-        print_json(json.loads(encode_bench(result)))
-        return
-    if note:
-        console.print(note, highlight=False)
-    console.print(format_bench_table(result))
-    if output is not None:
-        console.print(f"wrote {output}", highlight=False)
-
-
 # ---- worker ----------------------------------------------------------------------------------------
 def worker(ctx: typer.Context) -> None:
     """Run a device worker: hosts stages, answers health, info, profile and echo requests.
@@ -396,4 +269,3 @@ def register(app: typer.Typer) -> None:
     app.command("worker", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
                                             "help_option_names": []})(worker)
     app.command("run", no_args_is_help=True)(run_command)
-    app.command("bench", no_args_is_help=True)(bench_command)

@@ -184,7 +184,9 @@ def _scale_and_zero_point(lo: np.ndarray, hi: np.ndarray, work: np.dtype) -> tup
     scale = hi / 255 - lo / 255  # not (hi - lo) / 255: that overflows for ranges near float64's limit
     # At least the smallest normal number: its inverse stays finite, and a range that small fits in
     # 255 of them, so the bound scale / 2 still holds.
-    scale = np.where(scale > 0, np.maximum(scale, np.finfo(work).tiny), 0.0).astype(work)
+    # (A range of subnormals divides to 0: it gets the smallest normal scale too, not 0, which would
+    # mark the channel constant zero.)
+    scale = np.where(hi > lo, np.maximum(scale, np.finfo(work).tiny), 0.0).astype(work)
     zero_point = np.divide(-lo, scale, out=np.zeros_like(lo), where=scale > 0)
     return scale, np.clip(np.rint(zero_point), 0, 255)
 

@@ -8,7 +8,9 @@ keeps it so). Modules:
   ``provenance``: what a plan was made from.
 - ``solve``: :func:`solve` for latency, throughput, energy or the Pareto front, top-k;
   it picks among ``latency`` (DP), ``subset_dp``, ``kbest``, ``milp`` (HiGHS),
-  ``pareto``, and ``bruteforce`` (the reference the tests compare with).
+  ``pareto``, and ``bruteforce`` (the reference the tests compare with); ``ties``: throughput
+  ties to the faster plan; ``proof``: what a solve proved, as a plan's ``bound`` and ``gap``
+  (``Plan.certificate`` says it in words).
 - ``cost``: a plan's predicted latency, throughput, bytes and energy; ``weights``: energy weights.
 - ``diagnose``: which constraint makes a problem infeasible; ``scission``: Scission's ranking.
 - ``tradeoffs`` and ``tradeoff_solve``: precision per stage and compression per hop chosen with the

@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 from splitinfer.plan.plan import Hop, Plan, Stage
 from splitinfer.plan.problem import Constraints, Instance
+from splitinfer.plan.proof import Proof, certify
 
 
 class Metrics(NamedTuple):
@@ -106,7 +107,7 @@ def measure(inst: Instance, assignment: Sequence[int]) -> Metrics | None:
         times = inst.compute_s[first : last + 1, d].tolist()
         if math.inf in times:  # prepare() leaves no NaN, and inf marks "cannot run"
             return None
-        stage_s.append(math.fsum(times))
+        stage_s.append(math.fsum(times + inst.join_s[first:last, d].tolist()))  # plan/joins.py
     hops = _hops(inst, runs)
     if any(math.isinf(h[3]) for h in hops):
         return None
@@ -139,7 +140,7 @@ def throughput_cap_s(min_throughput_rps: float | None) -> float:
 
 def objective_value(m: Metrics | Plan, objective: str) -> float:
     """The figure an objective minimises (throughput minimises the bottleneck)."""
-    if objective in ("latency", "pareto-energy", "pareto-upload", "pareto"):
+    if objective == "latency" or objective.startswith("pareto"):  # a front: the fastest under each budget
         return m.latency_s
     if objective == "throughput":
         return m.bottleneck_s
@@ -154,10 +155,11 @@ def evaluate(
     objective: str,
     *,
     rank: int = 1,
-    gap: float | None = None,
+    proof: Proof | None = None,
     solver: str = "",
 ) -> Plan:
-    """The :class:`Plan` of an assignment (it must be feasible: see :func:`measure`)."""
+    """The :class:`Plan` of an assignment (it must be feasible: see :func:`measure`), with the
+    ``bound`` and ``gap`` that ``proof`` gives it (:func:`.proof.certify`; None: an exact method)."""
     m = measure(inst, assignment)
     if m is None:
         raise ValueError("assignment runs a block where it cannot run or uses a missing link")
@@ -167,6 +169,7 @@ def evaluate(
     )
     hops = tuple(Hop(names[a], names[b], n, t, kind) for a, b, n, t, kind in m.hops)  # type: ignore[arg-type]
     throughput = math.inf if m.bottleneck_s == 0 else 1.0 / m.bottleneck_s
+    bound, gap = certify(objective_value(m, objective), proof)
     return Plan(
         objective,
         stages,
@@ -178,8 +181,9 @@ def evaluate(
         m.upload_bytes,
         m.energy_j,
         rank,
-        gap,
-        solver,
+        gap=gap,
+        bound=bound,
+        solver=solver,
     )
 
 

@@ -19,6 +19,7 @@ less than the solver's tolerance is cut off and the search goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -31,6 +32,7 @@ import numpy as np
 
 from splitinfer.plan.cost import throughput_cap_s
 from splitinfer.plan.problem import Constraints, Instance
+from splitinfer.plan.proof import Proof
 from splitinfer.plan.weights import Weights, energy_weights, latency_weights, upload_weights
 
 _INF = highspy.kHighsInf
@@ -204,9 +206,9 @@ def _bottleneck_cuts(spec: MilpSpec, rows: _Rows, x: np.ndarray, y: np.ndarray, 
 
 @dataclass
 class MilpResult:
-    """Assignments found, best first, each with the relative optimality gap HiGHS reports."""
+    """Assignments found, best first, each with what its solve proved (:class:`.proof.Proof`)."""
 
-    found: list[tuple[list[int], float]]
+    found: list[tuple[list[int], Proof]]
     timed_out: bool
 
 
@@ -287,13 +289,18 @@ def solve_milp(
     time_limit_s: float = 60.0,
     max_rejects: int = 50,
 ) -> MilpResult:
-    """Up to k best assignments that ``accept`` (the exact check) agrees with."""
+    """Up to k best assignments that ``accept`` (the exact check) agrees with.
+
+    Each comes with its solve's :class:`.proof.Proof`: proven optimal, or, for the last one when
+    the time limit stopped the search, HiGHS's dual bound (the k-th solve has the k - 1 answers
+    before it cut off, so its bound is on the best plan outside them).
+    """
     num_blocks, num_dev = spec.allowed.shape
     h, num_x, empty_infeasible = _build(spec)
     if empty_infeasible:
         return MilpResult([], False)
     h.setOptionValue("time_limit", float(time_limit_s))
-    found: list[tuple[list[int], float]] = []
+    found: list[tuple[list[int], Proof]] = []
     rejects = 0
     timed_out = False
     x = np.arange(num_x).reshape(num_blocks, num_dev)
@@ -316,7 +323,8 @@ def solve_milp(
             break
         assignment = [int(d) for d in np.argmax(values, axis=1)]
         if accept(assignment):
-            found.append((assignment, float(h.getInfo().mip_gap) if timed_out else 0.0))
+            bound = float(h.getInfo().mip_dual_bound)  # -inf when stopped before any bound
+            found.append((assignment, Proof(not timed_out, bound if math.isfinite(bound) else None)))
         else:
             rejects += 1
             if rejects > max_rejects:
@@ -357,10 +365,14 @@ def spec_for(
     bounds += list(extra_bounds)
     cap = throughput_cap_s(cons.min_throughput_rps)
     times = latency_weights(inst, allowed)
-    bottleneck = None
+    bottleneck, arc_busy = None, None
     if objective == "throughput" or math.isfinite(cap):
-        compute = np.where(allowed, inst.compute_s, 0.0)
-        bottleneck = (compute, times, inst.source, inst.sink)
+        compute = np.where(allowed, times.node_w, 0.0)  # blocks and the joins after them
+        bottleneck = (compute, dataclasses.replace(times, arc_w=times.links()), inst.source, inst.sink)
+        if times.end_w is not None:  # a stage's end gives its last join back: the sender's busy time
+            num_dev = inst.num_devices
+            ends = np.broadcast_to(times.end_w[:, :, None], (len(times.end_w), num_dev, num_dev))
+            arc_busy = (ends, np.zeros_like(ends))
     connected = ~np.isnan(inst.link_bandwidth_bps)
     return MilpSpec(
         objective=None if objective == "throughput" else figures[objective](inst, allowed),
@@ -374,4 +386,5 @@ def spec_for(
         bottleneck=bottleneck,
         bottleneck_cap_s=cap,
         bounds=[(figures[name](inst, allowed), float(value)) for name, value in bounds],
+        arc_busy=arc_busy,
     )

@@ -8,6 +8,8 @@ evaluated exactly by :mod:`.cost` and dominated points are dropped at the end.
 1e-6 J) for joules: points closer than that in energy count as one. (Smaller steps
 put the bound within HiGHS's tolerances of the previous point, where its cuts have
 been seen to cut off feasible plans.)
+A point's :class:`.proof.Proof` is its latency solve's: the fastest plan under its budget on the
+second figure is certified; the least second figure among equally fast plans is a tie-break.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from splitinfer.plan.cost import Metrics, measure, violations
 from splitinfer.plan.milp import solve_milp, spec_for
 from splitinfer.plan.problem import Constraints, Instance
+from splitinfer.plan.proof import Proof
 
 MAX_FRONT = 100
 ENERGY_STEP = 1e-6
@@ -43,11 +46,11 @@ def pareto_front(
     second: str,
     *,
     time_limit_s: float = 60.0,
-) -> list[tuple[list[int], float]]:
-    """Assignments on the (latency, ``second``) front by increasing latency, with MILP gaps."""
+) -> list[tuple[list[int], Proof]]:
+    """Assignments on the (latency, ``second``) front by increasing latency, with their latency proofs."""
     own = cons.max_energy_j if second == "energy" else cons.max_upload_bytes
     bound = math.inf if own is None else float(own)
-    front: list[tuple[list[int], float]] = []
+    front: list[tuple[list[int], Proof]] = []
 
     def acceptor(limit: float, max_latency: float = math.inf) -> Callable[[list[int]], bool]:
         def accept(a: list[int]) -> bool:
@@ -71,7 +74,7 @@ def pareto_front(
         )
         if not fastest.found:
             break
-        first, gap = fastest.found[0]
+        first, proof = fastest.found[0]
         m = measure(inst, first)
         assert m is not None
         # Ties in latency: of the fastest plans, the one with the least second figure.
@@ -85,26 +88,26 @@ def pareto_front(
             [*extra, ("latency", m.latency_s + 1e-6 * max(1.0, m.latency_s))],
         )
         leanest = solve_milp(spec, 1, acceptor(bound, slack), time_limit_s=time_limit_s)
-        best, gap2 = leanest.found[0] if leanest.found else (first, gap)
-        front.append((best, max(gap, gap2)))
+        best = leanest.found[0][0] if leanest.found else first
+        front.append((best, proof))  # as fast as the first (within 1e-12), so its proof holds
         value = _figure(measure(inst, best), second)  # type: ignore[arg-type]
         bound = value - _step(value, second)
     return _nondominated(inst, front, second)
 
 
 def _nondominated(
-    inst: Instance, front: list[tuple[list[int], float]], second: str
-) -> list[tuple[list[int], float]]:
+    inst: Instance, front: list[tuple[list[int], Proof]], second: str
+) -> list[tuple[list[int], Proof]]:
     scored = []
-    for a, gap in front:
+    for a, proof in front:
         m = measure(inst, a)
         assert m is not None
-        scored.append((m.latency_s, _figure(m, second), a, gap))
+        scored.append((m.latency_s, _figure(m, second), a, proof))
     scored.sort(key=lambda p: (p[0], p[1]))
-    out: list[tuple[list[int], float]] = []
+    out: list[tuple[list[int], Proof]] = []
     last = math.inf
-    for _, other, a, gap in scored:
+    for _, other, a, proof in scored:
         if other < last:
-            out.append((a, gap))
+            out.append((a, proof))
             last = other
     return out

@@ -7,7 +7,7 @@
       "hops": [{"src": "camera", "dst": "edge", "num_bytes": 802944, "transfer_s": 0.08,
                 "kind": "cut"}, ...],
       "latency_s": 1.93, "bottleneck_s": 0.9, "throughput_rps": 1.11, "bytes_sent": 803072,
-      "upload_bytes": 802944, "energy_j": null, "gap": null, "solver": "latency-dp",
+      "upload_bytes": 802944, "energy_j": null, "gap": null, "bound": 1.93, "solver": "latency-dp",
       "provenance": {"model": "resnet18.onnx", "model_sha256": "...", "profile": "profile.json",
                      "cluster": "cluster.yaml", "scission_dir": "", "network_stats": "",
                      "constraints": {"pins": [[0, "camera"]], ..., "max_latency_s": 0.2, ...},
@@ -15,7 +15,8 @@
 
 Floats round-trip exactly (shortest repr); an infinite throughput (nothing to do)
 is written as the string "inf". Schema-1 files (free-form ``meta`` strings instead of
-``provenance``) are still read.
+``provenance``) are still read, and so are schema-2 files written before plans had a ``bound``
+(their certificate is read from ``solver`` and ``gap``, which they have).
 """
 
 from __future__ import annotations
@@ -56,11 +57,19 @@ class Hop(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Plan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Stages and the predicted breakdown.
+    """Stages and the predicted breakdown, and how the plan is known to be optimal.
 
-    ``gap``: None for DP answers (exact), else the MILP's relative optimality gap
-    (0.0: proven optimal; more when the time limit stopped it). ``provenance``: what
-    the plan was made from, set by whoever writes it (the solvers leave it empty).
+    ``bound``: the best proven lower bound on the figure the objective minimises (``latency_s``;
+    ``bottleneck_s`` for throughput; ``energy_j``; ``latency_s`` for a point of a Pareto front, under
+    its budget on the other figure), for the plan's rank: on the k-th best value. Exact methods
+    (dynamic programming, brute force) prove it equal to the value; a MILP (HiGHS) proves it equal
+    when it ends optimal, and when the time limit stops it gives its dual bound, or none (None). A
+    trade-off plan's MILP minimises an additive model of latency (or energy, or the bottleneck); the
+    plan's figures are re-evaluated exactly and the bound is on that model, which they match.
+    ``gap``: the MILP's relative optimality gap, (value - bound) / |value| (0.0: proven optimal;
+    more when the time limit stopped it; None without a bound, and for exact methods, which have
+    none). :attr:`certificate` says it in words. ``provenance``: what the plan was made from, set by
+    whoever writes it (the solvers leave it empty).
     """
 
     objective: str
@@ -74,6 +83,7 @@ class Plan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     energy_j: float | None = None
     rank: int = 1
     gap: float | None = None
+    bound: float | None = None
     solver: str = ""
     provenance: Provenance = msgspec.field(default_factory=Provenance)
     quality_cost: float | None = None  # predicted agreement drop of a trade-off plan (None: fp32, raw)
@@ -100,9 +110,51 @@ class Plan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return lower or any(h.compression != "none" for h in self.hops)
 
     @property
+    def certificate(self) -> str:
+        """How the plan is known to be optimal (for its rank: the k-th best), from its solver and gap:
+
+        - "exact (dynamic programming)": a DP solver's answer (``solver`` ends in ``-dp``);
+        - "exhaustive (brute force)": every assignment tried;
+        - "optimal (MILP, gap 0.00%)": HiGHS proved it (bound = value);
+        - "within 1.30% (MILP stopped by the time limit)": no plan is better by more than the gap;
+        - "heuristic": nothing proven (a MILP stopped with no bound, an unknown solver).
+        """
+        method = _method(self.solver)
+        if method != "milp":
+            return {"dp": "exact (dynamic programming)", "bruteforce": "exhaustive (brute force)"}.get(
+                method, "heuristic")
+        if self.gap is None:
+            return "heuristic (MILP stopped by the time limit without a bound)"
+        if self.gap == 0:
+            return "optimal (MILP, gap 0.00%)"
+        return f"within {_percent(self.gap)} (MILP stopped by the time limit)"
+
+    @property
+    def certificate_label(self) -> str:
+        """:attr:`certificate` for a table: "exact DP", "exhaustive", "MILP gap 0.00%",
+        "MILP gap 1.30% (time limit)", "heuristic"."""
+        method = _method(self.solver)
+        if method != "milp" or self.gap is None:
+            return {"dp": "exact DP", "bruteforce": "exhaustive"}.get(method, "heuristic")
+        return f"MILP gap {_percent(self.gap)}" + ("" if self.gap == 0 else " (time limit)")
+
+    @property
     def assignment(self) -> tuple[str, ...]:
         """The device of every block, in block order."""
         return tuple(s.device for s in self.stages for _ in range(s.first_block, s.last_block + 1))
+
+
+def _method(solver: str) -> str:
+    """"dp", "bruteforce", "milp" or "" (unknown) from a solver's name ("subset-dp", "milp-pareto", ...)."""
+    if solver.endswith("-dp"):
+        return "dp"
+    if solver == "bruteforce" or solver.startswith("milp"):
+        return solver.split("-")[0]
+    return ""
+
+
+def _percent(gap: float) -> str:
+    return "<0.01%" if 0 < gap < 5e-5 else f"{gap:.2%}"  # a gap that rounds to 0 was still not closed
 
 
 def with_provenance(plan: Plan, **fields: Any) -> Plan:

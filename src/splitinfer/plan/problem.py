@@ -17,6 +17,7 @@ Cost model (the single definition; :mod:`splitinfer.plan.cost` evaluates it):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from typing import Literal
 import numpy as np
 
 from splitinfer.errors import PlanError
+from splitinfer.plan.joins import join_matrix
 
 Objective = Literal["latency", "throughput", "energy", "pareto"]
 OBJECTIVES: tuple[str, ...] = ("latency", "throughput", "energy", "pareto")
@@ -81,6 +83,9 @@ class Problem:
     power: Mapping[str, Power] = field(default_factory=dict)
     source: str | None = None  # None: the first device
     sink: str | AtSource | None = AT_SOURCE  # AT_SOURCE: the source; None: result stays where computed
+    # join_s[device][b]: what running blocks b and b + 1 in one stage on that device adds to their two
+    # times (negative: one run instead of two, nodes fused across the cut); absent or None: 0.
+    join_s: Mapping[str, Sequence[float | None]] = field(default_factory=dict)
 
     @property
     def num_blocks(self) -> int:
@@ -134,6 +139,9 @@ class Instance:
     cut_s: np.ndarray  # (L-1, D, D) transfer time of each cut; inf = not connected, 0 on the diagonal
     upload_s: np.ndarray  # (D,) input from the source to each device
     return_s: np.ndarray  # (D,) output from each device to the sink (0 without a sink)
+    # (L-1, D): added to a stage for each of its inner cuts (Problem.join_s); a stage's compute is
+    # the sum of its blocks and of its inner joins (cost.stage_s).
+    join_s: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
     @property
     def num_blocks(self) -> int:
@@ -276,9 +284,12 @@ def prepare(problem: Problem) -> Instance:
     source = _device_index(problem.source, names, "source")
     source = 0 if source is None else source
     sink = source if isinstance(problem.sink, AtSource) else _device_index(problem.sink, names, "sink")
-    return _build_instance(
+    inst = _build_instance(
         names, compute, cut, input_bytes, output_bytes, lat, bw, memory, capacity, tuple(power), source, sink
     )
+    joins = join_matrix(problem.join_s, names, compute)
+    joins.setflags(write=False)
+    return dataclasses.replace(inst, join_s=joins)
 
 
 def _build_instance(

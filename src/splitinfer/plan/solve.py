@@ -7,15 +7,16 @@ latency / energy, revisits, no memory limit     shortest paths over (block, devi
 latency / energy, no revisits                   DP over used-device sets, block by block
 ... with memory or a throughput bound           DP over used-device sets, stage by stage
 throughput, no revisits                         min-max DP over used-device sets
-pareto fronts; a bound on another figure        MILP on HiGHS (reports its gap)
+pareto fronts; a bound on another figure        MILP on HiGHS (reports its bound and gap)
 (latency, energy, upload); revisits with
 memory or throughput; > 12 usable devices
 ==============================================  ========================================
 
 Throughput ties go to the faster plan: the plans tied with the k-th best
-bottleneck are re-ranked by a latency solve under that bottleneck. Every answer
-is re-evaluated by :mod:`.cost` and re-checked against every constraint before it
-becomes a :class:`.Plan`.
+bottleneck are re-ranked by a latency solve under that bottleneck (:mod:`.ties`).
+Every answer is re-evaluated by :mod:`.cost` and re-checked against every
+constraint before it becomes a :class:`.Plan`, with the ``bound`` and ``gap`` its
+solve proved (:mod:`.proof`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ from splitinfer.plan.problem import (
     prepare,
     validate_constraints,
 )
+from splitinfer.plan.proof import Candidate
 from splitinfer.plan.subset_dp import MAX_SUBSET_DEVICES, StageLimit
+from splitinfer.plan.ties import fastest_among_ties
 from splitinfer.plan.weights import Weights, energy_weights, latency_weights
 from splitinfer.units import check_number
 
@@ -89,9 +92,10 @@ def _capped(weights: Weights, times: Weights, cap_s: float) -> Weights:
     """Drop transfers slower than a throughput bound allows (a per-hop, hence local, limit)."""
     return Weights(
         weights.node_w,
-        np.where(times.arc_w <= cap_s, weights.arc_w, np.inf),
+        np.where(times.links() <= cap_s, weights.arc_w, np.inf),
         np.where(times.upload_w <= cap_s, weights.upload_w, np.inf),
         np.where(times.return_w <= cap_s, weights.return_w, np.inf),
+        weights.end_w,
     )
 
 
@@ -153,9 +157,10 @@ def _stage_limits(case: _Case, cap_s: float) -> list[StageLimit]:
     if case.memory_binds:
         per_block = np.repeat(inst.memory_bytes[:, None], inst.num_devices, axis=1)
         limits.append(StageLimit(per_block, inst.capacity_bytes))
-    if math.isfinite(cap_s):
-        compute = np.where(case.allowed, inst.compute_s, 0.0)
-        limits.append(StageLimit(compute, np.full(inst.num_devices, cap_s)))
+    if math.isfinite(cap_s):  # a stage's compute: its blocks and inner joins (plan/joins.py)
+        times = latency_weights(inst, case.allowed)
+        compute = np.where(case.allowed, times.node_w, 0.0)
+        limits.append(StageLimit(compute, np.full(inst.num_devices, cap_s), times.end_w))
     return limits
 
 
@@ -196,13 +201,11 @@ def _accept(case: _Case):
     return accept
 
 
-def _candidates(
-    case: _Case, top_k: int, method: str, time_limit_s: float
-) -> list[tuple[list[int], float | None, str]]:
+def _candidates(case: _Case, top_k: int, method: str, time_limit_s: float) -> list[Candidate]:
     if method == "bruteforce":
         ranked = bruteforce.best_plans(case.inst, case.cons, case.objective, top_k, case.revisits)
         return [(list(a), None, "bruteforce") for _, a in ranked]
-    found: list[tuple[list[int], float | None, str]] = []
+    found: list[Candidate] = []
     answer = _dp(case, top_k) if method in ("auto", "dp") else None
     if answer is not None:
         name, paths = answer
@@ -219,74 +222,27 @@ def _candidates(
                 f"the MILP found no plan within {time_limit_s:g} s",
                 "allow more time (--time-limit) or simplify the constraints",
             )
-        found = [(a, gap, "milp") for a, gap in result.found]
+        found = [(a, proof, "milp") for a, proof in result.found]
     if case.objective == "throughput" and found:
         found = _fastest_among_ties(case, found, top_k, method, time_limit_s)
     return found
 
 
 def _fastest_among_ties(
-    case: _Case,
-    found: list[tuple[list[int], float | None, str]],
-    top_k: int,
-    method: str,
-    time_limit_s: float,
-) -> list[tuple[list[int], float | None, str]]:
-    """Throughput plans in order of (bottleneck, latency), exactly.
+    case: _Case, found: list[Candidate], top_k: int, method: str, time_limit_s: float
+) -> list[Candidate]:
+    """Throughput plans in order of (bottleneck, latency), exactly (:mod:`.ties`)."""
 
-    The plans with a bottleneck below the k-th best are all in ``found``; those
-    that tie with the k-th are replaced by the fastest plans whose bottleneck is
-    at most that value (a latency plan under a throughput bound).
-    """
-    inst = case.inst
-    scored = [(measure(inst, a), a, gap, name) for a, gap, name in found]
-    worst = max(m.bottleneck_s for m, *_ in scored)  # type: ignore[union-attr]
-    tol = worst * 1e-12
-    below = [s for s in scored if s[0].bottleneck_s < worst - tol]  # type: ignore[union-attr]
-    cap = worst + tol
-    user_cap = throughput_cap_s(case.cons.min_throughput_rps)
-    bound = math.inf if min(cap, user_cap) == 0 else 1.0 / min(cap, user_cap)
-    sub = _case(
-        inst, dataclasses.replace(case.cons, min_throughput_rps=bound, revisits=case.revisits), "latency"
-    )
-    taken = {tuple(s[1]) for s in below}
-    ties = []
-    try:
-        faster = _candidates(sub, top_k + len(below), method, time_limit_s)
-    except PlanError:  # the MILP ran out of time: keep the solver's own order
-        faster = []
-    for a, gap, name in faster:
-        m = measure(inst, a)
-        if m is not None and tuple(a) not in taken and abs(m.bottleneck_s - worst) <= tol:
-            ties.append((m, a, gap, name))
-    below = _by_bottleneck_then_latency(below)
-    chosen = taken | {tuple(t[1]) for t in ties}
-    ties += [s for s in scored if tuple(s[1]) not in chosen]  # in case the sub-solve fell short
-    ordered = below + ties[: top_k - len(below)]
-    solver = found[0][2]  # the ties come from a latency solve, but the ranking is the throughput solver's
-    return [(a, gap, solver) for _, a, gap, _ in ordered]
+    def fastest_under(min_rps: float, count: int) -> list[Candidate]:
+        cons = dataclasses.replace(case.cons, min_throughput_rps=min_rps, revisits=case.revisits)
+        return _candidates(_case(case.inst, cons, "latency"), count, method, time_limit_s)
 
-
-def _by_bottleneck_then_latency(scored: list) -> list:
-    """Sort by bottleneck (equal up to rounding, 1e-9 relative, counts as one level), then latency.
-
-    Float sums in a different order differ in the last bits; a plain sort would
-    then rank a slower plan first for a bottleneck that is the same in truth.
-    """
-    scored = sorted(scored, key=lambda s: s[0].bottleneck_s)
-    levelled, level = [], None
-    for s in scored:
-        b = s[0].bottleneck_s
-        if level is None or not math.isclose(b, level, rel_tol=1e-9, abs_tol=1e-12):
-            level = b
-        levelled.append((level, s[0].latency_s, s))
-    levelled.sort(key=lambda t: (t[0], t[1]))
-    return [s for *_, s in levelled]
+    return fastest_among_ties(case.inst, case.cons, found, top_k, fastest_under)
 
 
 def _finish(
     case: _Case,
-    found: list[tuple[list[int], float | None, str]],
+    found: list[Candidate],
     top_k: int,
     objective: str | None = None,
     keep_order: bool = False,
@@ -294,7 +250,7 @@ def _finish(
     label = objective or case.objective
     scored = []
     seen = set()
-    for assignment, gap, solver in found:
+    for assignment, proof, solver in found:
         key = tuple(assignment)
         m = measure(case.inst, assignment)
         if (
@@ -304,12 +260,12 @@ def _finish(
         ):
             continue
         seen.add(key)
-        scored.append((objective_value(m, case.objective), key, gap, solver))
+        scored.append((objective_value(m, case.objective), key, proof, solver))
     if not keep_order:
         scored.sort(key=lambda s: s[0])  # stable: ties keep the solver's order (fastest first)
     return [
-        evaluate(case.inst, a, label, rank=i + 1, gap=gap, solver=solver)
-        for i, (_, a, gap, solver) in enumerate(scored[:top_k])
+        evaluate(case.inst, a, label, rank=i + 1, proof=proof, solver=solver)
+        for i, (_, a, proof, solver) in enumerate(scored[:top_k])
     ]
 
 
@@ -325,8 +281,8 @@ def _pareto(case: _Case, method: str, time_limit_s: float) -> list[Plan]:
             ]
         else:
             front = [
-                (a, gap, "milp-pareto")
-                for a, gap in pareto_front(
+                (a, proof, "milp-pareto")
+                for a, proof in pareto_front(
                     case.inst, case.cons, case.allowed, case.revisits, second, time_limit_s=time_limit_s
                 )
             ]

@@ -92,6 +92,12 @@ class StageLimit:
 
     per_block: np.ndarray  # (L, D)
     cap: np.ndarray  # (D,)
+    end: np.ndarray | None = None  # (L-1, D) added when a stage ends after block b (Weights.end_w)
+
+
+def _end_row(end: np.ndarray | None, j: int) -> np.ndarray | float:
+    """What a stage ending before block j (after block j - 1) adds, per device."""
+    return 0.0 if end is None or j > len(end) else end[j - 1]
 
 
 def _segment_tables(weights: Weights, limits: list[StageLimit]) -> tuple[np.ndarray, np.ndarray, list]:
@@ -99,7 +105,7 @@ def _segment_tables(weights: Weights, limits: list[StageLimit]) -> tuple[np.ndar
     prefix = np.vstack([np.zeros((1, finite.shape[1])), np.cumsum(np.where(finite, weights.node_w, 0), 0)])
     bad = np.vstack([np.zeros((1, finite.shape[1]), dtype=np.int64), np.cumsum(~finite, 0)])
     limit_prefix = [
-        (np.vstack([np.zeros((1, lim.per_block.shape[1])), np.cumsum(lim.per_block, 0)]), lim.cap)
+        (np.vstack([np.zeros((1, lim.per_block.shape[1])), np.cumsum(lim.per_block, 0)]), lim.cap, lim.end)
         for lim in limits
     ]
     return prefix, bad, limit_prefix
@@ -132,6 +138,7 @@ def solve_segments(
     dev = states.state_dev
     num_states = len(dev)
     prefix, bad, limit_prefix = _segment_tables(weights, limits or [])
+    arcs = weights.links() if mode == "max" else weights.arc_w
     src_dev = np.append(dev, 0)[states.switch_src]
     starts = np.full((num_blocks, num_states, k), np.inf)  # a stage on dev(s) begins at block i
     single = states.state_mask == (1 << np.searchsorted(usable, dev))
@@ -141,16 +148,18 @@ def solve_segments(
     ends = np.empty(0)
     for j in range(1, num_blocks + 1):
         ok = (bad[j] - bad[:j]) == 0  # (j, D): blocks i..j-1 all allowed on d
-        for lp, cap in limit_prefix:
-            ok &= (lp[j] - lp[:j]) <= cap
+        for lp, cap, end in limit_prefix:
+            ok &= (lp[j] - lp[:j] + _end_row(end, j)) <= cap
         rows = np.flatnonzero(ok.any(axis=1))
         lo = int(rows[0]) if len(rows) else j - 1
         seg = np.where(ok[lo:], prefix[j] - prefix[lo:j], np.inf)  # (j-lo, D)
+        if mode == "max":  # a stage's own time holds the join its end gives back; the hop does not
+            seg = seg + _end_row(weights.end_w, j)
         # Combining a sorted k-list with one stage cost keeps it sorted (sum and max are monotone).
         ends, idx = merge_sorted(starts[lo:j].transpose(1, 0, 2), seg[:, dev].T, k, mode)
         end_back[j] = (lo, idx)
         if j < num_blocks:
-            cost = weights.arc_w[j - 1][src_dev, dev[:, None]]
+            cost = arcs[j - 1][src_dev, dev[:, None]]
             ext = np.vstack([ends, np.full((1, k), np.inf)])
             starts[j], start_back[j] = merge_sorted(ext[states.switch_src], cost, k, mode)
     need = _required_mask(states, requires)

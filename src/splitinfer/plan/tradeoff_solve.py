@@ -4,12 +4,15 @@
 variants (devices with a precision and an outgoing compression), with the quality budget as one
 more row, the devices' constraints counted per device (``MilpSpec.groups``) and the seconds spent
 compressing and restoring counted as the devices' busy time in the throughput rows. Every answer is
-re-evaluated here, exactly, before it becomes a :class:`.Plan`. :func:`brute_force` enumerates
-every assignment of blocks to variants: the reference the tests compare with.
+re-evaluated here, exactly, before it becomes a :class:`.Plan`; its ``bound`` is the MILP's, on the
+additive objective the MILP minimises (which the exact figures match: :mod:`.proof`).
+:func:`brute_force` enumerates every assignment of blocks to variants: the reference the tests
+compare with.
 
 Throughput ties go to the faster plan, as in :func:`.solve.solve`: the best bottleneck is found
-first, then the fastest plan under it. ``objective="pareto"`` gives the latency-quality front
-(the fastest plan for each quality cost the budget allows, by tightening the budget step by step).
+first, then the fastest plan under it; proofs stay the throughput solve's, by rank.
+``objective="pareto"`` gives the latency-quality front (the fastest plan for each quality cost the
+budget allows, by tightening the budget step by step; each point's proof is its latency solve's).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from splitinfer.plan.cost import runs_of, throughput_cap_s, violations
 from splitinfer.plan.milp import MilpSpec, solve_milp
 from splitinfer.plan.plan import Hop, Plan, Stage, describe_stages
 from splitinfer.plan.problem import Constraints, Problem, allowed_matrix, prepare, validate_constraints
+from splitinfer.plan.proof import Proof, by_rank, certify
 from splitinfer.plan.tradeoffs import Tradeoffs, Variants, expand, figure_weights
 
 MAX_ASSIGNMENTS = 200_000
@@ -68,8 +72,9 @@ def measure(var: Variants, assignment: Sequence[int]) -> TradeoffMetrics | None:
         times = var.compute_s[first : last + 1, v]
         if not np.isfinite(times).all():
             return None
+        joins = inst.join_s[first:last, var.device[v]].tolist()  # plan/joins.py
         stages.append(
-            Stage(inst.names[var.device[v]], first, last, math.fsum(times.tolist()), var.precision[v])
+            Stage(inst.names[var.device[v]], first, last, math.fsum(times.tolist() + joins), var.precision[v])
         )
         busy[var.device[v]] += stages[-1].compute_s
         quality += var.node_quality[first : last + 1, v].tolist()
@@ -182,8 +187,9 @@ def _faults(
     return out
 
 
-def _plan(m: TradeoffMetrics, objective: str, rank: int, gap: float | None, solver: str) -> Plan:
+def _plan(m: TradeoffMetrics, objective: str, rank: int, proof: Proof | None, solver: str) -> Plan:
     throughput = math.inf if m.bottleneck_s == 0 else 1.0 / m.bottleneck_s
+    bound, gap = certify(_value(m, objective), proof)
     return Plan(
         objective,
         m.stages,
@@ -195,8 +201,9 @@ def _plan(m: TradeoffMetrics, objective: str, rank: int, gap: float | None, solv
         m.upload_bytes,
         m.energy_j,
         rank,
-        gap,
-        solver,
+        gap=gap,
+        bound=bound,
+        solver=solver,
         quality_cost=m.quality_cost,
     )
 
@@ -241,9 +248,11 @@ def _spec(s: _Setup, objective: str, budget: float | None, cap_s: float) -> Milp
     wire = dataclasses.replace(times, arc_w=var.wire_s, upload_w=var.upload_s)
     bottleneck = None
     if objective == "throughput" or math.isfinite(cap_s):
-        busy = np.where(s.allowed, var.compute_s, 0.0)
+        busy = np.where(s.allowed, times.node_w, 0.0)  # blocks and the joins after them
         busy[0] += var.upload_decompress_s  # restoring the input keeps the first stage's device busy
         bottleneck = (busy, wire, var.inst.source, var.inst.sink)
+    apart = var.device[:, None] != var.device[None, :]  # a stage's end gives its last join back:
+    ends = 0.0 if times.end_w is None else np.where(apart[None], times.end_w[:, :, None], 0.0)  # sender
     return MilpSpec(
         objective=None if objective == "throughput" else figure_weights(var, s.allowed, figure),
         allowed=s.allowed,
@@ -257,7 +266,7 @@ def _spec(s: _Setup, objective: str, budget: float | None, cap_s: float) -> Milp
         bottleneck_cap_s=cap_s,
         bounds=bounds,
         groups=var.device,
-        arc_busy=(var.compress_s, var.decompress_s),
+        arc_busy=(var.compress_s + ends, var.decompress_s),
         upload_busy=var.upload_compress_s,
     )
 
@@ -271,7 +280,7 @@ def _connected(var: Variants) -> np.ndarray:
 
 def _milp(
     s: _Setup, objective: str, budget: float | None, cap_s: float, top_k: int, time_limit_s: float
-) -> list[tuple[TradeoffMetrics, tuple[int, ...], float]]:
+) -> list[tuple[TradeoffMetrics, tuple[int, ...], Proof]]:
     def accept(assignment: list[int]) -> bool:
         m = measure(s.var, assignment)
         return (
@@ -287,8 +296,8 @@ def _milp(
             f"the MILP found no trade-off plan within {time_limit_s:g} s",
             "allow more time (--time-limit), or offer fewer precisions and compressions",
         )
-    found = [(measure(s.var, a), tuple(a), gap) for a, gap in result.found]
-    return [(m, a, gap) for m, a, gap in found if m is not None]
+    found = [(measure(s.var, a), tuple(a), proof) for a, proof in result.found]
+    return [(m, a, proof) for m, a, proof in found if m is not None]
 
 
 def brute_force(
@@ -341,15 +350,18 @@ def solve_tradeoffs(
             cap = min(found[0][0].bottleneck_s * (1 + _REL_TOL), user_cap)
             fastest = _milp(s, "latency", budget, cap, top_k, time_limit_s)
             seen = {a for _, a, _ in fastest}
-            found = fastest + sorted(
+            ordered = fastest + sorted(
                 (f for f in found if f[1] not in seen), key=lambda t: (t[0].bottleneck_s, t[0].latency_s)
             )
+            proofs = by_rank([proof for *_, proof in found], len(ordered))  # about bottlenecks, not latency
+            found = [(m, a, proof) for (m, a, _), proof in zip(ordered, proofs, strict=True)]
     else:
         found = _milp(s, objective, budget, user_cap, top_k, time_limit_s)
         found.sort(key=lambda t: _value(t[0], objective))
     if not found:
         _explain_infeasible(problem, objective, s.cons)
-    return [_plan(m, objective, i + 1, gap, "milp-tradeoffs") for i, (m, _, gap) in enumerate(found[:top_k])]
+    return [_plan(m, objective, i + 1, proof, "milp-tradeoffs")
+            for i, (m, _, proof) in enumerate(found[:top_k])]
 
 
 def _front(s: _Setup, budget: float | None, cap_s: float, time_limit_s: float) -> list[Plan]:

@@ -32,7 +32,7 @@ import numpy as np
 
 from splitinfer.errors import PlanError
 from splitinfer.plan.problem import Instance
-from splitinfer.plan.weights import Weights
+from splitinfer.plan.weights import Weights, with_joins
 
 BASE_PRECISION = "fp32"
 NO_COMPRESSION = "none"
@@ -271,9 +271,10 @@ def figure_weights(var: Variants, allowed: np.ndarray, figure: str) -> Weights:
     codec = var.compress_s + var.decompress_s
     if figure == "latency":
         upload = var.upload_s + var.upload_compress_s + var.upload_decompress_s
-        return Weights(
+        plain = Weights(
             np.where(node_allowed, var.compute_s, math.inf), var.wire_s + codec, upload, var.return_s
         )
+        return with_joins(plain, var.inst.join_s[:, var.device])
     if figure == "quality":
         arc = np.where(np.isfinite(var.wire_s), var.hop_quality, math.inf)
         return Weights(
@@ -332,4 +333,4 @@ def _energy_weights(var: Variants, node_allowed: np.ndarray) -> Weights:
                 per_byte + per_byte[at_sink][0]
             )
         back = np.where(np.isfinite(var.return_s), np.where(at_sink, 0.0, back), math.inf)
-    return Weights(node, arc, upload, back)
+    return with_joins(Weights(node, arc, upload, back), inst.join_s[:, var.device], idle_all + busy)

@@ -28,11 +28,42 @@ class Weights:
     arc_w: np.ndarray  # (L-1, D, D), 0 on the diagonal, inf without a link
     upload_w: np.ndarray  # (D,) input from the source to the first stage's device
     return_w: np.ndarray  # (D,) output from the last stage's device to the sink
+    # (L-1, D) what a stage ending after block b on device d adds (the join it does not make,
+    # ``plan/joins.py``): already in arc_w, so sums need nothing more; solvers that count a
+    # device's stages and the links apart (throughput) move it from the hop to the stage.
+    end_w: np.ndarray | None = None
+
+    def links(self) -> np.ndarray:
+        """arc_w without end_w: what the hops alone carry."""
+        if self.end_w is None:
+            return self.arc_w
+        num_dev = self.arc_w.shape[1]
+        off = ~np.eye(num_dev, dtype=bool)
+        with np.errstate(invalid="ignore"):
+            return np.where(off[None] & np.isfinite(self.arc_w), self.arc_w - self.end_w[:, :, None],
+                            self.arc_w)
+
+
+def with_joins(w: Weights, joins: np.ndarray, factor: np.ndarray | float = 1.0) -> Weights:
+    """``w`` with a stage's inner joins (``plan/joins.py``; (L-1, D) seconds, times ``factor`` per
+    device for figures other than seconds): block b's weight gains the join after it, and a hop
+    leaving a stage after block b gives it back, so a stage sums its blocks and its inner joins."""
+    if not joins.size or not joins.any():
+        return w
+    scaled = joins * np.broadcast_to(factor, joins.shape[1:])[None, :]
+    node = w.node_w.copy()
+    node[:-1] += scaled  # inf stays inf
+    num_dev = w.arc_w.shape[1]
+    off = ~np.eye(num_dev, dtype=bool)
+    end = -scaled
+    arc = np.where(off[None] & np.isfinite(w.arc_w), w.arc_w + end[:, :, None], w.arc_w)
+    return Weights(node, arc, w.upload_w, w.return_w, end)
 
 
 def latency_weights(inst: Instance, allowed: np.ndarray) -> Weights:
     """Seconds."""
-    return Weights(np.where(allowed, inst.compute_s, np.inf), inst.cut_s, inst.upload_s, inst.return_s)
+    plain = Weights(np.where(allowed, inst.compute_s, np.inf), inst.cut_s, inst.upload_s, inst.return_s)
+    return with_joins(plain, inst.join_s)
 
 
 def _scaled(
@@ -68,7 +99,7 @@ def energy_weights(inst: Instance, allowed: np.ndarray) -> Weights:
             inst.return_s, pair_factor[:, inst.sink], float(inst.output_bytes), pair_bytes[:, inst.sink]
         )
         back[inst.sink] = 0.0
-    return Weights(node, arc, upload, back)
+    return with_joins(Weights(node, arc, upload, back), inst.join_s, idle_all + busy)
 
 
 def upload_weights(inst: Instance, allowed: np.ndarray) -> Weights:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from splitinfer.cluster import Cluster
 from splitinfer.errors import ProfileError
 from splitinfer.plan.problem import AT_SOURCE, AtSource, Link, Power, Problem
-from splitinfer.profile.schema import Profile
+from splitinfer.profile.schema import DeviceProfile, Profile
 from splitinfer.profile.segments import corrected_profile
 
 STATS = ("median_s", "mean_s", "p10_s", "p90_s")
@@ -35,6 +35,19 @@ def _links(profile: Profile, cluster: Cluster | None, names: tuple[str, ...]) ->
     return links
 
 
+def joins_of(device: DeviceProfile, stat: str = "median_s") -> list[float | None]:
+    """Per cut, what running its two blocks together adds on ``device`` (``plan/joins.py``): the pair's
+    time less the two blocks' (None where one was not measured)."""
+    out: list[float | None] = []
+    for b, pair in enumerate(device.pairs):
+        first, second = device.blocks[b], device.blocks[b + 1]
+        if pair is None or first is None or second is None:
+            out.append(None)
+        else:
+            out.append(getattr(pair, stat) - getattr(first, stat) - getattr(second, stat))
+    return out
+
+
 def build_problem(
     profile: Profile,
     cluster: Cluster | None = None,
@@ -62,6 +75,7 @@ def build_problem(
                 f"profile the model on {name} (`splitinfer profile`), or remove it from the cluster",
             )
     compute = {n: [None if s is None else getattr(s, stat) for s in profile.devices[n].blocks] for n in names}
+    joins = {n: joins_of(profile.devices[n], stat) for n in names if profile.devices[n].pairs}
     memory = [b.param_bytes + b.activation_bytes for b in profile.blocks]
     capacity = {}
     power = {}
@@ -87,4 +101,5 @@ def build_problem(
         power,
         source,
         sink,
+        joins,
     )

@@ -72,6 +72,10 @@ class ProfileSettings:
     max_runs: int = 200  # at most this many
     rel_precision: float = 0.05  # stop when the median's 95% CI half-width is within this fraction
     min_item_budget_s: float = 0.02  # floor of each partition's share of the budget
+    # Also time each pair of adjacent blocks as one partition: what a stage saves at each inner cut
+    # (plan/joins.py). Off by default: on a shared 2-core machine the joins measured this way were
+    # within the timing noise of the blocks (benchmarks/bench_fidelity.py), and they double the work.
+    pairs: bool = False
 
     def __post_init__(self) -> None:
         def check(name: str, **limits: Any) -> None:
@@ -229,6 +233,7 @@ class DeviceRecord:
 
     blocks: list[Stats | None]
     whole_model: Stats | None = None
+    pairs: list[Stats | None] = field(default_factory=list)
     segments: list[SegmentStats] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)  # blocks that cannot run there, and why
@@ -249,7 +254,8 @@ class DeviceRecord:
                              versions=versions,
                              date=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
                              whole_model=self.whole_model, segments=tuple(self.segments),
-                             memory_bytes=int(memory) if memory is not None else None)
+                             memory_bytes=int(memory) if memory is not None else None,
+                             pairs=tuple(self.pairs) if len(self.pairs) == len(self.blocks) - 1 else ())
 
 
 def _time(runner: Runner, part_bytes: bytes, feeds: Mapping[str, np.ndarray], settings: ProfileSettings,
@@ -263,7 +269,8 @@ def _time(runner: Runner, part_bytes: bytes, feeds: Mapping[str, np.ndarray], se
 def profile_device(runner: Runner, prepared: PreparedModel, settings: ProfileSettings | None = None, *,
                    slowdown: float = 1.0, progress: Progress | None = None,
                    record: DeviceRecord | None = None) -> DeviceRecord:
-    """Time every block, then the whole model, on the runner's device.
+    """Time every block, then each pair of adjacent blocks (``settings.pairs``), then the whole model,
+    on the runner's device.
 
     A block the device cannot run (ONNX Runtime refuses it) is recorded as None
     with the reason in ``failures``; a device that stops answering raises
@@ -274,10 +281,12 @@ def profile_device(runner: Runner, prepared: PreparedModel, settings: ProfileSet
     num = prepared.num_blocks
     record = record if record is not None else DeviceRecord([None] * num)
     record.info = runner.info()
-    budget = settings.item_budget_s(num + 1)
+    num_pairs = num - 1 if settings.pairs else 0
+    total = num + num_pairs + 1
+    budget = settings.item_budget_s(total)
     for i in range(num):
         if progress:
-            progress(i, num + 1, f"block {i}")
+            progress(i, total, f"block {i}")
         try:
             record.blocks[i] = _time(runner, prepared.block_bytes[i], prepared.block_feeds[i], settings,
                                      budget, slowdown)
@@ -286,8 +295,18 @@ def profile_device(runner: Runner, prepared: PreparedModel, settings: ProfileSet
     if all(b is None for b in record.blocks):
         raise ProfileError(f"no block of {prepared.info.name} runs on this device ({record.failures[0]})",
                            "check the device's providers, or the model with `splitinfer inspect`")
+    for i in range(num_pairs):
+        if progress:
+            progress(num + i, total, f"blocks {i}-{i + 1}")
+        record.pairs.append(None)
+        if record.blocks[i] is None or record.blocks[i + 1] is None:
+            continue
+        try:
+            record.pairs[i] = _time(runner, *prepared.segment(i, i + 1), settings, budget, slowdown)
+        except (ModelError, WorkerError) as e:
+            record.failures.append(f"blocks {i}-{i + 1}: {e.problem}")
     if progress:
-        progress(num, num + 1, "whole model")
+        progress(total - 1, total, "whole model")
     try:
         record.whole_model = _time(runner, prepared.whole_bytes, prepared.whole_feeds, settings, budget,
                                    slowdown)
@@ -295,7 +314,7 @@ def profile_device(runner: Runner, prepared: PreparedModel, settings: ProfileSet
         record.failures.append(f"whole model: {e.problem}")
     record.complete = True
     if progress:
-        progress(num + 1, num + 1, "done")
+        progress(total, total, "done")
     return record
 
 

@@ -109,6 +109,10 @@ class DeviceProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     whole_model: Stats | None = None
     segments: tuple[SegmentStats, ...] = ()
     memory_bytes: int | None = None  # memory available on the device
+    # pairs[b]: blocks b and b + 1 timed as one partition (empty: not measured; None: cannot run). What
+    # a pair saves against its two blocks apart (one run instead of two, nodes fused across the cut)
+    # is what a stage saves at each of its inner cuts: see ``profile.joins``.
+    pairs: tuple[Stats | None, ...] = ()
 
 
 class LinkProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -210,7 +214,13 @@ def _validate_device(name: str, dev: DeviceProfile, num_blocks: int) -> None:
             f"device {name!r} has times for {len(dev.blocks)} blocks, the model has {num_blocks}",
             f"profile every block on {name} (null where a block cannot run there)",
         )
+    if dev.pairs and len(dev.pairs) != num_blocks - 1:
+        raise ProfileError(
+            f"device {name!r} has times for {len(dev.pairs)} pairs of blocks, the model has {num_blocks - 1}",
+            f"re-profile {name}: one pair per cut (null where a pair cannot run), or none",
+        )
     named = [(f"block {i}", s) for i, s in enumerate(dev.blocks)]
+    named += [(f"blocks {i}-{i + 1}", s) for i, s in enumerate(dev.pairs)]
     named += [(f"segment {g.first_block}-{g.last_block}", g.stats) for g in dev.segments]
     named += [("whole model", dev.whole_model)]
     for what, stats in named:

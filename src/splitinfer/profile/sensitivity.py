@@ -56,13 +56,15 @@ def _rows_top1(out: np.ndarray) -> np.ndarray:
     return np.argmax(arr.reshape(-1, arr.shape[-1]), axis=1)
 
 
-def compared_output(outputs: Sequence[tuple[str, str, Sequence[int | str | None]]]) -> str:
-    """The output whose top-1 is compared: the first float output of two or more axes (class scores),
-    else the first output. ``outputs``: (name, dtype, shape) of each model output."""
+def compared_output(outputs: Sequence[tuple[str, str, Sequence[int | str | None]]]) -> str | None:
+    """The output whose top-1 is compared: the first float output of class scores (rows x classes, at
+    least 2 classes), as ``quality.agreement`` and the repair loop compare it; None if there is none.
+    ``outputs``: (name, dtype, shape) of each model output."""
     for name, dtype, shape in outputs:
-        if dtype.startswith("float") and len(shape) >= 2:
+        one_class = len(shape) == 2 and isinstance(shape[1], int) and shape[1] < 2
+        if dtype.startswith("float") and len(shape) == 2 and not one_class:
             return name
-    return outputs[0][0]
+    return None
 
 
 class _Chain:

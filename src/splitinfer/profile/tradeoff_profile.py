@@ -60,6 +60,18 @@ def split_options(names: Sequence[str]) -> tuple[list[str], list[str]]:
     return list(dict.fromkeys(precisions)), list(dict.fromkeys(compressions))
 
 
+def output_compared(model) -> str:
+    """The output whose top-1 agreement measures a loaded model's trade-offs; ProfileError if none."""
+    output = compared_output([(o.name, o.dtype, tuple(o.shape)) for o in model.outputs])
+    if output is None:
+        raise ProfileError(
+            "trade-offs are measured as top-1 agreement of class scores, and no output of the model is "
+            "class scores (rows x classes)",
+            "profile without --tradeoffs (a detector's or an encoder's quality needs its own measure)",
+        )
+    return output
+
+
 def sensitivity_of(
     prepared,
     x: np.ndarray,
@@ -77,7 +89,7 @@ def sensitivity_of(
             "profile without --tradeoffs",
         )
     spec = model.inputs[0]
-    output = compared_output([(o.name, o.dtype, tuple(o.shape)) for o in model.outputs])
+    output = output_compared(model)
     cuts = [[t.name for t in c.tensors] for c in prepared.analysis.cuts]
     return measure_sensitivity(
         prepared.block_bytes,

@@ -93,7 +93,7 @@ def format_cell(column: str, value: Any) -> str:
         return f"{value:+.1%}" if column == "rel_error" else f"{value:.2%}"
     if column.endswith("_s"):
         return f"{value * 1e3:.3g} ms" if abs(value) < 1 else f"{value:.3g} s"
-    if column.endswith(("_rps", "_j")):
+    if column.endswith(("_rps", "_j")) or column == "bound":  # a plan's bound: its objective's unit
         return f"{value:.4g}"
     if isinstance(value, float):
         if column == "cosine":

@@ -57,12 +57,15 @@ def block_table(profile: Profile, op_names: Sequence[str] | None = None) -> Tabl
 
 
 def plan_table(plans: Sequence[Plan]) -> Table:
-    """One row per plan: objective, rank, predicted figures, stages. When a plan chose precisions or
-    compressions (or predicts a quality cost), also each stage's precision, each hop's compression,
-    the seconds spent compressing and restoring, and the quality cost (a fraction of top-1 agreement)."""
+    """One row per plan: objective, rank, predicted figures, how it is known to be optimal
+    (``certificate``, the proven ``bound`` on the figure the objective minimises and the MILP's
+    ``gap``: see :class:`.Plan`), stages. When a plan chose precisions or compressions (or predicts
+    a quality cost), also each stage's precision, each hop's compression, the seconds spent
+    compressing and restoring, and the quality cost (a fraction of top-1 agreement)."""
     tradeoffs = any(p.has_tradeoffs or p.quality_cost is not None for p in plans)
     header = ["objective", "rank", "latency_s", "compute_s", "transfer_s", "bottleneck_s", "throughput_rps",
-              "bytes_sent", "upload_bytes", "energy_j", "gap", "solver", "num_stages", "stages"]
+              "bytes_sent", "upload_bytes", "energy_j", "certificate", "bound", "gap", "solver", "num_stages",
+              "stages"]
     if tradeoffs:
         header[5:5] = ["codec_s"]
         header[-1:-1] = ["precisions", "compressions", "quality_cost"]
@@ -70,8 +73,9 @@ def plan_table(plans: Sequence[Plan]) -> Table:
     for p in plans:
         row = [p.objective, p.rank, p.latency_s, p.compute_s, p.transfer_s, p.bottleneck_s,
                "inf" if math.isinf(p.throughput_rps) else p.throughput_rps, p.bytes_sent, p.upload_bytes,
-               "" if p.energy_j is None else p.energy_j, "" if p.gap is None else p.gap, p.solver,
-               len(p.stages), describe_stages(p)]
+               "" if p.energy_j is None else p.energy_j, p.certificate_label,
+               "" if p.bound is None else p.bound, "" if p.gap is None else p.gap, p.solver, len(p.stages),
+               describe_stages(p)]
         if tradeoffs:
             row[5:5] = [p.codec_s]
             row[-1:-1] = [", ".join(s.precision for s in p.stages),

@@ -23,32 +23,56 @@ out of the last (source -> stage 0, stage k -> k+1, last -> sink); the plan list
 hops between different devices (upload, cuts, return). A hop the plan does not list
 (both ends on the same device) is predicted free, so its measured time shows the
 runtime's own overhead (and its bytes, the tensors handed on in memory).
+
+:func:`bench_ranked` measures the k best plans of a plan file under the same conditions and
+puts their measured order beside the predicted one (the record: ``RankResult``)::
+
+    result = bench_ranked(read_plans("plan.json")[:3], cluster, model, profile=profile)
+    print(result.measured_best, result.regret, result.kendall_tau)
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
+from contextlib import ExitStack
 from datetime import UTC, datetime
 
 import numpy as np
 import yaml
 
-from splitinfer.cluster import dump_cluster
+from splitinfer.cluster import Cluster, dump_cluster
 from splitinfer.errors import DeadlineError, PlanError, SplitinferError
 from splitinfer.graph.feeds import generate_feeds
 from splitinfer.host import MACHINE_KEYS, host_info
 from splitinfer.plan import Hop, Plan
-from splitinfer.records.bench import BenchResult, HopBench, StageBench, rel_error
+from splitinfer.records.bench import (
+    BenchResult,
+    HopBench,
+    RankedBench,
+    RankFigure,
+    RankResult,
+    StageBench,
+    discordant_pairs,
+    kendall_tau,
+    measured_ranks,
+    rank_figure,
+    regret,
+    rel_error,
+)
+from splitinfer.runtime.coordinator.deploy import Calibration, ModelSource, ProfileSource, deploy
 from splitinfer.runtime.coordinator.session import Session
 from splitinfer.runtime.coordinator.timing import RequestTiming, Result
 from splitinfer.units import check_number
 
 MAX_REQUESTS = 10_000_000  # requests (measured or warm-up) of one bench
 MAX_CONCURRENCY = 10_000  # requests in flight at once
+
+log = logging.getLogger("splitinfer.bench")
 
 NUM_DISTINCT_FEEDS = 8  # requests cycle through this many generated inputs (generation is not timed)
 Feeds = Mapping[str, np.ndarray]
@@ -173,12 +197,7 @@ def bench(session: Session, plan: Plan | None = None, *, num_requests: int = 50,
     counter = iter(range(1, num_requests + 1))
     on_done = (lambda: progress(next(counter), num_requests)) if progress is not None else None
     results, wall_s = run_requests(session, make_feeds, num_requests, concurrency, on_done)
-    devices = [s.device for s in plan.stages]
-    timings = [r.timing for r in results if [s.device for s in r.timing.stages] == devices]
-    if not timings:
-        raise PlanError("no request ran on the plan's stages (the session re-planned)",
-                        "bench again: session.plan is the plan now deployed")
-    return _summarize(session, plan, [r.timing.latency_s for r in results], wall_s, timings, concurrency)
+    return _summarize(session, plan, results, wall_s, concurrency)
 
 
 def predicted_throughput(plan: Plan, concurrency: int) -> float:
@@ -192,8 +211,14 @@ def predicted_throughput(plan: Plan, concurrency: int) -> float:
     return min(concurrency / plan.latency_s, plan.throughput_rps)
 
 
-def _summarize(session: Session, plan: Plan, latencies: list[float], wall_s: float,
-               timings: Sequence[RequestTiming], concurrency: int) -> BenchResult:
+def _summarize(session: Session, plan: Plan, results: Sequence[Result], wall_s: float,
+               concurrency: int) -> BenchResult:
+    devices = [s.device for s in plan.stages]
+    timings = [r.timing for r in results if [s.device for s in r.timing.stages] == devices]
+    if not timings:
+        raise PlanError("no request ran on the plan's stages (the session re-planned)",
+                        "bench again: session.plan is the plan now deployed")
+    latencies = [r.timing.latency_s for r in results]
     arr = np.asarray(latencies, dtype=np.float64)
     median, p95 = _quantiles(latencies)
     throughput = len(latencies) / wall_s if wall_s > 0 else math.inf
@@ -216,3 +241,121 @@ def _summarize(session: Session, plan: Plan, latencies: list[float], wall_s: flo
         date=datetime.now(UTC).isoformat(timespec="seconds"), host=describe_host(),
     )
 
+
+# ---- the k best plans, ranked by measurement ---------------------------------------------------------
+ROUNDS_PER_TURN = 4  # at concurrency C > 1, a plan's turn is this many times C requests
+
+
+def requests_per_turn(concurrency: int) -> int:
+    """Requests one plan runs before the next plan's turn: one at concurrency 1 (requests one at a
+    time, round robin); at C > 1, ROUNDS_PER_TURN x C, so filling and draining the pipeline (about
+    one latency a turn) weighs little against the throughput measured while it runs full."""
+    return 1 if concurrency == 1 else ROUNDS_PER_TURN * concurrency
+
+
+Run = tuple[list[Result], float]  # one plan's results and the wall seconds of its turns
+
+
+def interleave(sessions: Sequence[Session], make_feeds: Callable[[int], Feeds], num_requests: int,
+               concurrency: int, on_done: Callable[[], None] | None = None) -> list[Run]:
+    """Round robin over ``sessions``: a turn of :func:`requests_per_turn` requests on each in order
+    until each has run ``num_requests``. Per session: its results and the wall seconds of its turns.
+
+    Load that comes and goes on a shared machine then falls on every plan alike; every plan gets
+    the same inputs in the same order.
+    """
+    turn = requests_per_turn(concurrency)
+    runs: list[Run] = [([], 0.0) for _ in sessions]
+    done = 0
+    while done < num_requests:
+        size = min(turn, num_requests - done)
+        for k, session in enumerate(sessions):
+            results, wall_s = run_requests(session, lambda i, first=done: make_feeds(first + i), size,
+                                           concurrency, on_done)
+            runs[k] = (runs[k][0] + results, runs[k][1] + wall_s)
+        done += size
+    return runs
+
+
+def bench_ranked(plans: Sequence[Plan], cluster: Cluster, model: ModelSource, *,
+                 profile: ProfileSource | None = None, num_requests: int = 50, concurrency: int = 1,
+                 num_warmup: int = 5, feeds: Feeds | Sequence[Feeds] | None = None,
+                 calibration: Calibration | None = None, timeout_s: float = 30.0,
+                 progress: Callable[[int, int], None] | None = None) -> RankResult:
+    """Bench ``plans`` (a plan file's best first: their predicted order) and rank them by measurement.
+
+    All plans are deployed at once and measured interleaved (:func:`interleave`), each after
+    ``num_warmup`` requests of its own; when deploying them all at once fails (fixed worker
+    addresses, memory), they are deployed and measured one after another, and the result's
+    ``note`` says why. Each plan is compared as :func:`bench` does, at ``concurrency``; the
+    plans are ranked by median latency, or for throughput plans by throughput. ``progress(done,
+    total)`` counts measured requests over all plans; the other arguments are :func:`bench`'s and
+    :func:`~splitinfer.runtime.coordinator.deploy.deploy`'s.
+    """
+    if not plans:
+        raise PlanError("no plans to rank", "give the plans of a plan file, best first")
+    figure = rank_figure(plans)
+    check_number(num_requests, "num_requests", low=1, high=MAX_REQUESTS, whole=True)
+    check_number(num_warmup, "num_warmup", low=0, high=MAX_REQUESTS, whole=True)
+    check_number(concurrency, "concurrency", low=1, high=MAX_CONCURRENCY, whole=True)
+    total = len(plans) * num_requests
+    counter = iter(range(1, total + 1))
+    on_done = (lambda: progress(next(counter), total)) if progress is not None else None
+
+    def start(plan: Plan) -> Session:
+        return deploy(plan, cluster, model, profile=profile, timeout_s=timeout_s, calibration=calibration)
+
+    with ExitStack() as stack:
+        sessions, note = _deploy_all(stack, plans, start)
+        if sessions:
+            make_feeds = _feed_maker(sessions[0], feeds)  # one maker: every plan gets the same inputs
+            for session in sessions:
+                if num_warmup:
+                    run_requests(session, make_feeds, num_warmup, concurrency)
+            runs = interleave(sessions, make_feeds, num_requests, concurrency, on_done)
+            benches = [_summarize(session, plan, results, wall_s, concurrency)
+                       for session, plan, (results, wall_s) in zip(sessions, plans, runs, strict=True)]
+    if not sessions:
+        benches = []
+        for plan in plans:
+            with start(plan) as session:
+                benches.append(bench(session, plan, num_requests=num_requests, concurrency=concurrency,
+                                     num_warmup=num_warmup, feeds=feeds,
+                                     progress=None if on_done is None else lambda *_: on_done()))
+    return _rank(benches, figure, num_requests, concurrency, note)
+
+
+def _deploy_all(stack: ExitStack, plans: Sequence[Plan],
+                start: Callable[[Plan], Session]) -> tuple[list[Session], str]:
+    """Every plan deployed (closed with ``stack``), or none and why not."""
+    sessions: list[Session] = []
+    try:
+        with ExitStack() as opened:  # on a failure, closes the sessions already deployed
+            for plan in plans:
+                sessions.append(opened.enter_context(start(plan)))
+            stack.enter_context(opened.pop_all())
+    except (SplitinferError, OSError) as e:
+        if not sessions:  # the first plan failed alone, not for want of room: deploying it again would too
+            raise
+        reason = e.problem if isinstance(e, SplitinferError) else str(e)
+        log.warning("deploying %d plans at once failed (%s): measuring one after another", len(plans), reason)
+        return [], f"deploying the {len(plans)} plans at once failed ({reason}): measured one after another"
+    return sessions, ""
+
+
+def _rank(benches: Sequence[BenchResult], figure: RankFigure, num_requests: int, concurrency: int,
+          note: str) -> RankResult:
+    if figure == "latency":
+        figures = [(b.predicted_latency_s, b.latency_median_s, b.latency_rel_error) for b in benches]
+    else:
+        figures = [(b.predicted_throughput_rps, b.throughput_rps, b.throughput_rel_error) for b in benches]
+    measured = [m for _, m, _ in figures]
+    ranks = measured_ranks(measured, figure)
+    entries = tuple(RankedBench(rank=k + 1, measured_rank=ranks[k], predicted=p, measured=m, rel_error=e,
+                                bench=b)
+                    for k, ((p, m, e), b) in enumerate(zip(figures, benches, strict=True)))
+    return RankResult(figure=figure, num_requests=num_requests, concurrency=concurrency, interleaved=not note,
+                      note=note, plans=entries, measured_best=ranks.index(1) + 1,
+                      regret=regret(measured, figure), kendall_tau=kendall_tau(ranks),
+                      num_discordant_pairs=discordant_pairs(ranks),
+                      date=datetime.now(UTC).isoformat(timespec="seconds"), host=describe_host())

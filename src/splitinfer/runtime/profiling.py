@@ -164,7 +164,7 @@ class _DeviceJob:
                                                               device=device.name)
 
     def _progress(self, done: int, total: int, what: str) -> None:
-        self._show(what, done)
+        self._show_of(done, total, what)
         if self.on_progress is not None:
             self.on_progress(self.device.name, done, total, what)
         if self.stop.is_set():
