@@ -31,7 +31,6 @@ Usage: ``python benchmarks/bench_tradeoffs.py [MODEL ...] [--requests N] [--budg
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import sys
@@ -47,7 +46,7 @@ from splitinfer.plan.solve import solve
 from splitinfer.profile.problem import build_problem
 from splitinfer.profile.profiler import ProfileSettings, prepare_model
 from splitinfer.profile.tradeoff_profile import sensitivity_of, tradeoffs_for_planning
-from splitinfer.runtime.coordinator.deploy import deploy
+from splitinfer.runtime.bench import bench_ranked
 from splitinfer.runtime.profiling import profile_cluster
 from splitinfer.runtime.repair import plan_within_budget
 
@@ -105,28 +104,6 @@ def continuum(num_threads: int, camera_slowdown: float) -> dict:
     return doc
 
 
-def side_by_side(
-    plans, cluster, model, profile, feeds, num_requests: int, num_warmup: int = 3
-) -> list[float]:
-    """Median end-to-end seconds of each plan, deployed together and sent requests in turn, so that
-    whatever else loads the machine loads them alike; one plan given twice is deployed once."""
-    unique = list(dict.fromkeys(describe_stages(p) for p in plans))
-    with contextlib.ExitStack() as stack:
-        sessions = {}
-        for plan in plans:
-            key = describe_stages(plan)
-            if key not in sessions:
-                sessions[key] = stack.enter_context(deploy(plan, cluster, model, profile=profile))
-        times: dict[str, list[float]] = {key: [] for key in unique}
-        for i in range(num_warmup + num_requests):
-            for key, session in sessions.items():
-                start = time.perf_counter()
-                session.run(None, feeds[i % len(feeds)])
-                if i >= num_warmup:
-                    times[key].append(time.perf_counter() - start)
-    return [statistics.median(times[describe_stages(p)]) for p in plans]
-
-
 def run_model(name: str, args: argparse.Namespace, images: dict) -> Row:
     start = time.perf_counter()
     proto = zoo.build(name, **MODELS[name])
@@ -148,7 +125,10 @@ def run_model(name: str, args: argparse.Namespace, images: dict) -> Row:
     (plain,) = solve(problem, "latency")
     tradeoffs = tradeoffs_for_planning(profile, problem.devices, precisions=[], max_quality_drop=BUDGET)
     repair = plan_within_budget(problem, tradeoffs, prepared.model, data, profile=profile)
-    measured = side_by_side([plain, repair.plan], cluster, prepared.model, profile, feeds, args.requests)
+    # deployed together, requests in turn: load on the shared cores falls on both alike
+    ranked = bench_ranked([plain, repair.plan], cluster, prepared.model, profile=profile, feeds=feeds,
+                          num_requests=args.requests, num_warmup=3)
+    measured = [r.measured for r in ranked.plans]
     return Row(
         name,
         describe_stages(plain),

@@ -106,6 +106,11 @@ class InputError(SplitinferError):
     """A request's data cannot be read (an HTTP body that is not an array, bad JSON)."""
 
 
+class CalibrationNeeded(InputError):
+    """Static int8 quantisation was asked for without the real inputs it is calibrated on: the
+    command line answers it with its own flag (``--calibration``)."""
+
+
 def _rebuild(cls: type[SplitinferError], problem: str, fix: str | None,
              code: ErrorCode | None) -> SplitinferError:
     err = cls.__new__(cls)

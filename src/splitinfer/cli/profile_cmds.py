@@ -198,7 +198,7 @@ def _measure(model: Path, cluster: Path | None, options: dict) -> tuple[Profile,
     prepared = prepare_model(source, calibration=calibration, batch=options["batch"],
                              input_shapes=parse_input_shapes(options["input_shape"]),
                              max_blocks=options["max_blocks"], max_cut_tensors=options["max_cut_tensors"])
-    settings = ProfileSettings(budget_s=options["budget_s"], pairs=options.get("pairs", False))
+    settings = ProfileSettings(budget_s=options["budget_s"], pairs=options["pairs"])
     sens = _sensitivity(prepared, data, options)
     source_name = "" if data is None else options["calibration"].name
     if cluster is not None:

@@ -26,7 +26,14 @@ from splitinfer.cli._bench_tables import format_bench_table as format_bench_tabl
 from splitinfer.cli._common import check_writable, console, format_bytes
 from splitinfer.cli._inputs import read_dataset, read_inputs, single_input, top_k_table
 from splitinfer.cluster import Cluster, load_cluster
-from splitinfer.errors import ClusterError, InputError, ModelError, ShapeError, SplitinferError
+from splitinfer.errors import (
+    CalibrationNeeded,
+    ClusterError,
+    InputError,
+    ModelError,
+    ShapeError,
+    SplitinferError,
+)
 from splitinfer.graph import Model, load_model
 from splitinfer.plan import Plan, describe_stages
 from splitinfer.profile.blocks import load_as_profiled
@@ -120,8 +127,8 @@ def explain_calibration(calibration: Dataset | None) -> Iterator[None]:
     """A deploy that fails for want of calibration inputs says which flag gives them."""
     try:
         yield
-    except InputError as e:
-        if calibration is not None or "calibration" not in e.problem:
+    except CalibrationNeeded:
+        if calibration is not None:
             raise
         raise InputError("the plan's int8 stages are calibrated on real inputs, and none were given",
                          "give --calibration DATA (a few hundred samples: an image folder, an .npz "

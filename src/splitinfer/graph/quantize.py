@@ -30,7 +30,14 @@ from typing import Any
 import numpy as np
 import onnx
 
-from splitinfer.errors import InputError, ModelError, PlanError, SplitinferError, first_line
+from splitinfer.errors import (
+    CalibrationNeeded,
+    InputError,
+    ModelError,
+    PlanError,
+    SplitinferError,
+    first_line,
+)
 from splitinfer.graph._calibration import (
     check_feeds,
     feed_reader,
@@ -123,9 +130,9 @@ def quantize_model(model: ModelLike, precision: str, *,
     feeds = None
     if chosen == "static":
         if calibration is None:
-            raise InputError("static int8 quantisation needs calibration data, and calibration is None",
-                             "pass calibration= feed dicts of real inputs (a few hundred samples), or "
-                             "method='dynamic'")
+            raise CalibrationNeeded(
+                "static int8 quantisation needs calibration data, and calibration is None",
+                "pass calibration= feed dicts of real inputs (a few hundred samples), or method='dynamic'")
         feeds = [dict(f) if isinstance(f, Mapping) else f for f in calibration]
         check_feeds(feeds, proto, "calibration")
     core = without_passthrough(proto)
@@ -343,7 +350,7 @@ def quantize_partitions(partitions: Sequence[Any], precisions: Sequence[str],
     static = [k for k, (p, prec) in enumerate(zip(protos, precisions, strict=True))
               if choose_method(p, prec, method) == "static"]
     if static and calibration is None:
-        raise InputError(f"partition {static[0]} is quantised to static int8, which needs calibration "
+        raise CalibrationNeeded(f"partition {static[0]} is quantised to static int8, which needs calibration "
                          "data, and calibration is None",
                          "pass calibration= feed dicts of the model's real inputs, or method='dynamic'")
     reaching = calibration_feeds(protos, calibration) if static else iter(())

@@ -173,29 +173,21 @@ def measure_sensitivity(
     for name, codec in codecs.items():
         for c in range(num_blocks - 1):
             step(f"cut {c} with {name}")
-            sizes: list[int] = []
+            sent = [{n: codec.carry(before[i][c + 1][n]) for n in cut_names[c]} for i in range(len(batches))]
+            cut_bytes[name].append(int(np.median([sum(_bytes(v) for v in one.values()) for one in sent])))
 
-            def run(i: int, c: int = c, codec=codec, sizes=sizes) -> np.ndarray:
-                values = dict(before[i][c + 1])
-                carried = {n: codec.carry(values[n]) for n in cut_names[c]}
-                sizes.append(sum(_bytes(v) for v in carried.values()))
-                values.update(
-                    {n: decompress(v) if isinstance(v, Compressed) else v for n, v in carried.items()}
-                )
+            def resume(i: int, c: int = c, sent=sent) -> np.ndarray:
+                values = {**before[i][c + 1], **{n: _restored(v) for n, v in sent[i].items()}}
                 return chain.run_from(c + 1, values)
 
-            cut_quality[name].append(cost(run) if codec.lossy else 0.0)
-            if not codec.lossy:  # bit-exact: only the bytes need measuring
-                for i in range(len(batches)):
-                    sizes.append(sum(_bytes(codec.carry(before[i][c + 1][n])) for n in cut_names[c]))
-            cut_bytes[name].append(int(np.median(sizes)))
+            cut_quality[name].append(cost(resume) if codec.lossy else 0.0)  # lossless: bit-exact
     input_quality: dict[str, float] = {}
     input_bytes: dict[str, int] = {}
     for name, codec in codecs.items():
         step(f"the input with {name}")
         carried = [codec.carry(xb) for xb in batches]
         input_bytes[name] = int(np.median([_bytes(v) for v in carried]))
-        restart = lambda i, c=carried: chain.run_from(0, {input_name: _restored(c[i])})  # noqa: E731
+        restart = lambda i, sent=carried: chain.run_from(0, {input_name: _restored(sent[i])})  # noqa: E731
         input_quality[name] = cost(restart) if codec.lossy else 0.0
     tensors = [{n: before[0][c + 1][n] for n in cut_names[c]} for c in range(num_blocks - 1)]
     if progress:

@@ -150,28 +150,23 @@ def time_on_device(
             times.append(summarize(result.times_s))
         precisions[name] = tuple(times)
     names = list(sens.cut_bytes)
-    compress: dict[str, list[float]] = {n: [] for n in names}
-    restore: dict[str, list[float]] = {n: [] for n in names}
+
+    def timed(tensors: Mapping[str, np.ndarray]) -> dict:
+        """Compressing as a sender and restoring as a receiver, per compression (none measured: {})."""
+        if not names or not tensors:
+            return {}
+        return runner.time_compression(tensors, names, budget_s=CODEC_BUDGET_S, slowdown=slowdown)
+
+    cuts = []
     for c, tensors in enumerate(sens.cut_tensors):
         step(f"compressing cut {c}")
-        timed = (
-            runner.time_compression(tensors, names, budget_s=CODEC_BUDGET_S, slowdown=slowdown)
-            if names
-            else {}
-        )
-        for n in names:
-            compress[n].append(timed[n].compress_s)
-            restore[n].append(timed[n].decompress_s)
+        cuts.append(timed(tensors))
     step("compressing the input")
-    upload = (
-        runner.time_compression(sens.input_tensors, names, budget_s=CODEC_BUDGET_S, slowdown=slowdown)
-        if names and sens.input_tensors
-        else {}
-    )
+    upload = timed(sens.input_tensors)
     codecs = {
         n: CodecTiming(
-            tuple(compress[n]),
-            tuple(restore[n]),
+            tuple(t[n].compress_s for t in cuts),
+            tuple(t[n].decompress_s for t in cuts),
             upload[n].compress_s if n in upload else None,
             upload[n].decompress_s if n in upload else None,
         )

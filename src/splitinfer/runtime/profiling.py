@@ -164,19 +164,21 @@ class _DeviceJob:
                                                               device=device.name)
 
     def _progress(self, done: int, total: int, what: str) -> None:
-        self._show_of(done, total, what)
+        self.show(what, done, total)
         if self.on_progress is not None:
             self.on_progress(self.device.name, done, total, what)
         if self.stop.is_set():
             raise _Stop
 
-    def _show(self, what: str, done: int | None = None) -> None:
-        if self._bars is not None and self._task is not None:
-            self._bars.update(self._task, completed=done, description=what)
-
-    def _show_of(self, done: int, total: int, what: str) -> None:
+    def show(self, what: str, done: int | None = None, total: int | None = None) -> None:
+        """The device's bar: ``what`` it does, ``done`` of ``total`` items (None: as it was)."""
         if self._bars is not None and self._task is not None:
             self._bars.update(self._task, completed=done, total=total, description=what)
+
+    def restart_bar(self, what: str) -> None:
+        """The bar counts another kind of item from zero (the total comes with the first of them)."""
+        if self._bars is not None and self._task is not None:
+            self._bars.reset(self._task, total=None, description=what)
 
     def run(self) -> None:
         """Profile the device; a failure is kept in ``error`` (the other devices go on)."""
@@ -188,7 +190,7 @@ class _DeviceJob:
             pass
         except SplitinferError as e:  # the device is gone or refuses: keep the others
             self.error = e
-            self._show(f"[red]failed: {e.problem[:60]}")
+            self.show(f"[red]failed: {e.problem[:60]}")
 
 
 def _run_jobs(jobs: list[_DeviceJob], parallel: bool | None, stop: threading.Event) -> None:
@@ -262,15 +264,13 @@ def _time_tradeoffs(jobs: list[_DeviceJob], alive: Sequence[str], sens: Sensitiv
     for job in jobs:
         if job.device.name not in alive:
             continue
-        job.on_progress = None  # the bar shows the trade-off items now, counted afresh
-        if job._bars is not None and job._task is not None:
-            job._bars.reset(job._task, total=None, description="trade-offs")
+        job.restart_bar("trade-offs")
         try:
             with workers.client(job.device.name, timeout_s=request_timeout_s) as client:
                 timed[job.device.name] = time_on_device(
                     WorkerRunner(client, request_timeout_s), job.prepared, sens,
                     budget_s=job.settings.budget_s, slowdown=job.device.slowdown, settings=job.settings,
-                    progress=lambda done, total, what, job=job: job._show_of(done, total, what))
+                    progress=lambda done, total, what, job=job: job.show(what, done, total))
         except SplitinferError as e:
             warnings.warn(ProfileWarning(f"device {job.device.name!r}: trade-offs not timed: {e.problem}"),
                           stacklevel=3)
