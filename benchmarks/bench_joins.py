@@ -1,15 +1,18 @@
-"""Does a stage's time follow from its blocks? Three predictions against measured segments (issue 15).
+"""Does a stage's time follow from its blocks? Four predictions against measured segments (issue 15).
 
-For a zoo model on this machine (one ONNX Runtime thread by default), time every block, every pair of
-adjacent blocks, a trivial partition (one Identity: the fixed cost of a run) and the whole model, then
-random segments; predict each segment as
+For a zoo model on this machine (one ONNX Runtime thread by default), profile it as ``splitinfer
+profile --pairs`` does (blocks, a trivial run, the whole model, then every pair of adjacent blocks,
+in interleaved rounds), then time random segments; predict each segment as its blocks plus the
+joins at its inner cuts (``profile/segments.joins_of``), the joins taken
 
-- ``sum``: the sum of its blocks (what the planner does without pairs),
-- ``-overhead``: that, less the trivial run's time once per inner cut,
-- ``pairs``: the sum plus the joins at its inner cuts (``plan/joins.py``: pair - block - block),
+- ``sum``: as 0 (every block's own run counted),
+- ``-overhead``: as minus the trivial run (one run per stage),
+- ``fitted``: as minus the trivial run and minus the cut's bytes times a rate fitted on the whole
+  model (what ``profile`` without ``--pairs`` gives the planner),
+- ``pairs``: as each pair's time less its two blocks' (``profile --pairs``),
 
-and print each prediction's error against the segment measured. Not a goal check: it tells whether
-``profile --pairs`` should be on by default (it doubles the profiling work).
+and print each prediction's error against the segment measured. Not a goal check: it tells which
+join model the planner should use by default.
 
 Usage: ``python benchmarks/bench_joins.py [MODEL] [--num-threads N] [--segments K] [--budget-s S]``
 """
@@ -22,23 +25,12 @@ import random
 import statistics
 import sys
 
-import numpy as np
-from onnx import TensorProto, helper
+import msgspec
 
 from splitinfer import zoo
-from splitinfer.profile.profiler import LocalRunner, prepare_model
-
-
-def identity_model() -> bytes:
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])],
-        "trivial",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model.SerializeToString()
+from splitinfer.profile.device import profile_device, profile_segments
+from splitinfer.profile.profiler import LocalRunner, ProfileSettings, prepare_model
+from splitinfer.profile.segments import joins_of
 
 
 def main(argv: list[str]) -> int:
@@ -46,49 +38,41 @@ def main(argv: list[str]) -> int:
     parser.add_argument("model", nargs="?", default="mobilenetv2")
     parser.add_argument("--num-threads", type=int, default=1)
     parser.add_argument("--segments", type=int, default=10)
-    parser.add_argument("--budget-s", type=float, default=0.6, help="timed work per partition")
+    parser.add_argument("--budget-s", type=float, default=20.0, help="timed work of the profile")
     parser.add_argument("--max-blocks", type=int, default=24)
     args = parser.parse_args(argv)
     prepared = prepare_model(zoo.build(args.model), max_blocks=args.max_blocks)
     runner = LocalRunner(num_threads=args.num_threads)
-
-    def median_s(model_bytes: bytes, feeds, budget_s: float = args.budget_s) -> float:
-        result = runner.profile(
-            model_bytes, feeds, num_warmup=3, min_runs=10, max_runs=300, budget_s=budget_s, rel_precision=0.02
-        )
-        return float(np.median(result.times_s))
-
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
-    overhead = median_s(identity_model(), {"x": np.zeros(1, np.float32)})
+    settings = ProfileSettings(budget_s=args.budget_s, pairs=True, rel_precision=0.02)
+    device = profile_device(runner, prepared, settings).to_device_profile((), args.num_threads)
     num = prepared.num_blocks
-    blocks = [median_s(prepared.block_bytes[b], prepared.block_feeds[b]) for b in range(num)]
-    pairs = [median_s(*prepared.segment(b, b + 1)) for b in range(num - 1)]
-    whole = median_s(prepared.whole_bytes, prepared.whole_feeds, 3 * args.budget_s)
-    print(
-        f"{args.model}: {num} blocks, a trivial run {overhead * 1e3:.3f} ms, sum of blocks "
-        f"{sum(blocks) * 1e3:.2f} ms, whole model {whole * 1e3:.2f} ms",
-        flush=True,
-    )
+    cuts = [b.cut_bytes for b in prepared.blocks]
+    blocks = [b.median_s for b in device.blocks]
+    overhead = device.run_overhead.median_s
+    # Each way of predicting the joins, as the profile would hold it:
+    variants = {
+        "sum": msgspec.structs.replace(device, run_overhead=None, pairs=(), whole_model=None),
+        "-overhead": msgspec.structs.replace(device, pairs=(), whole_model=None),
+        "fitted": msgspec.structs.replace(device, pairs=()),
+        "pairs": device,
+    }
+    joins = {name: joins_of(dev, cuts) for name, dev in variants.items()}
+    print(f"{args.model}: {num} blocks, a trivial run {overhead * 1e3:.3f} ms, sum of blocks "
+          f"{sum(blocks) * 1e3:.2f} ms, whole model {device.whole_model.median_s * 1e3:.2f} ms", flush=True)
     rng = random.Random(0)
-    segments = [(0, num - 1)] + [tuple(sorted(rng.sample(range(num), 2))) for _ in range(args.segments)]
-    errors: dict[str, list[float]] = {"sum": [], "-overhead": [], "pairs": []}
-    for first, last in segments:
-        measured = whole if (first, last) == (0, num - 1) else median_s(*prepared.segment(first, last))
-        total = sum(blocks[first : last + 1])
-        inner = range(first, last)
-        predicted = {
-            "sum": total,
-            "-overhead": total - len(inner) * overhead,
-            "pairs": total + sum(min(0.0, pairs[b] - blocks[b] - blocks[b + 1]) for b in inner),
-        }
+    segments = [tuple(sorted(rng.sample(range(num), 2))) for _ in range(args.segments)]
+    measured = profile_segments(runner, prepared, segments, ProfileSettings(budget_s=args.budget_s / 2))
+    errors: dict[str, list[float]] = {name: [] for name in variants}
+    for seg in measured:
+        first, last = seg.first_block, seg.last_block
         line = []
-        for name, value in predicted.items():
-            errors[name].append(abs(value / measured - 1))
-            line.append(f"{name} {(value / measured - 1) * 100:+6.1f}%")
-        print(
-            f"  blocks {first:2}-{last:2}: measured {measured * 1e3:8.2f} ms   " + "   ".join(line),
-            flush=True,
-        )
+        for name, js in joins.items():
+            value = sum(blocks[first:last + 1]) + sum(j or 0.0 for j in js[first:last])
+            errors[name].append(abs(value / seg.stats.median_s - 1))
+            line.append(f"{name} {(value / seg.stats.median_s - 1) * 100:+6.1f}%")
+        print(f"  blocks {first:2}-{last:2}: measured {seg.stats.median_s * 1e3:8.2f} ms   "
+              + "   ".join(line), flush=True)
     print("median |error|: " + ", ".join(f"{k} {statistics.median(v):.1%}" for k, v in errors.items()))
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
     return 0

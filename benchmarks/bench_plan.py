@@ -99,8 +99,8 @@ def bench_case(
     if memory:
         problem = dataclasses.replace(
             problem,
-            memory_bytes=[1] * num_blocks,
-            capacity_bytes={n: num_blocks // 4 for n in problem.devices},
+            weight_bytes=[1_000_000] * num_blocks,  # a quarter of the weights, and room for cut buffers
+            capacity_bytes={n: (num_blocks // 4 + 24) * 1_000_000 for n in problem.devices},
         )
     inst = prepare(problem)  # validation and transfer tables, shared by the runs
     seconds, plans = median_s(lambda: solve(inst, objective, cons, top_k, method=method), repeats)

@@ -13,7 +13,7 @@ from helpers import deploy as helpers
 from splitinfer.cli import main
 from splitinfer.cluster import parse_cluster
 from splitinfer.plan import describe_stages, plan_to_json
-from splitinfer.profile.schema import save_profile
+from splitinfer.profile.files import save_profile
 from splitinfer.records.bench import load_rank
 from splitinfer.records.plans import read_plans
 

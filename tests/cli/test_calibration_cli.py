@@ -12,7 +12,7 @@ from helpers.cli import one_error_line, run_cli
 
 from splitinfer.cluster import parse_cluster
 from splitinfer.plan import plan_from_json, plan_to_json
-from splitinfer.profile.schema import save_profile
+from splitinfer.profile.files import save_profile
 
 CLUSTER = {
     "source": "a",

@@ -29,7 +29,7 @@ from splitinfer.cli.profile_cmds import calibration_input
 from splitinfer.cluster import parse_cluster
 from splitinfer.data import Preprocess, load_dataset
 from splitinfer.graph import load_model
-from splitinfer.profile.schema import load_profile, save_profile
+from splitinfer.profile.files import load_profile, save_profile
 from splitinfer.runtime import bench as bench_module
 
 CLUSTER = {

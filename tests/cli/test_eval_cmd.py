@@ -23,7 +23,7 @@ from splitinfer.cli import eval_cmds, main
 from splitinfer.cluster import parse_cluster
 from splitinfer.graph import load_model
 from splitinfer.graph.inference import create_inference_session
-from splitinfer.profile.schema import save_profile
+from splitinfer.profile.files import save_profile
 
 CLUSTER = {
     "schema": 1,

@@ -14,8 +14,9 @@ from helpers.cli import one_error_line, run_cli
 from helpers.digits import digits
 
 from splitinfer.plan import plan_from_json
-from splitinfer.profile.profiler import LocalRunner, prepare_model, profile_model
-from splitinfer.profile.schema import load_profile, save_profile
+from splitinfer.profile.device import profile_model
+from splitinfer.profile.files import load_profile, save_profile
+from splitinfer.profile.profiler import LocalRunner, prepare_model
 from splitinfer.profile.tradeoff_profile import (
     sensitivity_of,
     time_on_device,
@@ -35,12 +36,12 @@ def files(tmp_path_factory):
     sens = sensitivity_of(prepared, d.x[:128], ["int8"], ["int8", "lz4"], limit=128)
     timed = time_on_device(LocalRunner(), prepared, sens, budget_s=0.5)
     cam = profile.devices["cam"]
-    slow = msgspec.structs.replace(
-        cam,
-        blocks=tuple(
-            None if b is None else msgspec.structs.replace(b, median_s=b.median_s * 50) for b in cam.blocks
-        ),
-    )
+    def slower(stats):
+        return None if stats is None else msgspec.structs.replace(stats, median_s=stats.median_s * 500)
+
+    slow = msgspec.structs.replace(  # a camera 500x slower in everything it runs
+        cam, blocks=tuple(slower(b) for b in cam.blocks), whole_model=slower(cam.whole_model),
+        run_overhead=slower(cam.run_overhead))
     profile = with_tradeoffs(
         msgspec.structs.replace(profile, devices={"cam": slow, "edge": cam}),
         tradeoff_profile(sens, {"cam": timed, "edge": timed}, "digits[:128]"),
@@ -149,7 +150,7 @@ def test_bad_tradeoff_flags_are_one_line(capsys, files, flags, words):
 
 
 def test_a_profile_without_tradeoffs_says_how_to_measure_them(capsys, files, tmp_path):
-    from splitinfer.profile.schema import load_profile
+    from splitinfer.profile.files import load_profile
 
     profile = load_profile(files / "profile.json")
     save_profile(msgspec.structs.replace(profile, tradeoffs=None), tmp_path / "p.json")

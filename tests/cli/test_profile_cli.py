@@ -8,7 +8,7 @@ import pytest
 from splitinfer import zoo
 from splitinfer.cli import main
 from splitinfer.plan import plan_from_json
-from splitinfer.profile.schema import load_profile
+from splitinfer.profile.files import load_profile
 
 FAST = ["--budget-s", "0.5", "--max-blocks", "5"]
 
@@ -30,7 +30,7 @@ def test_profile_this_machine_then_show(tmp_path, model_path, capsys):
     capsys.readouterr()
     assert main(["profile", "show", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "laptop" in text and "whole/sum" in text and "GFLOPs" in text
+    assert "laptop" in text and "whole/one stage" in text and "trivial run" in text and "GFLOPs" in text
 
 
 def test_pairs_give_the_joins_the_plan_adds_to_its_stages(tmp_path, model_path, capsys):
@@ -41,10 +41,10 @@ def test_pairs_give_the_joins_the_plan_adds_to_its_stages(tmp_path, model_path, 
     plan_out = tmp_path / "plan.json"
     assert main(["plan", str(out), "-o", str(plan_out)]) == 0
     (plan,) = plan_from_json(plan_out.read_text())
-    joins = [p.median_s - a.median_s - b.median_s
+    joins = [max(p.median_s - a.median_s - b.median_s, -(a.median_s + b.median_s) / 2)
              for p, a, b in zip(device.pairs, device.blocks, device.blocks[1:], strict=False)]
     blocks = sum(b.median_s for b in device.blocks)
-    # one stage: its blocks and its inner joins (a join is never positive: plan/joins.py)
+    # one stage: its blocks and its inner joins (never positive, at most half a pair: plan/joins.py)
     assert plan.stages[0].compute_s == pytest.approx(blocks + sum(min(j, 0.0) for j in joins))
 
 

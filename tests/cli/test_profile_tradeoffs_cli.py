@@ -11,7 +11,7 @@ import pytest
 from helpers.cli import one_error_line, run_cli
 from helpers.digits import digits
 
-from splitinfer.profile.schema import load_profile
+from splitinfer.profile.files import load_profile
 
 
 @pytest.fixture(scope="module")

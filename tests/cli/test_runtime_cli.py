@@ -21,7 +21,7 @@ from helpers import deploy as helpers
 from splitinfer.cli import main
 from splitinfer.cluster import parse_cluster
 from splitinfer.plan import plan_to_json, with_provenance
-from splitinfer.profile.schema import save_profile
+from splitinfer.profile.files import save_profile
 from splitinfer.records.bench import load_bench
 
 CLUSTER = {

@@ -24,7 +24,7 @@ from splitinfer.cli import main
 from splitinfer.cli.serve_cmds import _is_loopback, serve_command
 from splitinfer.cluster import parse_cluster
 from splitinfer.plan import plan_to_json, with_provenance
-from splitinfer.profile.schema import save_profile
+from splitinfer.profile.files import save_profile
 from splitinfer.runtime import gateway
 
 CLUSTER = {"schema": 1, "source": "a",

@@ -125,7 +125,7 @@ if __name__ == "__main__":
     out.mkdir(parents=True, exist_ok=True)
     prof = make_profile(small=False)
     from splitinfer.plan import plan_to_json
-    from splitinfer.profile.schema import save_profile
+    from splitinfer.profile.files import save_profile
 
     plans = make_plans(prof)
     save_profile(prof, out / "profile.json")

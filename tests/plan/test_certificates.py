@@ -47,7 +47,8 @@ def _problem(num_blocks: int, num_dev: int, seed: int, *, memory: bool = False,
              for a in names for b in names if a != b]
     extra = {}
     if memory:
-        extra |= {"memory_bytes": [1] * num_blocks, "capacity_bytes": {n: num_blocks // 2 for n in names}}
+        extra |= {"weight_bytes": [1_000_000] * num_blocks,  # and the cut buffers: plan/memory.py
+                  "capacity_bytes": {n: (num_blocks // 2 + 4) * 1_000_000 for n in names}}
     if power:
         extra |= {"power": {names[0]: Power(busy_w=4.0, idle_w=1.0, radio_w=2.0, battery=True)}}
     return Problem(names, {n: (base * s).tolist() for n, s in zip(names, speed, strict=True)},

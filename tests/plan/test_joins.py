@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import msgspec
 import pytest
 
 from splitinfer.errors import PlanError
@@ -52,8 +53,9 @@ def test_throughput_counts_the_join_a_stage_gives_back_on_its_device(method):
 
 def test_joins_are_kept_within_what_a_pair_can_save_and_never_add():
     inst = prepare(_problem(a=[0.02, -5.0], b=[None, -0.1]))
-    assert inst.join_s[:, 0].tolist() == [0.0, -0.2]  # positive: noise; below -(0.1 + 0.1): the floor
-    assert inst.join_s[:, 1].tolist() == [0.0, -0.1]
+    # positive: noise; below -(0.1 + 0.1) / 2: the floor (half of each pair, so no stage goes below 0)
+    assert inst.join_s[:, 0].tolist() == [0.0, pytest.approx(-0.1)]
+    assert inst.join_s[:, 1].tolist() == [0.0, pytest.approx(-0.07)]
 
 
 @pytest.mark.parametrize(
@@ -75,4 +77,22 @@ def _stats(median: float) -> Stats:
 
 def test_the_profile_pairs_give_the_joins():
     device = DeviceProfile(blocks=(_stats(0.01), _stats(0.02), None), pairs=(_stats(0.025), None))
-    assert joins_of(device) == [pytest.approx(-0.005), None]
+    assert joins_of(device, [100, 200, 10]) == [pytest.approx(-0.005), None]
+
+
+def test_without_pairs_a_join_is_one_run_and_the_cut_bytes_at_the_rate_the_whole_model_shows():
+    """Blocks 10 + 20 + 30 ms, a trivial run 1 ms, the whole model 50 ms: 60 - 2 x 1 - 50 = 8 ms over
+    the 300 + 100 bytes of the inner cuts, 0.02 ms a byte; a pair measured wins over the fit."""
+    blocks = (_stats(0.010), _stats(0.020), _stats(0.030))
+    device = DeviceProfile(blocks=blocks, run_overhead=_stats(0.001), whole_model=_stats(0.050))
+    cuts = [300, 100, 7]
+    assert joins_of(device, cuts) == [pytest.approx(-0.001 - 0.006), pytest.approx(-0.001 - 0.002)]
+    slower = msgspec.structs.replace(device, whole_model=_stats(0.070))  # no gap to fit: one run only
+    assert joins_of(slower, cuts) == [pytest.approx(-0.001)] * 2
+    paired = msgspec.structs.replace(device, pairs=(_stats(0.0285), None))
+    assert joins_of(paired, cuts) == [pytest.approx(-0.0015), pytest.approx(-0.003)]
+    assert joins_of(msgspec.structs.replace(device, run_overhead=None), cuts) == [None, None]
+    huge = msgspec.structs.replace(device, run_overhead=_stats(0.5))  # a run costs at most the fastest block
+    assert joins_of(huge, cuts) == [pytest.approx(-0.010), pytest.approx(-0.010)]
+    fast_whole = msgspec.structs.replace(device, whole_model=_stats(0.001))  # never below half of both blocks
+    assert joins_of(fast_whole, cuts) == [pytest.approx(-0.015), pytest.approx(-0.001 - 0.057 / 400 * 100)]

@@ -19,6 +19,10 @@ EXAMPLES = 300
 # while still producing many exact ties (zeros, equal times).
 TIMES = st.integers(0, 44).map(lambda i: None if i > 40 else i * 0.0125)  # about 1 in 11 cannot run
 BYTES = st.integers(0, 20).map(lambda i: i * 500)
+# Memory (plan/memory.py): a block's weights or peak; a device's capacity, on the scale of the cut
+# buffers a stage holds too (``in_flight`` x bytes entering and leaving it).
+MEMORY = st.integers(0, 6).map(lambda i: i * 500)
+CAPACITY = st.integers(4, 60).map(lambda i: i * 500)
 
 
 @st.composite
@@ -39,8 +43,10 @@ def problems(draw, energy: bool = False) -> Problem:
                         draw(st.sampled_from([0.0, 0.005, 0.02])),
                     )
                 )
-    memory = draw(st.none() | st.lists(st.integers(0, 6), min_size=num_blocks, max_size=num_blocks))
-    capacity = {n: draw(st.none() | st.integers(4, 24)) for n in names} if memory else {}
+    per_block = st.none() | st.lists(MEMORY, min_size=num_blocks, max_size=num_blocks)
+    memory = draw(st.booleans())
+    weights, activations = (draw(per_block), draw(per_block)) if memory else (None, None)
+    capacity = {n: draw(st.none() | CAPACITY) for n in names} if memory else {}
     power = {}
     if energy:
         for n in names:
@@ -59,6 +65,7 @@ def problems(draw, energy: bool = False) -> Problem:
     join = st.sampled_from([0.0, -0.0125, -0.025, 0.0125, None])
     extra["join_s"] = {n: draw(st.lists(join, min_size=num_blocks - 1, max_size=num_blocks - 1))
                        for n in names if draw(st.booleans())}
+    extra["in_flight"] = draw(st.sampled_from([1, 1, 2]))
     return Problem(
         names,
         compute,
@@ -66,7 +73,8 @@ def problems(draw, energy: bool = False) -> Problem:
         draw(BYTES),
         draw(BYTES),
         links,
-        memory,
+        weights,
+        activations,
         capacity,
         power,
         source,
@@ -232,8 +240,9 @@ def segment_cases(draw):
     """No revisits with memory limits (and sometimes a throughput bound): the stage-by-stage DP."""
     problem = draw(problems(energy=draw(st.booleans())))
     num_blocks = problem.num_blocks
-    memory = draw(st.lists(st.integers(1, 6), min_size=num_blocks, max_size=num_blocks))
-    capacity = {n: draw(st.integers(3, 5 * num_blocks)) for n in problem.devices}
+    weights = draw(st.lists(MEMORY, min_size=num_blocks, max_size=num_blocks))
+    activations = draw(st.lists(MEMORY, min_size=num_blocks, max_size=num_blocks))
+    capacity = {n: draw(st.integers(6, 10 + 12 * num_blocks).map(lambda i: i * 500)) for n in problem.devices}
     problem = Problem(
         problem.devices,
         problem.compute_s,
@@ -241,12 +250,14 @@ def segment_cases(draw):
         problem.input_bytes,
         problem.output_bytes,
         problem.links,
-        memory,
+        weights,
+        activations,
         capacity,
         problem.power,
         problem.source,
         draw(st.sampled_from([None, problem.source])),
         problem.join_s,
+        problem.in_flight,
     )
     cons = Constraints(
         revisits=False,

@@ -20,9 +20,9 @@ from splitinfer.plan import (
     prepare,
     solve,
 )
+from splitinfer.plan.constraint_checks import allowed_matrix
 from splitinfer.plan.cost import evaluate, measure
 from splitinfer.plan.kbest import merge_sorted
-from splitinfer.plan.problem import allowed_matrix
 from splitinfer.plan.weights import energy_weights, upload_weights
 
 BW, LAT = 2.5e6, 0.005
@@ -142,7 +142,10 @@ def test_bad_plan_files(text, match):
         ({"links": [Link("cam", "tv", 1.0)]}, "unknown device 'tv'"),
         ({"cut_bytes": [1, -5]}, r"cut_bytes\[1\]"),
         ({"source": "tv"}, "source 'tv' is not a device"),
-        ({"memory_bytes": [1, 2]}, "memory_bytes has 2 entries"),
+        ({"weight_bytes": [1, 2]}, "weight_bytes has 2 entries"),
+        ({"activation_bytes": [1, -2, 3]}, r"activation_bytes\[1\] is -2"),
+        ({"in_flight": 0}, "in_flight is 0"),
+        ({"in_flight": 1.5}, "in_flight is 1.5"),
         ({"devices": ("cam", "cam")}, "unique"),
     ],
 )
@@ -200,7 +203,8 @@ def test_energy_needs_a_battery_device():
             "no plan satisfies --max-stages 1",
         ),
         (
-            camera_edge(memory_bytes=[5, 5, 5], capacity_bytes={"cam": 6, "edge": 6}),
+            # any plan puts two blocks' weights on one device, in one stage or in two
+            camera_edge(weight_bytes=[5_000_000] * 3, capacity_bytes={"cam": 6_000_000, "edge": 6_000_000}),
             Constraints(),
             "memory capacity",
         ),
@@ -241,8 +245,12 @@ def _random_problem(num_blocks: int, num_dev: int, seed: int, memory: bool = Fal
         for b in names
         if a != b
     ]
-    extra = (
-        {"memory_bytes": [1] * num_blocks, "capacity_bytes": {n: num_blocks // 2 for n in names}}
+    extra = (  # about half the blocks' weights, and room for their peak and cut buffers
+        {
+            "weight_bytes": [1_000_000] * num_blocks,
+            "activation_bytes": rng.integers(0, 3_000_000, num_blocks).tolist(),
+            "capacity_bytes": {n: (num_blocks // 2 + 7) * 1_000_000 for n in names},
+        }
         if memory
         else {}
     )

@@ -47,7 +47,8 @@ def cases(draw, objective: str):
                 battery=True,
             )
         }
-    memory = draw(st.none() | st.lists(st.integers(0, 6), min_size=num_blocks, max_size=num_blocks))
+    memory = draw(st.booleans())  # plan/memory.py: weights, a peak, in_flight x the raw cut buffers
+    per_block = st.lists(st.integers(0, 6).map(lambda i: i * 500), min_size=num_blocks, max_size=num_blocks)
     join = st.sampled_from([0.0, -0.0125, 0.0125, None])
     problem = Problem(
         names,
@@ -56,11 +57,13 @@ def cases(draw, objective: str):
         draw(BYTES),
         draw(BYTES),
         links,
-        memory,
-        {n: draw(st.none() | st.integers(4, 12)) for n in names} if memory else {},
+        draw(per_block) if memory else None,
+        draw(per_block) if memory else None,
+        {n: draw(st.none() | st.integers(4, 40).map(lambda i: i * 500)) for n in names} if memory else {},
         power,
         draw(st.sampled_from(names)),
         join_s={n: draw(st.lists(join, min_size=cuts, max_size=cuts)) for n in names if draw(st.booleans())},
+        in_flight=draw(st.sampled_from([1, 2])),
     )
     precision = PrecisionOption(
         "int8",

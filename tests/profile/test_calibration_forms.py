@@ -13,7 +13,8 @@ from splitinfer.cli._inputs import dataset_feeds
 from splitinfer.data import Dataset
 from splitinfer.errors import InputError
 from splitinfer.graph import load_model
-from splitinfer.profile.profiler import ProfileSettings, load_calibration, prepare_model, profile_model
+from splitinfer.profile.device import profile_model
+from splitinfer.profile.profiler import ProfileSettings, load_calibration, prepare_model
 
 SHAPES = {"x": (4, 3, 16, 16)}  # batch 4 of the dynamic model
 

@@ -10,31 +10,27 @@ import onnxruntime as ort
 import pytest
 
 from splitinfer import zoo
-from splitinfer.errors import ProfileError, ShapeError, WorkerError
+from splitinfer.errors import ModelError, ProfileError, ShapeError, WorkerError
 from splitinfer.graph import analyze, load_model
 from splitinfer.host import MACHINE_KEYS
-from splitinfer.profile.profiler import (
+from splitinfer.profile.device import (
     DeviceRecord,
-    LocalRunner,
-    ProfileInterrupted,
-    ProfileSettings,
-    load_calibration,
-    prepare_model,
     profile_device,
     profile_model,
     profile_segments,
     sum_of_blocks_s,
 )
-from splitinfer.profile.schema import (
-    DeviceProfile,
-    SegmentStats,
-    Stats,
-    decode_profile,
-    encode_profile,
-    load_profile,
-    save_profile,
+from splitinfer.profile.files import decode_profile, encode_profile, load_profile, save_profile
+from splitinfer.profile.partition_timing import PartitionFailure
+from splitinfer.profile.profiler import (
+    LocalRunner,
+    ProfileInterrupted,
+    ProfileSettings,
+    load_calibration,
+    prepare_model,
 )
-from splitinfer.profile.segments import corrected_device, corrected_profile, segment_ratio
+from splitinfer.profile.schema import DeviceProfile, SegmentStats, Stats
+from splitinfer.profile.segments import corrected_device, corrected_profile, joins_of, segment_ratio
 
 FAST = ProfileSettings(budget_s=0.3, num_warmup=1, min_runs=3, max_runs=30)
 
@@ -141,38 +137,36 @@ def test_whole_model_and_segments_against_the_sum_of_blocks(prepared):
         "d": msgspec.structs.replace(device, segments=tuple(segments))})
     fixed_dev = corrected_profile(profile).devices["d"]
     assert len(device.pairs) == prepared.num_blocks - 1 and all(p is not None for p in device.pairs)
+    joins = joins_of(device, [b.cut_bytes for b in prepared.blocks])  # the planner's: as measured
     for seg in segments:
-        total = sum_of_blocks_s(fixed_dev, seg.first_block, seg.last_block)
-        before = sum_of_blocks_s(device, seg.first_block, seg.last_block)
-        inner = range(seg.first_block, seg.last_block)
+        inner = sum(joins[seg.first_block:seg.last_block])
         # the prediction a segment is checked against: its blocks and the joins at its inner cuts
-        predicted = before + sum(device.pairs[b].median_s - device.blocks[b].median_s
-                                 - device.blocks[b + 1].median_s for b in inner)
+        predicted = sum_of_blocks_s(device, seg.first_block, seg.last_block) + inner
+        corrected = sum_of_blocks_s(fixed_dev, seg.first_block, seg.last_block) + inner
         if abs(seg.stats.median_s / predicted - 1) > 0.05:
-            assert total == pytest.approx(seg.stats.median_s)
-            assert all(fixed_dev.pairs[b] is None for b in inner)  # the segment holds its joins
+            assert corrected == pytest.approx(seg.stats.median_s)
         else:
-            assert total == pytest.approx(before)
-            assert [fixed_dev.pairs[b] for b in inner] == [device.pairs[b] for b in inner]
+            assert corrected == pytest.approx(predicted)
 
 
 def test_a_block_that_cannot_run_is_null_and_named():
-    class Refusing(LocalRunner):
-        def profile(self, model_bytes, feeds, **kw):
-            if "image" not in feeds:
-                from splitinfer.errors import WorkerError
-                raise WorkerError("no kernel for this op", "use another provider")
-            return super().profile(model_bytes, feeds, **kw)
-
     prep = prepare_model(zoo.build_small("resnet18").SerializeToString(), max_blocks=3)
+    refused = {prep.block_bytes[1], prep.block_bytes[2]}
+
+    class Refusing(LocalRunner):
+        def profile_set(self, parts, feeds, **kw):
+            timed = super().profile_set(parts, feeds, **kw)
+            return [PartitionFailure(WorkerError("no kernel for this op", "use another provider"))
+                    if part in refused else t for part, t in zip(parts, timed, strict=True)]
+
     record = profile_device(Refusing(num_threads=1), prep, FAST)
     assert record.blocks[0] is not None and record.blocks[1] is None and record.blocks[2] is None
     assert record.failures[0].startswith("block 1: no kernel")
+    assert record.whole_model is not None and record.run_overhead is not None
 
     class RefusingAll(LocalRunner):
-        def profile(self, model_bytes, feeds, **kw):
-            from splitinfer.errors import ModelError
-            raise ModelError("cannot load", "fix it")
+        def profile_set(self, parts, feeds, **kw):
+            return [PartitionFailure(ModelError("cannot load", "fix it")) for _ in parts]
 
     with pytest.raises(ProfileError, match="no block of"):
         profile_device(RefusingAll(), prep, FAST)
@@ -193,17 +187,23 @@ def test_the_local_runner_describes_this_host_with_its_threads():
     assert set(device.host) <= set(MACHINE_KEYS) | {"slowdown", "complete"}
 
 
-def test_ctrl_c_in_process_keeps_the_blocks_measured(resnet_bytes):
-    def interrupt_at_block_2(done: int, total: int, what: str) -> None:
-        if done == 2:
+def test_ctrl_c_in_process_keeps_the_sets_measured(resnet_bytes):
+    """The blocks are timed as one set, then the pairs: Ctrl-C as the pairs start keeps the blocks."""
+    seen = []
+
+    def interrupt_at_the_pairs(done: int, total: int, what: str) -> None:
+        seen.append(what)
+        if what.startswith("blocks 0-1"):
             raise KeyboardInterrupt
 
+    settings = dataclasses.replace(FAST, pairs=True)
     with pytest.raises(ProfileInterrupted) as caught:
-        profile_model(resnet_bytes, max_blocks=5, settings=FAST, progress=interrupt_at_block_2)
+        profile_model(resnet_bytes, max_blocks=5, settings=settings, progress=interrupt_at_the_pairs)
+    assert seen == ["trivial run .. whole model in rounds", "blocks 0-1 .. blocks 3-4 in rounds"]
     partial = caught.value.profile
     device = partial.devices["local"]
-    assert [b is not None for b in device.blocks] == [True, True, False, False, False]
-    assert device.host["complete"] is False and device.whole_model is None
+    assert all(b is not None for b in device.blocks) and device.whole_model is not None
+    assert device.host["complete"] is False and device.pairs == ()
     assert decode_profile(encode_profile(partial)) == partial
 
 
@@ -215,15 +215,20 @@ def test_segment_corrections_scale_only_segments_off_by_more_than_5_percent():
     device = DeviceProfile(blocks=tuple(_stats(t) for t in (1.0, 2.0, 3.0, 4.0)),
                            segments=(SegmentStats(0, 1, _stats(1.5)),  # 3.0 -> 1.5: fused
                                      SegmentStats(2, 3, _stats(7.2))))  # 7.0 -> 7.2: within 5%
-    fixed = corrected_device(device)
+    none = [None, None, None]
+    fixed = corrected_device(device, none)
     assert [b.median_s for b in fixed.blocks] == pytest.approx([0.5, 1.0, 3.0, 4.0])
     assert fixed.blocks[0].p90_s == pytest.approx(0.5) and fixed.segments == device.segments
-    whole = corrected_device(msgspec.structs.replace(device, segments=(), whole_model=_stats(5.0)))
+    whole = corrected_device(msgspec.structs.replace(device, segments=(), whole_model=_stats(5.0)), none)
     assert sum(b.median_s for b in whole.blocks) == pytest.approx(5.0)  # the whole model is a segment too
-    assert segment_ratio(device, device.segments[0]) == pytest.approx(0.5)
+    assert segment_ratio(device, device.segments[0], none) == pytest.approx(0.5)
     with_null = msgspec.structs.replace(device, blocks=(None, *device.blocks[1:]))
-    assert segment_ratio(with_null, device.segments[0]) is None
-    assert corrected_device(with_null).blocks[0] is None
+    assert segment_ratio(with_null, device.segments[0], none) is None
+    assert corrected_device(with_null, none).blocks[0] is None
+    # With a join of -0.3 at cut 0, blocks 0-1 are scaled so that they and the join make 1.5.
+    joined = corrected_device(device, [-0.3, None, None])
+    assert [b.median_s for b in joined.blocks[:2]] == pytest.approx([0.6, 1.2])
+    assert segment_ratio(device, device.segments[0], [-0.3, None, None]) == pytest.approx(1.5 / 2.7)
 
 
 @pytest.mark.parametrize(("field", "value"), [

@@ -13,17 +13,15 @@ from splitinfer.errors import InfeasibleError, ProfileError, SchemaError
 from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS
 from splitinfer.plan import solve
 from splitinfer.profile import schema
-from splitinfer.profile.problem import build_problem
-from splitinfer.profile.schema import (
-    DeviceProfile,
-    LinkProfile,
-    Stats,
+from splitinfer.profile.files import (
     decode_profile,
     encode_profile,
     load_profile,
     merge_profiles,
     save_profile,
 )
+from splitinfer.profile.problem import build_problem
+from splitinfer.profile.schema import DeviceProfile, LinkProfile, Stats
 
 
 def documented_example() -> dict:
@@ -186,7 +184,7 @@ def test_build_problem_takes_declared_links_first_then_measurements():
     assert links[("camera", "edge")].bandwidth_bps == 2.5e6  # measured, from the profile
     assert problem.compute_s["camera"] == [0.051, None]
     assert problem.capacity_bytes == {"camera": 3_000_000, "edge": 10**9}
-    assert problem.memory_bytes == [37632 + 1605632, 2052000 + 806816]
+    assert problem.weight_bytes == [37632, 2052000] and problem.activation_bytes == [1605632, 806816]
     assert problem.power["camera"].battery and problem.cut_bytes == [802816]
     plans = solve(problem, "energy")
     assert plans[0].energy_j is not None and plans[0].stages[-1].device == "edge"
@@ -202,6 +200,27 @@ def test_build_problem_adds_the_measured_hop_overhead_to_every_link():
     # it survives the file and a merge
     assert decode_profile(encode_profile(refined)).hop_overhead_s == 0.001
     assert merge_profiles(refined, base).hop_overhead_s == 0.001
+
+
+def test_build_problem_charges_one_run_per_stage_from_the_trivial_run_and_the_whole_model():
+    base = two_device_profile()
+    edge = msgspec.structs.replace(base.devices["edge"], run_overhead=Stats(0.001, 0.001, 0.001, 0.001, 0, 9),
+                                   whole_model=Stats(0.058, 0.058, 0.058, 0.058, 0, 9))
+    profile = msgspec.structs.replace(base, devices={**base.devices, "edge": edge})
+    problem = build_problem(profile, parse_cluster(CLUSTER))
+    # edge: blocks 0.05 + 0.01, one run 1 ms less, and the whole model 1 ms faster still over 802816 bytes
+    assert problem.join_s == {"edge": [pytest.approx(-0.002)]}
+    assert "camera" not in problem.join_s  # nothing measured there: no join
+    assert build_problem(base, parse_cluster(CLUSTER)).join_s == {}
+
+
+def test_build_problem_takes_measured_memory_the_most_any_device_saw_else_the_estimate():
+    base = two_device_profile()
+    camera = msgspec.structs.replace(base.devices["camera"], memory=(schema.BlockMemory(1000, 200), None))
+    edge = msgspec.structs.replace(base.devices["edge"], memory=(schema.BlockMemory(900, 300), None))
+    profile = msgspec.structs.replace(base, devices={"camera": camera, "edge": edge})
+    problem = build_problem(profile, parse_cluster(CLUSTER))
+    assert problem.weight_bytes == [1000, 2052000] and problem.activation_bytes == [300, 806816]
 
 
 def test_build_problem_without_cluster_uses_the_profile_devices():

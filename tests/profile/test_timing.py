@@ -11,15 +11,18 @@ from onnx import TensorProto, helper
 
 from splitinfer.errors import ModelError, ShapeError, WorkerError
 from splitinfer.profile.partition_timing import PartitionTiming
-from splitinfer.profile.timing import measure, median_ci_rel, summarize, time_partition
+from splitinfer.profile.rounds import median_ci_rel
+from splitinfer.profile.timing import measure, summarize, time_partition
 
 
-def test_summary_matches_numpy():
+def test_summary_matches_numpy_on_the_runs_the_outlier_rule_keeps():
     xs = [0.010, 0.012, 0.011, 0.013, 0.050, 0.011, 0.012, 0.010, 0.011, 0.012]
+    kept = [x for x in xs if x != 0.050]  # Q3 + 3 IQR = 0.012 + 3 x 0.001: 0.050 is far out
     s = summarize(xs)
-    assert s.median_s == pytest.approx(np.median(xs))
-    assert s.p90_s == pytest.approx(np.percentile(xs, 90))
-    assert s.n == 10 and s.mean_s == pytest.approx(np.mean(xs))
+    assert s.median_s == pytest.approx(np.median(kept))
+    assert s.p90_s == pytest.approx(np.percentile(kept, 90))
+    assert s.n == 9 and s.outliers == 1 and s.mean_s == pytest.approx(np.mean(kept))
+    assert summarize(kept).outliers == 0
 
 
 def test_ci_shrinks_with_more_samples():
@@ -92,7 +95,7 @@ def _reshape_model() -> bytes:
 
 def test_time_partition_words_each_failure():
     x = np.ones((2, 3), np.float32)
-    with pytest.raises(ShapeError, match=r"the feeds are \['z'\], the partition takes \['x'\]"):
+    with pytest.raises(ShapeError, match=r"the partition takes \['x'\], which the feeds lack"):
         time_partition(_relu_model(), {"z": x})
     with pytest.raises(ShapeError, match="the partition rejects its inputs"):
         time_partition(_relu_model(), {"x": np.ones((2, 3), np.float64)})

@@ -31,7 +31,7 @@ def bench(plans, profile):
 def report_dir(tmp_path_factory, profile, plans, bench):
     """A full report written once from files (profile.json, plan.json, bench.json), for tests to read."""
     from splitinfer.plan import plan_to_json
-    from splitinfer.profile.schema import save_profile
+    from splitinfer.profile.files import save_profile
     from splitinfer.records.bench import save_bench
     from splitinfer.report import write_report
 

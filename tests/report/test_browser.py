@@ -97,7 +97,7 @@ def test_a_page_without_the_check_script_fails(tmp_path):
 
 def test_cli_check_opens_the_written_page(profile, tmp_path, capsys):
     from splitinfer.cli import main
-    from splitinfer.profile.schema import save_profile
+    from splitinfer.profile.files import save_profile
 
     save_profile(profile, tmp_path / "profile.json")
     rc = main(["report", str(tmp_path / "profile.json"), "-o", str(tmp_path / "rep"), "--check"])

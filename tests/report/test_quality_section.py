@@ -19,7 +19,7 @@ from sklearn import metrics
 
 from splitinfer.data import Dataset
 from splitinfer.graph.inference import create_inference_session
-from splitinfer.profile.schema import save_profile
+from splitinfer.profile.files import save_profile
 from splitinfer.report import check_page, find_browser, write_report
 from splitinfer.report.quality import load_eval
 from splitinfer.runtime.evaluate import chain_runner, evaluate, reference_runner, with_hop_compression

@@ -14,7 +14,7 @@ import pytest
 from matplotlib.text import Annotation
 
 from splitinfer.plan import Hop, Plan, Stage, plan_to_json
-from splitinfer.profile.schema import save_profile
+from splitinfer.profile.files import save_profile
 from splitinfer.report import check_page, figures, find_browser, plan_figures, write_report
 from splitinfer.report.inputs import device_colors
 from splitinfer.report.tables import plan_steps_table, plan_table

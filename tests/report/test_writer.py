@@ -13,7 +13,7 @@ from splitinfer import zoo
 from splitinfer.cli import main
 from splitinfer.errors import ModelError, PlanError, SchemaError
 from splitinfer.plan import plan_to_json, with_provenance
-from splitinfer.profile.schema import save_profile
+from splitinfer.profile.files import save_profile
 from splitinfer.report import write_report
 
 FIGURES = ("block_latency", "block_statistics", "plans", "timeline", "block_graph", "pareto", "bench_parts",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
@@ -13,9 +14,9 @@ import pytest
 from splitinfer import zoo
 from splitinfer.cluster import Device, parse_cluster
 from splitinfer.errors import ModelError, ProfileError
+from splitinfer.profile.files import decode_profile, encode_profile
 from splitinfer.profile.profiler import ProfileInterrupted, ProfileSettings, ProfileWarning, prepare_model
-from splitinfer.profile.schema import decode_profile, encode_profile
-from splitinfer.profile.segments import corrected_profile
+from splitinfer.profile.segments import corrected_profile, joins_of
 from splitinfer.runtime.launch.local import launch_local_workers
 from splitinfer.runtime.profiling import profile_cluster
 from splitinfer.runtime.refine import refine
@@ -80,13 +81,15 @@ def test_refine_measures_the_plans_segments_until_stable(profiled, prepared, in_
     plan, refined = refine(profile, cluster, None, prepared=prepared, settings=FAST, in_pipeline=in_pipeline,
                            num_requests=8)
     fixed = corrected_profile(refined)
+    cuts = [b.cut_bytes for b in refined.blocks]
     for stage in plan.stages:
         if stage.first_block == stage.last_block and not in_pipeline:
             continue  # on the workers, a one-block segment is the block itself
         segments = {(s.first_block, s.last_block): s for s in refined.devices[stage.device].segments}
         assert (stage.first_block, stage.last_block) in segments
         blocks = fixed.devices[stage.device].blocks[stage.first_block:stage.last_block + 1]
-        assert stage.compute_s == pytest.approx(sum(b.median_s for b in blocks))
+        joins = joins_of(refined.devices[stage.device], cuts)[stage.first_block:stage.last_block]
+        assert stage.compute_s == pytest.approx(sum(b.median_s for b in blocks) + sum(joins))
     assert [d.blocks for d in refined.devices.values()] == [d.blocks for d in profile.devices.values()]
     if not in_pipeline:
         assert plan.provenance.hop_overheads == ()
@@ -131,14 +134,15 @@ def test_a_device_that_disappears_is_named_and_the_others_kept(prepared):
         cluster = parse_cluster({"devices": [{"name": "here", "num_threads": 1},
                                              {"name": "gone", "address": remote.workers["gone"].address}]})
 
-        def kill_at_block_2(device: str, done: int, total: int, what: str) -> None:
-            if device == "gone" and done == 2:
+        def kill_as_the_blocks_go(device: str, done: int, total: int, what: str) -> None:
+            if device == "gone" and done == 0:  # as the blocks are sent to it
                 os.kill(pid, signal.SIGKILL)
                 psutil.Process(pid).wait(5)
 
         with pytest.warns(ProfileWarning, match="device 'gone' left out of the profile: worker gone did not"):
             profile = profile_cluster(None, cluster, token=token, prepared=prepared, settings=FAST,
-                                      progress=False, request_timeout_s=1.0, on_progress=kill_at_block_2)
+                                      progress=False, request_timeout_s=1.0,
+                                      on_progress=kill_as_the_blocks_go)
     assert list(profile.devices) == ["here"]
     assert all(b is not None for b in profile.devices["here"].blocks)
 
@@ -154,19 +158,19 @@ def test_no_device_left_is_an_error(prepared):
 def test_ctrl_c_keeps_what_was_measured(prepared):
     cluster = parse_cluster({"devices": [{"name": "a", "num_threads": 1}, {"name": "b", "num_threads": 1}]})
 
-    def interrupt_at_block_2(device: str, done: int, total: int, what: str) -> None:
-        if device == "a" and done == 2:
+    def interrupt_at_the_pairs(device: str, done: int, total: int, what: str) -> None:
+        if device == "a" and what.startswith("blocks 0-1"):
             os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(1.0)  # the main thread takes the signal and sets stop: block 2 is not timed
+            time.sleep(1.0)  # the main thread takes the signal and sets stop: the pairs are not timed
 
     with pytest.raises(ProfileInterrupted) as caught:
-        profile_cluster(None, cluster, prepared=prepared, settings=FAST, progress=False,
-                        on_progress=interrupt_at_block_2)
+        profile_cluster(None, cluster, prepared=prepared, settings=dataclasses.replace(FAST, pairs=True),
+                        progress=False, on_progress=interrupt_at_the_pairs)
     partial = caught.value.profile
     assert partial is not None and list(partial.devices) == ["a"]
     device = partial.devices["a"]
-    assert device.host["complete"] is False
-    assert [b is not None for b in device.blocks] == [True, True, False, False, False, False]
+    assert device.host["complete"] is False and device.pairs == ()
+    assert all(b is not None for b in device.blocks) and device.run_overhead is not None
     assert decode_profile(encode_profile(partial)) == partial
 
 

@@ -13,8 +13,9 @@ from helpers.digits import digits
 from splitinfer.data import Dataset
 from splitinfer.errors import PlanError
 from splitinfer.plan import Link, describe_stages
+from splitinfer.profile.device import profile_model
 from splitinfer.profile.problem import build_problem
-from splitinfer.profile.profiler import LocalRunner, prepare_model, profile_model
+from splitinfer.profile.profiler import LocalRunner, prepare_model
 from splitinfer.profile.tradeoff_profile import (
     sensitivity_of,
     time_on_device,

@@ -18,8 +18,9 @@ from rich.console import Console
 import splitinfer.runtime.coordinator.deploy as deploy_module
 from splitinfer.cli.runtime_cmds import format_bench_table
 from splitinfer.plan import describe_stages, solve_tradeoffs
+from splitinfer.profile.device import profile_model
 from splitinfer.profile.problem import build_problem
-from splitinfer.profile.profiler import LocalRunner, prepare_model, profile_model
+from splitinfer.profile.profiler import LocalRunner, prepare_model
 from splitinfer.profile.tradeoff_profile import (
     sensitivity_of,
     time_on_device,
@@ -37,8 +38,12 @@ BATCH = 32
 
 
 def _scaled(device, factor: float):
-    return replace(device, blocks=tuple(
-        None if b is None else replace(b, median_s=b.median_s * factor) for b in device.blocks))
+    """The device ``factor`` times slower in everything it ran (blocks, whole model, trivial run)."""
+    def slower(stats):
+        return None if stats is None else replace(stats, median_s=stats.median_s * factor)
+
+    return replace(device, blocks=tuple(slower(b) for b in device.blocks),
+                   whole_model=slower(device.whole_model), run_overhead=slower(device.run_overhead))
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from helpers.runtime_models import local_cluster
 
 from splitinfer.data import Dataset
 from splitinfer.plan.plan import Hop, Plan, Stage
-from splitinfer.profile.profiler import prepare_model, profile_model
+from splitinfer.profile.device import profile_model
+from splitinfer.profile.profiler import prepare_model
 from splitinfer.runtime.coordinator.deploy import deploy, plan_stages
 from splitinfer.runtime.evaluate import evaluate, reference_runner, session_runner
 

@@ -16,6 +16,7 @@ from helpers.runtime_models import make_model, mlp_parts, whole_and_parts
 from onnx import helper
 
 from splitinfer.errors import AuthError, ErrorCode, ModelError, SplitinferError, TransportError, WorkerError
+from splitinfer.profile.partition_timing import PartitionFailure
 from splitinfer.runtime import PartitionTiming, WorkerClient
 from splitinfer.runtime.wire import codec, messages
 from splitinfer.types import TensorSpec
@@ -250,6 +251,28 @@ def test_info_echo_profile_and_probe(workers):
         with pytest.raises(ModelError):
             client.time_partition(b"junk", {"t0": x})
         assert client.health()["name"] == "w"
+
+
+def test_partitions_timed_together_each_with_its_result_or_failure_and_memory(workers):
+    """One request times a model's partitions in rounds: one that cannot run fails alone; each session
+    reports the memory it added (weights of 256 x 256 floats: about 0.5 MB per partition)."""
+    _, parts = whole_and_parts(mlp_parts(2, width=256, batch=2))
+    rng = np.random.default_rng(0)
+    feeds = {f"t{k}": rng.standard_normal((2, 256)).astype(np.float32) for k in range(2)}
+    with WorkerClient(workers[1], TOKEN) as client:
+        first, junk, second = client.time_partitions([parts[0][0], b"junk", parts[1][0]], feeds,
+                                                     min_runs=5, max_runs=5, slowdown=3.0)
+        assert isinstance(junk, PartitionFailure) and isinstance(junk.error, ModelError)
+        for timing in (first, second):
+            assert isinstance(timing, PartitionTiming) and len(timing.compute_times_s) >= 5
+            assert timing.times_s == pytest.approx([3 * t for t in timing.compute_times_s])
+            assert timing.weight_bytes is not None and timing.weight_bytes >= 256 * 256 * 4
+            assert timing.activation_bytes is not None and timing.activation_bytes >= 0
+        with pytest.raises(TransportError, match=r"at most 60000 runs in all"):  # malformed
+            client.time_partitions([parts[0][0]] * 2, feeds, max_runs=40_000)
+        with pytest.raises(TransportError, match="outputs with one partition only"):
+            client.time_partitions([parts[0][0]] * 2, feeds, return_outputs=True)
+        assert client.health()["name"] == "peer"
 
 
 def test_a_stage_with_several_dtypes_deploys_and_checks_its_signature(workers):

@@ -6,6 +6,7 @@ from rich.table import Table
 
 from splitinfer.cli._common import format_bytes, format_count
 from splitinfer.profile.schema import Profile
+from splitinfer.profile.segments import joins_of
 
 
 def _stat_ms(stats: object) -> str:
@@ -14,7 +15,8 @@ def _stat_ms(stats: object) -> str:
 
 def profile_table(profile: Profile) -> Table:
     """Per block: FLOPs, parameters, cut and activation bytes, the median ms on every device;
-    then each device's sum of blocks against the whole model (below 1: fusion and per-run overhead)."""
+    then each device's sum of blocks, its trivial run, the whole model as the planner predicts one
+    stage of it (blocks and joins) and as measured."""
     names = list(profile.devices)
     table = Table(title=f"profile of {profile.model.name} ({profile.model.sha256[:12]}), median ms",
                   title_justify="left")
@@ -24,35 +26,42 @@ def profile_table(profile: Profile) -> Table:
         times = [_stat_ms(profile.devices[n].blocks[b.index]) for n in names]
         table.add_row(str(b.index), f"{b.flops / 1e9:.3f}", format_count(b.num_params),
                       format_bytes(b.cut_bytes), format_bytes(b.activation_bytes), *times)
-    sums, wholes, ratios = [], [], []
+    rows: dict[str, list[str]] = {"sum": [], "trivial run": [], "as one stage": [], "whole": [],
+                                  "whole/one stage": []}
     for n in names:
         dev = profile.devices[n]
         total = sum(s.median_s for s in dev.blocks if s is not None)
-        sums.append(f"{total * 1000:.3f}")
-        wholes.append(_stat_ms(dev.whole_model))
+        # What the planner predicts for the whole model as one stage: its blocks and the joins between
+        # them (one run instead of one per block, and fusion where pairs were timed).
+        one = total + sum(j for j in joins_of(dev, [b.cut_bytes for b in profile.blocks]) if j is not None)
+        rows["sum"].append(f"{total * 1000:.3f}")
+        rows["trivial run"].append(_stat_ms(dev.run_overhead))
+        rows["as one stage"].append(f"{one * 1000:.3f}")
+        rows["whole"].append(_stat_ms(dev.whole_model))
         whole = dev.whole_model
-        ratios.append("-" if whole is None or not total else f"{whole.median_s / total:.2f}")
+        rows["whole/one stage"].append("-" if whole is None or not one else f"{whole.median_s / one:.2f}")
     table.add_section()
-    table.add_row("sum", "", "", "", "", *sums)
-    table.add_row("whole", "", "", "", "", *wholes)
-    table.add_row("whole/sum", "", "", "", "", *ratios)
+    for label, values in rows.items():
+        table.add_row(label, "", "", "", "", *values)
     return table
 
 
 def devices_table(profile: Profile) -> Table:
     """Providers, num_threads, memory, date and host of each device."""
     table = Table(title="devices", title_justify="left")
-    for col in ("device", "providers", "num_threads", "memory free", "slowdown", "date", "onnxruntime",
-                "note"):
+    for col in ("device", "providers", "num_threads", "memory free", "slowdown", "noise", "date",
+                "onnxruntime", "note"):
         table.add_column(col, overflow="fold", no_wrap=col == "date")
     for name, dev in profile.devices.items():
         memory = "-" if dev.memory_bytes is None else format_bytes(dev.memory_bytes)
         note = "partial" if dev.host.get("complete") is False else ""
         note += f" {len(dev.segments)} segments" if dev.segments else ""
+        note += f" re-measured {dev.remeasured} of {len(dev.blocks)} blocks" if dev.remeasured else ""
+        noise = "-" if dev.noise is None else f"{dev.noise:.2f}"  # the median block's p90/p10
         providers = ",".join(p.removesuffix("ExecutionProvider") for p in dev.providers)
         ort_version = dev.versions.get("onnxruntime", "")
         table.add_row(name, providers, str(dev.num_threads or "default"), memory,
-                      str(dev.host.get("slowdown", "")), dev.date[:10], ort_version, note)
+                      str(dev.host.get("slowdown", "")), noise, dev.date[:10], ort_version, note.strip())
     return table
 
 

@@ -31,8 +31,8 @@ from splitinfer.plan.scission import TIERS, parse_criteria, rank_scission
 from splitinfer.plan.solve import MAX_TIME_LIMIT_S, MAX_TOP_K
 from splitinfer.plan.tradeoff_solve import solve_tradeoffs
 from splitinfer.plan.tradeoffs import Tradeoffs
+from splitinfer.profile.files import load_profile
 from splitinfer.profile.problem import build_problem
-from splitinfer.profile.schema import load_profile
 from splitinfer.profile.scission import load_benchmarks, load_network_stats, scission_problem
 from splitinfer.profile.tradeoff_profile import tradeoffs_for_planning
 from splitinfer.units import check_number, parse_size_bytes, parse_time_s

@@ -24,6 +24,8 @@ from splitinfer.graph import Model, load_model
 from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS
 from splitinfer.host import max_num_threads
 from splitinfer.plan import Plan, describe_stages, plan_to_json, with_provenance
+from splitinfer.profile.device import profile_model
+from splitinfer.profile.files import load_profile, merge_profiles, save_profile
 from splitinfer.profile.profiler import (
     MAX_BUDGET_S,
     LocalRunner,
@@ -31,9 +33,8 @@ from splitinfer.profile.profiler import (
     ProfileSettings,
     ProfileWarning,
     prepare_model,
-    profile_model,
 )
-from splitinfer.profile.schema import Profile, load_profile, merge_profiles, save_profile
+from splitinfer.profile.schema import Profile
 from splitinfer.profile.sensitivity import MAX_SAMPLES
 from splitinfer.profile.tradeoff_profile import (
     output_compared,

@@ -38,6 +38,12 @@ EvalOption = Annotated[
                  help="An eval result (`splitinfer eval ... -o eval.json`): a Quality section with accuracy, "
                       "agreement, and with labels the confusion matrix and per-class precision/sensitivity."),
 ]
+GainOption = Annotated[
+    Path | None,
+    typer.Option("--gain", "-g", metavar="GAIN.json", show_default=False,
+                 help="What splitting gained, measured (gain.json from `splitinfer demo`): a Gain of "
+                      "splitting section with the best plan against the best single device."),
+]
 CheckOption = Annotated[
     bool,
     typer.Option("--check", help="Open the page in headless Chromium; fail on page errors or broken images."),
@@ -50,6 +56,7 @@ def report(
     bench: BenchOption = None,
     model: ModelOption = None,
     evaluation: EvalOption = None,
+    gain: GainOption = None,
     output: OutOption = Path("splitinfer-report"),
     check: CheckOption = False,
 ) -> None:
@@ -59,9 +66,11 @@ def report(
     block; with --plan: the plans compared, the chosen plan's timeline, the
     block graph coloured by stage and the Pareto fronts (if planned); with
     --bench: predicted against measured per stage and hop, and the latency
-    distribution; with --eval: the confusion matrix. The chosen plan is the bench's,
-    else the first in PLAN.json. CSV: blocks.csv, plans.csv, bench.csv, and with
-    --eval accuracy.csv, agreement.csv, classes.csv.
+    distribution; with --eval: the confusion matrix; with --gain: the best plan's
+    and the best single device's measured figures side by side. The chosen plan is
+    the bench's, else the first in PLAN.json. CSV: blocks.csv, plans.csv,
+    bench.csv, with --gain gain.csv, and with --eval accuracy.csv, agreement.csv,
+    classes.csv.
 
     Examples:
 
@@ -72,6 +81,8 @@ def report(
       splitinfer report profile.json -p plan.json -b bench.json -m mobilenetv2.onnx --check
 
       splitinfer report profile.json -p plan.json --eval eval.json -o report
+
+      splitinfer report out/profile.json -p out/plan.json -b out/bench.json --gain out/gain.json
     """
     from splitinfer.report import write_report  # here: matplotlib would slow every command's start
     from splitinfer.report.quality import load_eval
@@ -86,7 +97,7 @@ def report(
             status.update(f"writing the report: {path.name}")
 
         index = write_report(profile, output, plans=plan, bench=bench, model=model, evaluation=doc,
-                             on_file=on_file)
+                             gain=gain, on_file=on_file)
     for path in written:
         console.print(f"  {path.name:<24} {format_bytes(path.stat().st_size):>10}", highlight=False)
     console.print(f"wrote {len(written)} files; open {index}", highlight=False)

@@ -37,7 +37,8 @@ from splitinfer.errors import (
 from splitinfer.graph import Model, load_model
 from splitinfer.plan import Plan, describe_stages
 from splitinfer.profile.blocks import load_as_profiled
-from splitinfer.profile.schema import Profile, load_profile
+from splitinfer.profile.files import load_profile
+from splitinfer.profile.schema import Profile
 from splitinfer.records.plans import load_plan
 from splitinfer.units import check_number
 

@@ -11,7 +11,9 @@ keeps it so). Modules:
   ``pareto``, and ``bruteforce`` (the reference the tests compare with); ``ties``: throughput
   ties to the faster plan; ``proof``: what a solve proved, as a plan's ``bound`` and ``gap``
   (``Plan.certificate`` says it in words).
-- ``cost``: a plan's predicted latency, throughput, bytes and energy; ``weights``: energy weights.
+- ``cost``: a plan's predicted latency, throughput, bytes and energy; ``weights``: energy weights;
+  ``memory``: a stage's memory need (weights, peak activation, in-flight cut buffers) and its
+  forms for the segment DP and the MILP; ``constraint_checks``: constraints read against an instance.
 - ``diagnose``: which constraint makes a problem infeasible; ``scission``: Scission's ranking.
 - ``tradeoffs`` and ``tradeoff_solve``: precision per stage and compression per hop chosen with the
   split under a quality budget (:func:`solve_tradeoffs`, exact for the additive quality model).

@@ -11,7 +11,8 @@ numbers for the same plan.
   that use it (each transfer counted as latency + bytes / bandwidth);
 - energy: over battery-powered devices, ``busy_w`` x own compute +
   ``radio_w`` x own transfer time + ``radio_j_per_byte`` x own bytes sent or
-  received + ``idle_w`` x the rest of the request's latency.
+  received + ``idle_w`` x the rest of the request's latency;
+- memory (in :func:`violations`): each device's need, the sum of its stages' (:mod:`.memory`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import numpy as np
+
+from splitinfer.plan.memory import device_needs
 from splitinfer.plan.plan import Hop, Plan, Stage
 from splitinfer.plan.problem import Constraints, Instance
 from splitinfer.plan.proof import Proof, certify
@@ -187,6 +191,15 @@ def evaluate(
     )
 
 
+# Sums of float seconds and joules differ in their last bits with the order of adding: a figure
+# exactly at its bound, added up by another solver, must not be refused for that.
+BOUND_TOLERANCE = 1e-9
+
+
+def _over(value: float, bound: float) -> bool:
+    return value > bound + BOUND_TOLERANCE * max(1.0, abs(bound))
+
+
 def violations(
     inst: Instance,
     cons: Constraints,
@@ -211,16 +224,16 @@ def violations(
         out.append(f"--max-stages {cons.max_stages}")
     if not revisits and len({d for d, _, _ in m.runs}) < len(m.runs):
         out.append("--no-revisits")
-    for d in set(assignment):
-        need = math.fsum(inst.memory_bytes[[b for b, a in enumerate(assignment) if a == d]].tolist())
-        if need > inst.capacity_bytes[d]:
-            out.append(f"memory of {names[d]}")
-    if cons.max_latency_s is not None and m.latency_s > cons.max_latency_s:
+    if np.isfinite(inst.capacity_bytes).any():  # plan/memory.py: the sum of its stages' needs
+        need = device_needs(inst, m.runs)
+        out += [f"memory of {names[d]}" for d in range(inst.num_devices) if need[d] > inst.capacity_bytes[d]]
+    if cons.max_latency_s is not None and _over(m.latency_s, cons.max_latency_s):
         out.append(f"--max-latency {cons.max_latency_s}")
-    if cons.min_throughput_rps is not None and m.bottleneck_s > throughput_cap_s(cons.min_throughput_rps):
+    cap_s = throughput_cap_s(cons.min_throughput_rps)
+    if cons.min_throughput_rps is not None and _over(m.bottleneck_s, cap_s):
         out.append(f"--min-throughput {cons.min_throughput_rps}")
     if cons.max_upload_bytes is not None and m.upload_bytes > cons.max_upload_bytes:
         out.append(f"--max-upload-bytes {cons.max_upload_bytes}")
-    if cons.max_energy_j is not None and m.energy_j is not None and m.energy_j > cons.max_energy_j:
+    if cons.max_energy_j is not None and m.energy_j is not None and _over(m.energy_j, cons.max_energy_j):
         out.append(f"--max-energy {cons.max_energy_j}")
     return out

@@ -14,7 +14,8 @@ from collections.abc import Callable
 import numpy as np
 
 from splitinfer.errors import InfeasibleError
-from splitinfer.plan.problem import Constraints, Instance, allowed_matrix
+from splitinfer.plan.constraint_checks import allowed_matrix
+from splitinfer.plan.problem import Constraints, Instance
 
 Probe = Callable[[Instance, Constraints, str], bool]
 

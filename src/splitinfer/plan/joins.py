@@ -32,8 +32,9 @@ def join_matrix(joins: Mapping[str, Sequence[float | None]], names: tuple[str, .
                 compute: np.ndarray) -> np.ndarray:
     """(L-1, D) joins by device index; None or a device not given: 0. A join is never positive (two
     blocks run together cost at most what they cost apart: a pair measured slower is noise, and
-    solvers' bounds rely on it), never makes a pair cost less than nothing, and is 0 next to a block
-    that cannot run."""
+    solvers' bounds rely on it), takes at most half of the two blocks (each block lends half to the
+    join on either side, so no stage, however long, costs less than nothing), and is 0 next to a
+    block that cannot run."""
     num_cuts = compute.shape[0] - 1
     out = np.zeros((num_cuts, len(names)))
     for name, values in joins.items():
@@ -49,5 +50,5 @@ def join_matrix(joins: Mapping[str, Sequence[float | None]], names: tuple[str, .
                 raise PlanError(f"join_s[{name!r}][{b}] is {v!r}", "give finite seconds (negative: saved)")
             out[b, names.index(name)] = v
     with np.errstate(invalid="ignore"):
-        floor = -(compute[:-1] + compute[1:])
+        floor = -(compute[:-1] + compute[1:]) / 2
     return np.where(np.isfinite(floor), np.clip(out, floor, 0.0), 0.0)

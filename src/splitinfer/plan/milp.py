@@ -7,7 +7,8 @@ plain latency; the other constraints are rows:
 
 - no revisits: every device is entered at most once;
 - ``--max-stages``: the number of device changes;
-- memory: every device's blocks fit its capacity (summed over all its stages);
+- memory: every device's stages fit its capacity (:func:`.memory.add_memory_rows`: stage starts
+  and ends from x and y, a peak column per device, or a running peak per column with revisits);
 - throughput: every device's compute and every link's transfers (summed) are at
   most the bottleneck z (objective) or 1 / min throughput (bound);
 - bounds on latency, energy and bytes leaving the source: linear rows;
@@ -31,6 +32,7 @@ import highspy
 import numpy as np
 
 from splitinfer.plan.cost import throughput_cap_s
+from splitinfer.plan.memory import StageMemory, add_memory_rows
 from splitinfer.plan.problem import Constraints, Instance
 from splitinfer.plan.proof import Proof
 from splitinfer.plan.weights import Weights, energy_weights, latency_weights, upload_weights
@@ -75,7 +77,7 @@ class MilpSpec:
     revisits: bool
     max_stages: int | None
     requires: Sequence[int]
-    memory_bytes: np.ndarray  # (L,)
+    memory: StageMemory  # what a stage's memory need is made of (plan/memory.py)
     capacity_bytes: np.ndarray  # (D,)
     bottleneck: tuple[np.ndarray, Weights, int, int | None] | None  # (compute (L,D), times, source, sink)
     bottleneck_cap_s: float  # inf = no throughput bound
@@ -106,11 +108,18 @@ def _column_costs(w: Weights, num_x: int, usable_x: np.ndarray, usable_y: np.nda
     return costs
 
 
-def _structure(spec: MilpSpec, rows: _Rows) -> tuple[np.ndarray, np.ndarray]:
-    num_blocks, num_dev = spec.allowed.shape
+def _indices(allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The columns of x (L, D) and of y (L-1, D, D)."""
+    num_blocks, num_dev = allowed.shape
     num_x = num_blocks * num_dev
     x = np.arange(num_x).reshape(num_blocks, num_dev)
     y = num_x + np.arange((num_blocks - 1) * num_dev * num_dev).reshape(num_blocks - 1, num_dev, num_dev)
+    return x, y
+
+
+def _structure(spec: MilpSpec, rows: _Rows) -> tuple[np.ndarray, np.ndarray]:
+    num_blocks, num_dev = spec.allowed.shape
+    x, y = _indices(spec.allowed)
     usable_y = (spec.allowed[:-1, :, None] & spec.allowed[1:, None, :] & spec.connected[None]).ravel()
     for b in range(num_blocks):
         rows.add(x[b], np.ones(num_dev), 1.0, 1.0)
@@ -132,10 +141,6 @@ def _structure(spec: MilpSpec, rows: _Rows) -> tuple[np.ndarray, np.ndarray]:
     for d in spec.requires:
         cols = x[:, members[d]].ravel()
         rows.add(cols, np.ones(len(cols)), 1.0, _INF)
-    for d, cols in enumerate(members):
-        if math.isfinite(spec.capacity_bytes[d]) and spec.memory_bytes.any():
-            rows.add(x[:, cols].ravel(), np.repeat(spec.memory_bytes, len(cols)), -_INF,
-                     float(spec.capacity_bytes[d]))
     return spec.allowed.ravel(), usable_y
 
 
@@ -143,10 +148,8 @@ def _bottleneck_rows(spec: MilpSpec, rows: _Rows, z: int | None, cap: float) -> 
     """Device compute sums and link transfer sums, each <= z (or <= cap without z)."""
     assert spec.bottleneck is not None
     compute, times, source, sink = spec.bottleneck
-    num_blocks, num_dev = spec.allowed.shape
-    num_x = num_blocks * num_dev
-    x = np.arange(num_x).reshape(num_blocks, num_dev)
-    y = num_x + np.arange((num_blocks - 1) * num_dev * num_dev).reshape(num_blocks - 1, num_dev, num_dev)
+    num_dev = spec.allowed.shape[1]
+    x, y = _indices(spec.allowed)
     extra_col = [] if z is None else [z]
     extra_val = [] if z is None else [-1.0]
     upper = cap if z is None else 0.0
@@ -239,9 +242,12 @@ def _build(spec: MilpSpec) -> tuple[highspy.Highs, int, bool]:
     num_y = (num_blocks - 1) * num_dev * num_dev
     rows = _Rows([], [], [], [])
     usable_x, usable_y = _structure(spec, rows)
+    x, y = _indices(spec.allowed)
+    peaks = add_memory_rows(rows, spec.memory, spec.allowed, spec.members(), spec.capacity_bytes,
+                            spec.revisits, x, y, num_x + num_y)  # continuous, after x and y
     usable = np.concatenate([usable_x, usable_y])
-    num_cols = num_x + num_y + (1 if spec.objective is None else 0)
-    z = num_x + num_y if spec.objective is None else None
+    num_cols = num_x + num_y + len(peaks) + (1 if spec.objective is None else 0)
+    z = num_cols - 1 if spec.objective is None else None
     if spec.bottleneck is not None and (z is not None or math.isfinite(spec.bottleneck_cap_s)):
         _bottleneck_rows(spec, rows, z, spec.bottleneck_cap_s)
     for weights, bound in spec.bounds:
@@ -256,9 +262,8 @@ def _build(spec: MilpSpec) -> tuple[highspy.Highs, int, bool]:
     lp.num_col_ = num_cols
     lp.num_row_ = len(rows.lower)
     lp.col_cost_ = cost
-    upper = np.append(usable.astype(np.float64), [_INF] * (num_cols - num_x - num_y))
     lp.col_lower_ = np.zeros(num_cols)
-    lp.col_upper_ = upper
+    lp.col_upper_ = np.concatenate([usable.astype(np.float64), peaks, [_INF] * (z is not None)])
     lp.row_lower_ = np.array(rows.lower)
     lp.row_upper_ = np.array(rows.upper)
     lengths = np.array([len(c) for c in rows.cols])
@@ -381,7 +386,7 @@ def spec_for(
         revisits=revisits,
         max_stages=cons.max_stages,
         requires=[inst.names.index(d) for d in cons.requires],
-        memory_bytes=inst.memory_bytes,
+        memory=StageMemory.of(inst),
         capacity_bytes=inst.capacity_bytes,
         bottleneck=bottleneck,
         bottleneck_cap_s=cap,

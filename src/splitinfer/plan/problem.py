@@ -12,7 +12,12 @@ Cost model (the single definition; :mod:`splitinfer.plan.cost` evaluates it):
   over the link a->b; a missing link means not connected; a -> a is free;
 - *upload*: the input bytes go from the source to the first stage's device;
   *cut*: the cut bytes go from one stage to the next; *return*: the output bytes
-  go from the last stage's device to the sink (none when ``sink`` is None).
+  go from the last stage's device to the sink (none when ``sink`` is None);
+- memory, as PipeEdge charges it (:mod:`splitinfer.plan.memory` computes it): a stage of blocks
+  i..j needs the sum of their ``weight_bytes``, the largest of their ``activation_bytes``, and
+  ``in_flight`` x (the bytes entering it + the bytes leaving it: the input or cut i-1, cut j or the
+  output; raw, a compressed hop is restored first); a device's need is the sum over the stages it
+  hosts (each its own inference session), at most ``capacity_bytes``.
 """
 
 from __future__ import annotations
@@ -69,7 +74,8 @@ class Problem:
 
     ``compute_s[device][block]``: seconds (None or inf: the block cannot run there;
     a device missing from the mapping runs nothing). ``cut_bytes[b]``: bytes crossing
-    the cut between block b and b+1 (``num_blocks - 1`` entries).
+    the cut between block b and b+1 (``num_blocks - 1`` entries). Memory (module docstring): per
+    block ``weight_bytes`` and ``activation_bytes`` (None: 0), ``in_flight`` requests per stage.
     """
 
     devices: tuple[str, ...]
@@ -78,7 +84,8 @@ class Problem:
     input_bytes: int
     output_bytes: int
     links: Sequence[Link] = ()
-    memory_bytes: Sequence[int] | None = None  # need per block (weights + peak activations)
+    weight_bytes: Sequence[int] | None = None  # per block: its parameters, held by its stage
+    activation_bytes: Sequence[int] | None = None  # per block: peak activations while it runs
     capacity_bytes: Mapping[str, int | None] = field(default_factory=dict)  # per device; absent = unlimited
     power: Mapping[str, Power] = field(default_factory=dict)
     source: str | None = None  # None: the first device
@@ -86,6 +93,7 @@ class Problem:
     # join_s[device][b]: what running blocks b and b + 1 in one stage on that device adds to their two
     # times (negative: one run instead of two, nodes fused across the cut); absent or None: 0.
     join_s: Mapping[str, Sequence[float | None]] = field(default_factory=dict)
+    in_flight: int = 1  # requests a stage holds at once: the one it runs and those queued
 
     @property
     def num_blocks(self) -> int:
@@ -131,7 +139,8 @@ class Instance:
     output_bytes: int
     link_latency_s: np.ndarray  # (D, D); nan = not connected, 0 on the diagonal
     link_bandwidth_bps: np.ndarray  # (D, D); nan = not connected, inf on the diagonal
-    memory_bytes: np.ndarray  # (L,) float
+    weight_bytes: np.ndarray  # (L,) float
+    activation_bytes: np.ndarray  # (L,) float
     capacity_bytes: np.ndarray  # (D,) float, inf = unlimited
     power: tuple[Power | None, ...]
     source: int
@@ -142,6 +151,7 @@ class Instance:
     # (L-1, D): added to a stage for each of its inner cuts (Problem.join_s); a stage's compute is
     # the sum of its blocks and of its inner joins (cost.stage_s).
     join_s: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    in_flight: int = 1  # requests a stage holds at once (Problem.in_flight)
 
     @property
     def num_blocks(self) -> int:
@@ -260,16 +270,11 @@ def prepare(problem: Problem) -> Instance:
     input_bytes = _check_number(problem.input_bytes, "input_bytes")
     output_bytes = _check_number(problem.output_bytes, "output_bytes")
     lat, bw = _link_matrices(problem, names)
-    memory = np.zeros(num_blocks)
-    if problem.memory_bytes is not None:
-        if len(problem.memory_bytes) != num_blocks:
-            raise PlanError(
-                f"memory_bytes has {len(problem.memory_bytes)} entries for {num_blocks} blocks",
-                "give one memory need per block",
-            )
-        memory = np.array(
-            [_check_number(m, f"memory_bytes[{b}]") for b, m in enumerate(problem.memory_bytes)]
-        )
+    memory = (_per_block(problem.weight_bytes, "weight_bytes", num_blocks),
+              _per_block(problem.activation_bytes, "activation_bytes", num_blocks))
+    in_flight = problem.in_flight
+    if isinstance(in_flight, bool) or not isinstance(in_flight, int | np.integer) or in_flight < 1:
+        raise PlanError(f"in_flight is {in_flight!r}", "give a whole number of requests >= 1")
     capacity = np.full(len(names), math.inf)
     for name, cap in problem.capacity_bytes.items():
         d = _device_index(name, names, "capacity_bytes")
@@ -289,7 +294,15 @@ def prepare(problem: Problem) -> Instance:
     )
     joins = join_matrix(problem.join_s, names, compute)
     joins.setflags(write=False)
-    return dataclasses.replace(inst, join_s=joins)
+    return dataclasses.replace(inst, join_s=joins, in_flight=int(in_flight))
+
+
+def _per_block(values: Sequence[int] | None, what: str, num_blocks: int) -> np.ndarray:
+    if values is None:
+        return np.zeros(num_blocks)
+    if len(values) != num_blocks:
+        raise PlanError(f"{what} has {len(values)} entries for {num_blocks} blocks", "give one per block")
+    return np.array([_check_number(v, f"{what}[{b}]") for b, v in enumerate(values)], dtype=np.float64)
 
 
 def _build_instance(
@@ -300,7 +313,7 @@ def _build_instance(
     output_bytes: float,
     lat: np.ndarray,
     bw: np.ndarray,
-    memory: np.ndarray,
+    memory: tuple[np.ndarray, np.ndarray],
     capacity: np.ndarray,
     power: tuple[Power | None, ...],
     source: int,
@@ -319,7 +332,7 @@ def _build_instance(
     back = np.where(np.isnan(back), math.inf, back)
     if sink is not None:
         back[sink] = 0.0
-    for arr in (compute, cut, memory, capacity, lat, bw, cut_s, upload, back):
+    for arr in (compute, cut, *memory, capacity, lat, bw, cut_s, upload, back):
         arr.setflags(write=False)
     return Instance(
         names,
@@ -329,7 +342,7 @@ def _build_instance(
         int(output_bytes),
         lat,
         bw,
-        memory,
+        *memory,
         capacity,
         power,
         source,
@@ -338,59 +351,3 @@ def _build_instance(
         upload,
         back,
     )
-
-
-def validate_constraints(inst: Instance, cons: Constraints, objective: str) -> None:
-    """PlanError for constraints that cannot be read (unknown device, block out of range)."""
-    if objective not in OBJECTIVES:
-        raise PlanError(f"unknown objective {objective!r}", f"use one of: {', '.join(OBJECTIVES)}")
-    num_blocks = inst.num_blocks
-    for flag, pairs in (("pin", cons.pins), ("forbid", cons.forbids)):
-        for block, name in pairs:
-            inst.index(name, f"--{flag} {block}={name}")
-            if not 0 <= block < num_blocks:
-                raise PlanError(
-                    f"--{flag} {block}={name}: block {block} does not exist",
-                    f"blocks are numbered 0 to {num_blocks - 1}",
-                )
-    for flag, names in (("exclude", cons.excludes), ("require", cons.requires)):
-        for name in names:
-            inst.index(name, f"--{flag} {name}")
-    if cons.max_stages is not None and cons.max_stages < 1:
-        raise PlanError(f"--max-stages {cons.max_stages} is below 1", "allow at least one stage")
-    if not 0 <= cons.private_blocks <= num_blocks:
-        raise PlanError(
-            f"--private-blocks {cons.private_blocks} is outside 0..{num_blocks}",
-            f"keep between 0 and {num_blocks} blocks on the source",
-        )
-    for flag, value in (
-        ("max-latency", cons.max_latency_s),
-        ("min-throughput", cons.min_throughput_rps),
-        ("max-upload-bytes", cons.max_upload_bytes),
-        ("max-energy", cons.max_energy_j),
-    ):
-        if value is not None and (math.isnan(value) or value < 0):
-            raise PlanError(f"--{flag} {value} is negative or NaN", "give a number >= 0")
-    if (objective == "energy" or cons.max_energy_j is not None) and not inst.has_energy:
-        raise PlanError(
-            "the energy objective needs a battery-powered device with power figures",
-            "add power: {busy_w: .., idle_w: .., radio_w: .., battery: true} to a device",
-        )
-
-
-def allowed_matrix(inst: Instance, cons: Constraints) -> np.ndarray:
-    """(L, D) bool: where each block may run under the block-local constraints."""
-    allowed = np.isfinite(inst.compute_s).copy()
-    for name in cons.excludes:
-        allowed[:, inst.names.index(name)] = False
-    for block, name in cons.forbids:
-        allowed[block, inst.names.index(name)] = False
-    for block, name in cons.pins:
-        keep = np.zeros(inst.num_devices, dtype=bool)
-        keep[inst.names.index(name)] = True
-        allowed[block] &= keep
-    if cons.private_blocks:
-        keep = np.zeros(inst.num_devices, dtype=bool)
-        keep[inst.source] = True
-        allowed[: cons.private_blocks] &= keep
-    return allowed

@@ -29,21 +29,16 @@ import numpy as np
 
 from splitinfer.errors import PlanError
 from splitinfer.plan import bruteforce, latency, subset_dp
+from splitinfer.plan.constraint_checks import allowed_matrix, validate_constraints
 from splitinfer.plan.cost import evaluate, measure, objective_value, throughput_cap_s, violations
 from splitinfer.plan.diagnose import infeasible_error, local_conflict
+from splitinfer.plan.memory import SegmentNeeds, StageMemory, need_bound
 from splitinfer.plan.milp import solve_milp, spec_for
 from splitinfer.plan.pareto import pareto_front
 from splitinfer.plan.plan import Plan
-from splitinfer.plan.problem import (
-    Constraints,
-    Instance,
-    Problem,
-    allowed_matrix,
-    prepare,
-    validate_constraints,
-)
+from splitinfer.plan.problem import Constraints, Instance, Problem, prepare
 from splitinfer.plan.proof import Candidate
-from splitinfer.plan.subset_dp import MAX_SUBSET_DEVICES, StageLimit
+from splitinfer.plan.subset_dp import MAX_SUBSET_DEVICES, StageLimit, sum_limit
 from splitinfer.plan.ties import fastest_among_ties
 from splitinfer.plan.weights import Weights, energy_weights, latency_weights
 from splitinfer.units import check_number
@@ -74,7 +69,8 @@ class _Case:
 
     @property
     def memory_binds(self) -> bool:
-        need = self.allowed.astype(np.float64).T @ self.inst.memory_bytes
+        """Can some device's need (plan/memory.py) exceed its capacity? If not, solvers leave it out."""
+        need = need_bound(StageMemory.of(self.inst), self.allowed, self.revisits)
         return bool(np.any(need > self.inst.capacity_bytes))
 
 
@@ -154,13 +150,12 @@ def _segments(case: _Case, weights: Weights, top_k: int, mode: str) -> list[tupl
 def _stage_limits(case: _Case, cap_s: float) -> list[StageLimit]:
     inst = case.inst
     limits = []
-    if case.memory_binds:
-        per_block = np.repeat(inst.memory_bytes[:, None], inst.num_devices, axis=1)
-        limits.append(StageLimit(per_block, inst.capacity_bytes))
+    if case.memory_binds:  # the segment DP runs without revisits: a device's need is its stage's
+        limits.append(StageLimit(SegmentNeeds(StageMemory.of(inst)), inst.capacity_bytes))
     if math.isfinite(cap_s):  # a stage's compute: its blocks and inner joins (plan/joins.py)
         times = latency_weights(inst, case.allowed)
         compute = np.where(case.allowed, times.node_w, 0.0)
-        limits.append(StageLimit(compute, np.full(inst.num_devices, cap_s), times.end_w))
+        limits.append(sum_limit(compute, np.full(inst.num_devices, cap_s), times.end_w))
     return limits
 
 

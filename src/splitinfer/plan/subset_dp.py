@@ -18,10 +18,12 @@ Both keep the k best values per state, so top-k is exact. Practical up to about
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from splitinfer.plan.cost import BOUND_TOLERANCE
 from splitinfer.plan.kbest import LayeredGraph, k_best_paths, k_smallest, merge_sorted
 from splitinfer.plan.weights import Weights
 
@@ -88,11 +90,19 @@ def solve_blocks(
 
 @dataclass(frozen=True)
 class StageLimit:
-    """A per-stage limit: the sum of ``per_block[b, d]`` over a stage on d is at most ``cap[d]``."""
+    """A per-stage limit: ``need(j)[i, d]``, what a stage of blocks i..j-1 on device d needs, is at
+    most ``cap[d]``. ``need(j)`` answers for every start i < j at once: (j, D), or (j, 1) when it does
+    not depend on the device (a memory need: plan/memory.py)."""
 
-    per_block: np.ndarray  # (L, D)
+    need: Callable[[int], np.ndarray]
     cap: np.ndarray  # (D,)
-    end: np.ndarray | None = None  # (L-1, D) added when a stage ends after block b (Weights.end_w)
+
+
+def sum_limit(per_block: np.ndarray, cap: np.ndarray, end: np.ndarray | None = None) -> StageLimit:
+    """The limit on a stage's sum of ``per_block[b, d]`` (L, D), plus ``end[b, d]`` (L-1, D) when it
+    ends after block b (Weights.end_w), by prefix sums."""
+    prefix = np.vstack([np.zeros((1, per_block.shape[1])), np.cumsum(per_block, 0)])
+    return StageLimit(lambda j: prefix[j] - prefix[:j] + _end_row(end, j), cap)
 
 
 def _end_row(end: np.ndarray | None, j: int) -> np.ndarray | float:
@@ -100,15 +110,11 @@ def _end_row(end: np.ndarray | None, j: int) -> np.ndarray | float:
     return 0.0 if end is None or j > len(end) else end[j - 1]
 
 
-def _segment_tables(weights: Weights, limits: list[StageLimit]) -> tuple[np.ndarray, np.ndarray, list]:
+def _segment_tables(weights: Weights) -> tuple[np.ndarray, np.ndarray]:
     finite = np.isfinite(weights.node_w)
     prefix = np.vstack([np.zeros((1, finite.shape[1])), np.cumsum(np.where(finite, weights.node_w, 0), 0)])
     bad = np.vstack([np.zeros((1, finite.shape[1]), dtype=np.int64), np.cumsum(~finite, 0)])
-    limit_prefix = [
-        (np.vstack([np.zeros((1, lim.per_block.shape[1])), np.cumsum(lim.per_block, 0)]), lim.cap, lim.end)
-        for lim in limits
-    ]
-    return prefix, bad, limit_prefix
+    return prefix, bad
 
 
 def _combine(mode: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -129,7 +135,7 @@ def solve_segments(
 
     ``mode="sum"``: minimise the sum of all weights; ``mode="max"``: minimise the
     largest stage sum or transfer (the pipeline bottleneck). ``limits`` bound every
-    stage's sum of a per-block quantity (memory, compute time).
+    stage's need (memory, compute time).
     """
     if any(int(d) not in set(usable.tolist()) for d in requires):
         return []
@@ -137,7 +143,7 @@ def solve_segments(
     states = subset_states(usable, max_stages)
     dev = states.state_dev
     num_states = len(dev)
-    prefix, bad, limit_prefix = _segment_tables(weights, limits or [])
+    prefix, bad = _segment_tables(weights)
     arcs = weights.links() if mode == "max" else weights.arc_w
     src_dev = np.append(dev, 0)[states.switch_src]
     starts = np.full((num_blocks, num_states, k), np.inf)  # a stage on dev(s) begins at block i
@@ -148,8 +154,8 @@ def solve_segments(
     ends = np.empty(0)
     for j in range(1, num_blocks + 1):
         ok = (bad[j] - bad[:j]) == 0  # (j, D): blocks i..j-1 all allowed on d
-        for lp, cap, end in limit_prefix:
-            ok &= (lp[j] - lp[:j] + _end_row(end, j)) <= cap
+        for limit in limits or []:
+            ok &= limit.need(j) <= limit.cap + BOUND_TOLERANCE * np.maximum(1.0, limit.cap)  # as cost.py does
         rows = np.flatnonzero(ok.any(axis=1))
         lo = int(rows[0]) if len(rows) else j - 1
         seg = np.where(ok[lo:], prefix[j] - prefix[lo:j], np.inf)  # (j-lo, D)

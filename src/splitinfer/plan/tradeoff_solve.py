@@ -27,10 +27,12 @@ import msgspec
 import numpy as np
 
 from splitinfer.errors import PlanError
+from splitinfer.plan.constraint_checks import allowed_matrix, validate_constraints
 from splitinfer.plan.cost import runs_of, throughput_cap_s, violations
+from splitinfer.plan.memory import StageMemory
 from splitinfer.plan.milp import MilpSpec, solve_milp
 from splitinfer.plan.plan import Hop, Plan, Stage, describe_stages
-from splitinfer.plan.problem import Constraints, Problem, allowed_matrix, prepare, validate_constraints
+from splitinfer.plan.problem import Constraints, Problem, prepare
 from splitinfer.plan.proof import Proof, by_rank, certify
 from splitinfer.plan.tradeoffs import Tradeoffs, Variants, expand, figure_weights
 
@@ -95,17 +97,8 @@ def measure(var: Variants, assignment: Sequence[int]) -> TradeoffMetrics | None:
         codec_s = var.compress_s[last, a, b] + var.decompress_s[last, a, b]
         busy[var.device[a]] += var.compress_s[last, a, b]
         busy[var.device[b]] += var.decompress_s[last, a, b]
-        hops.append(
-            _hop(
-                var,
-                a,
-                b,
-                var.hop_bytes[last, a, b],
-                var.wire_s[last, a, b],
-                "cut",
-                (var.compression[a], codec_s),
-            )
-        )
+        cut = (var.compression[a], codec_s)
+        hops.append(_hop(var, a, b, var.hop_bytes[last, a, b], var.wire_s[last, a, b], "cut", cut))
         quality.append(var.hop_quality[last, a, b])
     if inst.sink is not None and var.device[last_v] != inst.sink:
         sink_v = int(np.flatnonzero(var.device == inst.sink)[0])
@@ -260,7 +253,7 @@ def _spec(s: _Setup, objective: str, budget: float | None, cap_s: float) -> Milp
         revisits=s.revisits,
         max_stages=cons.max_stages,
         requires=[var.inst.names.index(d) for d in cons.requires],
-        memory_bytes=var.inst.memory_bytes,
+        memory=StageMemory.of(var.inst),  # raw cut bytes: a compressed hop is restored first
         capacity_bytes=var.inst.capacity_bytes,
         bottleneck=bottleneck,
         bottleneck_cap_s=cap_s,

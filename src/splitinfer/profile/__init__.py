@@ -7,7 +7,8 @@
 - ``blocks``: :func:`cut_as_profiled`, re-cutting a model exactly as a profile recorded it.
 - ``links``: probing links and fitting latency + bytes / bandwidth.
 - ``segments``: measured segments and the block costs corrected by them.
-- ``schema``: ``profile.json`` (load, save, merge, validate).
+- ``schema``: the format of ``profile.json`` and its validation.
+- ``files``: ``profile.json`` read, written and merged.
 - ``problem``: a profile and a cluster as the planner's :class:`~splitinfer.plan.Problem`.
 - ``scission``: Scission's benchmark files as a profile.
 

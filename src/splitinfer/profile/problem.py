@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from splitinfer.cluster import Cluster
 from splitinfer.errors import ProfileError
 from splitinfer.plan.problem import AT_SOURCE, AtSource, Link, Power, Problem
-from splitinfer.profile.schema import DeviceProfile, Profile
-from splitinfer.profile.segments import corrected_profile
+from splitinfer.profile.schema import BlockMemory, DeviceProfile, Profile
+from splitinfer.profile.segments import corrected_profile, joins_of
 
 STATS = ("median_s", "mean_s", "p10_s", "p90_s")
 
@@ -35,17 +37,20 @@ def _links(profile: Profile, cluster: Cluster | None, names: tuple[str, ...]) ->
     return links
 
 
-def joins_of(device: DeviceProfile, stat: str = "median_s") -> list[float | None]:
-    """Per cut, what running its two blocks together adds on ``device`` (``plan/joins.py``): the pair's
-    time less the two blocks' (None where one was not measured)."""
-    out: list[float | None] = []
-    for b, pair in enumerate(device.pairs):
-        first, second = device.blocks[b], device.blocks[b + 1]
-        if pair is None or first is None or second is None:
-            out.append(None)
-        else:
-            out.append(getattr(pair, stat) - getattr(first, stat) - getattr(second, stat))
-    return out
+def block_memory(profile: Profile, names: Sequence[str]) -> tuple[list[int], list[int]]:
+    """Each block's weights and peak activation bytes: as measured (the memory its session added, and
+    its first run beyond its outputs; the most any of ``names`` saw), else as estimated from the graph
+    (parameter bytes, the analysis's activation bytes) where no device measured the block."""
+    weights, activations = [], []
+    for b, info in enumerate(profile.blocks):
+        seen = [m for n in names if (m := _measured(profile.devices[n], b)) is not None]
+        weights.append(max(m.weight_bytes for m in seen) if seen else info.param_bytes)
+        activations.append(max(m.activation_bytes for m in seen) if seen else info.activation_bytes)
+    return weights, activations
+
+
+def _measured(device: DeviceProfile, block: int) -> BlockMemory | None:
+    return device.memory[block] if device.memory else None
 
 
 def build_problem(
@@ -58,13 +63,17 @@ def build_problem(
     """The planning problem of ``profile`` on ``cluster``'s devices (or the profile's own).
 
     ``stat``: which timing statistic to plan with (median_s by default). Memory per
-    block = parameter bytes + peak activation bytes; a device's capacity comes from
-    the cluster (``memory``), else from the profile. ``sink`` overrides the
-    cluster's sink.
+    block: its weights and its peak activation bytes (:func:`block_memory`), charged per
+    stage as ``plan/memory.py`` says; a device's capacity comes from the worker (the free
+    memory the profile recorded), or the cluster's ``memory`` where that is less. ``sink``
+    overrides the cluster's sink.
     """
-    profile = corrected_profile(profile)  # measured segments (refinement) override their blocks' sum
     if stat not in STATS:
         raise ProfileError(f"unknown statistic {stat!r}", f"use one of: {', '.join(STATS)}")
+    cut_bytes = [b.cut_bytes for b in profile.blocks]
+    # The joins as measured; measured segments (refinement) then correct the blocks around them.
+    measured_joins = {n: joins_of(d, cut_bytes, stat) for n, d in profile.devices.items()}
+    profile = corrected_profile(profile)
     names = cluster.device_names if cluster is not None else tuple(profile.devices)
     if not names:
         raise ProfileError("the profile has no devices", "profile the model on at least one device")
@@ -75,14 +84,17 @@ def build_problem(
                 f"profile the model on {name} (`splitinfer profile`), or remove it from the cluster",
             )
     compute = {n: [None if s is None else getattr(s, stat) for s in profile.devices[n].blocks] for n in names}
-    joins = {n: joins_of(profile.devices[n], stat) for n in names if profile.devices[n].pairs}
-    memory = [b.param_bytes + b.activation_bytes for b in profile.blocks]
+    joins = {n: measured_joins[n] for n in names if any(j is not None for j in measured_joins[n])}
+    weights, activations = block_memory(profile, names)
     capacity = {}
     power = {}
     for n in names:
         declared = cluster.device(n) if cluster is not None else None
         cap = declared.memory_bytes if declared is not None else None
-        capacity[n] = cap if cap is not None else profile.devices[n].memory_bytes
+        free = profile.devices[n].memory_bytes  # what the worker had free when profiled
+        # cluster.yaml may say less (memory kept for something else), never more than is there.
+        known = [c for c in (cap, free) if c is not None]
+        capacity[n] = min(known) if known else None
         if declared is not None and declared.power is not None:
             p = declared.power
             power[n] = Power(p.busy_w, p.idle_w, p.radio_w, p.radio_j_per_byte, p.battery)
@@ -96,7 +108,8 @@ def build_problem(
         profile.input_bytes,
         profile.output_bytes,
         _links(profile, cluster, names),
-        memory if any(memory) else None,
+        weights,
+        activations,
         capacity,
         power,
         source,

@@ -11,38 +11,35 @@ Every block is timed on the tensors it really gets: calibration inputs (given,
 or seeded generated ones of the right dtype and range) run once through the
 chain of block partitions here, and each block's inputs are kept. Typical use::
 
-    from splitinfer.profile.profiler import profile_model
-    profile = profile_model("resnet18.onnx", num_threads=2, budget_s=20)
+    prepared = prepare_model("resnet18.onnx")
+
+and :mod:`splitinfer.profile.device` profiles a device with it.
 """
 
 from __future__ import annotations
 
-import math
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-import msgspec
 import numpy as np
 
-from splitinfer.errors import ModelError, ProfileError, WorkerError, first_line
+from splitinfer.errors import ModelError, ProfileError, first_line
 from splitinfer.graph import Analysis, Model, analyze, extract_segment, load_model, split
 from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS
 from splitinfer.graph.inference import DEFAULT_PROVIDERS, check_providers, create_inference_session
-from splitinfer.host import MACHINE_KEYS, host_info, library_versions, max_num_threads
+from splitinfer.host import host_info, max_num_threads
 from splitinfer.profile.calibration import Calibration, load_calibration
-from splitinfer.profile.partition_timing import CompressionTiming, PartitionTiming
-from splitinfer.profile.schema import BlockInfo, DeviceProfile, ModelInfo, Profile, SegmentStats, Stats
+from splitinfer.profile.partition_timing import CompressionTiming, PartitionFailure, PartitionTiming
+from splitinfer.profile.schema import BlockInfo, ModelInfo, Profile
 from splitinfer.profile.timing import (
     MAX_PARTITION_BUDGET_S,
     MAX_RUNS,
     MAX_WARMUP,
-    summarize,
     time_compression,
     time_partition,
+    time_partitions,
 )
 from splitinfer.units import check_number
 
@@ -101,6 +98,13 @@ class Runner(Protocol):
         """Create an inference session (untimed), warm up, time runs; times scaled by ``slowdown``."""
         ...
 
+    def profile_set(self, parts: Sequence[bytes], feeds: Mapping[str, np.ndarray], *, num_warmup: int,
+                    min_runs: int, max_runs: int, budget_s: float, rel_precision: float,
+                    slowdown: float) -> list[PartitionTiming | PartitionFailure]:
+        """Time partitions of one model together, in interleaved rounds (``feeds``: every tensor any
+        takes; ``budget_s``: timed work of the set); one result per partition, or why it cannot run."""
+        ...
+
     def time_compression(self, arrays: Mapping[str, np.ndarray], compressions: Sequence[str], *,
                          budget_s: float, slowdown: float) -> dict[str, CompressionTiming]:
         """Time compressing and restoring one cut's tensors with each compression; medians scaled by
@@ -129,6 +133,15 @@ class LocalRunner:
         return time_partition(model_bytes, feeds, providers=self.providers, num_threads=self.num_threads,
                               slowdown=slowdown, num_warmup=num_warmup, min_runs=min_runs, max_runs=max_runs,
                               budget_s=budget_s, rel_precision=rel_precision)
+
+    def profile_set(self, parts: Sequence[bytes], feeds: Mapping[str, np.ndarray], *,
+                    num_warmup: int = 3, min_runs: int = 5, max_runs: int = 200, budget_s: float = 2.0,
+                    rel_precision: float = 0.05,
+                    slowdown: float = 1.0) -> list[PartitionTiming | PartitionFailure]:
+        """Time partitions together here (:func:`~splitinfer.profile.timing.time_partitions`)."""
+        return time_partitions(parts, feeds, providers=self.providers, num_threads=self.num_threads,
+                               slowdown=slowdown, num_warmup=num_warmup, min_runs=min_runs, max_runs=max_runs,
+                               budget_s=budget_s, rel_precision=rel_precision)
 
     def time_compression(self, arrays: Mapping[str, np.ndarray], compressions: Sequence[str], *,
                          budget_s: float = 0.5, slowdown: float = 1.0) -> dict[str, CompressionTiming]:
@@ -224,149 +237,3 @@ def prepare_model(model: str | Path | bytes | Model | None, *, calibration: Cali
                      max_cut_tensors=max_cut_tensors, max_blocks=max_blocks)
     return PreparedModel(model, analysis, info, block_infos(analysis), [p.to_bytes() for p in parts],
                          _chain_feeds(parts, feeds), model.proto.SerializeToString(), feeds)
-
-
-# ---- one device ---------------------------------------------------------------------------------
-@dataclass
-class DeviceRecord:
-    """What has been measured on one device so far (kept when profiling stops early)."""
-
-    blocks: list[Stats | None]
-    whole_model: Stats | None = None
-    pairs: list[Stats | None] = field(default_factory=list)
-    segments: list[SegmentStats] = field(default_factory=list)
-    info: dict[str, Any] = field(default_factory=dict)
-    failures: list[str] = field(default_factory=list)  # blocks that cannot run there, and why
-    complete: bool = False
-
-    def to_device_profile(self, providers: Sequence[str], num_threads: int,
-                          slowdown: float = 1.0) -> DeviceProfile:
-        """The device's entry of the profile file."""
-        info = self.info
-        host = {k: info[k] for k in MACHINE_KEYS if k in info}
-        host["slowdown"] = slowdown
-        if not self.complete:
-            host["complete"] = False  # stopped early: unmeasured blocks are null
-        versions = {k: str(v) for k, v in (info.get("versions") or library_versions()).items()}
-        memory = info.get("memory_available_bytes")
-        return DeviceProfile(blocks=tuple(self.blocks), providers=tuple(info.get("providers", providers)),
-                             num_threads=int(info.get("num_threads", num_threads)), host=host,
-                             versions=versions,
-                             date=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-                             whole_model=self.whole_model, segments=tuple(self.segments),
-                             memory_bytes=int(memory) if memory is not None else None,
-                             pairs=tuple(self.pairs) if len(self.pairs) == len(self.blocks) - 1 else ())
-
-
-def _time(runner: Runner, part_bytes: bytes, feeds: Mapping[str, np.ndarray], settings: ProfileSettings,
-          budget_s: float, slowdown: float) -> Stats:
-    result = runner.profile(part_bytes, feeds, num_warmup=settings.num_warmup, min_runs=settings.min_runs,
-                            max_runs=settings.max_runs, budget_s=budget_s,
-                            rel_precision=settings.rel_precision, slowdown=slowdown)
-    return summarize(result.times_s)
-
-
-def profile_device(runner: Runner, prepared: PreparedModel, settings: ProfileSettings | None = None, *,
-                   slowdown: float = 1.0, progress: Progress | None = None,
-                   record: DeviceRecord | None = None) -> DeviceRecord:
-    """Time every block, then each pair of adjacent blocks (``settings.pairs``), then the whole model,
-    on the runner's device.
-
-    A block the device cannot run (ONNX Runtime refuses it) is recorded as None
-    with the reason in ``failures``; a device that stops answering raises
-    :class:`DeadlineError`. ``record`` (filled as it goes) keeps the finished
-    part when the caller is interrupted.
-    """
-    settings = settings or ProfileSettings()
-    num = prepared.num_blocks
-    record = record if record is not None else DeviceRecord([None] * num)
-    record.info = runner.info()
-    num_pairs = num - 1 if settings.pairs else 0
-    total = num + num_pairs + 1
-    budget = settings.item_budget_s(total)
-    for i in range(num):
-        if progress:
-            progress(i, total, f"block {i}")
-        try:
-            record.blocks[i] = _time(runner, prepared.block_bytes[i], prepared.block_feeds[i], settings,
-                                     budget, slowdown)
-        except (ModelError, WorkerError) as e:  # a DeadlineError (device gone) goes on up
-            record.failures.append(f"block {i}: {e.problem}")
-    if all(b is None for b in record.blocks):
-        raise ProfileError(f"no block of {prepared.info.name} runs on this device ({record.failures[0]})",
-                           "check the device's providers, or the model with `splitinfer inspect`")
-    for i in range(num_pairs):
-        if progress:
-            progress(num + i, total, f"blocks {i}-{i + 1}")
-        record.pairs.append(None)
-        if record.blocks[i] is None or record.blocks[i + 1] is None:
-            continue
-        try:
-            record.pairs[i] = _time(runner, *prepared.segment(i, i + 1), settings, budget, slowdown)
-        except (ModelError, WorkerError) as e:
-            record.failures.append(f"blocks {i}-{i + 1}: {e.problem}")
-    if progress:
-        progress(total - 1, total, "whole model")
-    try:
-        record.whole_model = _time(runner, prepared.whole_bytes, prepared.whole_feeds, settings, budget,
-                                   slowdown)
-    except (ModelError, WorkerError) as e:
-        record.failures.append(f"whole model: {e.problem}")
-    record.complete = True
-    if progress:
-        progress(total, total, "done")
-    return record
-
-
-def profile_segments(runner: Runner, prepared: PreparedModel, segments: Sequence[tuple[int, int]],
-                     settings: ProfileSettings | None = None, *, slowdown: float = 1.0) -> list[SegmentStats]:
-    """Time each segment (blocks first..last run as one partition) on the runner's device."""
-    settings = settings or ProfileSettings()
-    budget = settings.item_budget_s(max(1, len(segments)))
-    out = []
-    for first, last in segments:
-        part_bytes, feeds = prepared.segment(first, last)
-        out.append(SegmentStats(first, last, _time(runner, part_bytes, feeds, settings, budget, slowdown)))
-    return out
-
-
-def sum_of_blocks_s(device: DeviceProfile, first_block: int = 0,
-                    last_block: int | None = None) -> float | None:
-    """Sum of the block medians of ``first_block..last_block`` on a device (None if one is missing)."""
-    blocks = device.blocks[first_block:None if last_block is None else last_block + 1]
-    if any(b is None for b in blocks):
-        return None
-    return math.fsum(b.median_s for b in blocks if b is not None)
-
-
-def profile_model(model: str | Path | bytes | Model | None, *, device_name: str = "local",
-                  providers: Sequence[str] = DEFAULT_PROVIDERS, num_threads: int = 0,
-                  slowdown: float = 1.0, calibration: Calibration = None,
-                  input_shapes: Mapping[str, Sequence[int]] | None = None, batch: int | None = None,
-                  max_blocks: int = DEFAULT_MAX_BLOCKS, max_cut_tensors: int = DEFAULT_MAX_CUT_TENSORS,
-                  budget_s: float = 30.0,
-                  settings: ProfileSettings | None = None, progress: Progress | None = None,
-                  prepared: PreparedModel | None = None) -> Profile:
-    """Profile ``model`` on this machine as one device named ``device_name``.
-
-    Run it on every device and merge the files (``merge_profiles``), or profile a
-    whole cluster through its workers with ``splitinfer.runtime.profiling.profile_cluster``.
-    """
-    settings = settings or ProfileSettings(budget_s=budget_s)
-    prepared = prepared or prepare_model(model, calibration=calibration, input_shapes=input_shapes,
-                                         batch=batch, max_blocks=max_blocks, max_cut_tensors=max_cut_tensors)
-    runner = LocalRunner(providers, num_threads)
-    record = DeviceRecord([None] * prepared.num_blocks)
-    profile = prepared.empty_profile()
-    try:
-        profile_device(runner, prepared, settings, slowdown=slowdown, progress=progress, record=record)
-    except KeyboardInterrupt:
-        partial = None
-        if any(b is not None for b in record.blocks):
-            device = record.to_device_profile(providers, num_threads, slowdown)
-            partial = msgspec.structs.replace(profile, devices={device_name: device})
-        raise ProfileInterrupted(partial) from None
-    for failure in record.failures:
-        warnings.warn(ProfileWarning(f"{device_name}: {failure}"), stacklevel=2)
-    device = record.to_device_profile(providers, num_threads, slowdown)
-    return msgspec.structs.replace(profile, devices={device_name: device})

@@ -36,13 +36,11 @@ are unioned, and on a conflict the newer run (``date``) wins. A device's ``threa
 from __future__ import annotations
 
 import math
-from datetime import datetime
-from pathlib import Path
 from typing import Literal
 
 import msgspec
 
-from splitinfer.errors import ProfileError, SchemaError, read_file
+from splitinfer.errors import ProfileError, SchemaError
 from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS
 
 PROFILE_SCHEMA = 1
@@ -59,6 +57,7 @@ class Stats(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     std_s: float
     n: int
     ci_rel: float | None = None  # relative half-width of the median's 95% confidence interval
+    outliers: int = 0  # runs dropped as outliers (profile/rounds.py): n counts those kept
 
 
 class ModelInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -113,6 +112,20 @@ class DeviceProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # a pair saves against its two blocks apart (one run instead of two, nodes fused across the cut)
     # is what a stage saves at each of its inner cuts: see ``profile.joins``.
     pairs: tuple[Stats | None, ...] = ()
+    # A trivial partition's run (one Identity) timed with the blocks: the fixed cost of one run here,
+    # which each block's time holds once and a stage pays once (profile/problem.py).
+    run_overhead: Stats | None = None
+    memory: tuple[BlockMemory | None, ...] = ()  # per block, measured (empty: not measured)
+    noise: float | None = None  # the median block's p90/p10: how busy the device was while profiled
+    remeasured: int = 0  # blocks whose spread stayed wide and were measured again (profile/rounds.py)
+
+
+class BlockMemory(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Resident memory one block's partition added on a device: its session when created (weights,
+    their pre-packed forms) and its first run beyond its outputs (the arena's peak of working tensors)."""
+
+    weight_bytes: int
+    activation_bytes: int
 
 
 class LinkProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -222,7 +235,7 @@ def _validate_device(name: str, dev: DeviceProfile, num_blocks: int) -> None:
     named = [(f"block {i}", s) for i, s in enumerate(dev.blocks)]
     named += [(f"blocks {i}-{i + 1}", s) for i, s in enumerate(dev.pairs)]
     named += [(f"segment {g.first_block}-{g.last_block}", g.stats) for g in dev.segments]
-    named += [("whole model", dev.whole_model)]
+    named += [("whole model", dev.whole_model), ("trivial run", dev.run_overhead)]
     for what, stats in named:
         if stats is None:
             continue
@@ -238,6 +251,16 @@ def _validate_device(name: str, dev: DeviceProfile, num_blocks: int) -> None:
     if dev.num_threads < 0 or (dev.memory_bytes is not None and dev.memory_bytes <= 0):
         raise ProfileError(f"device {name!r} has num_threads {dev.num_threads}, memory_bytes "
                            f"{dev.memory_bytes}", "give num_threads >= 0 and memory_bytes > 0 (or null)")
+    if dev.memory and len(dev.memory) != num_blocks:
+        raise ProfileError(f"device {name!r} has memory for {len(dev.memory)} blocks, the model has "
+                           f"{num_blocks}",
+                           f"re-profile {name}: one entry per block (null where not measured), or none")
+    for b, m in enumerate(dev.memory):
+        if m is not None and min(m.weight_bytes, m.activation_bytes) < 0:
+            raise ProfileError(f"device {name!r} block {b} memory is {m}", "give bytes >= 0")
+    if (dev.noise is not None and (math.isnan(dev.noise) or dev.noise < 1)) or dev.remeasured < 0:
+        raise ProfileError(f"device {name!r} has noise {dev.noise}, remeasured {dev.remeasured}",
+                           "give noise >= 1 (a p90/p10 ratio) or null, and remeasured >= 0")
     for g in dev.segments:
         if not 0 <= g.first_block <= g.last_block < num_blocks:
             raise ProfileError(
@@ -291,109 +314,3 @@ def validate_profile(profile: Profile) -> Profile:
                 "give latency >= 0 and a positive bandwidth",
             )
     return profile
-
-
-def _rename_old_keys(raw: dict) -> None:
-    """Profiles written before ``num_threads`` name a device's threads ``threads``: read them as such."""
-    devices = raw.get("devices")
-    for device in devices.values() if isinstance(devices, dict) else ():
-        if isinstance(device, dict) and "threads" in device and "num_threads" not in device:
-            device["num_threads"] = device.pop("threads")
-
-
-def decode_profile(data: bytes | str, where: str = "profile") -> Profile:
-    """Parse and validate profile JSON text."""
-    try:
-        raw = msgspec.json.decode(data)
-    except msgspec.DecodeError as e:
-        raise SchemaError(f"{where} is not valid JSON: {e}", "write it with `splitinfer profile`") from None
-    if not isinstance(raw, dict):
-        raise SchemaError(f"{where} is not a JSON object", "write it with `splitinfer profile`")
-    if raw.get("schema", PROFILE_SCHEMA) != PROFILE_SCHEMA:
-        raise SchemaError(
-            f"{where} has schema {raw.get('schema')!r}, this splitinfer reads {PROFILE_SCHEMA}",
-            "re-profile with this version of splitinfer",
-        )
-    _rename_old_keys(raw)
-    try:
-        profile = msgspec.convert(raw, Profile)
-    except msgspec.ValidationError as e:
-        raise SchemaError(
-            f"{where} is malformed: {e}", "fix that field (see the format in splitinfer.profile.schema)"
-        ) from None
-    return validate_profile(profile)
-
-
-def encode_profile(profile: Profile) -> bytes:
-    """Profile JSON text (indented), after validation."""
-    validate_profile(profile)
-    return msgspec.json.format(msgspec.json.encode(profile), indent=2) + b"\n"
-
-
-def load_profile(path: str | Path) -> Profile:
-    """Read and validate ``profile.json``."""
-    data = read_file(path, "profile", "check the path (write one with `splitinfer profile`)", ProfileError)
-    return decode_profile(data, str(path))
-
-
-def save_profile(profile: Profile, path: str | Path) -> None:
-    """Write ``profile`` to ``path`` as JSON."""
-    Path(path).write_bytes(encode_profile(profile))
-
-
-def _newer(a: str, b: str) -> bool:
-    """Is run date ``a`` strictly newer than ``b``? Unreadable or missing dates are oldest."""
-
-    def parse(text: str) -> datetime | None:
-        try:
-            stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return stamp if stamp.tzinfo else stamp.replace(tzinfo=datetime.now().astimezone().tzinfo)
-
-    ta, tb = parse(a), parse(b)
-    if ta is None:
-        return False
-    return tb is None or ta > tb
-
-
-def merge_profiles(a: Profile, b: Profile) -> Profile:
-    """One profile with the devices and links of both; on a conflict the newer run wins (b on a tie)."""
-    validate_profile(a)
-    validate_profile(b)
-    if a.model.sha256 != b.model.sha256:
-        raise ProfileError(
-            f"cannot merge profiles of different models ({a.model.name} {a.model.sha256[:12]} "
-            f"and {b.model.name} {b.model.sha256[:12]})",
-            "merge profiles of the same model file",
-        )
-    if len(a.blocks) != len(b.blocks) or [x.cut_bytes for x in a.blocks] != [x.cut_bytes for x in b.blocks]:
-        raise ProfileError(
-            "the profiles split the model into different blocks",
-            "profile both with the same cuts (the same splitinfer version and options)",
-        )
-    devices = dict(a.devices)
-    for name, dev in b.devices.items():
-        if name not in devices or not _newer(devices[name].date, dev.date):
-            devices[name] = dev
-    links = {(x.src, x.dst): x for x in a.links}
-    for link in b.links:
-        key = (link.src, link.dst)
-        if key not in links or not _newer(links[key].date, link.date):
-            links[key] = link
-    overhead = b.hop_overhead_s or a.hop_overhead_s
-    return validate_profile(msgspec.structs.replace(b, devices=devices, links=tuple(links.values()),
-                                                    hop_overhead_s=overhead,
-                                                    tradeoffs=_merge_tradeoffs(a.tradeoffs, b.tradeoffs)))
-
-
-def _merge_tradeoffs(a: TradeoffProfile | None, b: TradeoffProfile | None) -> TradeoffProfile | None:
-    """b's quality costs (the later measurement); the device timings of both, b's on a conflict."""
-    if a is None or b is None:
-        return b or a
-    rep = msgspec.structs.replace
-    precisions = {n: rep(p, devices={**a.precisions[n].devices, **p.devices}) if n in a.precisions else p
-                  for n, p in b.precisions.items()}
-    compressions = {n: rep(c, devices={**a.compressions[n].devices, **c.devices})
-                    if n in a.compressions else c for n, c in b.compressions.items()}
-    return rep(b, precisions={**a.precisions, **precisions}, compressions={**a.compressions, **compressions})

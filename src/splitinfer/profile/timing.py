@@ -15,13 +15,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import psutil
 
 from splitinfer.compression import DEFAULT_MAX_BYTES, Compressed, decompress, parse_compression, wire_bytes
-from splitinfer.errors import ProfileError, ShapeError, WorkerError, first_line
+from splitinfer.errors import ModelError, ProfileError, ShapeError, WorkerError, first_line
 from splitinfer.graph.inference import DEFAULT_PROVIDERS, create_inference_session
-from splitinfer.profile.partition_timing import CompressionTiming, PartitionTiming
+from splitinfer.profile.partition_timing import CompressionTiming, PartitionFailure, PartitionTiming
+from splitinfer.profile.rounds import RoundRules, kept_runs, median_ci_rel, time_rounds
 from splitinfer.profile.schema import Stats
 from splitinfer.units import check_number
 
@@ -31,33 +35,13 @@ MAX_WARMUP = 1_000
 MAX_PARTITION_BUDGET_S = 3_600.0
 
 
-def median_ci_rel(times: Sequence[float], z: float = 1.96) -> float:
-    """Relative half-width of the ~95% confidence interval of the median.
-
-    The interval is [x_(j), x_(k)] with j, k = n/2 -+ z*sqrt(n)/2 (order statistics).
-    Returns inf when there are too few samples to bound it.
-    """
-    n = len(times)
-    if n < 3:
-        return math.inf
-    xs = np.sort(np.asarray(times, dtype=np.float64))
-    half = z * math.sqrt(n) / 2
-    j = math.floor(n / 2 - half)
-    k = math.ceil(n / 2 + half)
-    if j < 0 or k > n - 1:
-        return math.inf
-    median = float(np.median(xs))
-    if median <= 0:
-        return 0.0 if xs[k] == xs[j] else math.inf
-    return float((xs[k] - xs[j]) / 2 / median)
-
-
 def summarize(times: Sequence[float]) -> Stats:
-    """Median, mean, p10, p90, std and CI of a list of durations, as the profile file keeps them
-    (``ci_rel`` None when too few samples bound the median)."""
+    """Median, mean, p10, p90, std and CI of a list of durations, as the profile file keeps them,
+    over the runs the outlier rule keeps (:func:`splitinfer.profile.rounds.kept_runs`; ``outliers``
+    counts those dropped; ``ci_rel`` None when too few runs bound the median)."""
     if len(times) == 0:
         raise ValueError("no measurements to summarize")
-    xs = np.asarray(times, dtype=np.float64)
+    xs = np.asarray(kept_runs(times), dtype=np.float64)
     ci_rel = median_ci_rel(xs)
     return Stats(
         median_s=float(np.median(xs)),
@@ -67,6 +51,7 @@ def summarize(times: Sequence[float]) -> Stats:
         std_s=float(xs.std(ddof=1)) if len(xs) > 1 else 0.0,
         n=len(xs),
         ci_rel=ci_rel if math.isfinite(ci_rel) else None,
+        outliers=len(times) - len(xs),
     )
 
 
@@ -102,41 +87,112 @@ def measure(
     return times
 
 
-def time_partition(model_bytes: bytes | memoryview, feeds: Mapping[str, np.ndarray], *,
-                   providers: Sequence[str] = DEFAULT_PROVIDERS, num_threads: int = 0, slowdown: float = 1.0,
-                   num_warmup: int = 3, min_runs: int = 5, max_runs: int = 200, budget_s: float = 2.0,
-                   rel_precision: float = 0.05) -> PartitionTiming:
-    """Time one partition: its inference session created untimed, ``num_warmup`` untimed runs, then
-    timed runs until the median is precise enough (:func:`measure`); ``times_s`` scaled by ``slowdown``.
+def _rss_bytes() -> int:
+    """This process's resident memory now."""
+    return psutil.Process().memory_info().rss
 
-    The first untimed run (there is always one) gives the outputs. ShapeError for feeds the
-    partition does not take (names, dtypes, dims), ModelError for bytes ONNX Runtime cannot
-    load, WorkerError for a provider missing here or a run that fails in a kernel.
-    """
+
+def _open(part: bytes | memoryview, feeds: Mapping[str, np.ndarray], providers: Sequence[str],
+          num_threads: int) -> _Open:
+    """Create one partition's session and run it once (untimed: the outputs), measuring the memory
+    each step adds to this process. ModelError, ShapeError or WorkerError as :func:`time_partition`."""
     from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument  # loaded with the session
 
+    before = _rss_bytes()
     start = time.perf_counter()
-    session = create_inference_session(model_bytes, providers, num_threads)
+    session = create_inference_session(part, providers, num_threads)
     create_s = time.perf_counter() - start
-    wanted = {i.name for i in session.get_inputs()}
-    if set(feeds) != wanted:
-        raise ShapeError(f"the feeds are {sorted(feeds)}, the partition takes {sorted(wanted)}",
+    created = _rss_bytes()
+    wanted = [i.name for i in session.get_inputs()]
+    missing = sorted(set(wanted) - set(feeds))
+    if missing:
+        raise ShapeError(f"the partition takes {missing}, which the feeds lack",
                          "give one tensor per partition input, named like the input")
-    feeds = dict(feeds)
+    own = {name: feeds[name] for name in wanted}
     try:
-        outputs = session.run(None, feeds)
-        times = measure(lambda: session.run(None, feeds), num_warmup=max(0, num_warmup - 1),
-                        min_runs=max(1, min_runs), max_runs=max(1, min_runs, max_runs), budget_s=budget_s,
-                        rel_precision=rel_precision)
+        outputs = session.run(None, own)
     except InvalidArgument as e:  # ORT's word for inputs the partition does not take (dims, dtypes)
         raise ShapeError(f"the partition rejects its inputs: {first_line(e)}",
                          "give inputs of the shapes and dtypes the partition takes") from None
     except Exception as e:  # ORT's other exception types: a kernel failed on these values
         raise WorkerError(f"timing the partition failed: {first_line(e)}",
                           "check the inputs' values (e.g. indices in range) and the model") from None
+    ran = _rss_bytes()
     names = [o.name for o in session.get_outputs()]
-    return PartitionTiming(times_s=[t * slowdown for t in times], compute_times_s=times, create_s=create_s,
-                           outputs=dict(zip(names, outputs, strict=True)))
+    # The first run grows the session's arena to its peak, which later runs reuse; what it returns is
+    # counted as the stage's outgoing tensors, not as its working memory.
+    working = ran - created - sum(o.nbytes for o in outputs)
+    return _Open(session, own, create_s, dict(zip(names, outputs, strict=True)), max(0, created - before),
+                 max(0, working))
+
+
+@dataclass
+class _Open:
+    session: Any
+    feeds: dict[str, np.ndarray]
+    create_s: float
+    outputs: dict[str, np.ndarray]
+    weight_bytes: int
+    activation_bytes: int
+
+
+def time_partitions(parts: Sequence[bytes | memoryview], feeds: Mapping[str, np.ndarray], *,
+                    providers: Sequence[str] = DEFAULT_PROVIDERS, num_threads: int = 0, slowdown: float = 1.0,
+                    num_warmup: int = 3, min_runs: int = 5, max_runs: int = 200, budget_s: float = 2.0,
+                    rel_precision: float = 0.05) -> list[PartitionTiming | PartitionFailure]:
+    """Time partitions of one model together, in interleaved rounds (:mod:`splitinfer.profile.rounds`).
+
+    ``feeds``: every tensor any of them takes, by name (one model's tensor names are unique). Each
+    session is created untimed, measuring the resident memory it adds (``weight_bytes``) and the
+    first run adds beyond its outputs (``activation_bytes``); the sessions stay open while all are
+    timed, so one's freed memory cannot hide another's need. ``budget_s``: timed work of the whole
+    set. A partition that cannot run here is a :class:`PartitionFailure`; the others are timed.
+    """
+    opened: list[_Open | PartitionFailure] = []
+    for part in parts:
+        try:
+            opened.append(_open(part, feeds, providers, num_threads))
+        except (ModelError, WorkerError) as e:  # ShapeError is a ModelError
+            opened.append(PartitionFailure(e))
+    live = [o for o in opened if isinstance(o, _Open)]
+    rules = RoundRules(max(0, num_warmup - 1), max(1, min_runs), max(1, min_runs, max_runs), budget_s,
+                       rel_precision)
+    try:
+        samples = iter(time_rounds([lambda o=o: o.session.run(None, o.feeds) for o in live], rules))
+    except Exception as e:  # a kernel that ran once and fails on a later run: the set cannot be timed
+        raise WorkerError(f"timing the partitions failed: {first_line(e)}",
+                          "check the inputs' values (e.g. indices in range) and the model") from None
+    out: list[PartitionTiming | PartitionFailure] = []
+    for o in opened:
+        if isinstance(o, PartitionFailure):
+            out.append(o)
+            continue
+        sample = next(samples)
+        out.append(PartitionTiming(times_s=[t * slowdown for t in sample.times_s],
+                                   compute_times_s=sample.times_s, create_s=o.create_s, outputs=o.outputs,
+                                   remeasured=sample.remeasured, weight_bytes=o.weight_bytes,
+                                   activation_bytes=o.activation_bytes))
+    return out
+
+
+def time_partition(model_bytes: bytes | memoryview, feeds: Mapping[str, np.ndarray], *,
+                   providers: Sequence[str] = DEFAULT_PROVIDERS, num_threads: int = 0, slowdown: float = 1.0,
+                   num_warmup: int = 3, min_runs: int = 5, max_runs: int = 200, budget_s: float = 2.0,
+                   rel_precision: float = 0.05) -> PartitionTiming:
+    """Time one partition (:func:`time_partitions` with one): its inference session created untimed,
+    ``num_warmup`` untimed runs, then timed runs until the median is precise enough; ``times_s``
+    scaled by ``slowdown``.
+
+    The first untimed run (there is always one) gives the outputs. ShapeError for feeds the
+    partition does not take (names, dtypes, dims), ModelError for bytes ONNX Runtime cannot
+    load, WorkerError for a provider missing here or a run that fails in a kernel.
+    """
+    (result,) = time_partitions([model_bytes], feeds, providers=providers, num_threads=num_threads,
+                                slowdown=slowdown, num_warmup=num_warmup, min_runs=min_runs,
+                                max_runs=max_runs, budget_s=budget_s, rel_precision=rel_precision)
+    if isinstance(result, PartitionFailure):
+        raise result.error
+    return result
 
 
 def time_compression(arrays: Mapping[str, np.ndarray], compressions: Sequence[str], *, slowdown: float = 1.0,

@@ -87,6 +87,8 @@ def format_cell(column: str, value: Any) -> str:
         return bytes_label(value)
     if column in ("flops", "num_params"):
         return count_label(value)
+    if column.endswith("gain"):  # how many times better, as the demo's lines say it
+        return f"{value:.2f}x"
     if column == "quality_cost":  # a fraction of top-1 agreement lost, like --max-quality-drop 1%
         return f"{value:.2%}"
     if column == "rel_error" or column == "gap":

@@ -13,10 +13,13 @@ import onnx
 from splitinfer.errors import SplitinferError
 from splitinfer.graph import Model
 from splitinfer.plan import Plan, describe_stages
-from splitinfer.profile.schema import Profile, load_profile
+from splitinfer.profile.files import load_profile
+from splitinfer.profile.schema import Profile
 from splitinfer.records.bench import BenchResult, load_bench
+from splitinfer.records.gain import GainResult
 from splitinfer.records.plans import read_plans
 from splitinfer.report import figures, plan_figures, quality, quality_figures
+from splitinfer.report.gain import gain_bars, gain_html, read_gain
 from splitinfer.report.html import (
     FigureFile,
     render_figure,
@@ -54,7 +57,7 @@ def _main_ops(model: str | Path | Model | onnx.ModelProto, profile: Profile) -> 
 
 
 def _figures(data: ReportData, out: Path, ops: list[str] | None, on_file: OnFile,
-             evaluation: quality.EvalDoc | None = None) -> list[FigureFile]:
+             evaluation: quality.EvalDoc | None = None, gains: GainResult | None = None) -> list[FigureFile]:
     specs: list[tuple[str, str, str, Callable[[], Any]]] = [
         ("block_latency", "Latency per block per device",
          "Median time of each block on each device; the band spans p10 to p90.",
@@ -92,6 +95,10 @@ def _figures(data: ReportData, out: Path, ops: list[str] | None, on_file: OnFile
              "Measured end-to-end latencies of the benchmark's requests, with the prediction.",
              lambda: plan_figures.latency_distribution(bench)),
         ]
+    if gains is not None and gains.gains:
+        specs.append(("gain_bars", "Gain of splitting",
+                      "Measured figure of the best single-device plan and of the best plan, side by side; "
+                      "the diamond marks each plan's prediction.", lambda: gain_bars(gains)))
     if evaluation is not None and evaluation.classification is not None:
         scored = evaluation.classification
         whose = "candidate" if evaluation.candidate is not None else "model"
@@ -164,6 +171,7 @@ def write_report(
     bench: BenchResult | str | Path | None = None,
     model: str | Path | Model | onnx.ModelProto | None = None,
     evaluation: quality.EvalDoc | str | Path | None = None,
+    gain: GainResult | str | Path | None = None,
     on_file: OnFile | None = None,
 ) -> Path:
     """Write the report of ``profile`` into ``out_dir``; return the path of its ``index.html``.
@@ -173,10 +181,12 @@ def write_report(
     ``model``: the profiled model, to name each block's main op. ``evaluation``: an eval
     result (``splitinfer eval -o eval.json``, or :func:`.quality.load_eval`'s), shown in a
     Quality section: accuracy and agreement tables, and with labels the confusion matrix and
-    per-class precision and sensitivity. ``on_file`` is called with every file written
-    (figures as PNG and SVG, blocks.csv, plans.csv, chosen_plan.csv, bench.csv, accuracy.csv,
-    agreement.csv, classes.csv). A plan that chose precisions and compressions shows them on its
-    figures and in its tables, with its predicted quality cost.
+    per-class precision and sensitivity. ``gain``: what splitting gained, measured (a
+    :class:`~splitinfer.records.gain.GainResult` or its ``gain.json``), shown in a "Gain of
+    splitting" section: a sentence per objective, a bar chart and ``gain.csv``. ``on_file`` is
+    called with every file written (figures as PNG and SVG, blocks.csv, plans.csv, chosen_plan.csv,
+    bench.csv, gain.csv, accuracy.csv, agreement.csv, classes.csv). A plan that chose precisions
+    and compressions shows them on its figures and in its tables, with its predicted quality cost.
 
     >>> write_report("profile.json", "splitinfer-report", plans="plan.json")  # doctest: +SKIP
     """
@@ -186,6 +196,7 @@ def write_report(
     bench_data = load_bench(bench) if isinstance(bench, str | Path) else bench
     data = gather(prof, plans, bench_data)
     doc = quality.load_eval(evaluation) if isinstance(evaluation, str | Path) else evaluation
+    gains = read_gain(gain, prof)
     ops = _main_ops(model, prof) if model is not None else None
     out = Path(out_dir)
     try:
@@ -194,23 +205,27 @@ def write_report(
         raise SplitinferError(f"cannot create report folder {out}: {e.strerror}",
                               "pick a writable folder for -o") from None
     notify = on_file or (lambda _p: None)
-    figs = _figures(data, out, ops, notify, doc)
+    figs = _figures(data, out, ops, notify, doc, gains)
     index = out / "index.html"
     index.write_text(render_page(f"splitinfer report: {data.model_label}",
                                  f"{len(prof.blocks)} blocks on {len(prof.devices)} devices",
-                                 _sections(data, figs, ops, out, notify, doc)),
+                                 _sections(data, figs, ops, out, notify, doc, gains)),
                      encoding="utf-8")
     notify(index)
     return index
 
 
 def _sections(data: ReportData, figs: list[FigureFile], ops: list[str] | None, out: Path,
-              notify: OnFile, evaluation: quality.EvalDoc | None = None) -> list[tuple[str, str, str]]:
+              notify: OnFile, evaluation: quality.EvalDoc | None = None,
+              gains: GainResult | None = None) -> list[tuple[str, str, str]]:
     """The page's sections (anchor, heading, HTML); writes the CSV tables on the way."""
     blocks = block_table(data.profile, ops)
     notify(write_csv(blocks, out / "blocks.csv"))
-    sections = [("summary", "Summary", _summary(data)),
-                ("profile", "Profile", _section_html(figs, ("block_latency", "block_statistics"))
+    sections = [("summary", "Summary", _summary(data))]
+    if gains is not None and gains.gains:  # the headline of a demo: right after the summary
+        figure = _section_html(figs, ("gain_bars",))
+        sections.append(("gain", "Gain of splitting", gain_html(gains, figure, out, notify)))
+    sections += [("profile", "Profile", _section_html(figs, ("block_latency", "block_statistics"))
                  + render_table(blocks, "Blocks", raw_csv="blocks.csv", scroll=True))]
     if data.plans:
         table = plan_table(data.plans)

@@ -35,6 +35,7 @@ from splitinfer.cluster import Cluster, Device
 from splitinfer.errors import ProfileError, SplitinferError
 from splitinfer.graph import Model
 from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS
+from splitinfer.profile.device import DeviceRecord, profile_device
 from splitinfer.profile.links import (
     DEFAULT_PROBE_SIZES_BYTES,
     declared_links,
@@ -42,16 +43,14 @@ from splitinfer.profile.links import (
     links_to_measure,
     measured_link,
 )
-from splitinfer.profile.partition_timing import CompressionTiming, PartitionTiming
+from splitinfer.profile.partition_timing import CompressionTiming, PartitionFailure, PartitionTiming
 from splitinfer.profile.profiler import (
     Calibration,
-    DeviceRecord,
     PreparedModel,
     ProfileInterrupted,
     ProfileSettings,
     ProfileWarning,
     prepare_model,
-    profile_device,
 )
 from splitinfer.profile.schema import LinkProfile, Profile, validate_profile
 from splitinfer.profile.sensitivity import Sensitivity
@@ -76,6 +75,17 @@ class WorkerRunner:
         return self.client.time_partition(model_bytes, feeds, num_warmup=num_warmup, min_runs=min_runs,
                                           max_runs=max_runs, budget_s=budget_s, rel_precision=rel_precision,
                                           slowdown=slowdown, timeout_s=self.request_timeout_s + 2 * budget_s)
+
+    def profile_set(self, parts: Sequence[bytes], feeds: Mapping[str, np.ndarray], *, num_warmup: int,
+                    min_runs: int, max_runs: int, budget_s: float, rel_precision: float,
+                    slowdown: float) -> list[PartitionTiming | PartitionFailure]:
+        """Time partitions together on the worker (see :meth:`WorkerClient.time_partitions`); the
+        deadline allows each session's creation and the runs a wide spread adds past the budget."""
+        return self.client.time_partitions(parts, feeds, num_warmup=num_warmup, min_runs=min_runs,
+                                           max_runs=max_runs, budget_s=budget_s, rel_precision=rel_precision,
+                                           slowdown=slowdown,
+                                           timeout_s=self.request_timeout_s * (1 + len(parts) / 8)
+                                           + 3 * budget_s)
 
     def time_compression(self, arrays: Mapping[str, np.ndarray], compressions: Sequence[str], *,
                          budget_s: float, slowdown: float) -> dict[str, CompressionTiming]:

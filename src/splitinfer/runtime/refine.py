@@ -31,6 +31,7 @@ from splitinfer.graph import Model
 from splitinfer.plan import Constraints, Link, Plan, Problem, describe_stages, solve, with_provenance
 from splitinfer.plan.provenance import HopOverhead
 from splitinfer.profile.blocks import Blocks, check_as_profiled, cut_as_profiled
+from splitinfer.profile.device import profile_segments
 from splitinfer.profile.problem import build_problem
 from splitinfer.profile.profiler import (
     Calibration,
@@ -38,7 +39,6 @@ from splitinfer.profile.profiler import (
     ProfileSettings,
     ProfileWarning,
     prepare_model,
-    profile_segments,
 )
 from splitinfer.profile.schema import Profile, SegmentStats, validate_profile
 from splitinfer.profile.segments import DEFAULT_THRESHOLD, add_segments, corrected_profile

@@ -37,8 +37,9 @@ from splitinfer.graph import Model, extract_segment
 from splitinfer.graph.quantize import quantize_partitions
 from splitinfer.plan import Constraints, Plan, Tradeoffs, describe_stages, solve, solve_tradeoffs
 from splitinfer.profile.blocks import Blocks, cut_as_profiled
+from splitinfer.profile.files import load_profile
 from splitinfer.profile.problem import build_problem
-from splitinfer.profile.schema import Profile, load_profile
+from splitinfer.profile.schema import Profile
 from splitinfer.profile.tradeoff_profile import tradeoffs_for_planning
 from splitinfer.records.plans import PlanSource, load_plan
 from splitinfer.runtime.coordinator.pipeline import StageSpec, check_chain

@@ -23,13 +23,20 @@ from splitinfer.compression import parse_compression
 from splitinfer.errors import AuthError, ErrorCode, PlanError, TransportError, WorkerError, first_line
 from splitinfer.graph.inference import create_inference_session
 from splitinfer.host import host_info, max_num_threads
-from splitinfer.profile.partition_timing import MAX_COMPRESSIONS
+from splitinfer.profile.partition_timing import (
+    MAX_COMPRESSIONS,
+    MAX_TIMED_PARTITIONS,
+    MAX_TIMED_RUNS,
+    PartitionFailure,
+    PartitionTiming,
+    timing_to_wire,
+)
 from splitinfer.profile.timing import (
     MAX_PARTITION_BUDGET_S,
     MAX_RUNS,
     MAX_WARMUP,
     time_compression,
-    time_partition,
+    time_partitions,
 )
 from splitinfer.runtime.device._execution import StageRunner, check_signature
 from splitinfer.runtime.device._stages import StageTable
@@ -186,18 +193,29 @@ def _check_timing(header: messages.TimePartition | messages.TimeCompression, kin
 
 
 def _time_partition(device: DeviceContext, header: messages.TimePartition, msg: Message) -> Reply:
-    if len(msg.blobs) != 1:
+    """Time the partitions (one per blob) together, in interleaved rounds; each one's result or failure."""
+    if not 1 <= len(msg.blobs) <= MAX_TIMED_PARTITIONS:
         raise _malformed(f"time_partition carries {len(msg.blobs)} blobs",
-                         "send exactly one blob: the ONNX partition")
+                         f"send 1 to {MAX_TIMED_PARTITIONS} blobs: the ONNX partitions")
+    if header.return_outputs and len(msg.blobs) != 1:
+        raise _malformed("time_partition asks for outputs of several partitions",
+                         "ask for outputs with one partition only")
     _check_timing(header, "time_partition")
+    if len(msg.blobs) * header.max_runs > MAX_TIMED_RUNS:
+        raise _malformed(f"time_partition asks for up to {len(msg.blobs)} x {header.max_runs} runs",
+                         f"ask for at most {MAX_TIMED_RUNS} runs in all: fewer partitions or max_runs")
     _check_threads(device)
-    timing = time_partition(msg.blobs[0], msg.arrays, providers=device.providers,
-                            num_threads=device.num_threads, slowdown=header.slowdown,
-                            num_warmup=header.num_warmup, min_runs=header.min_runs, max_runs=header.max_runs,
-                            budget_s=header.budget_s, rel_precision=header.rel_precision)
-    data = {"times_s": timing.times_s, "compute_times_s": timing.compute_times_s,
-            "create_s": timing.create_s, "slowdown": header.slowdown}
-    return data, list(timing.outputs.items()) if header.return_outputs else []
+    timings = time_partitions(msg.blobs, msg.arrays, providers=device.providers,
+                              num_threads=device.num_threads, slowdown=header.slowdown,
+                              num_warmup=header.num_warmup, min_runs=header.min_runs,
+                              max_runs=header.max_runs, budget_s=header.budget_s,
+                              rel_precision=header.rel_precision)
+    first = timings[0]
+    if len(timings) == 1 and isinstance(first, PartitionFailure):
+        raise first.error  # one partition fails the request as it failed: an error reply, as ever
+    data = {"partitions": [timing_to_wire(t) for t in timings], "slowdown": header.slowdown}
+    return data, list(first.outputs.items()) if header.return_outputs and isinstance(first, PartitionTiming) \
+        else []
 
 
 def _time_compression(header: messages.TimeCompression, msg: Message) -> dict[str, Any]:

@@ -7,6 +7,7 @@ thread (it holds a ZeroMQ socket); calls are serialised by a lock anyway.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 import time
@@ -18,7 +19,14 @@ import numpy as np
 import zmq
 
 from splitinfer.errors import AuthError, DeadlineError, TransportError, WorkerError
-from splitinfer.profile.partition_timing import MAX_COMPRESSIONS, CompressionTiming, PartitionTiming
+from splitinfer.profile.partition_timing import (
+    MAX_COMPRESSIONS,
+    MAX_TIMED_PARTITIONS,
+    CompressionTiming,
+    PartitionFailure,
+    PartitionTiming,
+    timing_from_wire,
+)
 from splitinfer.runtime.wire import codec, messages
 from splitinfer.runtime.wire.curve import Curve, Keyring
 from splitinfer.runtime.wire.messages import Message, error_of_reply
@@ -140,21 +148,44 @@ class WorkerClient:
         wait_s = min(MAX_WAIT_S, timeout_s * (num_repeats + 1) * max(1, len(sizes_bytes)) + self.timeout_s)
         return self.request(header, timeout_s=wait_s).header.data["rtts_s"]
 
-    def time_partition(self, model_bytes: bytes, feeds: Mapping[str, np.ndarray], *, num_warmup: int = 3,
-                min_runs: int = 10, max_runs: int = 100, budget_s: float = 2.0, rel_precision: float = 0.05,
-                slowdown: float = 1.0, return_outputs: bool = False,
-                timeout_s: float | None = None) -> PartitionTiming:
-        """Time a partition on the worker: session created untimed, warm-up, then timed runs."""
+    def time_partitions(self, parts: Sequence[bytes], feeds: Mapping[str, np.ndarray], *, num_warmup: int = 3,
+                        min_runs: int = 10, max_runs: int = 100, budget_s: float = 2.0,
+                        rel_precision: float = 0.05, slowdown: float = 1.0, return_outputs: bool = False,
+                        timeout_s: float | None = None) -> list[PartitionTiming | PartitionFailure]:
+        """Time partitions of one model together on the worker, in interleaved rounds
+        (:func:`splitinfer.profile.timing.time_partitions`): ``feeds`` holds every tensor any takes;
+        ``budget_s`` is the timed work of the set. One result per partition, or why it cannot run."""
+        check_number(len(parts), "the number of partitions", low=1, high=MAX_TIMED_PARTITIONS, whole=True)
         header = messages.TimePartition(num_warmup=num_warmup, min_runs=min_runs, max_runs=max_runs,
                                         budget_s=budget_s, rel_precision=rel_precision, slowdown=slowdown,
                                         return_outputs=return_outputs)
         wait_s = timeout_s if timeout_s is not None else \
             min(MAX_WAIT_S, max(self.timeout_s, 30.0 + 3 * budget_s))
-        reply = self.request(header, blobs=[model_bytes], arrays=list(feeds.items()), timeout_s=wait_s)
+        reply = self.request(header, blobs=list(parts), arrays=list(feeds.items()), timeout_s=wait_s)
         data = reply.header.data
-        outputs = {k: np.array(v) for k, v in reply.arrays.items()}  # own the memory past the frame
-        return PartitionTiming(times_s=data["times_s"], compute_times_s=data["compute_times_s"],
-                               create_s=data["create_s"], outputs=outputs)
+        got = data.get("partitions") if isinstance(data, dict) else None
+        if not isinstance(got, list) or len(got) != len(parts):
+            raise TransportError(f"the worker timed {len(got) if isinstance(got, list) else 'no'} partitions "
+                                 f"of {len(parts)}", "check the worker's splitinfer version")
+        timings = [timing_from_wire(item, slowdown) for item in got]
+        if return_outputs and isinstance(timings[0], PartitionTiming):
+            outputs = {k: np.array(v) for k, v in reply.arrays.items()}  # own the memory past the frame
+            timings[0] = dataclasses.replace(timings[0], outputs=outputs)
+        return timings
+
+    def time_partition(self, model_bytes: bytes, feeds: Mapping[str, np.ndarray], *, num_warmup: int = 3,
+                       min_runs: int = 10, max_runs: int = 100, budget_s: float = 2.0,
+                       rel_precision: float = 0.05, slowdown: float = 1.0, return_outputs: bool = False,
+                       timeout_s: float | None = None) -> PartitionTiming:
+        """Time one partition on the worker: session created untimed, warm-up, then timed runs; the
+        ShapeError, ModelError or WorkerError the worker met."""
+        (timing,) = self.time_partitions([model_bytes], feeds, num_warmup=num_warmup, min_runs=min_runs,
+                                         max_runs=max_runs, budget_s=budget_s, rel_precision=rel_precision,
+                                         slowdown=slowdown, return_outputs=return_outputs,
+                                         timeout_s=timeout_s)
+        if isinstance(timing, PartitionFailure):
+            raise timing.error
+        return timing
 
     def time_compression(self, arrays: Mapping[str, np.ndarray], compressions: Sequence[str], *,
                          budget_s: float = 0.5, slowdown: float = 1.0, num_warmup: int = 1, min_runs: int = 3,

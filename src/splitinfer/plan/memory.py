@@ -1,0 +1,196 @@
+"""A stage's memory need, as PipeEdge charges it: the one definition every solver plans with.
+
+A stage (blocks i..j on one device) is one ONNX Runtime inference session with its own arena. It
+holds its weights (the sum of ``weight_bytes[i..j]``), the activations of one run (its blocks run one
+after another, so the largest of ``activation_bytes[i..j]``), and, for each of the ``in_flight``
+requests it holds at once (the one it runs and those queued: PipeEdge's buffers + 1), the tensors
+entering and leaving it: the model input if i is the first block, else cut i-1; the output if j is
+the last block, else cut j. Raw cut bytes: a compressed hop is restored before the stage reads it.
+A device's need is the sum over the stages it hosts (with revisits, several), at most its capacity.
+
+Readers: :mod:`.cost` (:func:`device_needs`, the reference), the segment DP (:class:`SegmentNeeds`:
+every start of a stage ending at one block at once), the MILP (:func:`add_memory_rows`, the exact
+linearisation) and :mod:`.solve` (:func:`need_bound`: can memory bind at all).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from splitinfer.plan.problem import Instance
+
+
+@dataclass(frozen=True, eq=False)
+class StageMemory:
+    """Per block, what a stage's need is made of."""
+
+    weight_bytes: np.ndarray  # (L,)
+    activation_bytes: np.ndarray  # (L,)
+    enter_bytes: np.ndarray  # (L,) per request, held by a stage that starts at block b: input or cut b-1
+    leave_bytes: np.ndarray  # (L,) per request, held by a stage that ends at block b: cut b or output
+    in_flight: int
+
+    @classmethod
+    def of(cls, inst: Instance) -> StageMemory:
+        cuts = inst.cut_bytes.astype(np.float64)
+        return cls(
+            inst.weight_bytes,
+            inst.activation_bytes,
+            np.concatenate([[float(inst.input_bytes)], cuts]),
+            np.concatenate([cuts, [float(inst.output_bytes)]]),
+            inst.in_flight,
+        )
+
+    def stage(self, first: int, last: int) -> float:
+        """The need of one stage of blocks first..last."""
+        weights = math.fsum(self.weight_bytes[first : last + 1].tolist())
+        peak = float(self.activation_bytes[first : last + 1].max())
+        buffers = float(self.enter_bytes[first]) + float(self.leave_bytes[last])
+        return weights + peak + self.in_flight * buffers
+
+
+def device_needs(inst: Instance, runs: Sequence[tuple[int, int, int]]) -> np.ndarray:
+    """(D,) each device's need: the sum over the stages ``runs`` (device, first, last) puts on it."""
+    mem = StageMemory.of(inst)
+    parts: list[list[float]] = [[] for _ in range(inst.num_devices)]
+    for d, first, last in runs:
+        parts[d].append(mem.stage(first, last))
+    return np.array([math.fsum(p) for p in parts])
+
+
+class SegmentNeeds:
+    """``needs(j)[i, 0]``: the need of a stage of blocks i..j-1, for every start i < j at once (j, 1).
+
+    Prefix sums of the weights, a running maximum of the activations taken from the end, and the
+    buffers of the stage's first and last cut: O(j) per end, for the segment DP's limits.
+    """
+
+    def __init__(self, mem: StageMemory) -> None:
+        self._mem = mem
+        self._prefix = np.concatenate([[0.0], np.cumsum(mem.weight_bytes)])
+
+    def __call__(self, j: int) -> np.ndarray:
+        m = self._mem
+        peak = np.maximum.accumulate(m.activation_bytes[:j][::-1])[::-1]
+        buffers = m.in_flight * (m.enter_bytes[:j] + m.leave_bytes[j - 1])
+        return (self._prefix[j] - self._prefix[:j] + peak + buffers)[:, None]
+
+
+def need_bound(mem: StageMemory, allowed: np.ndarray, revisits: bool) -> np.ndarray:
+    """(D,) at least any device's need under ``allowed`` (L, D): memory cannot bind where it fits.
+
+    Every block allowed there counts its weights. One stage holds the largest activation and the
+    largest entering and leaving buffers; several (revisits) hold distinct blocks' activations and
+    distinct cuts' buffers, so their sums bound them.
+    """
+    a = allowed.astype(np.float64)
+    weights = a.T @ mem.weight_bytes
+    if revisits:
+        buffers = a.T @ (mem.enter_bytes + mem.leave_bytes)
+        return weights + a.T @ mem.activation_bytes + mem.in_flight * buffers
+
+    def largest(values: np.ndarray) -> np.ndarray:
+        return np.where(allowed, values[:, None], 0.0).max(axis=0)
+
+    buffers = largest(mem.enter_bytes) + largest(mem.leave_bytes)
+    return weights + largest(mem.activation_bytes) + mem.in_flight * buffers
+
+
+class Rows(Protocol):
+    def add(self, cols: np.ndarray, vals: np.ndarray, lower: float, upper: float) -> None: ...
+
+
+def add_memory_rows(
+    rows: Rows,
+    mem: StageMemory,
+    allowed: np.ndarray,
+    members: Sequence[np.ndarray],
+    capacity: np.ndarray,
+    revisits: bool,
+    x: np.ndarray,
+    y: np.ndarray,
+    next_col: int,
+) -> list[float]:
+    """Each device's need <= its capacity, as MILP rows over ``x`` (L, C) and ``y`` (L-1, C, C).
+
+    A column is a device or a variant of one (``members``: the columns of each device); a stage stays
+    on one column, so a stage on c starts at b exactly when ``x[b,c] - y[b-1,c,c]`` is 1 and ends
+    when ``x[b,c] - y[b,c,c]`` is: the weights and the cut buffers are linear in x and y. The largest
+    activation of each stage takes continuous columns (numbered from ``next_col``; their upper bounds
+    are returned): see :func:`_one_stage` and :func:`_running_max`. Devices that cannot exceed their
+    capacity get no row.
+    """
+    num_blocks = x.shape[0]
+    dev_allowed = np.stack([allowed[:, g].any(axis=1) for g in members], axis=1)
+    bound = need_bound(mem, dev_allowed, revisits)
+    k = float(mem.in_flight)
+    upper: list[float] = []
+    for d, g in enumerate(members):
+        if not bound[d] > capacity[d]:
+            continue
+        cols = [x[:, g].ravel()]  # (b, c) row-major: one value per block, repeated per column
+        vals = [np.repeat(mem.weight_bytes + k * (mem.enter_bytes + mem.leave_bytes), len(g))]
+        if num_blocks > 1:  # a stage going on through cut b neither leaves at b nor enters at b + 1
+            cols.append(y[:, g, g].ravel())
+            vals.append(np.repeat(-k * (mem.leave_bytes[:-1] + mem.enter_bytes[1:]), len(g)))
+        if mem.activation_bytes.any():
+            charge = (_running_max if revisits else _one_stage)(rows, mem, allowed, g, x, next_col, upper)
+            cols.append(np.array(charge, dtype=np.int64))
+            vals.append(np.ones(len(charge)))
+        rows.add(np.concatenate(cols), np.concatenate(vals), -math.inf, float(capacity[d]))
+    return upper
+
+
+def _one_stage(
+    rows: Rows, mem: StageMemory, allowed: np.ndarray, g: np.ndarray, x: np.ndarray, next_col: int,
+    upper: list[float],
+) -> list[int]:
+    """No revisits: the device hosts one stage, so one column a >= activation[b] x[b,c] is its peak."""
+    act = mem.activation_bytes
+    where = [(b, c) for c in g for b in np.flatnonzero(allowed[:, c] & (act > 0))]
+    a = next_col + len(upper)
+    upper.append(float(max((act[b] for b, _ in where), default=0.0)))
+    for b, c in where:
+        rows.add(np.array([a, x[b, c]]), np.array([1.0, -act[b]]), 0.0, math.inf)
+    return [a]
+
+
+def _running_max(
+    rows: Rows, mem: StageMemory, allowed: np.ndarray, g: np.ndarray, x: np.ndarray, next_col: int,
+    upper: list[float],
+) -> list[int]:
+    """Revisits: each stage's own peak, summed, through r[b,c] and its rises p[b,c] >= 0.
+
+    r[b,c] >= activation[b] x[b,c] and r[b,c] <= A x[b,c] (A: the largest activation allowed on c),
+    so r is 0 off the column; p[b,c] >= r[b,c] - r[b-1,c]. Over a stage i..j, p[i] + ... + p[b] >=
+    r[b] - r[i-1] = r[b] >= activation[b] for every b in it, so its p's sum to at least its peak, and
+    r = the running peak with p = its rises attains it: the device's p's sum to the sum of its stages'
+    peaks, exactly. 2 columns and at most 3 rows per allowed (block, column).
+    """
+    act = mem.activation_bytes
+    charge: list[int] = []
+    for c in g:
+        on = allowed[:, c]
+        top = float(act[on].max()) if on.any() else 0.0
+        if top == 0:
+            continue
+        prev = None
+        for b in range(len(act)):
+            if not on[b]:
+                prev = None  # r there is 0
+                continue
+            r, p = next_col + len(upper), next_col + len(upper) + 1
+            upper += [top, top]
+            if act[b] > 0:
+                rows.add(np.array([r, x[b, c]]), np.array([1.0, -act[b]]), 0.0, math.inf)
+            rows.add(np.array([r, x[b, c]]), np.array([1.0, -top]), -math.inf, 0.0)
+            rise = [p, r] + ([] if prev is None else [prev])
+            rows.add(np.array(rise), np.array([1.0, -1.0, 1.0][: len(rise)]), 0.0, math.inf)
+            charge.append(p)
+            prev = r
+    return charge

@@ -1,0 +1,111 @@
+"""Interleaved rounds and the rules of profile/rounds.py, on a simulated clock (durations known)."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from splitinfer.profile.rounds import (
+    MIN_RUNS_WIDE,
+    RoundRules,
+    kept_runs,
+    outlier_fence,
+    spread,
+    time_rounds,
+)
+
+
+class Machine:
+    """A simulated machine: partition i takes base[i] seconds, ``slow`` times longer during a burst."""
+
+    def __init__(self, base, burst=(float("inf"), float("inf")), slow=3.0):
+        self.now = 0.0
+        self.base = base
+        self.burst = burst
+        self.slow = slow
+        self.calls: list[int] = []
+
+    def clock(self):
+        return self.now
+
+    def run(self, i):
+        def go():
+            self.calls.append(i)
+            busy = self.burst[0] <= self.now < self.burst[1]
+            self.now += self.base[i] * (self.slow if busy else 1.0)
+        return go
+
+    def runs(self):
+        return [self.run(i) for i in range(len(self.base))]
+
+
+def test_every_round_runs_each_partition_once_in_the_order_given():
+    m = Machine([0.01, 0.02, 0.03, 0.04])
+    time_rounds(m.runs(), RoundRules(num_warmup=0, min_runs=6, max_runs=6, budget_s=100), clock=m.clock)
+    assert m.calls == [0, 1, 2, 3] * 6
+
+
+def test_a_burst_falls_on_all_blocks_alike_so_two_profiles_agree():
+    """A burst of 3x load during part of each profile, at different moments: the sums of medians agree
+    within 5% when the blocks run in rounds; timed one after another, the burst falls on one block."""
+    base = [0.001 * (1 + i % 4) for i in range(12)]
+    rules = RoundRules(num_warmup=0, min_runs=9, max_runs=9, budget_s=100)
+    sums = []
+    for burst in ((0.01, 0.04), (0.07, 0.10)):
+        m = Machine(base, burst)
+        samples = time_rounds(m.runs(), rules, clock=m.clock)
+        sums.append(sum(statistics.median(s.times_s) for s in samples))
+    assert sums[1] == pytest.approx(sums[0], rel=0.05)
+    assert sums[0] == pytest.approx(sum(base), rel=0.05)
+    in_turn = []  # the old way: each block to completion, then the next
+    for burst in ((0.01, 0.04), (0.07, 0.10)):
+        m = Machine(base, burst)
+        medians = []
+        for run in m.runs():
+            one = []
+            for _ in range(9):
+                start = m.clock()
+                run()
+                one.append(m.clock() - start)
+            medians.append(statistics.median(one))
+        in_turn.append(sum(medians))
+    assert abs(in_turn[1] / in_turn[0] - 1) > 0.05  # what the rounds protect against
+
+
+def test_slow_outliers_are_dropped_by_the_stated_fence():
+    times = [1.0, 1.1, 1.0, 1.2, 1.1, 1.0, 9.0]
+    q1, q3 = 1.0, 1.15  # numpy's linear percentiles of these seven
+    assert outlier_fence(times) == pytest.approx(q3 + 3 * (q3 - q1))
+    alike = [1.0] * 7 + [1.2, 1.1]  # IQR 0: it counts as 5% of the median
+    assert outlier_fence(alike) == pytest.approx(1.0 + 3 * 0.05) and kept_runs(alike) == [1.0] * 7 + [1.1]
+    assert kept_runs(times) == [1.0, 1.1, 1.0, 1.2, 1.1, 1.0]
+    assert kept_runs([0.1, 1.0, 1.0, 1.1, 1.0]) == [0.1, 1.0, 1.0, 1.1, 1.0]  # fast runs stay
+    assert kept_runs([1.0, 50.0, 1.0]) == [1.0, 50.0, 1.0]  # too few runs for quartiles
+
+
+def test_no_median_of_a_wide_spread_from_fewer_than_10_runs():
+    m = Machine([])
+    durations = iter([1.0, 2.0] * 50)  # one partition alternating 1 s and 2 s: p90/p10 = 2
+
+    def noisy():
+        m.now += next(durations)
+
+    rules = RoundRules(num_warmup=0, min_runs=3, max_runs=100, budget_s=0.001, rel_precision=0.5)
+    (sample,) = time_rounds([noisy], rules, clock=m.clock)
+    assert spread(sample.times_s) >= 1.5
+    assert len(sample.times_s) == MIN_RUNS_WIDE  # past the budget, but no fewer than 10
+    steady = Machine([1.0])
+    (sample,) = time_rounds(steady.runs(), rules, clock=steady.clock)
+    assert len(sample.times_s) == 3  # a narrow spread leaves at min_runs when the budget is spent
+
+
+def test_a_wide_partition_is_measured_again_and_the_narrower_sample_kept():
+    m = Machine([0.01, 0.01], burst=(0.0, 0.4), slow=5.0)  # 4 of the first pass's 10 rounds
+    rules = RoundRules(num_warmup=0, min_runs=10, max_runs=10, budget_s=100)
+    samples = time_rounds(m.runs(), rules, clock=m.clock)
+    for s in samples:
+        assert s.remeasured and spread(s.times_s) == pytest.approx(1.0)
+        assert statistics.median(s.times_s) == pytest.approx(0.01)
+    quiet = Machine([0.01, 0.01])
+    assert not any(s.remeasured for s in time_rounds(quiet.runs(), rules, clock=quiet.clock))
