@@ -221,6 +221,10 @@ def test_build_problem_takes_measured_memory_the_most_any_device_saw_else_the_es
     profile = msgspec.structs.replace(base, devices={"camera": camera, "edge": edge})
     problem = build_problem(profile, parse_cluster(CLUSTER))
     assert problem.weight_bytes == [1000, 2052000] and problem.activation_bytes == [300, 806816]
+    # what any session costs (the trivial run's) moves from a block's weights to its peak: once a stage
+    sessions = {n: msgspec.structs.replace(d, session_bytes=400) for n, d in profile.devices.items()}
+    problem = build_problem(msgspec.structs.replace(profile, devices=sessions), parse_cluster(CLUSTER))
+    assert problem.weight_bytes == [600, 2052000] and problem.activation_bytes == [700, 806816]
 
 
 def test_build_problem_without_cluster_uses_the_profile_devices():

@@ -15,6 +15,7 @@ import numpy as np
 
 from splitinfer.errors import InfeasibleError
 from splitinfer.plan.constraint_checks import allowed_matrix
+from splitinfer.plan.memory import StageMemory
 from splitinfer.plan.problem import Constraints, Instance
 
 Probe = Callable[[Instance, Constraints, str], bool]
@@ -156,6 +157,17 @@ def _relaxations(
     return out
 
 
+def _memory_detail(inst: Instance) -> str:
+    """The device closest to holding the whole model alone: its need against its capacity."""
+    whole = StageMemory.of(inst).stage(0, inst.num_blocks - 1)
+    limited = [d for d in range(inst.num_devices) if np.isfinite(inst.capacity_bytes[d])]
+    if not limited:
+        return ""
+    d = max(limited, key=lambda d: inst.capacity_bytes[d])
+    return (f" (the whole model needs {whole / 1e6:.2f} MB on {inst.names[d]}, which has "
+            f"{inst.capacity_bytes[d] / 1e6:.2f} MB)")
+
+
 def infeasible_error(
     inst: Instance, cons: Constraints, objective: str, revisits: bool, probe: Probe
 ) -> InfeasibleError:
@@ -163,8 +175,9 @@ def infeasible_error(
     relaxations = _relaxations(inst, cons, revisits)
     for label, relaxed_inst, relaxed in relaxations:
         if probe(relaxed_inst, relaxed, objective):
+            detail = _memory_detail(inst) if label == "the devices' memory capacity" else ""
             return InfeasibleError(
-                f"no plan satisfies {label} together with the other constraints", f"relax {label}"
+                f"no plan satisfies {label} together with the other constraints{detail}", f"relax {label}"
             )
     free = dataclasses.replace(inst, capacity_bytes=np.full(inst.num_devices, np.inf))
     if not probe(free, Constraints(revisits=True), "latency"):

@@ -78,6 +78,7 @@ class DeviceRecord:
     memory: list[BlockMemory | None] = field(default_factory=list)
     spreads: list[float] = field(default_factory=list)  # each block's p90/p10 over its kept runs
     remeasured: int = 0  # blocks whose spread stayed wide and were measured again
+    session_bytes: int | None = None  # the trivial run's session: what any session costs
 
     def to_device_profile(self, providers: Sequence[str], num_threads: int,
                           slowdown: float = 1.0) -> DeviceProfile:
@@ -99,7 +100,8 @@ class DeviceRecord:
                              pairs=tuple(self.pairs) if len(self.pairs) == len(self.blocks) - 1 else (),
                              run_overhead=self.run_overhead,
                              memory=tuple(self.memory) if len(self.memory) == len(self.blocks) else (),
-                             noise=statistics.median(finite) if finite else None, remeasured=self.remeasured)
+                             noise=statistics.median(finite) if finite else None, remeasured=self.remeasured,
+                             session_bytes=self.session_bytes)
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,7 @@ def profile_device(runner: Runner, prepared: PreparedModel, settings: ProfileSet
         raise ProfileError(f"no block of {prepared.info.name} runs on this device ({record.failures[-1]})",
                            "check the device's providers, or the model with `splitinfer inspect`")
     record.run_overhead = _stats(trivial)
+    record.session_bytes = None if isinstance(trivial, PartitionFailure) else trivial.weight_bytes
     record.blocks = [_stats(b) for b in blocks]
     record.memory = [None if isinstance(b, PartitionFailure) or b.weight_bytes is None
                      else BlockMemory(b.weight_bytes, b.activation_bytes or 0) for b in blocks]

@@ -50,7 +50,14 @@ def block_memory(profile: Profile, names: Sequence[str]) -> tuple[list[int], lis
 
 
 def _measured(device: DeviceProfile, block: int) -> BlockMemory | None:
-    return device.memory[block] if device.memory else None
+    """What block ``block``'s session added on ``device``, with what any session costs (the trivial
+    run's session) moved from its weights to its peak: a stage is one session, and its peak is counted
+    once per stage, its weights once per block."""
+    m = device.memory[block] if device.memory else None
+    if m is None:
+        return None
+    base = min(device.session_bytes or 0, m.weight_bytes)
+    return BlockMemory(m.weight_bytes - base, m.activation_bytes + base)
 
 
 def build_problem(

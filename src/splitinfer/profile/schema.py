@@ -116,6 +116,7 @@ class DeviceProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # which each block's time holds once and a stage pays once (profile/problem.py).
     run_overhead: Stats | None = None
     memory: tuple[BlockMemory | None, ...] = ()  # per block, measured (empty: not measured)
+    session_bytes: int | None = None  # what the trivial run's inference session added: one per stage
     noise: float | None = None  # the median block's p90/p10: how busy the device was while profiled
     remeasured: int = 0  # blocks whose spread stayed wide and were measured again (profile/rounds.py)
 
@@ -258,9 +259,11 @@ def _validate_device(name: str, dev: DeviceProfile, num_blocks: int) -> None:
     for b, m in enumerate(dev.memory):
         if m is not None and min(m.weight_bytes, m.activation_bytes) < 0:
             raise ProfileError(f"device {name!r} block {b} memory is {m}", "give bytes >= 0")
-    if (dev.noise is not None and (math.isnan(dev.noise) or dev.noise < 1)) or dev.remeasured < 0:
-        raise ProfileError(f"device {name!r} has noise {dev.noise}, remeasured {dev.remeasured}",
-                           "give noise >= 1 (a p90/p10 ratio) or null, and remeasured >= 0")
+    if (dev.noise is not None and (math.isnan(dev.noise) or dev.noise < 1)) or dev.remeasured < 0 \
+            or (dev.session_bytes or 0) < 0:
+        raise ProfileError(f"device {name!r} has noise {dev.noise}, remeasured {dev.remeasured}, "
+                           f"session_bytes {dev.session_bytes}",
+                           "give noise >= 1 (a p90/p10 ratio) or null, remeasured and session_bytes >= 0")
     for g in dev.segments:
         if not 0 <= g.first_block <= g.last_block < num_blocks:
             raise ProfileError(
