@@ -59,7 +59,7 @@ def setup():
     no_int8 = ({p: tuple(None for _ in times) for p, times in timed[0].items()}, timed[1])
     measured = profile.devices["cam"]
     profile = with_tradeoffs(
-        replace(profile, devices={"cam": _scaled(measured, 500), "edge": _scaled(measured, 5),
+        replace(profile, devices={"cam": _scaled(measured, 5000), "edge": _scaled(measured, 5),
                                                   "cloud": _scaled(measured, 5)}),
         tradeoff_profile(sens, {"cam": no_int8, "edge": timed, "cloud": timed}, "digits[:128]"),
     )
