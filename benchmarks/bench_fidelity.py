@@ -1,8 +1,8 @@
 """Fidelity: does a plan's prediction hold when the plan is deployed and measured? (issues 5 and 15)
 
-For each zoo model, on the emulated 3-device continuum (camera: slowdown 8, 1 thread;
-edge: slowdown 2; cloud: slowdown 1; camera->edge 20 Mbit/s 5 ms, edge->cloud
-50 Mbit/s 20 ms, camera->cloud 8 Mbit/s 40 ms; source and sink camera):
+For each zoo model (and each ONNX file given with ``--model-file``), on the emulated 3-device
+continuum (camera: slowdown 8, 1 thread; edge: slowdown 2; cloud: slowdown 1; camera->edge
+20 Mbit/s 5 ms, edge->cloud 50 Mbit/s 20 ms, camera->cloud 8 Mbit/s 40 ms; source and sink camera):
 
 1. profile every block on every device through its worker (``profile_cluster``; with
    ``--pairs`` also every pair of adjacent blocks, whose joins the planner then adds),
@@ -26,8 +26,22 @@ Goals (issue 15): unrefined, end-to-end error median <= 3% and worst <= 8% acros
 the predicted best within 3% of the best measured of the top 3 for every model; refined, every
 item's error median <= 5% and worst <= 10% (issue 5; issue 15 asks worst <= 5% end to end).
 Models too slow for 2 shared cores at full size run at a reduced resolution/width; the output
-says which. Usage: ``python benchmarks/bench_fidelity.py [MODEL ...] [--refined] [--pairs]
-[--requests N] [--budget-s S]``; exit 1 if a goal is missed.
+says which.
+
+Usage: ``python benchmarks/bench_fidelity.py [MODEL ...] [--model-file PATH [--input-shape
+NAME=D1,D2,...]...] [--refined] [--pairs] [--requests N] [--budget-s S]``; exit 1 if a goal is
+missed. MODEL names zoo models (default: all of them, unless ``--model-file`` is given).
+``--model-file`` adds an ONNX file outside the zoo (repeatable), profiled, planned and measured
+exactly like the zoo models; ``--input-shape`` fixes its dynamic input dims (one per input,
+applied to every file that has an input of that name). Its calibration and request inputs are
+splitinfer's seeded generated inputs (token ids kept below the embedding table's size, ``*mask*``
+inputs all ones). E.g. the real text encoder the project already uses (a Hugging Face BERT, MiniLM-L6
+configuration, exported by torch): in a separate venv with torch and transformers, run
+``python benchmarks/export_text_encoder.py`` (writes minilm_opset14_legacy.onnx and
+minilm_opset18_dynamo.onnx into the current folder), then::
+
+    python benchmarks/bench_fidelity.py --model-file minilm_opset14_legacy.onnx \
+        --input-shape input_ids=1,64 --input-shape attention_mask=1,64
 """
 
 from __future__ import annotations
@@ -38,9 +52,13 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from splitinfer import zoo
+from splitinfer.cli._model import parse_input_shape
 from splitinfer.cluster import parse_cluster
+from splitinfer.errors import ShapeError
+from splitinfer.graph import load_model
 from splitinfer.plan import describe_stages
 from splitinfer.plan.solve import solve
 from splitinfer.profile.problem import build_problem
@@ -78,7 +96,7 @@ class Row:
     """One model's outcome."""
 
     model: str
-    note: str
+    note: str  # what was reduced (zoo), or the file and its input shapes
     plan: str
     predicted_s: float
     measured_s: float
@@ -98,12 +116,31 @@ def continuum(num_threads: int) -> dict:
     return doc
 
 
-def run_model(name: str, args: argparse.Namespace) -> Row:
+@dataclass
+class Target:
+    """A model to check: a zoo name, or an ONNX file with the input shapes to fix."""
+
+    label: str
+    zoo_name: str | None = None
+    path: Path | None = None
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+def run_model(target: Target, args: argparse.Namespace) -> Row:
     start = time.perf_counter()
-    kwargs, note = MODELS[name]
-    proto = zoo.build(name, **kwargs)
+    if target.zoo_name is not None:
+        kwargs, reduced = MODELS[target.zoo_name]
+        model = zoo.build(target.zoo_name, **kwargs)
+        note = f"reduced: {reduced}" if reduced else ""
+    else:  # the same path as the zoo from here on, only the loading differs
+        shapes = {n: d for n, d in target.input_shapes.items()
+                  if n in {i.name for i in _graph_inputs(target.path)}}
+        model = load_model(target.path, input_shapes=shapes)
+        dims = " ".join(f"{s.name}={','.join(map(str, s.shape))}" for s in model.inputs)
+        note = f"file {target.path}, inputs {dims}"
+    name = target.label
     cluster = parse_cluster(continuum(args.num_threads))
-    prepared = prepare_model(proto, max_blocks=args.max_blocks)
+    prepared = prepare_model(model, max_blocks=args.max_blocks)
     settings = ProfileSettings(budget_s=args.budget_s, pairs=args.pairs)
     profile = profile_cluster(None, cluster, prepared=prepared, settings=settings, progress=False)
     ranked, regret = [], 0.0
@@ -141,7 +178,7 @@ def print_row(row: Row) -> None:
           f"total err {row.errors['total']:6.1%}  worst {row.errors[worst_item]:6.1%} ({worst_item})  "
           f"[{row.seconds:.0f} s]", flush=True)
     print(f"{'':12} plan {row.plan}; free hops took {row.overhead_s * 1000:.2f} ms"
-          + (f"; reduced: {row.note}" if row.note else ""), flush=True)
+          + (f"; {row.note}" if row.note else ""), flush=True)
     for item, err in row.errors.items():
         predicted, measured = row.figures[item]
         print(f"{'':14}{item:24} predicted {predicted * 1000:8.2f} ms  measured {measured * 1000:8.2f} ms  "
@@ -153,23 +190,79 @@ def print_row(row: Row) -> None:
         print(f"{'':14}regret of the predicted best: {row.regret:.1%}", flush=True)
 
 
+def _graph_inputs(path: Path) -> list:
+    """The graph inputs of the ONNX file at ``path`` (not its initializers), read without weights."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    inits = {t.name for t in graph.initializer}
+    return [vi for vi in graph.input if vi.name not in inits]
+
+
+def _input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    try:
+        return parse_input_shape(text)
+    except ShapeError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def targets(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Target]:
+    """The zoo models and files to check, in the order given (zoo first)."""
+    unknown = [m for m in args.models if m not in MODELS]
+    if unknown:
+        parser.error(f"unknown zoo model(s) {', '.join(unknown)}; the zoo models are {', '.join(MODELS)} "
+                     "(give an ONNX file with --model-file)")
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, dims in args.input_shape or []:
+        if name in shapes:
+            parser.error(f"--input-shape gives input {name!r} twice")
+        shapes[name] = dims
+    if shapes and not args.model_file:
+        parser.error("--input-shape fixes the inputs of a --model-file; give the file too")
+    files = [Path(f) for f in args.model_file or []]
+    for f in files:
+        if not f.is_file():
+            parser.error(f"--model-file {f} does not exist")
+    used = {vi.name for f in files for vi in _graph_inputs(f)}
+    stray = sorted(set(shapes) - used)
+    if stray:
+        parser.error(f"--input-shape names {', '.join(stray)}, not an input of any --model-file "
+                     f"(their inputs: {', '.join(sorted(used)) or 'none'})")
+    names = args.models if args.models or files else list(MODELS)
+    return ([Target(n, zoo_name=n) for n in names]
+            + [Target(f.stem, path=f, input_shapes=shapes) for f in files])
+
+
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="*", default=list(MODELS))
-    parser.add_argument("--requests", type=int, default=50)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="The project's text encoder: run benchmarks/export_text_encoder.py (needs torch and "
+               "transformers, in a separate venv), then --model-file minilm_opset14_legacy.onnx "
+               "--input-shape input_ids=1,64 --input-shape attention_mask=1,64.")
+    parser.add_argument("models", nargs="*", metavar="MODEL",
+                        help=f"zoo models to check (default: all, unless --model-file is given): "
+                             f"{', '.join(MODELS)}")
+    parser.add_argument("--model-file", action="append", metavar="PATH",
+                        help="also check this ONNX file (external data next to it), the same way as the zoo "
+                             "models; repeat for several")
+    parser.add_argument("--input-shape", action="append", type=_input_shape, metavar="NAME=D1,D2,...",
+                        help="fix the shape of a --model-file input, e.g. input_ids=1,64; repeat for each "
+                             "input with dynamic dims (applies to every file with an input of that name)")
+    parser.add_argument("--requests", type=int, default=50, help="requests measured per plan")
     parser.add_argument("--budget-s", type=float, default=20.0, help="profiling budget per device")
-    parser.add_argument("--max-blocks", type=int, default=32)
+    parser.add_argument("--max-blocks", type=int, default=32, help="most blocks a model is split into")
     parser.add_argument("--num-threads", type=int, default=1, help="intra-op threads of edge and cloud")
     parser.add_argument("--refined", action="store_true", help="refine the plan before measuring it")
     parser.add_argument("--pairs", action="store_true", help="profile pairs of blocks too")
     args = parser.parse_args(argv)
+    todo = targets(args, parser)
     rows = []
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
-    for name in args.models:
+    for target in todo:
         try:
-            rows.append(run_model(name, args))
+            rows.append(run_model(target, args))
         except Exception as e:  # one model failing should not hide the others' figures
-            print(f"{name:12} FAILED: {type(e).__name__}: {e}", flush=True)
+            print(f"{target.label:12} FAILED: {type(e).__name__}: {e}", flush=True)
             continue
         print_row(rows[-1])
     print(f"load average at end: {os.getloadavg()[0]:.2f}", flush=True)
@@ -197,7 +290,7 @@ def main(argv: list[str]) -> int:
               f"regret of the predicted best worst {max(regrets):.1%} (goal <= {GOAL_REGRET:.0%})")
         ok = (statistics.median(totals) <= GOAL_UNREFINED_MEDIAN and max(totals) <= GOAL_UNREFINED_WORST
               and max(regrets) <= GOAL_REGRET)
-    return 0 if ok and len(rows) == len(args.models) else 1
+    return 0 if ok and len(rows) == len(todo) else 1
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from splitinfer.cluster import Cluster
 from splitinfer.errors import ProfileError
 from splitinfer.plan.problem import AT_SOURCE, AtSource, Link, Power, Problem
 from splitinfer.profile.schema import BlockMemory, DeviceProfile, Profile
-from splitinfer.profile.segments import corrected_profile, joins_of
+from splitinfer.profile.segments import DEFAULT_THRESHOLD, corrected_profile, joins_of
 
 STATS = ("median_s", "mean_s", "p10_s", "p90_s")
 
@@ -66,6 +66,7 @@ def build_problem(
     *,
     stat: str = "median_s",
     sink: str | AtSource | None = AT_SOURCE,
+    threshold: float = DEFAULT_THRESHOLD,
 ) -> Problem:
     """The planning problem of ``profile`` on ``cluster``'s devices (or the profile's own).
 
@@ -73,14 +74,15 @@ def build_problem(
     block: its weights and its peak activation bytes (:func:`block_memory`), charged per
     stage as ``plan/memory.py`` says; a device's capacity comes from the worker (the free
     memory the profile recorded), or the cluster's ``memory`` where that is less. ``sink``
-    overrides the cluster's sink.
+    overrides the cluster's sink. ``threshold``: how far a measured segment may be from its
+    prediction before its blocks are corrected (``profile/segments.py``).
     """
     if stat not in STATS:
         raise ProfileError(f"unknown statistic {stat!r}", f"use one of: {', '.join(STATS)}")
     cut_bytes = [b.cut_bytes for b in profile.blocks]
     # The joins as measured; measured segments (refinement) then correct the blocks around them.
     measured_joins = {n: joins_of(d, cut_bytes, stat) for n, d in profile.devices.items()}
-    profile = corrected_profile(profile)
+    profile = corrected_profile(profile, threshold)
     names = cluster.device_names if cluster is not None else tuple(profile.devices)
     if not names:
         raise ProfileError("the profile has no devices", "profile the model on at least one device")

@@ -41,7 +41,7 @@ from splitinfer.profile.profiler import (
     prepare_model,
 )
 from splitinfer.profile.schema import Profile, SegmentStats, validate_profile
-from splitinfer.profile.segments import DEFAULT_THRESHOLD, add_segments, corrected_profile
+from splitinfer.profile.segments import DEFAULT_THRESHOLD, add_segments
 from splitinfer.profile.timing import summarize
 from splitinfer.runtime.coordinator.deploy import build_stages, deploy_stages
 from splitinfer.runtime.profiling import ClusterWorkers, WorkerRunner, cluster_workers
@@ -132,7 +132,7 @@ class _Refiner:
 
     def best(self, constraints: Constraints | None) -> Plan:
         """The best plan under the corrected block costs and link latencies."""
-        problem = build_problem(corrected_profile(self.profile, self.threshold), self.cluster)
+        problem = build_problem(self.profile, self.cluster, threshold=self.threshold)  # it corrects
         return solve(_with_overheads(problem, self.overheads), self.objective, constraints)[0]
 
     def measure(self, plan: Plan, workers: ClusterWorkers) -> bool:
