@@ -137,7 +137,7 @@ def test_throughput_plans_are_ranked_by_throughput_at_the_concurrency_measured(s
     assert load_rank(path) == result and json.loads(path.read_text())["kind"] == "rank"
     with pytest.raises(SchemaError, match=r"ranked bench of several plans \(`splitinfer bench --top`\)"):
         decode_bench(encode_rank(result))
-    with pytest.raises(SchemaError, match="not a ranked bench"):
+    with pytest.raises(SchemaError, match="not a rank file"):
         decode_rank(encode_bench(result.plans[0].bench))
     with pytest.raises(SchemaError, match="schema 7"):
         decode_rank(json.dumps({**json.loads(encode_rank(result)), "schema": 7}))

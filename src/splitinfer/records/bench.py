@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -87,6 +87,9 @@ def rel_error(predicted: float, measured: float) -> float:
     if measured <= 0:
         return 0.0 if predicted == 0 else math.copysign(1e9, predicted)
     return (predicted - measured) / measured
+
+
+T = TypeVar("T", bound=msgspec.Struct)
 
 
 def _finite(value: Any) -> Any:
@@ -221,28 +224,41 @@ def regret(figures: Sequence[float], figure: RankFigure) -> float:
     return best / figures[0] - 1.0 if figures[0] > 0 else math.inf
 
 
-def encode_rank(result: RankResult) -> bytes:
-    """The ranked bench's JSON text (indented)."""
-    doc = _finite(msgspec.to_builtins(result))
+def encode_record(record: msgspec.Struct) -> bytes:
+    """A record's JSON text (indented; infinities as "inf")."""
+    doc = _finite(msgspec.to_builtins(record))
     return msgspec.json.format(msgspec.json.encode(doc), indent=2) + b"\n"
 
 
-def decode_rank(data: bytes | str, where: str = "rank file") -> RankResult:
-    """Parse a ranked bench's JSON; SchemaError for another schema or a malformed file."""
-    fix = "write it with `splitinfer bench PLAN --top K -o`"
+def decode_record(data: bytes | str, where: str, kind: str, schema: int, cls: type[T], fix: str,
+                  again: str) -> T:
+    """Parse a record with ``kind`` and ``schema`` fields into ``cls``; SchemaError naming ``where``
+    for invalid JSON, another kind (``fix``: how to write one), another schema (``again``: what to
+    redo) or a malformed file."""
     try:
         raw = msgspec.json.decode(data)
     except msgspec.DecodeError as e:
         raise SchemaError(f"{where} is not valid JSON: {e}", fix) from None
-    if not isinstance(raw, dict) or raw.get("kind") != "rank":
-        raise SchemaError(f"{where} is not a ranked bench (no kind: rank)", fix)
-    if raw.get("schema") != RANK_SCHEMA:
-        raise SchemaError(f"{where} has schema {raw.get('schema')!r}, this splitinfer reads {RANK_SCHEMA}",
-                          "bench again with this version of splitinfer")
+    if not isinstance(raw, dict) or raw.get("kind") != kind:
+        raise SchemaError(f"{where} is not a {kind} file (no kind: {kind})", fix)
+    if raw.get("schema") != schema:
+        raise SchemaError(f"{where} has schema {raw.get('schema')!r}, this splitinfer reads {schema}",
+                          f"{again} with this version of splitinfer")
     try:
-        return msgspec.convert(raw, RankResult, strict=False)  # lax: reads "inf" back as a float
+        return msgspec.convert(raw, cls, strict=False)  # lax: reads "inf" back as a float
     except msgspec.ValidationError as e:
         raise SchemaError(f"{where} is malformed: {e}", fix) from None
+
+
+def encode_rank(result: RankResult) -> bytes:
+    """The ranked bench's JSON text (indented)."""
+    return encode_record(result)
+
+
+def decode_rank(data: bytes | str, where: str = "rank file") -> RankResult:
+    """Parse a ranked bench's JSON; SchemaError for another schema or a malformed file."""
+    return decode_record(data, where, "rank", RANK_SCHEMA, RankResult,
+                         "write it with `splitinfer bench PLAN --top K -o`", "bench again")
 
 
 def save_rank(result: RankResult, path: str | Path) -> None:

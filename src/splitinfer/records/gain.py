@@ -27,7 +27,7 @@ import msgspec
 
 from splitinfer.errors import SchemaError, read_file
 from splitinfer.plan import describe_stages
-from splitinfer.records.bench import RankedBench, RankFigure, _finite, measured_ranks
+from splitinfer.records.bench import RankedBench, RankFigure, decode_record, encode_record, measured_ranks
 
 GAIN_SCHEMA = 1
 
@@ -123,26 +123,14 @@ def gain_line(g: SplitGain) -> str:
 
 def encode_gain(result: GainResult) -> bytes:
     """gain.json text (indented)."""
-    doc = _finite(msgspec.to_builtins(result))
-    return msgspec.json.format(msgspec.json.encode(doc), indent=2) + b"\n"
+    return encode_record(result)
 
 
 def decode_gain(data: bytes | str, where: str = "gain file") -> GainResult:
     """Parse gain.json; SchemaError for another schema or a malformed file."""
-    fix = "write it with splitinfer.runtime.gain.measure_gain (or `splitinfer demo`)"
-    try:
-        raw = msgspec.json.decode(data)
-    except msgspec.DecodeError as e:
-        raise SchemaError(f"{where} is not valid JSON: {e}", fix) from None
-    if not isinstance(raw, dict) or raw.get("kind") != "gain":
-        raise SchemaError(f"{where} is not a gain file (no kind: gain)", fix)
-    if raw.get("schema") != GAIN_SCHEMA:
-        raise SchemaError(f"{where} has schema {raw.get('schema')!r}, this splitinfer reads {GAIN_SCHEMA}",
-                          "measure again with this version of splitinfer")
-    try:
-        return msgspec.convert(raw, GainResult, strict=False)  # lax: reads "inf" back as a float
-    except msgspec.ValidationError as e:
-        raise SchemaError(f"{where} is malformed: {e}", fix) from None
+    return decode_record(data, where, "gain", GAIN_SCHEMA, GainResult,
+                         "write it with splitinfer.runtime.gain.measure_gain (or `splitinfer demo`)",
+                         "measure again")
 
 
 def save_gain(result: GainResult, path: str | Path) -> None:
