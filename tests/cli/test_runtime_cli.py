@@ -17,21 +17,13 @@ import psutil
 import pytest
 import yaml
 from helpers import deploy as helpers
+from helpers.cli import TWO_DEVICES as CLUSTER
 
 from splitinfer.cli import main
 from splitinfer.cluster import parse_cluster
 from splitinfer.plan import plan_to_json, with_provenance
 from splitinfer.profile.files import save_profile
 from splitinfer.records.bench import load_bench
-
-CLUSTER = {
-    "schema": 1,
-    "source": "a",
-    "devices": [{"name": "a", "num_threads": 1, "slowdown": 2.0}, {"name": "b", "num_threads": 1}],
-    "links": [{"from": "a", "to": "b", "bandwidth": "1GB/s", "latency": "0.2ms"}],
-}
-
-
 
 
 @pytest.fixture(scope="module")

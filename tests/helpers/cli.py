@@ -17,3 +17,12 @@ def one_error_line(err: str) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     return lines[0]
+
+
+# Two local devices, "a" twice as slow as "b", on a fast link: a cluster small CLI tests deploy to.
+TWO_DEVICES = {
+    "schema": 1,
+    "source": "a",
+    "devices": [{"name": "a", "num_threads": 1, "slowdown": 2.0}, {"name": "b", "num_threads": 1}],
+    "links": [{"from": "a", "to": "b", "bandwidth": "1GB/s", "latency": "0.2ms"}],
+}

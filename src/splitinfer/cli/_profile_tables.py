@@ -28,12 +28,13 @@ def profile_table(profile: Profile) -> Table:
                       format_bytes(b.cut_bytes), format_bytes(b.activation_bytes), *times)
     rows: dict[str, list[str]] = {"sum": [], "trivial run": [], "as one stage": [], "whole": [],
                                   "whole/one stage": []}
+    cut_bytes = [b.cut_bytes for b in profile.blocks]
     for n in names:
         dev = profile.devices[n]
         total = sum(s.median_s for s in dev.blocks if s is not None)
         # What the planner predicts for the whole model as one stage: its blocks and the joins between
         # them (one run instead of one per block, and fusion where pairs were timed).
-        one = total + sum(j for j in joins_of(dev, [b.cut_bytes for b in profile.blocks]) if j is not None)
+        one = total + sum(j for j in joins_of(dev, cut_bytes) if j is not None)
         rows["sum"].append(f"{total * 1000:.3f}")
         rows["trivial run"].append(_stat_ms(dev.run_overhead))
         rows["as one stage"].append(f"{one * 1000:.3f}")

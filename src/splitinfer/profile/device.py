@@ -169,7 +169,7 @@ def profile_device(runner: Runner, prepared: PreparedModel, settings: ProfileSet
     results = _time_sets(runner, items, settings, budget, slowdown, progress, 0, total)
     for item, result in zip(items, results, strict=True):
         if isinstance(result, PartitionFailure):
-            record.failures.append(f"{item.what}: {getattr(result.error, 'problem', result.error)}")
+            record.failures.append(_failure(item, result))
     trivial, *blocks, whole = results
     if all(isinstance(b, PartitionFailure) for b in blocks):
         raise ProfileError(f"no block of {prepared.info.name} runs on this device ({record.failures[-1]})",
@@ -189,11 +189,16 @@ def profile_device(runner: Runner, prepared: PreparedModel, settings: ProfileSet
     for i, item, result in zip(runnable, pairs, timed, strict=True):
         record.pairs[i] = _stats(result)
         if isinstance(result, PartitionFailure):
-            record.failures.append(f"{item.what}: {getattr(result.error, 'problem', result.error)}")
+            record.failures.append(_failure(item, result))
     record.complete = True
     if progress:
         progress(total, total, "done")
     return record
+
+
+def _failure(item: _Item, failure: PartitionFailure) -> str:
+    """What ``profile`` warns of a partition that cannot run: which one, and the problem."""
+    return f"{item.what}: {getattr(failure.error, 'problem', failure.error)}"
 
 
 def _stats(result: PartitionTiming | PartitionFailure) -> Stats | None:
