@@ -22,8 +22,8 @@ from splitinfer.plan.constraint_checks import allowed_matrix
 from splitinfer.plan.cost import measure, objective_value, runs_of, violations
 from splitinfer.plan.memory import SegmentNeeds, StageMemory, device_needs, need_bound
 from splitinfer.plan.milp import solve_milp, spec_for
+from splitinfer.plan.tradeoff_cost import measure as tradeoff_measure
 from splitinfer.plan.tradeoff_solve import _setup, _spec, brute_force, solve_tradeoffs
-from splitinfer.plan.tradeoff_solve import measure as tradeoff_measure
 from splitinfer.plan.tradeoffs import CompressionOption, PrecisionOption, Tradeoffs
 
 M = 1_000_000

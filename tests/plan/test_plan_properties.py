@@ -8,7 +8,7 @@ import hypothesis.strategies as st
 from hypothesis import HealthCheck, given, settings
 
 from splitinfer.errors import InfeasibleError, PlanError
-from splitinfer.plan import Constraints, Link, Power, Problem, prepare, solve
+from splitinfer.plan import Constraints, Link, Messaging, Power, Problem, prepare, solve
 from splitinfer.plan.bruteforce import best_plans, feasible_plans, pareto_plans
 from splitinfer.plan.pareto import ENERGY_STEP
 
@@ -66,6 +66,9 @@ def problems(draw, energy: bool = False) -> Problem:
     extra["join_s"] = {n: draw(st.lists(join, min_size=num_blocks - 1, max_size=num_blocks - 1))
                        for n in names if draw(st.booleans())}
     extra["in_flight"] = draw(st.sampled_from([1, 1, 2]))
+    # hops within a device (the upload on the source, the return on the sink) cost its messaging
+    hop = st.builds(Messaging, st.sampled_from([0.0, 0.0125, 0.1]), st.sampled_from([0.0, 1e-5, 4e-5]))
+    extra["messaging"] = {n: draw(hop) for n in names if draw(st.booleans())}
     return Problem(
         names,
         compute,

@@ -12,6 +12,7 @@ from splitinfer.errors import InfeasibleError, PlanError, SchemaError
 from splitinfer.plan import (
     Constraints,
     Link,
+    Messaging,
     Power,
     Problem,
     describe_stages,
@@ -68,6 +69,27 @@ def test_upload_when_the_first_stage_is_elsewhere_and_no_sink():
     assert plan.latency_s == pytest.approx(LAT + 150_000 / BW + 0.09)
 
 
+def test_hops_within_a_device_cost_its_messaging_and_use_no_link():
+    hop = Messaging(fixed_s=1.0, s_per_byte=1e-8)  # slower than any stage: still no bottleneck
+    inst = prepare(camera_edge(messaging={"cam": hop}))
+    local = evaluate(inst, [0, 0, 0], "latency")
+    up, back = 1.0 + 1e-8 * 150_000, 1.0 + 1e-8 * 4_000
+    assert [(h.kind, h.src, h.dst, h.num_bytes) for h in local.hops] == [
+        ("upload", "cam", "cam", 150_000), ("return", "cam", "cam", 4_000)]
+    assert [h.transfer_s for h in local.hops] == [pytest.approx(up), pytest.approx(back)]
+    assert local.latency_s == pytest.approx(0.9 + up + back, rel=1e-15)
+    # no link: no bytes sent, no radio time (the camera idles through them), not a bottleneck
+    assert local.bytes_sent == local.upload_bytes == 0 and local.bottleneck_s == pytest.approx(0.9)
+    assert local.energy_j == pytest.approx(2.0 * 0.9 + 1.0 * (up + back), rel=1e-12)
+    split = evaluate(inst, [0, 1, 1], "latency")  # the upload stays on the camera, the return crosses
+    assert [(h.kind, h.src, h.dst) for h in split.hops] == [
+        ("upload", "cam", "cam"), ("cut", "cam", "edge"), ("return", "edge", "cam")]
+    # without messaging a hop within a device is free and not listed
+    assert [h.kind for h in evaluate(prepare(camera_edge()), [0, 0, 0], "latency").hops] == []
+    with pytest.raises(PlanError, match=r"messaging\['cam'\].fixed_s is -1.0"):
+        prepare(camera_edge(messaging={"cam": Messaging(-1.0)}))
+
+
 def test_a_device_hosting_two_stages_counts_their_sum_in_the_bottleneck():
     inst = prepare(
         camera_edge(compute_s={"cam": [0.5, 0.01, 0.5], "edge": [0.3, 0.3, 0.3]}, cut_bytes=[0, 0])
@@ -80,7 +102,7 @@ def test_energy_and_upload_weights_add_up_to_the_cost_model():
     rng = np.random.default_rng(3)
     problem = camera_edge(
         power={"cam": Power(2.0, 0.7, 3.0, 1e-6, True), "edge": Power(9.0, 4.0, 1.0, 2e-6, True)},
-        sink="edge",
+        sink="edge", messaging={"cam": Messaging(0.002, 1e-8), "edge": Messaging(0.001, 2e-8)},
     )
     inst = prepare(problem)
     allowed = allowed_matrix(inst, Constraints())

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from splitinfer.errors import InfeasibleError, PlanError
-from splitinfer.plan import Constraints, Link, Power, Problem, describe_stages
+from splitinfer.plan import Constraints, Link, Messaging, Power, Problem, describe_stages
 from splitinfer.plan.tradeoff_solve import brute_force, solve_tradeoffs
 from splitinfer.plan.tradeoffs import CompressionOption, PrecisionOption, Tradeoffs
 
@@ -64,6 +64,8 @@ def cases(draw, objective: str):
         draw(st.sampled_from(names)),
         join_s={n: draw(st.lists(join, min_size=cuts, max_size=cuts)) for n in names if draw(st.booleans())},
         in_flight=draw(st.sampled_from([1, 2])),
+        messaging={n: Messaging(draw(st.sampled_from([0.0, 0.0125, 0.1])), draw(st.sampled_from([0.0, 4e-5])))
+                   for n in names if draw(st.booleans())},  # a hop within a device
     )
     precision = PrecisionOption(
         "int8",

@@ -202,6 +202,28 @@ def test_build_problem_adds_the_measured_hop_overhead_to_every_link():
     assert merge_profiles(refined, base).hop_overhead_s == 0.001
 
 
+def test_build_problem_charges_hops_their_measured_messaging():
+    base = two_device_profile()
+    hop = schema.HopCost(fixed_s=0.0004, s_per_byte=1e-9, n=30)
+    devices = {n: msgspec.structs.replace(d, messaging=hop) for n, d in base.devices.items()}
+    profile = msgspec.structs.replace(base, devices=devices)
+    cluster = parse_cluster(CLUSTER)
+    before = {(x.src, x.dst): x for x in build_problem(base, cluster).links}
+    problem = build_problem(profile, cluster)
+    assert problem.messaging["camera"].fixed_s == 0.0004 and problem.messaging["edge"].s_per_byte == 1e-9
+    links = {(x.src, x.dst): x for x in problem.links}
+    declared, measured = links[("edge", "camera")], links[("camera", "edge")]
+    # a declared link: the network's figures, plus what the runtime adds at its ends
+    assert declared.latency_s == pytest.approx(before[("edge", "camera")].latency_s + 0.0004)
+    assert 1 / declared.bandwidth_bps == pytest.approx(1 / before[("edge", "camera")].bandwidth_bps + 1e-9)
+    assert measured == before[("camera", "edge")]  # a probe's round trips hold the messaging already
+    # the file keeps it, and a bad one is refused
+    assert decode_profile(encode_profile(profile)).devices["camera"].messaging == hop
+    bad = msgspec.structs.replace(devices["camera"], messaging=schema.HopCost(fixed_s=-1.0, s_per_byte=0.0))
+    with pytest.raises(ProfileError, match="messaging"):
+        schema.validate_profile(msgspec.structs.replace(profile, devices={**devices, "camera": bad}))
+
+
 def test_build_problem_charges_one_run_per_stage_from_the_trivial_run_and_the_whole_model():
     base = two_device_profile()
     edge = msgspec.structs.replace(base.devices["edge"], run_overhead=Stats(0.001, 0.001, 0.001, 0.001, 0, 9),

@@ -55,6 +55,15 @@ def test_every_device_profiled_and_the_file_round_trips(profiled):
     assert decode_profile(encode_profile(profile)) == profile
 
 
+def test_every_device_has_its_hop_cost_measured_through_its_worker(profiled):
+    _, profile = profiled
+    for name, device in profile.devices.items():
+        m = device.messaging
+        assert m is not None and m.n > 0, name
+        # a loopback hop: more than nothing, well under the 5 ms of the slowest link declared here
+        assert 1e-6 < m.fixed_s < 5e-3 and 0 <= m.s_per_byte < 1e-7, (name, m)
+
+
 def test_slowdown_3_profiles_about_3x_slower(profiled):
     _, profile = profiled
     # p10: the runs least disturbed by whatever else this machine runs (blocks take ~30 us here)

@@ -50,8 +50,8 @@ def profile_table(profile: Profile) -> Table:
 def devices_table(profile: Profile) -> Table:
     """Providers, num_threads, memory, date and host of each device."""
     table = Table(title="devices", title_justify="left")
-    for col in ("device", "providers", "num_threads", "memory free", "slowdown", "noise", "date",
-                "onnxruntime", "note"):
+    for col in ("device", "providers", "num_threads", "memory free", "slowdown", "noise", "hop ms",
+                "date", "onnxruntime", "note"):
         table.add_column(col, overflow="fold", no_wrap=col == "date")
     for name, dev in profile.devices.items():
         memory = "-" if dev.memory_bytes is None else format_bytes(dev.memory_bytes)
@@ -61,8 +61,10 @@ def devices_table(profile: Profile) -> Table:
         noise = "-" if dev.noise is None else f"{dev.noise:.2f}"  # the median block's p90/p10
         providers = ",".join(p.removesuffix("ExecutionProvider") for p in dev.providers)
         ort_version = dev.versions.get("onnxruntime", "")
+        m = dev.messaging  # a hop between the coordinator and the device: fixed + per MB
+        hop = "-" if m is None else f"{m.fixed_s * 1e3:.2f}+{m.s_per_byte * 1e9:.2f}/MB"
         table.add_row(name, providers, str(dev.num_threads or "default"), memory,
-                      str(dev.host.get("slowdown", "")), noise, dev.date[:10], ort_version, note.strip())
+                      str(dev.host.get("slowdown", "")), noise, hop, dev.date[:10], ort_version, note.strip())
     return table
 
 

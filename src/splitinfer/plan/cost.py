@@ -5,10 +5,11 @@ breakdown always comes from :func:`evaluate` here, so all solvers report the sam
 numbers for the same plan.
 
 - latency: upload + every stage's compute + every cut hop + return, one request
-  after the other;
+  after the other (an upload or return that stays on one device costs its messaging);
 - bottleneck: the busiest resource of a pipeline in steady state: a device's
   compute summed over all its stages, or a link's transfers summed over all hops
-  that use it (each transfer counted as latency + bytes / bandwidth);
+  that use it (each transfer counted as latency + bytes / bandwidth; a hop within
+  a device uses no link);
 - energy: over battery-powered devices, ``busy_w`` x own compute +
   ``radio_w`` x own transfer time + ``radio_j_per_byte`` x own bytes sent or
   received + ``idle_w`` x the rest of the request's latency;
@@ -55,27 +56,24 @@ def runs_of(assignment: Sequence[int]) -> tuple[tuple[int, int, int], ...]:
 
 
 def _hops(inst: Instance, runs: tuple[tuple[int, int, int], ...]) -> list[tuple[int, int, int, float, str]]:
+    """Every hop that costs something: the upload, the cuts and the return; an upload or return that
+    stays on one device costs its messaging (``Problem.messaging``) and is listed when not free."""
     hops = []
     first = runs[0][0]
-    if first != inst.source:
-        hops.append(
-            (
-                inst.source,
-                first,
-                inst.input_bytes,
-                inst.transfer_s(inst.source, first, inst.input_bytes),
-                "upload",
-            )
-        )
+    if first != inst.source or inst.upload_s[first] > 0:
+        hops.append((inst.source, first, inst.input_bytes, float(inst.upload_s[first]), "upload"))
     for (a, _, last), (b, _, _) in itertools.pairwise(runs):
         n = int(inst.cut_bytes[last])
         hops.append((a, b, n, inst.transfer_s(a, b, n), "cut"))
     end = runs[-1][0]
-    if inst.sink is not None and end != inst.sink:
-        hops.append(
-            (end, inst.sink, inst.output_bytes, inst.transfer_s(end, inst.sink, inst.output_bytes), "return")
-        )
+    if inst.sink is not None and (end != inst.sink or inst.return_s[end] > 0):
+        hops.append((end, inst.sink, inst.output_bytes, float(inst.return_s[end]), "return"))
     return hops
+
+
+def _crossing(hops: Sequence[tuple[int, int, int, float, str]]) -> list[tuple[int, int, int, float, str]]:
+    """The hops between two devices: those that use a link (and a radio) and whose bytes are sent."""
+    return [h for h in hops if h[0] != h[1]]
 
 
 def _energy(
@@ -92,8 +90,8 @@ def _energy(
         if p is None or not p.battery:
             continue
         busy = math.fsum(t for (d, _, _), t in zip(runs, stage_s, strict=True) if d == e)
-        radio = math.fsum(h[3] for h in hops if e in (h[0], h[1]))
-        moved = sum(h[2] for h in hops if e in (h[0], h[1]))
+        radio = math.fsum(h[3] for h in _crossing(hops) if e in (h[0], h[1]))  # a local hop: idle
+        moved = sum(h[2] for h in _crossing(hops) if e in (h[0], h[1]))
         parts += [
             p.busy_w * busy,
             p.radio_w * radio,
@@ -120,14 +118,15 @@ def measure(inst: Instance, assignment: Sequence[int]) -> Metrics | None:
     for (d, _, _), t in zip(runs, stage_s, strict=True):
         busy.setdefault(d, []).append(t)
     links: dict[tuple[int, int], list[float]] = {}
-    for h in hops:
+    for h in _crossing(hops):
         links.setdefault((h[0], h[1]), []).append(h[3])
     bottleneck = max([math.fsum(v) for v in busy.values()] + [math.fsum(v) for v in links.values()])
+    crossing = _crossing(hops)
     return Metrics(
         latency,
         bottleneck,
-        sum(h[2] for h in hops),
-        sum(h[2] for h in hops if h[0] == inst.source),
+        sum(h[2] for h in crossing),
+        sum(h[2] for h in crossing if h[0] == inst.source),
         _energy(inst, runs, stage_s, hops, latency),
         runs,
         tuple(hops),

@@ -35,7 +35,7 @@ from splitinfer.plan.cost import throughput_cap_s
 from splitinfer.plan.memory import StageMemory, add_memory_rows
 from splitinfer.plan.problem import Constraints, Instance
 from splitinfer.plan.proof import Proof
-from splitinfer.plan.weights import Weights, energy_weights, latency_weights, upload_weights
+from splitinfer.plan.weights import Weights, energy_weights, latency_weights, link_weights, upload_weights
 
 _INF = highspy.kHighsInf
 _STDOUT_LOCK = threading.Lock()
@@ -369,7 +369,7 @@ def spec_for(
     ]
     bounds += list(extra_bounds)
     cap = throughput_cap_s(cons.min_throughput_rps)
-    times = latency_weights(inst, allowed)
+    times = link_weights(inst, allowed)
     bottleneck, arc_busy = None, None
     if objective == "throughput" or math.isfinite(cap):
         compute = np.where(allowed, times.node_w, 0.0)  # blocks and the joins after them

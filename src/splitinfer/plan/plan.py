@@ -45,12 +45,14 @@ class Stage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Hop(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """One transfer between devices: the input upload, a cut, or the result return."""
+    """One hop: the input upload, a cut, or the result return. ``src == dst``: an upload into a first
+    stage on the source, or a return from a last stage on the sink, that stays on the device and
+    costs its messaging (``Problem.messaging``): in the latency, not in bytes sent or the bottleneck."""
 
     src: str
     dst: str
     num_bytes: int  # on the wire (compressed, if it is)
-    transfer_s: float  # on the link: latency + bytes / bandwidth
+    transfer_s: float  # on the link: latency + bytes / bandwidth (within a device: its messaging)
     kind: HopKind
     compression: str = "none"  # how the cut tensors travel (compressed by the sender, restored by the next)
     codec_s: float = 0.0  # seconds to compress on the sender plus to restore on the receiver

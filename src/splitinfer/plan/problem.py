@@ -9,7 +9,12 @@ Cost model (the single definition; :mod:`splitinfer.plan.cost` evaluates it):
 - a plan assigns every block to a device; consecutive blocks on the same device
   form one stage;
 - moving X bytes from device a to device b costs ``latency_s + X / bandwidth_bps``
-  over the link a->b; a missing link means not connected; a -> a is free;
+  over the link a->b; a missing link means not connected; blocks that follow each
+  other on one device pass their tensors on for free;
+- a hop that stays on one device (the input into a first stage on the source, the result
+  out of a last stage on the sink) costs that device's ``messaging``: the runtime's own
+  fixed cost plus its cost per byte (free when not given). The plan lists such a hop
+  when it costs something; it occupies no link;
 - *upload*: the input bytes go from the source to the first stage's device;
   *cut*: the cut bytes go from one stage to the next; *return*: the output bytes
   go from the last stage's device to the sink (none when ``sink`` is None);
@@ -58,6 +63,20 @@ class Link:
     latency_s: float = 0.0
 
 
+@dataclass(frozen=True)
+class Messaging:
+    """What a hop costs the runtime on one device beyond any link: encoding, the socket, decoding,
+    handing the tensors on (measured by the profiler). A hop that stays on the device costs this
+    alone; a :class:`Link`'s figures already include it (``profile/problem.py`` adds it to links
+    it reads from cluster.yaml)."""
+
+    fixed_s: float = 0.0
+    s_per_byte: float = 0.0
+
+    def seconds(self, num_bytes: float) -> float:
+        return self.fixed_s + self.s_per_byte * num_bytes
+
+
 class AtSource:
     """Marker: the sink is the source device (the default)."""
 
@@ -94,6 +113,7 @@ class Problem:
     # times (negative: one run instead of two, nodes fused across the cut); absent or None: 0.
     join_s: Mapping[str, Sequence[float | None]] = field(default_factory=dict)
     in_flight: int = 1  # requests a stage holds at once: the one it runs and those queued
+    messaging: Mapping[str, Messaging] = field(default_factory=dict)  # per device; absent: free
 
     @property
     def num_blocks(self) -> int:
@@ -146,8 +166,8 @@ class Instance:
     source: int
     sink: int | None
     cut_s: np.ndarray  # (L-1, D, D) transfer time of each cut; inf = not connected, 0 on the diagonal
-    upload_s: np.ndarray  # (D,) input from the source to each device
-    return_s: np.ndarray  # (D,) output from each device to the sink (0 without a sink)
+    upload_s: np.ndarray  # (D,) input from the source to each device (at the source: its messaging)
+    return_s: np.ndarray  # (D,) output from each device to the sink (at the sink: its messaging; 0 without)
     # (L-1, D): added to a stage for each of its inner cuts (Problem.join_s); a stage's compute is
     # the sum of its blocks and of its inner joins (cost.stage_s).
     join_s: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
@@ -229,7 +249,7 @@ def _link_matrices(problem: Problem, names: tuple[str, ...]) -> tuple[np.ndarray
         if link.src == link.dst:
             raise PlanError(
                 f"link {link.src}->{link.dst} connects a device to itself",
-                "remove it: staying on a device costs nothing",
+                "remove it: a hop within a device costs its messaging, not a link",
             )
         s, d = names.index(link.src), names.index(link.dst)
         if not math.isnan(bw[s, d]):
@@ -289,12 +309,26 @@ def prepare(problem: Problem) -> Instance:
     source = _device_index(problem.source, names, "source")
     source = 0 if source is None else source
     sink = source if isinstance(problem.sink, AtSource) else _device_index(problem.sink, names, "sink")
+    messaging = _messaging(problem, names)
+    local = (messaging[source].seconds(input_bytes),
+             0.0 if sink is None else messaging[sink].seconds(output_bytes))
     inst = _build_instance(
-        names, compute, cut, input_bytes, output_bytes, lat, bw, memory, capacity, tuple(power), source, sink
+        names, compute, cut, input_bytes, output_bytes, lat, bw, memory, capacity, tuple(power), source, sink,
+        local,
     )
     joins = join_matrix(problem.join_s, names, compute)
     joins.setflags(write=False)
     return dataclasses.replace(inst, join_s=joins, in_flight=int(in_flight))
+
+
+def _messaging(problem: Problem, names: tuple[str, ...]) -> list[Messaging]:
+    out = [Messaging()] * len(names)
+    for name, m in problem.messaging.items():
+        d = _device_index(name, names, "messaging")
+        for attr in ("fixed_s", "s_per_byte"):
+            _check_number(getattr(m, attr), f"messaging[{name!r}].{attr}")
+        out[d] = m  # type: ignore[index]
+    return out
 
 
 def _per_block(values: Sequence[int] | None, what: str, num_blocks: int) -> np.ndarray:
@@ -318,7 +352,10 @@ def _build_instance(
     power: tuple[Power | None, ...],
     source: int,
     sink: int | None,
+    local: tuple[float, float] = (0.0, 0.0),
 ) -> Instance:
+    """``local``: the seconds of the upload that stays on the source and of the return that stays on
+    the sink (their messaging)."""
     with np.errstate(invalid="ignore"):
         # One formula for every transfer, the same one cost.py uses: latency + bytes / bandwidth.
         cut_s = lat[None, :, :] + cut[:, None, None] / bw[None, :, :]
@@ -328,10 +365,10 @@ def _build_instance(
     idx = np.arange(len(names))
     cut_s[:, idx, idx] = 0.0
     upload = np.where(np.isnan(upload), math.inf, upload)
-    upload[source] = 0.0
+    upload[source] = local[0]
     back = np.where(np.isnan(back), math.inf, back)
     if sink is not None:
-        back[sink] = 0.0
+        back[sink] = local[1]
     for arr in (compute, cut, *memory, capacity, lat, bw, cut_s, upload, back):
         arr.setflags(write=False)
     return Instance(

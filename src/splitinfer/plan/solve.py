@@ -40,7 +40,7 @@ from splitinfer.plan.problem import Constraints, Instance, Problem, prepare
 from splitinfer.plan.proof import Candidate
 from splitinfer.plan.subset_dp import MAX_SUBSET_DEVICES, StageLimit, sum_limit
 from splitinfer.plan.ties import fastest_among_ties
-from splitinfer.plan.weights import Weights, energy_weights, latency_weights
+from splitinfer.plan.weights import Weights, energy_weights, latency_weights, link_weights
 from splitinfer.units import check_number
 
 MAX_TOP_K = 1000  # more plans than anyone reads; k-best enumeration grows with k
@@ -109,7 +109,7 @@ def _link_variants(case: _Case, weights: Weights, max_mode: bool) -> list[tuple[
     Those plans are solved apart, with the return counting both transfers.
     """
     inst = case.inst
-    times = latency_weights(inst, case.allowed)
+    times = link_weights(inst, case.allowed)
     src, sink = inst.source, inst.sink
     if sink is None or sink == src:
         return [(weights, times)]
@@ -171,7 +171,7 @@ def _dp(case: _Case, top_k: int) -> tuple[str, list[tuple[float, list[int]]]] | 
             or any(v is not None for v in (cons.max_latency_s, cons.max_upload_bytes, cons.max_energy_j))
         ):
             return None
-        return "throughput-dp", _segments(case, latency_weights(inst, case.allowed), top_k, "max")
+        return "throughput-dp", _segments(case, link_weights(inst, case.allowed), top_k, "max")
     other = cons.max_energy_j if case.objective == "latency" else cons.max_latency_s
     if other is not None or cons.max_upload_bytes is not None:
         return None

@@ -28,116 +28,18 @@ import numpy as np
 
 from splitinfer.errors import PlanError
 from splitinfer.plan.constraint_checks import allowed_matrix, validate_constraints
-from splitinfer.plan.cost import runs_of, throughput_cap_s, violations
+from splitinfer.plan.cost import throughput_cap_s, violations
 from splitinfer.plan.memory import StageMemory
 from splitinfer.plan.milp import MilpSpec, solve_milp
-from splitinfer.plan.plan import Hop, Plan, Stage, describe_stages
+from splitinfer.plan.plan import Plan, describe_stages
 from splitinfer.plan.problem import Constraints, Problem, prepare
 from splitinfer.plan.proof import Proof, by_rank, certify
+from splitinfer.plan.tradeoff_cost import TradeoffMetrics, crossing, measure
 from splitinfer.plan.tradeoffs import Tradeoffs, Variants, expand, figure_weights
 
 MAX_ASSIGNMENTS = 200_000
 TRADEOFF_OBJECTIVES = ("latency", "throughput", "energy", "pareto")
 _REL_TOL = 1e-9  # the MILP's answers are re-checked exactly; this much slack absorbs float sums
-
-
-class TradeoffMetrics(NamedTuple):
-    """The predicted figures of an assignment of blocks to variants."""
-
-    latency_s: float
-    bottleneck_s: float
-    energy_j: float | None
-    quality_cost: float
-    upload_bytes: int
-    stages: tuple[Stage, ...]
-    hops: tuple[Hop, ...]
-
-
-def _hop(var: Variants, a: int, b: int, n: float, wire_s: float, kind: str, codec: tuple[str, float]) -> Hop:
-    names = var.inst.names
-    return Hop(
-        names[var.device[a]],
-        names[var.device[b]],
-        int(n),
-        float(wire_s),
-        kind,  # type: ignore[arg-type]
-        codec[0],
-        float(codec[1]),
-    )
-
-
-def measure(var: Variants, assignment: Sequence[int]) -> TradeoffMetrics | None:
-    """Figures of an assignment, or None where a block cannot run or a hop is not allowed."""
-    inst, runs = var.inst, runs_of(assignment)
-    stages, busy, hops, quality = [], np.zeros(inst.num_devices), [], []
-    for v, first, last in runs:
-        times = var.compute_s[first : last + 1, v]
-        if not np.isfinite(times).all():
-            return None
-        joins = inst.join_s[first:last, var.device[v]].tolist()  # plan/joins.py
-        stages.append(
-            Stage(inst.names[var.device[v]], first, last, math.fsum(times.tolist() + joins), var.precision[v])
-        )
-        busy[var.device[v]] += stages[-1].compute_s
-        quality += var.node_quality[first : last + 1, v].tolist()
-    first_v, last_v = runs[0][0], runs[-1][0]
-    if not (math.isfinite(var.upload_s[first_v]) and math.isfinite(var.return_s[last_v])):
-        return None
-    src_v = int(np.flatnonzero(var.device == inst.source)[0])
-    if var.device[first_v] != inst.source:
-        on_source, restore = var.upload_compress_s[first_v], var.upload_decompress_s[first_v]
-        busy[inst.source] += on_source
-        busy[var.device[first_v]] += restore
-        upload = (var.upload_compression[first_v], on_source + restore)
-        sent = var.upload_bytes[first_v]
-        hops.append(_hop(var, src_v, first_v, sent, var.upload_s[first_v], "upload", upload))
-    for (a, _, last), (b, _, _) in itertools.pairwise(runs):
-        if not math.isfinite(var.wire_s[last, a, b]):
-            return None
-        codec_s = var.compress_s[last, a, b] + var.decompress_s[last, a, b]
-        busy[var.device[a]] += var.compress_s[last, a, b]
-        busy[var.device[b]] += var.decompress_s[last, a, b]
-        cut = (var.compression[a], codec_s)
-        hops.append(_hop(var, a, b, var.hop_bytes[last, a, b], var.wire_s[last, a, b], "cut", cut))
-        quality.append(var.hop_quality[last, a, b])
-    if inst.sink is not None and var.device[last_v] != inst.sink:
-        sink_v = int(np.flatnonzero(var.device == inst.sink)[0])
-        hops.append(_hop(var, last_v, sink_v, inst.output_bytes, var.return_s[last_v], "return", ("none", 0)))
-    latency = math.fsum([*(s.compute_s for s in stages), *(h.transfer_s + h.codec_s for h in hops)])
-    links: dict[tuple[str, str], float] = {}
-    for h in hops:
-        links[h.src, h.dst] = links.get((h.src, h.dst), 0.0) + h.transfer_s
-    bottleneck = max([*busy.tolist(), *links.values()])
-    upload = sum(h.num_bytes for h in hops if h.src == inst.names[inst.source])
-    return TradeoffMetrics(
-        latency,
-        bottleneck,
-        _energy(var, busy, hops, latency),
-        math.fsum(quality),
-        upload,
-        tuple(stages),
-        tuple(hops),
-    )
-
-
-def _energy(var: Variants, busy: np.ndarray, hops: Sequence[Hop], latency: float) -> float | None:
-    inst = var.inst
-    if not inst.has_energy:
-        return None
-    parts = []
-    for d, p in enumerate(inst.power):
-        if p is None or not p.battery:
-            continue
-        name = inst.names[d]
-        radio = math.fsum(h.transfer_s for h in hops if name in (h.src, h.dst))
-        moved = sum(h.num_bytes for h in hops if name in (h.src, h.dst))
-        parts += [
-            p.busy_w * busy[d],
-            p.radio_w * radio,
-            p.radio_j_per_byte * moved,
-            p.idle_w * (latency - busy[d] - radio),
-        ]
-    return math.fsum(parts)
 
 
 def _value(m: TradeoffMetrics, objective: str) -> float:
@@ -190,7 +92,7 @@ def _plan(m: TradeoffMetrics, objective: str, rank: int, proof: Proof | None, so
         m.latency_s,
         m.bottleneck_s,
         throughput,
-        sum(h.num_bytes for h in m.hops),
+        sum(h.num_bytes for h in crossing(m.hops)),
         m.upload_bytes,
         m.energy_j,
         rank,
@@ -238,7 +140,12 @@ def _spec(s: _Setup, objective: str, budget: float | None, cap_s: float) -> Milp
     ]
     times = figure_weights(var, s.allowed, "latency")
     # links carry bytes; codecs keep devices busy (their own rows: arc_busy, upload_busy, busy[0])
-    wire = dataclasses.replace(times, arc_w=var.wire_s, upload_w=var.upload_s)
+    # a hop within a device (the upload on the source, the return on the sink) uses no link
+    sink = var.inst.sink
+    wire = dataclasses.replace(times, arc_w=var.wire_s,
+                               upload_w=np.where(var.device == var.inst.source, 0.0, var.upload_s),
+                               return_w=np.where(var.device == sink, 0.0, var.return_s) if sink is not None
+                               else var.return_s)
     bottleneck = None
     if objective == "throughput" or math.isfinite(cap_s):
         busy = np.where(s.allowed, times.node_w, 0.0)  # blocks and the joins after them

@@ -323,7 +323,8 @@ def _energy_weights(var: Variants, node_allowed: np.ndarray) -> Weights:
             + var.upload_compress_s * (idle_all + busy[var.device == src][0])
             + var.upload_decompress_s * (idle_all + busy)
         )
-    upload = np.where(np.isfinite(var.upload_s), np.where(var.device == src, 0.0, upload), math.inf)
+    local = idle_all * var.upload_s  # a hop within a device: its messaging, radios idle
+    upload = np.where(np.isfinite(var.upload_s), np.where(var.device == src, local, upload), math.inf)
     if inst.sink is None:
         back = np.where(np.isfinite(var.return_s), 0.0, math.inf)
     else:
@@ -332,5 +333,5 @@ def _energy_weights(var: Variants, node_allowed: np.ndarray) -> Weights:
             back = var.return_s * (idle_all + radio + radio[at_sink][0]) + inst.output_bytes * (
                 per_byte + per_byte[at_sink][0]
             )
-        back = np.where(np.isfinite(var.return_s), np.where(at_sink, 0.0, back), math.inf)
+        back = np.where(np.isfinite(var.return_s), np.where(at_sink, idle_all * var.return_s, back), math.inf)
     return with_joins(Weights(node, arc, upload, back), inst.join_s[:, var.device], idle_all + busy)

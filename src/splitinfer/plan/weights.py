@@ -66,6 +66,17 @@ def latency_weights(inst: Instance, allowed: np.ndarray) -> Weights:
     return with_joins(plain, inst.join_s)
 
 
+def link_weights(inst: Instance, allowed: np.ndarray) -> Weights:
+    """Seconds, as the busy time of resources (a pipeline's bottleneck): a hop within a device
+    (its messaging) occupies no link, so the upload and return that stay there weigh nothing."""
+    w = latency_weights(inst, allowed)
+    upload, back = w.upload_w.copy(), w.return_w.copy()
+    upload[inst.source] = 0.0
+    if inst.sink is not None:
+        back[inst.sink] = 0.0
+    return Weights(w.node_w, w.arc_w, upload, back, w.end_w)
+
+
 def _scaled(
     times: np.ndarray, factor: np.ndarray, num_bytes: np.ndarray | float, per_byte: np.ndarray
 ) -> np.ndarray:
@@ -91,14 +102,14 @@ def energy_weights(inst: Instance, allowed: np.ndarray) -> Weights:
     arc[:, idx, idx] = 0.0
     src = inst.source
     upload = _scaled(inst.upload_s, pair_factor[src], float(inst.input_bytes), pair_bytes[src])
-    upload[src] = 0.0
+    upload[src] = idle_all * inst.upload_s[src]  # a hop within a device: its messaging, radios idle
     if inst.sink is None:
         back = np.zeros(num_dev)
     else:
         back = _scaled(
             inst.return_s, pair_factor[:, inst.sink], float(inst.output_bytes), pair_bytes[:, inst.sink]
         )
-        back[inst.sink] = 0.0
+        back[inst.sink] = idle_all * inst.return_s[inst.sink]
     return with_joins(Weights(node, arc, upload, back), inst.join_s, idle_all + busy)
 
 

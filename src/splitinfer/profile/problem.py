@@ -6,16 +6,39 @@ from collections.abc import Sequence
 
 from splitinfer.cluster import Cluster
 from splitinfer.errors import ProfileError
-from splitinfer.plan.problem import AT_SOURCE, AtSource, Link, Power, Problem
+from splitinfer.plan.problem import AT_SOURCE, AtSource, Link, Messaging, Power, Problem
 from splitinfer.profile.schema import BlockMemory, DeviceProfile, Profile
 from splitinfer.profile.segments import DEFAULT_THRESHOLD, corrected_profile, joins_of
 
 STATS = ("median_s", "mean_s", "p10_s", "p90_s")
 
 
+def messaging_of(profile: Profile, names: Sequence[str]) -> dict[str, Messaging]:
+    """The hop cost each device's profile measured (``runtime/messaging.py``); absent: not measured."""
+    out = {}
+    for n in names:
+        m = profile.devices[n].messaging
+        if m is not None:
+            out[n] = Messaging(m.fixed_s, m.s_per_byte)
+    return out
+
+
+def _declared(bandwidth_bps: float, latency_s: float, ends: Sequence[Messaging]) -> tuple[float, float]:
+    """A declared link's (bandwidth, latency) with the runtime's messaging added: what the link
+    carries, plus what the two ends' hops cost each (their mean; ``Messaging`` is per device)."""
+    if not ends:
+        return bandwidth_bps, latency_s
+    fixed = sum(m.fixed_s for m in ends) / len(ends)
+    per_byte = sum(m.s_per_byte for m in ends) / len(ends)
+    return 1.0 / (1.0 / bandwidth_bps + per_byte), latency_s + fixed
+
+
 def _links(profile: Profile, cluster: Cluster | None, names: tuple[str, ...]) -> list[Link]:
-    """Cluster-declared numbers first, else the profile's measurement; neither: not connected."""
+    """Cluster-declared numbers first (with the ends' measured messaging added: declared figures are the
+    network's), else the profile's measurement (a probe's round trips hold the messaging already);
+    neither: not connected."""
     measured = {(x.src, x.dst): x for x in profile.links}
+    messaging = messaging_of(profile, names)
     links = []
     for a in names:
         for b in names:
@@ -24,7 +47,9 @@ def _links(profile: Profile, cluster: Cluster | None, names: tuple[str, ...]) ->
             declared = cluster.link(a, b) if cluster is not None else None
             extra = profile.hop_overhead_s
             if declared is not None and declared.bandwidth_bps is not None and declared.latency_s is not None:
-                links.append(Link(a, b, declared.bandwidth_bps, declared.latency_s + extra))
+                ends = [messaging[n] for n in (a, b) if n in messaging]
+                bandwidth, latency = _declared(declared.bandwidth_bps, declared.latency_s, ends)
+                links.append(Link(a, b, bandwidth, latency + extra))
             elif (a, b) in measured:
                 m = measured[(a, b)]
                 links.append(Link(a, b, m.bandwidth_bps, m.latency_s + extra))
@@ -124,4 +149,5 @@ def build_problem(
         source,
         sink,
         joins,
+        messaging=messaging_of(profile, names),
     )

@@ -119,6 +119,17 @@ class DeviceProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     session_bytes: int | None = None  # what the trivial run's inference session added: one per stage
     noise: float | None = None  # the median block's p90/p10: how busy the device was while profiled
     remeasured: int = 0  # blocks whose spread stayed wide and were measured again (profile/rounds.py)
+    # What the runtime's hop between the coordinator and this device costs: a plan's upload into a first
+    # stage on the source and its return from a last stage on the sink (runtime/messaging.py).
+    messaging: HopCost | None = None
+
+
+class HopCost(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A hop's cost fitted as ``fixed_s + s_per_byte x bytes`` from hops timed as they ran (``n``)."""
+
+    fixed_s: float
+    s_per_byte: float
+    n: int = 0
 
 
 class BlockMemory(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -264,6 +275,10 @@ def _validate_device(name: str, dev: DeviceProfile, num_blocks: int) -> None:
         raise ProfileError(f"device {name!r} has noise {dev.noise}, remeasured {dev.remeasured}, "
                            f"session_bytes {dev.session_bytes}",
                            "give noise >= 1 (a p90/p10 ratio) or null, remeasured and session_bytes >= 0")
+    m = dev.messaging
+    if m is not None and (_bad_number(m.fixed_s) or _bad_number(m.s_per_byte) or m.n < 0):
+        raise ProfileError(f"device {name!r} has messaging {m}",
+                           "give fixed_s and s_per_byte finite and >= 0")
     for g in dev.segments:
         if not 0 <= g.first_block <= g.last_block < num_blocks:
             raise ProfileError(

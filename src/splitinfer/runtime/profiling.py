@@ -52,10 +52,11 @@ from splitinfer.profile.profiler import (
     ProfileWarning,
     prepare_model,
 )
-from splitinfer.profile.schema import LinkProfile, Profile, validate_profile
+from splitinfer.profile.schema import HopCost, LinkProfile, Profile, validate_profile
 from splitinfer.profile.sensitivity import Sensitivity
 from splitinfer.profile.tradeoff_profile import time_on_device, tradeoff_profile, with_tradeoffs
 from splitinfer.runtime.launch.start import cluster_keyring, session_token, start_workers
+from splitinfer.runtime.messaging import measure_messaging
 from splitinfer.runtime.wire.client import MAX_PROBE_REPEATS, MAX_PROBE_SIZES, MAX_WAIT_S, WorkerClient
 from splitinfer.runtime.wire.codec import DEFAULT_MAX_FRAME_BYTES
 from splitinfer.runtime.wire.curve import Keyring
@@ -249,8 +250,23 @@ def _probe_links(cluster: Cluster, workers: ClusterWorkers, names: Sequence[str]
     return links
 
 
+def _measure_messaging(cluster: Cluster, workers: ClusterWorkers, names: Sequence[str],
+                       large_bytes: int) -> dict[str, HopCost]:
+    """Each device's hop cost (``runtime/messaging.py``); a device that cannot take the trivial stage is
+    warned about and planned with free hops within it."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = measure_messaging(cluster, name, workers.addresses, workers.token, large_bytes)
+        except SplitinferError as e:
+            warnings.warn(ProfileWarning(f"{name}: hops within the device not measured ({e.problem}); "
+                                         "planned as free"), stacklevel=3)
+    return out
+
+
 def _assemble(prepared: PreparedModel, cluster: Cluster, jobs: list[_DeviceJob],
-              links: list[LinkProfile], *, final: bool) -> Profile:
+              links: list[LinkProfile], *, final: bool,
+              messaging: Mapping[str, HopCost] | None = None) -> Profile:
     devices = {}
     for job in jobs:
         measured = any(b is not None for b in job.record.blocks)
@@ -258,8 +274,10 @@ def _assemble(prepared: PreparedModel, cluster: Cluster, jobs: list[_DeviceJob],
             continue
         if not job.record.complete and final:
             continue
-        devices[job.device.name] = job.record.to_device_profile(job.device.providers, job.device.num_threads,
-                                                                 job.device.slowdown)
+        device = job.record.to_device_profile(job.device.providers, job.device.num_threads,
+                                              job.device.slowdown)
+        hop_cost = (messaging or {}).get(job.device.name)
+        devices[job.device.name] = msgspec.structs.replace(device, messaging=hop_cost)
     names = set(devices)
     links = [x for x in [*declared_links(cluster), *links] if {x.src, x.dst} <= names]
     profile = prepared.empty_profile()
@@ -348,7 +366,8 @@ def profile_cluster(model: str | Path | bytes | Model | None, cluster: Cluster, 
                                "check that the workers run and can load the model")
         try:
             links = _probe_links(cluster, workers, alive, probe_sizes_bytes, num_probe_repeats)
-            profile = _assemble(prepared, cluster, jobs, links, final=True)
+            messaging = _measure_messaging(cluster, workers, alive, prepared.empty_profile().input_bytes)
+            profile = _assemble(prepared, cluster, jobs, links, final=True, messaging=messaging)
             if tradeoffs is not None:
                 profile = _time_tradeoffs(jobs, alive, tradeoffs, tradeoffs_source, workers,
                                           request_timeout_s, profile)
