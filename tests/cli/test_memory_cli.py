@@ -10,6 +10,7 @@ import pytest
 from helpers.cli import one_error_line, run_cli
 
 from splitinfer import zoo
+from splitinfer.plan import plan_from_json
 from splitinfer.plan.memory import StageMemory
 from splitinfer.plan.problem import prepare
 from splitinfer.profile.files import load_profile
@@ -63,3 +64,21 @@ def test_ten_percent_over_is_refused_naming_the_device_the_need_and_the_capacity
     assert found, line
     assert float(found.group(1)) == pytest.approx(need / 1e6, abs=0.01)
     assert float(found.group(2)) == pytest.approx(need / 1.1 / 1e6, abs=0.01)
+
+
+def test_in_flight_counts_more_buffers_and_is_recorded_for_a_re_plan(capsys, profiled):
+    root, _, need = profiled
+    inst = prepare(build_problem(load_profile(root / "p.json")))
+    buffers = inst.input_bytes + inst.output_bytes  # what each more request a one-stage plan holds adds
+    cluster = _cluster(root, need + buffers / 2)  # room for one request's buffers, not two
+    code, _, err = run_cli(capsys, "plan", root / "p.json", "--cluster", cluster)
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "plan", root / "p.json", "--cluster", cluster, "--in-flight", "2")
+    assert code == 2 and "on cam" in one_error_line(err)
+    roomy = _cluster(root, need + 8 * buffers)
+    code, _, err = run_cli(capsys, "plan", root / "p.json", "--cluster", roomy, "--in-flight", "8",
+                           "-o", root / "eight.json")
+    assert code == 0, err
+    assert plan_from_json((root / "eight.json").read_text())[0].provenance.in_flight == 8
+    code, _, err = run_cli(capsys, "plan", root / "p.json", "--in-flight", "0")
+    assert code == 2 and "--in-flight" in one_error_line(err)

@@ -14,11 +14,14 @@ import pytest
 from helpers import deploy as helpers
 from helpers.runtime_models import local_cluster
 
-from splitinfer.errors import ModelError, PlanError, SplitinferError
+from splitinfer.errors import InfeasibleError, ModelError, PlanError, SplitinferError
 from splitinfer.plan import Constraints, plan_to_json, with_provenance
+from splitinfer.plan.memory import StageMemory
+from splitinfer.plan.problem import prepare
 from splitinfer.profile.blocks import cut_as_profiled
+from splitinfer.profile.problem import build_problem
 from splitinfer.records.plans import load_plan
-from splitinfer.runtime.coordinator.deploy import build_stages, deploy
+from splitinfer.runtime.coordinator.deploy import Replanner, build_stages, deploy
 
 DEVICES = ["a", "b", "c"]
 DEADLINE_S = 8.0
@@ -164,3 +167,19 @@ def test_a_replan_keeps_the_constraints_it_is_given(setup):
         first = session.plan.stages[0]
         assert session.num_replans == 1 and first.device == "a" and first.first_block == 0
         assert "b" not in {s.device for s in session.plan.stages}
+
+
+def test_a_replan_holds_as_many_requests_in_flight_as_the_plan_was_made_for(setup):
+    data, cluster, profile, plan, _ = setup
+    blocks = cut_as_profiled(data, profile)
+    inst = prepare(build_problem(profile, cluster))
+    buffers = inst.input_bytes + inst.output_bytes  # one more request held by a one-stage plan
+    whole = StageMemory.of(inst).stage(0, inst.num_blocks - 1)
+    # c alone is left: it fits the whole model with one request in flight, not with two
+    tight = msgspec.structs.replace(cluster, devices=tuple(
+        msgspec.structs.replace(d, memory_bytes=int(whole + buffers / 2)) for d in cluster.devices))
+    one = Replanner(plan, blocks, profile, tight)
+    assert one(frozenset({"a", "b"})).plan.stages[0].device == "c"
+    two = Replanner(with_provenance(plan, in_flight=2), blocks, profile, tight)
+    with pytest.raises(InfeasibleError):  # two requests in flight do not fit on c
+        two(frozenset({"a", "b"}))

@@ -26,7 +26,7 @@ from splitinfer.plan import (
     plan_to_json,
     solve,
 )
-from splitinfer.plan.problem import AT_SOURCE, AtSource, Problem
+from splitinfer.plan.problem import AT_SOURCE, MAX_IN_FLIGHT, AtSource, Problem
 from splitinfer.plan.scission import TIERS, parse_criteria, rank_scission
 from splitinfer.plan.solve import MAX_TIME_LIMIT_S, MAX_TOP_K
 from splitinfer.plan.tradeoff_solve import solve_tradeoffs
@@ -173,7 +173,8 @@ def _check_args(args: list[str], scission: bool, objective: str) -> None:
         raise PlanError(f"unknown objective {objective!r}", f"use one of: {', '.join(OBJECTIVES)}")
 
 
-def _check_numbers(top: int, time_limit: float, bounds: dict[str, float | None], result_count: int) -> None:
+def _check_numbers(top: int, time_limit: float, bounds: dict[str, float | None], result_count: int,
+                   in_flight: int) -> None:
     """Every numeric option in its range before any file is read; else one line naming the flag."""
     check_number(top, "--top", low=1, high=MAX_TOP_K, whole=True, error=PlanError)
     check_number(time_limit, "--time-limit", low=0, low_open=True, high=MAX_TIME_LIMIT_S, error=PlanError,
@@ -182,14 +183,17 @@ def _check_numbers(top: int, time_limit: float, bounds: dict[str, float | None],
         if value is not None:
             check_number(value, flag, low=0, error=PlanError)
     check_number(result_count, "--result-count", low=1, high=MAX_TOP_K, whole=True, error=PlanError)
+    check_number(in_flight, "--in-flight", low=1, high=MAX_IN_FLIGHT, whole=True, error=PlanError,
+                 fix="requests a stage holds at once, e.g. the --concurrency you will bench at")
 
 
 def _profile_problem(
-    path: str, cluster: Path | None, stat: str, sink: str | None, tradeoffs: dict[str, Any]
+    path: str, cluster: Path | None, stat: str, sink: str | None, tradeoffs: dict[str, Any], in_flight: int
 ) -> tuple[Problem, Provenance, Tradeoffs | None]:
     profile = load_profile(path)
     problem = build_problem(
-        profile, load_cluster(cluster) if cluster is not None else None, stat=stat, sink=_sink(sink)
+        profile, load_cluster(cluster) if cluster is not None else None, stat=stat, sink=_sink(sink),
+        in_flight=in_flight,
     )
     chosen = None
     if any(v is not None for v in tradeoffs.values()):
@@ -197,8 +201,9 @@ def _profile_problem(
     elif profile.tradeoffs is not None:
         console.print("the profile has trade-offs measured: plan with them with --max-quality-drop 1%",
                       highlight=False)
-    return problem, Provenance(model=profile.model.name, model_sha256=profile.model.sha256, profile=path,
-                               cluster=str(cluster) if cluster is not None else ""), chosen
+    provenance = Provenance(model=profile.model.name, model_sha256=profile.model.sha256, profile=path,
+                            cluster=str(cluster) if cluster is not None else "", in_flight=in_flight)
+    return problem, provenance, chosen
 
 
 def _repaired(problem: Problem, tradeoffs: Tradeoffs | None, objective: str, cons: Constraints,
@@ -289,6 +294,9 @@ def plan_command(
     ),
     max_energy: float | None = typer.Option(None, "--max-energy", help="Joules bound (battery devices)."),
     sink: str | None = typer.Option(None, "--sink", help="Where the result goes: a device, or none."),
+    in_flight: int = typer.Option(
+        1, "--in-flight", help="Requests a stage holds at once (the one it runs and those queued: the "
+        "concurrency you will run at); its memory counts that many input and output buffers."),
     stat: str = typer.Option("median_s", "--stat", help="Timing statistic: median_s, mean_s, p10_s, p90_s."),
     method: str = typer.Option("auto", "--method", help="auto | dp | milp | bruteforce."),
     time_limit: float = typer.Option(60.0, "--time-limit", help="Seconds the MILP may take per solve."),
@@ -324,7 +332,7 @@ def plan_command(
 ) -> None:
     _check_args(args, scission, objective)
     _check_numbers(top, time_limit, {"--min-throughput": min_throughput, "--max-energy": max_energy,
-                                     "--input": input_mb}, result_count)
+                                     "--input": input_mb}, result_count, in_flight)
     check_writable(output, "-o")
     wanted = {"max_quality_drop": parse_quality_drop(max_quality_drop), "precisions": _names(precisions),
               "compressions": _names(compressions)}
@@ -337,7 +345,7 @@ def plan_command(
         if sink is not None:
             problem = dataclasses.replace(problem, sink=_sink(sink))
     else:
-        problem, provenance, tradeoffs = _profile_problem(args[0], cluster, stat, sink, wanted)
+        problem, provenance, tradeoffs = _profile_problem(args[0], cluster, stat, sink, wanted, in_flight)
     cons = Constraints(
         pins=_block_pairs(pin, "pin", problem.num_blocks),
         forbids=_block_pairs(forbid, "forbid", problem.num_blocks),

@@ -40,6 +40,7 @@ from splitinfer.plan.joins import join_matrix
 
 Objective = Literal["latency", "throughput", "energy", "pareto"]
 OBJECTIVES: tuple[str, ...] = ("latency", "throughput", "energy", "pareto")
+MAX_IN_FLIGHT = 10_000  # requests a stage may be planned to hold at once
 
 
 @dataclass(frozen=True)
@@ -293,8 +294,10 @@ def prepare(problem: Problem) -> Instance:
     memory = (_per_block(problem.weight_bytes, "weight_bytes", num_blocks),
               _per_block(problem.activation_bytes, "activation_bytes", num_blocks))
     in_flight = problem.in_flight
-    if isinstance(in_flight, bool) or not isinstance(in_flight, int | np.integer) or in_flight < 1:
-        raise PlanError(f"in_flight is {in_flight!r}", "give a whole number of requests >= 1")
+    if isinstance(in_flight, bool) or not isinstance(in_flight, int | np.integer) \
+            or not 1 <= in_flight <= MAX_IN_FLIGHT:
+        raise PlanError(f"in_flight is {in_flight!r}",
+                        f"give a whole number of requests, 1 to {MAX_IN_FLIGHT}")
     capacity = np.full(len(names), math.inf)
     for name, cap in problem.capacity_bytes.items():
         d = _device_index(name, names, "capacity_bytes")

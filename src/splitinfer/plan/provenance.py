@@ -42,6 +42,8 @@ class Provenance(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     constraints: Constraints | None = None  # what the plan respects; a re-plan after a failure does too
     # What ``refine`` measured per link and added to its latency before planning.
     hop_overheads: tuple[HopOverhead, ...] = ()
+    # Requests a stage was planned to hold at once (``Problem.in_flight``): a re-plan holds as many.
+    in_flight: int = 1
 
 
 _CONSTRAINT_FIELDS = frozenset(f.name for f in dataclasses.fields(Constraints))

@@ -92,6 +92,7 @@ def build_problem(
     stat: str = "median_s",
     sink: str | AtSource | None = AT_SOURCE,
     threshold: float = DEFAULT_THRESHOLD,
+    in_flight: int = 1,
 ) -> Problem:
     """The planning problem of ``profile`` on ``cluster``'s devices (or the profile's own).
 
@@ -100,7 +101,9 @@ def build_problem(
     stage as ``plan/memory.py`` says; a device's capacity comes from the worker (the free
     memory the profile recorded), or the cluster's ``memory`` where that is less. ``sink``
     overrides the cluster's sink. ``threshold``: how far a measured segment may be from its
-    prediction before its blocks are corrected (``profile/segments.py``).
+    prediction before its blocks are corrected (``profile/segments.py``). ``in_flight``: requests a
+    stage holds at once (the one it runs and those queued: the concurrency you will run at), whose
+    input and output buffers its memory counts.
     """
     if stat not in STATS:
         raise ProfileError(f"unknown statistic {stat!r}", f"use one of: {', '.join(STATS)}")
@@ -149,5 +152,6 @@ def build_problem(
         source,
         sink,
         joins,
+        in_flight=in_flight,
         messaging=messaging_of(profile, names),
     )

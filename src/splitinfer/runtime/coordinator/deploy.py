@@ -183,7 +183,7 @@ class Replanner:
         self.objective = "latency" if plan.objective.startswith("pareto") else plan.objective
 
     def __call__(self, excluded: frozenset[str]) -> Replacement:
-        problem = build_problem(self.profile, self.cluster)
+        problem = build_problem(self.profile, self.cluster, in_flight=self.plan.provenance.in_flight)
         excludes = tuple(sorted(set(self.constraints.excludes) | excluded))
         constraints = dataclasses.replace(self.constraints, excludes=excludes)
         if self.tradeoffs is None:
