@@ -44,6 +44,13 @@ GainOption = Annotated[
                  help="What splitting gained, measured (gain.json from `splitinfer demo`): a Gain of "
                       "splitting section with the best plan against the best single device."),
 ]
+RankOption = Annotated[
+    Path | None,
+    typer.Option("--rank", "-r", metavar="RANK.json", show_default=False,
+                 help="A ranked bench of the k best plans (`splitinfer bench PLAN --top K -o rank.json`): a "
+                      "Rank fidelity section with each plan's predicted against measured figure, Kendall's "
+                      "tau and the regret of the predicted best."),
+]
 CheckOption = Annotated[
     bool,
     typer.Option("--check", help="Open the page in headless Chromium; fail on page errors or broken images."),
@@ -57,6 +64,7 @@ def report(
     model: ModelOption = None,
     evaluation: EvalOption = None,
     gain: GainOption = None,
+    rank: RankOption = None,
     output: OutOption = Path("splitinfer-report"),
     check: CheckOption = False,
 ) -> None:
@@ -67,10 +75,11 @@ def report(
     block graph coloured by stage and the Pareto fronts (if planned); with
     --bench: predicted against measured per stage and hop, and the latency
     distribution; with --eval: the confusion matrix; with --gain: the best plan's
-    and the best single device's measured figures side by side. The chosen plan is
-    the bench's, else the first in PLAN.json. CSV: blocks.csv, plans.csv,
-    bench.csv, with --gain gain.csv, and with --eval accuracy.csv, agreement.csv,
-    classes.csv.
+    and the best single device's measured figures side by side; with --rank: each
+    ranked plan's predicted against measured figure. The chosen plan is the
+    bench's, else the first in PLAN.json. CSV: blocks.csv, plans.csv, bench.csv,
+    with --gain gain.csv, with --rank rank.csv, and with --eval accuracy.csv,
+    agreement.csv, classes.csv.
 
     Examples:
 
@@ -83,6 +92,8 @@ def report(
       splitinfer report profile.json -p plan.json --eval eval.json -o report
 
       splitinfer report out/profile.json -p out/plan.json -b out/bench.json --gain out/gain.json
+
+      splitinfer report profile.json -p plan.json --rank rank.json -o report
     """
     from splitinfer.report import write_report  # here: matplotlib would slow every command's start
     from splitinfer.report.quality import load_eval
@@ -97,7 +108,7 @@ def report(
             status.update(f"writing the report: {path.name}")
 
         index = write_report(profile, output, plans=plan, bench=bench, model=model, evaluation=doc,
-                             gain=gain, on_file=on_file)
+                             gain=gain, rank=rank, on_file=on_file)
     for path in written:
         console.print(f"  {path.name:<24} {format_bytes(path.stat().st_size):>10}", highlight=False)
     console.print(f"wrote {len(written)} files; open {index}", highlight=False)

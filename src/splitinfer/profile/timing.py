@@ -126,6 +126,26 @@ def _open(part: bytes | memoryview, feeds: Mapping[str, np.ndarray], providers: 
                  max(0, working))
 
 
+def hold_busy(start: float, compute_s: float, slowdown: float) -> float:
+    """The emulated slowdown: after a run that began at ``start`` (``time.perf_counter``) and computed
+    ``compute_s``, wait until ``slowdown`` x compute has passed; return the seconds waited. The worker
+    runs its stages so and the profiler times its partitions so: the device idles through the wait
+    and its next run starts as cold as in the runtime (a few percent slower than back to back)."""
+    if slowdown <= 1.0:
+        return 0.0
+    time.sleep(max(0.0, start + slowdown * compute_s - time.perf_counter()))
+    return time.perf_counter() - start - compute_s
+
+
+def _held(session: Any, feeds: dict[str, np.ndarray], slowdown: float) -> Callable[[], object]:
+    """One timed run of ``session`` as the runtime runs a stage: the run, then the slowdown's wait."""
+    def run() -> None:
+        start = time.perf_counter()
+        session.run(None, feeds)
+        hold_busy(start, time.perf_counter() - start, slowdown)
+    return run
+
+
 @dataclass
 class _Open:
     session: Any
@@ -147,6 +167,9 @@ def time_partitions(parts: Sequence[bytes | memoryview], feeds: Mapping[str, np.
     first run adds beyond its outputs (``activation_bytes``); the sessions stay open while all are
     timed, so one's freed memory cannot hide another's need. ``budget_s``: timed work of the whole
     set. A partition that cannot run here is a :class:`PartitionFailure`; the others are timed.
+    ``slowdown`` > 1 is emulated as the worker emulates it (:func:`hold_busy`): each timed run holds
+    the device for ``slowdown`` x its compute, so ``times_s`` are busy times as a stage measures them,
+    the budget counts them, and ``compute_times_s`` (what the wire carries) are those / ``slowdown``.
     """
     opened: list[_Open | PartitionFailure] = []
     for part in parts:
@@ -158,7 +181,7 @@ def time_partitions(parts: Sequence[bytes | memoryview], feeds: Mapping[str, np.
     rules = RoundRules(max(0, num_warmup - 1), max(1, min_runs), max(1, min_runs, max_runs), budget_s,
                        rel_precision)
     try:
-        samples = iter(time_rounds([lambda o=o: o.session.run(None, o.feeds) for o in live], rules))
+        samples = iter(time_rounds([_held(o.session, o.feeds, slowdown) for o in live], rules))
     except Exception as e:  # a kernel that ran once and fails on a later run: the set cannot be timed
         raise WorkerError(f"timing the partitions failed: {first_line(e)}",
                           "check the inputs' values (e.g. indices in range) and the model") from None
@@ -168,8 +191,9 @@ def time_partitions(parts: Sequence[bytes | memoryview], feeds: Mapping[str, np.
             out.append(o)
             continue
         sample = next(samples)
-        out.append(PartitionTiming(times_s=[t * slowdown for t in sample.times_s],
-                                   compute_times_s=sample.times_s, create_s=o.create_s, outputs=o.outputs,
+        out.append(PartitionTiming(times_s=list(sample.times_s),
+                                   compute_times_s=[t / slowdown for t in sample.times_s],
+                                   create_s=o.create_s, outputs=o.outputs,
                                    remeasured=sample.remeasured, weight_bytes=o.weight_bytes,
                                    activation_bytes=o.activation_bytes))
     return out

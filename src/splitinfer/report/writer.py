@@ -15,7 +15,7 @@ from splitinfer.graph import Model
 from splitinfer.plan import Plan, describe_stages
 from splitinfer.profile.files import load_profile
 from splitinfer.profile.schema import Profile
-from splitinfer.records.bench import BenchResult, load_bench
+from splitinfer.records.bench import BenchResult, RankResult, load_bench
 from splitinfer.records.gain import GainResult
 from splitinfer.records.plans import read_plans
 from splitinfer.report import figures, plan_figures, quality, quality_figures
@@ -28,6 +28,7 @@ from splitinfer.report.html import (
     render_table,
 )
 from splitinfer.report.inputs import ReportData, gather
+from splitinfer.report.rank import rank_html, rank_scatter, read_rank
 from splitinfer.report.tables import (
     bench_table,
     block_table,
@@ -57,7 +58,8 @@ def _main_ops(model: str | Path | Model | onnx.ModelProto, profile: Profile) -> 
 
 
 def _figures(data: ReportData, out: Path, ops: list[str] | None, on_file: OnFile,
-             evaluation: quality.EvalDoc | None = None, gains: GainResult | None = None) -> list[FigureFile]:
+             evaluation: quality.EvalDoc | None = None, gains: GainResult | None = None,
+             ranks: RankResult | None = None) -> list[FigureFile]:
     specs: list[tuple[str, str, str, Callable[[], Any]]] = [
         ("block_latency", "Latency per block per device",
          "Median time of each block on each device; the band spans p10 to p90.",
@@ -99,6 +101,12 @@ def _figures(data: ReportData, out: Path, ops: list[str] | None, on_file: OnFile
         specs.append(("gain_bars", "Gain of splitting",
                       "Measured figure of the best single-device plan and of the best plan, side by side; "
                       "the diamond marks each plan's prediction.", lambda: gain_bars(gains)))
+    if ranks is not None and ranks.plans:
+        specs.append(("rank_fidelity", "Predicted against measured, per plan",
+                      "Each plan of the ranked bench at its predicted (x) and measured (y) figure, labelled "
+                      "with its predicted rank; on the dashed line the prediction was exact. The ranking "
+                      "holds when the measured figures keep the order of the labels.",
+                      lambda: rank_scatter(ranks)))
     if evaluation is not None and evaluation.classification is not None:
         scored = evaluation.classification
         whose = "candidate" if evaluation.candidate is not None else "model"
@@ -172,6 +180,7 @@ def write_report(
     model: str | Path | Model | onnx.ModelProto | None = None,
     evaluation: quality.EvalDoc | str | Path | None = None,
     gain: GainResult | str | Path | None = None,
+    rank: RankResult | str | Path | None = None,
     on_file: OnFile | None = None,
 ) -> Path:
     """Write the report of ``profile`` into ``out_dir``; return the path of its ``index.html``.
@@ -183,10 +192,13 @@ def write_report(
     Quality section: accuracy and agreement tables, and with labels the confusion matrix and
     per-class precision and sensitivity. ``gain``: what splitting gained, measured (a
     :class:`~splitinfer.records.gain.GainResult` or its ``gain.json``), shown in a "Gain of
-    splitting" section: a sentence per objective, a bar chart and ``gain.csv``. ``on_file`` is
-    called with every file written (figures as PNG and SVG, blocks.csv, plans.csv, chosen_plan.csv,
-    bench.csv, gain.csv, accuracy.csv, agreement.csv, classes.csv). A plan that chose precisions
-    and compressions shows them on its figures and in its tables, with its predicted quality cost.
+    splitting" section: a sentence per objective, a bar chart and ``gain.csv``. ``rank``: a ranked
+    bench of the k best plans (a :class:`~splitinfer.records.bench.RankResult` or the file of
+    ``splitinfer bench --top K -o``), shown in a "Rank fidelity" section: a sentence, predicted
+    against measured per plan and ``rank.csv``. ``on_file`` is called with every file written
+    (figures as PNG and SVG, blocks.csv, plans.csv, chosen_plan.csv, bench.csv, gain.csv, rank.csv,
+    accuracy.csv, agreement.csv, classes.csv). A plan that chose precisions and compressions shows
+    them on its figures and in its tables, with its predicted quality cost.
 
     >>> write_report("profile.json", "splitinfer-report", plans="plan.json")  # doctest: +SKIP
     """
@@ -197,6 +209,7 @@ def write_report(
     data = gather(prof, plans, bench_data)
     doc = quality.load_eval(evaluation) if isinstance(evaluation, str | Path) else evaluation
     gains = read_gain(gain, prof)
+    ranks = read_rank(rank, prof)
     ops = _main_ops(model, prof) if model is not None else None
     out = Path(out_dir)
     try:
@@ -205,11 +218,11 @@ def write_report(
         raise SplitinferError(f"cannot create report folder {out}: {e.strerror}",
                               "pick a writable folder for -o") from None
     notify = on_file or (lambda _p: None)
-    figs = _figures(data, out, ops, notify, doc, gains)
+    figs = _figures(data, out, ops, notify, doc, gains, ranks)
     index = out / "index.html"
     index.write_text(render_page(f"splitinfer report: {data.model_label}",
                                  f"{len(prof.blocks)} blocks on {len(prof.devices)} devices",
-                                 _sections(data, figs, ops, out, notify, doc, gains)),
+                                 _sections(data, figs, ops, out, notify, doc, gains, ranks)),
                      encoding="utf-8")
     notify(index)
     return index
@@ -217,7 +230,7 @@ def write_report(
 
 def _sections(data: ReportData, figs: list[FigureFile], ops: list[str] | None, out: Path,
               notify: OnFile, evaluation: quality.EvalDoc | None = None,
-              gains: GainResult | None = None) -> list[tuple[str, str, str]]:
+              gains: GainResult | None = None, ranks: RankResult | None = None) -> list[tuple[str, str, str]]:
     """The page's sections (anchor, heading, HTML); writes the CSV tables on the way."""
     blocks = block_table(data.profile, ops)
     notify(write_csv(blocks, out / "blocks.csv"))
@@ -225,6 +238,9 @@ def _sections(data: ReportData, figs: list[FigureFile], ops: list[str] | None, o
     if gains is not None and gains.gains:  # the headline of a demo: right after the summary
         figure = _section_html(figs, ("gain_bars",))
         sections.append(("gain", "Gain of splitting", gain_html(gains, figure, out, notify)))
+    if ranks is not None and ranks.plans:  # does the prediction order plans as they measure: after the gain
+        figure = _section_html(figs, ("rank_fidelity",))
+        sections.append(("rank", "Rank fidelity", rank_html(ranks, figure, out, notify)))
     sections += [("profile", "Profile", _section_html(figs, ("block_latency", "block_statistics"))
                  + render_table(blocks, "Blocks", raw_csv="blocks.csv", scroll=True))]
     if data.plans:

@@ -18,6 +18,7 @@ import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
 from splitinfer.errors import ModelError, ShapeError, first_line
+from splitinfer.profile.timing import hold_busy
 from splitinfer.types import TensorSpec, check_feeds
 
 _ORT_TYPES = {"float": "float32", "double": "float64"}
@@ -82,10 +83,6 @@ class StageRunner:
             raise ShapeError(f"the stage's partition rejects its inputs: {first_line(e)}",
                              "feed tensors of the shapes and dtypes the model takes") from None
         compute_s = time.perf_counter() - start
-        wait_s = 0.0
-        if self.slowdown > 1.0:
-            target = start + self.slowdown * compute_s
-            time.sleep(max(0.0, target - time.perf_counter()))
-            wait_s = time.perf_counter() - start - compute_s
+        wait_s = hold_busy(start, compute_s, self.slowdown)
         self.last_busy_s = compute_s + wait_s
         return outs, compute_s, wait_s
