@@ -59,7 +59,7 @@ def _high_water_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmHWM for process {pid}")
 
 
-def measure_plan(plan, cluster_doc: dict, model, feeds, num_requests: int) -> dict[str, int]:
+def measure_plan(plan, cluster_doc: dict, model, profile, feeds, num_requests: int) -> dict[str, int]:
     """Each device's peak RSS growth while ``plan`` is deployed and runs, on fresh workers."""
     devices = [Device(d["name"], num_threads=d["num_threads"]) for d in cluster_doc["devices"]]
     token = b"m" * 32
@@ -68,7 +68,7 @@ def measure_plan(plan, cluster_doc: dict, model, feeds, num_requests: int) -> di
         before = {n: psutil.Process(pid).memory_info().rss for n, pid in launcher.pids.items()}
         doc = {**cluster_doc, "devices": [{**d, "address": launcher.workers[d["name"]].address}
                                           for d in cluster_doc["devices"]]}
-        with deploy(plan, parse_cluster(doc), model, token=token) as session:
+        with deploy(plan, parse_cluster(doc), model, profile=profile, token=token) as session:
             for _ in range(num_requests):
                 session.run(None, feeds)
             return {n: _high_water_bytes(pid) - before[n] for n, pid in launcher.pids.items()}
@@ -88,7 +88,7 @@ def run_model(name: str, args: argparse.Namespace) -> list[tuple[str, str, float
     rows = []
     for plan in plans:
         predicted = device_needs(inst, runs_of([inst.names.index(d) for d in plan.assignment]))
-        measured = measure_plan(plan, DEVICES, prepared.model, prepared.whole_feeds, args.requests)
+        measured = measure_plan(plan, DEVICES, prepared.model, profile, prepared.whole_feeds, args.requests)
         for d, device in enumerate(inst.names):
             if predicted[d] > 0:
                 rows.append((describe_stages(plan), device, float(predicted[d]), float(measured[device])))
