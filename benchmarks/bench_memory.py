@@ -59,8 +59,10 @@ def _high_water_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmHWM for process {pid}")
 
 
-def measure_plan(plan, cluster_doc: dict, model, profile, feeds, num_requests: int) -> dict[str, int]:
-    """Each device's peak RSS growth while ``plan`` is deployed and runs, on fresh workers."""
+def measure_plan(plan, cluster_doc: dict, model, profile, feeds,
+                 num_requests: int) -> dict[str, tuple[int, int]]:
+    """Each device's (peak, steady) RSS growth while ``plan`` is deployed and runs, on fresh workers:
+    the high-water mark, and the resident memory after the requests."""
     devices = [Device(d["name"], num_threads=d["num_threads"]) for d in cluster_doc["devices"]]
     token = b"m" * 32
     with launch_local_workers(devices, token) as launcher:
@@ -71,7 +73,8 @@ def measure_plan(plan, cluster_doc: dict, model, profile, feeds, num_requests: i
         with deploy(plan, parse_cluster(doc), model, profile=profile, token=token) as session:
             for _ in range(num_requests):
                 session.run(None, feeds)
-            return {n: _high_water_bytes(pid) - before[n] for n, pid in launcher.pids.items()}
+            return {n: (_high_water_bytes(pid) - before[n], psutil.Process(pid).memory_info().rss - before[n])
+                    for n, pid in launcher.pids.items()}
 
 
 def run_model(name: str, args: argparse.Namespace) -> list[tuple[str, str, float, float]]:
@@ -91,12 +94,14 @@ def run_model(name: str, args: argparse.Namespace) -> list[tuple[str, str, float
         measured = measure_plan(plan, DEVICES, prepared.model, profile, prepared.whole_feeds, args.requests)
         for d, device in enumerate(inst.names):
             if predicted[d] > 0:
-                rows.append((describe_stages(plan), device, float(predicted[d]), float(measured[device])))
+                peak, steady = measured[device]
+                rows.append((describe_stages(plan), device, float(predicted[d]), float(peak), float(steady)))
     note = f" (reduced: {reduced})" if reduced else ""
-    for stages, device, predicted, measured in rows:
+    for stages, device, predicted, measured, steady in rows:
         error = abs(predicted - measured) / measured
-        print(f"{name:12} {stages:32} {device}: predicted {predicted / 1e6:8.1f} MB  measured "
-              f"{measured / 1e6:8.1f} MB  error {error:6.1%}{note}", flush=True)
+        print(f"{name:12} {stages:32} {device}: predicted {predicted / 1e6:8.1f} MB  peak "
+              f"{measured / 1e6:8.1f} MB  error {error:6.1%}  (after the requests {steady / 1e6:.1f} MB)"
+              f"{note}", flush=True)
     return rows
 
 
@@ -109,7 +114,7 @@ def main() -> int:
     args = parser.parse_args()
     errors = []
     for name in args.models:
-        for *_, predicted, measured in run_model(name, args):
+        for *_, predicted, measured, _steady in run_model(name, args):
             errors.append(abs(predicted - measured) / measured)
     worst, median = max(errors), statistics.median(errors)
     print(f"\n{len(errors)} devices of {2 * len(args.models)} plans: median error {median:.1%}, worst "

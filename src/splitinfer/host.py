@@ -8,9 +8,12 @@ imports neither ONNX Runtime nor ZeroMQ.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import platform
 import socket
+from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
@@ -80,3 +83,43 @@ def host_info() -> dict[str, Any]:
         "memory_total_bytes": memory.total, "memory_available_bytes": memory.available,
         "versions": library_versions(),
     }
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                      "usmblks", "fsmblks", "uordblks", "fordblks",
+                                                      "keepcost")]
+
+
+@functools.cache
+def _libc_call(name: str) -> Callable[..., Any] | None:
+    """A function of glibc (``mallinfo2`` needs glibc 2.33 or later), or None where there is none."""
+    try:
+        call = getattr(ctypes.CDLL("libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+    if name == "mallinfo2":
+        call.restype = _MallInfo2
+    return call
+
+
+def held_bytes() -> int:
+    """The memory this process holds now: the bytes its allocator has handed out (glibc: in use on the
+    heap plus mmapped chunks), else its resident memory. Resident memory would miss what a session
+    takes from memory the process freed earlier and kept (mobilenetv2's 14 MB of weights: +0 MB
+    resident in a process that had built the model, +15.4 MB allocated)."""
+    info = _libc_call("mallinfo2")
+    if info is None:
+        return psutil.Process().memory_info().rss
+    m = info()
+    return int(m.uordblks + m.hblkhd)
+
+
+def release_freed_memory() -> None:
+    """Hand the heap memory this process freed back to the system (glibc's ``malloc_trim``). A worker
+    does so after a deploy: the partition's bytes arrive, are copied for ONNX Runtime and parsed,
+    and the freed copies would otherwise stay resident (resnet18: 263 MB resident after its session
+    was created, 131 MB after the trim)."""
+    trim = _libc_call("malloc_trim")
+    if trim is not None:
+        trim(0)

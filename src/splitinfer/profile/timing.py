@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import psutil
 
 from splitinfer.compression import DEFAULT_MAX_BYTES, Compressed, decompress, parse_compression, wire_bytes
 from splitinfer.errors import ModelError, ProfileError, ShapeError, WorkerError, first_line
 from splitinfer.graph.inference import DEFAULT_PROVIDERS, create_inference_session
+from splitinfer.host import held_bytes
 from splitinfer.profile.partition_timing import CompressionTiming, PartitionFailure, PartitionTiming
 from splitinfer.profile.rounds import RoundRules, kept_runs, median_ci_rel, time_rounds
 from splitinfer.profile.schema import Stats
@@ -87,22 +87,17 @@ def measure(
     return times
 
 
-def _rss_bytes() -> int:
-    """This process's resident memory now."""
-    return psutil.Process().memory_info().rss
-
-
 def _open(part: bytes | memoryview, feeds: Mapping[str, np.ndarray], providers: Sequence[str],
           num_threads: int) -> _Open:
     """Create one partition's session and run it once (untimed: the outputs), measuring the memory
     each step adds to this process. ModelError, ShapeError or WorkerError as :func:`time_partition`."""
     from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument  # loaded with the session
 
-    before = _rss_bytes()
+    before = held_bytes()
     start = time.perf_counter()
     session = create_inference_session(part, providers, num_threads)
     create_s = time.perf_counter() - start
-    created = _rss_bytes()
+    created = held_bytes()
     wanted = [i.name for i in session.get_inputs()]
     missing = sorted(set(wanted) - set(feeds))
     if missing:
@@ -117,7 +112,7 @@ def _open(part: bytes | memoryview, feeds: Mapping[str, np.ndarray], providers: 
     except Exception as e:  # ORT's other exception types: a kernel failed on these values
         raise WorkerError(f"timing the partition failed: {first_line(e)}",
                           "check the inputs' values (e.g. indices in range) and the model") from None
-    ran = _rss_bytes()
+    ran = held_bytes()
     names = [o.name for o in session.get_outputs()]
     # The first run grows the session's arena to its peak, which later runs reuse; what it returns is
     # counted as the stage's outgoing tensors, not as its working memory.

@@ -22,7 +22,7 @@ from splitinfer.cluster import MAX_LATENCY_S, MAX_SLOWDOWN
 from splitinfer.compression import parse_compression
 from splitinfer.errors import AuthError, ErrorCode, PlanError, TransportError, WorkerError, first_line
 from splitinfer.graph.inference import create_inference_session
-from splitinfer.host import host_info, max_num_threads
+from splitinfer.host import host_info, max_num_threads, release_freed_memory
 from splitinfer.profile.partition_timing import (
     MAX_COMPRESSIONS,
     MAX_TIMED_PARTITIONS,
@@ -137,6 +137,7 @@ def deploy_stage(device: DeviceContext, header: messages.Deploy, msg: Message) -
         raise WorkerError(f"warm-up of stage {header.stage} failed: {first_line(e)}",
                           "declare the partition's real input shapes in the stage spec") from None
     device.stages.install(header, runner)
+    release_freed_memory()  # the partition's bytes and their copies: not resident once the session holds it
     return {"create_s": create_s, "warmup_s": warmup_s, "address": device.address}
 
 
