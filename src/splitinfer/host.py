@@ -15,6 +15,7 @@ import platform
 import socket
 from collections.abc import Callable
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -123,3 +124,27 @@ def release_freed_memory() -> None:
     trim = _libc_call("malloc_trim")
     if trim is not None:
         trim(0)
+
+
+_STATUS = Path("/proc/self/status")
+
+
+def reset_peak_resident() -> bool:
+    """Start this process's peak resident memory (Linux's VmHWM) afresh from now; False where that
+    cannot be done (another system, an old kernel)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_resident_bytes() -> int | None:
+    """This process's peak resident memory since start or the last :func:`reset_peak_resident`."""
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None

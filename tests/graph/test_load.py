@@ -110,7 +110,7 @@ def test_batch_fixes_leading_dim_and_shared_symbols():
         ({"x": (1, 3, 32, 32)}, None, "contradicts the model"),
         ({"x": (1, 3, 16)}, None, "has 4 dims"),
         ({"nope": (1, 3, 16, 16)}, None, "not an input of the model"),
-        ({}, 4, "--batch 4 contradicts the model"),
+        ({}, 4, "batch=4 contradicts the model"),
         ({"x": (1, 3, 0, 16)}, None, "dim <= 0"),
     ],
 )

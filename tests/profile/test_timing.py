@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 
 import numpy as np
 import pytest
@@ -105,3 +106,14 @@ def test_time_partition_words_each_failure():
         time_partition(b"junk", {"x": x})
     with pytest.raises(WorkerError, match="NoSuchExecutionProvider not available"):
         time_partition(_relu_model(), {"x": x}, providers=["NoSuchExecutionProvider"])
+
+
+def test_an_emulated_wait_ends_on_time_whatever_is_left():
+    from splitinfer.profile.timing import SPIN_S, hold_busy
+
+    for compute_s in (0.0, 1e-6, SPIN_S / 2, SPIN_S, 2 * SPIN_S):  # spun only, at the edge, slept and spun
+        start = time.perf_counter()
+        waited = hold_busy(start, compute_s, 3.0)
+        assert waited >= 0 and time.perf_counter() - start >= 3.0 * compute_s
+        assert time.perf_counter() - start < 3.0 * compute_s + 0.05  # not a sleep's overshoot of a block
+    assert hold_busy(time.perf_counter(), 0.01, 1.0) == 0.0  # no slowdown: no wait

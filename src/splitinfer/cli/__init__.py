@@ -17,6 +17,7 @@ import typer
 
 from splitinfer.cli import _common
 from splitinfer.errors import SplitinferError
+from splitinfer.graph.shapes import as_flags
 
 app = typer.Typer(
     name="splitinfer",
@@ -75,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     except SplitinferError as e:
         if debug:
             traceback.print_exc()
-        _common.err_console.print(f"[bold red]error:[/] {e.line()}", highlight=False, soft_wrap=True)
+        # The library names its arguments (input_shapes=, batch=); here they are flags.
+        line = as_flags(e.line())
+        _common.err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
         return 2
     except typer.Abort:
         _common.err_console.print("aborted")

@@ -8,13 +8,33 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
 from splitinfer.errors import SplitinferError
 
+# Output to a file or pipe is not cut to fit: rich would assume 80 columns there and cut table cells
+# ("800.0 K…") or drop columns. COLUMNS still sets the width when given.
+PIPED_WIDTH = 1000
+
+
+class _Console(Console):
+    """A rich console that is as wide as its terminal, and PIPED_WIDTH wide when not on one."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if self.is_terminal or self.is_jupyter or os.environ.get("COLUMNS", "").isdigit():
+            return size
+        return ConsoleDimensions(PIPED_WIDTH, size.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
 DEBUG = False
-console = Console()
-err_console = Console(stderr=True)
+console = _Console()
+err_console = _Console(stderr=True)
 
 
 def print_json(data: Any) -> None:

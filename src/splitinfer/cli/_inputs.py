@@ -4,6 +4,7 @@ package's preprocessing; data sets cut into batches of a model input (``bench --
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,7 +59,8 @@ def read_dataset(path: Path, spec: TensorSpec, preprocess: str | None, flag: str
                  limit: int | None = None) -> Dataset:
     """The data set at ``path`` (``load_dataset``'s forms), its images preprocessed as ``preprocess``
     says (else to fit ``spec``), checked to fit ``spec``: every problem is one line naming ``flag``.
-    ``limit``: at most this many samples."""
+    Samples of a batch-1 input may be stacked whole (``[N, 1, ...]``). ``limit``: at most this many
+    samples."""
     from splitinfer.data import load_dataset
 
     if preprocess and path.suffix.lower() in ARRAY_SUFFIXES:
@@ -67,6 +69,9 @@ def read_dataset(path: Path, spec: TensorSpec, preprocess: str | None, flag: str
     shape = [d if isinstance(d, int) and d > 0 else None for d in spec.shape]
     try:
         data = load_dataset(path, preprocess, input_shape=shape, input_dtype=spec.dtype, limit=limit)
+        if spec.shape and spec.shape[0] == 1 and data.x.shape[1:] == tuple(spec.shape):
+            # Whole batch-1 inputs stacked ([N, 1, ...]): N samples of the input, as [N, ...].
+            data = dataclasses.replace(data, x=data.x.reshape(len(data.x), *spec.shape[1:]))
         data.check_fits(spec)
     except InputError as e:
         fix = e.fix

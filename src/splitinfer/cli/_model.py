@@ -1,19 +1,29 @@
-"""The MODEL argument and its shape options, shared by every command that loads a model.
+"""The MODEL argument and its shape and input options, shared by every command that loads a model.
 
 Use in a command::
 
     def cmd(model: ModelPath, input_shape: InputShapes = None, batch: Batch = None):
         m = open_model(model, input_shape, batch)
+
+and with real inputs (``--input``, ``--inputs``, ``--fix-input``)::
+
+    def cmd(model: ModelPath, ..., inputs: Inputs = None, inputs_file: InputsFile = None,
+            fix_input: FixInputs = None):
+        m = open_model(model, input_shape, batch, GivenInputs(inputs, inputs_file, fix_input))
 """
 
 from __future__ import annotations
 
+import re
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 
-from splitinfer.errors import ShapeError
+from splitinfer.errors import InputError, ShapeError, SplitinferError
 from splitinfer.graph import Model, load_model
 
 ModelPath = Annotated[
@@ -34,6 +44,131 @@ Batch = Annotated[
     typer.Option("--batch", metavar="N", help="Fix a dynamic leading (batch) dim of every input to N.",
                  show_default=False),
 ]
+
+
+Inputs = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--input", metavar="NAME=FILE.npy",
+        help="A real value of a model input (repeat for several): the run that measures shapes uses it, "
+             "and so do verification and profiling. Inputs not given are generated.",
+        show_default=False,
+    ),
+]
+InputsFile = Annotated[
+    Path | None,
+    typer.Option("--inputs", metavar="FILE.npz", help="Real values of model inputs, one array per input name "
+                 "(as --input).", show_default=False),
+]
+FixInputs = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--fix-input", metavar="NAME=VALUE",
+        help="Fix a model input to VALUE (a number or comma-separated numbers, in the input's dtype), e.g. "
+             "sr=16000: it becomes a constant, and every If it decides is replaced by the branch taken, "
+             "so a network inside a branch can be cut. Checked against the original model. Repeatable.",
+        show_default=False,
+    ),
+]
+
+
+@dataclass(frozen=True)
+class GivenInputs:
+    """The ``--input``, ``--inputs`` and ``--fix-input`` options as given."""
+
+    inputs: list[str] | None = None
+    inputs_file: Path | None = None
+    fix_input: list[str] | None = None
+
+    def feeds(self) -> dict[str, np.ndarray]:
+        """The arrays of ``--inputs`` and ``--input`` (the same name twice is an error)."""
+        feeds = _read_npz(self.inputs_file) if self.inputs_file is not None else {}
+        for text in self.inputs or []:
+            name, path = _split_pair(text, "--input", "NAME=FILE.npy", "--input x=x.npy")
+            if name in feeds:
+                raise InputError(f"input {name!r} is given twice (--input, --inputs)", "give each input once")
+            feeds[name] = _read_npy(Path(path), name)
+        return feeds
+
+    def fixed(self) -> dict[str, float | list[float]]:
+        """``--fix-input`` values by name, as numbers (the model's input says the dtype)."""
+        fixed: dict[str, float | list[float]] = {}
+        for text in self.fix_input or []:
+            name, value = _split_pair(text, "--fix-input", "NAME=VALUE", "--fix-input sr=16000")
+            if name in fixed:
+                raise InputError(f"--fix-input gives input {name!r} twice", "give each input once")
+            numbers = [_number(v.strip(), text) for v in value.split(",")]
+            fixed[name] = numbers[0] if len(numbers) == 1 else numbers
+        return fixed
+
+
+def _number(text: str, option: str) -> float:
+    """A whole number stays an int (an int64 input takes it exactly); else a float."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(f"--fix-input {option!r} has a value that is not a number",
+                         "give a number or comma-separated numbers, e.g. --fix-input sr=16000") from None
+
+
+def _split_pair(text: str, flag: str, form: str, example: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not value.strip():
+        raise InputError(f"{flag} {text!r} is not {form}", f"write it like {example}")
+    return name.strip(), value.strip()
+
+
+def _read_npy(path: Path, name: str) -> np.ndarray:
+    where = f"--input {name}={path}"
+    if not path.is_file():
+        raise InputError(f"{where}: file {path} does not exist", "give the path of an .npy file (numpy.save)")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise InputError(f"{where}: cannot read {path.name} as .npy ({_first(e)})",
+                         "save the array with numpy.save") from None
+    if not isinstance(arr, np.ndarray):
+        arr.close()
+        raise InputError(f"{where}: {path.name} holds several arrays", "give them with --inputs FILE.npz")
+    return arr
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise InputError(f"--inputs {path} does not exist", "give the path of an .npz file (numpy.savez)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, EOFError, AttributeError, zipfile.BadZipFile) as e:
+        raise InputError(f"--inputs {path}: cannot read it as .npz ({_first(e)})",
+                         "save the arrays with numpy.savez(f, **{name: array})") from None
+
+
+def _first(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:120].rsplit(" ", 1)[0] if len(text) > 120 else text or type(err).__name__
+
+
+# The library names its arguments (feeds=, fixed_inputs=); here they are the options.
+_AS_OPTIONS = (
+    (re.compile(r"feeds=\{NAME: ARRAY\}"), "--input NAME=FILE.npy"),
+    (re.compile(r"fixed_inputs=\{NAME: VALUE\}"), "--fix-input NAME=VALUE"),
+    (re.compile(r"\bfeeds="), "--input"),
+    (re.compile(r"\bfixed_inputs="), "--fix-input"),
+)
+
+
+def _as_options(err: SplitinferError) -> SplitinferError:
+    def spell(text: str | None) -> str | None:
+        for pattern, option in _AS_OPTIONS:
+            text = pattern.sub(option, text) if text else text
+        return text
+
+    return type(err)(spell(err.problem) or err.problem, spell(err.fix), code=err.code)
 
 
 def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
@@ -63,6 +198,14 @@ def parse_input_shapes(values: list[str] | None) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def open_model(path: Path, input_shape: list[str] | None = None, batch: int | None = None) -> Model:
-    """Load the MODEL argument with its ``--input-shape`` / ``--batch`` options."""
-    return load_model(path, input_shapes=parse_input_shapes(input_shape), batch=batch)
+def open_model(path: Path, input_shape: list[str] | None = None, batch: int | None = None,
+               given: GivenInputs | None = None) -> Model:
+    """Load the MODEL argument with its ``--input-shape`` / ``--batch`` options and, with ``given``,
+    its ``--input`` / ``--inputs`` / ``--fix-input`` ones."""
+    given = given or GivenInputs()
+    feeds, fixed = given.feeds(), given.fixed()
+    try:
+        return load_model(path, input_shapes=parse_input_shapes(input_shape), batch=batch, feeds=feeds,
+                          fixed_inputs=fixed)
+    except SplitinferError as e:
+        raise _as_options(e) from None

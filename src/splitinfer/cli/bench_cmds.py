@@ -20,6 +20,7 @@ from splitinfer.cli import runtime_cmds
 from splitinfer.cli._bench_tables import format_bench_table, format_rank_table
 from splitinfer.cli._common import check_writable, console, print_json
 from splitinfer.cli._inputs import dataset_feeds, read_dataset, single_input
+from splitinfer.cli._model import InputShapes, parse_input_shapes
 from splitinfer.cli.runtime_cmds import (
     CalibrationOpt,
     ClusterOpt,
@@ -123,6 +124,7 @@ def bench_command(
                                              "norm=imagenet (default: from the input's shape).",
         show_default=False)] = None,
     calibration: CalibrationOpt = None,
+    input_shape: InputShapes = None,
 ) -> None:
     """Deploy a plan, run many requests and compare the measured times with the plan's predictions.
 
@@ -144,6 +146,10 @@ def bench_command(
       splitinfer bench plan.json --top 5 --requests 200 -o rank.json
 
       splitinfer bench plan.json --data val/ --preprocess resize=256,crop=224,norm=imagenet
+
+      splitinfer bench plan.json --model bert.onnx --input-shape input_ids=1,128
+
+    (--input-shape: where the plan's profile, which records the shapes, is not at hand)
     """
     num_warmup = num_warmup if warmup is None else warmup
     from splitinfer.runtime.bench import MAX_CONCURRENCY, MAX_REQUESTS
@@ -160,8 +166,9 @@ def bench_command(
         raise SplitinferError("--preprocess needs --data: it says how the data's images become inputs",
                               "give --data DATA, or leave out --preprocess")
 
+    shapes = parse_input_shapes(input_shape)
     ranked_plans = _top_plans(plan, top) if top is not None else None
-    dep = resolve_deployment(plan, cluster, model, profile, rank or 1)
+    dep = resolve_deployment(plan, cluster, model, profile, rank or 1, input_shapes=shapes)
     feeds: list[Feeds] | None = None
     note, dataset = "", None
     if data is not None:  # loaded and checked against the deployed input before any worker starts

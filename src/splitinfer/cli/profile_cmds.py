@@ -16,11 +16,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from splitinfer.cli._common import check_writable, console, err_console
 from splitinfer.cli._inputs import ARRAY_SUFFIXES, dataset_feeds, read_dataset, single_input
-from splitinfer.cli._model import parse_input_shapes
+from splitinfer.cli._model import FixInputs, GivenInputs, Inputs, InputsFile, open_model
 from splitinfer.cli._profile_tables import devices_table, links_table, profile_table, tradeoffs_table
 from splitinfer.cluster import load_cluster
 from splitinfer.errors import InputError, ProfileError
-from splitinfer.graph import Model, load_model
+from splitinfer.graph import Model
 from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS
 from splitinfer.host import max_num_threads
 from splitinfer.plan import Plan, describe_stages, plan_to_json, with_provenance
@@ -71,6 +71,8 @@ HELP = """Measure a model's blocks on devices and the links between them, into p
   splitinfer profile r18.onnx --calibration val/ --preprocess resize=256,crop=224,norm=imagenet -o p.json
 
   splitinfer profile r18.onnx --cluster cluster.yaml --calibration val/ --tradeoffs int8,fp16,lz4 -o p.json
+
+  splitinfer profile silero_vad.onnx --fix-input sr=16000 --input x=audio.npy -o p.json
 
 With --cluster, every device is profiled through its worker (local devices are \
 started on this machine) and links marked `measure: true` are probed; declared \
@@ -151,10 +153,11 @@ def _named_arrays(path: Path, model: Model) -> bool:
         return True  # not a readable .npz: the calibration reader says so
 
 
-def calibration_input(model: Path, options: dict) -> tuple[Path | Model, Any, Any]:
-    """The model (loaded when the calibration is a data set, to fit its input), the calibration to
-    profile with: None (generated inputs), the .npz of arrays by input name, or one input batch made
-    from a data set's first samples; and the data set (None unless the calibration is one)."""
+def calibration_input(model: Path, options: dict) -> tuple[Model, Any, Any]:
+    """The model (loaded with its --input-shape, --batch, --input, --inputs and --fix-input), the
+    calibration to profile with: None (the --input values, the other inputs generated), the .npz of
+    arrays by input name, or one input batch made from a data set's first samples; and the data set
+    (None unless the calibration is one)."""
     path, steps = options["calibration"], options["preprocess"]
     need_data = InputError("--tradeoffs measures quality on a data set; --calibration must give one",
                            "add --calibration DATA: an image folder, an .npz with x, or an .npy")
@@ -164,11 +167,11 @@ def calibration_input(model: Path, options: dict) -> tuple[Path | Model, Any, An
         if steps is not None:
             raise InputError("--preprocess needs --calibration: it says how the calibration images become "
                              "inputs", "give --calibration DATA, or leave out --preprocess")
-        return model, None, None
-    if not path.exists():
+    elif not path.exists():
         raise InputError(f"--calibration {path} does not exist", f"give {_CALIBRATION_FORMS}")
-    loaded = load_model(model, input_shapes=parse_input_shapes(options["input_shape"]),
-                        batch=options["batch"])
+    loaded = open_model(model, options["input_shape"], options["batch"], options.get("given"))
+    if path is None:
+        return loaded, None, None
     if _named_arrays(path, loaded):
         if options["tradeoffs"]:
             raise need_data
@@ -196,9 +199,8 @@ def _sensitivity(prepared: Any, data: Any, options: dict) -> Any:
 def _measure(model: Path, cluster: Path | None, options: dict) -> tuple[Profile, Plan | None]:
     # Load, cut and calibrate first: bad input fails here, before any worker starts or bar shows.
     source, calibration, data = calibration_input(model, options)
-    prepared = prepare_model(source, calibration=calibration, batch=options["batch"],
-                             input_shapes=parse_input_shapes(options["input_shape"]),
-                             max_blocks=options["max_blocks"], max_cut_tensors=options["max_cut_tensors"])
+    prepared = prepare_model(source, calibration=calibration, max_blocks=options["max_blocks"],
+                             max_cut_tensors=options["max_cut_tensors"])
     settings = ProfileSettings(budget_s=options["budget_s"], pairs=options["pairs"])
     sens = _sensitivity(prepared, data, options)
     source_name = "" if data is None else options["calibration"].name
@@ -250,6 +252,10 @@ def _profile(model: Path, cluster: Path | None, output: Path | None, options: di
         console.print(f"refined plan: {describe_stages(plan)}, predicted latency "
                       f"{plan.latency_s * 1000:.2f} ms", highlight=False)
         if options["plan_output"] is not None:
+            # The files as given, as `plan -o` records them: `run` and `bench` then find the profile
+            # (and through it the model), the cluster, and the model itself where no profile was saved.
+            plan = with_provenance(plan, profile=str(output) if output is not None else "", model=str(model),
+                                   cluster=str(cluster) if cluster is not None else "")
             options["plan_output"].write_text(plan_to_json([plan]))
             console.print(f"wrote {options['plan_output']}", highlight=False)
 
@@ -343,6 +349,9 @@ def profile_command(
                                                "stable; records the segments in the profile."),
     plan_output: Path | None = typer.Option(None, "--plan-output", metavar="FILE",
                                             help="With --refine: write the refined plan here (plan.json)."),
+    inputs: Inputs = None,
+    inputs_file: InputsFile = None,
+    fix_input: FixInputs = None,
 ) -> None:
     if args[0] == "show" and not Path("show").exists():
         _show(args[1:])
@@ -365,7 +374,8 @@ def profile_command(
                "max_blocks": max_blocks, "max_cut_tensors": max_cut_tensors, "budget_s": budget_s,
                "num_threads": num_threads if threads is None else threads, "providers": providers,
                "device_name": device_name, "refine": refine_for, "plan_output": plan_output,
-               "tradeoffs": tradeoffs, "limit": limit, "pairs": pairs}
+               "tradeoffs": tradeoffs, "limit": limit, "pairs": pairs,
+               "given": GivenInputs(inputs, inputs_file, fix_input)}
     _profile(Path(args[0]), cluster, output, options)
 
 

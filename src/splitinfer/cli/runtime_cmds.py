@@ -85,8 +85,10 @@ def _existing(text: str | None, near: Path) -> Path | None:
 
 
 def resolve_deployment(plan_path: Path, cluster: Path | None, model: Path | None, profile: Path | None,
-                       rank: int = 1) -> Deployment:
-    """Load the plan; missing --cluster / --model / --profile come from what the plan and profile record."""
+                       rank: int = 1, input_shapes: dict[str, tuple[int, ...]] | None = None) -> Deployment:
+    """Load the plan; missing --cluster / --model / --profile come from what the plan and profile record.
+    ``input_shapes`` (--input-shape) load the model where no profile records its shapes; with a profile
+    they must be the profile's (its blocks were timed at those)."""
     plan = load_plan(plan_path, rank)
     profile_path = profile or _existing(plan.provenance.profile, plan_path)
     the_profile = load_profile(profile_path) if profile_path is not None else None
@@ -101,8 +103,25 @@ def resolve_deployment(plan_path: Path, cluster: Path | None, model: Path | None
         raise ModelError("no model given and the plan's profile names no model file found here",
                          "give --model MODEL.onnx")
     # With a profile, the model loads with the input shapes it recorded (a mismatch names the profile).
-    loaded = load_model(model_path) if the_profile is None else load_as_profiled(model_path, the_profile)
+    if the_profile is None:
+        loaded = load_model(model_path, input_shapes=input_shapes or None)
+    else:
+        loaded = load_as_profiled(model_path, the_profile)
+        _check_profiled_shapes(loaded, input_shapes or {})
     return Deployment(plan, load_cluster(cluster_path), loaded, the_profile)
+
+
+def _check_profiled_shapes(model: Model, input_shapes: dict[str, tuple[int, ...]]) -> None:
+    """Given shapes agree with those the model was profiled (and so loaded) with."""
+    loaded = {s.name: tuple(s.shape) for s in model.inputs}
+    for name, dims in input_shapes.items():
+        if name in loaded and tuple(dims) != loaded[name]:
+            raise ShapeError(f"--input-shape {name}={','.join(map(str, dims))} differs from the shape the "
+                             f"profile was made with ({name}={','.join(map(str, loaded[name]))})",
+                             "leave out --input-shape (the profile's shapes are used), or profile again")
+        if name not in loaded:
+            raise ShapeError(f"--input-shape names {name!r}, which is not an input of the model",
+                             f"the inputs are: {', '.join(loaded)}")
 
 
 def check_request_options(timeout: float, rank: int) -> None:

@@ -45,8 +45,9 @@ class Block(msgspec.Struct, frozen=True):
     """The nodes between two consecutive chosen cuts, with their costs.
 
     ``op_types``: op type -> count, most frequent first. ``num_params`` /
-    ``param_bytes``: initializers (and Constant values) the block reads,
-    counted once per block. ``output_bytes``: bytes of the tensors it makes.
+    ``param_bytes``: initializers (and Constant values) the block reads, each
+    counted in the first block that reads it (the blocks sum to the model's).
+    ``output_bytes``: bytes of the tensors it makes.
     ``cut_bytes``: bytes of the cut after it (the model outputs for the last
     block). ``activation_bytes``: peak bytes of live activations while it runs
     (tensors live across its positions plus the outputs of the running node).
@@ -228,9 +229,12 @@ def _make_blocks(
     bounds = [0, *(c.position for c in cuts), len(order)]
     cut_bytes = [c.num_bytes for c in cuts] + [output_bytes]
     blocks = []
+    counted: set[str] = set()
     for b, (start, end) in enumerate(itertools.pairwise(bounds)):
         names = order[start:end]
-        params = set().union(*(sources.get(t, ()) for n in names for t in index.inputs_of[n]))
+        # Each parameter in the first block that reads it only: the blocks then sum to the model's.
+        params = set().union(*(sources.get(t, ()) for n in names for t in index.inputs_of[n])) - counted
+        counted |= params
         sizes = [_param_size(model, index, p) for p in params]
         ops = Counter(index.nodes[n].op_type for n in names)
         peak = max(

@@ -49,7 +49,14 @@ def create_inference_session(model_bytes: bytes | memoryview, providers: Sequenc
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
-        return ort.InferenceSession(bytes(model_bytes), sess_options=options, providers=list(providers))
+        session = ort.InferenceSession(bytes(model_bytes), sess_options=options, providers=list(providers))
     except Exception as e:  # ORT raises its own untyped errors for any malformed model
         raise ModelError(f"ONNX Runtime cannot load the model: {first_line(e)}",
                          "give a valid standalone ONNX model (check it with `splitinfer inspect`)") from None
+    # ORT's Python session keeps the model's bytes for as long as it lives, only to re-create itself on
+    # another provider when one fails at run time; splitinfer reports a failed provider instead. Without
+    # the fallback the bytes can go: a stage then holds its weights once, not twice.
+    session.disable_fallback()
+    if getattr(session, "_model_bytes", None) is not None:
+        session._model_bytes = None
+    return session

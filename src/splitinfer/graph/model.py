@@ -5,7 +5,9 @@ a *skeleton* of the model: the big initializers replaced by typed graph inputs,
 so inference never copies the weights. Where inference leaves gaps (custom
 ops, data-dependent shapes), the model runs once in ONNX Runtime on generated
 inputs with the unknown tensors added as extra outputs, and the shapes are read
-from the results.
+from the results. Real inputs given (``feeds=``) take the place of generated ones;
+inputs fixed to values (``fixed_inputs=``) become constants, and control flow they
+decide is replaced by the branch taken (:mod:`splitinfer.graph.specialize`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,19 @@ import numpy as np
 import onnx
 from onnx import external_data_helper, helper
 
-from splitinfer.errors import ModelError, ShapeError, first_line
-from splitinfer.graph.feeds import find_index_bounds, generate_feeds
+from splitinfer.errors import ModelError, ShapeError, SplitinferError, first_line
+from splitinfer.graph.feeds import (
+    cannot_run_error,
+    check_feed_specs,
+    check_given_inputs,
+    find_compared_values,
+    find_index_bounds,
+    generate_feeds,
+    shapes_of_given,
+)
 from splitinfer.graph.inference import create_inference_session
 from splitinfer.graph.shapes import fix_input_shapes, read_spec
+from splitinfer.graph.specialize import Specialization, check_specialized, quiet_run, specialize
 from splitinfer.graph.topology import GraphIndex, index_graph
 from splitinfer.types import NUMPY_TO_ONNX, ONNX_TO_NUMPY, TensorSpec
 
@@ -38,7 +49,9 @@ class Model:
     value_info), ``sha256`` (hex digest of the original serialized bytes),
     ``path`` (file it came from, if any), ``inputs`` / ``outputs``,
     ``opset`` (default-domain opset version), ``uncuttable`` (values that
-    cannot cross a cut: sequences, maps, tensors without a numpy dtype).
+    cannot cross a cut: sequences, maps, tensors without a numpy dtype),
+    ``feeds`` (real values of inputs given at load: :meth:`make_feeds` uses them),
+    ``specialization`` (the fixed inputs and what fixing them changed, or None).
     """
 
     def __init__(
@@ -48,8 +61,12 @@ class Model:
         path: Path | None,
         specs: dict[str, TensorSpec],
         uncuttable: set[str],
+        feeds: Mapping[str, np.ndarray] | None = None,
+        specialization: Specialization | None = None,
     ) -> None:
         self.proto = proto
+        self.feeds = dict(feeds or {})
+        self.specialization = specialization
         self.sha256 = sha256
         self.path = path
         self._specs = specs
@@ -65,6 +82,7 @@ class Model:
         )
         self._index: GraphIndex | None = None
         self._bounds: dict[str, int] | None = None
+        self._compared: dict[str, int] | None = None
         self.cache: dict[object, object] = {}  # per-model memo for analysis helpers
 
     @property
@@ -96,10 +114,16 @@ class Model:
             ) from None
 
     def make_feeds(self, seed: int = 0, batch_size: int | None = None) -> dict[str, np.ndarray]:
-        """Seeded generated inputs (see :func:`splitinfer.graph.feeds.generate_feeds`)."""
-        if self._bounds is None:
-            self._bounds = find_index_bounds(self.proto.graph, [s.name for s in self.inputs])
-        return generate_feeds(self.inputs, self._bounds, seed=seed, batch_size=batch_size)
+        """The real inputs given at load (``feeds``) where they fit ``batch_size``, the others
+        seeded and generated (see :func:`splitinfer.graph.feeds.generate_feeds`)."""
+        if self._bounds is None or self._compared is None:
+            names = [s.name for s in self.inputs]
+            self._bounds = find_index_bounds(self.proto.graph, names)
+            self._compared = find_compared_values(self.proto.graph, names)
+        feeds = generate_feeds(self.inputs, self._bounds, seed=seed, batch_size=batch_size,
+                               values=self._compared)
+        feeds.update((k, v) for k, v in self.feeds.items() if v.shape == feeds[k].shape)
+        return feeds
 
     def __repr__(self) -> str:
         return f"Model({self.name!r}, nodes={len(self.proto.graph.node)}, opset={self.opset})"
@@ -109,17 +133,35 @@ def load_model(
     source: ModelSource,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     batch: int | None = None,
+    *,
+    feeds: Mapping[str, np.ndarray] | None = None,
+    fixed_inputs: Mapping[str, object] | None = None,
 ) -> Model:
     """Load a model from a path (external data next to it), bytes or a ModelProto.
 
     ``input_shapes`` fixes input shapes by name; ``batch`` fixes a dynamic
-    leading dim of every input. Raises :class:`ModelError` for files that are
-    not ONNX and :class:`ShapeError` for inputs left dynamic or shapes that
-    contradict the model.
+    leading dim of every input. ``feeds``: real values of some inputs (name ->
+    array; they fix dynamic dims too): the run that measures shapes inference left
+    unknown uses them, as :meth:`Model.make_feeds` does (verification, profiling);
+    the other inputs are generated. ``fixed_inputs``: inputs fixed to values (name ->
+    number, list or array, cast to the input's dtype): they become constants of the
+    model, and every ``If`` they decide is replaced by the branch it takes
+    (:func:`~splitinfer.graph.specialize.specialize`); the result is checked against
+    the original model on the same inputs before it is returned. Raises
+    :class:`ModelError` for files that are not ONNX and :class:`ShapeError` for
+    inputs left dynamic, shapes that contradict the model, inputs given that it does
+    not take, and a model ONNX Runtime cannot run on the (generated) inputs.
     """
     proto, sha256, path, label = _read(source)
     _name_nodes(proto.graph)
-    fix_input_shapes(proto.graph, input_shapes or {}, batch)
+    given, fixed = check_given_inputs(proto.graph, feeds or {}, fixed_inputs or {})
+    shapes = {**shapes_of_given(proto.graph, {**given, **fixed}), **(input_shapes or {})}
+    fix_input_shapes(proto.graph, shapes, batch)
+    original, specialization = None, None
+    if fixed:
+        original = proto.SerializeToString()
+        proto, specialization = specialize(proto, fixed)
+        _name_nodes(proto.graph)  # the nodes of an inlined branch may be unnamed
     _clear_inner_shapes(proto.graph)
     skeleton = _make_skeleton(proto)
     _check(skeleton, label)
@@ -131,16 +173,37 @@ def load_model(
         vi for vi in inferred.graph.value_info if vi.name in specs or vi.name in uncuttable
     )
     _copy_output_types(inferred.graph, proto.graph)
+    inputs = [specs[i.name] for i in proto.graph.input if i.name in specs and i.name not in
+              {t.name for t in proto.graph.initializer}]
+    check_feed_specs(given, inputs)
     gaps = _find_gaps(proto.graph, specs, uncuttable)
     if gaps:
-        _probe_shapes(proto, gaps, specs, uncuttable)
+        _probe_shapes(proto, gaps, specs, uncuttable, _feeds_for(proto.graph, inputs, given), given)
     missing = [o.name for o in proto.graph.output if o.name not in specs]
     if missing:
         raise ShapeError(
             f"cannot tell the shape of model output(s) {', '.join(missing)}",
-            "give concrete input shapes with --input-shape NAME=D1,D2,...",
+            "give concrete shapes of the inputs with input_shapes=",
         )
-    return Model(proto, sha256, path, specs, uncuttable)
+    model = Model(proto, sha256, path, specs, uncuttable, given, specialization)
+    if original is not None and specialization is not None:
+        feeds_used = model.make_feeds()
+        try:
+            model.specialization = check_specialized(original, proto, feeds_used, specialization)
+        except SplitinferError:
+            raise
+        except Exception as e:  # ORT's own error types: the original fails on these inputs
+            what = f"the original model with {specialization.values()} (to check the specialised one)"
+            raise cannot_run_error(e, what, given, feeds_used) from None
+    return model
+
+
+def _feeds_for(graph: onnx.GraphProto, inputs: list[TensorSpec],
+               given: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``given`` and, for the other inputs, seeded generated values (as :meth:`Model.make_feeds`)."""
+    names = [s.name for s in inputs]
+    feeds = generate_feeds(inputs, find_index_bounds(graph, names), values=find_compared_values(graph, names))
+    return {**feeds, **given}
 
 
 def _read(source: ModelSource) -> tuple[onnx.ModelProto, str, Path | None, str]:
@@ -285,13 +348,11 @@ def _find_gaps(graph: onnx.GraphProto, specs: Mapping[str, TensorSpec], uncuttab
 
 
 def _probe_shapes(
-    proto: onnx.ModelProto, gaps: list[str], specs: dict[str, TensorSpec], uncuttable: set[str]
+    proto: onnx.ModelProto, gaps: list[str], specs: dict[str, TensorSpec], uncuttable: set[str],
+    feeds: dict[str, np.ndarray], given: Mapping[str, np.ndarray],
 ) -> None:
-    """Run the model once with the unknown tensors as extra outputs; read their shapes."""
+    """Run the model once on ``feeds`` with the unknown tensors as extra outputs; read their shapes."""
     graph = proto.graph
-    inputs = [specs[i.name] for i in graph.input if i.name in specs and i.name not in
-              {t.name for t in graph.initializer}]
-    feeds = generate_feeds(inputs, find_index_bounds(graph, [s.name for s in inputs]))
     declared = {o.name for o in graph.output}
     extra = [g for g in gaps if g not in declared]
     num_outputs = len(graph.output)
@@ -299,13 +360,12 @@ def _probe_shapes(
     try:
         session = create_inference_session(proto.SerializeToString(), optimize=False)
         names = [o.name for o in session.get_outputs()]
-        values = session.run(names, feeds)
+        values = session.run(names, feeds, quiet_run())
+    except SplitinferError:
+        raise
     except Exception as e:  # ORT raises its own exception types per failure
-        raise ShapeError(
-            f"shape inference left {len(gaps)} tensor(s) unknown (e.g. {gaps[0]!r}) and ONNX Runtime "
-            f"cannot run the model to measure them: {first_line(e)}",
-            "check the --input-shape values, or make sure ONNX Runtime supports every op of the model",
-        ) from e
+        what = f"the model (to measure {len(gaps)} tensor shape(s) shape inference left unknown)"
+        raise cannot_run_error(e, what, given, feeds) from None
     finally:
         del graph.output[num_outputs:]
     for name, value in zip(names, values, strict=True):

@@ -1,7 +1,13 @@
-"""Input shapes: read the declared ones, fill dynamic dims from the user, check contradictions."""
+"""Input shapes: read the declared ones, fill dynamic dims from the user, check contradictions.
+
+Messages name the API arguments (``input_shapes={'x': (1, 3, <h>, <w>)}``, ``batch=2``): the library
+has no flags. :func:`as_flags` rewrites them for the command line (``--input-shape x=1,3,<h>,<w>``).
+"""
 
 from __future__ import annotations
 
+import ast
+import re
 from collections.abc import Mapping, Sequence
 
 import onnx
@@ -66,6 +72,33 @@ def _show(dims: Sequence[Dim]) -> str:
     return ",".join(str(d) if isinstance(d, int) else f"<{d or '?'}>" for d in dims)
 
 
+def _arg(name: str, dims: Sequence[Dim] | None) -> str:
+    """``input_shapes={'x': (1, 3, <h>, <w>)}``: one input's shape as the argument is written."""
+    items = "D1, D2, ..." if dims is None else _show(dims).replace(",", ", ")
+    return f"input_shapes={{{name!r}: ({items}{',' if dims is not None and len(dims) == 1 else ''})}}"
+
+
+def _fill_in(dims: Sequence[Dim] | None) -> str:
+    """What a user must change in ``dims`` shown as an example: only dynamic dims need numbers."""
+    return " with numbers for the <...> dims" if dims and not all(isinstance(d, int) for d in dims) else ""
+
+
+_SHAPE_ARG = re.compile(r"input_shapes=\{('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"): \(([^()]*)\)\}")
+
+
+def as_flags(text: str, input_shape: str = "--input-shape", batch: str = "--batch") -> str:
+    """``text`` with the shape arguments spelled as options: ``input_shapes={'x': (1, 3)}`` becomes
+    ``--input-shape x=1,3``, ``batch=2`` becomes ``--batch 2``, a bare ``input_shapes=`` / ``batch=``
+    the option's name. The command line prints the library's messages through this."""
+    def shape(m: re.Match[str]) -> str:
+        dims = ",".join(d.strip() for d in m[2].split(",") if d.strip())
+        return f"{input_shape} {ast.literal_eval(m[1])}={dims}"
+
+    text = _SHAPE_ARG.sub(shape, text)
+    text = re.sub(r"\binput_shapes=(?!\{)", input_shape, text)
+    return re.sub(r"\bbatch=(\w*)", lambda m: f"{batch} {m[1]}" if m[1] else batch, text)
+
+
 def _bind(symbols: dict[str, int], symbol: str, value: int, where: str) -> None:
     if symbols.setdefault(symbol, value) != value:
         raise ShapeError(
@@ -79,23 +112,23 @@ def _apply_given(
 ) -> list[int]:
     given = [int(g) for g in given]
     if any(g <= 0 for g in given):
-        raise ShapeError(f"--input-shape {name}={_show(given)} has a dim <= 0", "give positive dims")
+        raise ShapeError(f"{_arg(name, given)} has a dim <= 0", "give positive dims")
     if dims is not None and len(dims) != len(given):
         raise ShapeError(
             f"input {name!r} has {len(dims)} dims [{_show(dims)}] in the model, "
-            f"but --input-shape gives {len(given)} ({_show(given)})",
-            f"give {len(dims)} dims: --input-shape {name}={_show(dims)} with numbers for the <...> dims",
+            f"but {_arg(name, given)} gives {len(given)}",
+            f"give {len(dims)} dims: {_arg(name, dims)}{_fill_in(dims)}",
         )
     for i, (d, g) in enumerate(zip(dims or [], given, strict=False)):
         if isinstance(d, int) and d != g:
             raise ShapeError(
-                f"--input-shape {name}={_show(given)} contradicts the model, where input {name!r} "
+                f"{_arg(name, given)} contradicts the model, where input {name!r} "
                 f"is [{_show(dims or [])}] (dim {i} is fixed to {d})",
-                f"keep the fixed dims: --input-shape {name}={_show(dims or [])} "
-                "with numbers for the <...> dims",
+                f"keep the fixed dims: {_arg(name, dims or [])}{_fill_in(dims)}" if _fill_in(dims)
+                else f"give {_arg(name, dims or [])}, or leave {name!r} out: the model fixes its shape",
             )
         if isinstance(d, str):
-            _bind(symbols, d, g, f"--input-shape {name}")
+            _bind(symbols, d, g, _arg(name, given))
     return given
 
 
@@ -104,23 +137,22 @@ def _apply_batch(name: str, dims: list[Dim], batch: int | None, symbols: dict[st
         return dims
     if isinstance(dims[0], int) and dims[0] != batch:
         raise ShapeError(
-            f"--batch {batch} contradicts the model: input {name!r} has a fixed leading dim {dims[0]}",
-            f"drop --batch, or use --batch {dims[0]}",
+            f"batch={batch} contradicts the model: input {name!r} has a fixed leading dim {dims[0]}",
+            f"drop batch=, or use batch={dims[0]}",
         )
     if isinstance(dims[0], str):
-        _bind(symbols, dims[0], batch, "--batch")
+        _bind(symbols, dims[0], batch, f"batch={batch}")
     return [batch, *dims[1:]]
 
 
 def _missing_error(missing: list[str], dims: list[Dim] | None) -> ShapeError:
     name = missing[0]
     shown = f"[{_show(dims)}]" if dims is not None else "of unknown rank"
-    example = _show(dims) if dims is not None else "D1,D2,..."
     return ShapeError(
         f"model input {name!r} has dynamic dims {shown}"
         + (f" (and {len(missing) - 1} more input(s))" if len(missing) > 1 else ""),
-        f"add --input-shape {name}={example} with numbers for the <...> dims"
-        + (" (--batch N fixes a leading batch dim)" if dims and not isinstance(dims[0], int) else ""),
+        f"add {_arg(name, dims)}{_fill_in(dims)}"
+        + (" (batch=N fixes a leading batch dim)" if dims and not isinstance(dims[0], int) else ""),
     )
 
 
@@ -138,11 +170,11 @@ def fix_input_shapes(
     for name in input_shapes:
         if name not in names:
             raise ShapeError(
-                f"--input-shape names {name!r}, which is not an input of the model",
+                f"input_shapes= names {name!r}, which is not an input of the model",
                 f"the inputs are: {', '.join(names) or '(none)'}",
             )
     if batch is not None and batch <= 0:
-        raise ShapeError(f"--batch {batch} is not a positive number", "give --batch 1 or more")
+        raise ShapeError(f"batch={batch} is not a positive number", "give batch=1 or more")
     symbols: dict[str, int] = {}
     declared = {vi.name: _declared_dims(vi) for vi in inputs}
     resolved: dict[str, list[Dim]] = {}

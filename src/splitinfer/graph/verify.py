@@ -22,6 +22,9 @@ class OutputDiff:
 
     name: str
     max_abs: float
+    # max_abs over the reference's largest magnitude: an element-wise ratio is meaningless where the
+    # reference is ~0 (1e-9 / 1e-300 read 1e291 next to "ok"); inf when the reference is all 0 and
+    # the chain's is not.
     max_rel: float
     ok: bool
 
@@ -87,14 +90,13 @@ def _compare(name: str, got: np.ndarray, want: np.ndarray) -> OutputDiff:
     if want.dtype.kind not in "fc":
         same = bool(np.array_equal(got, want))
         return OutputDiff(name, 0.0 if same else float("inf"), 0.0 if same else float("inf"), same)
-    a, b = got.astype(np.float64), want.astype(np.float64)
+    # At least 1-d: a model output may be a scalar, and a 0-d array's elements cannot be assigned.
+    a, b = np.atleast_1d(got.astype(np.float64)), np.atleast_1d(want.astype(np.float64))
     diff = np.abs(a - b)
-    both_nan = np.isnan(a) & np.isnan(b)
-    diff[both_nan] = 0.0
+    diff[np.isnan(a) & np.isnan(b)] = 0.0
     max_abs = float(diff.max(initial=0.0))
-    rel = diff / np.maximum(np.abs(b), np.finfo(np.float64).tiny)
-    rel[diff == 0] = 0.0
-    max_rel = float(rel.max(initial=0.0))
+    scale = float(np.abs(b[np.isfinite(b)]).max(initial=0.0))
+    max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
     ok = bool(np.all((diff <= ATOL) | (diff <= RTOL * np.abs(b))))
     return OutputDiff(name, max_abs, max_rel, ok)
 
@@ -114,7 +116,7 @@ def verify(
     except Exception as e:  # ORT raises its own exception types per failure
         raise ModelError(
             f"ONNX Runtime cannot run the whole model: {first_line(e)}",
-            "check the --input-shape values and that ONNX Runtime supports every op of the model",
+            "check the input_shapes= values and that ONNX Runtime supports every op of the model",
         ) from e
     got = run_chain(partitions, feeds, providers)
     missing = [n for n in names if n not in got]

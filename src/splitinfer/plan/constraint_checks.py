@@ -44,7 +44,9 @@ def validate_constraints(inst: Instance, cons: Constraints, objective: str) -> N
     if (objective == "energy" or cons.max_energy_j is not None) and not inst.has_energy:
         raise PlanError(
             "the energy objective needs a battery-powered device with power figures",
-            "add power: {busy_w: .., idle_w: .., radio_w: .., battery: true} to a device",
+            # As the README's cluster.yaml example, and the other radio model too.
+            "add power: {busy_w: .., idle_w: .., radio_j_per_byte: .., battery: true} to a device in "
+            "cluster.yaml (radio_w: watts while sending or receiving, instead of or with radio_j_per_byte)",
         )
 
 

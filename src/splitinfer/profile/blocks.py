@@ -20,6 +20,7 @@ from splitinfer.errors import ModelError, ShapeError
 from splitinfer.graph import Analysis, Model, analyze, load_model
 from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS
 from splitinfer.graph.model import ModelSource
+from splitinfer.graph.shapes import as_flags
 from splitinfer.profile.schema import Profile
 
 
@@ -77,7 +78,7 @@ def load_as_profiled(source: ModelSource, profile: Profile) -> Model:
         sha256 = _sha256_of(source)
         if sha256 is not None and sha256 != profile.model.sha256:
             raise _other_model(profile, "the model given", sha256) from None
-        problem = e.problem.replace("--input-shape", "the profile's input shape")
+        problem = as_flags(e.problem, input_shape="the profile's input shape")
         raise ShapeError(problem, "give the model file the profile was made of, or profile this model "
                                   "again (splitinfer profile MODEL --input-shape ...)") from None
 

@@ -178,7 +178,8 @@ def profile_device(runner: Runner, prepared: PreparedModel, settings: ProfileSet
     record.session_bytes = None if isinstance(trivial, PartitionFailure) else trivial.weight_bytes
     record.blocks = [_stats(b) for b in blocks]
     record.memory = [None if isinstance(b, PartitionFailure) or b.weight_bytes is None
-                     else BlockMemory(b.weight_bytes, b.activation_bytes or 0) for b in blocks]
+                     else BlockMemory(b.weight_bytes, b.activation_bytes or 0, b.transient_bytes or 0)
+                     for b in blocks]
     record.spreads = [spread(kept_runs(b.times_s)) for b in blocks if isinstance(b, PartitionTiming)]
     record.remeasured = sum(isinstance(b, PartitionTiming) and b.remeasured for b in blocks)
     record.whole_model = _stats(whole)

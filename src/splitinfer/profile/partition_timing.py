@@ -28,8 +28,10 @@ class PartitionTiming:
     create_s: float  # inference session creation, not part of the timings
     outputs: dict[str, np.ndarray] = field(default_factory=dict)  # the partition's outputs, when asked for
     remeasured: bool = False  # its spread stayed wide and a second measurement was kept (profile/rounds.py)
-    weight_bytes: int | None = None  # resident memory its session added when created (None: not measured)
-    activation_bytes: int | None = None  # ... and its first run added beyond its outputs
+    weight_bytes: int | None = None  # memory its session allocated when created (None: not measured)
+    activation_bytes: int | None = None  # ... and its first run allocated beyond its outputs
+    # ... and what creating it held for a moment beyond those: its bytes' copies, the parsed model
+    transient_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ def timing_to_wire(timing: PartitionTiming | PartitionFailure) -> dict[str, Any]
         return {"error": problem, "fix": fix, "kind": kind}
     return {"compute_times_s": timing.compute_times_s, "create_s": timing.create_s,
             "remeasured": timing.remeasured, "weight_bytes": timing.weight_bytes,
-            "activation_bytes": timing.activation_bytes}
+            "activation_bytes": timing.activation_bytes, "transient_bytes": timing.transient_bytes}
 
 
 class _Timed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -74,6 +76,7 @@ class _Timed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     remeasured: bool = False
     weight_bytes: int | None = None
     activation_bytes: int | None = None
+    transient_bytes: int | None = None
 
 
 class _Failed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -95,4 +98,4 @@ def timing_from_wire(data: object, slowdown: float) -> PartitionTiming | Partiti
     return PartitionTiming(times_s=[t * slowdown for t in timed.compute_times_s],
                            compute_times_s=timed.compute_times_s, create_s=timed.create_s,
                            remeasured=timed.remeasured, weight_bytes=timed.weight_bytes,
-                           activation_bytes=timed.activation_bytes)
+                           activation_bytes=timed.activation_bytes, transient_bytes=timed.transient_bytes)

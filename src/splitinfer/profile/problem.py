@@ -63,13 +63,17 @@ def _links(profile: Profile, cluster: Cluster | None, names: tuple[str, ...]) ->
 
 
 def block_memory(profile: Profile, names: Sequence[str]) -> tuple[list[int], list[int]]:
-    """Each block's weights and peak activation bytes: as measured (the memory its session added, and
-    its first run beyond its outputs; the most any of ``names`` saw), else as estimated from the graph
-    (parameter bytes, the analysis's activation bytes) where no device measured the block."""
+    """Each block's weights and peak activation bytes: as measured (the memory its session allocated,
+    with what creating it held for a moment, and its first run's allocations beyond its outputs; the
+    most any of ``names`` saw), else as estimated from the graph (parameter bytes, the analysis's
+    activation bytes) where no device measured the block. A stage is planned for its deploy's peak:
+    the deploy message holds its partition's bytes (about its parameters) while the session is built
+    from copies of them (the moment's measured growth), so both count with the weights; on this
+    project's machine a deploy peaks at about 4-5x the weights."""
     weights, activations = [], []
     for b, info in enumerate(profile.blocks):
         seen = [m for n in names if (m := _measured(profile.devices[n], b)) is not None]
-        weights.append(max(m.weight_bytes for m in seen) if seen else info.param_bytes)
+        weights.append(max(m.weight_bytes for m in seen) + info.param_bytes if seen else info.param_bytes)
         activations.append(max(m.activation_bytes for m in seen) if seen else info.activation_bytes)
     return weights, activations
 
@@ -82,7 +86,7 @@ def _measured(device: DeviceProfile, block: int) -> BlockMemory | None:
     if m is None:
         return None
     base = min(device.session_bytes or 0, m.weight_bytes)
-    return BlockMemory(m.weight_bytes - base, m.activation_bytes + base)
+    return BlockMemory(m.weight_bytes - base + m.transient_bytes, m.activation_bytes + base)
 
 
 def build_problem(

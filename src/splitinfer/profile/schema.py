@@ -138,6 +138,9 @@ class BlockMemory(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     weight_bytes: int
     activation_bytes: int
+    # What creating the session held for a moment beyond what it kept: the partition's bytes, their
+    # copies and the parsed model (peak resident growth less the allocations kept). A deploy peaks so.
+    transient_bytes: int = 0
 
 
 class LinkProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -268,7 +271,7 @@ def _validate_device(name: str, dev: DeviceProfile, num_blocks: int) -> None:
                            f"{num_blocks}",
                            f"re-profile {name}: one entry per block (null where not measured), or none")
     for b, m in enumerate(dev.memory):
-        if m is not None and min(m.weight_bytes, m.activation_bytes) < 0:
+        if m is not None and min(m.weight_bytes, m.activation_bytes, m.transient_bytes) < 0:
             raise ProfileError(f"device {name!r} block {b} memory is {m}", "give bytes >= 0")
     if (dev.noise is not None and (math.isnan(dev.noise) or dev.noise < 1)) or dev.remeasured < 0 \
             or (dev.session_bytes or 0) < 0:

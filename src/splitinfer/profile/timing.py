@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import psutil
 
 from splitinfer.compression import DEFAULT_MAX_BYTES, Compressed, decompress, parse_compression, wire_bytes
 from splitinfer.errors import ModelError, ProfileError, ShapeError, WorkerError, first_line
 from splitinfer.graph.inference import DEFAULT_PROVIDERS, create_inference_session
-from splitinfer.host import held_bytes
+from splitinfer.host import held_bytes, peak_resident_bytes, release_freed_memory, reset_peak_resident
 from splitinfer.profile.partition_timing import CompressionTiming, PartitionFailure, PartitionTiming
 from splitinfer.profile.rounds import RoundRules, kept_runs, median_ci_rel, time_rounds
 from splitinfer.profile.schema import Stats
@@ -93,6 +94,9 @@ def _open(part: bytes | memoryview, feeds: Mapping[str, np.ndarray], providers: 
     each step adds to this process. ModelError, ShapeError or WorkerError as :func:`time_partition`."""
     from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument  # loaded with the session
 
+    release_freed_memory()  # so that what creating the session touches shows as resident growth
+    peak_known = reset_peak_resident()
+    resident = psutil.Process().memory_info().rss
     before = held_bytes()
     start = time.perf_counter()
     session = create_inference_session(part, providers, num_threads)
@@ -117,8 +121,14 @@ def _open(part: bytes | memoryview, feeds: Mapping[str, np.ndarray], providers: 
     # The first run grows the session's arena to its peak, which later runs reuse; what it returns is
     # counted as the stage's outgoing tensors, not as its working memory.
     working = ran - created - sum(o.nbytes for o in outputs)
+    # The peak resident growth beyond what the session keeps: a deploy holds that much for a moment.
+    peak = peak_resident_bytes() if peak_known else None
+    transient = None if peak is None else max(0, peak - resident - (ran - before))
     return _Open(session, own, create_s, dict(zip(names, outputs, strict=True)), max(0, created - before),
-                 max(0, working))
+                 max(0, working), transient)
+
+
+SPIN_S = 0.0005  # the end of an emulated wait is spun, not slept (see hold_busy)
 
 
 def hold_busy(start: float, compute_s: float, slowdown: float) -> float:
@@ -128,7 +138,14 @@ def hold_busy(start: float, compute_s: float, slowdown: float) -> float:
     and its next run starts as cold as in the runtime (a few percent slower than back to back)."""
     if slowdown <= 1.0:
         return 0.0
-    time.sleep(max(0.0, start + slowdown * compute_s - time.perf_counter()))
+    end = start + slowdown * compute_s
+    # A sleep overshoots by tens of microseconds, more than a small block computes: sleep short of the
+    # end, then spin to it (at most SPIN_S of a core).
+    left = end - time.perf_counter()  # read once: a second read could be past the end
+    if left > SPIN_S:
+        time.sleep(left - SPIN_S)
+    while time.perf_counter() < end:
+        pass
     return time.perf_counter() - start - compute_s
 
 
@@ -149,6 +166,7 @@ class _Open:
     outputs: dict[str, np.ndarray]
     weight_bytes: int
     activation_bytes: int
+    transient_bytes: int | None
 
 
 def time_partitions(parts: Sequence[bytes | memoryview], feeds: Mapping[str, np.ndarray], *,
@@ -190,7 +208,7 @@ def time_partitions(parts: Sequence[bytes | memoryview], feeds: Mapping[str, np.
                                    compute_times_s=[t / slowdown for t in sample.times_s],
                                    create_s=o.create_s, outputs=o.outputs,
                                    remeasured=sample.remeasured, weight_bytes=o.weight_bytes,
-                                   activation_bytes=o.activation_bytes))
+                                   activation_bytes=o.activation_bytes, transient_bytes=o.transient_bytes))
     return out
 
 

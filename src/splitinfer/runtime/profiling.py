@@ -327,7 +327,8 @@ def profile_cluster(model: str | Path | bytes | Model | None, cluster: Cluster, 
                     probe_sizes_bytes: Sequence[int] = DEFAULT_PROBE_SIZES_BYTES, num_probe_repeats: int = 5,
                     request_timeout_s: float = 60.0, on_progress: DeviceProgress | None = None,
                     prepared: PreparedModel | None = None, tradeoffs: Sensitivity | None = None,
-                    tradeoffs_source: str = "") -> Profile:
+                    tradeoffs_source: str = "", feeds: Mapping[str, np.ndarray] | None = None,
+                    fixed_inputs: Mapping[str, object] | None = None) -> Profile:
     """Profile ``model`` on every device of ``cluster`` through its worker; one profile.
 
     ``budget_s``: seconds of timed work per device (shared by its blocks). A device
@@ -339,12 +340,14 @@ def profile_cluster(model: str | Path | bytes | Model | None, cluster: Cluster, 
     before each block; ``prepared`` reuses a :func:`prepare_model` result (``model`` unused).
     ``tradeoffs``: a :func:`~splitinfer.profile.tradeoff_profile.sensitivity_of` result whose quantised
     blocks and compressions are then timed on every device (the profile's ``tradeoffs`` section, its
-    ``calibration`` set to ``tradeoffs_source``).
+    ``calibration`` set to ``tradeoffs_source``). ``input_shapes``, ``batch``, ``feeds`` and
+    ``fixed_inputs`` load the model (:func:`~splitinfer.graph.load_model`).
     """
     settings = settings or ProfileSettings(budget_s=budget_s)
     _check_probes(probe_sizes_bytes, num_probe_repeats, request_timeout_s)
     prepared = prepared or prepare_model(model, calibration=calibration, input_shapes=input_shapes,
-                                         batch=batch, max_blocks=max_blocks, max_cut_tensors=max_cut_tensors)
+                                         batch=batch, max_blocks=max_blocks, max_cut_tensors=max_cut_tensors,
+                                         feeds=feeds, fixed_inputs=fixed_inputs)
     stop = threading.Event()
     with cluster_workers(cluster, token) as workers, _progress_bars(progress) as bars:
         jobs = [_DeviceJob(d, prepared, settings, workers, stop, request_timeout_s, bars, on_progress)
