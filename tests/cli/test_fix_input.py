@@ -151,3 +151,29 @@ def test_profile_takes_real_inputs(files, capsys, tmp_path):
                            f"x={files / 'x.npy'}", "-o", tmp_path / "p.json", *FAST)
     assert code == 0, err
     assert load_profile(tmp_path / "p.json").model.input_shapes == {"x": (1, 512), "state": (2, 1, 64)}
+
+
+def test_the_whole_loop_with_fix_input_given_once(files, capsys, tmp_path):
+    """profile --fix-input records the values; plan, run and bench then specialise the model again
+    from the profile, so the network inside the If is cut, placed on two workers and run."""
+    cluster = tmp_path / "two.yaml"
+    cluster.write_text("devices:\n  - {name: a, num_threads: 1}\n  - {name: b, num_threads: 1}\n"
+                       "links:\n  - {from: a, to: b, bandwidth: 1Gbit/s, latency: 1ms}\n")
+    code, _, err = run_cli(capsys, "profile", files / "vad.onnx", "--fix-input", "sr=16000",
+                           "--cluster", cluster, "-o", tmp_path / "p.json", "--budget-s", "0.3",
+                           "--max-blocks", "6")
+    assert code == 0, err
+    profile = load_profile(tmp_path / "p.json")
+    assert profile.model.fixed_inputs == {"sr": 16000} and len(profile.blocks) > 3
+    code, _, err = run_cli(capsys, "plan", tmp_path / "p.json", "--cluster", cluster, "--pin", "0=a",
+                           "--pin", f"{len(profile.blocks) - 1}=b", "-o", tmp_path / "plan.json")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "run", tmp_path / "plan.json", "--input", files / "both.npz",
+                           "-o", tmp_path / "out.npz")
+    assert code == 0, err
+    got = np.load(tmp_path / "out.npz")
+    want = run_original(vad_model(), {"x": np.load(files / "x.npy"), "sr": np.array(16000, dtype=np.int64),
+                                      "state": np.load(files / "state.npy")})
+    assert max(float(np.abs(got[k] - want[k]).max()) for k in want) < 1e-4
+    code, _, err = run_cli(capsys, "bench", tmp_path / "plan.json", "--requests", "5")
+    assert code == 0, err

@@ -73,7 +73,8 @@ def load_as_profiled(source: ModelSource, profile: Profile) -> Model:
     all: ModelError naming it then; ShapeError naming the profile's shapes (no command-line flag:
     the user gave none) when the profile's own model does not take them."""
     try:
-        return load_model(source, input_shapes=profile.model.input_shapes or None)
+        return load_model(source, input_shapes=profile.model.input_shapes or None,
+                          fixed_inputs=profile.model.fixed_inputs or None)
     except ShapeError as e:
         sha256 = _sha256_of(source)
         if sha256 is not None and sha256 != profile.model.sha256:

@@ -220,6 +220,12 @@ def block_infos(analysis: Analysis) -> tuple[BlockInfo, ...]:
                            activation_bytes=b.activation_bytes) for b in analysis.blocks)
 
 
+def _fixed_values(model: Model) -> dict[str, object]:
+    """The values the model was specialised to, as plain lists (the profile keeps them)."""
+    fixed = model.specialization.fixed if model.specialization is not None else {}
+    return {name: np.asarray(value).tolist() for name, value in fixed.items()}
+
+
 def prepare_model(model: str | Path | bytes | Model | None, *, calibration: Calibration = None,
                   input_shapes: Mapping[str, Sequence[int]] | None = None, batch: int | None = None,
                   max_blocks: int = DEFAULT_MAX_BLOCKS, max_cut_tensors: int = DEFAULT_MAX_CUT_TENSORS,
@@ -238,6 +244,7 @@ def prepare_model(model: str | Path | bytes | Model | None, *, calibration: Cali
     parts = split(model, [c.position for c in analysis.cuts], analysis)
     info = ModelInfo(sha256=model.sha256, name=model.name, path=str(model.path) if model.path else None,
                      input_shapes={s.name: tuple(s.shape) for s in model.inputs},
-                     max_cut_tensors=max_cut_tensors, max_blocks=max_blocks)
+                     fixed_inputs=_fixed_values(model), max_cut_tensors=max_cut_tensors,
+                     max_blocks=max_blocks)
     return PreparedModel(model, analysis, info, block_infos(analysis), [p.to_bytes() for p in parts],
                          _chain_feeds(parts, inputs), model.proto.SerializeToString(), inputs)

@@ -36,7 +36,7 @@ are unioned, and on a conflict the newer run (``date``) wins. A device's ``threa
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -71,6 +71,9 @@ class ModelInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: str
     path: str | None = None
     input_shapes: dict[str, tuple[int, ...]] = msgspec.field(default_factory=dict)  # fixed at load time
+    # Inputs fixed to values at load time (``fixed_inputs=``, ``--fix-input``): the model profiled is
+    # the one specialised to them, and deploying it specialises it again. Values as nested lists.
+    fixed_inputs: dict[str, Any] = msgspec.field(default_factory=dict)
     max_cut_tensors: int = DEFAULT_MAX_CUT_TENSORS
     max_blocks: int = DEFAULT_MAX_BLOCKS
 
