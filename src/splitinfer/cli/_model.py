@@ -14,7 +14,6 @@ and with real inputs (``--input``, ``--inputs``, ``--fix-input``)::
 
 from __future__ import annotations
 
-import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from splitinfer.errors import InputError, ShapeError, SplitinferError
+from splitinfer.errors import InputError, ShapeError
 from splitinfer.graph import Model, load_model
 
 ModelPath = Annotated[
@@ -154,23 +153,6 @@ def _first(err: BaseException) -> str:
 
 
 # The library names its arguments (feeds=, fixed_inputs=); here they are the options.
-_AS_OPTIONS = (
-    (re.compile(r"feeds=\{NAME: ARRAY\}"), "--input NAME=FILE.npy"),
-    (re.compile(r"fixed_inputs=\{NAME: VALUE\}"), "--fix-input NAME=VALUE"),
-    (re.compile(r"\bfeeds="), "--input"),
-    (re.compile(r"\bfixed_inputs="), "--fix-input"),
-)
-
-
-def _as_options(err: SplitinferError) -> SplitinferError:
-    def spell(text: str | None) -> str | None:
-        for pattern, option in _AS_OPTIONS:
-            text = pattern.sub(option, text) if text else text
-        return text
-
-    return type(err)(spell(err.problem) or err.problem, spell(err.fix), code=err.code)
-
-
 def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
     """Parse ``NAME=D1,D2,...`` (``x`` also separates dims: ``1x3x224x224``)."""
     name, sep, dims = text.rpartition("=")
@@ -204,8 +186,7 @@ def open_model(path: Path, input_shape: list[str] | None = None, batch: int | No
     its ``--input`` / ``--inputs`` / ``--fix-input`` ones."""
     given = given or GivenInputs()
     feeds, fixed = given.feeds(), given.fixed()
-    try:
-        return load_model(path, input_shapes=parse_input_shapes(input_shape), batch=batch, feeds=feeds,
-                          fixed_inputs=fixed)
-    except SplitinferError as e:
-        raise _as_options(e) from None
+    # The library's messages name feeds= and fixed_inputs=; the CLI's error line spells them as
+    # options (graph/shapes.as_flags).
+    return load_model(path, input_shapes=parse_input_shapes(input_shape), batch=batch, feeds=feeds,
+                      fixed_inputs=fixed)

@@ -86,14 +86,26 @@ def _fill_in(dims: Sequence[Dim] | None) -> str:
 _SHAPE_ARG = re.compile(r"input_shapes=\{('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"): \(([^()]*)\)\}")
 
 
+# load_model's input arguments as the command line spells them (graph/model.py, graph/feeds.py)
+_INPUT_ARGS = (
+    (re.compile(r"feeds=\{NAME: ARRAY\}"), "--input NAME=FILE.npy"),
+    (re.compile(r"fixed_inputs=\{NAME: VALUE\}"), "--fix-input NAME=VALUE"),
+    (re.compile(r"\bfeeds="), "--input"),
+    (re.compile(r"\bfixed_inputs="), "--fix-input"),
+)
+
+
 def as_flags(text: str, input_shape: str = "--input-shape", batch: str = "--batch") -> str:
-    """``text`` with the shape arguments spelled as options: ``input_shapes={'x': (1, 3)}`` becomes
+    """``text`` with load_model's arguments spelled as options: ``input_shapes={'x': (1, 3)}`` becomes
     ``--input-shape x=1,3``, ``batch=2`` becomes ``--batch 2``, a bare ``input_shapes=`` / ``batch=``
-    the option's name. The command line prints the library's messages through this."""
+    the option's name, ``feeds=`` ``--input`` and ``fixed_inputs=`` ``--fix-input``. The command line
+    prints the library's messages through this."""
     def shape(m: re.Match[str]) -> str:
         dims = ",".join(d.strip() for d in m[2].split(",") if d.strip())
         return f"{input_shape} {ast.literal_eval(m[1])}={dims}"
 
+    for pattern, option in _INPUT_ARGS:
+        text = pattern.sub(option, text)
     text = _SHAPE_ARG.sub(shape, text)
     text = re.sub(r"\binput_shapes=(?!\{)", input_shape, text)
     return re.sub(r"\bbatch=(\w*)", lambda m: f"{batch} {m[1]}" if m[1] else batch, text)
