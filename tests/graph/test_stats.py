@@ -76,3 +76,16 @@ def test_batch_norm_and_unknown_shapes():
     bn = helper.make_node("BatchNormalization", ["y", "g", "b", "m", "v"], ["y2"])
     assert count_node(bn, {"y2": (1, 64, 56, 56)}.get).macs == 64 * 56 * 56
     assert count_node(helper.make_node("Conv", ["u", "w"], ["v"]), {}.get) == (0, 0)
+
+
+@pytest.mark.parametrize(("op", "gates"), [("LSTM", 4), ("GRU", 3), ("RNN", 1)])
+def test_recurrent_layers_count_their_gates_products(op, gates):
+    # seq 10, batch 2, input 32, hidden 64, both directions: per step, direction and row,
+    # gates x (input + hidden) x hidden multiply-adds
+    shapes = {"seq": (10, 2, 32), "w": (2, gates * 64, 32), "r": (2, gates * 64, 64)}
+    stats = count_node(helper.make_node(op, ["seq", "w", "r"], ["y"], hidden_size=64,
+                                        direction="bidirectional"), shapes.get)
+    assert stats.macs == 10 * 2 * 2 * gates * (32 + 64) * 64 and stats.flops == 2 * stats.macs
+    batch_first = {"seq": (2, 10, 32), "w": shapes["w"]}  # layout 1: (batch, seq, input)
+    assert count_node(helper.make_node(op, ["seq", "w", "r"], ["y"], hidden_size=64, layout=1),
+                      batch_first.get) == stats

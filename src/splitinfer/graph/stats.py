@@ -12,6 +12,10 @@ LayerNormalization 8 per element; Resize 1 (nearest), 2*2^k (linear) or
 2*4^k (cubic) per output element, k = number of resized axes. Data movement
 (Reshape, Transpose, Concat, Gather, Slice, ...) counts 0. Nodes with
 subgraphs (If, Loop, Scan) count 0: which branch runs, and how often, is data.
+Recurrent layers (LSTM, GRU, RNN) count their gates' matrix products: per time
+step, direction and batch row, gates x (input + hidden) x hidden MACs (4 gates
+for LSTM, 3 for GRU, 1 for RNN); their activations and cell updates are not
+counted, as a Conv's bias is not.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ _REDUCE = frozenset({"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "Reduc
 # (op, weight input slot) for convolutions, plain and quantized/fused.
 _CONV_WEIGHT = {"Conv": 1, "ConvInteger": 1, "FusedConv": 1, "NhwcConv": 1, "QLinearConv": 3}
 _MATMUL_B = {"MatMul": 1, "MatMulInteger": 1, "FusedMatMul": 1, "QLinearMatMul": 3}
+_RECURRENT_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
 
 def _numel(shape: tuple[int, ...] | None) -> int:
@@ -120,6 +125,17 @@ def _einsum(node: onnx.NodeProto, shape_of: ShapeOf) -> int:
     return math.prod(sizes.values()) * max(1, len(lhs) - 1)
 
 
+def _recurrent(node: onnx.NodeProto, shape_of: ShapeOf) -> int:
+    x, w = shape_of(node.input[0]), shape_of(node.input[1])
+    hidden = _attr(node, "hidden_size")
+    if x is None or w is None or len(x) != 3 or len(w) != 3 or not hidden:
+        return 0
+    # x: (seq, batch, input) (layout 0); w: (directions, gates * hidden, input)
+    seq, batch = (x[1], x[0]) if _attr(node, "layout", 0) else (x[0], x[1])
+    gates = _RECURRENT_GATES[node.op_type]
+    return seq * batch * w[0] * gates * (w[2] + int(hidden)) * int(hidden)  # type: ignore[call-overload]
+
+
 def _pool(node: onnx.NodeProto, shape_of: ShapeOf) -> int:
     kernel = _attr(node, "kernel_shape", [])
     return _numel(shape_of(node.output[0])) * math.prod(kernel)  # type: ignore[arg-type]
@@ -148,6 +164,8 @@ def count_node(node: onnx.NodeProto, shape_of: ShapeOf) -> NodeStats:
         macs = _gemm(node, shape_of)
     elif op == "Einsum":
         macs = _einsum(node, shape_of)
+    elif op in _RECURRENT_GATES:
+        macs = _recurrent(node, shape_of)
     elif op == "BatchNormalization":
         n = _numel(shape_of(node.output[0]))
         return NodeStats(2 * n, n)
