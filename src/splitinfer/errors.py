@@ -179,11 +179,21 @@ def http_status_of(err: BaseException) -> tuple[int, str]:
                 (500, "internal"))
 
 
+FIRST_LINE_MAX = 300
+
+
 def first_line(err: BaseException) -> str:
-    """The first line of an exception's message (ONNX Runtime's and YAML's are long), at most 300
-    characters; the exception's type name when it has no message."""
+    """The first line of an exception's message (ONNX Runtime's and YAML's are long), at most about
+    300 characters, cut after a whole word with "..."; the exception's type name when it has no
+    message."""
     text = str(err).strip()
-    return text.splitlines()[0][:300] if text else type(err).__name__
+    if not text:
+        return type(err).__name__
+    line = text.splitlines()[0]
+    if len(line) <= FIRST_LINE_MAX:
+        return line
+    cut = line.rfind(" ", 0, FIRST_LINE_MAX)
+    return line[:cut if cut > FIRST_LINE_MAX // 2 else FIRST_LINE_MAX].rstrip(" ,;:") + " ..."
 
 
 def read_file(path: str | Path, what: str, fix: str, error: type[SplitinferError] = SplitinferError) -> bytes:
