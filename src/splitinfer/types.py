@@ -42,16 +42,28 @@ def numpy_dtype(onnx_elem_type: int) -> np.dtype:
         ) from None
 
 
-class TensorSpec(msgspec.Struct, frozen=True):
-    """A named tensor with a dtype (numpy name) and a concrete shape."""
+class TensorSpec(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A named tensor with a dtype (numpy name) and a shape.
+
+    A negative dim varies: any size is accepted there (:func:`check_feeds`), as for a tensor whose size
+    depends on the input values (``Model.dynamic_dims``). ``seen``: for such a spec, the whole shape as
+    seen on the analysis input, what :attr:`num_bytes` counts (without it a varying dim counts as 1).
+    """
 
     name: str
     dtype: str
     shape: tuple[int, ...]
+    seen: tuple[int, ...] | None = None
 
     @property
     def num_bytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+        shape = self.seen if self.seen is not None else tuple(1 if d < 0 else d for d in self.shape)
+        return int(np.prod(shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+    @property
+    def varies(self) -> bool:
+        """Whether some dim accepts any size."""
+        return any(d < 0 for d in self.shape)
 
 
 def _shape_matches(declared: Sequence[int], actual: Sequence[int]) -> bool:
@@ -81,5 +93,6 @@ def check_feeds(feeds: Mapping[str, np.ndarray], specs: Sequence[TensorSpec], wh
             raise ShapeError(f"{where}: tensor {s.name!r} has dtype {arr.dtype.name}, expected {s.dtype}",
                              f"cast it with .astype('{s.dtype}')")
         if not _shape_matches(s.shape, arr.shape):
+            open_dims = " (-1: any size)" if s.varies else ""
             raise ShapeError(f"{where}: tensor {s.name!r} has shape {list(arr.shape)}, expected "
-                             f"{list(s.shape)}", "feed a tensor of the declared shape")
+                             f"{list(s.shape)}{open_dims}", "feed a tensor of the declared shape")

@@ -65,15 +65,22 @@ def _model_info(model: Model) -> dict[str, object]:
     }
 
 
-def _block_table(analysis: Analysis) -> Table:
+def _block_table(analysis: Analysis, model: Model) -> Table:
     table = Table(title="blocks", title_justify="left")
+    # A cut (or the model output) whose size depends on the input values: its bytes are those seen at load.
+    after = [[t.name for t in c.tensors] for c in analysis.cuts] + [[s.name for s in model.outputs]]
+    varies = [any(n in model.dynamic_dims for n in names) for names in after]
+    if any(varies):
+        table.caption = "* size varies with the input values (bytes: as seen at load)"
+        table.caption_justify = "left"
     for col, justify in [("block", "right"), ("nodes", "right"), ("op types (top 3)", "left"),
                          ("GFLOPs", "right"), ("params", "right"), ("output", "right"), ("cut", "right")]:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for b in analysis.blocks:
         ops = ", ".join(f"{op}×{n}" for op, n in list(b.op_types.items())[:3])
         table.add_row(str(b.index), str(len(b.nodes)), ops, f"{b.flops / 1e9:.3f}",
-                      format_count(b.num_params), format_bytes(b.output_bytes), format_bytes(b.cut_bytes))
+                      format_count(b.num_params), format_bytes(b.output_bytes),
+                      format_bytes(b.cut_bytes) + ("*" if varies[b.index] else ""))
     return table
 
 
@@ -115,7 +122,7 @@ def inspect(
     if json_out:
         print_json({"model": _model_info(m), **analysis.to_dict()})
         return
-    console.print(_block_table(analysis))
+    console.print(_block_table(analysis, m))
     summary = Table.grid(padding=(0, 2))
     summary.add_column(style="bold")
     summary.add_column()
@@ -167,6 +174,10 @@ def _report_table(report: VerifyReport) -> Table:
         table.add_column(col)
     for o in report.outputs:
         table.add_row(o.name, f"{o.max_abs:.3g}", f"{o.max_rel:.3g}", "yes" if o.ok else "[red]NO[/]")
+    if report.sizes:  # sizes that depend on the input values: the inputs compared, each with its sizes
+        seen = "; ".join(", ".join(f"{n}{list(v)}" for n, v in run.items()) for run in report.sizes)
+        table.caption = f"on {len(report.sizes)} inputs, sizes seen: {seen}"
+        table.caption_justify = "left"
     return table
 
 

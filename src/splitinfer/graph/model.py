@@ -21,6 +21,7 @@ import onnx
 from onnx import external_data_helper, helper
 
 from splitinfer.errors import ModelError, ShapeError, SplitinferError, first_line
+from splitinfer.graph.dynamic import find_dynamic_dims, infer_with, known_dims, open_value_info
 from splitinfer.graph.feeds import (
     cannot_run_error,
     check_feed_specs,
@@ -51,7 +52,9 @@ class Model:
     ``opset`` (default-domain opset version), ``uncuttable`` (values that
     cannot cross a cut: sequences, maps, tensors without a numpy dtype),
     ``feeds`` (real values of inputs given at load: :meth:`make_feeds` uses them),
-    ``specialization`` (the fixed inputs and what fixing them changed, or None).
+    ``specialization`` (the fixed inputs and what fixing them changed, or None),
+    ``dynamic_dims`` (tensor -> the axes whose size depends on the input values, not only on their
+    shapes: :mod:`splitinfer.graph.dynamic`; ``tensors`` holds the sizes seen on the load's input).
     """
 
     def __init__(
@@ -63,8 +66,10 @@ class Model:
         uncuttable: set[str],
         feeds: Mapping[str, np.ndarray] | None = None,
         specialization: Specialization | None = None,
+        dynamic_dims: Mapping[str, tuple[int, ...]] | None = None,
     ) -> None:
         self.proto = proto
+        self.dynamic_dims: Mapping[str, tuple[int, ...]] = dict(dynamic_dims or {})
         self.feeds = dict(feeds or {})
         self.specialization = specialization
         self.sha256 = sha256
@@ -99,7 +104,8 @@ class Model:
     def graph_index(self) -> GraphIndex:
         """Producers, consumers and constants of the main graph (built once)."""
         if self._index is None:
-            shapes = {name: spec.shape for name, spec in self._specs.items()}
+            # A varying shape is not known: its Shape must stay a node, not fold to the size seen once.
+            shapes = {name: spec.shape for name, spec in self._specs.items() if name not in self.dynamic_dims}
             self._index = index_graph(self.proto.graph, shapes)
         return self._index
 
@@ -176,6 +182,7 @@ def load_model(
     inputs = [specs[i.name] for i in proto.graph.input if i.name in specs and i.name not in
               {t.name for t in proto.graph.initializer}]
     check_feed_specs(given, inputs)
+    partial = known_dims(inferred.graph)  # before the run below fills the gaps with one input's sizes
     gaps = _find_gaps(proto.graph, specs, uncuttable)
     if gaps:
         _probe_shapes(proto, gaps, specs, uncuttable, _feeds_for(proto.graph, inputs, given), given)
@@ -185,7 +192,9 @@ def load_model(
             f"cannot tell the shape of model output(s) {', '.join(missing)}",
             "give concrete shapes of the inputs with input_shapes=",
         )
-    model = Model(proto, sha256, path, specs, uncuttable, given, specialization)
+    dynamic = find_dynamic_dims(proto.graph, specs, partial, lambda hints: infer_with(skeleton, hints))
+    open_value_info(proto.graph, dynamic)
+    model = Model(proto, sha256, path, specs, uncuttable, given, specialization, dynamic)
     if original is not None and specialization is not None:
         feeds_used = model.make_feeds()
         try:

@@ -13,6 +13,10 @@ partition: the model outputs, in model order). Constants are never inputs:
 each partition carries the initializers it reads (shared ones are copied into
 every partition that uses them), copies of the constant nodes it needs, and
 the folded values of ``Shape``/``Size`` nodes as initializers.
+
+A tensor whose size depends on the input values (``Model.dynamic_dims``) keeps those dims open:
+a ``dim_param`` in the partition, -1 in its :class:`TensorSpec` (``seen``: the size seen at load),
+so that ONNX Runtime and the stage's feed check take any size there.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 from splitinfer.errors import CutError
 from splitinfer.graph.analysis import Analysis, Cut, analyze
+from splitinfer.graph.dynamic import open_spec, value_info
 from splitinfer.graph.liveness import compute_liveness
 from splitinfer.graph.model import Model
 from splitinfer.types import NUMPY_TO_ONNX, TensorSpec
@@ -58,7 +63,7 @@ class Partition:
 
     @property
     def cut_bytes(self) -> int:
-        """Bytes this partition sends on (its outputs)."""
+        """Bytes this partition sends on (its outputs; a varying size as seen at load)."""
         return sum(s.num_bytes for s in self.outputs)
 
     def to_bytes(self) -> bytes:
@@ -226,7 +231,11 @@ def _specs_of(model: Model, names: Sequence[str], where: str) -> tuple[TensorSpe
                 "(a sequence, or an unsupported dtype)",
                 "cut somewhere else (`splitinfer inspect` lists the candidate cuts)",
             )
-    return tuple(model.tensors[n] for n in names)
+    return tuple(_open(model, n) for n in names)
+
+
+def _open(model: Model, name: str) -> TensorSpec:
+    return open_spec(model.tensors[name], model.dynamic_dims.get(name, ()))
 
 
 def _constant_closure(
@@ -254,7 +263,7 @@ def _constant_closure(
 
 
 def _value_info(spec: TensorSpec) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(spec.name, NUMPY_TO_ONNX[spec.dtype], list(spec.shape))
+    return value_info(spec, NUMPY_TO_ONNX[spec.dtype])
 
 
 def _build(
@@ -289,6 +298,6 @@ def _build(
     boundary = set(inputs) | set(outputs)
     made = (o for n in [*const_nodes, *nodes] for o in index.nodes[n].output)
     graph.value_info.extend(
-        _value_info(model.tensors[o]) for o in made if o and o not in boundary and o in model.tensors
+        _value_info(_open(model, o)) for o in made if o and o not in boundary and o in model.tensors
     )
     return Partition(k, proto, in_specs, out_specs, tuple(nodes), first_block, last_block)

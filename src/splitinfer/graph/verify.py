@@ -1,11 +1,16 @@
-"""Check that a chain of partitions computes what the whole model computes."""
+"""Check that a chain of partitions computes what the whole model computes.
+
+A model with tensors whose size depends on the input values (``Model.dynamic_dims``) is checked on
+several inputs that give those tensors different sizes: the partitions must take any of them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import onnx
 
 from splitinfer.errors import ModelError, VerifyError, first_line
 from splitinfer.graph.inference import DEFAULT_PROVIDERS, create_inference_session
@@ -14,6 +19,10 @@ from splitinfer.graph.partition import Partition
 
 ATOL = 1e-4
 RTOL = 1e-3
+# A model with data-dependent sizes: compared on this many inputs giving different sizes where it can,
+# looked for among at most MAX_SEEDS seeded inputs.
+NUM_SIZED_INPUTS = 3
+MAX_SEEDS = 16
 
 
 @dataclass(frozen=True)
@@ -31,9 +40,15 @@ class OutputDiff:
 
 @dataclass(frozen=True)
 class VerifyReport:
-    """Per-output differences; ``ok`` when every element is within atol 1e-4 or rtol 1e-3."""
+    """Per-output differences; ``ok`` when every element is within atol 1e-4 or rtol 1e-3.
+
+    ``sizes``: for a model with data-dependent sizes, one entry per input compared: the shape of each
+    varying tensor the partitions hand on (or, when none crosses a cut, of each varying tensor) on it.
+    Each output's difference is the worst over those inputs.
+    """
 
     outputs: tuple[OutputDiff, ...]
+    sizes: tuple[dict[str, tuple[int, ...]], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -52,10 +67,13 @@ class VerifyReport:
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready: ``ok`` and the per-output differences."""
-        return {
+        data: dict[str, object] = {
             "ok": self.ok,
             "outputs": [o.__dict__ for o in self.outputs],
         }
+        if self.sizes:
+            data["sizes"] = [{k: list(v) for k, v in run.items()} for run in self.sizes]
+        return data
 
 
 def run_chain(
@@ -107,22 +125,89 @@ def verify(
     feeds: Mapping[str, np.ndarray] | None = None,
     providers: Sequence[str] = DEFAULT_PROVIDERS,
 ) -> VerifyReport:
-    """Run the chain and the whole model on ``feeds`` (default ``model.make_feeds()``) and compare."""
+    """Run the chain and the whole model on ``feeds`` (default ``model.make_feeds()``) and compare.
+
+    For a model with data-dependent sizes, also on seeded inputs (``model.make_feeds(seed)``), kept
+    while they give the varying tensors sizes not seen yet, until NUM_SIZED_INPUTS inputs (fewer
+    distinct sizes when MAX_SEEDS seeds find no more); the report says which sizes were seen.
+    """
     feeds = dict(feeds) if feeds is not None else model.make_feeds()
     names = [s.name for s in model.outputs]
+    watched = _watched(model, partitions)
     try:
-        session = create_inference_session(model.proto.SerializeToString(), providers)
-        want = dict(zip(names, session.run(names, feeds), strict=True))
+        session = create_inference_session(_with_outputs(model.proto, watched), providers)
+        fetch = list(dict.fromkeys([*names, *watched]))
+        runs = _pick_inputs(model, feeds, lambda f: dict(zip(fetch, session.run(fetch, f), strict=True)),
+                            names, watched)
     except Exception as e:  # ORT raises its own exception types per failure
         raise ModelError(
             f"ONNX Runtime cannot run the whole model: {first_line(e)}",
             "check the input_shapes= values and that ONNX Runtime supports every op of the model",
         ) from e
-    got = run_chain(partitions, feeds, providers)
-    missing = [n for n in names if n not in got]
-    if missing:
-        raise VerifyError(
-            f"the last partition does not produce model output {missing[0]!r}",
-            "split the partitions again from the same model",
-        )
-    return VerifyReport(tuple(_compare(n, np.asarray(got[n]), np.asarray(want[n])) for n in names))
+    diffs: dict[str, list[OutputDiff]] = {n: [] for n in names}
+    for run_feeds, values, _ in runs:
+        got = run_chain(partitions, run_feeds, providers)
+        missing = [n for n in names if n not in got]
+        if missing:
+            raise VerifyError(
+                f"the last partition does not produce model output {missing[0]!r}",
+                "split the partitions again from the same model",
+            )
+        for n in names:
+            diffs[n].append(_compare(n, np.asarray(got[n]), np.asarray(values[n])))
+    sizes = tuple(run_sizes for _, _, run_sizes in runs) if watched else ()
+    return VerifyReport(tuple(_worst(d) for d in diffs.values()), sizes)
+
+
+def _watched(model: Model, partitions: Sequence[Partition]) -> list[str]:
+    """The varying tensors whose sizes pick the inputs: those the partitions hand on, else all."""
+    if not model.dynamic_dims:
+        return []
+    crossing = [s.name for p in partitions for s in (*p.inputs, *p.outputs) if s.name in model.dynamic_dims]
+    return list(dict.fromkeys(crossing)) or list(model.dynamic_dims)
+
+
+def _with_outputs(proto: onnx.ModelProto, extra: Sequence[str]) -> bytes:
+    if not extra:
+        return proto.SerializeToString()
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    declared = {o.name for o in copy.graph.output}
+    copy.graph.output.extend(onnx.ValueInfoProto(name=n) for n in extra if n not in declared)
+    return copy.SerializeToString()
+
+
+# One input compared: the feeds, the whole model's outputs (by name), the watched tensors' shapes.
+Run = tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, tuple[int, ...]]]
+
+
+def _pick_inputs(model: Model, feeds: dict[str, np.ndarray],
+                 run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+                 names: list[str], watched: list[str]) -> list[Run]:
+    """``feeds`` and, for varying sizes, seeded inputs that show new sizes (then others, to make up
+    NUM_SIZED_INPUTS): each with the whole model's outputs and the watched tensors' shapes."""
+    def one(f: dict[str, np.ndarray]) -> Run:
+        values = run(f)
+        return f, {n: values[n] for n in names}, {n: tuple(np.shape(values[n])) for n in watched}
+    runs = [one(feeds)]
+    if not watched:
+        return runs
+    spare: list[Run] = []
+    seen = {tuple(runs[0][2].values())}
+    for seed in range(1, MAX_SEEDS):
+        if len(runs) >= NUM_SIZED_INPUTS:
+            break
+        candidate = one(model.make_feeds(seed))
+        key = tuple(candidate[2].values())
+        if key in seen:
+            spare.append(candidate)
+        else:
+            seen.add(key)
+            runs.append(candidate)
+    return runs + spare[:NUM_SIZED_INPUTS - len(runs)]
+
+
+def _worst(diffs: list[OutputDiff]) -> OutputDiff:
+    worst = max(diffs, key=lambda d: (not d.ok, d.max_abs))
+    return OutputDiff(worst.name, max(d.max_abs for d in diffs), max(d.max_rel for d in diffs),
+                      all(d.ok for d in diffs))
