@@ -177,3 +177,25 @@ def test_the_whole_loop_with_fix_input_given_once(files, capsys, tmp_path):
     assert max(float(np.abs(got[k] - want[k]).max()) for k in want) < 1e-4
     code, _, err = run_cli(capsys, "bench", tmp_path / "plan.json", "--requests", "5")
     assert code == 0, err
+
+
+def test_a_request_may_still_carry_the_fixed_input_with_its_value(files):
+    from splitinfer.cluster import parse_cluster
+    from splitinfer.errors import ShapeError
+    from splitinfer.graph import analyze
+    from splitinfer.graph.analysis import DEFAULT_MAX_CUT_TENSORS
+    from splitinfer.plan import Plan, Stage
+    from splitinfer.runtime.coordinator.deploy import deploy
+
+    model = load_model(files / "vad.onnx", fixed_inputs={"sr": 16000})
+    x, state = np.load(files / "x.npy"), np.load(files / "state.npy")
+    want = run_original(vad_model(), {"x": x, "sr": np.array(16000, dtype=np.int64), "state": state})
+    cluster = parse_cluster({"devices": [{"name": "a", "num_threads": 1}]})
+    last = len(analyze(model, DEFAULT_MAX_CUT_TENSORS, 32).blocks) - 1
+    plan = Plan("latency", (Stage("a", 0, last, 0.0),), (), 0.0, 0.0, 0.0, 0, 0)
+    with deploy(plan, cluster, model) as session:
+        # the original model takes sr: a caller may go on sending it, with the value fixed
+        got = session.run(None, {"x": x, "sr": np.array(16000, dtype=np.int64), "state": state})
+        assert float(np.abs(got[0] - want[session.outputs[0].name]).max()) < 1e-4
+        with pytest.raises(ShapeError, match=r"specialised to \[16000\]"):
+            session.run(None, {"x": x, "sr": np.array(8000, dtype=np.int64), "state": state})

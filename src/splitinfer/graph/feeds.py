@@ -332,3 +332,21 @@ def cannot_run_error(err: BaseException, what: str, given: Mapping[str, np.ndarr
         f"{ort_reason(err)}",
         "give real values: feeds={NAME: ARRAY}, or fixed_inputs={NAME: VALUE} for an input that picks "
         "the model's path")
+
+
+def request_arrays(feeds: Mapping[str, object],
+                   fixed: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """A request's feeds as arrays, less the inputs the model was specialised to (``fixed``: name ->
+    value, :class:`~splitinfer.graph.specialize.Specialization`): a caller may go on sending them, as
+    the original model takes them. ShapeError when one holds another value: the deployment computes
+    with the fixed one, so that request would get an answer the original model would not give."""
+    arrays = {name: np.asarray(value) for name, value in feeds.items()}
+    for name, value in (fixed or {}).items():
+        given = arrays.pop(name, None)
+        if given is None or (given.size == value.size and np.array_equal(given.ravel(), value.ravel())):
+            continue
+        raise ShapeError(f"input {name!r} is {given.ravel()[:4].tolist()}, the deployment was "
+                         f"specialised to {np.asarray(value).ravel()[:4].tolist()}",
+                         f"send {name!r} with that value or leave it out, or profile and plan again with "
+                         f"fixed_inputs={{{name!r}: ...}} for the other value")
+    return arrays

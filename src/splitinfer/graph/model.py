@@ -96,6 +96,11 @@ class Model:
         return self.path.stem if self.path else (self.proto.graph.name or "model")
 
     @property
+    def fixed_inputs(self) -> Mapping[str, np.ndarray]:
+        """The inputs the model was specialised to (name -> value; empty when none was fixed)."""
+        return self.specialization.fixed if self.specialization is not None else {}
+
+    @property
     def tensors(self) -> Mapping[str, TensorSpec]:
         """Every main-graph tensor whose dtype and shape are known (constants included)."""
         return self._specs

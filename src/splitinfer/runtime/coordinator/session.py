@@ -33,6 +33,7 @@ import zmq
 
 from splitinfer.cluster import Cluster
 from splitinfer.errors import ClusterError, DeadlineError, ModelError, SplitinferError, WorkerError
+from splitinfer.graph.feeds import request_arrays
 from splitinfer.runtime.coordinator._heartbeat import Heartbeat
 from splitinfer.runtime.coordinator._inbox import Inbox
 from splitinfer.runtime.coordinator._requests import InFlight, Pending
@@ -203,7 +204,7 @@ class Session:
             raise WorkerError("the session is closed", "deploy the stages again to run more requests")
         timeout = self.timeout_s if deadline_s is None else check_number(
             deadline_s, "deadline_s", low=0, low_open=True, high=MAX_WAIT_S, fix="seconds from now")
-        arrays = {name: np.asarray(value) for name, value in feeds.items()}
+        arrays = request_arrays(feeds, self._model.fixed_inputs if self._model is not None else None)
         check_feeds(arrays, self.inputs, "session input")
         now = time.time()
         future: Future = Future()
