@@ -3,6 +3,8 @@ several sizes (issue 16, item 3)."""
 
 from __future__ import annotations
 
+import json
+
 import msgspec
 import numpy as np
 import onnx
@@ -262,5 +264,7 @@ def test_inspect_marks_cuts_whose_size_varies(tmp_path, capsys):
     assert "size varies with the input values" in out
     rows = [line for line in out.splitlines() if "B*" in line]
     assert rows  # the cuts across nz, cols, v, wsel...
+    code, out, _ = run_cli(capsys, "inspect", path, "--max-blocks", "0", "--json")
+    assert code == 0 and json.loads(out)["model"]["dynamic_dims"]["nz"] == [1]  # NonZero's count
     code, out, _ = run_cli(capsys, "split", path, "--at", "nz", "--out", tmp_path / "parts")
     assert code == 0 and "sizes seen" in out.replace("\n", " ")

@@ -51,8 +51,7 @@ def _check_cut_options(max_cut_tensors: int, max_blocks: int) -> None:
 
 
 def _model_info(model: Model) -> dict[str, object]:
-    spec = model.specialization
-    fixed = {n: np.asarray(v).tolist() for n, v in spec.fixed.items()} if spec else {}
+    fixed = {n: np.asarray(v).tolist() for n, v in model.fixed_inputs.items()}
     return {
         "name": model.name,
         "path": str(model.path) if model.path else None,
@@ -62,6 +61,8 @@ def _model_info(model: Model) -> dict[str, object]:
         "outputs": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in model.outputs],
         "fixed_inputs": fixed,
         "inputs_given": sorted(model.feeds),
+        # tensors whose size depends on the input values: the axes that vary (graph/dynamic.py)
+        "dynamic_dims": {name: list(axes) for name, axes in model.dynamic_dims.items()},
     }
 
 

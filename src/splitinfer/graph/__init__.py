@@ -6,7 +6,9 @@ and live tensors), ``analysis`` (cuts and blocks, the block-forming defaults),
 ``partition`` and ``manifest`` (extract and write partitions), ``verify`` (partitions
 against the whole model), ``feeds`` (inputs: generated or read), ``inference`` (the
 one ONNX Runtime session factory, loaded lazily), ``blocks`` (which candidate cuts
-become block boundaries).
+become block boundaries), ``specialize`` (a model fixed to input values: the control
+flow they decide becomes plain nodes), ``dynamic`` (tensors whose size depends on the
+input values, which partitions keep open).
 
 Typical use::
 
