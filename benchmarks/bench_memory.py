@@ -32,6 +32,7 @@ import psutil
 
 from splitinfer import zoo
 from splitinfer.cluster import Device, parse_cluster
+from splitinfer.host import peak_resident_bytes
 from splitinfer.plan import Constraints, describe_stages
 from splitinfer.plan.cost import runs_of
 from splitinfer.plan.memory import device_needs
@@ -51,14 +52,6 @@ DEVICES = {"devices": [{"name": "a", "num_threads": 1}, {"name": "b", "num_threa
            "links": [{"from": "a", "to": "b", "bandwidth": "1Gbit/s", "latency": "1ms"}]}
 
 
-def _high_water_bytes(pid: int) -> int:
-    """The process's peak resident memory so far (VmHWM)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmHWM for process {pid}")
-
-
 def measure_plan(plan, cluster_doc: dict, model, profile, feeds,
                  num_requests: int) -> dict[str, tuple[int, int]]:
     """Each device's (peak, steady) RSS growth while ``plan`` is deployed and runs, on fresh workers:
@@ -73,8 +66,13 @@ def measure_plan(plan, cluster_doc: dict, model, profile, feeds,
         with deploy(plan, parse_cluster(doc), model, profile=profile, token=token) as session:
             for _ in range(num_requests):
                 session.run(None, feeds)
-            return {n: (_high_water_bytes(pid) - before[n], psutil.Process(pid).memory_info().rss - before[n])
-                    for n, pid in launcher.pids.items()}
+            grown = {}
+            for n, pid in launcher.pids.items():
+                peak = peak_resident_bytes(pid)
+                if peak is None:
+                    raise RuntimeError(f"no peak resident memory for process {pid}: Linux only")
+                grown[n] = (peak - before[n], psutil.Process(pid).memory_info().rss - before[n])
+            return grown
 
 
 def run_model(name: str, args: argparse.Namespace) -> list[tuple[str, str, float, float]]:

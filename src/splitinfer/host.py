@@ -126,9 +126,6 @@ def release_freed_memory() -> None:
         trim(0)
 
 
-_STATUS = Path("/proc/self/status")
-
-
 def reset_peak_resident() -> bool:
     """Start this process's peak resident memory (Linux's VmHWM) afresh from now; False where that
     cannot be done (another system, an old kernel)."""
@@ -139,10 +136,11 @@ def reset_peak_resident() -> bool:
     return True
 
 
-def peak_resident_bytes() -> int | None:
-    """This process's peak resident memory since start or the last :func:`reset_peak_resident`."""
+def peak_resident_bytes(pid: int | str = "self") -> int | None:
+    """A process's peak resident memory (this one's by default) since it started or the last
+    :func:`reset_peak_resident`; None where the system does not tell."""
     try:
-        for line in _STATUS.read_text().splitlines():
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):

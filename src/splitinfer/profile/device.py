@@ -53,11 +53,13 @@ MAX_SET_BYTES = 256 << 20  # partitions timed together (open at once) on a devic
 TRIVIAL_INPUT = "splitinfer.trivial"  # a name no model's tensor has: the trivial run's feed joins others
 
 
-def trivial_partition() -> bytes:
-    """One Identity on one float: what a run costs when the partition computes nothing."""
+def trivial_partition(num_floats: int = 1) -> bytes:
+    """One Identity on ``num_floats`` floats (input :data:`TRIVIAL_INPUT`, output ``y``): what a run
+    costs when the partition computes nothing (and, larger, what handing a tensor to it costs)."""
+    shape = [num_floats]
     graph = helper.make_graph([helper.make_node("Identity", [TRIVIAL_INPUT], ["y"])], "trivial",
-                              [helper.make_tensor_value_info(TRIVIAL_INPUT, TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+                              [helper.make_tensor_value_info(TRIVIAL_INPUT, TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 7  # what every supported ONNX Runtime reads
     return model.SerializeToString()

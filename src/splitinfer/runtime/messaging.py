@@ -21,9 +21,9 @@ from collections.abc import Mapping
 
 import msgspec
 import numpy as np
-from onnx import TensorProto, helper
 
 from splitinfer.cluster import Cluster
+from splitinfer.profile.device import TRIVIAL_INPUT, trivial_partition
 from splitinfer.profile.schema import HopCost
 from splitinfer.runtime.coordinator.deploy import deploy_stages
 from splitinfer.runtime.coordinator.pipeline import StageSpec
@@ -36,21 +36,12 @@ NUM_REQUESTS = 15  # per size
 HELD_BUSY = 300.0  # the emulated slowdown that holds the Identity busy for milliseconds
 
 
-def _identity(num_floats: int) -> bytes:
-    """A partition that hands its input on: what a stage that computes nothing costs to reach."""
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "hop",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [num_floats])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [num_floats])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 7  # what every supported ONNX Runtime reads
-    return model.SerializeToString()
-
-
 def _overheads(cluster: Cluster, device: str, token: bytes | None, num_floats: int) -> list[float]:
     """Per request of ``num_floats`` floats, after warm-up: its latency less the stage's busy time."""
-    spec = TensorSpec("x", "float32", (num_floats,))
-    stage = StageSpec(0, device, _identity(num_floats), (spec,), (TensorSpec("y", "float32", (num_floats,)),))
-    feeds = {"x": np.zeros(num_floats, dtype=np.float32)}
+    spec = TensorSpec(TRIVIAL_INPUT, "float32", (num_floats,))
+    stage = StageSpec(0, device, trivial_partition(num_floats), (spec,),
+                      (TensorSpec("y", "float32", (num_floats,)),))
+    feeds = {TRIVIAL_INPUT: np.zeros(num_floats, dtype=np.float32)}
     out = []
     with deploy_stages([stage], cluster, token=token) as session:
         for k in range(NUM_WARMUP + NUM_REQUESTS):
