@@ -20,7 +20,7 @@ from splitinfer.errors import AuthError, DeadlineError, ErrorCode, SplitinferErr
 from splitinfer.profile.partition_timing import CompressionTiming
 from splitinfer.profile.timing import time_compression
 from splitinfer.runtime import WorkerClient
-from splitinfer.runtime.profiling import WorkerRunner
+from splitinfer.runtime.cluster_workers import WorkerRunner
 from splitinfer.runtime.wire import codec, curve, messages
 from splitinfer.runtime.wire.curve import Curve
 

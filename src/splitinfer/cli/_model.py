@@ -34,7 +34,9 @@ InputShapes = Annotated[
     typer.Option(
         "--input-shape", metavar="NAME=D1,D2,...",
         help="Fix the shape of a model input, e.g. images=1,3,640,640. Repeat for several inputs. "
-             "Needed when an input has dynamic dims.",
+             "Needed when an input has dynamic dims. inspect, split and profile take several sizes: give "
+             "an input once per size (x=1,3,224,224 then x=8,3,224,224): the dims that differ stay "
+             "symbolic in the partitions, and profile measures each size.",
         show_default=False,
     ),
 ]
@@ -175,18 +177,39 @@ def parse_input_shapes(values: list[str] | None) -> dict[str, tuple[int, ...]]:
     for text in values or []:
         name, dims = parse_input_shape(text)
         if name in shapes:
-            raise ShapeError(f"--input-shape gives input {name!r} twice", "give each input once")
+            raise ShapeError(f"--input-shape gives input {name!r} twice",
+                             "give each input once (several sizes are for inspect, split and profile)")
         shapes[name] = dims
     return shapes
 
 
+def parse_sizes(values: list[str] | None) -> list[dict[str, tuple[int, ...]]]:
+    """Every ``--input-shape`` as input sizes: an input given k times has its k-th shape in the k-th
+    size; one given once is in every size. At least one size (empty when no shape was given)."""
+    given: dict[str, list[tuple[int, ...]]] = {}
+    for text in values or []:
+        name, dims = parse_input_shape(text)
+        given.setdefault(name, []).append(dims)
+    count = max((len(v) for v in given.values()), default=1)
+    uneven = [n for n, v in given.items() if len(v) not in (1, count)]
+    if uneven:
+        raise ShapeError(f"--input-shape gives input {uneven[0]!r} {len(given[uneven[0]])} times, another "
+                         f"input {count} times", f"give each input once or {count} times (once per size)")
+    return [{n: v[k] if len(v) > 1 else v[0] for n, v in given.items()} for k in range(count)]
+
+
 def open_model(path: Path, input_shape: list[str] | None = None, batch: int | None = None,
-               given: GivenInputs | None = None) -> Model:
+               given: GivenInputs | None = None, sizes: bool = False) -> Model:
     """Load the MODEL argument with its ``--input-shape`` / ``--batch`` options and, with ``given``,
-    its ``--input`` / ``--inputs`` / ``--fix-input`` ones."""
+    its ``--input`` / ``--inputs`` / ``--fix-input`` ones. ``sizes``: an input may be given several
+    shapes (one per size the partitions serve: :func:`parse_sizes`)."""
     given = given or GivenInputs()
     feeds, fixed = given.feeds(), given.fixed()
     # The library's messages name feeds= and fixed_inputs=; the CLI's error line spells them as
     # options (graph/shapes.as_flags).
-    return load_model(path, input_shapes=parse_input_shapes(input_shape), batch=batch, feeds=feeds,
-                      fixed_inputs=fixed)
+    if not sizes:
+        return load_model(path, input_shapes=parse_input_shapes(input_shape), batch=batch, feeds=feeds,
+                          fixed_inputs=fixed)
+    first, *others = parse_sizes(input_shape)
+    return load_model(path, input_shapes=first, batch=batch, feeds=feeds, fixed_inputs=fixed,
+                      sizes=others or None)

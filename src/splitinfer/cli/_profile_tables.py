@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from splitinfer.cli._common import format_bytes, format_count
+from splitinfer.graph.sizes import describe_size
 from splitinfer.profile.schema import Profile
 from splitinfer.profile.segments import joins_of
 
@@ -104,4 +105,22 @@ def tradeoffs_table(profile: Profile) -> Table:
         shrink = "-" if not ratios else f"{min(ratios):.2f}-{max(ratios):.2f}"
         table.add_row(f"compression {name}", "each cut", _percent(c.quality_cost), shrink,
                       ", ".join(c.devices))
+    return table
+
+
+def sizes_table(profile: Profile) -> Table:
+    """A profile made at several input sizes: per size, its input bytes and each device's sum of blocks
+    (the table above is of the first size; `plan --input-shape` plans for another)."""
+    names = list(profile.devices)
+    table = Table(title="input sizes profiled (sum of blocks, median ms)", title_justify="left")
+    for col in ("size", "input", *names):
+        table.add_column(col, justify="left" if col == "size" else "right", no_wrap=col != "size")
+    for each in (profile, *profile.other_sizes):
+        sums = []
+        for name in names:
+            device = each.devices.get(name)
+            blocks = device.blocks if device is not None else [None]
+            total = None if any(b is None for b in blocks) else sum(b.median_s for b in blocks)  # type: ignore[union-attr]
+            sums.append("-" if total is None else f"{total * 1e3:.3f}")
+        table.add_row(describe_size(each.model.input_shapes), format_bytes(each.input_bytes), *sums)
     return table

@@ -15,8 +15,11 @@ import typer
 from rich.table import Table
 
 from splitinfer.cli._common import check_writable, console
+from splitinfer.cli._model import parse_input_shapes
 from splitinfer.cluster import load_cluster
-from splitinfer.errors import PlanError, SplitinferError
+from splitinfer.errors import PlanError, ShapeError, SplitinferError
+from splitinfer.graph.shapes import as_flags
+from splitinfer.graph.sizes import describe_size
 from splitinfer.plan import (
     OBJECTIVES,
     Constraints,
@@ -34,6 +37,7 @@ from splitinfer.plan.tradeoffs import Tradeoffs
 from splitinfer.profile.files import load_profile
 from splitinfer.profile.problem import build_problem
 from splitinfer.profile.scission import load_benchmarks, load_network_stats, scission_problem
+from splitinfer.profile.sizes import profile_at
 from splitinfer.profile.tradeoff_profile import tradeoffs_for_planning
 from splitinfer.units import check_number, parse_size_bytes, parse_time_s
 
@@ -188,9 +192,14 @@ def _check_numbers(top: int, time_limit: float, bounds: dict[str, float | None],
 
 
 def _profile_problem(
-    path: str, cluster: Path | None, stat: str, sink: str | None, tradeoffs: dict[str, Any], in_flight: int
+    path: str, cluster: Path | None, stat: str, sink: str | None, tradeoffs: dict[str, Any], in_flight: int,
+    input_shape: list[str] | None,
 ) -> tuple[Problem, Provenance, Tradeoffs | None]:
-    profile = load_profile(path)
+    everything = load_profile(path)
+    try:
+        profile = profile_at(everything, parse_input_shapes(input_shape))
+    except ShapeError as e:
+        raise ShapeError(as_flags(e.problem), e.fix) from None
     problem = build_problem(
         profile, load_cluster(cluster) if cluster is not None else None, stat=stat, sink=_sink(sink),
         in_flight=in_flight,
@@ -202,7 +211,8 @@ def _profile_problem(
         console.print("the profile has trade-offs measured: plan with them with --max-quality-drop 1%",
                       highlight=False)
     provenance = Provenance(model=profile.model.name, model_sha256=profile.model.sha256, profile=path,
-                            cluster=str(cluster) if cluster is not None else "", in_flight=in_flight)
+                            cluster=str(cluster) if cluster is not None else "", in_flight=in_flight,
+                            input_shapes=dict(profile.model.input_shapes) if everything.other_sizes else {})
     return problem, provenance, chosen
 
 
@@ -329,6 +339,10 @@ def plan_command(
     general: bool = typer.Option(
         False, "--general", help="Scission: plan its data under splitinfer's general model."
     ),
+    input_shape: list[str] | None = typer.Option(
+        None, "--input-shape", metavar="NAME=D1,D2,...", show_default=False,
+        help="A profile made at several input sizes: the size to plan for, e.g. x=8,3,224,224 (default: "
+             "the profile's first). One deployment of the plan serves every profiled size."),
 ) -> None:
     _check_args(args, scission, objective)
     _check_numbers(top, time_limit, {"--min-throughput": min_throughput, "--max-energy": max_energy,
@@ -345,7 +359,8 @@ def plan_command(
         if sink is not None:
             problem = dataclasses.replace(problem, sink=_sink(sink))
     else:
-        problem, provenance, tradeoffs = _profile_problem(args[0], cluster, stat, sink, wanted, in_flight)
+        problem, provenance, tradeoffs = _profile_problem(args[0], cluster, stat, sink, wanted, in_flight,
+                                                          input_shape)
     cons = Constraints(
         pins=_block_pairs(pin, "pin", problem.num_blocks),
         forbids=_block_pairs(forbid, "forbid", problem.num_blocks),
@@ -368,7 +383,8 @@ def plan_command(
         plans = solve(problem, objective, cons, top, method=method, time_limit_s=time_limit)
     # Recorded so that a re-plan after a failure respects them too.
     provenance = msgspec.structs.replace(provenance, constraints=cons)
-    title = f"{objective} plans of {provenance.model} ({plans[0].solver})"
+    size = f" at {describe_size(provenance.input_shapes)}" if provenance.input_shapes else ""
+    title = f"{objective} plans of {provenance.model}{size} ({plans[0].solver})"
     console.print(format_plans(plans, title))
     if any(p.quality_cost is not None for p in plans):  # long lines, and the table may squeeze them
         for p in plans:

@@ -17,7 +17,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from splitinfer.cli._common import check_writable, console, err_console
 from splitinfer.cli._inputs import ARRAY_SUFFIXES, dataset_feeds, read_dataset, single_input
 from splitinfer.cli._model import FixInputs, GivenInputs, Inputs, InputsFile, open_model
-from splitinfer.cli._profile_tables import devices_table, links_table, profile_table, tradeoffs_table
+from splitinfer.cli._profile_tables import (
+    devices_table,
+    links_table,
+    profile_table,
+    sizes_table,
+    tradeoffs_table,
+)
 from splitinfer.cluster import load_cluster
 from splitinfer.errors import InputError, ProfileError
 from splitinfer.graph import Model
@@ -169,7 +175,7 @@ def calibration_input(model: Path, options: dict) -> tuple[Model, Any, Any]:
                              "inputs", "give --calibration DATA, or leave out --preprocess")
     elif not path.exists():
         raise InputError(f"--calibration {path} does not exist", f"give {_CALIBRATION_FORMS}")
-    loaded = open_model(model, options["input_shape"], options["batch"], options.get("given"))
+    loaded = open_model(model, options["input_shape"], options["batch"], options.get("given"), sizes=True)
     if path is None:
         return loaded, None, None
     if _named_arrays(path, loaded):
@@ -245,6 +251,8 @@ def _profile(model: Path, cluster: Path | None, output: Path | None, options: di
             err_console.print("interrupted: wrote what was measured so far (unmeasured blocks are null)")
         raise typer.Exit(130) from None
     console.print(profile_table(profile))
+    if profile.other_sizes:
+        console.print(sizes_table(profile))
     _write(profile, output)
     if output is None:
         err_console.print("note: not saved; give -o profile.json to keep it", highlight=False)
@@ -266,6 +274,8 @@ def _show(paths: list[str]) -> None:
                            "run: splitinfer profile show FILE")
     profile = load_profile(paths[0])
     console.print(profile_table(profile))
+    if profile.other_sizes:
+        console.print(sizes_table(profile))
     console.print(devices_table(profile))
     if profile.links:
         console.print(links_table(profile))

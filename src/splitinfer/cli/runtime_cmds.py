@@ -107,17 +107,20 @@ def resolve_deployment(plan_path: Path, cluster: Path | None, model: Path | None
         loaded = load_model(model_path, input_shapes=input_shapes or None)
     else:
         loaded = load_as_profiled(model_path, the_profile)
-        _check_profiled_shapes(loaded, input_shapes or {})
+        _check_profiled_shapes(loaded, input_shapes or {}, plan.provenance.input_shapes)
     return Deployment(plan, load_cluster(cluster_path), loaded, the_profile)
 
 
-def _check_profiled_shapes(model: Model, input_shapes: dict[str, tuple[int, ...]]) -> None:
-    """Given shapes agree with those the model was profiled (and so loaded) with."""
-    loaded = {s.name: tuple(s.shape) for s in model.inputs}
+def _check_profiled_shapes(model: Model, input_shapes: dict[str, tuple[int, ...]],
+                           planned: dict[str, tuple[int, ...]]) -> None:
+    """Given shapes agree with those the plan was made for (``planned``: a size of a profile of several)
+    or else the model was profiled (and so loaded) with."""
+    loaded = dict(planned) or {s.name: tuple(s.shape) for s in model.inputs}
     for name, dims in input_shapes.items():
         if name in loaded and tuple(dims) != loaded[name]:
             raise ShapeError(f"--input-shape {name}={','.join(map(str, dims))} differs from the shape the "
-                             f"profile was made with ({name}={','.join(map(str, loaded[name]))})",
+                             f"{'plan was made for' if planned else 'profile was made with'} "
+                             f"({name}={','.join(map(str, loaded[name]))})",
                              "leave out --input-shape (the profile's shapes are used), or profile again")
         if name not in loaded:
             raise ShapeError(f"--input-shape names {name!r}, which is not an input of the model",

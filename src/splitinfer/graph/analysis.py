@@ -109,11 +109,13 @@ class Analysis(msgspec.Struct, frozen=True):
 
 
 def analyze(model: Model, max_cut_tensors: int = DEFAULT_MAX_CUT_TENSORS,
-            max_blocks: int = DEFAULT_MAX_BLOCKS) -> Analysis:
+            max_blocks: int = DEFAULT_MAX_BLOCKS, cuts_at: Sequence[int] | None = None) -> Analysis:
     """Candidate cuts (at most ``max_cut_tensors`` live tensors) and at most ``max_blocks`` blocks.
 
     ``max_blocks=0`` keeps every candidate cut. See :func:`splitinfer.graph.blocks.choose_cuts`
-    for how cuts are chosen when there are more candidates than blocks allow.
+    for how cuts are chosen when there are more candidates than blocks allow. ``cuts_at``: the
+    positions of the cuts to keep instead (each a candidate): the blocks of another load of the same
+    model (at another input size, where bytes differ and the choice could too).
     """
     if max_cut_tensors < 1:
         raise CutError(f"max_cut_tensors must be at least 1, not {max_cut_tensors}", "use 1 or more")
@@ -125,10 +127,17 @@ def analyze(model: Model, max_cut_tensors: int = DEFAULT_MAX_CUT_TENSORS,
     candidates = tuple(make_cut(model, p, tensors_at[p]) for p in positions)
     stats = _node_stats(model, index, order)
     weights = np.array([s[0] + 4 * s[2] for s in stats], dtype=np.float64)
-    chosen = choose_cuts(
-        [c.position for c in candidates], [c.num_bytes for c in candidates], weights, max_blocks
-    )
     by_position = {c.position: c for c in candidates}
+    if cuts_at is not None:
+        unknown = [p for p in cuts_at if p not in by_position]
+        if unknown:
+            raise CutError(f"cuts_at= holds position {unknown[0]}, which is not a candidate cut",
+                           "give positions of candidate cuts (Analysis.candidates) of the same model")
+        chosen = sorted(set(cuts_at))
+    else:
+        chosen = choose_cuts(
+            [c.position for c in candidates], [c.num_bytes for c in candidates], weights, max_blocks
+        )
     cuts = tuple(by_position[p] for p in chosen)
     output_bytes = sum(s.num_bytes for s in model.outputs)
     sources = _param_sources(index)

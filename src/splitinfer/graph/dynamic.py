@@ -2,7 +2,7 @@
 
 ``load_model`` fixes every input shape, so most shapes are known before anything runs. A few ops make
 sizes from values: NonZero's count, the boxes NonMaxSuppression keeps, TopK with a computed K, a
-Reshape to a computed shape. The load measures those shapes on one input (``_probe_shapes``); the
+Reshape to a computed shape. The load measures those shapes on one input (``_specs.probe_shapes``); the
 size it saw is only that input's. This module marks them, so that partitions leave those dims open
 (``dim_param``) and stage specs say -1 there, and so that ``Shape`` of such a tensor is never folded
 into a constant.
@@ -216,9 +216,10 @@ def value_info(spec: TensorSpec, elem_type: int) -> onnx.ValueInfoProto:
 
 
 def open_value_info(graph: onnx.GraphProto, dynamic: Mapping[str, tuple[int, ...]]) -> None:
-    """Replace the measured sizes of varying dims in ``graph.value_info`` by ``dim_param`` symbols, so
-    that the model as loaded declares no size it saw on one input only."""
-    for vi in graph.value_info:
+    """Replace the measured sizes of varying dims in ``graph.value_info`` (and of the graph's inputs and
+    outputs) by ``dim_param`` symbols, so that the model as loaded declares no size it saw on one input
+    only."""
+    for vi in [*graph.input, *graph.value_info, *graph.output]:
         axes = dynamic.get(vi.name)
         if not axes or vi.type.WhichOneof("value") != "tensor_type":
             continue

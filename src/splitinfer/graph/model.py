@@ -18,9 +18,17 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import external_data_helper, helper
+from onnx import external_data_helper
 
 from splitinfer.errors import ModelError, ShapeError, SplitinferError, first_line
+from splitinfer.graph._specs import (
+    clear_inner_shapes,
+    collect_specs,
+    copy_output_types,
+    find_gaps,
+    make_skeleton,
+    probe_shapes,
+)
 from splitinfer.graph.dynamic import find_dynamic_dims, infer_with, known_dims, open_value_info
 from splitinfer.graph.feeds import (
     cannot_run_error,
@@ -31,16 +39,13 @@ from splitinfer.graph.feeds import (
     generate_feeds,
     shapes_of_given,
 )
-from splitinfer.graph.inference import create_inference_session
-from splitinfer.graph.shapes import fix_input_shapes, read_spec
-from splitinfer.graph.specialize import Specialization, check_specialized, quiet_run, specialize
+from splitinfer.graph.shapes import fix_input_shapes
+from splitinfer.graph.sizes import at_size, check_sizes, describe_size, find_symbolic_dims, merge_dims
+from splitinfer.graph.specialize import Specialization, check_specialized, specialize
 from splitinfer.graph.topology import GraphIndex, index_graph
-from splitinfer.types import NUMPY_TO_ONNX, ONNX_TO_NUMPY, TensorSpec
+from splitinfer.types import TensorSpec
 
 ModelSource = str | Path | bytes | onnx.ModelProto
-# Initializers with more elements than this become typed inputs in the skeleton:
-# shape inference only needs the values of small (shape-like) constants.
-_SKELETON_MAX_ELEMENTS = 1024
 
 
 class Model:
@@ -54,7 +59,10 @@ class Model:
     ``feeds`` (real values of inputs given at load: :meth:`make_feeds` uses them),
     ``specialization`` (the fixed inputs and what fixing them changed, or None),
     ``dynamic_dims`` (tensor -> the axes whose size depends on the input values, not only on their
-    shapes: :mod:`splitinfer.graph.dynamic`; ``tensors`` holds the sizes seen on the load's input).
+    shapes: :mod:`splitinfer.graph.dynamic`; ``tensors`` holds the sizes seen on the load's input),
+    ``symbolic_dims`` (tensor -> the axes that follow the input sizes the model serves:
+    :mod:`splitinfer.graph.sizes`), ``sizes`` (those input sizes, the one loaded first; only that one
+    when the shapes were fixed).
     """
 
     def __init__(
@@ -67,9 +75,14 @@ class Model:
         feeds: Mapping[str, np.ndarray] | None = None,
         specialization: Specialization | None = None,
         dynamic_dims: Mapping[str, tuple[int, ...]] | None = None,
+        symbolic_dims: Mapping[str, tuple[int, ...]] | None = None,
+        sizes: Sequence[Mapping[str, tuple[int, ...]]] = (),
     ) -> None:
         self.proto = proto
         self.dynamic_dims: Mapping[str, tuple[int, ...]] = dict(dynamic_dims or {})
+        self.symbolic_dims: Mapping[str, tuple[int, ...]] = dict(symbolic_dims or {})
+        # The axes partitions leave open: data-dependent or following the input sizes served.
+        self.open_dims: Mapping[str, tuple[int, ...]] = merge_dims(self.dynamic_dims, self.symbolic_dims)
         self.feeds = dict(feeds or {})
         self.specialization = specialization
         self.sha256 = sha256
@@ -82,6 +95,9 @@ class Model:
             specs[i.name] for i in graph.input if i.name not in init_names
         )
         self.outputs: tuple[TensorSpec, ...] = tuple(specs[o.name] for o in graph.output)
+        own = {s.name: tuple(s.shape) for s in self.inputs}
+        self.sizes: tuple[dict[str, tuple[int, ...]], ...] = tuple(
+            {**own, **{k: tuple(v) for k, v in size.items()}} for size in sizes) or (own,)
         self.opset: int = next(
             (o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0
         )
@@ -110,7 +126,8 @@ class Model:
         """Producers, consumers and constants of the main graph (built once)."""
         if self._index is None:
             # A varying shape is not known: its Shape must stay a node, not fold to the size seen once.
-            shapes = {name: spec.shape for name, spec in self._specs.items() if name not in self.dynamic_dims}
+            open_dims = self.open_dims
+            shapes = {name: spec.shape for name, spec in self._specs.items() if name not in open_dims}
             self._index = index_graph(self.proto.graph, shapes)
         return self._index
 
@@ -124,15 +141,17 @@ class Model:
                 "pick a tensor listed by `splitinfer inspect --json MODEL`",
             ) from None
 
-    def make_feeds(self, seed: int = 0, batch_size: int | None = None) -> dict[str, np.ndarray]:
+    def make_feeds(self, seed: int = 0, batch_size: int | None = None,
+                   shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, np.ndarray]:
         """The real inputs given at load (``feeds``) where they fit ``batch_size``, the others
-        seeded and generated (see :func:`splitinfer.graph.feeds.generate_feeds`)."""
+        seeded and generated (see :func:`splitinfer.graph.feeds.generate_feeds`); ``shapes``: at
+        another size the model serves (one of ``sizes``) instead of the one loaded."""
         if self._bounds is None or self._compared is None:
             names = [s.name for s in self.inputs]
             self._bounds = find_index_bounds(self.proto.graph, names)
             self._compared = find_compared_values(self.proto.graph, names)
-        feeds = generate_feeds(self.inputs, self._bounds, seed=seed, batch_size=batch_size,
-                               values=self._compared)
+        inputs = at_size(self.inputs, shapes) if shapes is not None else self.inputs
+        feeds = generate_feeds(inputs, self._bounds, seed=seed, batch_size=batch_size, values=self._compared)
         feeds.update((k, v) for k, v in self.feeds.items() if v.shape == feeds[k].shape)
         return feeds
 
@@ -147,6 +166,7 @@ def load_model(
     *,
     feeds: Mapping[str, np.ndarray] | None = None,
     fixed_inputs: Mapping[str, object] | None = None,
+    sizes: Sequence[Mapping[str, Sequence[int]]] | None = None,
 ) -> Model:
     """Load a model from a path (external data next to it), bytes or a ModelProto.
 
@@ -158,11 +178,15 @@ def load_model(
     number, list or array, cast to the input's dtype): they become constants of the
     model, and every ``If`` they decide is replaced by the branch it takes
     (:func:`~splitinfer.graph.specialize.specialize`); the result is checked against
-    the original model on the same inputs before it is returned. Raises
+    the original model on the same inputs before it is returned. ``sizes``: further input shapes
+    (mappings as ``input_shapes``, completed by it) the model must also serve: it is loaded at each,
+    and the axes whose size differs stay open (``Model.symbolic_dims``, :mod:`splitinfer.graph.sizes`).
+    Raises
     :class:`ModelError` for files that are not ONNX and :class:`ShapeError` for
     inputs left dynamic, shapes that contradict the model, inputs given that it does
     not take, and a model ONNX Runtime cannot run on the (generated) inputs.
     """
+    wanted = check_sizes(sizes)
     proto, sha256, path, label = _read(source)
     _name_nodes(proto.graph)
     given, fixed = check_given_inputs(proto.graph, feeds or {}, fixed_inputs or {})
@@ -173,24 +197,24 @@ def load_model(
         original = proto.SerializeToString()
         proto, specialization = specialize(proto, fixed)
         _name_nodes(proto.graph)  # the nodes of an inlined branch may be unnamed
-    _clear_inner_shapes(proto.graph)
-    skeleton = _make_skeleton(proto)
+    clear_inner_shapes(proto.graph)
+    skeleton = make_skeleton(proto)
     _check(skeleton, label)
     inferred = onnx.shape_inference.infer_shapes(
         skeleton, check_type=False, strict_mode=False, data_prop=True
     )
-    specs, uncuttable = _collect_specs(inferred.graph, proto.graph)
+    specs, uncuttable = collect_specs(inferred.graph, proto.graph)
     proto.graph.value_info.extend(
         vi for vi in inferred.graph.value_info if vi.name in specs or vi.name in uncuttable
     )
-    _copy_output_types(inferred.graph, proto.graph)
+    copy_output_types(inferred.graph, proto.graph)
     inputs = [specs[i.name] for i in proto.graph.input if i.name in specs and i.name not in
               {t.name for t in proto.graph.initializer}]
     check_feed_specs(given, inputs)
     partial = known_dims(inferred.graph)  # before the run below fills the gaps with one input's sizes
-    gaps = _find_gaps(proto.graph, specs, uncuttable)
+    gaps = find_gaps(proto.graph, specs, uncuttable)
     if gaps:
-        _probe_shapes(proto, gaps, specs, uncuttable, _feeds_for(proto.graph, inputs, given), given)
+        probe_shapes(proto, gaps, specs, uncuttable, _feeds_for(proto.graph, inputs, given), given)
     missing = [o.name for o in proto.graph.output if o.name not in specs]
     if missing:
         raise ShapeError(
@@ -198,8 +222,10 @@ def load_model(
             "give concrete shapes of the inputs with input_shapes=",
         )
     dynamic = find_dynamic_dims(proto.graph, specs, partial, lambda hints: infer_with(skeleton, hints))
-    open_value_info(proto.graph, dynamic)
-    model = Model(proto, sha256, path, specs, uncuttable, given, specialization, dynamic)
+    symbolic, served = _other_sizes(source, specs, wanted, input_shapes or {}, batch, fixed_inputs)
+    open_value_info(proto.graph, merge_dims(dynamic, symbolic))
+    model = Model(proto, sha256, path, specs, uncuttable, given, specialization, dynamic, symbolic,
+                  [{s.name: tuple(s.shape) for s in inputs}, *served] if served else ())
     if original is not None and specialization is not None:
         feeds_used = model.make_feeds()
         try:
@@ -210,6 +236,27 @@ def load_model(
             what = f"the original model with {specialization.values()} (to check the specialised one)"
             raise cannot_run_error(e, what, given, feeds_used) from None
     return model
+
+
+def _other_sizes(source: ModelSource, specs: Mapping[str, TensorSpec],
+                 sizes: list[dict[str, tuple[int, ...]]], input_shapes: Mapping[str, Sequence[int]],
+                 batch: int | None, fixed_inputs: Mapping[str, object] | None
+                 ) -> tuple[dict[str, tuple[int, ...]], list[dict[str, tuple[int, ...]]]]:
+    """The axes that differ between this load and a load at each of ``sizes``; each other size, complete."""
+    symbolic: dict[str, tuple[int, ...]] = {}
+    served: list[dict[str, tuple[int, ...]]] = []
+    here = {name: tuple(specs[name].shape) for name in specs}
+    for size in sizes:
+        try:
+            other = load_model(source, input_shapes={**input_shapes, **size}, batch=batch,
+                               fixed_inputs=fixed_inputs)
+        except ShapeError as e:
+            raise ShapeError(f"sizes= {describe_size(size)}: {e.problem}", e.fix) from None
+        shapes = {s.name: tuple(s.shape) for s in other.inputs}
+        if shapes not in served and any(here.get(n) != dims for n, dims in shapes.items()):
+            served.append(shapes)
+        symbolic = merge_dims(symbolic, find_symbolic_dims(specs, other.tensors))
+    return symbolic, served
 
 
 def _feeds_for(graph: onnx.GraphProto, inputs: list[TensorSpec],
@@ -288,107 +335,3 @@ def _name_nodes(graph: onnx.GraphProto) -> None:
         node.name = name
         seen.add(name)
         taken.add(name)
-
-
-def _clear_inner_shapes(graph: onnx.GraphProto) -> None:
-    # Declared intermediate/output shapes were made for the export's shapes, often
-    # symbolic or stale: inference recomputes them from the fixed inputs.
-    # The rank stays (the checker wants a shape on outputs); the dims become unknown.
-    del graph.value_info[:]
-    for out in graph.output:
-        if out.type.HasField("tensor_type") and out.type.tensor_type.HasField("shape"):
-            for d in out.type.tensor_type.shape.dim:
-                d.Clear()
-
-
-def _make_skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
-    graph = proto.graph
-    skel_graph = onnx.GraphProto(name=graph.name)
-    skel_graph.node.extend(graph.node)
-    skel_graph.input.extend(graph.input)
-    skel_graph.output.extend(graph.output)
-    skel_graph.sparse_initializer.extend(graph.sparse_initializer)
-    input_names = {i.name for i in graph.input}
-    for t in graph.initializer:
-        if int(np.prod(t.dims, dtype=np.int64)) <= _SKELETON_MAX_ELEMENTS:
-            skel_graph.initializer.append(t)
-        elif t.name not in input_names:
-            skel_graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
-    skeleton = onnx.ModelProto(
-        ir_version=proto.ir_version, producer_name=proto.producer_name, domain=proto.domain,
-        model_version=proto.model_version,
-    )
-    skeleton.opset_import.extend(proto.opset_import)
-    skeleton.functions.extend(proto.functions)
-    skeleton.graph.CopyFrom(skel_graph)
-    return skeleton
-
-
-def _collect_specs(
-    inferred: onnx.GraphProto, graph: onnx.GraphProto
-) -> tuple[dict[str, TensorSpec], set[str]]:
-    specs: dict[str, TensorSpec] = {}
-    uncuttable: set[str] = set()
-    for t in graph.initializer:
-        spec = read_spec(helper.make_tensor_type_proto(t.data_type, list(t.dims)), t.name)
-        if spec is not None:
-            specs[t.name] = spec
-    for vi in [*inferred.input, *inferred.value_info, *inferred.output]:
-        if vi.name in specs:
-            continue
-        spec = read_spec(vi.type, vi.name)
-        if spec is not None:
-            specs[vi.name] = spec
-        elif vi.type.WhichOneof("value") not in (None, "tensor_type") or _has_odd_dtype(vi.type):
-            uncuttable.add(vi.name)
-    return specs, uncuttable
-
-
-def _has_odd_dtype(tp: onnx.TypeProto) -> bool:
-    elem = tp.tensor_type.elem_type
-    return elem != 0 and elem not in ONNX_TO_NUMPY
-
-
-def _copy_output_types(inferred: onnx.GraphProto, graph: onnx.GraphProto) -> None:
-    by_name = {o.name: o for o in inferred.output}
-    for out in graph.output:
-        if out.name in by_name and read_spec(by_name[out.name].type, out.name) is not None:
-            out.type.CopyFrom(by_name[out.name].type)
-
-
-def _find_gaps(graph: onnx.GraphProto, specs: Mapping[str, TensorSpec], uncuttable: set[str]) -> list[str]:
-    gaps = [o for n in graph.node for o in n.output if o and o not in specs and o not in uncuttable]
-    return list(dict.fromkeys(gaps))
-
-
-def _probe_shapes(
-    proto: onnx.ModelProto, gaps: list[str], specs: dict[str, TensorSpec], uncuttable: set[str],
-    feeds: dict[str, np.ndarray], given: Mapping[str, np.ndarray],
-) -> None:
-    """Run the model once on ``feeds`` with the unknown tensors as extra outputs; read their shapes."""
-    graph = proto.graph
-    declared = {o.name for o in graph.output}
-    extra = [g for g in gaps if g not in declared]
-    num_outputs = len(graph.output)
-    graph.output.extend(onnx.ValueInfoProto(name=g) for g in extra)
-    try:
-        session = create_inference_session(proto.SerializeToString(), optimize=False)
-        names = [o.name for o in session.get_outputs()]
-        values = session.run(names, feeds, quiet_run())
-    except SplitinferError:
-        raise
-    except Exception as e:  # ORT raises its own exception types per failure
-        what = f"the model (to measure {len(gaps)} tensor shape(s) shape inference left unknown)"
-        raise cannot_run_error(e, what, given, feeds) from None
-    finally:
-        del graph.output[num_outputs:]
-    for name, value in zip(names, values, strict=True):
-        if name not in gaps:
-            continue
-        if isinstance(value, np.ndarray) and value.dtype.name in NUMPY_TO_ONNX:
-            specs[name] = TensorSpec(name, value.dtype.name, tuple(int(d) for d in value.shape))
-            elem = NUMPY_TO_ONNX[value.dtype.name]
-            graph.value_info.append(helper.make_tensor_value_info(name, elem, value.shape))
-        else:
-            uncuttable.add(name)
-

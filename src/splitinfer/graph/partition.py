@@ -14,7 +14,8 @@ each partition carries the initializers it reads (shared ones are copied into
 every partition that uses them), copies of the constant nodes it needs, and
 the folded values of ``Shape``/``Size`` nodes as initializers.
 
-A tensor whose size depends on the input values (``Model.dynamic_dims``) keeps those dims open:
+A tensor whose size depends on the input values (``Model.dynamic_dims``) or follows the input sizes the
+model serves (``Model.symbolic_dims``) keeps those dims open:
 a ``dim_param`` in the partition, -1 in its :class:`TensorSpec` (``seen``: the size seen at load),
 so that ONNX Runtime and the stage's feed check take any size there.
 """
@@ -235,7 +236,7 @@ def _specs_of(model: Model, names: Sequence[str], where: str) -> tuple[TensorSpe
 
 
 def _open(model: Model, name: str) -> TensorSpec:
-    return open_spec(model.tensors[name], model.dynamic_dims.get(name, ()))
+    return open_spec(model.tensors[name], model.open_dims.get(name, ()))
 
 
 def _constant_closure(

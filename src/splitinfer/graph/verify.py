@@ -1,7 +1,8 @@
 """Check that a chain of partitions computes what the whole model computes.
 
 A model with tensors whose size depends on the input values (``Model.dynamic_dims``) is checked on
-several inputs that give those tensors different sizes: the partitions must take any of them.
+several inputs that give those tensors different sizes: the partitions must take any of them. A model
+that serves several input sizes (``Model.sizes``) is checked on an input of each.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from splitinfer.errors import ModelError, VerifyError, first_line
+from splitinfer.errors import ModelError, ShapeError, VerifyError, first_line
 from splitinfer.graph.inference import DEFAULT_PROVIDERS, create_inference_session
 from splitinfer.graph.model import Model
 from splitinfer.graph.partition import Partition
+from splitinfer.graph.sizes import describe_size
 
 ATOL = 1e-4
 RTOL = 1e-3
@@ -44,11 +46,13 @@ class VerifyReport:
 
     ``sizes``: for a model with data-dependent sizes, one entry per input compared: the shape of each
     varying tensor the partitions hand on (or, when none crosses a cut, of each varying tensor) on it.
+    ``input_sizes``: the input shapes compared, one entry each, when the model serves several.
     Each output's difference is the worst over those inputs.
     """
 
     outputs: tuple[OutputDiff, ...]
     sizes: tuple[dict[str, tuple[int, ...]], ...] = ()
+    input_sizes: tuple[dict[str, tuple[int, ...]], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -73,6 +77,8 @@ class VerifyReport:
         }
         if self.sizes:
             data["sizes"] = [{k: list(v) for k, v in run.items()} for run in self.sizes]
+        if self.input_sizes:
+            data["input_sizes"] = [{k: list(v) for k, v in run.items()} for run in self.input_sizes]
         return data
 
 
@@ -129,7 +135,8 @@ def verify(
 
     For a model with data-dependent sizes, also on seeded inputs (``model.make_feeds(seed)``), kept
     while they give the varying tensors sizes not seen yet, until NUM_SIZED_INPUTS inputs (fewer
-    distinct sizes when MAX_SEEDS seeds find no more); the report says which sizes were seen.
+    distinct sizes when MAX_SEEDS seeds find no more); the report says which sizes were seen. For a
+    model that serves several input sizes, also on generated inputs at each of the others.
     """
     feeds = dict(feeds) if feeds is not None else model.make_feeds()
     names = [s.name for s in model.outputs]
@@ -137,13 +144,15 @@ def verify(
     try:
         session = create_inference_session(_with_outputs(model.proto, watched), providers)
         fetch = list(dict.fromkeys([*names, *watched]))
-        runs = _pick_inputs(model, feeds, lambda f: dict(zip(fetch, session.run(fetch, f), strict=True)),
-                            names, watched)
+        def run(f: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return dict(zip(fetch, session.run(fetch, f), strict=True))
+        runs = _pick_inputs(model, feeds, run, names, watched)
     except Exception as e:  # ORT raises its own exception types per failure
         raise ModelError(
             f"ONNX Runtime cannot run the whole model: {first_line(e)}",
             "check the input_shapes= values and that ONNX Runtime supports every op of the model",
         ) from e
+    runs += [_at_size(model, size, run, names, watched) for size in model.sizes[1:]]
     diffs: dict[str, list[OutputDiff]] = {n: [] for n in names}
     for run_feeds, values, _ in runs:
         got = run_chain(partitions, run_feeds, providers)
@@ -156,7 +165,23 @@ def verify(
         for n in names:
             diffs[n].append(_compare(n, np.asarray(got[n]), np.asarray(values[n])))
     sizes = tuple(run_sizes for _, _, run_sizes in runs) if watched else ()
-    return VerifyReport(tuple(_worst(d) for d in diffs.values()), sizes)
+    return VerifyReport(tuple(_worst(d) for d in diffs.values()), sizes,
+                        tuple(model.sizes) if len(model.sizes) > 1 else ())
+
+
+def _at_size(model: Model, size: Mapping[str, tuple[int, ...]],
+             run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], names: list[str],
+             watched: list[str]) -> Run:
+    """A generated input at ``size`` with the whole model's outputs; ShapeError naming the size when the
+    model itself does not run there (it holds that dim fixed somewhere: a Reshape to a constant shape)."""
+    feeds = model.make_feeds(shapes=size)
+    try:
+        values = run(feeds)
+    except Exception as e:  # ORT's own exception types
+        raise ShapeError(f"the model does not run at {describe_size(size)} ({first_line(e)})",
+                         "export the model with those dims symbolic all the way through (no shape fixed "
+                         "inside), or leave that size out") from None
+    return feeds, {n: values[n] for n in names}, {n: tuple(np.shape(values[n])) for n in watched}
 
 
 def _watched(model: Model, partitions: Sequence[Partition]) -> list[str]:

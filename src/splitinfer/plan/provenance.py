@@ -44,6 +44,9 @@ class Provenance(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     hop_overheads: tuple[HopOverhead, ...] = ()
     # Requests a stage was planned to hold at once (``Problem.in_flight``): a re-plan holds as many.
     in_flight: int = 1
+    # The input size the plan was made for, where the profile has several (``plan --input-shape``):
+    # the deployment serves every profiled size, and ``bench`` sends this one. Empty: the profile's own.
+    input_shapes: dict[str, tuple[int, ...]] = msgspec.field(default_factory=dict)
 
 
 _CONSTRAINT_FIELDS = frozenset(f.name for f in dataclasses.fields(Constraints))

@@ -21,6 +21,7 @@ from splitinfer.graph import Analysis, Model, analyze, load_model
 from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS
 from splitinfer.graph.model import ModelSource
 from splitinfer.graph.shapes import as_flags
+from splitinfer.graph.sizes import describe_size
 from splitinfer.profile.schema import Profile
 
 
@@ -47,6 +48,10 @@ def _check_model(model: Model, profile: Profile) -> None:
         if name in have and have[name] != tuple(shape):
             raise ShapeError(f"model input {name!r} has shape {have[name]}, the profile was made with "
                              f"{tuple(shape)}", "load the model with the profile's input shapes")
+    missing = [size for size in info.sizes if {n: tuple(d) for n, d in size.items()} not in model.sizes]
+    if missing:
+        raise ShapeError(f"the profile serves the input size {describe_size(missing[0])}, the model as "
+                         "loaded does not", "load the model with the profile's other sizes (sizes=)")
 
 
 def _check_cuts(analysis: Analysis, profile: Profile) -> None:
@@ -73,8 +78,10 @@ def load_as_profiled(source: ModelSource, profile: Profile) -> Model:
     all: ModelError naming it then; ShapeError naming the profile's shapes (no command-line flag:
     the user gave none) when the profile's own model does not take them."""
     try:
-        return load_model(source, input_shapes=profile.model.input_shapes or None,
-                          fixed_inputs=profile.model.fixed_inputs or None)
+        own = profile.model.input_shapes
+        others = [size for size in profile.model.sizes if size != own]  # their dims stay symbolic
+        return load_model(source, input_shapes=own or None, fixed_inputs=profile.model.fixed_inputs or None,
+                          sizes=others or None)
     except ShapeError as e:
         sha256 = _sha256_of(source)
         if sha256 is not None and sha256 != profile.model.sha256:

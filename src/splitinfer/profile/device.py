@@ -47,6 +47,7 @@ from splitinfer.profile.profiler import (
 )
 from splitinfer.profile.rounds import kept_runs, spread
 from splitinfer.profile.schema import BlockMemory, DeviceProfile, Profile, SegmentStats, Stats
+from splitinfer.profile.sizes import measure_sizes
 from splitinfer.profile.timing import summarize
 
 MAX_SET_BYTES = 256 << 20  # partitions timed together (open at once) on a device
@@ -240,15 +241,25 @@ def profile_model(model: str | Path | bytes | Model | None, *, device_name: str 
                   max_blocks: int = DEFAULT_MAX_BLOCKS, max_cut_tensors: int = DEFAULT_MAX_CUT_TENSORS,
                   budget_s: float = 30.0,
                   settings: ProfileSettings | None = None, progress: Progress | None = None,
-                  prepared: PreparedModel | None = None) -> Profile:
-    """Profile ``model`` on this machine as one device named ``device_name``.
+                  prepared: PreparedModel | None = None,
+                  sizes: Sequence[Mapping[str, Sequence[int]]] | None = None) -> Profile:
+    """Profile ``model`` on this machine as one device named ``device_name``; a model that serves
+    several input sizes (``sizes=``, :func:`~splitinfer.graph.load_model`) at each of them.
 
     Run it on every device and merge the files (``merge_profiles``), or profile a
     whole cluster through its workers with ``splitinfer.runtime.profiling.profile_cluster``.
     """
     settings = settings or ProfileSettings(budget_s=budget_s)
     prepared = prepared or prepare_model(model, calibration=calibration, input_shapes=input_shapes,
-                                         batch=batch, max_blocks=max_blocks, max_cut_tensors=max_cut_tensors)
+                                         batch=batch, max_blocks=max_blocks, max_cut_tensors=max_cut_tensors,
+                                         sizes=sizes)
+    return measure_sizes(prepared, lambda one: _profile_here(one, device_name, providers, num_threads,
+                                                             slowdown, settings, progress))
+
+
+def _profile_here(prepared: PreparedModel, device_name: str, providers: Sequence[str], num_threads: int,
+                  slowdown: float, settings: ProfileSettings, progress: Progress | None) -> Profile:
+    """:func:`profile_model` of one prepared model (one size)."""
     runner = LocalRunner(providers, num_threads)
     record = DeviceRecord([None] * prepared.num_blocks)
     profile = prepared.empty_profile()

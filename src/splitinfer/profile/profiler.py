@@ -230,21 +230,25 @@ def prepare_model(model: str | Path | bytes | Model | None, *, calibration: Cali
                   input_shapes: Mapping[str, Sequence[int]] | None = None, batch: int | None = None,
                   max_blocks: int = DEFAULT_MAX_BLOCKS, max_cut_tensors: int = DEFAULT_MAX_CUT_TENSORS,
                   seed: int = 0, feeds: Mapping[str, np.ndarray] | None = None,
-                  fixed_inputs: Mapping[str, object] | None = None) -> PreparedModel:
+                  fixed_inputs: Mapping[str, object] | None = None,
+                  sizes: Sequence[Mapping[str, Sequence[int]]] | None = None,
+                  cuts_at: Sequence[int] | None = None) -> PreparedModel:
     """Load (if needed), analyze and split ``model``; run the calibration input through its blocks.
-    ``input_shapes``, ``batch``, ``feeds`` and ``fixed_inputs`` go to
-    :func:`~splitinfer.graph.load_model` (a :class:`Model` was loaded with its own)."""
+    ``input_shapes``, ``batch``, ``feeds``, ``fixed_inputs`` and ``sizes`` go to
+    :func:`~splitinfer.graph.load_model` (a :class:`Model` was loaded with its own); ``cuts_at``: the
+    blocks' cut positions (another size's, :func:`~splitinfer.graph.analyze`) instead of choosing."""
     if model is None:
         raise ProfileError("no model to profile", "give the model file (or a prepared model)")
     if not isinstance(model, Model):
         model = load_model(model, input_shapes=input_shapes, batch=batch, feeds=feeds,
-                           fixed_inputs=fixed_inputs)
+                           fixed_inputs=fixed_inputs, sizes=sizes)
     inputs = load_calibration(model, calibration, seed)  # not ``feeds``: those were given to load
-    analysis = analyze(model, max_cut_tensors=max_cut_tensors, max_blocks=max_blocks)
+    analysis = analyze(model, max_cut_tensors=max_cut_tensors, max_blocks=max_blocks, cuts_at=cuts_at)
     parts = split(model, [c.position for c in analysis.cuts], analysis)
     info = ModelInfo(sha256=model.sha256, name=model.name, path=str(model.path) if model.path else None,
                      input_shapes={s.name: tuple(s.shape) for s in model.inputs},
                      fixed_inputs=_fixed_values(model), max_cut_tensors=max_cut_tensors,
+                     sizes=tuple(model.sizes) if len(model.sizes) > 1 else (),
                      max_blocks=max_blocks)
     return PreparedModel(model, analysis, info, block_infos(analysis), [p.to_bytes() for p in parts],
                          _chain_feeds(parts, inputs), model.proto.SerializeToString(), inputs)

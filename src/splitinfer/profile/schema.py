@@ -74,6 +74,9 @@ class ModelInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Inputs fixed to values at load time (``fixed_inputs=``, ``--fix-input``): the model profiled is
     # the one specialised to them, and deploying it specialises it again. Values as nested lists.
     fixed_inputs: dict[str, Any] = msgspec.field(default_factory=dict)
+    # Every input size the model's partitions serve (their dims that differ stay symbolic), the profile's
+    # own first; each other one is profiled in ``Profile.other_sizes``. Empty: input_shapes only.
+    sizes: tuple[dict[str, tuple[int, ...]], ...] = ()
     max_cut_tensors: int = DEFAULT_MAX_CUT_TENSORS
     max_blocks: int = DEFAULT_MAX_BLOCKS
 
@@ -208,6 +211,9 @@ class Profile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # (framing, queues, thread hand-offs), measured by segment refinement; planning adds it.
     hop_overhead_s: float = 0.0
     tradeoffs: TradeoffProfile | None = None  # `splitinfer profile --tradeoffs`
+    # The same model and blocks profiled at its other input sizes (``model.sizes``), one profile each,
+    # with no further sizes inside: plans are made for one size (profile.sizes.profile_at).
+    other_sizes: tuple[Profile, ...] = ()
 
 
 def _bad_number(value: float, allow_inf: bool = False) -> bool:
@@ -293,6 +299,25 @@ def _validate_device(name: str, dev: DeviceProfile, num_blocks: int) -> None:
             )
 
 
+def _validate_sizes(profile: Profile) -> None:
+    """Each other size: a complete profile of the same blocks at a size the model info lists."""
+    listed = list(profile.model.sizes)
+    if profile.other_sizes and not listed:
+        raise ProfileError("the profile has other_sizes but its model lists no sizes",
+                           "list every input size in model.sizes (the profile's own first)")
+    for other in profile.other_sizes:
+        where = f"the profile at {other.model.input_shapes}"
+        if other.other_sizes:
+            raise ProfileError(f"{where} holds other sizes itself", "keep every size at the top level")
+        if other.model.input_shapes not in listed or other.model.input_shapes == profile.model.input_shapes:
+            raise ProfileError(f"{where} is not one of the other sizes of model.sizes",
+                               "list it in model.sizes, or drop it")
+        if [b.nodes for b in other.blocks] != [b.nodes for b in profile.blocks]:
+            raise ProfileError(f"{where} has other blocks than the profile",
+                               "profile every size with the same cuts (one `splitinfer profile` run)")
+        validate_profile(other)
+
+
 def validate_profile(profile: Profile) -> Profile:
     """``profile`` if consistent; ProfileError naming the first problem otherwise."""
     if profile.schema != PROFILE_SCHEMA:
@@ -320,6 +345,7 @@ def validate_profile(profile: Profile) -> Profile:
         _validate_tradeoffs(profile.tradeoffs, len(profile.blocks))
     for name, dev in profile.devices.items():
         _validate_device(name, dev, len(profile.blocks))
+    _validate_sizes(profile)
     seen = set()
     for link in profile.links:
         where = f"link {link.src}->{link.dst}"

@@ -78,7 +78,10 @@ NUM_DISTINCT_FEEDS = 8  # requests cycle through this many generated inputs (gen
 Feeds = Mapping[str, np.ndarray]
 
 
-def _feed_maker(session: Session, feeds: Feeds | Sequence[Feeds] | None) -> Callable[[int], Feeds]:
+def _feed_maker(session: Session, feeds: Feeds | Sequence[Feeds] | None,
+                plan: Plan | None = None) -> Callable[[int], Feeds]:
+    """Inputs by request number: ``feeds`` as given, else generated at the size ``plan`` was made for
+    (its provenance's ``input_shapes``; the model's own size when it names none)."""
     if isinstance(feeds, Mapping):
         return lambda i: feeds
     if feeds is not None:
@@ -86,7 +89,8 @@ def _feed_maker(session: Session, feeds: Feeds | Sequence[Feeds] | None) -> Call
         if not pool:
             raise SplitinferError("feeds is an empty sequence", "give at least one input mapping, or None")
     elif session.model is not None:
-        pool = [session.model.make_feeds(seed=i) for i in range(NUM_DISTINCT_FEEDS)]
+        shapes = plan.provenance.input_shapes if plan is not None and plan.provenance.input_shapes else None
+        pool = [session.model.make_feeds(seed=i, shapes=shapes) for i in range(NUM_DISTINCT_FEEDS)]
     else:
         pool = [generate_feeds(session.inputs, {}, seed=i) for i in range(NUM_DISTINCT_FEEDS)]
     return lambda i: pool[i % len(pool)]
@@ -191,7 +195,7 @@ def bench(session: Session, plan: Plan | None = None, *, num_requests: int = 50,
     check_number(num_requests, "num_requests", low=1, high=MAX_REQUESTS, whole=True)
     check_number(num_warmup, "num_warmup", low=0, high=MAX_REQUESTS, whole=True)
     check_number(concurrency, "concurrency", low=1, high=MAX_CONCURRENCY, whole=True)
-    make_feeds = _feed_maker(session, feeds)
+    make_feeds = _feed_maker(session, feeds, plan)
     if num_warmup:
         run_requests(session, make_feeds, num_warmup, concurrency)
     counter = iter(range(1, num_requests + 1))
@@ -308,7 +312,7 @@ def bench_ranked(plans: Sequence[Plan], cluster: Cluster, model: ModelSource, *,
     with ExitStack() as stack:
         sessions, note = _deploy_all(stack, plans, start)
         if sessions:
-            make_feeds = _feed_maker(sessions[0], feeds)  # one maker: every plan gets the same inputs
+            make_feeds = _feed_maker(sessions[0], feeds, plans[0])  # every plan gets the same inputs
             for session in sessions:
                 if num_warmup:
                     run_requests(session, make_feeds, num_warmup, concurrency)

@@ -43,7 +43,6 @@ from splitinfer.profile.links import (
     links_to_measure,
     measured_link,
 )
-from splitinfer.profile.partition_timing import CompressionTiming, PartitionFailure, PartitionTiming
 from splitinfer.profile.profiler import (
     Calibration,
     PreparedModel,
@@ -54,93 +53,19 @@ from splitinfer.profile.profiler import (
 )
 from splitinfer.profile.schema import HopCost, LinkProfile, Profile, validate_profile
 from splitinfer.profile.sensitivity import Sensitivity
+from splitinfer.profile.sizes import measure_sizes
 from splitinfer.profile.tradeoff_profile import time_on_device, tradeoff_profile, with_tradeoffs
-from splitinfer.runtime.launch.start import cluster_keyring, session_token, start_workers
+from splitinfer.runtime.cluster_workers import ClusterWorkers, WorkerRunner, cluster_workers
 from splitinfer.runtime.messaging import measure_messaging
-from splitinfer.runtime.wire.client import MAX_PROBE_REPEATS, MAX_PROBE_SIZES, MAX_WAIT_S, WorkerClient
+from splitinfer.runtime.wire.client import MAX_PROBE_REPEATS, MAX_PROBE_SIZES, MAX_WAIT_S
 from splitinfer.runtime.wire.codec import DEFAULT_MAX_FRAME_BYTES
-from splitinfer.runtime.wire.curve import Keyring
 from splitinfer.units import check_number
-
-
-class WorkerRunner:
-    """A worker's client as a profiler runner, with a reply deadline sized to each request's budget."""
-
-    def __init__(self, client: WorkerClient, request_timeout_s: float = 60.0) -> None:
-        self.client = client
-        self.request_timeout_s = request_timeout_s
-
-    def profile(self, model_bytes: bytes, feeds: Mapping[str, np.ndarray], *, num_warmup: int, min_runs: int,
-                max_runs: int, budget_s: float, rel_precision: float, slowdown: float) -> PartitionTiming:
-        """Time a partition on the worker (see :meth:`WorkerClient.time_partition`)."""
-        return self.client.time_partition(model_bytes, feeds, num_warmup=num_warmup, min_runs=min_runs,
-                                          max_runs=max_runs, budget_s=budget_s, rel_precision=rel_precision,
-                                          slowdown=slowdown, timeout_s=self.request_timeout_s + 2 * budget_s)
-
-    def profile_set(self, parts: Sequence[bytes], feeds: Mapping[str, np.ndarray], *, num_warmup: int,
-                    min_runs: int, max_runs: int, budget_s: float, rel_precision: float,
-                    slowdown: float) -> list[PartitionTiming | PartitionFailure]:
-        """Time partitions together on the worker (see :meth:`WorkerClient.time_partitions`); the
-        deadline allows each session's creation and the runs a wide spread adds past the budget."""
-        return self.client.time_partitions(parts, feeds, num_warmup=num_warmup, min_runs=min_runs,
-                                           max_runs=max_runs, budget_s=budget_s, rel_precision=rel_precision,
-                                           slowdown=slowdown,
-                                           timeout_s=self.request_timeout_s * (1 + len(parts) / 8)
-                                           + 3 * budget_s)
-
-    def time_compression(self, arrays: Mapping[str, np.ndarray], compressions: Sequence[str], *,
-                         budget_s: float, slowdown: float) -> dict[str, CompressionTiming]:
-        """Time compressions on the worker (see :meth:`WorkerClient.time_compression`)."""
-        return self.client.time_compression(arrays, compressions, budget_s=budget_s, slowdown=slowdown,
-                                            timeout_s=self.request_timeout_s + 2 * budget_s)
-
-    def info(self) -> dict[str, Any]:
-        """The worker's device information."""
-        return self.client.info()
-
 
 DeviceProgress = Callable[[str, int, int, str], None]  # (device, items done, items in all, what runs now)
 
 
 class _Stop(Exception):
     """Raised inside a device thread when the user interrupted profiling."""
-
-
-@dataclass
-class ClusterWorkers:
-    """Running workers: addresses, token, and the launcher to close; CURVE keys and whether the
-    token's MAC covers tensors, as the cluster says."""
-
-    addresses: dict[str, str]
-    token: bytes | None
-    launcher: Any
-    keyring: Keyring | None = None
-    mac_tensors: bool = False
-
-    def client(self, device: str, timeout_s: float = 10.0) -> WorkerClient:
-        return WorkerClient.to_device(self.addresses[device], self.token, device, keyring=self.keyring,
-                                      mac_tensors=self.mac_tensors, timeout_s=timeout_s)
-
-    def server_key(self, device: str) -> str:
-        """``device``'s CURVE public key as text ('' without CURVE)."""
-        return self.keyring.public(device) if self.keyring else ""
-
-
-@contextlib.contextmanager
-def cluster_workers(cluster: Cluster, token: bytes | None, *,
-                    start: bool = True) -> Iterator[ClusterWorkers]:
-    """The cluster's workers for the block (started unless ``start`` is False), closed after."""
-    token = token if token is not None else session_token(cluster)
-    keyring = cluster_keyring(cluster)
-    if not start:  # the caller deploys sessions, which start their own workers
-        yield ClusterWorkers({}, token, None, keyring, cluster.mac_tensors)
-        return
-    launcher, addresses = start_workers(cluster, token)
-    try:
-        yield ClusterWorkers(addresses, token, launcher, keyring, cluster.mac_tensors)
-    finally:
-        if launcher is not None:
-            launcher.close()
 
 
 @contextlib.contextmanager
@@ -328,7 +253,8 @@ def profile_cluster(model: str | Path | bytes | Model | None, cluster: Cluster, 
                     request_timeout_s: float = 60.0, on_progress: DeviceProgress | None = None,
                     prepared: PreparedModel | None = None, tradeoffs: Sensitivity | None = None,
                     tradeoffs_source: str = "", feeds: Mapping[str, np.ndarray] | None = None,
-                    fixed_inputs: Mapping[str, object] | None = None) -> Profile:
+                    fixed_inputs: Mapping[str, object] | None = None,
+                    sizes: Sequence[Mapping[str, Sequence[int]]] | None = None) -> Profile:
     """Profile ``model`` on every device of ``cluster`` through its worker; one profile.
 
     ``budget_s``: seconds of timed work per device (shared by its blocks). A device
@@ -340,40 +266,66 @@ def profile_cluster(model: str | Path | bytes | Model | None, cluster: Cluster, 
     before each block; ``prepared`` reuses a :func:`prepare_model` result (``model`` unused).
     ``tradeoffs``: a :func:`~splitinfer.profile.tradeoff_profile.sensitivity_of` result whose quantised
     blocks and compressions are then timed on every device (the profile's ``tradeoffs`` section, its
-    ``calibration`` set to ``tradeoffs_source``). ``input_shapes``, ``batch``, ``feeds`` and
-    ``fixed_inputs`` load the model (:func:`~splitinfer.graph.load_model`).
+    ``calibration`` set to ``tradeoffs_source``). ``input_shapes``, ``batch``, ``feeds``,
+    ``fixed_inputs`` and ``sizes`` load the model (:func:`~splitinfer.graph.load_model`); a model that
+    serves several sizes is profiled at each (``Profile.other_sizes``; trade-offs at the first only).
     """
     settings = settings or ProfileSettings(budget_s=budget_s)
     _check_probes(probe_sizes_bytes, num_probe_repeats, request_timeout_s)
     prepared = prepared or prepare_model(model, calibration=calibration, input_shapes=input_shapes,
                                          batch=batch, max_blocks=max_blocks, max_cut_tensors=max_cut_tensors,
-                                         feeds=feeds, fixed_inputs=fixed_inputs)
+                                         feeds=feeds, fixed_inputs=fixed_inputs, sizes=sizes)
+    run = _Run(settings, parallel, tuple(probe_sizes_bytes), num_probe_repeats, request_timeout_s,
+               on_progress, tradeoffs_source)
+    with cluster_workers(cluster, token) as run.workers, _progress_bars(progress) as run.bars:
+        return measure_sizes(prepared, lambda one: _profile_prepared(
+            one, cluster, run, tradeoffs if one is prepared else None))
+
+
+@dataclass
+class _Run:
+    """How :func:`profile_cluster` profiles, for each size: its options, the workers, the bars."""
+
+    settings: ProfileSettings
+    parallel: bool | None
+    probe_sizes_bytes: tuple[int, ...]
+    num_probe_repeats: int
+    request_timeout_s: float
+    on_progress: DeviceProgress | None
+    tradeoffs_source: str
+    workers: Any = None
+    bars: Any = None
+
+
+def _profile_prepared(prepared: PreparedModel, cluster: Cluster, run: _Run,
+                      tradeoffs: Sensitivity | None) -> Profile:
+    """:func:`profile_cluster` of one prepared model (one size) on started workers."""
     stop = threading.Event()
-    with cluster_workers(cluster, token) as workers, _progress_bars(progress) as bars:
-        jobs = [_DeviceJob(d, prepared, settings, workers, stop, request_timeout_s, bars, on_progress)
-                for d in cluster.devices]
-        try:
-            _run_jobs(jobs, parallel, stop)
-        except KeyboardInterrupt:
-            raise ProfileInterrupted(_assemble(prepared, cluster, jobs, [], final=False)) from None
-        for job in jobs:
-            if job.error is not None:
-                warnings.warn(ProfileWarning(f"device {job.device.name!r} left out of the profile: "
-                                             f"{job.error.problem}"), stacklevel=2)
-            for failure in job.record.failures:  # blocks the device cannot run: null in the profile
-                warnings.warn(ProfileWarning(f"{job.device.name}: {failure}"), stacklevel=2)
-        alive = [j.device.name for j in jobs if j.error is None and j.record.complete]
-        if not alive:
-            failed = "; ".join(f"{j.device.name}: {j.error.problem if j.error else 'stopped'}" for j in jobs)
-            raise ProfileError(f"no device could be profiled ({failed})",
-                               "check that the workers run and can load the model")
-        try:
-            links = _probe_links(cluster, workers, alive, probe_sizes_bytes, num_probe_repeats)
-            messaging = _measure_messaging(cluster, workers, alive, prepared.empty_profile().input_bytes)
-            profile = _assemble(prepared, cluster, jobs, links, final=True, messaging=messaging)
-            if tradeoffs is not None:
-                profile = _time_tradeoffs(jobs, alive, tradeoffs, tradeoffs_source, workers,
-                                          request_timeout_s, profile)
-        except KeyboardInterrupt:
-            raise ProfileInterrupted(_assemble(prepared, cluster, jobs, [], final=False)) from None
+    jobs = [_DeviceJob(d, prepared, run.settings, run.workers, stop, run.request_timeout_s, run.bars,
+                       run.on_progress)
+            for d in cluster.devices]
+    try:
+        _run_jobs(jobs, run.parallel, stop)
+    except KeyboardInterrupt:
+        raise ProfileInterrupted(_assemble(prepared, cluster, jobs, [], final=False)) from None
+    for job in jobs:
+        if job.error is not None:
+            warnings.warn(ProfileWarning(f"device {job.device.name!r} left out of the profile: "
+                                         f"{job.error.problem}"), stacklevel=2)
+        for failure in job.record.failures:  # blocks the device cannot run: null in the profile
+            warnings.warn(ProfileWarning(f"{job.device.name}: {failure}"), stacklevel=2)
+    alive = [j.device.name for j in jobs if j.error is None and j.record.complete]
+    if not alive:
+        failed = "; ".join(f"{j.device.name}: {j.error.problem if j.error else 'stopped'}" for j in jobs)
+        raise ProfileError(f"no device could be profiled ({failed})",
+                           "check that the workers run and can load the model")
+    try:
+        links = _probe_links(cluster, run.workers, alive, run.probe_sizes_bytes, run.num_probe_repeats)
+        messaging = _measure_messaging(cluster, run.workers, alive, prepared.empty_profile().input_bytes)
+        profile = _assemble(prepared, cluster, jobs, links, final=True, messaging=messaging)
+        if tradeoffs is not None:
+            profile = _time_tradeoffs(jobs, alive, tradeoffs, run.tradeoffs_source, run.workers,
+                                      run.request_timeout_s, profile)
+    except KeyboardInterrupt:
+        raise ProfileInterrupted(_assemble(prepared, cluster, jobs, [], final=False)) from None
     return profile

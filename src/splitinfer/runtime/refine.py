@@ -43,8 +43,8 @@ from splitinfer.profile.profiler import (
 from splitinfer.profile.schema import Profile, SegmentStats, validate_profile
 from splitinfer.profile.segments import DEFAULT_THRESHOLD, add_segments
 from splitinfer.profile.timing import summarize
+from splitinfer.runtime.cluster_workers import ClusterWorkers, WorkerRunner, cluster_workers
 from splitinfer.runtime.coordinator.deploy import build_stages, deploy_stages
-from splitinfer.runtime.profiling import ClusterWorkers, WorkerRunner, cluster_workers
 
 
 def _unmeasured(plan: Plan, profile: Profile, single_blocks: bool) -> dict[str, list[tuple[int, int]]]:

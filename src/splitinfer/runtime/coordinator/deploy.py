@@ -40,6 +40,7 @@ from splitinfer.profile.blocks import Blocks, cut_as_profiled
 from splitinfer.profile.files import load_profile
 from splitinfer.profile.problem import build_problem
 from splitinfer.profile.schema import Profile
+from splitinfer.profile.sizes import profile_at
 from splitinfer.profile.tradeoff_profile import tradeoffs_for_planning
 from splitinfer.records.plans import PlanSource, load_plan
 from splitinfer.runtime.coordinator.pipeline import StageSpec, check_chain
@@ -183,7 +184,9 @@ class Replanner:
         self.objective = "latency" if plan.objective.startswith("pareto") else plan.objective
 
     def __call__(self, excluded: frozenset[str]) -> Replacement:
-        problem = build_problem(self.profile, self.cluster, in_flight=self.plan.provenance.in_flight)
+        # At the size the plan was made for: the costs of the profile's other sizes differ.
+        profile = profile_at(self.profile, self.plan.provenance.input_shapes)
+        problem = build_problem(profile, self.cluster, in_flight=self.plan.provenance.in_flight)
         excludes = tuple(sorted(set(self.constraints.excludes) | excluded))
         constraints = dataclasses.replace(self.constraints, excludes=excludes)
         if self.tradeoffs is None:
