@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Annotated
@@ -21,7 +22,7 @@ from splitinfer.cli._model import (
     ModelPath,
     open_model,
 )
-from splitinfer.errors import CutError, VerifyError
+from splitinfer.errors import CutError, SplitinferError, VerifyError
 from splitinfer.graph import (
     Analysis,
     Model,
@@ -33,6 +34,9 @@ from splitinfer.graph import (
     write_partitions,
 )
 from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS
+from splitinfer.graph.exit_cuts import exit_cuts, exit_partitions
+from splitinfer.graph.exits import Exit, read_exits
+from splitinfer.graph.sizes import describe_size
 from splitinfer.types import TensorSpec
 from splitinfer.units import check_number
 
@@ -63,6 +67,9 @@ def _model_info(model: Model) -> dict[str, object]:
         "inputs_given": sorted(model.feeds),
         # tensors whose size depends on the input values: the axes that vary (graph/dynamic.py)
         "dynamic_dims": {name: list(axes) for name, axes in model.dynamic_dims.items()},
+        # with several --input-shape sizes: the input sizes served and the axes that follow them
+        "sizes": [{n: list(d) for n, d in size.items()} for size in model.sizes],
+        "symbolic_dims": {name: list(axes) for name, axes in model.symbolic_dims.items()},
     }
 
 
@@ -117,7 +124,7 @@ def inspect(
     """
     started = time.perf_counter()
     _check_cut_options(max_cut_tensors, max_blocks)
-    m = open_model(model, input_shape, batch, GivenInputs(inputs, inputs_file, fix_input))
+    m = open_model(model, input_shape, batch, GivenInputs(inputs, inputs_file, fix_input), sizes=True)
     analysis = analyze(m, max_cut_tensors=max_cut_tensors, max_blocks=max_blocks)
     elapsed_s = time.perf_counter() - started
     if json_out:
@@ -183,8 +190,13 @@ def _report_table(report: VerifyReport) -> Table:
 
 
 def _cuts_for(m: Model, at: list[str] | None, blocks: int | None, all_blocks: bool,
-              max_cut_tensors: int) -> tuple[Analysis, list[object]]:
+              max_cut_tensors: int, exits: tuple[Exit, ...] = ()) -> tuple[Analysis, list[object]]:
     chosen = sum([bool(at), blocks is not None, all_blocks])
+    if exits and not at:  # each exit ends a partition; --blocks / --all cut the trunk further
+        analysis = analyze(m, max_cut_tensors=max_cut_tensors, max_blocks=blocks or 0) if chosen else \
+            analyze(m, max_cut_tensors=max_cut_tensors)
+        at_exits = {c.position for c in exit_cuts(m, exits, analysis)}
+        return analysis, sorted(at_exits | ({c.position for c in analysis.cuts} if chosen else set()))
     if chosen != 1:
         raise CutError(
             "say where to cut with exactly one of --at, --blocks or --all",
@@ -199,6 +211,33 @@ def _cuts_for(m: Model, at: list[str] | None, blocks: int | None, all_blocks: bo
     if all_blocks:
         return analysis, list(analysis.cuts)
     return analysis, [[name.strip() for name in cut.split(",")] for cut in at or []]
+
+
+_EXIT_ARGS = re.compile(r"\b(exits|threshold|rule_path|rule)=")
+_EXIT_FLAGS = {"exits": "--exits", "threshold": "--exit-threshold", "rule": "--exit-rule",
+               "rule_path": "--exit-rule-path"}
+
+
+def _read_exits(m: Model, exits: str | None, rule: str | None, threshold: float | None,
+                rule_path: Path | None) -> tuple[Exit, ...]:
+    """``--exits`` (names, or ``model`` for the metadata's) with ``--exit-rule``, ``--exit-threshold``
+    and ``--exit-rule-path``."""
+    if exits is None:
+        if rule is not None or threshold is not None or rule_path is not None:
+            raise CutError("--exit-rule and --exit-threshold apply to --exits, which is not given",
+                           "add --exits OUT1,OUT2 (or --exits model)")
+        return ()
+    names = None if exits.strip() == "model" else [n.strip() for n in exits.split(",") if n.strip()]
+    try:
+        found = read_exits(m, names, rule=rule, threshold=threshold, rule_path=rule_path)
+    except SplitinferError as e:  # the library names its arguments; here they are options
+        def flags(text: str) -> str:
+            return _EXIT_ARGS.sub(lambda m: _EXIT_FLAGS[m[1]], text)
+        raise type(e)(flags(e.problem), flags(e.fix)) from None
+    if not found:
+        raise CutError("--exits model: the model's metadata declares no exits",
+                       "name the exit outputs: --exits OUT1,OUT2")
+    return found
 
 
 def split_command(
@@ -218,10 +257,24 @@ def split_command(
     inputs: Inputs = None,
     inputs_file: InputsFile = None,
     fix_input: FixInputs = None,
+    exits: Annotated[str | None, typer.Option(
+        "--exits", metavar="OUT1,OUT2|model", show_default=False,
+        help="Early exits: model outputs a confident request may stop at (`model`: those the model's "
+             "metadata declares). Each exit ends a partition; the manifest says which.")] = None,
+    exit_rule: Annotated[str | None, typer.Option(
+        "--exit-rule", help="The exits' confidence rule: softmax_max (default), entropy, or onnx.",
+        show_default=False)] = None,
+    exit_threshold: Annotated[float | None, typer.Option(
+        "--exit-threshold", help="softmax_max: the top class's probability at least this (default 0.9); "
+                                 "entropy: at most this many nats.", show_default=False)] = None,
+    exit_rule_path: Annotated[Path | None, typer.Option(
+        "--exit-rule-path", help="--exit-rule onnx: an ONNX graph from the exit's tensor to one bool per "
+                                 "sample (true: confident).", show_default=False)] = None,
 ) -> None:
     """Split a model into standalone ONNX partitions that chain, and verify them.
 
-    Give exactly one of --at, --blocks, --all. Writes DIR/part_0.onnx,
+    Give exactly one of --at, --blocks, --all (with --exits, none is needed: one
+    partition per exit and one for the rest; --blocks or --all cut further). Writes DIR/part_0.onnx,
     part_1.onnx, ... and DIR/manifest.json, then runs the chain and the whole
     model in ONNX Runtime and compares outputs (fails if they differ by more
     than atol 1e-4 and rtol 1e-3), on the --input/--inputs values where given.
@@ -240,13 +293,19 @@ def split_command(
       splitinfer split yolo.onnx --input-shape images=1,3,640,640 --all -o parts
 
       splitinfer split silero_vad.onnx --fix-input sr=16000 --input x=audio.npy --blocks 3 -o parts
+
+      splitinfer split resnet18_exits.onnx --exits model -o parts
     """
     _check_cut_options(max_cut_tensors, 0)
     check_folder(out, "-o")
-    m = open_model(model, input_shape, batch, GivenInputs(inputs, inputs_file, fix_input))
-    analysis, cuts = _cuts_for(m, at, blocks, all_blocks, max_cut_tensors)
+    m = open_model(model, input_shape, batch, GivenInputs(inputs, inputs_file, fix_input), sizes=True)
+    declared = _read_exits(m, exits, exit_rule, exit_threshold, exit_rule_path)
+    analysis, cuts = _cuts_for(m, at, blocks, all_blocks, max_cut_tensors, declared)
     parts = split(m, cuts, analysis)  # type: ignore[arg-type]
+    produced = exit_partitions(m, declared, parts) if declared else {}
     console.print(_partition_table(parts))
+    for name, index in produced.items():
+        console.print(f"exit {name}: partition {index}", highlight=False)
     report = None
     if not no_verify:
         report = verify(m, parts)
@@ -259,8 +318,11 @@ def split_command(
                 "this is a splitinfer bug: please report it with the model; "
                 "--no-verify writes the partitions anyway",
             )
-    manifest = write_partitions(parts, out, m, analysis)
+    manifest = write_partitions(parts, out, m, analysis, exits=declared)
     verdict = f"verified, max abs diff {report.max_abs:.3g}" if report else "not verified"
+    if report and report.input_sizes:
+        sizes = "; ".join(map(describe_size, report.input_sizes))
+        verdict += f", at {len(report.input_sizes)} sizes: {sizes}"
     console.print(f"wrote {len(parts)} partitions and {manifest} ({verdict})")
 
 

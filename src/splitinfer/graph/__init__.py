@@ -8,7 +8,9 @@ against the whole model), ``feeds`` (inputs: generated or read), ``inference`` (
 one ONNX Runtime session factory, loaded lazily), ``blocks`` (which candidate cuts
 become block boundaries), ``specialize`` (a model fixed to input values: the control
 flow they decide becomes plain nodes), ``dynamic`` (tensors whose size depends on the
-input values, which partitions keep open).
+input values, which partitions keep open), ``sizes`` (the input sizes a model serves: the
+dims that differ stay open too), ``exits`` and ``exit_cuts`` (early exits: their confidence
+rules, and the cuts at which each ends a partition); ``_specs`` holds the load's helpers.
 
 Typical use::
 

@@ -24,6 +24,8 @@ import msgspec
 
 from splitinfer.errors import SchemaError, SplitinferError
 from splitinfer.graph.analysis import Analysis
+from splitinfer.graph.exit_cuts import exit_partitions
+from splitinfer.graph.exits import Exit
 from splitinfer.graph.model import Model
 from splitinfer.graph.partition import Partition
 from splitinfer.types import TensorSpec
@@ -44,6 +46,7 @@ class ManifestEntry(msgspec.Struct, frozen=True):
     num_nodes: int
     first_block: int | None = None
     last_block: int | None = None
+    exit: str | None = None  # the early exit this partition ends at (makes), if any
 
 
 class Manifest(msgspec.Struct, frozen=True):
@@ -54,6 +57,7 @@ class Manifest(msgspec.Struct, frozen=True):
     model_name: str
     partitions: tuple[ManifestEntry, ...]
     num_blocks: int | None = None
+    exits: tuple[Exit, ...] = ()  # the early exits, in depth order, with their rules
     directory: str | None = None
 
     def path_of(self, index: int) -> Path:
@@ -62,9 +66,11 @@ class Manifest(msgspec.Struct, frozen=True):
 
 
 def write_partitions(
-    partitions: Sequence[Partition], directory: str | Path, model: Model, analysis: Analysis | None = None
+    partitions: Sequence[Partition], directory: str | Path, model: Model, analysis: Analysis | None = None,
+    exits: Sequence[Exit] = (),
 ) -> Path:
     """Write ``part_<k>.onnx`` files and ``manifest.json`` into ``directory``; return the manifest path.
+    ``exits``: the model's early exits, each of which a partition must end at (CutError otherwise).
 
     Stale ``part_<k>.onnx`` files from an earlier split with more partitions are removed.
     """
@@ -74,6 +80,7 @@ def write_partitions(
     except OSError as e:
         raise SplitinferError(f"cannot make the folder {directory}: {e.strerror or e}",
                               "give a path where a folder can be made (not an existing file)") from None
+    ends = {index: name for name, index in exit_partitions(model, exits, partitions).items()} if exits else {}
     entries = []
     for part in partitions:
         name = f"part_{part.index}.onnx"
@@ -85,7 +92,7 @@ def write_partitions(
         entries.append(ManifestEntry(
             index=part.index, file=name, inputs=part.inputs, outputs=part.outputs,
             cut_bytes=part.cut_bytes, num_nodes=part.num_nodes,
-            first_block=part.first_block, last_block=part.last_block,
+            first_block=part.first_block, last_block=part.last_block, exit=ends.get(part.index),
         ))
     written = {e.file for e in entries}
     for stale in directory.glob("part_*.onnx"):
@@ -94,6 +101,7 @@ def write_partitions(
     manifest = Manifest(
         schema=SCHEMA_VERSION, model_sha256=model.sha256, model_name=model.name,
         partitions=tuple(entries), num_blocks=len(analysis.blocks) if analysis is not None else None,
+        exits=tuple(exits),
     )
     data = msgspec.to_builtins(manifest)
     del data["directory"]

@@ -6,7 +6,8 @@ Full size by default (the real parameter counts, FLOPs and tensor sizes);
 ``width``, ``depth`` and ``resolution`` make smaller variants, and
 :func:`build_small` gives a tiny one that runs in milliseconds for tests.
 Modules: ``builder`` (the graph builder) with ``tensors`` and ``moments`` (what it
-tracks), ``cnn``, ``transformer``, ``detector`` (the architectures), ``config``
+tracks), ``cnn``, ``transformer``, ``detector`` (the architectures), ``exits`` (a ResNet-18 and a BERT
+with two early-exit heads each, their thresholds set on seeded inputs), ``config``
 (their settings), ``calibration`` (batch-norm statistics on seeded inputs).
 
 >>> from splitinfer import zoo
@@ -32,6 +33,12 @@ from splitinfer.zoo.calibration import calibrate_batch_norms
 from splitinfer.zoo.cnn import build_mobilenetv2, build_resnet18, build_resnet50, build_vgg16
 from splitinfer.zoo.config import ZooConfig
 from splitinfer.zoo.detector import build_detector
+from splitinfer.zoo.exits import (
+    build_bert_exits,
+    build_resnet18_exits,
+    record_bert_exits,
+    record_resnet18_exits,
+)
 from splitinfer.zoo.transformer import build_bert, build_vit_b16
 
 __all__ = ["MAX_OPSET", "MIN_OPSET", "ModelSummary", "ZooConfig", "build", "build_small", "describe",
@@ -51,6 +58,8 @@ class _Entry:
     small: ZooConfig  # the build_small variant
     resolution_step: int  # resolution must be a multiple of this
     resolution_word: str = "resolution"
+    # Adds to the finished model's metadata what needs its calibrated weights (its exits' thresholds).
+    annotate: Callable[[onnx.ModelProto, ZooConfig, int], None] | None = None
 
 
 _VISION_SMALL = ZooConfig(width=0.125, depth=0.5, resolution=32, num_classes=10)
@@ -78,6 +87,15 @@ _ENTRIES: dict[str, _Entry] = {
         build_detector, "YOLOv5s-style detector (C3 backbone, FPN+PAN, heads p4 and p5)",
         "YOLOv5s-style detector", ZooConfig(resolution=640, num_classes=80),
         ZooConfig(width=0.125, depth=0.34, resolution=64, num_classes=3), resolution_step=32),
+    "resnet18_exits": _Entry(
+        build_resnet18_exits, "ResNet-18 with early exits after layer1 and layer3 (softmax_max rule)",
+        "ResNet-18, 2 exits", ZooConfig(resolution=224), _VISION_SMALL, resolution_step=32,
+        annotate=record_resnet18_exits),
+    "bert_exits": _Entry(
+        build_bert_exits, "BERT-base classifier with early exits after layers 4 and 8 (entropy rule)",
+        "BERT-base, 2 exits", ZooConfig(resolution=128, num_classes=2),
+        ZooConfig(width=0.125, depth=0.25, resolution=16, num_classes=2, vocab_size=1000),
+        resolution_step=1, resolution_word="sequence length", annotate=record_bert_exits),
 }
 
 
@@ -164,6 +182,8 @@ def _make(name: str, cfg: ZooConfig, seed: int, opset: int, small: bool) -> onnx
     metadata = {"splitinfer.zoo": json.dumps(args, sort_keys=True)}
     model = builder.finish(name, describe(name), metadata)
     calibrate_batch_norms(model, seed=seed)
+    if entry.annotate is not None:
+        entry.annotate(model, cfg, seed)
     return model
 
 

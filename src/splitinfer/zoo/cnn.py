@@ -42,7 +42,7 @@ def _conv_bn(g: GraphBuilder, x: str, channels: int, kernel: int, *, conv: str, 
     return g.batch_norm(g.conv(x, channels, kernel, name=conv, stride=stride), name=bn)
 
 
-def _basic_block(g: GraphBuilder, x: str, in_c: int, width: int, stride: int, name: str) -> tuple[str, int]:
+def basic_block(g: GraphBuilder, x: str, in_c: int, width: int, stride: int, name: str) -> tuple[str, int]:
     y = _conv_bn(g, x, width, 3, conv=f"{name}.conv1", bn=f"{name}.bn1", stride=stride)
     y = g.act(y, "relu", name=f"{name}.relu1")
     y = _conv_bn(g, y, width, 3, conv=f"{name}.conv2", bn=f"{name}.bn2")
@@ -72,7 +72,7 @@ def _resnet(g: GraphBuilder, cfg: ZooConfig, bottleneck: bool, layers: tuple[int
     x = g.batch_norm(g.conv(x, stem, 7, name="conv1", stride=2, pad=3), name="bn1")
     x = g.act(x, "relu", name="relu")
     x = g.max_pool(x, 3, 2, name="maxpool", pad=1)
-    block = _bottleneck if bottleneck else _basic_block
+    block = _bottleneck if bottleneck else basic_block
     channels = stem
     for stage, repeats in enumerate(layers, 1):
         width = scale_channels(64 * 2 ** (stage - 1), cfg.width)

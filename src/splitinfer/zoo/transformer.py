@@ -20,7 +20,7 @@ PATCH = 16
 MAX_POSITIONS = 512
 
 
-def _attention(g: GraphBuilder, x: str, num_heads: int, name: str, mask: str | None = None) -> str:
+def attention(g: GraphBuilder, x: str, num_heads: int, name: str, mask: str | None = None) -> str:
     batch, tokens, hidden = g.info[x].shape
     head_dim = hidden // num_heads
 
@@ -43,7 +43,7 @@ def _attention(g: GraphBuilder, x: str, num_heads: int, name: str, mask: str | N
     return g.linear(context, hidden, name=f"{name}.output")
 
 
-def _mlp(g: GraphBuilder, x: str, hidden: int, fc1: str, act: str, fc2: str) -> str:
+def mlp(g: GraphBuilder, x: str, hidden: int, fc1: str, act: str, fc2: str) -> str:
     y = g.linear(x, 4 * hidden, name=fc1)
     return g.linear(g.act(y, "gelu", name=act), hidden, name=fc2)
 
@@ -63,17 +63,17 @@ def build_vit_b16(g: GraphBuilder, cfg: ZooConfig) -> None:
     x = g.add(x, "pos_embed", name="embed.add_pos")
     for i in range(scale_depth(NUM_LAYERS, cfg.depth)):
         name = f"blocks.{i}"
-        y = _attention(g, g.layer_norm(x, name=f"{name}.norm1", eps=1e-6), num_heads, f"{name}.attn")
+        y = attention(g, g.layer_norm(x, name=f"{name}.norm1", eps=1e-6), num_heads, f"{name}.attn")
         x = g.add(x, y, name=f"{name}.add1")
         y = g.layer_norm(x, name=f"{name}.norm2", eps=1e-6)
-        y = _mlp(g, y, hidden, f"{name}.mlp.fc1", f"{name}.mlp.gelu", f"{name}.mlp.fc2")
+        y = mlp(g, y, hidden, f"{name}.mlp.fc1", f"{name}.mlp.gelu", f"{name}.mlp.fc2")
         x = g.add(x, y, name=f"{name}.add2")
     x = g.layer_norm(x, name="norm", eps=1e-6)
     x = g.gather(x, g.const(0, np.int64), name="pool_cls", axis=1)
     g.mark_output(g.linear(x, cfg.num_classes, name="head", out="logits"))
 
 
-def _embeddings(g: GraphBuilder, cfg: ZooConfig, hidden: int, input_ids: str) -> str:
+def embeddings(g: GraphBuilder, cfg: ZooConfig, hidden: int, input_ids: str) -> str:
     seq = cfg.resolution
     positions = max(MAX_POSITIONS, seq)
     g.normal("embeddings.word_embeddings.weight", (cfg.vocab_size, hidden), 0.02)
@@ -91,7 +91,7 @@ def _embeddings(g: GraphBuilder, cfg: ZooConfig, hidden: int, input_ids: str) ->
     return g.layer_norm(x, name="embeddings.LayerNorm", eps=1e-12)
 
 
-def _mask_bias(g: GraphBuilder, attention_mask: str) -> str:
+def mask_bias(g: GraphBuilder, attention_mask: str) -> str:
     """[1, seq] of 1 (attend) / 0 (padding) -> [1, 1, 1, seq] additive bias of 0 / -10000."""
     m = g.cast(attention_mask, FLOAT, name="extended_mask.cast")
     m = g.unsqueeze(m, (1, 2), name="extended_mask.unsqueeze")
@@ -105,14 +105,14 @@ def build_bert(g: GraphBuilder, cfg: ZooConfig) -> None:
     seq = cfg.resolution
     input_ids = g.add_input("input_ids", (1, seq), INT64, mean=0.0, m2=1.0)
     attention_mask = g.add_input("attention_mask", (1, seq), INT64, mean=1.0, m2=1.0)
-    x = _embeddings(g, cfg, hidden, input_ids)
-    bias = _mask_bias(g, attention_mask)
+    x = embeddings(g, cfg, hidden, input_ids)
+    bias = mask_bias(g, attention_mask)
     for i in range(scale_depth(NUM_LAYERS, cfg.depth)):
         name = f"encoder.layer.{i}"
-        y = _attention(g, x, num_heads, f"{name}.attention", mask=bias)
+        y = attention(g, x, num_heads, f"{name}.attention", mask=bias)
         x = g.add(x, y, name=f"{name}.attention.residual")
         x = g.layer_norm(x, name=f"{name}.attention.LayerNorm", eps=1e-12)
-        y = _mlp(g, x, hidden, f"{name}.intermediate.dense", f"{name}.intermediate.gelu",
+        y = mlp(g, x, hidden, f"{name}.intermediate.dense", f"{name}.intermediate.gelu",
                  f"{name}.output.dense")
         x = g.add(x, y, name=f"{name}.output.residual")
         x = g.layer_norm(x, name=f"{name}.output.LayerNorm", eps=1e-12)
