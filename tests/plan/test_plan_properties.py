@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from splitinfer.errors import InfeasibleError, PlanError
 from splitinfer.plan import Constraints, Link, Messaging, Power, Problem, prepare, solve
 from splitinfer.plan.bruteforce import best_plans, feasible_plans, pareto_plans
+from splitinfer.plan.exits import ExitMix
 from splitinfer.plan.pareto import ENERGY_STEP
 
 REL = 1e-9
@@ -69,6 +70,12 @@ def problems(draw, energy: bool = False) -> Problem:
     # hops within a device (the upload on the source, the return on the sink) cost its messaging
     hop = st.builds(Messaging, st.sampled_from([0.0, 0.0125, 0.1]), st.sampled_from([0.0, 1e-5, 4e-5]))
     extra["messaging"] = {n: draw(hop) for n in names if draw(st.booleans())}
+    # early exits (plan/exits.py): some blocks end an exit taken by a share of the requests
+    if num_blocks >= 2 and draw(st.booleans()):
+        blocks = draw(st.lists(st.integers(0, num_blocks - 2), min_size=1, max_size=2, unique=True))
+        shares = [draw(st.sampled_from([0.0, 0.25, 0.5])) for _ in blocks]
+        extra["exits"] = tuple(ExitMix(f"exit{b}", b, p, draw(BYTES))
+                               for b, p in zip(blocks, shares, strict=True))
     return Problem(
         names,
         compute,

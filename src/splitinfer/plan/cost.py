@@ -13,7 +13,10 @@ numbers for the same plan.
 - energy: over battery-powered devices, ``busy_w`` x own compute +
   ``radio_w`` x own transfer time + ``radio_j_per_byte`` x own bytes sent or
   received + ``idle_w`` x the rest of the request's latency;
-- memory (in :func:`violations`): each device's need, the sum of its stages' (:mod:`.memory`).
+- memory (in :func:`violations`): each device's need, the sum of its stages' (:mod:`.memory`);
+- with early exits (:mod:`.exits`): each part weighted by the requests that reach it, and each exit's
+  return (a hop of kind ``exit``: its tensor from its block's device to the sink) by how often it is
+  taken; those returns count in latency and energy, not in bytes sent or the bottleneck.
 """
 
 from __future__ import annotations
@@ -64,11 +67,29 @@ def _hops(inst: Instance, runs: tuple[tuple[int, int, int], ...]) -> list[tuple[
         hops.append((inst.source, first, inst.input_bytes, float(inst.upload_s[first]), "upload"))
     for (a, _, last), (b, _, _) in itertools.pairwise(runs):
         n = int(inst.cut_bytes[last])
-        hops.append((a, b, n, inst.transfer_s(a, b, n), "cut"))
+        reach = 1.0 if inst.reach is None else float(inst.reach[last + 1])  # those who did not exit
+        seconds = inst.transfer_s(a, b, n)  # a missing link stays inf, whoever crosses it
+        hops.append((a, b, n, seconds * reach if math.isfinite(seconds) else seconds, "cut"))
     end = runs[-1][0]
     if inst.sink is not None and (end != inst.sink or inst.return_s[end] > 0):
         hops.append((end, inst.sink, inst.output_bytes, float(inst.return_s[end]), "return"))
     return hops
+
+
+def _exit_hops(inst: Instance, assignment: Sequence[int]) -> tuple[list[tuple[int, int, int, float, str]],
+                                                                   list[float]]:
+    """The returns of early exits, each taken from its block's device with its probability (seconds
+    weighted by it; bytes as sent when taken), and those probabilities; an exit never taken, or one
+    free on the sink, is not listed."""
+    if inst.sink is None:
+        return [], []
+    hops, shares = [], []
+    for e in inst.exits:
+        d = int(assignment[e.block])
+        if e.probability > 0 and (d != inst.sink or e.return_s[d] > 0):
+            hops.append((d, inst.sink, e.num_bytes, e.probability * float(e.return_s[d]), "exit"))
+            shares.append(e.probability)
+    return hops, shares
 
 
 def _crossing(hops: Sequence[tuple[int, int, int, float, str]]) -> list[tuple[int, int, int, float, str]]:
@@ -82,7 +103,9 @@ def _energy(
     stage_s: Sequence[float],
     hops: Sequence[tuple[int, int, int, float, str]],
     latency: float,
+    shares: Sequence[float],
 ) -> float | None:
+    """``shares[i]``: the fraction of requests whose bytes hop i moves (an exit's: its probability)."""
     if not inst.has_energy:
         return None
     parts = []
@@ -91,7 +114,8 @@ def _energy(
             continue
         busy = math.fsum(t for (d, _, _), t in zip(runs, stage_s, strict=True) if d == e)
         radio = math.fsum(h[3] for h in _crossing(hops) if e in (h[0], h[1]))  # a local hop: idle
-        moved = sum(h[2] for h in _crossing(hops) if e in (h[0], h[1]))
+        moved = math.fsum(h[2] * share for h, share in zip(hops, shares, strict=True)
+                          if h[0] != h[1] and e in (h[0], h[1]))
         parts += [
             p.busy_w * busy,
             p.radio_w * radio,
@@ -111,9 +135,11 @@ def measure(inst: Instance, assignment: Sequence[int]) -> Metrics | None:
             return None
         stage_s.append(math.fsum(times + inst.join_s[first:last, d].tolist()))  # plan/joins.py
     hops = _hops(inst, runs)
-    if any(math.isinf(h[3]) for h in hops):
+    exits, taken = _exit_hops(inst, assignment)
+    if any(math.isinf(h[3]) for h in (*hops, *exits)):
         return None
-    latency = math.fsum([*stage_s, *(h[3] for h in hops)])
+    shares = [1.0] * len(hops) + taken
+    latency = math.fsum([*stage_s, *(h[3] for h in (*hops, *exits))])
     busy: dict[int, list[float]] = {}
     for (d, _, _), t in zip(runs, stage_s, strict=True):
         busy.setdefault(d, []).append(t)
@@ -127,9 +153,9 @@ def measure(inst: Instance, assignment: Sequence[int]) -> Metrics | None:
         bottleneck,
         sum(h[2] for h in crossing),
         sum(h[2] for h in crossing if h[0] == inst.source),
-        _energy(inst, runs, stage_s, hops, latency),
+        _energy(inst, runs, stage_s, [*hops, *exits], latency, shares),
         runs,
-        tuple(hops),
+        tuple([*hops, *exits]),
         tuple(stage_s),
     )
 
@@ -173,6 +199,7 @@ def evaluate(
     hops = tuple(Hop(names[a], names[b], n, t, kind) for a, b, n, t, kind in m.hops)  # type: ignore[arg-type]
     throughput = math.inf if m.bottleneck_s == 0 else 1.0 / m.bottleneck_s
     bound, gap = certify(objective_value(m, objective), proof)
+    full = measure(inst.full, assignment) if inst.full is not None else None
     return Plan(
         objective,
         stages,
@@ -187,6 +214,7 @@ def evaluate(
         gap=gap,
         bound=bound,
         solver=solver,
+        worst_latency_s=full.latency_s if full is not None else None,
     )
 
 

@@ -31,7 +31,7 @@ from splitinfer.plan.provenance import Provenance, check_constraint_fields, prov
 
 PLAN_SCHEMA = 2
 OLD_PLAN_SCHEMAS = (1,)  # read, converted on the way in
-HopKind = Literal["upload", "cut", "return"]
+HopKind = Literal["upload", "cut", "return", "exit"]  # exit: an early exit's result (plan/exits.py)
 
 
 class Stage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -89,6 +89,8 @@ class Plan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     solver: str = ""
     provenance: Provenance = msgspec.field(default_factory=Provenance)
     quality_cost: float | None = None  # predicted agreement drop of a trade-off plan (None: fp32, raw)
+    # With early exits, latency_s is the expected latency; this is a request that takes no exit's.
+    worst_latency_s: float | None = None
 
     @property
     def compute_s(self) -> float:

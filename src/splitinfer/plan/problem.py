@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
 from splitinfer.errors import PlanError
+from splitinfer.plan.constraints import Constraints as Constraints  # re-exported: its old home
+from splitinfer.plan.exits import ExitMix, ExitReturn, check_exits, with_exits
 from splitinfer.plan.joins import join_matrix
 
 Objective = Literal["latency", "throughput", "energy", "pareto"]
@@ -115,38 +117,13 @@ class Problem:
     join_s: Mapping[str, Sequence[float | None]] = field(default_factory=dict)
     in_flight: int = 1  # requests a stage holds at once: the one it runs and those queued
     messaging: Mapping[str, Messaging] = field(default_factory=dict)  # per device; absent: free
+    exits: Sequence[ExitMix] = ()  # early exits and how often each is taken (plan/exits.py)
 
     @property
     def num_blocks(self) -> int:
         return len(self.cut_bytes) + 1
 
 
-def _pairs(value: Mapping[int, str] | Iterable[tuple[int, str]]) -> tuple[tuple[int, str], ...]:
-    items = value.items() if isinstance(value, Mapping) else value
-    return tuple((int(b), str(d)) for b, d in items)
-
-
-@dataclass(frozen=True)
-class Constraints:
-    """What a plan must respect. Every field is optional."""
-
-    pins: tuple[tuple[int, str], ...] = ()  # (block, device): the block runs there
-    forbids: tuple[tuple[int, str], ...] = ()  # (block, device): the block never runs there
-    excludes: tuple[str, ...] = ()  # devices that host no stage
-    requires: tuple[str, ...] = ()  # devices that must host a stage
-    max_stages: int | None = None
-    revisits: bool | None = None  # may a device host several stages; None: yes except for throughput
-    private_blocks: int = 0  # the first K blocks stay on the source
-    max_latency_s: float | None = None
-    min_throughput_rps: float | None = None
-    max_upload_bytes: int | None = None  # bytes leaving the source device
-    max_energy_j: float | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "pins", _pairs(self.pins))
-        object.__setattr__(self, "forbids", _pairs(self.forbids))
-        object.__setattr__(self, "excludes", tuple(self.excludes))
-        object.__setattr__(self, "requires", tuple(self.requires))
 
 
 @dataclass(frozen=True, eq=False)
@@ -173,6 +150,12 @@ class Instance:
     # the sum of its blocks and of its inner joins (cost.stage_s).
     join_s: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     in_flight: int = 1  # requests a stage holds at once (Problem.in_flight)
+    # With early exits (plan/exits.py): the seconds above are expected ones; ``reach`` (L + 1,) the
+    # fraction of requests reaching each block, ``exits`` what taking each costs, ``full`` the same
+    # instance for a request that takes none (the worst path).
+    exits: tuple[ExitReturn, ...] = ()
+    reach: np.ndarray | None = None
+    full: Instance | None = None
 
     @property
     def num_blocks(self) -> int:
@@ -321,7 +304,8 @@ def prepare(problem: Problem) -> Instance:
     )
     joins = join_matrix(problem.join_s, names, compute)
     joins.setflags(write=False)
-    return dataclasses.replace(inst, join_s=joins, in_flight=int(in_flight))
+    inst = dataclasses.replace(inst, join_s=joins, in_flight=int(in_flight))
+    return with_exits(inst, check_exits(problem.exits, num_blocks), messaging) if problem.exits else inst
 
 
 def _messaging(problem: Problem, names: tuple[str, ...]) -> list[Messaging]:

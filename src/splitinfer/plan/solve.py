@@ -81,6 +81,9 @@ def _case(inst: Instance, cons: Constraints, objective: str) -> _Case:
     # The first block must be reachable from the source, the last must reach the sink.
     allowed[0] &= np.isfinite(inst.upload_s)
     allowed[-1] &= np.isfinite(inst.return_s)
+    for e in inst.exits:  # and a block making an exit taken there must reach the sink too
+        if e.probability > 0:
+            allowed[e.block] &= np.isfinite(e.return_s)
     return _Case(inst, cons, objective, revisits, allowed)
 
 

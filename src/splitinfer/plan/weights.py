@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from splitinfer.plan.exits import exit_node_weights
 from splitinfer.plan.problem import Instance
 
 
@@ -60,16 +61,31 @@ def with_joins(w: Weights, joins: np.ndarray, factor: np.ndarray | float = 1.0) 
     return Weights(node, arc, w.upload_w, w.return_w, end)
 
 
-def latency_weights(inst: Instance, allowed: np.ndarray) -> Weights:
-    """Seconds."""
+def _with_exit_returns(w: Weights, inst: Instance, per_device: list[np.ndarray]) -> Weights:
+    """``w`` with each early exit's return (``per_device[k]``: its figure from each device) at its block,
+    times how often it is taken (plan/exits.py)."""
+    if not inst.exits:
+        return w
+    with np.errstate(invalid="ignore"):
+        node = w.node_w + exit_node_weights(inst.num_blocks, inst.exits, per_device)
+    return Weights(np.where(np.isnan(node), np.inf, node), w.arc_w, w.upload_w, w.return_w, w.end_w)
+
+
+def _plain_latency(inst: Instance, allowed: np.ndarray) -> Weights:
     plain = Weights(np.where(allowed, inst.compute_s, np.inf), inst.cut_s, inst.upload_s, inst.return_s)
     return with_joins(plain, inst.join_s)
 
 
+def latency_weights(inst: Instance, allowed: np.ndarray) -> Weights:
+    """Seconds (expected ones with early exits)."""
+    return _with_exit_returns(_plain_latency(inst, allowed), inst, [e.return_s for e in inst.exits])
+
+
 def link_weights(inst: Instance, allowed: np.ndarray) -> Weights:
     """Seconds, as the busy time of resources (a pipeline's bottleneck): a hop within a device
-    (its messaging) occupies no link, so the upload and return that stay there weigh nothing."""
-    w = latency_weights(inst, allowed)
+    (its messaging) occupies no link, so the upload and return that stay there weigh nothing; nor do
+    the returns of early exits (small, and off the chain: ``cost.measure`` leaves them out too)."""
+    w = _plain_latency(inst, allowed)
     upload, back = w.upload_w.copy(), w.return_w.copy()
     upload[inst.source] = 0.0
     if inst.sink is not None:
@@ -110,7 +126,15 @@ def energy_weights(inst: Instance, allowed: np.ndarray) -> Weights:
             inst.return_s, pair_factor[:, inst.sink], float(inst.output_bytes), pair_bytes[:, inst.sink]
         )
         back[inst.sink] = idle_all * inst.return_s[inst.sink]
-    return with_joins(Weights(node, arc, upload, back), inst.join_s, idle_all + busy)
+    exit_j = []
+    for e in inst.exits:  # as the return, with the exit's bytes
+        joules = np.zeros(num_dev) if inst.sink is None else \
+            _scaled(e.return_s, pair_factor[:, inst.sink], float(e.num_bytes), pair_bytes[:, inst.sink])
+        if inst.sink is not None:
+            joules[inst.sink] = idle_all * e.return_s[inst.sink]
+        exit_j.append(joules)
+    return _with_exit_returns(with_joins(Weights(node, arc, upload, back), inst.join_s, idle_all + busy),
+                              inst, exit_j)
 
 
 def upload_weights(inst: Instance, allowed: np.ndarray) -> Weights:

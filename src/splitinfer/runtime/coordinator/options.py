@@ -24,6 +24,7 @@ class SessionOptions:
     connect_timeout_s: float = 5.0  # a worker must answer health this fast when the session starts
     startup_timeout_s: float = 60.0  # local worker processes must be ready this fast
     coordinator_host: str | None = None  # address workers use to reach this process (None: found)
+    full_depth: bool = False  # every request runs every stage: no early exit answers (for evaluation)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -42,6 +42,22 @@ class StageSpec:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     compression: str = ""  # how its inputs travel to it, when they cross a link (see splitinfer.compression)
+    # Early exits (graph/exits.py) it evaluates: its partition as parts (``model_bytes`` the first,
+    # ``more_parts`` the rest, split after the blocks that make exits), each exit after its part.
+    exits: tuple[StageExit, ...] = ()
+    more_parts: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True)
+class StageExit:
+    """An exit a stage evaluates after its part ``part``: a request whose every sample passes the rule
+    stops there (``rule_graph``: the ONNX graph of an ``onnx`` rule)."""
+
+    output: str
+    rule: str
+    threshold: float = 0.0
+    part: int = 0
+    rule_graph: bytes = b""
 
 
 def hop_compression(stages: Sequence[StageSpec], k: int) -> str:
@@ -76,6 +92,9 @@ def check_chain(stages: Sequence[StageSpec], cluster: Cluster) -> None:
     devices = [cluster.source, *(s.device for s in stages)]
     if cluster.sink is not None:
         devices.append(cluster.sink)
+        for stage in stages:  # an early exit's result goes from its stage to the sink
+            if stage.exits:
+                link_shaping(cluster, stage.device, cluster.sink)
     for src, dst in itertools.pairwise(devices):
         link_shaping(cluster, src, dst)
 
@@ -145,6 +164,25 @@ def _route(stages: Sequence[StageSpec], k: int, cluster: Cluster, addresses: Map
                           keyring.public(nxt) if keyring else "")
 
 
+def _exit_rules(stage: StageSpec) -> list[messages.ExitRule]:
+    rules, blob = [], 1 + len(stage.more_parts)  # rule graphs follow the parts
+    for e in stage.exits:
+        graph = e.rule == "onnx"
+        rules.append(messages.ExitRule(e.output, e.rule, e.threshold, e.part, blob if graph else -1))
+        blob += graph
+    return rules
+
+
+def _exit_route(stage: StageSpec, cluster: Cluster, result_address: str,
+                keyring: Keyring | None) -> messages.Route | None:
+    """Where a stage's early exits send their results: the coordinator, shaped as the link to the sink."""
+    if not stage.exits:
+        return None
+    sink = cluster.sink if cluster.sink is not None else stage.device
+    bandwidth, latency = link_shaping(cluster, stage.device, sink)
+    return messages.Route(result_address, True, bandwidth, latency, server_key=_own_key(keyring))
+
+
 def _own_key(keyring: Keyring | None) -> str:
     return keyring.own.public.decode() if keyring else ""
 
@@ -165,11 +203,15 @@ def deploy_pipeline(stages: Sequence[StageSpec], cluster: Cluster, *, clients: M
                             outputs=_metas(s.outputs),
                             route=_route(stages, k, cluster, addresses, result_address, keyring),
                             reply_to=result_address, reply_key=_own_key(keyring),
-                            slowdown=cluster.device(s.device).slowdown)
+                            slowdown=cluster.device(s.device).slowdown, num_parts=1 + len(s.more_parts),
+                            exits=_exit_rules(s), exit_route=_exit_route(s, cluster, result_address, keyring))
                for k, s in enumerate(stages)]
 
     def deploy_one(k: int) -> None:
-        clients[stages[k].device].request(headers[k], blobs=[stages[k].model_bytes], timeout_s=timeout_s)
+        stage = stages[k]
+        graphs = [e.rule_graph for e in stage.exits if e.rule == "onnx"]
+        blobs = [stage.model_bytes, *stage.more_parts, *graphs]
+        clients[stage.device].request(headers[k], blobs=blobs, timeout_s=timeout_s)
 
     with ThreadPoolExecutor(max_workers=len(stages)) as pool:
         outcomes = [pool.submit(deploy_one, k) for k in range(len(stages))]

@@ -52,7 +52,7 @@ from splitinfer.runtime.coordinator.pipeline import (
     undeploy_pipeline,
 )
 from splitinfer.runtime.coordinator.recovery import Recovery, Replan
-from splitinfer.runtime.coordinator.timing import RequestTiming, Result, build_timing
+from splitinfer.runtime.coordinator.timing import RequestTiming, Result, build_timing, result_outputs
 from splitinfer.runtime.launch.start import Launcher, cluster_keyring, start_workers
 from splitinfer.runtime.wire import codec, messages
 from splitinfer.runtime.wire.client import MAX_WAIT_S, WorkerClient
@@ -231,7 +231,7 @@ class Session:
         with self._inbox.waiting():  # this thread reads its own result: no thread switch on the way
             result = self._wait(self.submit(feeds, deadline_s), deadline_s)
         self._last_result = result
-        return result.as_list(output_names)
+        return result.as_list(output_names or known)  # None for outputs an early exit did not make
 
     def stream(self, feeds: Iterable[Mapping[str, np.ndarray]], *, max_in_flight: int = 8,
                deadline_s: float | None = None) -> Iterator[Result]:
@@ -256,7 +256,7 @@ class Session:
         pipeline = self._pipeline
         assert pipeline is not None
         header = messages.Infer(request_id=pending.request_id, deployment_id=pipeline.deployment_id, stage=0,
-                             deadline_unix_s=pending.deadline_unix_s)
+                                deadline_unix_s=pending.deadline_unix_s, full_depth=self.options.full_depth)
         arrays = pipeline.compress_inputs(pending.arrays)
         frames = codec.encode(header, self._token, arrays=arrays, sender=pipeline.uplink.sender,
                               mac_tensors=self.cluster.mac_tensors)
@@ -298,13 +298,12 @@ class Session:
                                 received_unix_s=received_unix_s, result_sent_unix_s=msg.sent_unix_s,
                                 stamps=header.stamps, source=source, sink=sink, hop_bytes=pipeline.hop_bytes,
                                 num_attempts=pending.num_attempts, upload_bytes=pending.sent_bytes)
-        arrays = msg.arrays
-        outputs = {s.name: arrays[s.name] for s in self.outputs if s.name in arrays}
-        if len(outputs) != len(self.outputs):
-            pending.future.set_exception(WorkerError(f"result of request {header.request_id} lacks outputs "
-                                                     f"(got {sorted(arrays)})", "redeploy the stages"))
+        try:
+            outputs = result_outputs(header, msg.arrays, self.outputs)
+        except WorkerError as e:
+            pending.future.set_exception(e)
             return
-        pending.future.set_result(Result(header.request_id, outputs, timing))
+        pending.future.set_result(Result(header.request_id, outputs, timing, header.exit))
 
     def _fail_request(self, reply: messages.ErrorReply) -> None:
         with self._lock:

@@ -13,13 +13,15 @@ machines, clock offsets enter hop times: synchronise clocks (NTP/PTP) first.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from splitinfer.runtime.wire.messages import StageStamp
+from splitinfer.errors import WorkerError
+from splitinfer.runtime.wire.messages import Outputs, StageStamp
+from splitinfer.types import TensorSpec
 
 
 @dataclass(frozen=True)
@@ -103,14 +105,34 @@ class Result:
     outputs: dict[str, np.ndarray]
     # Assembling the timing record costs as much as a small tensor's hop: done when first read.
     make_timing: Callable[[], RequestTiming] = field(repr=False, compare=False)
+    exit: str = ""  # the early exit that answered ('' : the model's end); ``outputs`` then holds it alone
 
     @functools.cached_property
     def timing(self) -> RequestTiming:
         """Where this request's time went, stage by stage and hop by hop."""
         return self.make_timing()
 
-    def as_list(self, output_names: Sequence[str] | None = None) -> list[np.ndarray]:
-        """Outputs in the given order (all, in the model's order, for None)."""
+    def as_list(self, output_names: Sequence[str] | None = None) -> list[np.ndarray | None]:
+        """Outputs in the given order (all it holds, in the model's order, for None); None for an
+        output an early exit did not make."""
         if output_names is None:
             return list(self.outputs.values())
-        return [self.outputs[n] for n in output_names]
+        return [self.outputs.get(n) for n in output_names]
+
+
+def result_outputs(header: Outputs, arrays: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]
+                   ) -> dict[str, np.ndarray]:
+    """A result's outputs by name, in the model's order: every model output, or an early exit's one;
+    WorkerError when the message holds neither."""
+    names = [s.name for s in specs]
+    if header.exit:
+        if header.exit in names and header.exit in arrays:
+            return {header.exit: arrays[header.exit]}
+        raise WorkerError(f"request {header.request_id} left at exit {header.exit!r}, which its result "
+                          f"does not hold as a model output (got {sorted(arrays)[:8]})",
+                          "redeploy the stages")
+    outputs = {n: arrays[n] for n in names if n in arrays}
+    if len(outputs) != len(names):
+        raise WorkerError(f"result of request {header.request_id} lacks outputs (got {sorted(arrays)[:8]})",
+                          "redeploy the stages")
+    return outputs

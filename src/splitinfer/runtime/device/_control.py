@@ -39,6 +39,7 @@ from splitinfer.profile.timing import (
     time_partitions,
 )
 from splitinfer.runtime.device._execution import StageRunner, check_signature
+from splitinfer.runtime.device._exits import ExitCheck, ExitingRunner, check_rules
 from splitinfer.runtime.device._stages import StageTable
 from splitinfer.runtime.wire import codec, messages
 from splitinfer.runtime.wire.client import MAX_PROBE_REPEATS, MAX_PROBE_SIZES, MAX_PROBE_TIMEOUT_S
@@ -51,6 +52,7 @@ from splitinfer.types import TensorSpec
 from splitinfer.units import check_address, check_number
 
 MAX_STAGE = 10_000  # a stage index beyond any pipeline
+MAX_PARTS = 64  # a stage's parts (and its exits): more exits than any model has
 _MAX_COMPRESSION_CHARS = 100  # a compression's text form: a name and a setting or two
 
 
@@ -120,17 +122,22 @@ def _specs(metas: list[messages.TensorMeta]) -> tuple[TensorSpec, ...]:
 
 def deploy_stage(device: DeviceContext, header: messages.Deploy, msg: Message) -> dict[str, Any]:
     """Build the stage's ORT session once, check its signature, warm it up and install it."""
-    if len(msg.blobs) != 1:
-        raise _malformed(f"deploy carries {len(msg.blobs)} blobs",
-                         "send exactly one blob: the ONNX partition")
     _check_deploy(header)
+    rule_blobs = sum(1 for r in header.exits if r.rule == "onnx")
+    if len(msg.blobs) != header.num_parts + rule_blobs:
+        raise _malformed(f"deploy carries {len(msg.blobs)} blobs, not {header.num_parts + rule_blobs}",
+                         "send the partition's parts, then the exits' rule graphs")
     _check_threads(device)
     inputs, outputs = _specs(header.inputs), _specs(header.outputs)
     start = time.perf_counter()
-    session = create_inference_session(msg.blobs[0], device.providers, device.num_threads)
+    sessions = [create_inference_session(b, device.providers, device.num_threads)
+                for b in msg.blobs[:header.num_parts]]
     create_s = time.perf_counter() - start
-    check_signature(session, inputs, outputs)
-    runner = StageRunner(session, inputs, outputs, header.slowdown)
+    if header.num_parts == 1 and not header.exits:
+        check_signature(sessions[0], inputs, outputs)
+        runner: StageRunner | ExitingRunner = StageRunner(sessions[0], inputs, outputs, header.slowdown)
+    else:
+        runner = exiting_runner(device, header, sessions, msg.blobs, inputs, outputs)
     try:
         warmup_s = runner.warm_up(header.num_warmup)
     except Exception as e:  # ORT run errors: declared shapes that the partition rejects
@@ -139,6 +146,42 @@ def deploy_stage(device: DeviceContext, header: messages.Deploy, msg: Message) -
     device.stages.install(header, runner)
     release_freed_memory()  # the partition's bytes and their copies: not resident once the session holds it
     return {"create_s": create_s, "warmup_s": warmup_s, "address": device.address}
+
+
+def exiting_runner(device: DeviceContext, header: messages.Deploy, sessions: list[Any], blobs: list[bytes],
+                   inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> ExitingRunner:
+    """A stage whose partition comes in parts with early exits between them (device/_exits.py)."""
+    problem = check_rules(header.exits, header.num_parts, len(blobs), {s.name for s in outputs})
+    made = [{o.name for o in s.get_outputs()} for s in sessions]
+    problem = problem or next((f"exit {r.output!r} is not an output of part {r.part}" for r in header.exits
+                               if r.output not in made[r.part]), "")
+    if problem:
+        raise _malformed(f"deploy exits: {problem}", "deploy the stages from a plan of the model's exits")
+    checks: dict[int, list[ExitCheck]] = {}
+    for r in header.exits:
+        rule = None
+        if r.rule == "onnx":
+            rule = create_inference_session(blobs[r.blob], device.providers, device.num_threads)
+            ins, outs = rule.get_inputs(), rule.get_outputs()
+            if len(ins) != 1 or len(outs) != 1 or outs[0].type != "tensor(bool)":
+                raise WorkerError(f"the rule graph of exit {r.output!r} does not take one tensor and give "
+                                  "one bool tensor", "give a graph with one input and one bool output")
+        checks.setdefault(r.part, []).append(ExitCheck(r, rule))
+    check_signature(_Chain(sessions), inputs, outputs)
+    return ExitingRunner(sessions, inputs, outputs, checks, header.slowdown)
+
+
+@dataclass
+class _Chain:
+    """Parts run in turn, seen from outside: the first one's inputs, the last one's outputs."""
+
+    parts: list[Any]
+
+    def get_inputs(self) -> list[Any]:
+        return self.parts[0].get_inputs()
+
+    def get_outputs(self) -> list[Any]:
+        return self.parts[-1].get_outputs()
 
 
 def _check_deploy(header: messages.Deploy) -> None:
@@ -151,19 +194,34 @@ def _check_deploy(header: messages.Deploy) -> None:
     if route.address is None and route.to_coordinator:
         raise _malformed("deploy of the last stage has no route address",
                          "give route.address: the coordinator's result address")
-    if route.address is not None:
-        check_address(route.address, "deploy route.address", schemes=("tcp", "ipc"), error=TransportError)
-    for key, what in ((route.server_key, "route.server_key"), (header.reply_key, "reply_key")):
-        _check_key(key, f"deploy {what}")
+    _check_key(header.reply_key, "deploy reply_key")
+    _check_route(route, "route")
     if route.compression:
         try:
             parse_compression(route.compression)
         except PlanError as e:
             raise _malformed(f"deploy route.compression: {e.problem}", e.fix or "") from None
+    _number(header.num_parts, "deploy num_parts", low=1, high=MAX_PARTS, whole=True)
+    if len(header.exits) > MAX_PARTS:
+        raise _malformed(f"deploy lists {len(header.exits)} exits", f"list at most {MAX_PARTS}")
+    for r in header.exits:
+        _number(r.threshold, f"deploy exit {r.output!r} threshold")
+    if header.exits and (header.exit_route is None or header.exit_route.address is None):
+        raise _malformed("deploy has exits but no exit_route address",
+                         "give exit_route: where a request that exits sends its result")
+    if header.exit_route is not None:
+        _check_route(header.exit_route, "exit_route")
+
+
+def _check_route(route: messages.Route, what: str) -> None:
+    """Where a stage sends: the address, the key of whoever listens there, the emulated shaping."""
+    if route.address is not None:
+        check_address(route.address, f"deploy {what}.address", schemes=("tcp", "ipc"), error=TransportError)
+    _check_key(route.server_key, f"deploy {what}.server_key")
     if route.bandwidth_bps is not None:
-        _number(route.bandwidth_bps, "deploy route.bandwidth_bps", low=0, low_open=True)
+        _number(route.bandwidth_bps, f"deploy {what}.bandwidth_bps", low=0, low_open=True)
     if route.latency_s is not None:
-        _number(route.latency_s, "deploy route.latency_s", low=0, high=MAX_LATENCY_S)
+        _number(route.latency_s, f"deploy {what}.latency_s", low=0, high=MAX_LATENCY_S)
 
 
 def _check_threads(device: DeviceContext) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from splitinfer.compression import Compression, parse_compression
 from splitinfer.runtime.device._execution import StageRunner
+from splitinfer.runtime.device._exits import ExitingRunner
 from splitinfer.runtime.wire import messages
 from splitinfer.runtime.wire.link import LinkSender
 
@@ -29,9 +30,10 @@ class DeployedStage:
     """A stage installed on a worker."""
 
     header: messages.Deploy
-    runner: StageRunner
+    runner: StageRunner | ExitingRunner
     link: LinkSender | None  # None: the next stage is on this worker
     reply_link: LinkSender  # to the coordinator, for errors about this stage's requests
+    exit_link: LinkSender | None = None  # to the coordinator, shaped as to the sink: early exits' results
 
     @functools.cached_property
     def compression(self) -> Compression | None:
@@ -68,22 +70,26 @@ class StageTable:
         """The installed stage, or None. Lock-free: a dict read is atomic, and this is the hot path."""
         return self._stages.get((deployment_id, stage))
 
-    def install(self, header: messages.Deploy, runner: StageRunner) -> None:
+    def install(self, header: messages.Deploy, runner: StageRunner | ExitingRunner) -> None:
         """Install a stage (replacing one with the same key) with links to where it sends."""
-        route = header.route
+        route, exit_route = header.route, header.exit_route
         with self._lock:
-            link = None
-            try:  # all or nothing: a link that cannot open releases the one opened before it
+            link = reply_link = exit_link = None
+            try:  # all or nothing: a link that cannot open releases those opened before it
                 if route.address is not None:
                     link = self._acquire((route.address, route.bandwidth_bps, route.latency_s,
                                           route.to_coordinator, route.server_key))
                 reply_link = self._acquire((header.reply_to, None, None, True, header.reply_key))
+                if header.exits and exit_route is not None and exit_route.address is not None:
+                    exit_link = self._acquire((exit_route.address, exit_route.bandwidth_bps,
+                                               exit_route.latency_s, True, exit_route.server_key))
             except BaseException:
-                self._release_link(link)
+                for opened in (link, reply_link):
+                    self._release_link(opened)
                 raise
             key = (header.deployment_id, header.stage)
             old = self._stages.get(key)
-            self._stages[key] = DeployedStage(header, runner, link, reply_link)
+            self._stages[key] = DeployedStage(header, runner, link, reply_link, exit_link)
             if old is not None:
                 self._release(old)
 
@@ -112,8 +118,8 @@ class StageTable:
         return sender
 
     def _release(self, stage: DeployedStage) -> None:
-        self._release_link(stage.link)
-        self._release_link(stage.reply_link)
+        for link in (stage.link, stage.reply_link, stage.exit_link):
+            self._release_link(link)
 
     def _release_link(self, sender: LinkSender | None) -> None:
         if sender is None:

@@ -34,7 +34,6 @@ import threading
 import time
 from typing import Any
 
-import msgspec
 import zmq
 
 from splitinfer.errors import (
@@ -48,6 +47,8 @@ from splitinfer.errors import (
     first_line,
 )
 from splitinfer.runtime.device._control import DeviceContext, handle_control
+from splitinfer.runtime.device._exits import run_request
+from splitinfer.runtime.device._forward import forward
 from splitinfer.runtime.device._stages import DeployedStage, StageTable
 from splitinfer.runtime.device.config import WorkerConfig
 from splitinfer.runtime.wire import codec, messages
@@ -305,7 +306,7 @@ class Worker:
             return
         start_unix_s = time.time()
         try:
-            outputs, compute_s, wait_s = stage.runner.run(msg.arrays)
+            outputs, compute_s, wait_s, exited = run_request(stage.runner, msg.arrays, header.full_depth)
         except ShapeError as e:  # the inputs do not fit the stage: the caller gets this ShapeError
             self._fail(stage, identity, header.request_id, e, where)
             return
@@ -317,7 +318,7 @@ class Worker:
         self.num_served += 1
         stamp = messages.StageStamp(header.stage, self.config.name, msg.sent_unix_s, recv_unix_s,
                                     start_unix_s, compute_s, wait_s)
-        self._forward(stage, header, outputs, stamp)
+        self._forward(stage, header, outputs, stamp, exited)
 
     def _fail(self, stage: DeployedStage, identity: bytes | None, request_id: int, err: Exception,
               where: dict[str, Any]) -> None:
@@ -328,26 +329,11 @@ class Worker:
         stage.reply_link.send(frames, 0)
 
     def _forward(self, stage: DeployedStage, header: messages.Infer, outputs: list[Any],
-                 stamp: messages.StageStamp) -> None:
-        names = stage.runner.output_names
-        route = stage.header.route
-        arrays = stage.outgoing(names, outputs)  # as they are for a hand-off on this worker
-        stamps = [*header.stamps, msgspec.structs.replace(stamp, sent_bytes=codec.sent_bytes(arrays))]
-        if stage.link is None:  # same worker: a free hop, no serialisation
-            nxt = messages.Infer(request_id=header.request_id, deployment_id=header.deployment_id,
-                              stage=header.stage + 1, deadline_unix_s=header.deadline_unix_s, stamps=stamps)
-            now = time.time()  # handed over and received at once
-            self.compute_queue.put((None, Message(nxt, arrays=dict(arrays), sent_unix_s=now), now))
-            return
-        if route.to_coordinator:
-            out: Any = messages.Outputs(request_id=header.request_id, deployment_id=header.deployment_id,
-                                    stamps=stamps)
-        else:
-            out = messages.Infer(request_id=header.request_id, deployment_id=header.deployment_id,
-                              stage=header.stage + 1, deadline_unix_s=header.deadline_unix_s, stamps=stamps)
-        frames = codec.encode(out, self.token, arrays=arrays, sender=stage.link.sender,
-                              mac_tensors=self.config.mac_tensors)
-        stage.link.send(frames, codec.payload_bytes(arrays))
+                 stamp: messages.StageStamp, exited: str = "") -> None:
+        def hand_over(msg: Message) -> None:  # the next stage is on this worker: a free hop
+            self.compute_queue.put((None, msg, msg.sent_unix_s))
+        forward(stage, header, outputs, stamp, exited, token=self.token, mac_tensors=self.config.mac_tensors,
+                hand_over=hand_over)
 
     # ---- lifecycle -----------------------------------------------------------------------
     def run_forever(self) -> None:

@@ -58,6 +58,18 @@ class Route(msgspec.Struct, frozen=True):
     server_key: str = ""  # CURVE: the public key of whoever listens at ``address`` ("" = plain TCP)
 
 
+class ExitRule(msgspec.Struct, frozen=True, array_like=True):
+    """An early exit a stage evaluates (graph/exits.py): after running its part ``part``, a request stops
+    with ``output`` when the rule holds for every sample: ``softmax_max`` (top probability >= threshold),
+    ``entropy`` (<= threshold) or ``onnx`` (the rule graph in blob ``blob`` returns true)."""
+
+    output: str
+    rule: str
+    threshold: float = 0.0
+    part: int = 0
+    blob: int = -1
+
+
 class _Base(msgspec.Struct, tag_field="kind", kw_only=True):
     request_id: int = 0
     blobs: list[int] = []
@@ -92,6 +104,11 @@ class Deploy(_Base, tag="deploy"):
     reply_key: str = ""  # CURVE: the coordinator's public key ("" = plain TCP)
     slowdown: float = 1.0
     num_warmup: int = 2
+    # Early exits: the partition comes as ``num_parts`` blobs run in turn (split after the blocks that
+    # make exits), the exits' rules after them, and where a request that exits sends its result.
+    num_parts: int = 1
+    exits: list[ExitRule] = []
+    exit_route: Route | None = None
 
 
 class Undeploy(_Base, tag="undeploy"):
@@ -145,14 +162,17 @@ class Infer(_Base, tag="infer"):
     stage: int
     deadline_unix_s: float
     stamps: list[StageStamp] = []
+    full_depth: bool = False  # run every stage: no early exit (for evaluation)
 
 
 # Replies.
 class Outputs(_Base, tag="outputs"):
-    """The last stage's outputs, sent to the coordinator."""
+    """The last stage's outputs, sent to the coordinator; or, ``exit`` set, the one output of the early
+    exit that answered (sent by the stage that made it)."""
 
     deployment_id: str
     stamps: list[StageStamp] = []
+    exit: str = ""
 
 
 class ErrorReply(_Base, tag="error"):

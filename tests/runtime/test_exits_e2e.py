@@ -1,0 +1,82 @@
+"""Early exits through real workers (issue 17, item 3): a confident request leaves at the stage that
+makes its exit, later workers never see it, and every answer equals the whole model's output."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from helpers.runtime_models import local_cluster
+
+from splitinfer import zoo
+from splitinfer.graph import analyze, load_model, split
+from splitinfer.graph.exit_cuts import exit_cuts
+from splitinfer.graph.exits import is_confident, read_exits
+from splitinfer.runtime import StageSpec, deploy_stages
+from splitinfer.runtime.coordinator.options import SessionOptions
+from splitinfer.runtime.coordinator.pipeline import StageExit
+
+
+@pytest.fixture(scope="module")
+def exits_model():
+    proto = zoo.build_small("resnet18_exits")
+    model = load_model(proto)
+    exits = read_exits(model)
+    analysis = analyze(model)
+    parts = split(model, [c.position for c in exit_cuts(model, exits, analysis)], analysis)
+    return proto, model, exits, parts
+
+
+def _stages(parts, exits, devices, inner: bool):
+    """One stage per partition (exit k evaluated at the end of stage k), or with ``inner`` the first two
+    partitions as two parts of one stage (exit 1 evaluated inside it)."""
+    rules = [StageExit(e.output, e.rule, e.threshold, 0) for e in exits]
+    if not inner:
+        return [StageSpec(k, dev, p.to_bytes(), p.inputs, p.outputs, exits=tuple(rules[k:k + 1]))
+                for k, (p, dev) in enumerate(zip(parts, devices, strict=True))]
+    first = StageSpec(0, devices[0], parts[0].to_bytes(), parts[0].inputs, parts[1].outputs,
+                      exits=(rules[0], StageExit(exits[1].output, exits[1].rule, exits[1].threshold, 1)),
+                      more_parts=(parts[1].to_bytes(),))
+    return [first, StageSpec(1, devices[2], parts[2].to_bytes(), parts[2].inputs, parts[2].outputs)]
+
+
+def _served(session, device):
+    with session.worker_client(device) as client:
+        return client.health()["num_served"]
+
+
+@pytest.mark.parametrize("inner", [False, True])
+def test_a_confident_request_leaves_early_and_later_workers_never_see_it(exits_model, inner):
+    proto, model, exits, parts = exits_model
+    whole = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    stages = _stages(parts, exits, ["a", "b", "c"], inner)
+    feeds = [model.make_feeds(seed=s) for s in range(24)]
+    expected = []
+    for f in feeds:
+        values = dict(zip(["exit1", "exit2", "logits"], whole.run(None, f), strict=True))
+        leave = next((e.output for e in exits if is_confident(e, values[e.output]).all()), "")
+        expected.append((leave, values))
+    assert {leave for leave, _ in expected} == {"exit1", "exit2", ""}  # the zoo's thresholds mix them
+    with deploy_stages(stages, local_cluster(["a", "b", "c"]), timeout_s=30) as session:
+        for f, (leave, values) in zip(feeds, expected, strict=True):
+            result = session.submit(f).result(timeout=30)
+            assert result.exit == leave
+            if leave:
+                assert list(result.outputs) == [leave]
+                np.testing.assert_allclose(result.outputs[leave], values[leave], atol=1e-5)
+                assert session.run(None, f)[["exit1", "exit2", "logits"].index(leave)] is not None
+            else:
+                np.testing.assert_allclose(result.outputs["logits"], values["logits"], atol=1e-5)
+        # the requests that left early (through submit, and again through run) never reached the last stage
+        assert _served(session, stages[-1].device) == sum(1 for leave, _ in expected if not leave)
+
+
+def test_full_depth_runs_every_request_to_the_end(exits_model):
+    _, model, exits, parts = exits_model
+    stages = _stages(parts, exits, ["a", "b", "c"], inner=False)
+    options = SessionOptions(timeout_s=30, full_depth=True)
+    with deploy_stages(stages, local_cluster(["a", "b", "c"]), options=options) as session:
+        for seed in range(8):
+            result = session.submit(model.make_feeds(seed=seed)).result(timeout=30)
+            assert result.exit == "" and set(result.outputs) == {"exit1", "exit2", "logits"}
+        assert _served(session, "c") == 8
