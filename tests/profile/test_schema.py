@@ -12,7 +12,7 @@ from splitinfer.cluster import parse_cluster
 from splitinfer.errors import InfeasibleError, ProfileError, SchemaError
 from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS
 from splitinfer.plan import solve
-from splitinfer.profile import schema
+from splitinfer.profile import schema, validation
 from splitinfer.profile.files import (
     decode_profile,
     encode_profile,
@@ -221,7 +221,7 @@ def test_build_problem_charges_hops_their_measured_messaging():
     assert decode_profile(encode_profile(profile)).devices["camera"].messaging == hop
     bad = msgspec.structs.replace(devices["camera"], messaging=schema.HopCost(fixed_s=-1.0, s_per_byte=0.0))
     with pytest.raises(ProfileError, match="messaging"):
-        schema.validate_profile(msgspec.structs.replace(profile, devices={**devices, "camera": bad}))
+        validation.validate_profile(msgspec.structs.replace(profile, devices={**devices, "camera": bad}))
 
 
 def test_build_problem_charges_one_run_per_stage_from_the_trivial_run_and_the_whole_model():

@@ -41,16 +41,17 @@ def format_bench_table(result: BenchResult) -> Group:
     """Per stage (its precision) and per hop (its compression, bytes planned and sent), then end to
     end: predicted vs measured (median, p95) and the relative error."""
     plan = result.plan
+    middle = "mean ms" if result.exits else "median ms"  # with exits: expected values, means over all
     stages = _table(f"bench of {describe_stages(plan)}: {result.num_requests} requests, "
                     f"concurrency {result.concurrency}",
-                    ("part", "device", "blocks", "precision", "plan ms", "median ms", "p95 ms", "error"), 4)
+                    ("part", "device", "blocks", "precision", "plan ms", middle, "p95 ms", "error"), 4)
     for s in result.stages:
         planned = plan.stages[s.stage] if s.stage < len(plan.stages) else None
         blocks = "" if planned is None else f"{planned.first_block}-{planned.last_block}"
         stages.add_row(f"stage {s.stage}", s.device, blocks, s.precision, _ms(s.predicted_s),
                        _ms(s.measured_median_s), _ms(s.measured_p95_s), _err(s.rel_error))
     # A hop's p95 stays in bench.json: with its bytes, the row would not fit 80 columns.
-    hops = _table(None, ("part", "where", "compression", "plan bytes", "sent bytes", "plan ms", "median ms",
+    hops = _table(None, ("part", "where", "compression", "plan bytes", "sent bytes", "plan ms", middle,
                          "error"), 3)
     for hop in result.hops:
         # a hop within one device is predicted free: what it measures is the runtime's own overhead
@@ -58,12 +59,22 @@ def format_bench_table(result: BenchResult) -> Group:
         planned_bytes = "" if hop.predicted_bytes is None else format_bytes(hop.predicted_bytes)
         hops.add_row(f"{hop.kind} hop", f"{hop.src} -> {hop.dst}", hop.compression, planned_bytes,
                      format_bytes(hop.num_bytes), _ms(hop.predicted_s), _ms(hop.measured_median_s), error)
-    total = _table(None, ("end to end", "unit", "plan", "median", "p95", "error"), 2)
-    total.add_row("latency", "ms", _ms(result.predicted_latency_s), _ms(result.latency_median_s),
+    total = _table(None, ("end to end", "unit", "plan", middle.removesuffix(" ms"), "p95", "error"), 2)
+    total.add_row("latency", "ms", _ms(result.predicted_latency_s),
+                  _ms(result.latency_mean_s if result.exits else result.latency_median_s),
                   _ms(result.latency_p95_s), _err(result.latency_rel_error))
     total.add_row("throughput", "req/s", _rps(result.predicted_throughput_rps), _rps(result.throughput_rps),
                   "", _err(result.throughput_rel_error))
-    return Group(stages, hops, total)
+    if not result.exits:
+        return Group(stages, hops, total)
+    worst = plan.worst_latency_s
+    exits = _table(f"early exits (plan: {_ms(plan.latency_s)} ms expected, "
+                   f"{_ms(worst) if worst is not None else '-'} ms without exits)",
+                   ("answered at", "requests", "share", "plan share", "median ms", "p95 ms"), 1)
+    for e in result.exits:
+        exits.add_row(e.output or "the end", str(e.count), f"{e.fraction:.1%}", f"{e.predicted_fraction:.1%}",
+                      _ms(e.latency_median_s) if e.count else "-", _ms(e.latency_p95_s) if e.count else "-")
+    return Group(stages, hops, total, exits)
 
 
 def rank_verdict(result: RankResult) -> str:

@@ -131,3 +131,29 @@ def exit_partitions(model: Model, exits: Sequence[Exit | str],
                            "cut between them (exit_cuts gives the positions where each ends a partition)")
         found[name] = k
     return dict(sorted(found.items(), key=lambda item: item[1]))
+
+
+def analyze_at_exits(model: Model, exits: Sequence[Exit | str], max_cut_tensors: int, max_blocks: int
+                     ) -> Analysis:
+    """:func:`~splitinfer.graph.analyze` with a cut right after each exit's head as well (a block ends
+    at every exit: the planner weighs the blocks after it by the requests that stay), so up to
+    ``len(exits)`` blocks more than ``max_blocks``."""
+    analysis = analyze(model, max_cut_tensors=max_cut_tensors, max_blocks=max_blocks)
+    if not exits:
+        return analysis
+    at = {c.position for c in analysis.cuts} | {c.position for c in exit_cuts(model, exits, analysis)}
+    return analyze(model, max_cut_tensors=max_cut_tensors, max_blocks=max_blocks, cuts_at=sorted(at))
+
+
+def exit_blocks(model: Model, exits: Sequence[Exit | str], analysis: Analysis) -> dict[str, int]:
+    """Exit name -> the block that makes it (whose nodes include its producer)."""
+    producer = model.graph_index.producer
+    block_of = {node: b.index for b in analysis.blocks for node in b.nodes}
+    found = {}
+    for name in _names(exits):
+        node = producer.get(name)
+        if node not in block_of:
+            raise CutError(f"exit {name!r} is made by no block of the analysis (a constant?)",
+                           "declare as exits outputs the model computes")
+        found[name] = block_of[node]
+    return found

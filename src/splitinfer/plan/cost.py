@@ -215,6 +215,7 @@ def evaluate(
         bound=bound,
         solver=solver,
         worst_latency_s=full.latency_s if full is not None else None,
+        exit_mix={e.output: e.probability for e in inst.exits},
     )
 
 

@@ -91,6 +91,7 @@ class Plan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     quality_cost: float | None = None  # predicted agreement drop of a trade-off plan (None: fp32, raw)
     # With early exits, latency_s is the expected latency; this is a request that takes no exit's.
     worst_latency_s: float | None = None
+    exit_mix: dict[str, float] = msgspec.field(default_factory=dict)  # early exit -> fraction answered there
 
     @property
     def compute_s(self) -> float:

@@ -155,8 +155,8 @@ def _stage_limits(case: _Case, cap_s: float) -> list[StageLimit]:
     limits = []
     if case.memory_binds:  # the segment DP runs without revisits: a device's need is its stage's
         limits.append(StageLimit(SegmentNeeds(StageMemory.of(inst)), inst.capacity_bytes))
-    if math.isfinite(cap_s):  # a stage's compute: its blocks and inner joins (plan/joins.py)
-        times = latency_weights(inst, case.allowed)
+    if math.isfinite(cap_s):  # a stage's compute: its blocks and inner joins (plan/joins.py), no exit returns
+        times = link_weights(inst, case.allowed)
         compute = np.where(case.allowed, times.node_w, 0.0)
         limits.append(sum_limit(compute, np.full(inst.num_devices, cap_s), times.end_w))
     return limits

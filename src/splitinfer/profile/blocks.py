@@ -19,6 +19,8 @@ import onnx
 from splitinfer.errors import ModelError, ShapeError
 from splitinfer.graph import Analysis, Model, analyze, load_model
 from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS
+from splitinfer.graph.exit_cuts import analyze_at_exits
+from splitinfer.graph.exits import Exit, read_exits
 from splitinfer.graph.model import ModelSource
 from splitinfer.graph.shapes import as_flags
 from splitinfer.graph.sizes import describe_size
@@ -31,6 +33,7 @@ class Blocks:
 
     model: Model
     analysis: Analysis
+    exits: tuple[Exit, ...] = ()  # early exits with their rules: a block ends at each
 
 
 def _other_model(profile: Profile, name: str, sha256: str) -> ModelError:
@@ -111,10 +114,18 @@ def cut_as_profiled(model: Model | ModelSource, profile: Profile | None) -> Bloc
     """
     if profile is None:
         loaded = model if isinstance(model, Model) else load_model(model)
-        return Blocks(loaded, analyze(loaded, DEFAULT_MAX_CUT_TENSORS, DEFAULT_MAX_BLOCKS))
+        exits = read_exits(loaded)  # those its metadata declares
+        return Blocks(loaded, analyze_at_exits(loaded, exits, DEFAULT_MAX_CUT_TENSORS, DEFAULT_MAX_BLOCKS), exits)
     info = profile.model
     loaded = model if isinstance(model, Model) else load_as_profiled(model, profile)
     _check_model(loaded, profile)  # before cutting: another model may not even cut the same way
-    analysis = analyze(loaded, info.max_cut_tensors, info.max_blocks)
+    analysis = analyze_at_exits(loaded, info.exits, info.max_cut_tensors, info.max_blocks)
     _check_cuts(analysis, profile)
-    return Blocks(loaded, analysis)
+    return Blocks(loaded, analysis, profiled_exits(profile, loaded))
+
+
+def profiled_exits(profile: Profile, model: Model) -> tuple[Exit, ...]:
+    """The early exits the profile measured, with the rules and thresholds it measured them under."""
+    if profile.exits:
+        return tuple(Exit(e.output, e.rule, e.threshold, e.rule_path) for e in profile.exits)
+    return read_exits(model, list(profile.model.exits)) if profile.model.exits else ()

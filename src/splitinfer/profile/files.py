@@ -8,7 +8,8 @@ from pathlib import Path
 import msgspec
 
 from splitinfer.errors import ProfileError, SchemaError, read_file
-from splitinfer.profile.schema import PROFILE_SCHEMA, Profile, TradeoffProfile, validate_profile
+from splitinfer.profile.schema import PROFILE_SCHEMA, Profile, TradeoffProfile
+from splitinfer.profile.validation import validate_profile
 
 
 def _rename_old_keys(raw: dict) -> None:

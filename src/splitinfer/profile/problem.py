@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from splitinfer.cluster import Cluster
 from splitinfer.errors import ProfileError
+from splitinfer.plan.exits import ExitMix
 from splitinfer.plan.problem import AT_SOURCE, AtSource, Link, Messaging, Power, Problem
 from splitinfer.profile.schema import BlockMemory, DeviceProfile, Profile
 from splitinfer.profile.segments import DEFAULT_THRESHOLD, corrected_profile, joins_of
@@ -97,6 +98,7 @@ def build_problem(
     sink: str | AtSource | None = AT_SOURCE,
     threshold: float = DEFAULT_THRESHOLD,
     in_flight: int = 1,
+    full_depth: bool = False,
 ) -> Problem:
     """The planning problem of ``profile`` on ``cluster``'s devices (or the profile's own).
 
@@ -107,7 +109,9 @@ def build_problem(
     overrides the cluster's sink. ``threshold``: how far a measured segment may be from its
     prediction before its blocks are corrected (``profile/segments.py``). ``in_flight``: requests a
     stage holds at once (the one it runs and those queued: the concurrency you will run at), whose
-    input and output buffers its memory counts.
+    input and output buffers its memory counts. The profile's early exits (how often each answers)
+    make latency and energy expected values (``plan/exits.py``), unless ``full_depth``: every request
+    runs to the end.
     """
     if stat not in STATS:
         raise ProfileError(f"unknown statistic {stat!r}", f"use one of: {', '.join(STATS)}")
@@ -158,4 +162,6 @@ def build_problem(
         joins,
         in_flight=in_flight,
         messaging=messaging_of(profile, names),
+        exits=tuple(ExitMix(e.output, e.block, e.probability, e.output_bytes) for e in profile.exits
+                    if not full_depth),
     )

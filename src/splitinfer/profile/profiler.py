@@ -28,11 +28,14 @@ import numpy as np
 from splitinfer.errors import ModelError, ProfileError, first_line
 from splitinfer.graph import Analysis, Model, analyze, extract_segment, load_model, split
 from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS
+from splitinfer.graph.exit_cuts import analyze_at_exits
+from splitinfer.graph.exits import Exit, read_exits
 from splitinfer.graph.inference import DEFAULT_PROVIDERS, check_providers, create_inference_session
 from splitinfer.host import host_info, max_num_threads
-from splitinfer.profile.calibration import Calibration, load_calibration
+from splitinfer.profile.calibration import Calibration, load_calibration, load_calibration_samples
+from splitinfer.profile.exit_profile import NUM_GENERATED, measure_exits
 from splitinfer.profile.partition_timing import CompressionTiming, PartitionFailure, PartitionTiming
-from splitinfer.profile.schema import BlockInfo, ModelInfo, Profile
+from splitinfer.profile.schema import BlockInfo, ExitProfile, ModelInfo, Profile
 from splitinfer.profile.timing import (
     MAX_PARTITION_BUDGET_S,
     MAX_RUNS,
@@ -166,6 +169,7 @@ class PreparedModel:
     block_feeds: list[dict[str, np.ndarray]]  # the tensors each block gets from the calibration input
     whole_bytes: bytes
     whole_feeds: dict[str, np.ndarray]
+    exits: tuple[ExitProfile, ...] = ()  # how often each early exit answers (profile/exit_profile.py)
     _segments: dict[tuple[int, int], bytes] = field(default_factory=dict)
     _segment_inputs: dict[tuple[int, int], list[str]] = field(default_factory=dict)
 
@@ -193,7 +197,7 @@ class PreparedModel:
     def empty_profile(self) -> Profile:
         """A profile of this model with no devices and no links yet."""
         return Profile(model=self.info, blocks=self.blocks, input_bytes=self.analysis.input_bytes,
-                       output_bytes=self.analysis.output_bytes)
+                       output_bytes=self.analysis.output_bytes, exits=self.exits)
 
 
 def _chain_feeds(parts: Sequence[Any], feeds: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
@@ -232,23 +236,35 @@ def prepare_model(model: str | Path | bytes | Model | None, *, calibration: Cali
                   seed: int = 0, feeds: Mapping[str, np.ndarray] | None = None,
                   fixed_inputs: Mapping[str, object] | None = None,
                   sizes: Sequence[Mapping[str, Sequence[int]]] | None = None,
-                  cuts_at: Sequence[int] | None = None) -> PreparedModel:
+                  cuts_at: Sequence[int] | None = None, exits: Sequence[Exit | str] | None = None
+                  ) -> PreparedModel:
     """Load (if needed), analyze and split ``model``; run the calibration input through its blocks.
     ``input_shapes``, ``batch``, ``feeds``, ``fixed_inputs`` and ``sizes`` go to
     :func:`~splitinfer.graph.load_model` (a :class:`Model` was loaded with its own); ``cuts_at``: the
-    blocks' cut positions (another size's, :func:`~splitinfer.graph.analyze`) instead of choosing."""
+    blocks' cut positions (another size's, :func:`~splitinfer.graph.analyze`) instead of choosing.
+    ``exits``: the model's early exits (default: those its metadata declares, :func:`read_exits`): a
+    block ends at each, and how often each answers is measured on the calibration samples."""
     if model is None:
         raise ProfileError("no model to profile", "give the model file (or a prepared model)")
     if not isinstance(model, Model):
         model = load_model(model, input_shapes=input_shapes, batch=batch, feeds=feeds,
                            fixed_inputs=fixed_inputs, sizes=sizes)
+    declared = read_exits(model, exits)
     inputs = load_calibration(model, calibration, seed)  # not ``feeds``: those were given to load
-    analysis = analyze(model, max_cut_tensors=max_cut_tensors, max_blocks=max_blocks, cuts_at=cuts_at)
+    analysis = analyze(model, max_cut_tensors=max_cut_tensors, max_blocks=max_blocks, cuts_at=cuts_at) \
+        if cuts_at is not None else analyze_at_exits(model, declared, max_cut_tensors, max_blocks)
     parts = split(model, [c.position for c in analysis.cuts], analysis)
     info = ModelInfo(sha256=model.sha256, name=model.name, path=str(model.path) if model.path else None,
                      input_shapes={s.name: tuple(s.shape) for s in model.inputs},
                      fixed_inputs=_fixed_values(model), max_cut_tensors=max_cut_tensors,
                      sizes=tuple(model.sizes) if len(model.sizes) > 1 else (),
-                     max_blocks=max_blocks)
-    return PreparedModel(model, analysis, info, block_infos(analysis), [p.to_bytes() for p in parts],
-                         _chain_feeds(parts, inputs), model.proto.SerializeToString(), inputs)
+                     exits=tuple(e.output for e in declared), max_blocks=max_blocks)
+    prepared = PreparedModel(model, analysis, info, block_infos(analysis), [p.to_bytes() for p in parts],
+                             _chain_feeds(parts, inputs), model.proto.SerializeToString(), inputs)
+    if declared and cuts_at is None:
+        samples = [model.make_feeds(seed=seed + i) for i in range(NUM_GENERATED)] if calibration is None \
+            else load_calibration_samples(model, calibration, seed)
+        source = "generated" if calibration is None else \
+            Path(calibration).name if isinstance(calibration, str | Path) else "calibration"
+        prepared.exits = measure_exits(model, analysis, declared, samples, source)
+    return prepared

@@ -38,12 +38,25 @@ class StageBench(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     precision: str = "fp32"  # the plan's (and so the deployed partition's)
 
 
+class ExitBench(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One early exit (``""``: the model's end): how many requests it answered, against the plan's
+    fraction, and their latencies."""
+
+    output: str
+    count: int
+    fraction: float
+    predicted_fraction: float
+    latency_median_s: float
+    latency_p95_s: float
+    latency_mean_s: float
+
+
 class HopBench(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One hop: predicted vs measured transfer time and bytes."""
 
     src: str
     dst: str
-    kind: Literal["upload", "cut", "return"]
+    kind: Literal["upload", "cut", "return", "exit"]
     # Measured: the median bytes sent (compressed: payload and params). Files without predicted_bytes
     # recorded the tensors' bytes before compression here.
     num_bytes: int
@@ -80,6 +93,10 @@ class BenchResult(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     latencies_s: tuple[float, ...]  # every measured request, in completion order
     date: str  # ISO 8601
     host: dict[str, str]
+    # A plan with early exits: each exit's share and latencies (the end last). Its stages and hops are
+    # then compared as expected values (means over every request, 0 where a request did not reach
+    # them), and its latency error is the mean's: the plan predicts an expected latency.
+    exits: tuple[ExitBench, ...] = ()
 
 
 def rel_error(predicted: float, measured: float) -> float:

@@ -64,6 +64,9 @@ from splitinfer.records.bench import (
     regret,
     rel_error,
 )
+from splitinfer.runtime.bench_exits import compare_exits
+from splitinfer.runtime.bench_exits import compare_hops as exit_hops
+from splitinfer.runtime.bench_exits import compare_stages as exit_stages
 from splitinfer.runtime.coordinator.deploy import Calibration, ModelSource, ProfileSource, deploy
 from splitinfer.runtime.coordinator.session import Session
 from splitinfer.runtime.coordinator.timing import RequestTiming, Result
@@ -218,7 +221,9 @@ def predicted_throughput(plan: Plan, concurrency: int) -> float:
 def _summarize(session: Session, plan: Plan, results: Sequence[Result], wall_s: float,
                concurrency: int) -> BenchResult:
     devices = [s.device for s in plan.stages]
-    timings = [r.timing for r in results if [s.device for s in r.timing.stages] == devices]
+    exits = bool(plan.exit_mix)
+    timings = [r.timing for r in results if [s.device for s in r.timing.stages] == devices or
+               (exits and [s.device for s in r.timing.stages] == devices[:len(r.timing.stages)])]
     if not timings:
         raise PlanError("no request ran on the plan's stages (the session re-planned)",
                         "bench again: session.plan is the plan now deployed")
@@ -238,11 +243,14 @@ def _summarize(session: Session, plan: Plan, results: Sequence[Result], wall_s: 
         latency_min_s=float(arr.min()), latency_max_s=float(arr.max()),
         throughput_rps=throughput,
         predicted_latency_s=plan.latency_s, predicted_throughput_rps=expected_rps,
-        latency_rel_error=rel_error(plan.latency_s, median),
+        # with exits the plan predicts an expected latency: the mean is what it predicts
+        latency_rel_error=rel_error(plan.latency_s, float(arr.mean()) if exits else median),
         throughput_rel_error=rel_error(expected_rps, throughput),
-        stages=compare_stages(plan, timings), hops=compare_hops(plan, timings),
+        stages=exit_stages(plan, results) if exits else compare_stages(plan, timings),
+        hops=exit_hops(plan, results) if exits else compare_hops(plan, timings),
         latencies_s=tuple(latencies),
         date=datetime.now(UTC).isoformat(timespec="seconds"), host=describe_host(),
+        exits=compare_exits(plan, results) if exits else (),
     )
 
 

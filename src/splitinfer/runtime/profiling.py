@@ -51,10 +51,11 @@ from splitinfer.profile.profiler import (
     ProfileWarning,
     prepare_model,
 )
-from splitinfer.profile.schema import HopCost, LinkProfile, Profile, validate_profile
+from splitinfer.profile.schema import HopCost, LinkProfile, Profile
 from splitinfer.profile.sensitivity import Sensitivity
 from splitinfer.profile.sizes import measure_sizes
 from splitinfer.profile.tradeoff_profile import time_on_device, tradeoff_profile, with_tradeoffs
+from splitinfer.profile.validation import validate_profile
 from splitinfer.runtime.cluster_workers import ClusterWorkers, WorkerRunner, cluster_workers
 from splitinfer.runtime.messaging import measure_messaging
 from splitinfer.runtime.wire.client import MAX_PROBE_REPEATS, MAX_PROBE_SIZES, MAX_WAIT_S

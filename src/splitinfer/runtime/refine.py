@@ -40,9 +40,10 @@ from splitinfer.profile.profiler import (
     ProfileWarning,
     prepare_model,
 )
-from splitinfer.profile.schema import Profile, SegmentStats, validate_profile
+from splitinfer.profile.schema import Profile, SegmentStats
 from splitinfer.profile.segments import DEFAULT_THRESHOLD, add_segments
 from splitinfer.profile.timing import summarize
+from splitinfer.profile.validation import validate_profile
 from splitinfer.runtime.cluster_workers import ClusterWorkers, WorkerRunner, cluster_workers
 from splitinfer.runtime.coordinator.deploy import build_stages, deploy_stages
 

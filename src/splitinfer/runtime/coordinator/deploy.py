@@ -43,6 +43,7 @@ from splitinfer.profile.schema import Profile
 from splitinfer.profile.sizes import profile_at
 from splitinfer.profile.tradeoff_profile import tradeoffs_for_planning
 from splitinfer.records.plans import PlanSource, load_plan
+from splitinfer.runtime.coordinator._exits import part_ranges, stage_exits
 from splitinfer.runtime.coordinator.pipeline import StageSpec, check_chain
 from splitinfer.runtime.coordinator.recovery import Replacement, Replan
 from splitinfer.runtime.coordinator.session import Session, SessionOptions
@@ -110,17 +111,25 @@ def build_stages(plan: Plan, blocks: Blocks, calibration: Calibration | None = N
     calibrated on ``calibration``'s real intermediate tensors), placed on its device, with the
     compression of the hop into it."""
     parts = [extract_segment(blocks.model, blocks.analysis, s.first_block, s.last_block) for s in plan.stages]
-    models = [p.to_bytes() for p in parts]
-    precisions = [s.precision for s in plan.stages]
+    # A stage making early exits runs as parts, split after each exit's block (runtime/device/_exits.py).
+    split_at = stage_exits(plan, blocks)
+    ranges = [part_ranges(s.first_block, s.last_block, split_at[k][0]) for k, s in enumerate(plan.stages)]
+    chain = [extract_segment(blocks.model, blocks.analysis, a, b).to_bytes() if len(r) > 1
+             else parts[k].to_bytes() for k, r in enumerate(ranges) for a, b in r]
+    precisions = [s.precision for s, r in zip(plan.stages, ranges, strict=True) for _ in r]
     if any(p != "fp32" for p in precisions):
         feeds = calibration_feeds(blocks.model, calibration) if calibration is not None else None
-        models = [q.SerializeToString() for q in quantize_partitions(models, precisions, feeds)]
+        chain = [q.SerializeToString() for q in quantize_partitions(chain, precisions, feeds)]
     # The hop into stage k: the upload for stage 0 (raw when stage 0 runs on the source), else cut k - 1.
     upload = next((h.compression for h in plan.hops if h.kind == "upload"), "none")
     into = [upload, *(h.compression for h in plan.hops if h.kind == "cut")]
-    return [StageSpec(k, stage.device, models[k], part.inputs, part.outputs,
-                      compression="" if into[k] == "none" else into[k])
-            for k, (stage, part) in enumerate(zip(plan.stages, parts, strict=True))]
+    stages, start = [], 0
+    for k, (stage, part, r) in enumerate(zip(plan.stages, parts, ranges, strict=True)):
+        models, start = chain[start:start + len(r)], start + len(r)
+        stages.append(StageSpec(k, stage.device, models[0], part.inputs, part.outputs,
+                                compression="" if into[k] == "none" else into[k], exits=split_at[k][1],
+                                more_parts=tuple(models[1:])))
+    return stages
 
 
 def plan_stages(plan: PlanSource, cluster: Cluster | str | Path, model: ModelSource, *,

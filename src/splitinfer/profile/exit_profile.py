@@ -1,0 +1,62 @@
+"""How often each early exit answers, measured on calibration samples: the planner's exit mix.
+
+Each sample (one request: every row of a batch must be confident) runs through the whole model once;
+it leaves at the first exit, in depth order, whose rule holds (:func:`splitinfer.graph.exits.is_confident`).
+Without calibration data the samples are generated (seeded), which says little about real inputs:
+give ``calibration=`` (``--calibration``) to plan with the mix of your data. Each sample's score under
+a threshold rule is kept (``ExitProfile.confidences``), so the fraction at another threshold is known
+without measuring again (:func:`leave_fractions`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from splitinfer.errors import ModelError, first_line
+from splitinfer.graph import Analysis, Model
+from splitinfer.graph.exit_cuts import exit_blocks
+from splitinfer.graph.exits import Exit, is_confident
+from splitinfer.graph.inference import create_inference_session
+from splitinfer.profile.schema import ExitProfile
+from splitinfer.quality.confidence import confidence
+
+NUM_GENERATED = 32  # samples when no calibration data is given
+
+
+def measure_exits(model: Model, analysis: Analysis, exits: Sequence[Exit],
+                  samples: Sequence[Mapping[str, np.ndarray]], source: str) -> tuple[ExitProfile, ...]:
+    """Each exit's fraction of ``samples`` that leave there, its block and its tensor's bytes."""
+    if not exits:
+        return ()
+    blocks = exit_blocks(model, exits, analysis)
+    ordered = sorted(exits, key=lambda e: blocks[e.output])
+    session = create_inference_session(model.proto.SerializeToString())
+    names = [e.output for e in ordered]
+    passed = np.zeros((len(samples), len(ordered)), dtype=bool)
+    scores: list[list[float]] = [[] for _ in ordered]
+    for i, feeds in enumerate(samples):
+        try:
+            values = session.run(names, dict(feeds))
+        except Exception as e:  # ORT's own error types
+            raise ModelError(f"the model fails on calibration sample {i}: {first_line(e)}",
+                             "check the calibration data") from None
+        for k, (e, value) in enumerate(zip(ordered, values, strict=True)):
+            passed[i, k] = bool(np.all(is_confident(e, value)))
+            if e.rule != "onnx":
+                scores[k].extend(float(c) for c in confidence(e.rule, value))
+    left = leave_fractions(passed)
+    return tuple(ExitProfile(e.output, e.rule, e.threshold, blocks[e.output], float(p),
+                             model.tensor(e.output).num_bytes, len(samples), source, tuple(scores[k]),
+                             e.rule_path)
+                 for k, (e, p) in enumerate(zip(ordered, left, strict=True)))
+
+
+def leave_fractions(passed: np.ndarray) -> list[float]:
+    """(samples, exits) booleans, exits in depth order -> the fraction leaving at each (at the first it
+    passes)."""
+    if passed.size == 0:
+        return [0.0] * passed.shape[1]
+    first = np.where(passed.any(axis=1), passed.argmax(axis=1), -1)
+    return [float(np.mean(first == k)) for k in range(passed.shape[1])]
