@@ -25,7 +25,7 @@ from PIL import Image
 
 from splitinfer import zoo
 from splitinfer.cli import main
-from splitinfer.cli.profile_cmds import calibration_input
+from splitinfer.cli._calibration import calibration_input
 from splitinfer.cluster import parse_cluster
 from splitinfer.data import Preprocess, load_dataset
 from splitinfer.graph import load_model

@@ -64,7 +64,8 @@ def _bench_one(dep: Deployment, timeout: float, calibrated: Dataset | None, json
     from splitinfer.runtime.bench import bench
 
     # through the module: tests replace runtime_cmds.open_session to prove nothing was deployed
-    with runtime_cmds.open_session(dep, timeout, calibrated) as session, \
+    full_depth = options.pop("full_depth", False)
+    with runtime_cmds.open_session(dep, timeout, calibrated, full_depth) as session, \
             _progress(json_out, options["num_requests"]) as progress:
         return bench(session, dep.plan, progress=progress, **options)
 
@@ -125,6 +126,9 @@ def bench_command(
         show_default=False)] = None,
     calibration: CalibrationOpt = None,
     input_shape: InputShapes = None,
+    full_depth: Annotated[bool, typer.Option(
+        "--full-depth", help="A model with early exits: run every request to the end (no exit answers), to "
+                             "measure what the exits save on the same plan.")] = False,
 ) -> None:
     """Deploy a plan, run many requests and compare the measured times with the plan's predictions.
 
@@ -179,6 +183,10 @@ def bench_command(
     calibrated = read_calibration(calibration, dep.model, preprocess) or dataset
     options: dict[str, Any] = {"num_requests": requests, "concurrency": concurrency, "num_warmup": num_warmup,
                                "feeds": feeds}
+    if full_depth:
+        if top is not None:
+            raise PlanError("--full-depth benches one plan", "leave out --top, or --full-depth")
+        options["full_depth"] = True
     if ranked_plans is not None:
         ranked = _bench_top(ranked_plans, dep, timeout, calibrated, json_out, options)
         _show(output, json_out, note, ranked, encode_rank, save_rank, format_rank_table)

@@ -49,7 +49,7 @@ def demo(
         float, typer.Option("--budget-s", help="Profiling seconds per block and device.")
     ] = 1.0,
 ) -> None:
-    from splitinfer.cli.plan_cmds import format_plans
+    from splitinfer.cli._plan_tables import format_plans
     from splitinfer.cli.runtime_cmds import format_bench_table
     from splitinfer.demo import run_demo
     from splitinfer.records.gain import gain_line

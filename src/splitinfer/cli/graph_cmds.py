@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +11,13 @@ import typer
 from rich.table import Table
 
 from splitinfer.cli._common import check_folder, console, format_bytes, format_count, print_json
+from splitinfer.cli._exits import (
+    ExitRuleOpt,
+    ExitRulePathOpt,
+    ExitsOpt,
+    ExitThresholdOpt,
+    read_exit_options,
+)
 from splitinfer.cli._model import (
     Batch,
     FixInputs,
@@ -22,7 +28,7 @@ from splitinfer.cli._model import (
     ModelPath,
     open_model,
 )
-from splitinfer.errors import CutError, SplitinferError, VerifyError
+from splitinfer.errors import CutError, VerifyError
 from splitinfer.graph import (
     Analysis,
     Model,
@@ -35,7 +41,7 @@ from splitinfer.graph import (
 )
 from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS
 from splitinfer.graph.exit_cuts import exit_cuts, exit_partitions
-from splitinfer.graph.exits import Exit, read_exits
+from splitinfer.graph.exits import Exit
 from splitinfer.graph.sizes import describe_size
 from splitinfer.types import TensorSpec
 from splitinfer.units import check_number
@@ -213,33 +219,6 @@ def _cuts_for(m: Model, at: list[str] | None, blocks: int | None, all_blocks: bo
     return analysis, [[name.strip() for name in cut.split(",")] for cut in at or []]
 
 
-_EXIT_ARGS = re.compile(r"\b(exits|threshold|rule_path|rule)=")
-_EXIT_FLAGS = {"exits": "--exits", "threshold": "--exit-threshold", "rule": "--exit-rule",
-               "rule_path": "--exit-rule-path"}
-
-
-def _read_exits(m: Model, exits: str | None, rule: str | None, threshold: float | None,
-                rule_path: Path | None) -> tuple[Exit, ...]:
-    """``--exits`` (names, or ``model`` for the metadata's) with ``--exit-rule``, ``--exit-threshold``
-    and ``--exit-rule-path``."""
-    if exits is None:
-        if rule is not None or threshold is not None or rule_path is not None:
-            raise CutError("--exit-rule and --exit-threshold apply to --exits, which is not given",
-                           "add --exits OUT1,OUT2 (or --exits model)")
-        return ()
-    names = None if exits.strip() == "model" else [n.strip() for n in exits.split(",") if n.strip()]
-    try:
-        found = read_exits(m, names, rule=rule, threshold=threshold, rule_path=rule_path)
-    except SplitinferError as e:  # the library names its arguments; here they are options
-        def flags(text: str) -> str:
-            return _EXIT_ARGS.sub(lambda m: _EXIT_FLAGS[m[1]], text)
-        raise type(e)(flags(e.problem), flags(e.fix)) from None
-    if not found:
-        raise CutError("--exits model: the model's metadata declares no exits",
-                       "name the exit outputs: --exits OUT1,OUT2")
-    return found
-
-
 def split_command(
     model: ModelPath,
     out: Annotated[Path, typer.Option("-o", "--out", help="Directory for part_<k>.onnx and manifest.json.")],
@@ -257,19 +236,10 @@ def split_command(
     inputs: Inputs = None,
     inputs_file: InputsFile = None,
     fix_input: FixInputs = None,
-    exits: Annotated[str | None, typer.Option(
-        "--exits", metavar="OUT1,OUT2|model", show_default=False,
-        help="Early exits: model outputs a confident request may stop at (`model`: those the model's "
-             "metadata declares). Each exit ends a partition; the manifest says which.")] = None,
-    exit_rule: Annotated[str | None, typer.Option(
-        "--exit-rule", help="The exits' confidence rule: softmax_max (default), entropy, or onnx.",
-        show_default=False)] = None,
-    exit_threshold: Annotated[float | None, typer.Option(
-        "--exit-threshold", help="softmax_max: the top class's probability at least this (default 0.9); "
-                                 "entropy: at most this many nats.", show_default=False)] = None,
-    exit_rule_path: Annotated[Path | None, typer.Option(
-        "--exit-rule-path", help="--exit-rule onnx: an ONNX graph from the exit's tensor to one bool per "
-                                 "sample (true: confident).", show_default=False)] = None,
+    exits: ExitsOpt = None,
+    exit_rule: ExitRuleOpt = None,
+    exit_threshold: ExitThresholdOpt = None,
+    exit_rule_path: ExitRulePathOpt = None,
 ) -> None:
     """Split a model into standalone ONNX partitions that chain, and verify them.
 
@@ -299,7 +269,7 @@ def split_command(
     _check_cut_options(max_cut_tensors, 0)
     check_folder(out, "-o")
     m = open_model(model, input_shape, batch, GivenInputs(inputs, inputs_file, fix_input), sizes=True)
-    declared = _read_exits(m, exits, exit_rule, exit_threshold, exit_rule_path)
+    declared = read_exit_options(m, exits, exit_rule, exit_threshold, exit_rule_path)
     analysis, cuts = _cuts_for(m, at, blocks, all_blocks, max_cut_tensors, declared)
     parts = split(m, cuts, analysis)  # type: ignore[arg-type]
     produced = exit_partitions(m, declared, parts) if declared else {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import sys
 from collections.abc import Callable
@@ -12,10 +11,10 @@ from typing import Any
 
 import msgspec
 import typer
-from rich.table import Table
 
 from splitinfer.cli._common import check_writable, console
 from splitinfer.cli._model import parse_input_shapes
+from splitinfer.cli._plan_tables import format_plans
 from splitinfer.cluster import load_cluster
 from splitinfer.errors import PlanError, ShapeError, SplitinferError
 from splitinfer.graph.shapes import as_flags
@@ -107,35 +106,6 @@ def _sink(text: str | None) -> str | AtSource | None:
     return None if text.lower() == "none" else text
 
 
-def format_plans(plans: list[Plan], title: str = "") -> Table:
-    """A table of ranked plans: predicted figures, how each is known to be optimal, and stages."""
-    table = Table(title=title or None, title_justify="left")
-    pareto = any(p.objective.startswith("pareto") for p in plans)
-    energy = any(p.energy_j is not None for p in plans)
-    quality = any(p.quality_cost is not None for p in plans)
-    columns = (["front"] if pareto else []) + ["#", "latency s", "compute s", "transfer s"]
-    columns += (["codec s"] if quality else []) + ["sent MB"] + (["upload MB"] if pareto else [])
-    columns += ["req/s"] + (["energy J"] if energy else []) + (["quality"] if quality else [])
-    for name in columns:
-        table.add_column(name, justify="left" if name == "front" else "right", no_wrap=True)
-    table.add_column("stages", overflow="fold", min_width=16)
-    # Last and wrapping: a narrow terminal crops it before the figures and the stages; wide enough for
-    # "MILP gap 0.00%" on one line, the time limit's words on a second.
-    table.add_column("certificate", min_width=14)
-    for p in plans:
-        row = [p.objective.removeprefix("pareto-")] if pareto else []
-        row += [str(p.rank), f"{p.latency_s:.4f}", f"{p.compute_s:.4f}", f"{p.transfer_s:.4f}"]
-        row += [f"{p.codec_s:.4f}"] if quality else []
-        row += [f"{p.bytes_sent / 1e6:.3f}"] + ([f"{p.upload_bytes / 1e6:.3f}"] if pareto else [])
-        row.append("inf" if math.isinf(p.throughput_rps) else f"{p.throughput_rps:.3f}")
-        if energy:
-            row.append("-" if p.energy_j is None else f"{p.energy_j:.4f}")
-        if quality:
-            row.append("-" if p.quality_cost is None else f"{p.quality_cost:.2%}")
-        table.add_row(*row, describe_stages(p), p.certificate_label)
-    return table
-
-
 def _write(plans: list[Plan], output: Path | None, provenance: Provenance) -> None:
     if output is None:
         return
@@ -193,7 +163,7 @@ def _check_numbers(top: int, time_limit: float, bounds: dict[str, float | None],
 
 def _profile_problem(
     path: str, cluster: Path | None, stat: str, sink: str | None, tradeoffs: dict[str, Any], in_flight: int,
-    input_shape: list[str] | None,
+    input_shape: list[str] | None, full_depth: bool = False,
 ) -> tuple[Problem, Provenance, Tradeoffs | None]:
     everything = load_profile(path)
     try:
@@ -202,7 +172,7 @@ def _profile_problem(
         raise ShapeError(as_flags(e.problem), e.fix) from None
     problem = build_problem(
         profile, load_cluster(cluster) if cluster is not None else None, stat=stat, sink=_sink(sink),
-        in_flight=in_flight,
+        in_flight=in_flight, full_depth=full_depth,
     )
     chosen = None
     if any(v is not None for v in tradeoffs.values()):
@@ -343,6 +313,9 @@ def plan_command(
         None, "--input-shape", metavar="NAME=D1,D2,...", show_default=False,
         help="A profile made at several input sizes: the size to plan for, e.g. x=8,3,224,224 (default: "
              "the profile's first). One deployment of the plan serves every profiled size."),
+    full_depth: bool = typer.Option(
+        False, "--full-depth", help="A model with early exits: plan as if every request ran to the end "
+                                    "(default: for the exit mix the profile measured)."),
 ) -> None:
     _check_args(args, scission, objective)
     _check_numbers(top, time_limit, {"--min-throughput": min_throughput, "--max-energy": max_energy,
@@ -360,7 +333,7 @@ def plan_command(
             problem = dataclasses.replace(problem, sink=_sink(sink))
     else:
         problem, provenance, tradeoffs = _profile_problem(args[0], cluster, stat, sink, wanted, in_flight,
-                                                          input_shape)
+                                                          input_shape, full_depth)
     cons = Constraints(
         pins=_block_pairs(pin, "pin", problem.num_blocks),
         forbids=_block_pairs(forbid, "forbid", problem.num_blocks),

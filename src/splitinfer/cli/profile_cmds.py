@@ -5,18 +5,17 @@ from __future__ import annotations
 import contextlib
 import platform
 import warnings
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from splitinfer.cli._calibration import calibration_input
 from splitinfer.cli._common import check_writable, console, err_console
-from splitinfer.cli._inputs import ARRAY_SUFFIXES, dataset_feeds, read_dataset, single_input
-from splitinfer.cli._model import FixInputs, GivenInputs, Inputs, InputsFile, open_model
+from splitinfer.cli._exits import ExitRuleOpt, ExitRulePathOpt, ExitsOpt, ExitThresholdOpt, read_exit_options
+from splitinfer.cli._model import FixInputs, GivenInputs, Inputs, InputsFile
 from splitinfer.cli._profile_tables import (
     devices_table,
     links_table,
@@ -25,8 +24,7 @@ from splitinfer.cli._profile_tables import (
     tradeoffs_table,
 )
 from splitinfer.cluster import load_cluster
-from splitinfer.errors import InputError, ProfileError
-from splitinfer.graph import Model
+from splitinfer.errors import ProfileError
 from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS
 from splitinfer.host import max_num_threads
 from splitinfer.plan import Plan, describe_stages, plan_to_json, with_provenance
@@ -139,57 +137,6 @@ def _local_bar(device: str) -> Iterator[object]:
         yield update
 
 
-_CALIBRATION_FORMS = ("an .npz with one array per input name, or a data set: an image folder, one image, "
-                      "an .npz with x, an .npy")
-
-
-def _named_arrays(path: Path, model: Model) -> bool:
-    """Whether ``path`` is calibration's own form, arrays by input name, rather than a data set: an .npz
-    without ``x`` (or any array file for a model of several inputs, whose reader says what is wrong)."""
-    if path.suffix.lower() not in ARRAY_SUFFIXES or not path.is_file():
-        return False
-    if len(model.inputs) != 1:
-        return True
-    if path.suffix.lower() == ".npy":
-        return False
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return "x" not in npz.files
-    except (OSError, ValueError, AttributeError, zipfile.BadZipFile, EOFError):
-        return True  # not a readable .npz: the calibration reader says so
-
-
-def calibration_input(model: Path, options: dict) -> tuple[Model, Any, Any]:
-    """The model (loaded with its --input-shape, --batch, --input, --inputs and --fix-input), the
-    calibration to profile with: None (the --input values, the other inputs generated), the .npz of
-    arrays by input name, or one input batch made from a data set's first samples; and the data set
-    (None unless the calibration is one)."""
-    path, steps = options["calibration"], options["preprocess"]
-    need_data = InputError("--tradeoffs measures quality on a data set; --calibration must give one",
-                           "add --calibration DATA: an image folder, an .npz with x, or an .npy")
-    if path is None:
-        if options["tradeoffs"]:
-            raise need_data
-        if steps is not None:
-            raise InputError("--preprocess needs --calibration: it says how the calibration images become "
-                             "inputs", "give --calibration DATA, or leave out --preprocess")
-    elif not path.exists():
-        raise InputError(f"--calibration {path} does not exist", f"give {_CALIBRATION_FORMS}")
-    loaded = open_model(model, options["input_shape"], options["batch"], options.get("given"), sizes=True)
-    if path is None:
-        return loaded, None, None
-    if _named_arrays(path, loaded):
-        if options["tradeoffs"]:
-            raise need_data
-        if steps is not None:
-            raise InputError(f"--preprocess applies to images, --calibration {path.name} holds arrays",
-                             "leave out --preprocess, or give images (a file or a folder)")
-        return loaded, path, None
-    spec = single_input(loaded, "--calibration", path)
-    data = read_dataset(path, spec, steps, "--calibration", options["limit"])
-    return loaded, dataset_feeds(data, spec, 1)[0], data
-
-
 def _sensitivity(prepared: Any, data: Any, options: dict) -> Any:
     """The quality cost of each --tradeoffs option on the calibration data set (in this process:
     quality does not depend on the device); None without --tradeoffs."""
@@ -205,8 +152,11 @@ def _sensitivity(prepared: Any, data: Any, options: dict) -> Any:
 def _measure(model: Path, cluster: Path | None, options: dict) -> tuple[Profile, Plan | None]:
     # Load, cut and calibrate first: bad input fails here, before any worker starts or bar shows.
     source, calibration, data = calibration_input(model, options)
-    prepared = prepare_model(source, calibration=calibration, max_blocks=options["max_blocks"],
-                             max_cut_tensors=options["max_cut_tensors"])
+    given = options.get("exits", (None,) * 4)
+    # none given: the exits the model's metadata declares (prepare_model reads them)
+    declared = read_exit_options(source, *given) if any(g is not None for g in given) else None
+    prepared = prepare_model(source, calibration=calibration, exits=declared,
+                             max_blocks=options["max_blocks"], max_cut_tensors=options["max_cut_tensors"])
     settings = ProfileSettings(budget_s=options["budget_s"], pairs=options["pairs"])
     sens = _sensitivity(prepared, data, options)
     source_name = "" if data is None else options["calibration"].name
@@ -362,6 +312,10 @@ def profile_command(
     inputs: Inputs = None,
     inputs_file: InputsFile = None,
     fix_input: FixInputs = None,
+    exits: ExitsOpt = None,
+    exit_rule: ExitRuleOpt = None,
+    exit_threshold: ExitThresholdOpt = None,
+    exit_rule_path: ExitRulePathOpt = None,
 ) -> None:
     if args[0] == "show" and not Path("show").exists():
         _show(args[1:])
@@ -385,7 +339,8 @@ def profile_command(
                "num_threads": num_threads if threads is None else threads, "providers": providers,
                "device_name": device_name, "refine": refine_for, "plan_output": plan_output,
                "tradeoffs": tradeoffs, "limit": limit, "pairs": pairs,
-               "given": GivenInputs(inputs, inputs_file, fix_input)}
+               "given": GivenInputs(inputs, inputs_file, fix_input),
+               "exits": (exits, exit_rule, exit_threshold, exit_rule_path)}
     _profile(Path(args[0]), cluster, output, options)
 
 

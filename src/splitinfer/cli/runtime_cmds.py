@@ -135,14 +135,16 @@ def check_request_options(timeout: float, rank: int) -> None:
     check_number(rank, "--rank", low=1, whole=True, fix="1 = the best plan of the file")
 
 
-def open_session(dep: Deployment, timeout_s: float, calibration: Dataset | None = None) -> Session:
+def open_session(dep: Deployment, timeout_s: float, calibration: Dataset | None = None,
+                 full_depth: bool = False) -> Session:
     """Deploy ``dep``: workers start, stages load; close the session (``with``) to stop them.
-    ``calibration``: the samples a trade-off plan's int8 stages are calibrated on."""
+    ``calibration``: the samples a trade-off plan's int8 stages are calibrated on; ``full_depth``:
+    no early exit answers, every request runs to the end."""
     from splitinfer.runtime.coordinator.deploy import deploy
 
     with console.status(f"deploying {describe_stages(dep.plan)} ..."), explain_calibration(calibration):
         return deploy(dep.plan, dep.cluster, dep.model, profile=dep.profile, timeout_s=timeout_s,
-                      calibration=calibration)
+                      calibration=calibration, full_depth=full_depth)
 
 
 @contextmanager

@@ -199,7 +199,6 @@ def evaluate(
     hops = tuple(Hop(names[a], names[b], n, t, kind) for a, b, n, t, kind in m.hops)  # type: ignore[arg-type]
     throughput = math.inf if m.bottleneck_s == 0 else 1.0 / m.bottleneck_s
     bound, gap = certify(objective_value(m, objective), proof)
-    full = measure(inst.full, assignment) if inst.full is not None else None
     return Plan(
         objective,
         stages,
@@ -214,8 +213,9 @@ def evaluate(
         gap=gap,
         bound=bound,
         solver=solver,
-        worst_latency_s=full.latency_s if full is not None else None,
         exit_mix={e.output: e.probability for e in inst.exits},
+        full_depth=evaluate(inst.full, assignment, objective, rank=rank, solver=solver)
+        if inst.full is not None else None,
     )
 
 

@@ -89,9 +89,16 @@ class Plan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     solver: str = ""
     provenance: Provenance = msgspec.field(default_factory=Provenance)
     quality_cost: float | None = None  # predicted agreement drop of a trade-off plan (None: fp32, raw)
-    # With early exits, latency_s is the expected latency; this is a request that takes no exit's.
-    worst_latency_s: float | None = None
-    exit_mix: dict[str, float] = msgspec.field(default_factory=dict)  # early exit -> fraction answered there
+    # With early exits (plan/exits.py) the figures above are expected values under ``exit_mix`` (early
+    # exit -> the fraction of requests it answers); ``full_depth`` is the same plan for a request that
+    # takes no exit (its latency: the worst path).
+    exit_mix: dict[str, float] = msgspec.field(default_factory=dict)
+    full_depth: Plan | None = None
+
+    @property
+    def worst_latency_s(self) -> float | None:
+        """With early exits, the latency of a request that takes none; None without exits."""
+        return self.full_depth.latency_s if self.full_depth is not None else None
 
     @property
     def compute_s(self) -> float:

@@ -115,6 +115,9 @@ def _setup(problem: Problem, tradeoffs: Tradeoffs, objective: str, constraints: 
     if objective not in TRADEOFF_OBJECTIVES:
         raise PlanError(f"unknown objective {objective!r}", f"use one of: {', '.join(TRADEOFF_OBJECTIVES)}")
     inst = prepare(problem)
+    if inst.exits:
+        raise PlanError("trade-offs (precisions, compressions) are not planned with early exits yet",
+                        "plan the trade-offs for full depth (--full-depth; build_problem(full_depth=True))")
     cons = constraints or Constraints()
     validate_constraints(inst, cons, "latency" if objective == "pareto" else objective)
     var = expand(inst, tradeoffs)

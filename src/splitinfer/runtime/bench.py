@@ -42,6 +42,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import ExitStack
 from datetime import UTC, datetime
 
+import msgspec
 import numpy as np
 import yaml
 
@@ -198,6 +199,8 @@ def bench(session: Session, plan: Plan | None = None, *, num_requests: int = 50,
     check_number(num_requests, "num_requests", low=1, high=MAX_REQUESTS, whole=True)
     check_number(num_warmup, "num_warmup", low=0, high=MAX_REQUESTS, whole=True)
     check_number(concurrency, "concurrency", low=1, high=MAX_CONCURRENCY, whole=True)
+    if session.options.full_depth and plan.full_depth is not None:  # no exit answers: the plan without them
+        plan = msgspec.structs.replace(plan.full_depth, provenance=plan.provenance)
     make_feeds = _feed_maker(session, feeds, plan)
     if num_warmup:
         run_requests(session, make_feeds, num_warmup, concurrency)
