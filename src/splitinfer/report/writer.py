@@ -19,6 +19,7 @@ from splitinfer.records.bench import BenchResult, RankResult, load_bench
 from splitinfer.records.gain import GainResult
 from splitinfer.records.plans import read_plans
 from splitinfer.report import figures, plan_figures, quality, quality_figures
+from splitinfer.report.exits import exit_bars, exit_html
 from splitinfer.report.gain import gain_bars, gain_html, read_gain
 from splitinfer.report.html import (
     FigureFile,
@@ -97,6 +98,11 @@ def _figures(data: ReportData, out: Path, ops: list[str] | None, on_file: OnFile
              "Measured end-to-end latencies of the benchmark's requests, with the prediction.",
              lambda: plan_figures.latency_distribution(bench)),
         ]
+        if bench.exits:
+            specs.append(("exit_mix", "Early exits",
+                          "Left: the share of requests each exit answered (the end: those that took none), "
+                          "measured and as profiled; right: the latency of those requests, median to p95, "
+                          "with the plan's expected latency.", lambda: exit_bars(bench)))
     if gains is not None and gains.gains:
         specs.append(("gain_bars", "Gain of splitting",
                       "Measured figure of the best single-device plan and of the best plan, side by side; "
@@ -259,6 +265,9 @@ def _sections(data: ReportData, figs: list[FigureFile], ops: list[str] | None, o
         inner = _section_html(figs, ("bench_parts", "bench_latency"))
         inner += render_table(table, "Predicted vs measured", raw_csv="bench.csv", note=REL_ERROR_NOTE)
         sections.append(("bench", "Predicted vs measured", inner))
+        if data.bench.exits:
+            sections.append(("exits", "Early exits",
+                             exit_html(data.bench, _section_html(figs, ("exit_mix",)), out, notify)))
     if evaluation is not None:
         sections.append(("quality", "Quality", _quality_html(evaluation, figs, out, notify,
                                                              data.profile.model.sha256)))
