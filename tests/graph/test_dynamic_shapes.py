@@ -268,3 +268,19 @@ def test_inspect_marks_cuts_whose_size_varies(tmp_path, capsys):
     assert code == 0 and json.loads(out)["model"]["dynamic_dims"]["nz"] == [1]  # NonZero's count
     code, out, _ = run_cli(capsys, "split", path, "--at", "nz", "--out", tmp_path / "parts")
     assert code == 0 and "sizes seen" in out.replace("\n", " ")
+
+
+def test_the_profile_records_the_bytes_a_varying_cut_carries_on_many_samples_and_plans_with_their_mean():
+    from splitinfer.profile.device import profile_model
+    from splitinfer.profile.problem import build_problem
+    from splitinfer.profile.profiler import prepare_model
+
+    prepared = prepare_model(nonzero_model(), max_blocks=0)
+    varying = [b for b in prepared.blocks if b.cut_bytes_seen]
+    steady = [b for b in prepared.blocks[:-1] if not b.cut_bytes_seen]
+    assert varying and steady  # x > 0 gives another count on each seeded input; a static cut is one size
+    assert all(len(b.cut_bytes_seen) == 32 and len(set(b.cut_bytes_seen)) > 3 for b in varying)
+    problem = build_problem(profile_model(None, prepared=prepared, budget_s=0.2))
+    for b in prepared.blocks[:-1]:
+        want = round(float(np.mean(b.cut_bytes_seen))) if b.cut_bytes_seen else b.cut_bytes
+        assert problem.cut_bytes[b.index] == want

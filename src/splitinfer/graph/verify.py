@@ -142,7 +142,7 @@ def verify(
     names = [s.name for s in model.outputs]
     watched = _watched(model, partitions)
     try:
-        session = create_inference_session(_with_outputs(model.proto, watched), providers)
+        session = create_inference_session(with_outputs(model.proto, watched), providers)
         fetch = list(dict.fromkeys([*names, *watched]))
         def run(f: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             return dict(zip(fetch, session.run(fetch, f), strict=True))
@@ -192,7 +192,7 @@ def _watched(model: Model, partitions: Sequence[Partition]) -> list[str]:
     return list(dict.fromkeys(crossing)) or list(model.dynamic_dims)
 
 
-def _with_outputs(proto: onnx.ModelProto, extra: Sequence[str]) -> bytes:
+def with_outputs(proto: onnx.ModelProto, extra: Sequence[str]) -> bytes:
     if not extra:
         return proto.SerializeToString()
     copy = onnx.ModelProto()

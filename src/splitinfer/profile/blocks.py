@@ -17,7 +17,7 @@ from pathlib import Path
 import onnx
 
 from splitinfer.errors import ModelError, ShapeError
-from splitinfer.graph import Analysis, Model, analyze, load_model
+from splitinfer.graph import Analysis, Model, load_model
 from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS
 from splitinfer.graph.exit_cuts import analyze_at_exits
 from splitinfer.graph.exits import Exit, read_exits
@@ -115,7 +115,8 @@ def cut_as_profiled(model: Model | ModelSource, profile: Profile | None) -> Bloc
     if profile is None:
         loaded = model if isinstance(model, Model) else load_model(model)
         exits = read_exits(loaded)  # those its metadata declares
-        return Blocks(loaded, analyze_at_exits(loaded, exits, DEFAULT_MAX_CUT_TENSORS, DEFAULT_MAX_BLOCKS), exits)
+        analysis = analyze_at_exits(loaded, exits, DEFAULT_MAX_CUT_TENSORS, DEFAULT_MAX_BLOCKS)
+        return Blocks(loaded, analysis, exits)
     info = profile.model
     loaded = model if isinstance(model, Model) else load_as_profiled(model, profile)
     _check_model(loaded, profile)  # before cutting: another model may not even cut the same way

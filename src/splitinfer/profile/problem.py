@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from splitinfer.cluster import Cluster
 from splitinfer.errors import ProfileError
 from splitinfer.plan.exits import ExitMix
@@ -149,7 +151,8 @@ def build_problem(
     return Problem(
         names,
         compute,
-        [b.cut_bytes for b in profile.blocks[:-1]],
+        [round(float(np.mean(b.cut_bytes_seen))) if b.cut_bytes_seen else b.cut_bytes  # varying: the mean
+         for b in profile.blocks[:-1]],
         profile.input_bytes,
         profile.output_bytes,
         _links(profile, cluster, names),

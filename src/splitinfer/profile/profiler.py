@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import msgspec
 import numpy as np
 
 from splitinfer.errors import ModelError, ProfileError, first_line
@@ -33,6 +34,7 @@ from splitinfer.graph.exits import Exit, read_exits
 from splitinfer.graph.inference import DEFAULT_PROVIDERS, check_providers, create_inference_session
 from splitinfer.host import host_info, max_num_threads
 from splitinfer.profile.calibration import Calibration, load_calibration, load_calibration_samples
+from splitinfer.profile.cut_sizes import measure_cut_bytes
 from splitinfer.profile.exit_profile import NUM_GENERATED, measure_exits
 from splitinfer.profile.partition_timing import CompressionTiming, PartitionFailure, PartitionTiming
 from splitinfer.profile.schema import BlockInfo, ExitProfile, ModelInfo, Profile
@@ -261,10 +263,13 @@ def prepare_model(model: str | Path | bytes | Model | None, *, calibration: Cali
                      exits=tuple(e.output for e in declared), max_blocks=max_blocks)
     prepared = PreparedModel(model, analysis, info, block_infos(analysis), [p.to_bytes() for p in parts],
                              _chain_feeds(parts, inputs), model.proto.SerializeToString(), inputs)
-    if declared and cuts_at is None:
+    if (declared or model.dynamic_dims) and cuts_at is None:  # measured on many samples, not one
         samples = [model.make_feeds(seed=seed + i) for i in range(NUM_GENERATED)] if calibration is None \
             else load_calibration_samples(model, calibration, seed)
         source = "generated" if calibration is None else \
             Path(calibration).name if isinstance(calibration, str | Path) else "calibration"
         prepared.exits = measure_exits(model, analysis, declared, samples, source)
+        seen = measure_cut_bytes(model, analysis, samples)
+        prepared.blocks = tuple(msgspec.structs.replace(b, cut_bytes_seen=s) if s else b
+                                for b, s in zip(prepared.blocks, seen, strict=True))
     return prepared

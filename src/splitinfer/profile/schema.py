@@ -92,6 +92,9 @@ class BlockInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     output_bytes: int = 0
     cut_bytes: int = 0  # bytes crossing the cut after this block
     activation_bytes: int = 0  # peak activation memory while the block runs
+    # A cut whose size depends on the input values: its bytes on each calibration sample (the planner
+    # charges their mean); empty where the cut is the same on every input.
+    cut_bytes_seen: tuple[int, ...] = ()
 
 
 class ExitProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
