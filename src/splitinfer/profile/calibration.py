@@ -8,15 +8,17 @@ input per sample (arrays whose leading dim holds several samples of a batch-1 in
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from splitinfer.data import Dataset
-from splitinfer.errors import InputError, ShapeError
+from splitinfer.errors import InputError, ModelError, ShapeError, first_line
 from splitinfer.graph import Model
 from splitinfer.graph.feeds import read_arrays
+from splitinfer.graph.inference import create_inference_session
+from splitinfer.graph.verify import with_outputs
 
 Calibration = str | Path | Mapping[str, np.ndarray] | np.ndarray | Dataset | None
 CALIBRATION_FORMS = ("None (seeded generated inputs), a .npy or .npz path, an array (a single-input model), "
@@ -101,3 +103,17 @@ def _dataset_batch(model: Model, data: Dataset) -> dict[str, np.ndarray]:
         raise InputError(f"calibration: {e.problem}", e.fix) from None
     batch = spec.shape[0] if spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] > 0 else 1
     return {spec.name: data.x[np.arange(batch) % len(data)]}
+
+
+def run_samples(model: Model, names: Sequence[str],
+                samples: Sequence[Mapping[str, np.ndarray]]) -> Iterator[list[np.ndarray]]:
+    """The tensors ``names`` (model outputs or any other tensor of the main graph) on each sample, one
+    run of the whole model each; ModelError naming the sample the model fails on."""
+    session = create_inference_session(with_outputs(model.proto, names))
+    for i, feeds in enumerate(samples):
+        try:
+            values = session.run(list(names), dict(feeds))
+        except Exception as e:  # ORT's own error types
+            raise ModelError(f"the model fails on calibration sample {i}: {first_line(e)}",
+                             "check the calibration data") from None
+        yield values

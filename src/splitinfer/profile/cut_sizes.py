@@ -12,10 +12,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from splitinfer.errors import ModelError, first_line
 from splitinfer.graph import Analysis, Model
-from splitinfer.graph.inference import create_inference_session
-from splitinfer.graph.verify import with_outputs
+from splitinfer.profile.calibration import run_samples
 
 
 def measure_cut_bytes(model: Model, analysis: Analysis,
@@ -26,14 +24,8 @@ def measure_cut_bytes(model: Model, analysis: Analysis,
     if not any(varying) or not samples:
         return [() for _ in after]
     names = sorted({n for names, v in zip(after, varying, strict=True) if v for n in names})
-    session = create_inference_session(with_outputs(model.proto, names))
     seen: list[dict[str, int]] = []
-    for i, feeds in enumerate(samples):
-        try:
-            values = session.run(names, dict(feeds))
-        except Exception as e:  # ORT's own error types
-            raise ModelError(f"the model fails on calibration sample {i}: {first_line(e)}",
-                             "check the calibration data") from None
+    for values in run_samples(model, names, samples):
         seen.append({n: int(np.asarray(v).nbytes) for n, v in zip(names, values, strict=True)})
     return [tuple(sum(s[n] for n in block_names) for s in seen) if v else ()
             for block_names, v in zip(after, varying, strict=True)]

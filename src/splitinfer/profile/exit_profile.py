@@ -14,11 +14,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from splitinfer.errors import ModelError, first_line
 from splitinfer.graph import Analysis, Model
 from splitinfer.graph.exit_cuts import exit_blocks
 from splitinfer.graph.exits import Exit, is_confident
-from splitinfer.graph.inference import create_inference_session
+from splitinfer.profile.calibration import run_samples
 from splitinfer.profile.schema import ExitProfile
 from splitinfer.quality.confidence import confidence
 
@@ -32,16 +31,9 @@ def measure_exits(model: Model, analysis: Analysis, exits: Sequence[Exit],
         return ()
     blocks = exit_blocks(model, exits, analysis)
     ordered = sorted(exits, key=lambda e: blocks[e.output])
-    session = create_inference_session(model.proto.SerializeToString())
-    names = [e.output for e in ordered]
     passed = np.zeros((len(samples), len(ordered)), dtype=bool)
     scores: list[list[float]] = [[] for _ in ordered]
-    for i, feeds in enumerate(samples):
-        try:
-            values = session.run(names, dict(feeds))
-        except Exception as e:  # ORT's own error types
-            raise ModelError(f"the model fails on calibration sample {i}: {first_line(e)}",
-                             "check the calibration data") from None
+    for i, values in enumerate(run_samples(model, [e.output for e in ordered], samples)):
         for k, (e, value) in enumerate(zip(ordered, values, strict=True)):
             passed[i, k] = bool(np.all(is_confident(e, value)))
             if e.rule != "onnx":

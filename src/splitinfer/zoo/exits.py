@@ -23,9 +23,9 @@ import onnxruntime as ort
 from splitinfer.quality.confidence import EXITS_KEY, confidence
 from splitinfer.zoo.builder import GraphBuilder
 from splitinfer.zoo.cnn import basic_block
-from splitinfer.zoo.config import ZooConfig, scale_channels, scale_depth, scale_heads
-from splitinfer.zoo.tensors import FLOAT, INT64
-from splitinfer.zoo.transformer import NUM_LAYERS, attention, embeddings, mask_bias, mlp
+from splitinfer.zoo.config import ZooConfig, scale_channels, scale_depth
+from splitinfer.zoo.tensors import FLOAT
+from splitinfer.zoo.transformer import NUM_LAYERS, bert_inputs, bert_layer
 
 # Seeded inputs the thresholds are set on: a median of 16 is stable enough for a default, and
 # 16 runs of the full-size BERT stay within a few seconds.
@@ -80,23 +80,11 @@ def build_bert_exits(g: GraphBuilder, cfg: ZooConfig) -> None:
     """BERT-base (12 post-LN layers) classifying the first token, with exits after layers 4 and 8
     (first token + LayerNorm + Gemm); the final head is BERT's pooler (dense + tanh) + a Gemm.
     At least 3 layers at any depth, so both exits come before the last layer."""
-    num_heads, hidden = scale_heads(cfg.width)
-    seq = cfg.resolution
-    input_ids = g.add_input("input_ids", (1, seq), INT64, mean=0.0, m2=1.0)
-    attention_mask = g.add_input("attention_mask", (1, seq), INT64, mean=1.0, m2=1.0)
-    x = embeddings(g, cfg, hidden, input_ids)
-    bias = mask_bias(g, attention_mask)
+    x, bias, hidden, num_heads = bert_inputs(g, cfg)
     num_layers = max(3, scale_depth(NUM_LAYERS, cfg.depth))
     heads = dict(zip(exit_layers(num_layers), _exit_names(), strict=True))
     for i in range(num_layers):
-        name = f"encoder.layer.{i}"
-        y = attention(g, x, num_heads, f"{name}.attention", mask=bias)
-        x = g.add(x, y, name=f"{name}.attention.residual")
-        x = g.layer_norm(x, name=f"{name}.attention.LayerNorm", eps=1e-12)
-        y = mlp(g, x, hidden, f"{name}.intermediate.dense", f"{name}.intermediate.gelu",
-                 f"{name}.output.dense")
-        x = g.add(x, y, name=f"{name}.output.residual")
-        x = g.layer_norm(x, name=f"{name}.output.LayerNorm", eps=1e-12)
+        x = bert_layer(g, x, hidden, num_heads, f"encoder.layer.{i}", bias)
         if i in heads:
             head = heads[i]
             y = g.gather(x, g.const(0, np.int64), name=f"{head}.first_token", axis=1)

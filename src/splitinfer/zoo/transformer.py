@@ -99,23 +99,30 @@ def mask_bias(g: GraphBuilder, attention_mask: str) -> str:
     return g.binary("Mul", m, g.const(-10000.0), name="extended_mask.bias")
 
 
+def bert_layer(g: GraphBuilder, x: str, hidden: int, num_heads: int, name: str, bias: str) -> str:
+    """One post-LN BERT encoder layer: attention and MLP, each with its residual and LayerNorm."""
+    y = attention(g, x, num_heads, f"{name}.attention", mask=bias)
+    x = g.add(x, y, name=f"{name}.attention.residual")
+    x = g.layer_norm(x, name=f"{name}.attention.LayerNorm", eps=1e-12)
+    y = mlp(g, x, hidden, f"{name}.intermediate.dense", f"{name}.intermediate.gelu", f"{name}.output.dense")
+    x = g.add(x, y, name=f"{name}.output.residual")
+    return g.layer_norm(x, name=f"{name}.output.LayerNorm", eps=1e-12)
+
+
+def bert_inputs(g: GraphBuilder, cfg: ZooConfig) -> tuple[str, str, int, int]:
+    """BERT's inputs (token ids and mask, ``cfg.resolution`` long) embedded: the embeddings, the
+    attention bias from the mask, the hidden size and the number of heads."""
+    num_heads, hidden = scale_heads(cfg.width)
+    input_ids = g.add_input("input_ids", (1, cfg.resolution), INT64, mean=0.0, m2=1.0)
+    attention_mask = g.add_input("attention_mask", (1, cfg.resolution), INT64, mean=1.0, m2=1.0)
+    return embeddings(g, cfg, hidden, input_ids), mask_bias(g, attention_mask), hidden, num_heads
+
+
 def build_bert(g: GraphBuilder, cfg: ZooConfig) -> None:
     """BERT-base: token + position + type embeddings, 12 post-LN layers, tanh pooler."""
-    num_heads, hidden = scale_heads(cfg.width)
-    seq = cfg.resolution
-    input_ids = g.add_input("input_ids", (1, seq), INT64, mean=0.0, m2=1.0)
-    attention_mask = g.add_input("attention_mask", (1, seq), INT64, mean=1.0, m2=1.0)
-    x = embeddings(g, cfg, hidden, input_ids)
-    bias = mask_bias(g, attention_mask)
+    x, bias, hidden, num_heads = bert_inputs(g, cfg)
     for i in range(scale_depth(NUM_LAYERS, cfg.depth)):
-        name = f"encoder.layer.{i}"
-        y = attention(g, x, num_heads, f"{name}.attention", mask=bias)
-        x = g.add(x, y, name=f"{name}.attention.residual")
-        x = g.layer_norm(x, name=f"{name}.attention.LayerNorm", eps=1e-12)
-        y = mlp(g, x, hidden, f"{name}.intermediate.dense", f"{name}.intermediate.gelu",
-                 f"{name}.output.dense")
-        x = g.add(x, y, name=f"{name}.output.residual")
-        x = g.layer_norm(x, name=f"{name}.output.LayerNorm", eps=1e-12)
+        x = bert_layer(g, x, hidden, num_heads, f"encoder.layer.{i}", bias)
     x = g.gather(x, g.const(0, np.int64), name="pooler.first_token", axis=1)
     x = g.linear(x, hidden, name="pooler.dense")
     g.mark_output(g.act(x, "tanh", name="pooler.tanh", out="pooled"))
