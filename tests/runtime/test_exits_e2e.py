@@ -80,3 +80,36 @@ def test_full_depth_runs_every_request_to_the_end(exits_model):
             result = session.submit(model.make_feeds(seed=seed)).result(timeout=30)
             assert result.exit == "" and set(result.outputs) == {"exit1", "exit2", "logits"}
         assert _served(session, "c") == 8
+
+
+def test_the_gateway_says_which_exit_answered(exits_model):
+    import io
+
+    from starlette.testclient import TestClient
+
+    from splitinfer.runtime.gateway import make_app
+
+    proto, model, exits, parts = exits_model
+    whole = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    stages = _stages(parts, exits, ["a", "b", "c"], inner=False)
+    answered = set()
+    with deploy_stages(stages, local_cluster(["a", "b", "c"]), timeout_s=30) as session, \
+            TestClient(make_app(session)) as client:
+        for seed in range(12):
+            image = model.make_feeds(seed=seed)["image"]
+            buffer = io.BytesIO()
+            np.save(buffer, image)
+            reply = client.post("/v1/infer?format=json", content=buffer.getvalue(),
+                                headers={"content-type": "application/x-npy"})
+            assert reply.status_code == 200, reply.text
+            doc = reply.json()
+            name = doc.get("exit", "")
+            answered.add(name)
+            values = dict(zip(["exit1", "exit2", "logits"], whole.run(None, {"image": image}), strict=True))
+            got = doc["outputs"][name or "logits"]
+            np.testing.assert_allclose(np.asarray(got["data"], dtype=np.float32).reshape(got["shape"]),
+                                       values[name or "logits"], atol=1e-5)
+        npy = client.post("/v1/infer", content=buffer.getvalue(),
+                          headers={"content-type": "application/x-npy"})
+        assert npy.headers.get("x-splitinfer-exit", "") == name  # the last request's, as .npy
+    assert len(answered) >= 2  # some early, some not

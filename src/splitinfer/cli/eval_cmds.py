@@ -223,8 +223,9 @@ def _stages(dep: Deployment, compress: str | None, calibration: Dataset | None) 
 
 
 def _deploy(dep: Deployment, compress: str | None, timeout_s: float, calibration: Dataset | None) -> Session:
+    # Full depth: quality is the model's outputs on every sample, not an early exit's answer on some.
     if compress is None and not dep.plan.has_tradeoffs:
-        return open_session(dep, timeout_s)
+        return open_session(dep, timeout_s, full_depth=True)
     from splitinfer.plan import describe_stages
     from splitinfer.runtime import deploy_stages
 
@@ -233,7 +234,8 @@ def _deploy(dep: Deployment, compress: str | None, timeout_s: float, calibration
     stages = _stages(dep, compress, calibration)
     hops = f" with {compress} hops" if compress else ""
     with console.status(f"deploying {describe_stages(dep.plan)}{hops} ..."):
-        return deploy_stages(stages, dep.cluster, plan=dep.plan, model=dep.model, timeout_s=timeout_s)
+        return deploy_stages(stages, dep.cluster, plan=dep.plan, model=dep.model, timeout_s=timeout_s,
+                             full_depth=True)
 
 
 def _evaluate(reference: Any, candidate: Any, dataset: Dataset, top_k: tuple[int, ...],

@@ -74,10 +74,14 @@ async def _infer(session: Session, feeds: dict[str, np.ndarray]) -> Result:
 def _answer(result: Result, as_npy: bool, labels: list[str] | None, num_samples: int | None) -> Response:
     if as_npy:
         first = next(iter(result.outputs.values()))
-        return Response(npy_bytes(first), media_type="application/x-npy",
-                        headers={"X-Splitinfer-Latency-S": repr(result.timing.latency_s)})
+        headers = {"X-Splitinfer-Latency-S": repr(result.timing.latency_s)}
+        if result.exit:  # an early exit answered: its tensor is the one sent
+            headers["X-Splitinfer-Exit"] = result.exit
+        return Response(npy_bytes(first), media_type="application/x-npy", headers=headers)
     doc: dict[str, Any] = {"outputs": {name: encode_tensor(a) for name, a in result.outputs.items()},
                            "timing": result.timing.to_dict()}
+    if result.exit:  # the early exit that answered; the outputs hold its tensor alone
+        doc["exit"] = result.exit
     if labels is not None and (top := top_labels(result.outputs, labels, num_samples)) is not None:
         doc["labels"] = top
     return Response(msgspec.json.encode(doc), media_type="application/json")
