@@ -113,3 +113,24 @@ def test_the_gateway_says_which_exit_answered(exits_model):
                           headers={"content-type": "application/x-npy"})
         assert npy.headers.get("x-splitinfer-exit", "") == name  # the last request's, as .npy
     assert len(answered) >= 2  # some early, some not
+
+
+def test_a_plan_with_chosen_thresholds_deploys_them_and_an_exit_turned_off_is_not_evaluated():
+    import msgspec
+
+    from splitinfer.plan import solve
+    from splitinfer.profile.blocks import cut_as_profiled
+    from splitinfer.profile.device import profile_model
+    from splitinfer.profile.problem import build_problem
+    from splitinfer.runtime.coordinator._exits import stage_exits
+
+    proto = zoo.build_small("resnet18_exits")
+    profile = profile_model(proto, budget_s=0.3)
+    (plan,) = solve(build_problem(profile), "latency")  # one device: one stage, split at both exits
+    blocks = cut_as_profiled(proto, profile)
+    ((cuts, rules),) = stage_exits(plan, blocks)
+    assert [r.output for r in rules] == ["exit1", "exit2"] and len(cuts) == 2
+    assert [r.threshold for r in rules] == [e.threshold for e in profile.exits]
+    chosen = msgspec.structs.replace(plan, exit_thresholds={"exit1": None, "exit2": 0.5})
+    ((cuts, rules),) = stage_exits(chosen, blocks)
+    assert [(r.output, r.threshold, r.part) for r in rules] == [("exit2", 0.5, 0)] and len(cuts) == 1

@@ -33,6 +33,7 @@ from splitinfer.plan.scission import TIERS, parse_criteria, rank_scission
 from splitinfer.plan.solve import MAX_TIME_LIMIT_S, MAX_TOP_K
 from splitinfer.plan.tradeoff_solve import solve_tradeoffs
 from splitinfer.plan.tradeoffs import Tradeoffs
+from splitinfer.profile.exit_choice import choose_thresholds
 from splitinfer.profile.files import load_profile
 from splitinfer.profile.problem import build_problem
 from splitinfer.profile.scission import load_benchmarks, load_network_stats, scission_problem
@@ -218,6 +219,22 @@ def _repaired(problem: Problem, tradeoffs: Tradeoffs | None, objective: str, con
     return repair.plan
 
 
+def _chosen_thresholds(path: str, problem: Problem, budget: str, objective: str, cons: Constraints,
+                       full_depth: bool) -> Plan:
+    """``--exit-quality-drop``: the exits' thresholds chosen with the plan (profile/exit_choice.py)."""
+    if full_depth or objective not in ("latency", "throughput", "energy"):
+        raise PlanError("--exit-quality-drop chooses exit thresholds for one objective with the exits on",
+                        "use --objective latency, throughput or energy, without --full-depth")
+    drop = parse_quality_drop(budget, "--exit-quality-drop")
+    exits = profile_at(load_profile(path), None).exits
+    with console.status(f"planning each combination of {len(exits)} exits' thresholds ..."):
+        choice = choose_thresholds(problem, exits, drop or 0.0, objective, cons)
+    shown = ", ".join(f"{name} {'off' if t is None else f'{t:.4g}'}" for name, t in choice.thresholds.items())
+    console.print(f"exit thresholds chosen: {shown} (agreement drop {choice.quality_cost:.2%} of the "
+                  f"profile's samples, budget {drop:.2%})", highlight=False)
+    return choice.plan
+
+
 def _names(text: str | None) -> list[str] | None:
     return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
 
@@ -316,6 +333,10 @@ def plan_command(
     full_depth: bool = typer.Option(
         False, "--full-depth", help="A model with early exits: plan as if every request ran to the end "
                                     "(default: for the exit mix the profile measured)."),
+    exit_quality_drop: str | None = typer.Option(
+        None, "--exit-quality-drop", help="A model with early exits: choose their thresholds with the plan, "
+        "the best plan whose early answers differ from the model's final one on at most this share of the "
+        "profile's calibration samples, e.g. 2%."),
 ) -> None:
     _check_args(args, scission, objective)
     _check_numbers(top, time_limit, {"--min-throughput": min_throughput, "--max-energy": max_energy,
@@ -347,7 +368,9 @@ def plan_command(
         max_upload_bytes=_quantity(parse_size_bytes, max_upload_bytes, "--max-upload-bytes"),
         max_energy_j=max_energy,
     )
-    if check_quality is not None:
+    if exit_quality_drop is not None:
+        plans = [_chosen_thresholds(args[0], problem, exit_quality_drop, objective, cons, full_depth)]
+    elif check_quality is not None:
         plans = [_repaired(problem, tradeoffs, objective, cons, args[0], check_quality, calibration,
                            preprocess, model, time_limit)]
     elif tradeoffs is not None:

@@ -94,6 +94,8 @@ class Plan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # takes no exit (its latency: the worst path).
     exit_mix: dict[str, float] = msgspec.field(default_factory=dict)
     full_depth: Plan | None = None
+    # Thresholds chosen with the plan (``plan --exit-quality-drop``): deployed instead of the profiled ones.
+    exit_thresholds: dict[str, float | None] = msgspec.field(default_factory=dict)  # None: off
 
     @property
     def worst_latency_s(self) -> float | None:

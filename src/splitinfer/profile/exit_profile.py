@@ -33,16 +33,27 @@ def measure_exits(model: Model, analysis: Analysis, exits: Sequence[Exit],
     ordered = sorted(exits, key=lambda e: blocks[e.output])
     passed = np.zeros((len(samples), len(ordered)), dtype=bool)
     scores: list[list[float]] = [[] for _ in ordered]
-    for i, values in enumerate(run_samples(model, [e.output for e in ordered], samples)):
-        for k, (e, value) in enumerate(zip(ordered, values, strict=True)):
+    agrees: list[list[bool]] = [[] for _ in ordered]
+    final = model.outputs[-1].name  # the answer of a request that takes no exit
+    for i, values in enumerate(run_samples(model, [*(e.output for e in ordered), final], samples)):
+        answer = _top1(values[-1])
+        for k, (e, value) in enumerate(zip(ordered, values, strict=False)):
             passed[i, k] = bool(np.all(is_confident(e, value)))
             if e.rule != "onnx":
                 scores[k].extend(float(c) for c in confidence(e.rule, value))
+            top = _top1(value)  # a batch of another size than the answer's cannot agree with it
+            agrees[k].extend(top == answer if top.shape == answer.shape else [False] * len(top))
     left = leave_fractions(passed)
     return tuple(ExitProfile(e.output, e.rule, e.threshold, blocks[e.output], float(p),
                              model.tensor(e.output).num_bytes, len(samples), source, tuple(scores[k]),
-                             e.rule_path)
+                             e.rule_path, tuple(bool(a) for a in agrees[k]))
                  for k, (e, p) in enumerate(zip(ordered, left, strict=True)))
+
+
+def _top1(value: np.ndarray) -> np.ndarray:
+    """Each sample's top class (a tensor of any rank: batch first, the rest flattened)."""
+    arr = np.asarray(value)
+    return arr.reshape(arr.shape[0], -1).argmax(axis=1) if arr.ndim >= 1 and arr.size else np.zeros(0, int)
 
 
 def leave_fractions(passed: np.ndarray) -> list[float]:

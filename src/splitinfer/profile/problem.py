@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -10,7 +10,8 @@ from splitinfer.cluster import Cluster
 from splitinfer.errors import ProfileError
 from splitinfer.plan.exits import ExitMix
 from splitinfer.plan.problem import AT_SOURCE, AtSource, Link, Messaging, Power, Problem
-from splitinfer.profile.schema import BlockMemory, DeviceProfile, Profile
+from splitinfer.profile.exit_choice import check_choosable, mix_at
+from splitinfer.profile.schema import BlockMemory, DeviceProfile, ExitProfile, Profile
 from splitinfer.profile.segments import DEFAULT_THRESHOLD, corrected_profile, joins_of
 
 STATS = ("median_s", "mean_s", "p10_s", "p90_s")
@@ -92,6 +93,17 @@ def _measured(device: DeviceProfile, block: int) -> BlockMemory | None:
     return BlockMemory(m.weight_bytes - base + m.transient_bytes, m.activation_bytes + base)
 
 
+def exit_mix(exits: Sequence[ExitProfile], thresholds: Mapping[str, float | None] | None = None
+             ) -> tuple[ExitMix, ...]:
+    """The planner's exit mix: as profiled, or at ``thresholds`` (by exit name, None: off; the others as
+    profiled)."""
+    shares = [e.probability for e in exits]
+    if thresholds:
+        check_choosable(exits)
+        shares = mix_at(exits, [thresholds.get(e.output, e.threshold) for e in exits])[0]  # None stays off
+    return tuple(ExitMix(e.output, e.block, p, e.output_bytes) for e, p in zip(exits, shares, strict=True))
+
+
 def build_problem(
     profile: Profile,
     cluster: Cluster | None = None,
@@ -101,6 +113,7 @@ def build_problem(
     threshold: float = DEFAULT_THRESHOLD,
     in_flight: int = 1,
     full_depth: bool = False,
+    exit_thresholds: Mapping[str, float | None] | None = None,
 ) -> Problem:
     """The planning problem of ``profile`` on ``cluster``'s devices (or the profile's own).
 
@@ -113,7 +126,8 @@ def build_problem(
     stage holds at once (the one it runs and those queued: the concurrency you will run at), whose
     input and output buffers its memory counts. The profile's early exits (how often each answers)
     make latency and energy expected values (``plan/exits.py``), unless ``full_depth``: every request
-    runs to the end.
+    runs to the end. ``exit_thresholds``: other thresholds than the profiled ones (the mix they give
+    is read off the profiled scores: ``profile/exit_choice.py``).
     """
     if stat not in STATS:
         raise ProfileError(f"unknown statistic {stat!r}", f"use one of: {', '.join(STATS)}")
@@ -165,6 +179,5 @@ def build_problem(
         joins,
         in_flight=in_flight,
         messaging=messaging_of(profile, names),
-        exits=tuple(ExitMix(e.output, e.block, e.probability, e.output_bytes) for e in profile.exits
-                    if not full_depth),
+        exits=() if full_depth else exit_mix(profile.exits, exit_thresholds),
     )

@@ -113,6 +113,9 @@ class ExitProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     source: str = ""  # the calibration data, or "generated"
     confidences: tuple[float, ...] = ()
     rule_path: str | None = None
+    # Each sample's answer at this exit (top class) against the model's final one: what leaving here
+    # costs in agreement, so that a threshold can be chosen within a quality budget.
+    agrees: tuple[bool, ...] = ()
 
 
 class SegmentStats(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -26,14 +26,23 @@ def stage_exits(plan: Plan, blocks: Blocks) -> list[tuple[list[int], tuple[Stage
     made = exit_blocks(blocks.model, blocks.exits, blocks.analysis) if blocks.exits else {}
     out = []
     for s in plan.stages:
-        inside = sorted(((made[e.output], e) for e in blocks.exits
-                         if s.first_block <= made[e.output] <= s.last_block), key=lambda pair: pair[0])
+        on = [e for e in blocks.exits if _threshold(plan, e) is not None]  # the plan may turn one off
+        inside = sorted(((made[e.output], e) for e in on if s.first_block <= made[e.output] <= s.last_block),
+                        key=lambda pair: pair[0])
         cuts = [b for b, _ in inside if b < s.last_block]
-        rules = tuple(StageExit(e.output, e.rule, DEFAULT_THRESHOLD if e.threshold is None else e.threshold,
+        rules = tuple(StageExit(e.output, e.rule, _threshold(plan, e),
                                 cuts.index(b) if b in cuts else len(cuts), _rule_graph(e))
                       for b, e in inside)
         out.append((cuts, rules))
     return out
+
+
+def _threshold(plan: Plan, e: Exit) -> float | None:
+    """The plan's choice (``plan --exit-quality-drop``; None: off), else the exit's own, else the rule's
+    default."""
+    if e.output in plan.exit_thresholds:
+        return plan.exit_thresholds[e.output]
+    return DEFAULT_THRESHOLD if e.threshold is None else e.threshold
 
 
 def _rule_graph(e: Exit) -> bytes:

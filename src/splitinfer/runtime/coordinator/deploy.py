@@ -195,7 +195,8 @@ class Replanner:
     def __call__(self, excluded: frozenset[str]) -> Replacement:
         # At the size the plan was made for: the costs of the profile's other sizes differ.
         profile = profile_at(self.profile, self.plan.provenance.input_shapes)
-        problem = build_problem(profile, self.cluster, in_flight=self.plan.provenance.in_flight)
+        problem = build_problem(profile, self.cluster, in_flight=self.plan.provenance.in_flight,
+                                exit_thresholds=self.plan.exit_thresholds)
         excludes = tuple(sorted(set(self.constraints.excludes) | excluded))
         constraints = dataclasses.replace(self.constraints, excludes=excludes)
         if self.tradeoffs is None:
@@ -203,7 +204,8 @@ class Replanner:
         else:
             (new,) = solve_tradeoffs(problem, self.tradeoffs, self.objective, constraints, 1)
         # The new plan comes from the same model, profile and cluster, under the same constraints.
-        new = msgspec.structs.replace(new, provenance=self.plan.provenance)
+        new = msgspec.structs.replace(new, provenance=self.plan.provenance,
+                                      exit_thresholds=self.plan.exit_thresholds)
         log.warning("re-planned without %s: %s", sorted(excluded), describe_stages(new))
         return Replacement(tuple(build_stages(new, self.blocks, self.calibration)), new)
 
