@@ -122,7 +122,10 @@ def test_slowdown_scales_the_times(prepared):
         for slowdown, found in totals.items():
             record = profile_device(runner, prepared, settings, slowdown=slowdown)
             found.append(sum(b.median_s for b in record.blocks))
-    assert 2.0 < min(totals[3.0]) / min(totals[1.0]) < 4.5
+    # Above 3: the emulated wait sleeps, and a sleep on a loaded machine overshoots by more than these
+    # sub-millisecond blocks take (6x was seen with a benchmark beside it); slowdown ignored (1x) or
+    # applied twice (9x) still fails.
+    assert 2.0 < min(totals[3.0]) / min(totals[1.0]) < 7.0
 
 
 def test_whole_model_and_segments_against_the_sum_of_blocks(prepared):
