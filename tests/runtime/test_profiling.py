@@ -69,7 +69,9 @@ def test_slowdown_3_profiles_about_3x_slower(profiled):
     # p10: the runs least disturbed by whatever else this machine runs (blocks take ~30 us here)
     slow = sum(b.p10_s for b in profile.devices["camera"].blocks)
     fast = sum(b.p10_s for b in profile.devices["edge"].blocks)
-    assert 2.0 < slow / fast < 4.5
+    # Above 3 on a loaded machine: the emulated wait's sleep overshoots what these tiny blocks take
+    # (4.6x was seen in a full CI run); slowdown ignored (1x) or applied twice (9x) still fails.
+    assert 2.0 < slow / fast < 7.0
 
 
 def test_declared_links_verbatim_and_measured_links_fitted(profiled):
