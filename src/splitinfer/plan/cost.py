@@ -79,14 +79,15 @@ def _hops(inst: Instance, runs: tuple[tuple[int, int, int], ...]) -> list[tuple[
 def _exit_hops(inst: Instance, assignment: Sequence[int]) -> tuple[list[tuple[int, int, int, float, str]],
                                                                    list[float]]:
     """The returns of early exits, each taken from its block's device with its probability (seconds
-    weighted by it; bytes as sent when taken), and those probabilities; an exit never taken, or one
-    free on the sink, is not listed."""
+    weighted by it; bytes as sent when taken), and those probabilities. Every exit taken at all is
+    listed, free on the sink or not, in the exits' order: the k-th exit hop is the k-th such exit
+    (``Plan.exit_mix``), which is how a bench tells them apart."""
     if inst.sink is None:
         return [], []
     hops, shares = [], []
     for e in inst.exits:
         d = int(assignment[e.block])
-        if e.probability > 0 and (d != inst.sink or e.return_s[d] > 0):
+        if e.probability > 0:
             hops.append((d, inst.sink, e.num_bytes, e.probability * float(e.return_s[d]), "exit"))
             shares.append(e.probability)
     return hops, shares

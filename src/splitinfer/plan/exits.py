@@ -74,17 +74,13 @@ def reach_of(exits: Sequence[ExitMix], num_blocks: int) -> np.ndarray:
 
 
 def expected(compute: np.ndarray, cut_s: np.ndarray, join_s: np.ndarray, back: np.ndarray,
-             exits: Sequence[ExitMix], reach: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+             reach: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The instance's seconds weighted by the requests that reach them (see the module)."""
     with np.errstate(invalid="ignore"):
         compute = np.where(np.isinf(compute), compute, compute * reach[:-1, None])
         cut_s = np.where(np.isinf(cut_s), cut_s, cut_s * reach[1:-1, None, None])
         join_s = join_s * reach[1:-1, None] if join_s.size else join_s.copy()
         back = np.where(np.isinf(back), back, back * reach[-1])
-    if join_s.size:
-        for e in exits:
-            join_s[e.block] = 0.0  # the stage runs twice: split at the exit
     for arr in (compute, cut_s, join_s, back):
         arr.setflags(write=False)
     return compute, cut_s, join_s, back
@@ -123,16 +119,14 @@ def with_exits(inst: InstanceT, exits: tuple[ExitMix, ...], messaging: Sequence[
     full = replace(inst, join_s=joins)  # type: ignore[type-var]
     reach = reach_of(exits, inst.num_blocks)
     reach.setflags(write=False)
-    compute, cut_s, join_s, back = expected(inst.compute_s, inst.cut_s, joins, inst.return_s, exits, reach)
+    compute, cut_s, join_s, back = expected(inst.compute_s, inst.cut_s, joins, inst.return_s, reach)
     returns = []
-    for e in exits:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            sink = inst.sink
-            seconds = np.zeros(inst.num_devices) if sink is None else \
-                inst.link_latency_s[:, sink] + e.output_bytes / inst.link_bandwidth_bps[:, sink]
-        seconds = np.where(np.isnan(seconds), math.inf, seconds)
-        if sink is not None:
-            seconds[sink] = messaging[sink].seconds(e.output_bytes)
+    sink = inst.sink
+    for e in exits:  # as the instance's return, with the exit's bytes
+        n = e.output_bytes
+        seconds = np.zeros(inst.num_devices) if sink is None else np.array(
+            [messaging[sink].seconds(n) if d == sink else inst.transfer_s(d, sink, n)
+             for d in range(inst.num_devices)])
         seconds.setflags(write=False)
         returns.append(ExitReturn(e.output, e.block, float(e.probability), int(e.output_bytes), seconds))
     return replace(full, compute_s=compute, cut_s=cut_s, join_s=join_s, return_s=back,  # type: ignore[type-var]

@@ -2,8 +2,9 @@
 NonMaxSuppression keeps, NonZero's count), measured on calibration samples: the planner charges each cut
 its mean, not the size the analysis happened to see on one input.
 
-Each sample runs through the whole model once with the varying cut tensors as extra outputs. Cuts that
-cross no varying tensor keep the analysis's bytes (they are the same on every input).
+The varying cut tensors are read on each sample's one run of the whole model (``prepare_model`` runs the
+samples once for these and the exits). Cuts that cross no varying tensor keep the analysis's bytes (they
+are the same on every input).
 """
 
 from __future__ import annotations
@@ -13,19 +14,24 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from splitinfer.graph import Analysis, Model
-from splitinfer.profile.calibration import run_samples
+
+
+def _after(model: Model, analysis: Analysis) -> list[list[str]]:
+    """Per block: the tensors crossing the cut after it (the model outputs after the last)."""
+    return [[t.name for t in c.tensors] for c in analysis.cuts] + [[s.name for s in model.outputs]]
+
+
+def varying_cut_tensors(model: Model, analysis: Analysis) -> list[str]:
+    """The tensors of every cut whose size varies: what each sample's run must give."""
+    return sorted({n for names in _after(model, analysis) if any(t in model.dynamic_dims for t in names)
+                   for n in names})
 
 
 def measure_cut_bytes(model: Model, analysis: Analysis,
-                      samples: Sequence[Mapping[str, np.ndarray]]) -> list[tuple[int, ...]]:
-    """Per block: the bytes of the cut after it on each sample (empty where none of its tensors varies)."""
-    after = [[t.name for t in c.tensors] for c in analysis.cuts] + [[s.name for s in model.outputs]]
+                      runs: Sequence[Mapping[str, np.ndarray]]) -> list[tuple[int, ...]]:
+    """Per block: the bytes of the cut after it on each run (a sample's tensors by name, holding
+    :func:`varying_cut_tensors`); empty where none of its tensors varies."""
+    after = _after(model, analysis)
     varying = [any(n in model.dynamic_dims for n in names) for names in after]
-    if not any(varying) or not samples:
-        return [() for _ in after]
-    names = sorted({n for names, v in zip(after, varying, strict=True) if v for n in names})
-    seen: list[dict[str, int]] = []
-    for values in run_samples(model, names, samples):
-        seen.append({n: int(np.asarray(v).nbytes) for n, v in zip(names, values, strict=True)})
-    return [tuple(sum(s[n] for n in block_names) for s in seen) if v else ()
-            for block_names, v in zip(after, varying, strict=True)]
+    return [tuple(sum(int(np.asarray(run[n]).nbytes) for n in names) for run in runs) if v else ()
+            for names, v in zip(after, varying, strict=True)]

@@ -17,27 +17,33 @@ import numpy as np
 from splitinfer.graph import Analysis, Model
 from splitinfer.graph.exit_cuts import exit_blocks
 from splitinfer.graph.exits import Exit, is_confident
-from splitinfer.profile.calibration import run_samples
 from splitinfer.profile.schema import ExitProfile
 from splitinfer.quality.confidence import confidence
 
 NUM_GENERATED = 32  # samples when no calibration data is given
 
 
+def exit_tensors(model: Model, exits: Sequence[Exit]) -> list[str]:
+    """What each sample's run must give to measure ``exits``: their outputs and the final answer."""
+    return [*(e.output for e in exits), model.outputs[-1].name] if exits else []
+
+
 def measure_exits(model: Model, analysis: Analysis, exits: Sequence[Exit],
-                  samples: Sequence[Mapping[str, np.ndarray]], source: str) -> tuple[ExitProfile, ...]:
-    """Each exit's fraction of ``samples`` that leave there, its block and its tensor's bytes."""
+                  runs: Sequence[Mapping[str, np.ndarray]], source: str) -> tuple[ExitProfile, ...]:
+    """Each exit's fraction of the samples that leave there, its block and its tensor's bytes; ``runs``:
+    each sample's tensors by name, holding :func:`exit_tensors`."""
     if not exits:
         return ()
     blocks = exit_blocks(model, exits, analysis)
     ordered = sorted(exits, key=lambda e: blocks[e.output])
-    passed = np.zeros((len(samples), len(ordered)), dtype=bool)
+    passed = np.zeros((len(runs), len(ordered)), dtype=bool)
     scores: list[list[float]] = [[] for _ in ordered]
     agrees: list[list[bool]] = [[] for _ in ordered]
     final = model.outputs[-1].name  # the answer of a request that takes no exit
-    for i, values in enumerate(run_samples(model, [*(e.output for e in ordered), final], samples)):
-        answer = _top1(values[-1])
-        for k, (e, value) in enumerate(zip(ordered, values, strict=False)):
+    for i, run in enumerate(runs):
+        answer = _top1(run[final])
+        for k, e in enumerate(ordered):
+            value = run[e.output]
             passed[i, k] = bool(np.all(is_confident(e, value)))
             if e.rule != "onnx":
                 scores[k].extend(float(c) for c in confidence(e.rule, value))
@@ -45,7 +51,7 @@ def measure_exits(model: Model, analysis: Analysis, exits: Sequence[Exit],
             agrees[k].extend(top == answer if top.shape == answer.shape else [False] * len(top))
     left = leave_fractions(passed)
     return tuple(ExitProfile(e.output, e.rule, e.threshold, blocks[e.output], float(p),
-                             model.tensor(e.output).num_bytes, len(samples), source, tuple(scores[k]),
+                             model.tensor(e.output).num_bytes, len(runs), source, tuple(scores[k]),
                              e.rule_path, tuple(bool(a) for a in agrees[k]))
                  for k, (e, p) in enumerate(zip(ordered, left, strict=True)))
 

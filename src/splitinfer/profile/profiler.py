@@ -33,9 +33,14 @@ from splitinfer.graph.exit_cuts import analyze_at_exits
 from splitinfer.graph.exits import Exit, read_exits
 from splitinfer.graph.inference import DEFAULT_PROVIDERS, check_providers, create_inference_session
 from splitinfer.host import host_info, max_num_threads
-from splitinfer.profile.calibration import Calibration, load_calibration, load_calibration_samples
-from splitinfer.profile.cut_sizes import measure_cut_bytes
-from splitinfer.profile.exit_profile import NUM_GENERATED, measure_exits
+from splitinfer.profile.calibration import (
+    Calibration,
+    load_calibration,
+    load_calibration_samples,
+    run_samples,
+)
+from splitinfer.profile.cut_sizes import measure_cut_bytes, varying_cut_tensors
+from splitinfer.profile.exit_profile import NUM_GENERATED, exit_tensors, measure_exits
 from splitinfer.profile.partition_timing import CompressionTiming, PartitionFailure, PartitionTiming
 from splitinfer.profile.schema import BlockInfo, ExitProfile, ModelInfo, Profile
 from splitinfer.profile.timing import (
@@ -268,8 +273,12 @@ def prepare_model(model: str | Path | bytes | Model | None, *, calibration: Cali
             else load_calibration_samples(model, calibration, seed)
         source = "generated" if calibration is None else \
             Path(calibration).name if isinstance(calibration, str | Path) else "calibration"
-        prepared.exits = measure_exits(model, analysis, declared, samples, source)
-        seen = measure_cut_bytes(model, analysis, samples)
+        names = list(dict.fromkeys([*exit_tensors(model, declared), *varying_cut_tensors(model, analysis)]))
+        # one run of the whole model per sample, for the exits and the varying cuts alike
+        runs = [dict(zip(names, values, strict=True)) for values in run_samples(model, names, samples)] \
+            if names else []
+        prepared.exits = measure_exits(model, analysis, declared, runs, source)
+        seen = measure_cut_bytes(model, analysis, runs)
         prepared.blocks = tuple(msgspec.structs.replace(b, cut_bytes_seen=s) if s else b
                                 for b, s in zip(prepared.blocks, seen, strict=True))
     return prepared

@@ -34,16 +34,17 @@ def compare_hops(plan: Plan, results: Sequence[Result]) -> tuple[HopBench, ...]:
     result's hop: the return from the end, or its exit's."""
     out = []
     cut = 0
+    exits = iter(name for name, share in plan.exit_mix.items() if share > 0)  # the exit hops' order
     for hop in plan.hops:
+        exit_name = next(exits) if hop.kind == "exit" else ""
         taken: list[tuple[float, int]] = []
         for r in results:
-            hops, stages, exit_name = r.timing.hops, r.timing.stages, r.exit
+            hops, stages = r.timing.hops, r.timing.stages
             if hop.kind == "upload":
                 taken.append((hops[0].transfer_s, hops[0].num_bytes))
             elif hop.kind == "cut" and len(stages) > cut + 1:
                 taken.append((hops[cut + 1].transfer_s, hops[cut + 1].num_bytes))
-            elif (hop.kind == "return" and not exit_name) or (hop.kind == "exit" and exit_name and
-                                                             _exit_of(plan, hop, exit_name)):
+            elif (hop.kind == "return" and not r.exit) or (hop.kind == "exit" and r.exit == exit_name):
                 taken.append((hops[-1].transfer_s, hops[-1].num_bytes))
         cut += hop.kind == "cut"
         seconds = [t for t, _ in taken]
@@ -53,14 +54,6 @@ def compare_hops(plan: Plan, results: Sequence[Result]) -> tuple[HopBench, ...]:
                             rel_error(hop.transfer_s, mean), predicted_bytes=hop.num_bytes,
                             compression=hop.compression))
     return tuple(out)
-
-
-def _exit_of(plan: Plan, hop: object, exit_name: str) -> bool:
-    """Whether ``hop`` (of kind exit) is ``exit_name``'s: the plan lists exit hops in the exits' order."""
-    exit_hops = [h for h in plan.hops if h.kind == "exit"]
-    listed = [name for name, p in plan.exit_mix.items() if p > 0]
-    index = exit_hops.index(hop)  # type: ignore[arg-type]
-    return index < len(listed) and listed[index] == exit_name
 
 
 def compare_exits(plan: Plan, results: Sequence[Result]) -> tuple[ExitBench, ...]:

@@ -35,10 +35,13 @@ class ExitCheck:
     rule: ExitRule
     session: ort.InferenceSession | None = None
 
+    def __post_init__(self) -> None:
+        self._input = self.session.get_inputs()[0].name if self.session is not None else ""
+
     def holds(self, value: np.ndarray) -> bool:
         """Whether every sample of ``value`` (the exit's tensor) may stop here."""
         if self.session is not None:
-            (flags,) = self.session.run(None, {self.session.get_inputs()[0].name: value})
+            (flags,) = self.session.run(None, {self._input: value})
             flags = np.asarray(flags)
             return flags.dtype == np.bool_ and flags.size == value.shape[0] and bool(flags.all())
         try:
@@ -61,10 +64,12 @@ class ExitingRunner:
     checks: dict[int, list[ExitCheck]]  # part -> the exits evaluated after it, in depth order
     slowdown: float = 1.0
     last_busy_s: float = float("inf")
-    _names: list[list[str]] = field(default_factory=list)
+    _names: list[list[str]] = field(default_factory=list)  # each part's outputs
+    _takes: list[list[str]] = field(default_factory=list)  # each part's inputs
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # read once: these run for every request
         self._names = [[o.name for o in p.get_outputs()] for p in self.parts]
+        self._takes = [[i.name for i in p.get_inputs()] for p in self.parts]
 
     @property
     def output_names(self) -> list[str]:
@@ -100,9 +105,8 @@ class ExitingRunner:
 
     def _chain(self, values: dict[str, np.ndarray], checks: dict[int, list[ExitCheck]] | None
                ) -> tuple[dict[str, np.ndarray], str]:
-        for k, (part, names) in enumerate(zip(self.parts, self._names, strict=True)):
-            feeds = {i.name: values[i.name] for i in part.get_inputs()}
-            values.update(zip(names, part.run(names, feeds), strict=True))
+        for k, (part, takes, names) in enumerate(zip(self.parts, self._takes, self._names, strict=True)):
+            values.update(zip(names, part.run(names, {n: values[n] for n in takes}), strict=True))
             for check in (checks or {}).get(k, []):
                 if check.holds(values[check.rule.output]):
                     return values, check.rule.output
