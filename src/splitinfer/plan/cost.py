@@ -58,22 +58,28 @@ def runs_of(assignment: Sequence[int]) -> tuple[tuple[int, int, int], ...]:
     return tuple(out)
 
 
-def _hops(inst: Instance, runs: tuple[tuple[int, int, int], ...]) -> list[tuple[int, int, int, float, str]]:
+def _hops(inst: Instance, runs: tuple[tuple[int, int, int], ...]
+          ) -> tuple[list[tuple[int, int, int, float, str]], list[float]]:
     """Every hop that costs something: the upload, the cuts and the return; an upload or return that
-    stays on one device costs its messaging (``Problem.messaging``) and is listed when not free."""
-    hops = []
+    stays on one device costs its messaging (``Problem.messaging``) and is listed when not free. And the
+    share of requests that take each (1 without early exits): the seconds are already weighted by it."""
+    reach = np.ones(inst.num_blocks + 1) if inst.reach is None else inst.reach
+    hops, shares = [], []
     first = runs[0][0]
     if first != inst.source or inst.upload_s[first] > 0:
         hops.append((inst.source, first, inst.input_bytes, float(inst.upload_s[first]), "upload"))
+        shares.append(1.0)
     for (a, _, last), (b, _, _) in itertools.pairwise(runs):
         n = int(inst.cut_bytes[last])
-        reach = 1.0 if inst.reach is None else float(inst.reach[last + 1])  # those who did not exit
+        share = float(reach[last + 1])  # those who did not exit
         seconds = inst.transfer_s(a, b, n)  # a missing link stays inf, whoever crosses it
-        hops.append((a, b, n, seconds * reach if math.isfinite(seconds) else seconds, "cut"))
+        hops.append((a, b, n, seconds * share if math.isfinite(seconds) else seconds, "cut"))
+        shares.append(share)
     end = runs[-1][0]
     if inst.sink is not None and (end != inst.sink or inst.return_s[end] > 0):
         hops.append((end, inst.sink, inst.output_bytes, float(inst.return_s[end]), "return"))
-    return hops
+        shares.append(float(reach[-1]))
+    return hops, shares
 
 
 def _exit_hops(inst: Instance, assignment: Sequence[int]) -> tuple[list[tuple[int, int, int, float, str]],
@@ -135,11 +141,11 @@ def measure(inst: Instance, assignment: Sequence[int]) -> Metrics | None:
         if math.inf in times:  # prepare() leaves no NaN, and inf marks "cannot run"
             return None
         stage_s.append(math.fsum(times + inst.join_s[first:last, d].tolist()))  # plan/joins.py
-    hops = _hops(inst, runs)
+    hops, shares = _hops(inst, runs)
     exits, taken = _exit_hops(inst, assignment)
     if any(math.isinf(h[3]) for h in (*hops, *exits)):
         return None
-    shares = [1.0] * len(hops) + taken
+    shares += taken
     latency = math.fsum([*stage_s, *(h[3] for h in (*hops, *exits))])
     busy: dict[int, list[float]] = {}
     for (d, _, _), t in zip(runs, stage_s, strict=True):

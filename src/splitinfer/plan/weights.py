@@ -113,26 +113,28 @@ def energy_weights(inst: Instance, allowed: np.ndarray) -> Weights:
         node = np.where(allowed, inst.compute_s * (idle_all + busy)[None, :], np.inf)
     pair_factor = idle_all + radio[:, None] + radio[None, :]
     pair_bytes = per_byte[:, None] + per_byte[None, :]
-    arc = _scaled(inst.cut_s, pair_factor[None], inst.cut_bytes[:, None, None], pair_bytes[None])
+    # With early exits a hop's seconds are already weighted by the requests that take it; its bytes are
+    # weighted here (1 without exits).
+    reach = np.ones(inst.num_blocks + 1) if inst.reach is None else inst.reach
+    cut_bytes = inst.cut_bytes * reach[1:-1]
+    arc = _scaled(inst.cut_s, pair_factor[None], cut_bytes[:, None, None], pair_bytes[None])
     idx = np.arange(num_dev)
     arc[:, idx, idx] = 0.0
     src = inst.source
     upload = _scaled(inst.upload_s, pair_factor[src], float(inst.input_bytes), pair_bytes[src])
     upload[src] = idle_all * inst.upload_s[src]  # a hop within a device: its messaging, radios idle
-    if inst.sink is None:
-        back = np.zeros(num_dev)
-    else:
-        back = _scaled(
-            inst.return_s, pair_factor[:, inst.sink], float(inst.output_bytes), pair_bytes[:, inst.sink]
-        )
-        back[inst.sink] = idle_all * inst.return_s[inst.sink]
-    exit_j = []
-    for e in inst.exits:  # as the return, with the exit's bytes
-        joules = np.zeros(num_dev) if inst.sink is None else \
-            _scaled(e.return_s, pair_factor[:, inst.sink], float(e.num_bytes), pair_bytes[:, inst.sink])
-        if inst.sink is not None:
-            joules[inst.sink] = idle_all * e.return_s[inst.sink]
-        exit_j.append(joules)
+    sink = inst.sink
+
+    def to_sink(seconds: np.ndarray, num_bytes: float) -> np.ndarray:
+        """A hop from each device into the sink; on the sink itself its messaging, the radios idle."""
+        if sink is None:
+            return np.zeros(num_dev)
+        joules = _scaled(seconds, pair_factor[:, sink], num_bytes, pair_bytes[:, sink])
+        joules[sink] = idle_all * seconds[sink]
+        return joules
+
+    back = to_sink(inst.return_s, float(inst.output_bytes) * reach[-1])
+    exit_j = [to_sink(e.return_s, float(e.num_bytes)) for e in inst.exits]  # times each one's share below
     return _with_exit_returns(with_joins(Weights(node, arc, upload, back), inst.join_s, idle_all + busy),
                               inst, exit_j)
 
