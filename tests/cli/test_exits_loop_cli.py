@@ -13,6 +13,7 @@ from helpers.cli import TWO_DEVICES, run_cli
 
 from splitinfer import zoo
 from splitinfer.plan import plan_from_json
+from splitinfer.profile.exit_choice import mix_at
 from splitinfer.profile.exit_profile import leave_fractions
 from splitinfer.profile.files import load_profile
 
@@ -61,3 +62,11 @@ def test_profile_plan_bench_with_exits(capsys, loop):
     assert full["exits"] == [] and full["predicted_latency_s"] == pytest.approx(plan.worst_latency_s)
     code, _, err = run_cli(capsys, "plan", f / "p.json", "--cluster", f / "cluster.yaml", "--full-depth")
     assert code == 0 and "early exits answer" not in err
+    # no agreement may be lost: the thresholds chosen let only samples that agree leave early
+    code, out, err = run_cli(capsys, "plan", f / "p.json", "--cluster", cluster, "--exit-quality-drop", "0%",
+                             "-o", f / "strict.json")
+    assert code == 0, err
+    (strict,) = plan_from_json((f / "strict.json").read_text())
+    assert "exit thresholds chosen" in out and (strict.quality_cost or 0.0) == 0.0
+    shares, lost = mix_at(profile.exits, [strict.exit_thresholds[e.output] for e in profile.exits])
+    assert lost == 0.0 and list(strict.exit_mix.values()) == shares

@@ -36,6 +36,7 @@ from splitinfer.plan.tradeoffs import Tradeoffs
 from splitinfer.profile.exit_choice import choose_thresholds
 from splitinfer.profile.files import load_profile
 from splitinfer.profile.problem import build_problem
+from splitinfer.profile.schema import Profile
 from splitinfer.profile.scission import load_benchmarks, load_network_stats, scission_problem
 from splitinfer.profile.sizes import profile_at
 from splitinfer.profile.tradeoff_profile import tradeoffs_for_planning
@@ -165,7 +166,7 @@ def _check_numbers(top: int, time_limit: float, bounds: dict[str, float | None],
 def _profile_problem(
     path: str, cluster: Path | None, stat: str, sink: str | None, tradeoffs: dict[str, Any], in_flight: int,
     input_shape: list[str] | None, full_depth: bool = False,
-) -> tuple[Problem, Provenance, Tradeoffs | None]:
+) -> tuple[Problem, Provenance, Tradeoffs | None, Profile]:
     everything = load_profile(path)
     try:
         profile = profile_at(everything, parse_input_shapes(input_shape))
@@ -184,7 +185,7 @@ def _profile_problem(
     provenance = Provenance(model=profile.model.name, model_sha256=profile.model.sha256, profile=path,
                             cluster=str(cluster) if cluster is not None else "", in_flight=in_flight,
                             input_shapes=dict(profile.model.input_shapes) if everything.other_sizes else {})
-    return problem, provenance, chosen
+    return problem, provenance, chosen, profile
 
 
 def _repaired(problem: Problem, tradeoffs: Tradeoffs | None, objective: str, cons: Constraints,
@@ -219,14 +220,16 @@ def _repaired(problem: Problem, tradeoffs: Tradeoffs | None, objective: str, con
     return repair.plan
 
 
-def _chosen_thresholds(path: str, problem: Problem, budget: str, objective: str, cons: Constraints,
-                       full_depth: bool) -> Plan:
-    """``--exit-quality-drop``: the exits' thresholds chosen with the plan (profile/exit_choice.py)."""
-    if full_depth or objective not in ("latency", "throughput", "energy"):
-        raise PlanError("--exit-quality-drop chooses exit thresholds for one objective with the exits on",
-                        "use --objective latency, throughput or energy, without --full-depth")
+def _chosen_thresholds(profile: Profile | None, problem: Problem, budget: str, objective: str,
+                       cons: Constraints, full_depth: bool) -> Plan:
+    """``--exit-quality-drop``: the exits' thresholds chosen with the plan (profile/exit_choice.py), on
+    the profile (at the size) the problem was built from."""
+    if profile is None or full_depth or objective not in ("latency", "throughput", "energy"):
+        raise PlanError("--exit-quality-drop chooses exit thresholds of a profile for one objective with "
+                        "the exits on", "give profile.json, --objective latency, throughput or energy, and "
+                        "no --full-depth")
     drop = parse_quality_drop(budget, "--exit-quality-drop")
-    exits = profile_at(load_profile(path), None).exits
+    exits = profile.exits
     with console.status(f"planning each combination of {len(exits)} exits' thresholds ..."):
         choice = choose_thresholds(problem, exits, drop or 0.0, objective, cons)
     shown = ", ".join(f"{name} {'off' if t is None else f'{t:.4g}'}" for name, t in choice.thresholds.items())
@@ -344,7 +347,7 @@ def plan_command(
     check_writable(output, "-o")
     wanted = {"max_quality_drop": parse_quality_drop(max_quality_drop), "precisions": _names(precisions),
               "compressions": _names(compressions)}
-    tradeoffs = None
+    tradeoffs, profile = None, None
     if scission:
         texts = {"device": device_criteria, "edge": edge_criteria, "cloud": cloud_criteria}
         problem, provenance = _scission(args, texts, input_mb, result_count, general)
@@ -353,8 +356,8 @@ def plan_command(
         if sink is not None:
             problem = dataclasses.replace(problem, sink=_sink(sink))
     else:
-        problem, provenance, tradeoffs = _profile_problem(args[0], cluster, stat, sink, wanted, in_flight,
-                                                          input_shape, full_depth)
+        problem, provenance, tradeoffs, profile = _profile_problem(args[0], cluster, stat, sink, wanted,
+                                                                   in_flight, input_shape, full_depth)
     cons = Constraints(
         pins=_block_pairs(pin, "pin", problem.num_blocks),
         forbids=_block_pairs(forbid, "forbid", problem.num_blocks),
@@ -369,7 +372,7 @@ def plan_command(
         max_energy_j=max_energy,
     )
     if exit_quality_drop is not None:
-        plans = [_chosen_thresholds(args[0], problem, exit_quality_drop, objective, cons, full_depth)]
+        plans = [_chosen_thresholds(profile, problem, exit_quality_drop, objective, cons, full_depth)]
     elif check_quality is not None:
         plans = [_repaired(problem, tradeoffs, objective, cons, args[0], check_quality, calibration,
                            preprocess, model, time_limit)]
