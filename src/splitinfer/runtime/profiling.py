@@ -24,7 +24,6 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import numpy as np
@@ -276,9 +275,9 @@ def profile_cluster(model: str | Path | bytes | Model | None, cluster: Cluster, 
     prepared = prepared or prepare_model(model, calibration=calibration, input_shapes=input_shapes,
                                          batch=batch, max_blocks=max_blocks, max_cut_tensors=max_cut_tensors,
                                          feeds=feeds, fixed_inputs=fixed_inputs, sizes=sizes)
-    run = _Run(settings, parallel, tuple(probe_sizes_bytes), num_probe_repeats, request_timeout_s,
-               on_progress, tradeoffs_source)
-    with cluster_workers(cluster, token) as run.workers, _progress_bars(progress) as run.bars:
+    with cluster_workers(cluster, token) as workers, _progress_bars(progress) as bars:
+        run = _Run(settings, parallel, tuple(probe_sizes_bytes), num_probe_repeats, request_timeout_s,
+                   on_progress, tradeoffs_source, workers, bars)
         return measure_sizes(prepared, lambda one: _profile_prepared(
             one, cluster, run, tradeoffs if one is prepared else None))
 
@@ -294,8 +293,8 @@ class _Run:
     request_timeout_s: float
     on_progress: DeviceProgress | None
     tradeoffs_source: str
-    workers: Any = None
-    bars: Any = None
+    workers: ClusterWorkers
+    bars: Progress | None
 
 
 def _profile_prepared(prepared: PreparedModel, cluster: Cluster, run: _Run,
