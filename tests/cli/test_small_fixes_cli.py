@@ -193,7 +193,7 @@ def test_the_energy_message_names_the_power_fields_the_readme_shows(tmp_path, ca
     line = one_error_line(" ".join(err.split()))
     assert code == 2 and "the energy objective needs a battery-powered device" in line
     readme = README.read_text()
-    (example,) = re.findall(r"power: \{([^}]*)\}", readme)  # the cluster.yaml example
+    example = re.findall(r"power: \{([^}]*)\}", readme)[0]  # the first cluster.yaml example
     for field in [f.split(":")[0].strip() for f in example.split(",")] + ["radio_w", "radio_j_per_byte"]:
         assert field in line, field
         assert f"`{field}" in readme, field  # and the README says what each is

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import hypothesis.strategies as st
@@ -12,6 +13,7 @@ from splitinfer.plan import Constraints, Link, Messaging, Power, Problem, prepar
 from splitinfer.plan.bruteforce import best_plans, feasible_plans, pareto_plans
 from splitinfer.plan.exits import ExitMix
 from splitinfer.plan.pareto import ENERGY_STEP
+from splitinfer.plan.sweep import sweep_latency_budgets
 
 REL = 1e-9
 EXAMPLES = 300
@@ -26,8 +28,12 @@ MEMORY = st.integers(0, 6).map(lambda i: i * 500)
 CAPACITY = st.integers(4, 60).map(lambda i: i * 500)
 
 
+# Measured watts per block (Power.busy_w_blocks): each block its own, a join its two blocks'.
+BLOCK_WATTS = st.sampled_from([0.0, 1.0, 2.5, 4.0])
+
+
 @st.composite
-def problems(draw, energy: bool = False) -> Problem:
+def problems(draw, energy: bool = False, block_watts: bool = False) -> Problem:
     num_blocks = draw(st.integers(1, 6))
     num_dev = draw(st.integers(1, 4))
     names = tuple(f"d{i}" for i in range(num_dev))
@@ -58,6 +64,8 @@ def problems(draw, energy: bool = False) -> Problem:
                     radio_w=draw(st.sampled_from([0.0, 1.5, 3.0])),
                     radio_j_per_byte=draw(st.sampled_from([0.0, 0.001])),
                     battery=n == names[0] or draw(st.booleans()),
+                    busy_w_blocks=tuple(draw(st.lists(BLOCK_WATTS, min_size=num_blocks, max_size=num_blocks)))
+                    if block_watts or draw(st.booleans()) else None,
                 )
     source = draw(st.sampled_from(names))
     sink = draw(st.sampled_from(["source", "none", *names]))
@@ -118,8 +126,8 @@ def constraints(draw, problem: Problem, energy: bool = False) -> Constraints:
 
 
 @st.composite
-def cases(draw, energy: bool = False):
-    problem = draw(problems(energy))
+def cases(draw, energy: bool = False, block_watts: bool = False):
+    problem = draw(problems(energy, block_watts))
     return problem, draw(constraints(problem, energy)), draw(st.integers(1, 4))
 
 
@@ -201,6 +209,45 @@ def test_throughput_matches_bruteforce(case):
 @given(cases(energy=True))
 def test_energy_matches_bruteforce(case):
     _check_scalar(*case, "energy")
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(cases(energy=True, block_watts=True))
+def test_energy_with_watts_per_block_matches_bruteforce(case):
+    """Every battery device draws its own watts per block (a join its two blocks'): the DP, the MILP and
+    brute force (cost.measure) agree, each plan's split adds up to its energy, and no device's compute
+    costs less than nothing, whatever its joins save."""
+    problem, cons, k = case
+    _check_scalar(problem, cons, k, "energy")
+    try:
+        plans = solve(problem, "energy", cons, k)
+    except InfeasibleError:
+        return
+    for plan in plans:
+        assert _close(math.fsum(s.total_j for s in plan.energy_split.values()), plan.energy_j)
+        assert all(s.compute_j >= -1e-12 for s in plan.energy_split.values()), plan.energy_split
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(problems(energy=True), st.lists(st.integers(1, 60).map(lambda i: i * 0.025), min_size=1, max_size=6))
+def test_latency_budget_sweep_matches_bruteforce(problem, budgets):
+    """At each budget the sweep's plan has the least energy of every plan within it (brute force), a budget
+    no plan meets is kept and marked, and the energy never rises as the budget grows."""
+    inst = prepare(problem)
+    every = feasible_plans(inst, Constraints(), True)
+    points = sweep_latency_budgets(
+        lambda b: solve(problem, "energy", Constraints(max_latency_s=b))[0], budgets)
+    assert [p.budget_s for p in points] == sorted(budgets)
+    for p in points:
+        within = [m.energy_j for _, m in every if m.latency_s <= p.budget_s * (1 + REL)]
+        assert p.feasible == bool(within), (p, within)
+        if within:
+            assert _close(p.energy_j, min(within)) and p.latency_s <= p.budget_s * (1 + REL)
+            assert _close(p.compute_j + p.communication_j + p.idle_j, p.energy_j)
+        else:
+            assert p.plan is None and p.energy_j is None and p.stages == ""
+    energies = [p.energy_j for p in points if p.feasible]
+    assert all(b <= a + REL * max(1.0, abs(a)) for a, b in itertools.pairwise(energies))
 
 
 def _front_ok(

@@ -45,6 +45,9 @@ def cases(draw, objective: str):
                 radio_w=draw(st.sampled_from([0.0, 3.0])),
                 radio_j_per_byte=0.001,
                 battery=True,
+                # measured watts per block (and a join its two blocks'), at every precision
+                busy_w_blocks=draw(st.none() | st.lists(st.sampled_from([0.5, 2.0, 6.0]), min_size=num_blocks,
+                                                        max_size=num_blocks).map(tuple)),
             )
         }
     memory = draw(st.booleans())  # plan/memory.py: weights, a peak, in_flight x the raw cut buffers
@@ -126,6 +129,8 @@ def _check_against_brute_force(problem, tradeoffs, cons, objective):
     for g, e in zip(got, expected, strict=False):
         assert key(g) == pytest.approx(key(e), rel=REL, abs=1e-12)
     for plan in got:
+        if plan.energy_j is not None:  # the battery device's split adds up to the plan's energy
+            assert math.fsum(s.total_j for s in plan.energy_split.values()) == pytest.approx(plan.energy_j)
         budget = tradeoffs.max_quality_drop
         assert budget is None or plan.quality_cost <= budget + 1e-9
         assert plan.latency_s == pytest.approx(plan.compute_s + plan.transfer_s + plan.codec_s, rel=1e-12)

@@ -47,7 +47,7 @@ def test_report_loads_without_errors_and_every_image_has_a_size(report_dir):
     check = check_page(report_dir / "index.html")
     assert check.ok, check.problems
     assert check.console == []
-    assert len(check.images) == 8
+    assert len(check.images) == 9  # report_dir's figures (test_writer.FIGURES)
     for alt, width, height in check.images:
         assert alt and width > 300 and height > 200
     assert _browsers() <= before  # no Chromium process left behind

@@ -16,8 +16,8 @@ from splitinfer.plan import plan_to_json, with_provenance
 from splitinfer.profile.files import save_profile
 from splitinfer.report import write_report
 
-FIGURES = ("block_latency", "block_statistics", "plans", "timeline", "block_graph", "pareto", "bench_parts",
-           "bench_latency")
+FIGURES = ("block_latency", "block_statistics", "plans", "timeline", "block_graph", "pareto", "energy_split",
+           "bench_parts", "bench_latency")
 
 
 def test_full_report_writes_every_figure_and_table(report_dir, profile, plans, bench):

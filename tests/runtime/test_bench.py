@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from concurrent.futures import Future
 
 import msgspec
+import numpy as np
 import onnxruntime as ort
 import pytest
 from helpers import deploy as helpers
@@ -205,3 +207,28 @@ def test_bench_refuses_counts_out_of_range_before_sending_anything(kwargs, probl
     with pytest.raises(SplitinferError) as caught:
         bench(None, object(), **kwargs)  # neither session nor plan is read: the counts are checked first
     assert caught.value.problem.startswith(problem) and caught.value.fix.startswith("use a whole number")
+
+
+def test_bench_samples_each_worker_of_the_plan_during_the_measured_requests(deployed, tmp_path):
+    session, plan = deployed
+    started = time.time()
+    result = bench(session, num_requests=300, num_warmup=2, resource_interval_s=0.02)  # ~0.3 s
+    took_s = time.time() - started
+    assert set(result.resources) == {s.device for s in plan.stages} == {"a", "b"}
+    for device, series in result.resources.items():
+        times = np.asarray(series.times_s)
+        assert series.note == "" and series.interval_s == 0.02 and series.num_cpus == os.cpu_count()
+        assert len(times) >= 3 and (np.diff(times) > 0).all(), device
+        assert times[0] > 0 and times[-1] <= took_s + 0.02  # within the measured requests' window
+        assert all(0 <= c <= 100 * os.cpu_count() for c in series.cpu_percent)
+        assert min(series.rss_bytes) > 10e6 and not series.has_gpu  # a worker with onnxruntime loaded
+    assert max(result.resources["a"].cpu_percent) > 0  # a ran stage 0 (3x slowdown waits: not all CPU)
+    save_bench(result, tmp_path / "bench.json")
+    assert load_bench(tmp_path / "bench.json").resources == result.resources
+    assert bench(session, num_requests=1, num_warmup=0, resource_interval_s=0).resources == {}
+
+
+def test_an_old_bench_file_without_resources_still_loads():
+    doc = json.loads(encode_bench(_tiny_result()))
+    del doc["resources"]
+    assert decode_bench(json.dumps(doc)).resources == {}

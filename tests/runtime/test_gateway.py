@@ -260,3 +260,17 @@ def test_a_stage_that_rejects_its_inputs_gives_shape_error_and_400():
         assert metric(errors, "splitinfer_request_errors_total", kind="bad_input") == 1
         ok = client.post("/v1/infer", content=_npy(np.zeros((1, 16), np.float32)), headers=NPY)
         assert ok.status_code == 200
+
+
+def test_metrics_show_each_worker_resource_use(served):
+    client, session, _ = served
+    poller = client.app.state.resources  # started with the app (TestClient runs its lifespan)
+    poller.poll()  # the first round of a worker starts its sampling and sets nothing
+    time.sleep(0.35)
+    poller.poll()
+    text = client.get("/metrics").text
+    for device in session.addresses:
+        assert f'splitinfer_worker_cpu_percent{{device="{device}"}}' in text
+        assert 0 <= metric(text, "splitinfer_worker_cpu_percent", device=device) <= 100 * os.cpu_count()
+        assert metric(text, "splitinfer_worker_rss_bytes", device=device) > 10e6  # onnxruntime loaded
+    assert "splitinfer_worker_gpu_util_percent{" not in text  # CPU workers: no GPU figures

@@ -4,7 +4,7 @@ Each command group lives in its own module and registers itself on ``app``;
 this module only turns :class:`SplitinferError` into one line and exit code 2.
 Groups: ``zoo_cmds``, ``graph_cmds`` (inspect, split), ``profile_cmds``, ``plan_cmds``,
 ``runtime_cmds`` (worker, run), ``bench_cmds`` (bench), ``serve_cmds``, ``keys_cmds`` (keygen),
-``report_cmds``, ``demo_cmds``, ``eval_cmds``, ``quantize_cmds``;
+``report_cmds``, ``demo_cmds``, ``eval_cmds``, ``quantize_cmds``, ``energy_cmds`` (energy sweep);
 ``_common`` and ``_model`` are their shared option parsing and formatting.
 """
 
@@ -46,6 +46,7 @@ def _register_all() -> None:
     from splitinfer.cli import (
         bench_cmds,
         demo_cmds,
+        energy_cmds,
         eval_cmds,
         graph_cmds,
         keys_cmds,
@@ -59,7 +60,7 @@ def _register_all() -> None:
     )
 
     for module in (demo_cmds, graph_cmds, zoo_cmds, plan_cmds, profile_cmds, runtime_cmds, bench_cmds,
-                   serve_cmds, report_cmds, keys_cmds, eval_cmds, quantize_cmds):
+                   serve_cmds, report_cmds, keys_cmds, eval_cmds, quantize_cmds, energy_cmds):
         module.register(app)
 
 

@@ -12,6 +12,7 @@ from rich.text import Text
 from splitinfer.cli._common import format_bytes
 from splitinfer.plan import describe_stages
 from splitinfer.records.bench import BenchResult, RankResult
+from splitinfer.records.resources import resource_stats
 
 
 def _err(value: float) -> str:
@@ -65,8 +66,9 @@ def format_bench_table(result: BenchResult) -> Group:
                   _ms(result.latency_p95_s), _err(result.latency_rel_error))
     total.add_row("throughput", "req/s", _rps(result.predicted_throughput_rps), _rps(result.throughput_rps),
                   "", _err(result.throughput_rel_error))
+    resources = [Text(line) for line in resource_lines(result)]
     if not result.exits:
-        return Group(stages, hops, total)
+        return Group(stages, hops, total, *resources)
     worst = plan.worst_latency_s
     exits = _table(f"early exits (plan: {_ms(plan.latency_s)} ms expected, "
                    f"{_ms(worst) if worst is not None else '-'} ms without exits)",
@@ -74,7 +76,24 @@ def format_bench_table(result: BenchResult) -> Group:
     for e in result.exits:
         exits.add_row(e.output or "the end", str(e.count), f"{e.fraction:.1%}", f"{e.predicted_fraction:.1%}",
                       _ms(e.latency_median_s) if e.count else "-", _ms(e.latency_p95_s) if e.count else "-")
-    return Group(stages, hops, total, exits)
+    return Group(stages, hops, total, exits, *resources)
+
+
+def resource_lines(result: BenchResult) -> list[str]:
+    """One line per device its worker sampled: CPU % mean and median, largest RSS (and the GPU's)."""
+    lines = []
+    for device, series in result.resources.items():
+        cpu, rss = resource_stats(series, "cpu_percent"), resource_stats(series, "rss_bytes")
+        if cpu is None or rss is None:
+            lines.append(f"resources of {device}: {series.note or 'no samples'}")
+            continue
+        line = (f"resources of {device}: CPU {cpu.mean:.0f}% mean, {cpu.median:.0f}% median "
+                f"(100% = one of {series.num_cpus} cores), RSS {rss.max:.0f} MB at most")
+        util, used = resource_stats(series, "gpu_util_percent"), resource_stats(series, "gpu_memory_bytes")
+        if util is not None and used is not None:
+            line += f"; {series.gpu or 'GPU'} {util.mean:.0f}% mean, {used.max:.0f} MB at most"
+        lines.append(line + f"; {cpu.num_samples} samples" + (f" ({series.note})" if series.note else ""))
+    return lines
 
 
 def rank_verdict(result: RankResult) -> str:

@@ -1,4 +1,5 @@
-"""The table ``splitinfer plan`` (and the demo) prints: ranked plans, their figures and certificates."""
+"""The tables ``splitinfer plan`` (and the demo) prints: ranked plans, their figures and certificates; each
+plan's energy per battery device, split into compute, communication and idle."""
 
 from __future__ import annotations
 
@@ -45,3 +46,29 @@ def format_plans(plans: list[Plan], title: str = "") -> Table:
                          "no exit s: a request that takes none")
         table.caption_justify = "left"
     return table
+
+
+
+MAX_ENERGY_PLANS = 5  # plans whose energy split is listed (a front may have dozens)
+
+
+def energy_tables(plans: list[Plan]) -> list[Table]:
+    """Each plan's predicted joules per battery device: compute, communication (the radio), idle; one
+    table, or none when no plan has power figures (to print after :func:`format_plans`)."""
+    shown = [p for p in plans if p.energy_split][:MAX_ENERGY_PLANS]
+    if not shown:
+        return []
+    table = Table(title="energy per battery device (J per request)", title_justify="left")
+    for name in ("#", "device", "compute J", "communication J", "idle J", "total J"):
+        table.add_column(name, justify="left" if name == "device" else "right", no_wrap=True)
+    for p in shown:
+        front = p.objective.removeprefix("pareto-") + " " if p.objective.startswith("pareto") else ""
+        label = f"{front}{p.rank}"
+        for device, s in p.energy_split.items():
+            joules = (s.compute_j, s.communication_j, s.idle_j, s.total_j)
+            table.add_row(label, device, *(f"{j:.4f}" for j in joules))
+    listed = sum(1 for p in plans if p.energy_split)
+    if listed > len(shown):
+        table.caption = f"the first {len(shown)} of {listed} plans"
+        table.caption_justify = "left"
+    return [table]

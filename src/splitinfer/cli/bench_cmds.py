@@ -129,6 +129,10 @@ def bench_command(
     full_depth: Annotated[bool, typer.Option(
         "--full-depth", help="A model with early exits: run every request to the end (no exit answers), to "
                              "measure what the exits save on the same plan.")] = False,
+    resource_interval: Annotated[float, typer.Option(
+        "--resource-interval", metavar="SECONDS", help="Each worker samples its CPU %, memory and GPU (NVML) "
+                                                       "this often during the bench, kept in bench.json; 0: "
+                                                       "off (one plan: not with --top).")] = 0.1,
 ) -> None:
     """Deploy a plan, run many requests and compare the measured times with the plan's predictions.
 
@@ -157,6 +161,7 @@ def bench_command(
     """
     num_warmup = num_warmup if warmup is None else warmup
     from splitinfer.runtime.bench import MAX_CONCURRENCY, MAX_REQUESTS
+    from splitinfer.runtime.bench_resources import check_interval
 
     if top is not None and rank is not None:
         raise SplitinferError("--top and --rank both given: --top benches the K best plans, --rank one plan",
@@ -164,6 +169,7 @@ def bench_command(
     check_number(requests, "--requests", low=1, high=MAX_REQUESTS, whole=True)
     check_number(concurrency, "--concurrency", low=1, high=MAX_CONCURRENCY, whole=True)
     check_number(num_warmup, "--num-warmup", low=0, high=MAX_REQUESTS, whole=True)
+    interval_s = check_interval(resource_interval, "--resource-interval")
     check_request_options(timeout, rank or 1)
     check_writable(output, "-o")
     if preprocess is not None and data is None and calibration is None:
@@ -187,6 +193,8 @@ def bench_command(
         if top is not None:
             raise PlanError("--full-depth benches one plan", "leave out --top, or --full-depth")
         options["full_depth"] = True
+    if ranked_plans is None:
+        options["resource_interval_s"] = interval_s
     if ranked_plans is not None:
         ranked = _bench_top(ranked_plans, dep, timeout, calibrated, json_out, options)
         _show(output, json_out, note, ranked, encode_rank, save_rank, format_rank_table)

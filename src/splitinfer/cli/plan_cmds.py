@@ -13,8 +13,9 @@ import msgspec
 import typer
 
 from splitinfer.cli._common import check_writable, console
+from splitinfer.cli._configurations import compared_tables
 from splitinfer.cli._model import parse_input_shapes
-from splitinfer.cli._plan_tables import format_plans
+from splitinfer.cli._plan_tables import energy_tables, format_plans
 from splitinfer.cluster import load_cluster
 from splitinfer.errors import PlanError, ShapeError, SplitinferError
 from splitinfer.graph.shapes import as_flags
@@ -384,7 +385,8 @@ def plan_command(
     provenance = msgspec.structs.replace(provenance, constraints=cons)
     size = f" at {describe_size(provenance.input_shapes)}" if provenance.input_shapes else ""
     title = f"{objective} plans of {provenance.model}{size} ({plans[0].solver})"
-    console.print(format_plans(plans, title))
+    console.print(format_plans(plans, title), *energy_tables(plans),  # the split per battery device
+                  *compared_tables(problem, plans, objective, cons))
     if any(p.quality_cost is not None for p in plans):  # long lines, and the table may squeeze them
         for p in plans:
             console.print(f"#{p.rank}  {describe_stages(p)}", highlight=False, soft_wrap=True)

@@ -29,6 +29,7 @@ from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSOR
 from splitinfer.host import max_num_threads
 from splitinfer.plan import Plan, describe_stages, plan_to_json, with_provenance
 from splitinfer.profile.device import profile_model
+from splitinfer.profile.energy_windows import MAX_ENERGY_WINDOW_S
 from splitinfer.profile.files import load_profile, merge_profiles, save_profile
 from splitinfer.profile.profiler import (
     MAX_BUDGET_S,
@@ -157,7 +158,8 @@ def _measure(model: Path, cluster: Path | None, options: dict) -> tuple[Profile,
     declared = read_exit_options(source, *given) if any(g is not None for g in given) else None
     prepared = prepare_model(source, calibration=calibration, exits=declared,
                              max_blocks=options["max_blocks"], max_cut_tensors=options["max_cut_tensors"])
-    settings = ProfileSettings(budget_s=options["budget_s"], pairs=options["pairs"])
+    settings = ProfileSettings(budget_s=options["budget_s"], pairs=options["pairs"],
+                               energy_window_s=options.get("energy_window", 0.0))
     sens = _sensitivity(prepared, data, options)
     source_name = "" if data is None else options["calibration"].name
     if cluster is not None:
@@ -292,6 +294,10 @@ def profile_command(
     pairs: bool = typer.Option(False, "--pairs", help="Also time each pair of adjacent blocks as one "
                                "partition: what a stage saves at each inner cut (fused nodes, one run "
                                "instead of two), which the planner then adds to its stages."),
+    energy_window: float = typer.Option(0.0, "--energy-window", metavar="S",
+                                        help="Then run each block alone for S seconds and idle as long, "
+                                             "recording when: keep a power log running, then `splitinfer "
+                                             "energy join` gives joules per block (0 = off)."),
     limit: int = typer.Option(256, "--limit", metavar="N",
                               help="With --tradeoffs: compare quality on at most N calibration samples."),
     budget_s: float = typer.Option(30.0, "--budget-s", metavar="S",
@@ -329,6 +335,8 @@ def profile_command(
     _check_numbers(budget_s, num_threads if threads is None else threads, max_blocks, max_cut_tensors, batch)
     check_number(limit, "--limit", low=1, high=MAX_SAMPLES, whole=True, error=ProfileError,
                  fix="the most calibration samples to compare")
+    check_number(energy_window, "--energy-window", low=0, high=MAX_ENERGY_WINDOW_S, error=ProfileError,
+                 fix="seconds each block runs alone while power is logged, e.g. 1 (0 = off)")
     if tradeoffs is not None:
         split_options(tradeoffs.split(","))  # an unknown name fails before anything loads
     check_writable(output, "-o")
@@ -339,6 +347,7 @@ def profile_command(
                "num_threads": num_threads if threads is None else threads, "providers": providers,
                "device_name": device_name, "refine": refine_for, "plan_output": plan_output,
                "tradeoffs": tradeoffs, "limit": limit, "pairs": pairs,
+               "energy_window": energy_window,
                "given": GivenInputs(inputs, inputs_file, fix_input),
                "exits": (exits, exit_rule, exit_threshold, exit_rule_path)}
     _profile(Path(args[0]), cluster, output, options)

@@ -101,6 +101,10 @@ def serve_command(
         "--labels", help="Class names (one per line, or JSON): JSON answers carry the top-5 labels of the "
                          "class scores.", show_default=False)] = None,
     calibration: CalibrationOpt = None,
+    resource_interval: Annotated[float, typer.Option(
+        "--resource-interval", metavar="SECONDS", help="Each worker samples its CPU %, memory and GPU (NVML) "
+                                                       "this often; /metrics has them per device. 0: off.")]
+    = 0.1,
 ) -> None:
     """Deploy a plan and serve it over HTTP until Ctrl-C; the workers stop with the server.
 
@@ -109,7 +113,8 @@ def serve_command(
     image (Content-Type: image/jpeg or image/png; a single-input model), preprocessed as
     --preprocess says; with --labels, JSON answers carry the top-5 class names.
     GET /healthz says whether the deployment is ready (200) or not (503); it needs no token.
-    GET /metrics gives Prometheus text: requests, errors, latency histogram, per-stage compute.
+    GET /metrics gives Prometheus text: requests, errors, latency histogram, per-stage compute,
+    per-device worker CPU %, memory and GPU use (--resource-interval).
     With --token-file, /v1/infer and /metrics need "Authorization: Bearer TOKEN" (else 401);
     with --certfile and --keyfile, it serves HTTPS. Every response has an X-Request-Id header.
 
@@ -133,6 +138,8 @@ def serve_command(
     gateway.check_seconds(timeout, "--timeout", gateway.TIMEOUT_S_RANGE)
     gateway.check_whole(max_body, "--max-body-bytes", gateway.MAX_BODY_BYTES_RANGE, "bytes")
     gateway.check_seconds(body_timeout, "--body-timeout", gateway.BODY_TIMEOUT_S_RANGE)
+    if resource_interval:
+        gateway.check_seconds(resource_interval, "--resource-interval", gateway.RESOURCE_INTERVAL_S_RANGE)
     gateway.check_whole(max_in_flight, "--max-in-flight-per-client", gateway.MAX_IN_FLIGHT_PER_CLIENT_RANGE,
                         "requests")
     if (certfile is None) != (keyfile is None):
@@ -151,7 +158,7 @@ def serve_command(
         with open_session(dep, timeout, read_calibration(calibration, dep.model, preprocess)) as session:
             app = gateway.make_app(session, max_body_bytes=max_body, token=token,
                                    max_in_flight_per_client=max_in_flight, body_timeout_s=body_timeout,
-                                   preprocess=steps, labels=names)
+                                   preprocess=steps, labels=names, resource_interval_s=resource_interval)
             scheme = "https" if certfile is not None else "http"
             console.print(f"serving {describe_stages(dep.plan)} on {scheme}://{host}:{port}  (Ctrl-C stops)",
                           highlight=False)

@@ -11,7 +11,9 @@ keeps it so). Modules:
   ``pareto``, and ``bruteforce`` (the reference the tests compare with); ``ties``: throughput
   ties to the faster plan; ``proof``: what a solve proved, as a plan's ``bound`` and ``gap``
   (``Plan.certificate`` says it in words).
-- ``cost``: a plan's predicted latency, throughput, bytes and energy; ``weights``: energy weights;
+- ``cost``: a plan's predicted latency, throughput, bytes and energy (split per battery device into
+  compute, communication and idle: :class:`EnergySplit`); ``weights``: energy weights;
+  ``sweep``: the least energy under each latency budget;
   ``memory``: a stage's memory need (weights, peak activation, in-flight cut buffers) and its
   forms for the segment DP and the MILP; ``constraint_checks``: constraints read against an instance.
 - ``diagnose``: which constraint makes a problem infeasible; ``scission``: Scission's ranking.
@@ -31,6 +33,7 @@ Typical use::
 """
 
 from splitinfer.plan.plan import (
+    EnergySplit,
     Hop,
     Plan,
     Stage,
@@ -61,6 +64,7 @@ __all__ = [
     "OBJECTIVES",
     "CompressionOption",
     "Constraints",
+    "EnergySplit",
     "Hop",
     "HopOverhead",
     "Instance",

@@ -10,9 +10,12 @@ numbers for the same plan.
   compute summed over all its stages, or a link's transfers summed over all hops
   that use it (each transfer counted as latency + bytes / bandwidth; a hop within
   a device uses no link);
-- energy: over battery-powered devices, ``busy_w`` x own compute +
+- energy: over battery-powered devices, ``busy_w`` x own compute (with ``Power.busy_w_blocks``: each
+  block's watts x its seconds, each inner join its seconds x the mean of its two blocks' watts weighted
+  by their seconds, ``watts.join_watts``) +
   ``radio_w`` x own transfer time + ``radio_j_per_byte`` x own bytes sent or
-  received + ``idle_w`` x the rest of the request's latency;
+  received + ``idle_w`` x the rest of the request's latency; ``Metrics.energy_split`` keeps each
+  device's three parts (compute; communication, the radio's two; idle) apart;
 - memory (in :func:`violations`): each device's need, the sum of its stages' (:mod:`.memory`);
 - with early exits (:mod:`.exits`): each part weighted by the requests that reach it, and each exit's
   return (a hop of kind ``exit``: its tensor from its block's device to the sink) by how often it is
@@ -29,8 +32,8 @@ from typing import NamedTuple
 import numpy as np
 
 from splitinfer.plan.memory import device_needs
-from splitinfer.plan.plan import Hop, Plan, Stage
-from splitinfer.plan.problem import Constraints, Instance
+from splitinfer.plan.plan import EnergySplit, Hop, Plan, Stage
+from splitinfer.plan.problem import Constraints, Instance, Power
 from splitinfer.plan.proof import Proof, certify
 
 
@@ -45,6 +48,7 @@ class Metrics(NamedTuple):
     runs: tuple[tuple[int, int, int], ...]  # (device, first block, last block)
     hops: tuple[tuple[int, int, int, float, str], ...]  # (src, dst, bytes, seconds, kind)
     stage_s: tuple[float, ...]
+    energy_split: tuple[tuple[int, EnergySplit], ...] = ()  # (battery device, its joules by part)
 
 
 def runs_of(assignment: Sequence[int]) -> tuple[tuple[int, int, int], ...]:
@@ -104,6 +108,22 @@ def _crossing(hops: Sequence[tuple[int, int, int, float, str]]) -> list[tuple[in
     return [h for h in hops if h[0] != h[1]]
 
 
+def _compute_j(inst: Instance, p: Power, e: int, runs: tuple[tuple[int, int, int], ...],
+               stage_s: Sequence[float]) -> float:
+    """Joules device ``e`` spends running its stages: ``busy_w`` x their seconds, or with measured watts per
+    block each block's watts x its seconds plus each inner join's seconds (plan/joins.py, negative when the
+    stage saves) x the watts of the two blocks it joins, their mean weighted by their seconds
+    (``watts.join_watts``: a join then saves at most half of their joules, as of their seconds)."""
+    if p.busy_w_blocks is None:
+        return p.busy_w * math.fsum(t for (d, _, _), t in zip(runs, stage_s, strict=True) if d == e)
+    parts: list[float] = []
+    for d, first, last in runs:
+        if d == e:
+            parts += (inst.compute_s[first : last + 1, e] * inst.busy_w[first : last + 1, e]).tolist()
+            parts += (inst.join_s[first:last, e] * inst.join_w[first:last, e]).tolist()
+    return math.fsum(parts)
+
+
 def _energy(
     inst: Instance,
     runs: tuple[tuple[int, int, int], ...],
@@ -111,11 +131,12 @@ def _energy(
     hops: Sequence[tuple[int, int, int, float, str]],
     latency: float,
     shares: Sequence[float],
-) -> float | None:
-    """``shares[i]``: the fraction of requests whose bytes hop i moves (an exit's: its probability)."""
+) -> tuple[float | None, tuple[tuple[int, EnergySplit], ...]]:
+    """The joules of the battery devices and each one's split. ``shares[i]``: the fraction of requests
+    whose bytes hop i moves (an exit's: its probability)."""
     if not inst.has_energy:
-        return None
-    parts = []
+        return None, ()
+    parts, split = [], []
     for e, p in enumerate(inst.power):
         if p is None or not p.battery:
             continue
@@ -123,13 +144,11 @@ def _energy(
         radio = math.fsum(h[3] for h in _crossing(hops) if e in (h[0], h[1]))  # a local hop: idle
         moved = math.fsum(h[2] * share for h, share in zip(hops, shares, strict=True)
                           if h[0] != h[1] and e in (h[0], h[1]))
-        parts += [
-            p.busy_w * busy,
-            p.radio_w * radio,
-            p.radio_j_per_byte * moved,
-            p.idle_w * (latency - busy - radio),
-        ]
-    return math.fsum(parts)
+        compute, idle = _compute_j(inst, p, e, runs, stage_s), p.idle_w * (latency - busy - radio)
+        communication = (p.radio_w * radio, p.radio_j_per_byte * moved)
+        parts += [compute, *communication, idle]
+        split.append((e, EnergySplit(compute, math.fsum(communication), idle)))
+    return math.fsum(parts), tuple(split)
 
 
 def measure(inst: Instance, assignment: Sequence[int]) -> Metrics | None:
@@ -155,15 +174,17 @@ def measure(inst: Instance, assignment: Sequence[int]) -> Metrics | None:
         links.setdefault((h[0], h[1]), []).append(h[3])
     bottleneck = max([math.fsum(v) for v in busy.values()] + [math.fsum(v) for v in links.values()])
     crossing = _crossing(hops)
+    energy, split = _energy(inst, runs, stage_s, [*hops, *exits], latency, shares)
     return Metrics(
         latency,
         bottleneck,
         sum(h[2] for h in crossing),
         sum(h[2] for h in crossing if h[0] == inst.source),
-        _energy(inst, runs, stage_s, [*hops, *exits], latency, shares),
+        energy,
         runs,
         tuple([*hops, *exits]),
         tuple(stage_s),
+        split,
     )
 
 
@@ -221,6 +242,7 @@ def evaluate(
         bound=bound,
         solver=solver,
         exit_mix={e.output: e.probability for e in inst.exits},
+        energy_split={names[d]: part for d, part in m.energy_split},
         full_depth=evaluate(inst.full, assignment, objective, rank=rank, solver=solver)
         if inst.full is not None else None,
     )

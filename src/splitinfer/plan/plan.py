@@ -13,6 +13,8 @@
                      "constraints": {"pins": [[0, "camera"]], ..., "max_latency_s": 0.2, ...},
                      "hop_overheads": [{"src": "camera", "dst": "edge", "overhead_s": 0.0011}]}}]}
 
+A plan with power figures also has ``"energy_split": {"camera": {"compute_j": .., "communication_j": ..,
+"idle_j": ..}}``, per battery device (files written before it load with none).
 Floats round-trip exactly (shortest repr); an infinite throughput (nothing to do)
 is written as the string "inf". Schema-1 files (free-form ``meta`` strings instead of
 ``provenance``) are still read, and so are schema-2 files written before plans had a ``bound``
@@ -58,6 +60,21 @@ class Hop(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     codec_s: float = 0.0  # seconds to compress on the sender plus to restore on the receiver
 
 
+class EnergySplit(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One battery device's predicted joules per request, by what it spends them on (they add up to its
+    share of the plan's ``energy_j``): computing its stages (and compressing and restoring tensors),
+    its radio while it sends or receives (``radio_w`` x those seconds + ``radio_j_per_byte`` x those
+    bytes), and idling through the rest of the request's latency."""
+
+    compute_j: float
+    communication_j: float
+    idle_j: float
+
+    @property
+    def total_j(self) -> float:
+        return math.fsum((self.compute_j, self.communication_j, self.idle_j))
+
+
 class Plan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Stages and the predicted breakdown, and how the plan is known to be optimal.
 
@@ -96,6 +113,12 @@ class Plan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     full_depth: Plan | None = None
     # Thresholds chosen with the plan (``plan --exit-quality-drop``): deployed instead of the profiled ones.
     exit_thresholds: dict[str, float | None] = msgspec.field(default_factory=dict)  # None: off
+    # The configuration of each device it uses that has several (plan/configurations.py; 'default': as
+    # declared): device -> its name. Deployed, each device runs in it.
+    configurations: dict[str, str] = msgspec.field(default_factory=dict)
+    # ``energy_j`` per battery device, split into compute, communication and idle (empty without power
+    # figures, and in plan files written before the split).
+    energy_split: dict[str, EnergySplit] = msgspec.field(default_factory=dict)
 
     @property
     def worst_latency_s(self) -> float | None:
@@ -179,7 +202,8 @@ def with_provenance(plan: Plan, **fields: Any) -> Plan:
 def describe_stages(plan: Plan) -> str:
     """The stages in one line: ``camera[0-6] -> edge[7-30] -> cloud[31-63]``; a trade-off plan also
     names precisions and compressions: ``camera[0-6] =int8=> edge[7-30]:fp16``, and a compressed
-    upload before the first stage: ``camera =int8=> edge[0-30]``."""
+    upload before the first stage: ``camera =int8=> edge[0-30]``; a device in a configuration other than
+    as declared: ``camera@powersave[0-6]``."""
     cuts = [h.compression for h in plan.hops if h.kind == "cut"]  # one per pair of stages, in order
     upload = next((h for h in plan.hops if h.kind == "upload" and h.compression != "none"), None)
     parts = [] if upload is None else [f"{upload.src} ={upload.compression}=> "]
@@ -189,7 +213,9 @@ def describe_stages(plan: Plan) -> str:
         if i:
             compression = cuts[i - 1] if i - 1 < len(cuts) else "none"
             parts.append(" -> " if compression == "none" else f" ={compression}=> ")
-        parts.append(f"{s.device}{blocks}{precision}")
+        configuration = plan.configurations.get(s.device, "default")
+        device = s.device if configuration == "default" else f"{s.device}@{configuration}"
+        parts.append(f"{device}{blocks}{precision}")
     return "".join(parts)
 
 

@@ -39,6 +39,7 @@ from splitinfer.errors import PlanError
 from splitinfer.plan.constraints import Constraints as Constraints  # re-exported: its old home
 from splitinfer.plan.exits import ExitMix, ExitReturn, check_exits, with_exits
 from splitinfer.plan.joins import join_matrix
+from splitinfer.plan.watts import block_watts, join_watts
 
 Objective = Literal["latency", "throughput", "energy", "pareto"]
 OBJECTIVES: tuple[str, ...] = ("latency", "throughput", "energy", "pareto")
@@ -47,13 +48,26 @@ MAX_IN_FLIGHT = 10_000  # requests a stage may be planned to hold at once
 
 @dataclass(frozen=True)
 class Power:
-    """Power figures of one device, for the energy objective."""
+    """Power figures of one device, for the energy objective. ``busy_w_blocks``: measured watts per block
+    (a join's: ``watts.join_watts``); ``busy_w`` then prices only compressing and restoring tensors."""
 
     busy_w: float = 0.0  # drawn while computing
     idle_w: float = 0.0  # drawn while the device waits during a request
     radio_w: float = 0.0  # drawn while sending or receiving
     radio_j_per_byte: float = 0.0  # energy per byte sent or received (on top of radio_w)
     battery: bool = False  # counted in the energy objective
+    busy_w_blocks: tuple[float, ...] | None = None  # per block, instead of busy_w (None: busy_w for all)
+
+
+@dataclass(frozen=True)
+class DeviceConfiguration:
+    """One way to run a device: its seconds per block (None or inf: cannot run there), the joins at
+    its inner cuts (``Problem.join_s``; None: none), its power (None: no power figures)."""
+
+    name: str
+    compute_s: Sequence[float | None]
+    join_s: Sequence[float | None] | None = None
+    power: Power | None = None
 
 
 @dataclass(frozen=True)
@@ -118,12 +132,13 @@ class Problem:
     in_flight: int = 1  # requests a stage holds at once: the one it runs and those queued
     messaging: Mapping[str, Messaging] = field(default_factory=dict)  # per device; absent: free
     exits: Sequence[ExitMix] = ()  # early exits and how often each is taken (plan/exits.py)
+    # Devices that may run in one of several configurations (plan/configurations.py): solve() then
+    # chooses one per device; their own compute_s, join_s and power here are unused.
+    configurations: Mapping[str, Sequence[DeviceConfiguration]] = field(default_factory=dict)
 
     @property
     def num_blocks(self) -> int:
         return len(self.cut_bytes) + 1
-
-
 
 
 @dataclass(frozen=True, eq=False)
@@ -156,6 +171,9 @@ class Instance:
     exits: tuple[ExitReturn, ...] = ()
     reach: np.ndarray | None = None
     full: Instance | None = None
+    # (L, D) watts computing each block: Power.busy_w_blocks, else busy_w (0 without power); (L-1, D) a join's
+    busy_w: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    join_w: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
     @property
     def num_blocks(self) -> int:
@@ -287,11 +305,15 @@ def prepare(problem: Problem) -> Instance:
         if cap is not None:
             capacity[d] = _check_number(cap, f"capacity_bytes[{name!r}]", allow_inf=True)
     power: list[Power | None] = [None] * len(names)
+    busy_w = np.zeros((num_blocks, len(names)))
     for name, p in problem.power.items():
         d = _device_index(name, names, "power")
         for attr in ("busy_w", "idle_w", "radio_w", "radio_j_per_byte"):
             _check_number(getattr(p, attr), f"power[{name!r}].{attr}")
         power[d] = p  # type: ignore[index]
+        busy_w[:, d] = block_watts(p.busy_w, p.busy_w_blocks, f"power[{name!r}].busy_w_blocks", num_blocks)
+    busy_w.setflags(write=False)
+    join_w = join_watts(busy_w, compute)
     source = _device_index(problem.source, names, "source")
     source = 0 if source is None else source
     sink = source if isinstance(problem.sink, AtSource) else _device_index(problem.sink, names, "sink")
@@ -304,7 +326,7 @@ def prepare(problem: Problem) -> Instance:
     )
     joins = join_matrix(problem.join_s, names, compute)
     joins.setflags(write=False)
-    inst = dataclasses.replace(inst, join_s=joins, in_flight=int(in_flight))
+    inst = dataclasses.replace(inst, join_s=joins, in_flight=int(in_flight), busy_w=busy_w, join_w=join_w)
     return with_exits(inst, check_exits(problem.exits, num_blocks), messaging) if problem.exits else inst
 
 

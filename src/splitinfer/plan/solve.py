@@ -29,6 +29,7 @@ import numpy as np
 
 from splitinfer.errors import PlanError
 from splitinfer.plan import bruteforce, latency, subset_dp
+from splitinfer.plan.configurations import solve_configurations
 from splitinfer.plan.constraint_checks import allowed_matrix, validate_constraints
 from splitinfer.plan.cost import evaluate, measure, objective_value, throughput_cap_s, violations
 from splitinfer.plan.diagnose import infeasible_error, local_conflict
@@ -311,6 +312,9 @@ def solve(
         raise PlanError(f"unknown method {method!r}", f"use one of: {', '.join(METHODS)}")
     check_number(top_k, "top_k", low=1, high=MAX_TOP_K, whole=True, error=PlanError)
     check_number(time_limit_s, "time_limit_s", low=0, low_open=True, high=MAX_TIME_LIMIT_S, error=PlanError)
+    if isinstance(problem, Problem) and problem.configurations:  # one solve per combination of them
+        return solve_configurations(problem, objective, lambda one, k: solve(
+            one, objective, constraints, k, method=method, time_limit_s=time_limit_s), top_k)
     inst = problem if isinstance(problem, Instance) else prepare(problem)
     case = _case(inst, constraints or Constraints(), objective)
     conflict = local_conflict(case.inst, case.cons, case.allowed, case.revisits)

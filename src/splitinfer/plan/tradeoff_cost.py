@@ -4,7 +4,9 @@ its codec seconds (busy time of the devices that compress and restore).
 
 A hop within a device (an upload that stays on the source, a return on the sink) costs the device's
 messaging and is listed when it costs something, as :mod:`.cost` lists it; it uses no link, sends no
-bytes and keeps no radio busy.
+bytes and keeps no radio busy. Energy as :mod:`.cost` charges it, split per battery device the same way;
+compressing and restoring are the device's compute, at its ``busy_w`` (measured watts per block,
+``Power.busy_w_blocks``, price the blocks and joins of its stages, whatever their precision).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from splitinfer.plan.cost import runs_of
-from splitinfer.plan.plan import Hop, Stage
+from splitinfer.plan.plan import EnergySplit, Hop, Stage
 from splitinfer.plan.tradeoffs import Variants
 
 
@@ -31,6 +33,7 @@ class TradeoffMetrics(NamedTuple):
     upload_bytes: int
     stages: tuple[Stage, ...]
     hops: tuple[Hop, ...]
+    energy_split: tuple[tuple[str, EnergySplit], ...] = ()  # (battery device, its joules by part)
 
 
 def _hop(var: Variants, a: int, b: int, n: float, wire_s: float, kind: str, codec: tuple[str, float]) -> Hop:
@@ -50,6 +53,8 @@ def measure(var: Variants, assignment: Sequence[int]) -> TradeoffMetrics | None:
     """Figures of an assignment, or None where a block cannot run or a hop is not allowed."""
     inst, runs = var.inst, runs_of(assignment)
     stages, busy, hops, quality = [], np.zeros(inst.num_devices), [], []
+    # joules of the busy seconds at measured watts per block (Power.busy_w_blocks; codecs at busy_w)
+    busy_j, codec_w = np.zeros(inst.num_devices), np.array([p.busy_w if p else 0.0 for p in inst.power])
     for v, first, last in runs:
         times = var.compute_s[first : last + 1, v]
         if not np.isfinite(times).all():
@@ -59,6 +64,7 @@ def measure(var: Variants, assignment: Sequence[int]) -> TradeoffMetrics | None:
             Stage(inst.names[var.device[v]], first, last, math.fsum(times.tolist() + joins), var.precision[v])
         )
         busy[var.device[v]] += stages[-1].compute_s
+        busy_j[var.device[v]] += _stage_j(var, var.device[v], first, last, times)
         quality += var.node_quality[first : last + 1, v].tolist()
     first_v, last_v = runs[0][0], runs[-1][0]
     if not (math.isfinite(var.upload_s[first_v]) and math.isfinite(var.return_s[last_v])):
@@ -68,6 +74,8 @@ def measure(var: Variants, assignment: Sequence[int]) -> TradeoffMetrics | None:
         on_source, restore = var.upload_compress_s[first_v], var.upload_decompress_s[first_v]
         busy[inst.source] += on_source
         busy[var.device[first_v]] += restore
+        busy_j[inst.source] += codec_w[inst.source] * on_source
+        busy_j[var.device[first_v]] += codec_w[var.device[first_v]] * restore
         upload = (var.upload_compression[first_v], on_source + restore)
         sent = var.upload_bytes[first_v]
         hops.append(_hop(var, src_v, first_v, sent, var.upload_s[first_v], "upload", upload))
@@ -79,6 +87,8 @@ def measure(var: Variants, assignment: Sequence[int]) -> TradeoffMetrics | None:
         codec_s = var.compress_s[last, a, b] + var.decompress_s[last, a, b]
         busy[var.device[a]] += var.compress_s[last, a, b]
         busy[var.device[b]] += var.decompress_s[last, a, b]
+        busy_j[var.device[a]] += codec_w[var.device[a]] * var.compress_s[last, a, b]
+        busy_j[var.device[b]] += codec_w[var.device[b]] * var.decompress_s[last, a, b]
         cut = (var.compression[a], codec_s)
         hops.append(_hop(var, a, b, var.hop_bytes[last, a, b], var.wire_s[last, a, b], "cut", cut))
         quality.append(var.hop_quality[last, a, b])
@@ -92,35 +102,39 @@ def measure(var: Variants, assignment: Sequence[int]) -> TradeoffMetrics | None:
         links[h.src, h.dst] = links.get((h.src, h.dst), 0.0) + h.transfer_s
     bottleneck = max([*busy.tolist(), *links.values()])
     upload = sum(h.num_bytes for h in crossing(hops) if h.src == inst.names[inst.source])
-    return TradeoffMetrics(
-        latency,
-        bottleneck,
-        _energy(var, busy, hops, latency),
-        math.fsum(quality),
-        upload,
-        tuple(stages),
-        tuple(hops),
-    )
+    energy, split = _energy(var, busy, busy_j, hops, latency)
+    return TradeoffMetrics(latency, bottleneck, energy, math.fsum(quality), upload, tuple(stages),
+                           tuple(hops), split)
 
 
-def _energy(var: Variants, busy: np.ndarray, hops: Sequence[Hop], latency: float) -> float | None:
+def _stage_j(var: Variants, d: int, first: int, last: int, times: np.ndarray) -> float:
+    """A stage's joules at measured watts per block: each block's watts x its seconds, each inner join's
+    its seconds x its watts (``Instance.join_w``), as :func:`.cost._compute_j` charges them."""
+    inst = var.inst
+    joins = inst.join_s[first:last, d] * inst.join_w[first:last, d]
+    return math.fsum((times * inst.busy_w[first : last + 1, d]).tolist() + joins.tolist())
+
+
+def _energy(var: Variants, busy: np.ndarray, busy_j: np.ndarray, hops: Sequence[Hop], latency: float
+            ) -> tuple[float | None, tuple[tuple[str, EnergySplit], ...]]:
+    """The battery devices' joules and each one's split; ``busy``: each device's seconds computing,
+    compressing and restoring, ``busy_j`` their joules at measured watts per block."""
     inst = var.inst
     if not inst.has_energy:
-        return None
-    parts = []
+        return None, ()
+    parts, split = [], []
     for d, p in enumerate(inst.power):
         if p is None or not p.battery:
             continue
         name = inst.names[d]
         radio = math.fsum(h.transfer_s for h in crossing(hops) if name in (h.src, h.dst))  # local: idle
         moved = sum(h.num_bytes for h in crossing(hops) if name in (h.src, h.dst))
-        parts += [
-            p.busy_w * busy[d],
-            p.radio_w * radio,
-            p.radio_j_per_byte * moved,
-            p.idle_w * (latency - busy[d] - radio),
-        ]
-    return math.fsum(parts)
+        compute = p.busy_w * busy[d] if p.busy_w_blocks is None else float(busy_j[d])
+        communication = (p.radio_w * radio, p.radio_j_per_byte * moved)
+        idle = p.idle_w * (latency - busy[d] - radio)
+        parts += [compute, *communication, idle]
+        split.append((name, EnergySplit(float(compute), math.fsum(communication), float(idle))))
+    return math.fsum(parts), tuple(split)
 
 
 def crossing(hops: Sequence[Hop]) -> list[Hop]:

@@ -100,6 +100,7 @@ def _plan(m: TradeoffMetrics, objective: str, rank: int, proof: Proof | None, so
         bound=bound,
         solver=solver,
         quality_cost=m.quality_cost,
+        energy_split=dict(m.energy_split),
     )
 
 
@@ -242,6 +243,10 @@ def solve_tradeoffs(
     """The ``top_k`` best plans choosing split, placement, precisions and compressions together,
     with a summed quality cost of at most ``tradeoffs.max_quality_drop``. Plans carry
     ``quality_cost``; stages their ``precision``, hops their ``compression``."""
+    if problem.configurations:
+        raise PlanError(f"devices {', '.join(problem.configurations)} have configurations, which "
+                        "trade-offs do not choose yet",
+                        "plan without a quality budget, or without the configurations")
     s = _setup(problem, tradeoffs, objective, constraints)
     budget = tradeoffs.max_quality_drop
     user_cap = throughput_cap_s(s.cons.min_throughput_rps)

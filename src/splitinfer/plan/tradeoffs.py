@@ -32,7 +32,7 @@ import numpy as np
 
 from splitinfer.errors import PlanError
 from splitinfer.plan.problem import Instance
-from splitinfer.plan.weights import Weights, with_joins
+from splitinfer.plan.weights import Weights, busy_over_idle, with_joins
 
 BASE_PRECISION = "fp32"
 NO_COMPRESSION = "none"
@@ -298,14 +298,17 @@ def figure_weights(var: Variants, allowed: np.ndarray, figure: str) -> Weights:
 
 def _energy_weights(var: Variants, node_allowed: np.ndarray) -> Weights:
     """Joules of the battery devices, as :func:`splitinfer.plan.weights.energy_weights` counts them,
-    with compressing and restoring counted as the device's busy time."""
+    with compressing and restoring counted as the device's busy time (at its ``busy_w``: measured watts
+    per block, ``Power.busy_w_blocks``, price its blocks and joins at every precision)."""
     inst = var.inst
     battery = [p if p is not None and p.battery else None for p in inst.power]
     idle_all = sum(p.idle_w for p in battery if p is not None)
     busy = np.array([p.busy_w - p.idle_w if p else 0.0 for p in battery])[var.device]
+    block_busy, join_busy = (b[:, var.device] for b in busy_over_idle(inst))
     radio = np.array([p.radio_w - p.idle_w if p else 0.0 for p in battery])[var.device]
     per_byte = np.array([p.radio_j_per_byte if p else 0.0 for p in battery])[var.device]
-    node = np.where(node_allowed, var.compute_s * (idle_all + busy)[None, :], math.inf)
+    with np.errstate(invalid="ignore"):
+        node = np.where(node_allowed, var.compute_s * (idle_all + block_busy), math.inf)
     with np.errstate(invalid="ignore"):
         arc = (
             var.wire_s * (idle_all + radio[:, None] + radio[None, :])[None]
@@ -334,4 +337,4 @@ def _energy_weights(var: Variants, node_allowed: np.ndarray) -> Weights:
                 per_byte + per_byte[at_sink][0]
             )
         back = np.where(np.isfinite(var.return_s), np.where(at_sink, idle_all * var.return_s, back), math.inf)
-    return with_joins(Weights(node, arc, upload, back), inst.join_s[:, var.device], idle_all + busy)
+    return with_joins(Weights(node, arc, upload, back), inst.join_s[:, var.device], idle_all + join_busy)

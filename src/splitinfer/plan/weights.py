@@ -8,7 +8,10 @@ sums; :mod:`.cost` evaluates the same figures directly for a given plan.
 Energy decomposes because a battery device that is not busy computing or using
 its radio is idle: over one request it spends ``idle_w x latency`` plus
 ``(busy_w - idle_w) x own compute`` plus ``(radio_w - idle_w) x own transfer time``
-plus ``radio_j_per_byte x own bytes``, and latency is itself a sum.
+plus ``radio_j_per_byte x own bytes``, and latency is itself a sum. With measured watts per block
+(``Power.busy_w_blocks``) ``busy_w`` is block b's own on its node weight, and the join at cut b is charged
+at the mean of blocks b's and b+1's weighted by their seconds (``Instance.join_w``, ``watts.join_watts``),
+as :mod:`.cost` charges them.
 """
 
 from __future__ import annotations
@@ -47,11 +50,12 @@ class Weights:
 
 def with_joins(w: Weights, joins: np.ndarray, factor: np.ndarray | float = 1.0) -> Weights:
     """``w`` with a stage's inner joins (``plan/joins.py``; (L-1, D) seconds, times ``factor`` per
-    device for figures other than seconds): block b's weight gains the join after it, and a hop
-    leaving a stage after block b gives it back, so a stage sums its blocks and its inner joins."""
+    device, or per cut and device, for figures other than seconds): block b's weight gains the join after
+    it, and a hop leaving a stage after block b gives it back, so a stage sums its blocks and its inner
+    joins."""
     if not joins.size or not joins.any():
         return w
-    scaled = joins * np.broadcast_to(factor, joins.shape[1:])[None, :]
+    scaled = joins * np.broadcast_to(factor, joins.shape)  # per device (D,) or per cut and device (L-1, D)
     node = w.node_w.copy()
     node[:-1] += scaled  # inf stays inf
     num_dev = w.arc_w.shape[1]
@@ -106,11 +110,11 @@ def energy_weights(inst: Instance, allowed: np.ndarray) -> Weights:
     num_dev = inst.num_devices
     battery = [p if p is not None and p.battery else None for p in inst.power]
     idle_all = sum(p.idle_w for p in battery if p is not None)
-    busy = np.array([p.busy_w - p.idle_w if p else 0.0 for p in battery])
+    busy, join_busy = busy_over_idle(inst)
     radio = np.array([p.radio_w - p.idle_w if p else 0.0 for p in battery])
     per_byte = np.array([p.radio_j_per_byte if p else 0.0 for p in battery])
     with np.errstate(invalid="ignore"):
-        node = np.where(allowed, inst.compute_s * (idle_all + busy)[None, :], np.inf)
+        node = np.where(allowed, inst.compute_s * (idle_all + busy), np.inf)
     pair_factor = idle_all + radio[:, None] + radio[None, :]
     pair_bytes = per_byte[:, None] + per_byte[None, :]
     # With early exits a hop's seconds are already weighted by the requests that take it; its bytes are
@@ -135,8 +139,17 @@ def energy_weights(inst: Instance, allowed: np.ndarray) -> Weights:
 
     back = to_sink(inst.return_s, float(inst.output_bytes) * reach[-1])
     exit_j = [to_sink(e.return_s, float(e.num_bytes)) for e in inst.exits]  # times each one's share below
-    return _with_exit_returns(with_joins(Weights(node, arc, upload, back), inst.join_s, idle_all + busy),
+    return _with_exit_returns(with_joins(Weights(node, arc, upload, back), inst.join_s, idle_all + join_busy),
                               inst, exit_j)
+
+
+def busy_over_idle(inst: Instance) -> tuple[np.ndarray, np.ndarray]:
+    """What computing draws beyond idling on each battery device (0 on the others): (L, D) per block and
+    (L-1, D) per join (``Instance.busy_w``, ``Instance.join_w``)."""
+    idle = np.array([p.idle_w if p is not None and p.battery else 0.0 for p in inst.power])
+    counted = np.array([p is not None and p.battery for p in inst.power])
+    return (np.where(counted, inst.busy_w - idle, 0.0),
+            np.where(counted, inst.join_w - idle, 0.0))
 
 
 def upload_weights(inst: Instance, allowed: np.ndarray) -> Weights:

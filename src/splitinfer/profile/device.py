@@ -34,6 +34,7 @@ from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSOR
 from splitinfer.graph.inference import DEFAULT_PROVIDERS
 from splitinfer.host import MACHINE_KEYS, library_versions
 from splitinfer.profile.calibration import Calibration
+from splitinfer.profile.energy_windows import time_energy_windows
 from splitinfer.profile.partition_timing import PartitionFailure, PartitionTiming
 from splitinfer.profile.profiler import (
     LocalRunner,
@@ -46,7 +47,7 @@ from splitinfer.profile.profiler import (
     prepare_model,
 )
 from splitinfer.profile.rounds import kept_runs, spread
-from splitinfer.profile.schema import BlockMemory, DeviceProfile, Profile, SegmentStats, Stats
+from splitinfer.profile.schema import BlockMemory, DeviceEnergy, DeviceProfile, Profile, SegmentStats, Stats
 from splitinfer.profile.sizes import measure_sizes
 from splitinfer.profile.timing import summarize
 
@@ -82,6 +83,7 @@ class DeviceRecord:
     spreads: list[float] = field(default_factory=list)  # each block's p90/p10 over its kept runs
     remeasured: int = 0  # blocks whose spread stayed wide and were measured again
     session_bytes: int | None = None  # the trivial run's session: what any session costs
+    energy: DeviceEnergy | None = None  # energy windows (profile/energy_windows.py), when asked for
 
     def to_device_profile(self, providers: Sequence[str], num_threads: int,
                           slowdown: float = 1.0) -> DeviceProfile:
@@ -104,7 +106,7 @@ class DeviceRecord:
                              run_overhead=self.run_overhead,
                              memory=tuple(self.memory) if len(self.memory) == len(self.blocks) else (),
                              noise=statistics.median(finite) if finite else None, remeasured=self.remeasured,
-                             session_bytes=self.session_bytes)
+                             session_bytes=self.session_bytes, energy=self.energy)
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,10 @@ def profile_device(runner: Runner, prepared: PreparedModel, settings: ProfileSet
         record.pairs[i] = _stats(result)
         if isinstance(result, PartitionFailure):
             record.failures.append(_failure(item, result))
+    if settings.energy_window_s:
+        record.energy = time_energy_windows(runner, prepared.block_bytes, prepared.block_feeds,
+                                            window_s=settings.energy_window_s, slowdown=slowdown,
+                                            blocks=record.blocks, progress=progress)
     record.complete = True
     if progress:
         progress(total, total, "done")

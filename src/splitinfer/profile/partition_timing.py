@@ -8,6 +8,7 @@ the wire must not load the graph layer (nor ONNX) that timing a partition needs
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,6 +33,10 @@ class PartitionTiming:
     activation_bytes: int | None = None  # ... and its first run allocated beyond its outputs
     # ... and what creating it held for a moment beyond those: its bytes' copies, the parsed model
     transient_bytes: int | None = None
+    # When its runs happened, on the clock of the machine that ran them (Unix seconds, time.time()):
+    # from before the first warm-up to after the last timed run. Alone in its set, its runs are back to
+    # back, so a power meter's samples in this window are the partition's power (profile/energy_windows.py).
+    window_s: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,8 @@ def timing_to_wire(timing: PartitionTiming | PartitionFailure) -> dict[str, Any]
         return {"error": problem, "fix": fix, "kind": kind}
     return {"compute_times_s": timing.compute_times_s, "create_s": timing.create_s,
             "remeasured": timing.remeasured, "weight_bytes": timing.weight_bytes,
-            "activation_bytes": timing.activation_bytes, "transient_bytes": timing.transient_bytes}
+            "activation_bytes": timing.activation_bytes, "transient_bytes": timing.transient_bytes,
+            "window_s": list(timing.window_s) if timing.window_s is not None else None}
 
 
 class _Timed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -77,6 +83,7 @@ class _Timed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     weight_bytes: int | None = None
     activation_bytes: int | None = None
     transient_bytes: int | None = None
+    window_s: tuple[float, float] | None = None
 
 
 class _Failed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -95,7 +102,13 @@ def timing_from_wire(data: object, slowdown: float) -> PartitionTiming | Partiti
     except msgspec.ValidationError as e:
         raise TransportError(f"a timing reply is malformed: {e}",
                              "check the worker's splitinfer version") from None
+    window = timed.window_s
+    if window is not None and not (math.isfinite(window[0]) and math.isfinite(window[1])
+                                   and 0 <= window[0] <= window[1]):
+        raise TransportError(f"a timing reply's window_s {window!r} is not a time span",
+                             "check the worker's splitinfer version and its clock")
     return PartitionTiming(times_s=[t * slowdown for t in timed.compute_times_s],
                            compute_times_s=timed.compute_times_s, create_s=timed.create_s,
                            remeasured=timed.remeasured, weight_bytes=timed.weight_bytes,
-                           activation_bytes=timed.activation_bytes, transient_bytes=timed.transient_bytes)
+                           activation_bytes=timed.activation_bytes, transient_bytes=timed.transient_bytes,
+                           window_s=window)

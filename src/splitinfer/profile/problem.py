@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import msgspec
 import numpy as np
 
-from splitinfer.cluster import Cluster
+from splitinfer.cluster import CONFIGURATION_SEP, Cluster
+from splitinfer.cluster import Power as ClusterPower
 from splitinfer.errors import ProfileError
+from splitinfer.plan.configurations import DeviceConfiguration
 from splitinfer.plan.exits import ExitMix
 from splitinfer.plan.problem import AT_SOURCE, AtSource, Link, Messaging, Power, Problem
 from splitinfer.profile.exit_choice import check_choosable, mix_at
@@ -131,11 +134,14 @@ def build_problem(
     """
     if stat not in STATS:
         raise ProfileError(f"unknown statistic {stat!r}", f"use one of: {', '.join(STATS)}")
+    profile = _as_configured(profile, cluster)
     cut_bytes = [b.cut_bytes for b in profile.blocks]
     # The joins as measured; measured segments (refinement) then correct the blocks around them.
     measured_joins = {n: joins_of(d, cut_bytes, stat) for n, d in profile.devices.items()}
     profile = corrected_profile(profile, threshold)
-    names = cluster.device_names if cluster is not None else tuple(profile.devices)
+    # Without a cluster: the profile's devices, each as declared (a configuration's entry is no device).
+    names = cluster.device_names if cluster is not None else \
+        tuple(n for n in profile.devices if CONFIGURATION_SEP not in n)
     if not names:
         raise ProfileError("the profile has no devices", "profile the model on at least one device")
     for name in names:
@@ -144,7 +150,7 @@ def build_problem(
                 f"device {name!r} is in the cluster but not in the profile",
                 f"profile the model on {name} (`splitinfer profile`), or remove it from the cluster",
             )
-    compute = {n: [None if s is None else getattr(s, stat) for s in profile.devices[n].blocks] for n in names}
+    compute = {n: _compute(profile.devices[n], stat) for n in names}
     joins = {n: measured_joins[n] for n in names if any(j is not None for j in measured_joins[n])}
     weights, activations = block_memory(profile, names)
     capacity = {}
@@ -156,9 +162,9 @@ def build_problem(
         # cluster.yaml may say less (memory kept for something else), never more than is there.
         known = [c for c in (cap, free) if c is not None]
         capacity[n] = min(known) if known else None
-        if declared is not None and declared.power is not None:
-            p = declared.power
-            power[n] = Power(p.busy_w, p.idle_w, p.radio_w, p.radio_j_per_byte, p.battery)
+        measured = _power(declared.power if declared is not None else None, profile.devices[n])
+        if measured is not None:
+            power[n] = measured
     source = cluster.source if cluster is not None else names[0]
     if isinstance(sink, AtSource):
         sink = cluster.sink if cluster is not None else source
@@ -180,4 +186,65 @@ def build_problem(
         in_flight=in_flight,
         messaging=messaging_of(profile, names),
         exits=() if full_depth else exit_mix(profile.exits, exit_thresholds),
+        configurations=_configurations(profile, cluster, stat, measured_joins),
     )
+
+
+def _as_configured(profile: Profile, cluster: Cluster | None) -> Profile:
+    """``profile`` with each device the cluster runs in a configuration (a deployed plan's choice,
+    ``Cluster.configured``) read from that configuration's entry, under the device's name."""
+    devices_of = cluster.devices if cluster is not None else ()
+    moved = {d.name: d.profile_name for d in devices_of if d.configuration}
+    if not moved:
+        return profile
+    devices = dict(profile.devices)
+    for name, entry in moved.items():
+        if entry not in devices:
+            raise ProfileError(f"device {name!r} runs as {entry!r}, which is not in the profile",
+                               "profile again with the cluster.yaml that declares it")
+        devices[name] = devices[entry]
+    return msgspec.structs.replace(profile, devices=devices)
+
+
+def _compute(device: DeviceProfile, stat: str) -> list[float | None]:
+    return [None if s is None else getattr(s, stat) for s in device.blocks]
+
+
+def _power(declared: ClusterPower | None, device: DeviceProfile) -> Power | None:
+    """A device's power figures: cluster.yaml's, with what a power log joined with the profile measured
+    (``energy join``: watts per block, idle watts) in their place. A measured device counts in the
+    energy objective: its power was measured to be counted."""
+    energy = device.energy
+    if energy is None or not energy.busy_w:
+        if declared is None:
+            return None
+        p = declared
+        return Power(p.busy_w, p.idle_w, p.radio_w, p.radio_j_per_byte, p.battery)
+    base = declared or ClusterPower()
+    busy = tuple(base.busy_w if w is None else w for w in energy.busy_w)
+    idle = base.idle_w if energy.idle_w is None else energy.idle_w
+    return Power(base.busy_w, idle, base.radio_w, base.radio_j_per_byte, True, busy_w_blocks=busy)
+
+
+def _configurations(profile: Profile, cluster: Cluster | None, stat: str,
+                    measured_joins: Mapping[str, Sequence[float | None]]
+                    ) -> dict[str, list[DeviceConfiguration]]:
+    """Each device's configurations (cluster.yaml), costed from their own entries in the profile."""
+    out: dict[str, list[DeviceConfiguration]] = {}
+    for d in cluster.devices if cluster is not None else ():
+        if not d.configurations:
+            continue
+        configs = []
+        for name in d.configuration_names:
+            variant = d.configured(name)
+            entry = profile.devices.get(variant.profile_name)
+            if entry is None:
+                raise ProfileError(f"device {d.name!r} configuration {name!r} is not in the profile",
+                                   "profile again with this cluster.yaml: `splitinfer profile` measures "
+                                   "every configuration (as DEVICE@CONFIGURATION)")
+            joins = measured_joins.get(variant.profile_name)
+            configs.append(DeviceConfiguration(name, _compute(entry, stat),
+                                               joins if joins and any(j is not None for j in joins) else None,
+                                               _power(variant.power, entry)))
+        out[d.name] = configs
+    return out

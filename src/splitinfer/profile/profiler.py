@@ -40,6 +40,7 @@ from splitinfer.profile.calibration import (
     run_samples,
 )
 from splitinfer.profile.cut_sizes import measure_cut_bytes, varying_cut_tensors
+from splitinfer.profile.energy_windows import MAX_ENERGY_WINDOW_S
 from splitinfer.profile.exit_profile import NUM_GENERATED, exit_tensors, measure_exits
 from splitinfer.profile.partition_timing import CompressionTiming, PartitionFailure, PartitionTiming
 from splitinfer.profile.schema import BlockInfo, ExitProfile, ModelInfo, Profile
@@ -83,6 +84,9 @@ class ProfileSettings:
     # (plan/joins.py). Off by default: on a shared 2-core machine the joins measured this way were
     # within the timing noise of the blocks (benchmarks/bench_fidelity.py), and they double the work.
     pairs: bool = False
+    # Then run each block alone for this many seconds and idle as long, the windows recorded for a power
+    # log to be joined with (profile/energy_windows.py); 0: not.
+    energy_window_s: float = 0.0
 
     def __post_init__(self) -> None:
         def check(name: str, **limits: Any) -> None:
@@ -94,6 +98,8 @@ class ProfileSettings:
         check("max_runs", low=1, high=MAX_RUNS, whole=True)
         check("rel_precision", low=0, high=1)
         check("min_item_budget_s", low=0, low_open=True, high=MAX_PARTITION_BUDGET_S)
+        check("energy_window_s", low=0, high=MAX_ENERGY_WINDOW_S,
+              fix="seconds each block runs alone while power is logged (0: no energy windows)")
 
     def item_budget_s(self, num_items: int) -> float:
         """The timed-work budget of each of ``num_items`` partitions."""
@@ -157,6 +163,10 @@ class LocalRunner:
                          budget_s: float = 0.5, slowdown: float = 1.0) -> dict[str, CompressionTiming]:
         """Time compressions here (:func:`~splitinfer.profile.timing.time_compression`)."""
         return time_compression(arrays, compressions, budget_s=budget_s, slowdown=slowdown)
+
+    def clock_offset_s(self) -> float:
+        """The device's clock minus this machine's: this machine is the device."""
+        return 0.0
 
     def info(self) -> dict[str, Any]:
         """This machine (:func:`splitinfer.host.host_info`), its providers and num_threads."""

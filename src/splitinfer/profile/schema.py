@@ -152,6 +152,26 @@ class DeviceProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # What the runtime's hop between the coordinator and this device costs: a plan's upload into a first
     # stage on the source and its return from a last stage on the sink (runtime/messaging.py).
     messaging: HopCost | None = None
+    energy: DeviceEnergy | None = None  # `profile --energy-window`, joined with power by `energy join`
+
+
+class DeviceEnergy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """When each block ran alone, back to back, on the device (its ``windows``, Unix seconds on the
+    device's clock), and what a power log or sensor gave for them (``profile/energy_windows.py``).
+
+    ``clock_offset_s``: the device's clock minus the profiling machine's when it was measured (a log
+    kept on the profiling machine, e.g. a SmartPower3 on its USB port, is moved by it). After a join:
+    ``busy_w[b]`` the mean watts in block b's window, ``block_j[b]`` joules per run (those watts x the
+    block's median seconds), ``idle_w`` the watts in ``idle_window`` (the device doing nothing),
+    ``source`` the log or sensor."""
+
+    windows: tuple[tuple[float, float] | None, ...]  # per block; None: it cannot run there
+    idle_window: tuple[float, float] | None = None
+    clock_offset_s: float = 0.0
+    busy_w: tuple[float | None, ...] = ()  # empty: not joined yet
+    block_j: tuple[float | None, ...] = ()
+    idle_w: float | None = None
+    source: str = ""
 
 
 class HopCost(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -193,11 +193,13 @@ def time_partitions(parts: Sequence[bytes | memoryview], feeds: Mapping[str, np.
     live = [o for o in opened if isinstance(o, _Open)]
     rules = RoundRules(max(0, num_warmup - 1), max(1, min_runs), max(1, min_runs, max_runs), budget_s,
                        rel_precision)
+    start = time.time()  # the wall clock, as a power meter's log or another machine would read it
     try:
         samples = iter(time_rounds([_held(o.session, o.feeds, slowdown) for o in live], rules))
     except Exception as e:  # a kernel that ran once and fails on a later run: the set cannot be timed
         raise WorkerError(f"timing the partitions failed: {first_line(e)}",
                           "check the inputs' values (e.g. indices in range) and the model") from None
+    window = (start, time.time())
     out: list[PartitionTiming | PartitionFailure] = []
     for o in opened:
         if isinstance(o, PartitionFailure):
@@ -208,7 +210,8 @@ def time_partitions(parts: Sequence[bytes | memoryview], feeds: Mapping[str, np.
                                    compute_times_s=[t / slowdown for t in sample.times_s],
                                    create_s=o.create_s, outputs=o.outputs,
                                    remeasured=sample.remeasured, weight_bytes=o.weight_bytes,
-                                   activation_bytes=o.activation_bytes, transient_bytes=o.transient_bytes))
+                                   activation_bytes=o.activation_bytes, transient_bytes=o.transient_bytes,
+                                   window_s=window))
     return out
 
 

@@ -19,6 +19,7 @@ import msgspec
 from splitinfer.errors import PlanError, SchemaError, read_file
 from splitinfer.plan import Plan
 from splitinfer.plan.plan import upgrade_plan
+from splitinfer.records.resources import ResourceSeries
 
 BENCH_SCHEMA = 2  # 2: the plan's provenance replaced its meta (plan.json schema 2)
 OLD_BENCH_SCHEMAS = (1,)  # read, upgraded on the way in
@@ -97,6 +98,9 @@ class BenchResult(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     # then compared as expected values (means over every request, 0 where a request did not reach
     # them), and its latency error is the mean's: the plan predicts an expected latency.
     exits: tuple[ExitBench, ...] = ()
+    # Per device of the plan: its worker's CPU, memory and GPU use during the measured requests
+    # (records/resources.py); empty when not sampled (files from before it, --resource-interval 0).
+    resources: dict[str, ResourceSeries] = {}
 
 
 def rel_error(predicted: float, measured: float) -> float:

@@ -19,6 +19,7 @@ from splitinfer.records.bench import BenchResult, RankResult, load_bench
 from splitinfer.records.gain import GainResult
 from splitinfer.records.plans import read_plans
 from splitinfer.report import figures, plan_figures, quality, quality_figures
+from splitinfer.report.energy import energy_bars, energy_html, has_energy_split
 from splitinfer.report.exits import exit_bars, exit_html
 from splitinfer.report.gain import gain_bars, gain_html, read_gain
 from splitinfer.report.html import (
@@ -30,6 +31,8 @@ from splitinfer.report.html import (
 )
 from splitinfer.report.inputs import ReportData, gather
 from splitinfer.report.rank import rank_html, rank_scatter, read_rank
+from splitinfer.report.resources import FIGURES as RESOURCE_FIGURES
+from splitinfer.report.resources import resource_figures, resource_html, resource_over_time
 from splitinfer.report.tables import (
     bench_table,
     block_table,
@@ -85,6 +88,11 @@ def _figures(data: ReportData, out: Path, ops: list[str] | None, on_file: OnFile
              "on the wire, and how); a plan that chose precisions names each block's.",
              lambda: figures.block_graph(data.profile, chosen, data.colors, ops)),
         ]
+        if chosen.energy_split:
+            specs.append(("energy_split", "Energy per battery device",
+                          "The chosen plan's predicted joules per request on each battery device: computing, "
+                          "its radio sending or receiving, and idling through the rest of the request.",
+                          lambda: energy_bars(chosen)))
     if plan_figures.pareto_front_names(data.pareto_plans):
         specs.append(("pareto", "Pareto fronts", "Plans no other plan beats in both figures, by rank.",
                       lambda: plan_figures.pareto_fronts(data.pareto_plans, data.chosen)))
@@ -103,6 +111,10 @@ def _figures(data: ReportData, out: Path, ops: list[str] | None, on_file: OnFile
                           "Left: the share of requests each exit answered (the end: those that took none), "
                           "measured and as profiled; right: the latency of those requests, median to p95, "
                           "with the plan's expected latency.", lambda: exit_bars(bench)))
+        for attribute in resource_figures(bench):
+            stem, title, caption = RESOURCE_FIGURES[attribute]
+            specs.append((stem, title, caption,
+                          lambda a=attribute: resource_over_time(bench, a, data.colors)))
     if gains is not None and gains.gains:
         specs.append(("gain_bars", "Gain of splitting",
                       "Measured figure of the best single-device plan and of the best plan, side by side; "
@@ -202,9 +214,13 @@ def write_report(
     bench of the k best plans (a :class:`~splitinfer.records.bench.RankResult` or the file of
     ``splitinfer bench --top K -o``), shown in a "Rank fidelity" section: a sentence, predicted
     against measured per plan and ``rank.csv``. ``on_file`` is called with every file written
-    (figures as PNG and SVG, blocks.csv, plans.csv, chosen_plan.csv, bench.csv, gain.csv, rank.csv,
-    accuracy.csv, agreement.csv, classes.csv). A plan that chose precisions and compressions shows
-    them on its figures and in its tables, with its predicted quality cost.
+    (figures as PNG and SVG, blocks.csv, plans.csv, chosen_plan.csv, energy.csv, bench.csv, gain.csv,
+    rank.csv, resources.csv, accuracy.csv, agreement.csv, classes.csv). Plans with power figures get an
+    "Energy" section: each battery device's joules split into compute, communication and idle
+    (:mod:`.energy`). A bench with resource samples gets a "Resource use" section: each worker's CPU,
+    memory and GPU over time, and their mean, standard deviation and median per device
+    (``resources.csv``). A plan that chose precisions and compressions shows them on its figures and in
+    its tables, with its predicted quality cost.
 
     >>> write_report("profile.json", "splitinfer-report", plans="plan.json")  # doctest: +SKIP
     """
@@ -259,6 +275,11 @@ def _sections(data: ReportData, figs: list[FigureFile], ops: list[str] | None, o
     elif data.chosen is not None:
         sections.append(("plans", "Plan", _section_html(figs, ("timeline", "block_graph"))
                          + _chosen_html(data, out, notify)))
+    with_energy = (*data.plans, *(() if data.chosen is None or data.chosen in data.plans else (data.chosen,)))
+    if has_energy_split(with_energy):  # what the plans' joules are spent on: after the plans
+        figure = _section_html(figs, ("energy_split",))
+        sections.append(("energy", "Energy", energy_html([p for p in with_energy if p.energy_split], figure,
+                                                         out, notify)))
     if data.bench is not None:
         table = bench_table(data.bench)
         notify(write_csv(table, out / "bench.csv"))
@@ -268,6 +289,10 @@ def _sections(data: ReportData, figs: list[FigureFile], ops: list[str] | None, o
         if data.bench.exits:
             sections.append(("exits", "Early exits",
                              exit_html(data.bench, _section_html(figs, ("exit_mix",)), out, notify)))
+        if data.bench.resources:
+            stems = tuple(stem for stem, _, _ in RESOURCE_FIGURES.values())
+            sections.append(("resources", "Resource use",
+                             resource_html(data.bench, _section_html(figs, stems), out, notify)))
     if evaluation is not None:
         sections.append(("quality", "Quality", _quality_html(evaluation, figs, out, notify,
                                                              data.profile.model.sha256)))

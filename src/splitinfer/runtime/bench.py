@@ -68,6 +68,7 @@ from splitinfer.records.bench import (
 from splitinfer.runtime.bench_exits import compare_exits
 from splitinfer.runtime.bench_exits import compare_hops as exit_hops
 from splitinfer.runtime.bench_exits import compare_stages as exit_stages
+from splitinfer.runtime.bench_resources import ResourceWatch, check_interval
 from splitinfer.runtime.coordinator.deploy import Calibration, ModelSource, ProfileSource, deploy
 from splitinfer.runtime.coordinator.session import Session
 from splitinfer.runtime.coordinator.timing import RequestTiming, Result
@@ -186,12 +187,16 @@ def describe_host() -> dict[str, str]:
 
 def bench(session: Session, plan: Plan | None = None, *, num_requests: int = 50, concurrency: int = 1,
           num_warmup: int = 5, feeds: Feeds | Sequence[Feeds] | None = None,
-          progress: Callable[[int, int], None] | None = None) -> BenchResult:
+          progress: Callable[[int, int], None] | None = None,
+          resource_interval_s: float | None = 0.1) -> BenchResult:
     """Run ``num_warmup`` then ``num_requests`` requests (``concurrency`` in flight); compare with ``plan``.
 
     ``plan`` defaults to ``session.plan``. ``feeds``: one input mapping for every request, a
     sequence to cycle through, or None for seeded generated inputs. ``progress(done, total)``
     is called after every measured request. Raises the first failed request's error.
+    ``resource_interval_s``: each worker of the plan samples its CPU, memory and GPU use this often
+    from the warm-up on; the samples of the measured requests are the result's ``resources``
+    (None or 0: none).
     """
     plan = plan if plan is not None else session.plan
     if plan is None:
@@ -201,13 +206,23 @@ def bench(session: Session, plan: Plan | None = None, *, num_requests: int = 50,
     check_number(concurrency, "concurrency", low=1, high=MAX_CONCURRENCY, whole=True)
     if session.options.full_depth and plan.full_depth is not None:  # no exit answers: the plan without them
         plan = msgspec.structs.replace(plan.full_depth, provenance=plan.provenance)
+    interval_s = check_interval(resource_interval_s)
     make_feeds = _feed_maker(session, feeds, plan)
-    if num_warmup:
-        run_requests(session, make_feeds, num_warmup, concurrency)
-    counter = iter(range(1, num_requests + 1))
-    on_done = (lambda: progress(next(counter), num_requests)) if progress is not None else None
-    results, wall_s = run_requests(session, make_feeds, num_requests, concurrency, on_done)
-    return _summarize(session, plan, results, wall_s, concurrency)
+    devices = [s.device for s in plan.stages]
+    watch = ResourceWatch(session, devices, interval_s).start() if interval_s else None
+    try:
+        if num_warmup:
+            run_requests(session, make_feeds, num_warmup, concurrency)
+        counter = iter(range(1, num_requests + 1))
+        on_done = (lambda: progress(next(counter), num_requests)) if progress is not None else None
+        start_unix_s = time.time()
+        results, wall_s = run_requests(session, make_feeds, num_requests, concurrency, on_done)
+        resources = watch.collect(start_unix_s, time.time()) if watch is not None else {}
+    finally:
+        if watch is not None:
+            watch.close()
+    result = _summarize(session, plan, results, wall_s, concurrency)
+    return msgspec.structs.replace(result, resources=resources)
 
 
 def predicted_throughput(plan: Plan, concurrency: int) -> float:
@@ -335,7 +350,7 @@ def bench_ranked(plans: Sequence[Plan], cluster: Cluster, model: ModelSource, *,
         for plan in plans:
             with start(plan) as session:
                 benches.append(bench(session, plan, num_requests=num_requests, concurrency=concurrency,
-                                     num_warmup=num_warmup, feeds=feeds,
+                                     num_warmup=num_warmup, feeds=feeds, resource_interval_s=None,
                                      progress=None if on_done is None else lambda *_: on_done()))
     return _rank(benches, figure, num_requests, concurrency, note)
 

@@ -48,6 +48,10 @@ class WorkerRunner:
         return self.client.time_compression(arrays, compressions, budget_s=budget_s, slowdown=slowdown,
                                             timeout_s=self.request_timeout_s + 2 * budget_s)
 
+    def clock_offset_s(self) -> float:
+        """The worker's clock minus this machine's (see :meth:`WorkerClient.clock_offset_s`)."""
+        return self.client.clock_offset_s()
+
     def info(self) -> dict[str, Any]:
         """The worker's device information."""
         return self.client.info()

@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from splitinfer.cluster import Cluster, Device
-from splitinfer.errors import ProfileError, SplitinferError
+from splitinfer.errors import ClusterError, ProfileError, SplitinferError
 from splitinfer.graph import Model
 from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS
 from splitinfer.profile.device import DeviceRecord, profile_device
@@ -272,6 +272,7 @@ def profile_cluster(model: str | Path | bytes | Model | None, cluster: Cluster, 
     """
     settings = settings or ProfileSettings(budget_s=budget_s)
     _check_probes(probe_sizes_bytes, num_probe_repeats, request_timeout_s)
+    cluster = _with_variants(cluster)  # before the model loads: a bad cluster fails at once
     prepared = prepared or prepare_model(model, calibration=calibration, input_shapes=input_shapes,
                                          batch=batch, max_blocks=max_blocks, max_cut_tensors=max_cut_tensors,
                                          feeds=feeds, fixed_inputs=fixed_inputs, sizes=sizes)
@@ -280,6 +281,23 @@ def profile_cluster(model: str | Path | bytes | Model | None, cluster: Cluster, 
                    on_progress, tradeoffs_source, workers, bars)
         return measure_sizes(prepared, lambda one: _profile_prepared(
             one, cluster, run, tradeoffs if one is prepared else None))
+
+
+def _with_variants(cluster: Cluster) -> Cluster:
+    """The cluster with each device configuration as a device of its own (``Cluster.variants``). A local
+    variant gets its own worker, started with its threads and providers; a remote worker serves every
+    variant of its device with the threads and providers it was started with, so there a configuration
+    may change only what each request carries (its slowdown) and its power."""
+    for d in cluster.devices:
+        if d.is_local:
+            continue
+        for c in d.configurations:
+            if c.num_threads is not None or c.providers is not None:
+                raise ClusterError(f"device {d.name!r} configuration {c.name!r} changes num_threads or "
+                                   "providers, but the device's worker runs elsewhere with its own",
+                                   "declare it as a device of its own (a worker started with those settings)"
+                                   ", or keep to slowdown and power")
+    return cluster.variants() if cluster.has_configurations else cluster
 
 
 @dataclass

@@ -177,6 +177,9 @@ def refine(profile: Profile, cluster: Cluster, model: str | Path | bytes | Model
     segments recorded (its block times as measured). If the plan still changes after
     ``max_rounds``, the last one is kept with its own segments measured (a warning says so).
     """
+    if cluster.has_configurations:  # a segment is timed on a device as one configuration runs it
+        raise ProfileError("refinement does not choose device configurations yet",
+                           "plan with the configurations without refining, or refine a cluster without them")
     if prepared is None:
         if model is None:
             raise ProfileError("no model to refine", "give the model file that was profiled")

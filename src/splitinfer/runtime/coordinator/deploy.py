@@ -140,6 +140,8 @@ def plan_stages(plan: PlanSource, cluster: Cluster | str | Path, model: ModelSou
     :func:`chain_runner` or ``deploy_stages``."""
     chosen = load_plan(plan, rank)
     the_cluster = cluster if isinstance(cluster, Cluster) else load_cluster(cluster)
+    # Each device in the configuration the plan chose (its workers start so, its stages deploy so).
+    the_cluster = the_cluster.configured(chosen.configurations) if chosen.configurations else the_cluster
     the_profile = _profile(profile)
     blocks = cut_as_profiled(model, the_profile)
     check_plan(chosen, blocks, the_cluster)
@@ -233,6 +235,8 @@ def deploy(plan: PlanSource, cluster: ClusterSource, model: ModelSource, *,
     """
     chosen = load_plan(plan, rank)
     the_cluster = cluster if isinstance(cluster, Cluster) else load_cluster(cluster)
+    # Each device in the configuration the plan chose (its workers start so, its stages deploy so).
+    the_cluster = the_cluster.configured(chosen.configurations) if chosen.configurations else the_cluster
     the_profile = _profile(profile)
     blocks = cut_as_profiled(model, the_profile)
     check_plan(chosen, blocks, the_cluster)

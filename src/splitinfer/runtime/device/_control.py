@@ -1,4 +1,5 @@
-"""A worker's control requests: deploy, undeploy, device info, time a partition or compressions, probe.
+"""A worker's control requests: deploy, undeploy, device info, time a partition or compressions, probe,
+resources (sampled by :mod:`._resources`).
 
 These run on the worker's control thread, so building an ONNX Runtime session
 or timing a partition never holds up the IO thread (health stays answered).
@@ -11,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,7 @@ from splitinfer.profile.timing import (
 )
 from splitinfer.runtime.device._execution import StageRunner, check_signature
 from splitinfer.runtime.device._exits import ExitCheck, ExitingRunner, check_rules
+from splitinfer.runtime.device._resources import ResourceSampler
 from splitinfer.runtime.device._stages import StageTable
 from splitinfer.runtime.wire import codec, messages
 from splitinfer.runtime.wire.client import MAX_PROBE_REPEATS, MAX_PROBE_SIZES, MAX_PROBE_TIMEOUT_S
@@ -70,6 +72,7 @@ class DeviceContext:
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     keys: KeyPair | None = None  # this worker's CURVE pair (None: plain TCP)
     mac_tensors: bool = False  # the token's MAC covers tensor and model bytes too
+    resources: ResourceSampler = field(default_factory=ResourceSampler)  # sampling starts when asked
 
     def curve_to(self, server_key: str, address: str) -> Curve | None:
         """CURVE settings to connect to ``address``, whose public key a trusted message named."""
@@ -106,9 +109,11 @@ def handle_control(device: DeviceContext, msg: Message) -> Reply:
         return _time_compression(header, msg), []
     if isinstance(header, messages.Probe):
         return probe(device, header), []
+    if isinstance(header, messages.Resources):
+        return device.resources.answer(header, device.providers)
     raise TransportError(f"a worker does not handle {type(header).__name__} messages",
                          "send one of: health, info, echo, deploy, undeploy, time_partition, "
-                         "time_compression, probe, infer, shutdown", code=ErrorCode.UNKNOWN_KIND)
+                         "time_compression, probe, resources, infer, shutdown", code=ErrorCode.UNKNOWN_KIND)
 
 
 def _specs(metas: list[messages.TensorMeta]) -> tuple[TensorSpec, ...]:

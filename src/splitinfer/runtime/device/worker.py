@@ -14,7 +14,7 @@ or ``python -m splitinfer.runtime.device ...`` (:mod:`.process`). Threads:
   last run kept it busy for at most ``INLINE_MAX_BUSY_S``, the IO thread runs
   it itself. A thread hand-off costs tens of microseconds, as much as a whole
   loopback hop; a short stage delays health answers by less than that limit.
-- control: deploy/undeploy, device info, profile and probe requests.
+- control: deploy/undeploy, device info, profile, probe and resources requests.
 
 A worker survives any bad message: it answers with an ``error`` reply naming
 the problem and keeps serving. It exits on ``shutdown``, SIGTERM/SIGINT, and
@@ -351,6 +351,7 @@ class Worker:
             # Replies queued just before the stop (e.g. to 'shutdown') still go out.
             self._forward_outbox()
             self.router.close(linger=500)
+            self.device.resources.stop()
             self.stages.close()
             self._waker.close()
             self._close_gate()

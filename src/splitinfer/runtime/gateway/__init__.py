@@ -30,8 +30,11 @@ Endpoints:
 - ``GET /metrics``: Prometheus text (``prometheus_client``, a registry per app):
   ``splitinfer_requests_total``, ``splitinfer_request_errors_total{kind}``, the
   ``splitinfer_request_latency_seconds`` histogram (the session's submit-to-result latency), and per
-  stage ``splitinfer_stage_compute_seconds_sum`` / ``_count`` (ONNX Runtime compute). Needs the
-  token when there is one.
+  stage ``splitinfer_stage_compute_seconds_sum`` / ``_count`` (ONNX Runtime compute); per device, its
+  worker's resource use, polled every few seconds while the app runs (``make_app(resource_interval_s=)``):
+  ``splitinfer_worker_cpu_percent`` and ``splitinfer_worker_gpu_util_percent`` (means since the last
+  poll), ``splitinfer_worker_rss_bytes`` and ``splitinfer_worker_gpu_memory_bytes`` (the latest; GPU
+  ones on a GPU worker with NVML). Needs the token when there is one.
 
 Protection: with a token, every request but ``/healthz`` needs ``Authorization: Bearer <token>``
 (compared in constant time), else 401. TLS comes from uvicorn (``make_server(certfile=, keyfile=)``).
@@ -61,6 +64,7 @@ from splitinfer.runtime.gateway._settings import (
     MAX_BODY_BYTES_RANGE,
     MAX_IN_FLIGHT_PER_CLIENT_RANGE,
     PORT_RANGE,
+    RESOURCE_INTERVAL_S_RANGE,
     TIMEOUT_S_RANGE,
     SettingError,
     check_seconds,
@@ -83,6 +87,7 @@ __all__ = [
     "MAX_IN_FLIGHT_PER_CLIENT_RANGE",
     "MAX_JSON_DEPTH",
     "PORT_RANGE",
+    "RESOURCE_INTERVAL_S_RANGE",
     "TIMEOUT_S_RANGE",
     "ListenError",
     "Metrics",

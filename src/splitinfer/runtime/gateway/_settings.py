@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from splitinfer.errors import SplitinferError
+from splitinfer.runtime.wire.client import MAX_RESOURCE_INTERVAL_S, MIN_RESOURCE_INTERVAL_S
 
 DEFAULT_MAX_BODY_BYTES = 256 * 1024 * 1024
 DEFAULT_MAX_IN_FLIGHT_PER_CLIENT = 8
@@ -16,6 +17,7 @@ MAX_IN_FLIGHT_PER_CLIENT_RANGE = (1, 10_000)
 BODY_TIMEOUT_S_RANGE = (0.01, 3600.0)
 TIMEOUT_S_RANGE = (0.001, 86_400.0)
 PORT_RANGE = (1, 65_535)
+RESOURCE_INTERVAL_S_RANGE = (MIN_RESOURCE_INTERVAL_S, MAX_RESOURCE_INTERVAL_S)  # or 0: the workers unsampled
 
 
 class SettingError(SplitinferError, ValueError):

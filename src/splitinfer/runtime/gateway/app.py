@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import msgspec
@@ -33,6 +34,7 @@ from splitinfer.runtime.gateway._bodies import (
 from splitinfer.runtime.gateway._guard import Guard
 from splitinfer.runtime.gateway._images import IMAGE_TYPES, check_labels, image_feeds, image_steps, top_labels
 from splitinfer.runtime.gateway._metrics import CONTENT_TYPE, Metrics
+from splitinfer.runtime.gateway._resources import ResourcePoller
 from splitinfer.runtime.gateway._settings import (
     BODY_TIMEOUT_S_RANGE,
     DEFAULT_BODY_TIMEOUT_S,
@@ -40,6 +42,7 @@ from splitinfer.runtime.gateway._settings import (
     DEFAULT_MAX_IN_FLIGHT_PER_CLIENT,
     MAX_BODY_BYTES_RANGE,
     MAX_IN_FLIGHT_PER_CLIENT_RANGE,
+    RESOURCE_INTERVAL_S_RANGE,
     check_seconds,
     check_token,
     check_whole,
@@ -90,7 +93,7 @@ def _answer(result: Result, as_npy: bool, labels: list[str] | None, num_samples:
 def make_app(session: Session, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, token: str | None = None,
              max_in_flight_per_client: int = DEFAULT_MAX_IN_FLIGHT_PER_CLIENT,
              body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S, preprocess: Preprocess | str | None = None,
-             labels: Sequence[str] | None = None) -> Starlette:
+             labels: Sequence[str] | None = None, resource_interval_s: float | None = 0.1) -> Starlette:
     """A Starlette app serving ``session``: /v1/infer, /healthz, /metrics (see the package docstring).
 
     ``token``: when given, every request but ``GET /healthz`` (``/metrics`` included) needs
@@ -107,18 +110,37 @@ def make_app(session: Session, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, 
     {"output", "top5": [[{"label", "score"}, ...] per sample]}`` of the first output of as many class
     scores (an image request: one sample). Bad labels or preprocessing raise :class:`InputError`.
 
+    ``resource_interval_s``: while the app runs (its lifespan), each live worker samples its CPU,
+    memory and GPU use this often, and ``/metrics`` has them per device (``gateway/_resources.py``;
+    None or 0: not sampled).
+
     The session stays the caller's: close it after the server stops. ``app.state.metrics`` holds the
-    :class:`Metrics`.
+    :class:`Metrics`, ``app.state.resources`` the :class:`ResourcePoller` (None when not sampling).
     """
     check_whole(max_body_bytes, "max_body_bytes", MAX_BODY_BYTES_RANGE, "bytes")
     check_whole(max_in_flight_per_client, "max_in_flight_per_client", MAX_IN_FLIGHT_PER_CLIENT_RANGE,
                 "requests")
     check_seconds(body_timeout_s, "body_timeout_s", BODY_TIMEOUT_S_RANGE)
+    if resource_interval_s:
+        check_seconds(resource_interval_s, "resource_interval_s", RESOURCE_INTERVAL_S_RANGE)
     secret = check_token(token, "token")
     steps = image_steps(session.inputs, Preprocess.parse(preprocess) if isinstance(preprocess, str)
                         else preprocess)
     names = None if labels is None else check_labels(labels, getattr(session, "outputs", None), "labels")
     metrics = Metrics()
+    # Only a real session reaches its workers (a stand-in in tests has no worker_client).
+    poller = ResourcePoller(session, metrics, float(resource_interval_s)) \
+        if resource_interval_s and hasattr(session, "worker_client") else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if poller is not None:
+            poller.start()
+        try:
+            yield
+        finally:
+            if poller is not None:
+                await asyncio.to_thread(poller.stop)
 
     def on_refused(path: str, kind: str) -> None:
         if path == INFER_PATH:
@@ -182,6 +204,7 @@ def make_app(session: Session, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, 
     guard = Middleware(Guard, token=secret, max_in_flight_per_client=max_in_flight_per_client,
                        on_refused=on_refused)
     app = Starlette(routes=[Route(INFER_PATH, infer, methods=["POST"]), Route("/healthz", healthz),
-                            Route("/metrics", metrics_text)], middleware=[guard])
+                            Route("/metrics", metrics_text)], middleware=[guard], lifespan=lifespan)
     app.state.metrics = metrics
+    app.state.resources = poller
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -39,6 +40,34 @@ MAX_WAIT_S = 7 * 24 * 3600.0  # a reply later than a week is a mistake (and past
 MAX_PROBE_SIZES = 64
 MAX_PROBE_REPEATS = 1_000
 MAX_PROBE_TIMEOUT_S = 600.0
+# Resource sampling (device/_resources.py): the interval's range, and the samples a worker keeps and
+# sends at most (10 minutes at 0.1 s; five float64 series of that length are 240 KB).
+MIN_RESOURCE_INTERVAL_S, MAX_RESOURCE_INTERVAL_S = 0.01, 10.0
+MAX_RESOURCE_SAMPLES = 6000
+_MAX_CPUS = 1 << 16  # more CPUs than any machine: a reply claiming more is broken
+_MAX_TEXT = 300  # a reply's words kept (an error's first line)
+
+
+@dataclasses.dataclass(frozen=True)
+class ResourceSamples:
+    """A worker's resource samples (:meth:`WorkerClient.resources`), parallel arrays of one length, times
+    on this side's wall clock. GPU series are NaN where the worker read no GPU."""
+
+    times_unix_s: np.ndarray
+    cpu_percent: np.ndarray  # the worker process's: 100 = one core busy
+    rss_bytes: np.ndarray
+    gpu_util_percent: np.ndarray  # the whole GPU's
+    gpu_memory_bytes: np.ndarray
+    interval_s: float
+    sampling: bool  # still sampling after this reply
+    num_cpus: int
+    gpu: str = ""  # which GPU ("": none)
+    error: str = ""  # why sampling, or its GPU part, stopped on its own
+    clock_offset_s: float = 0.0  # the worker's clock minus this side's, subtracted from its times
+
+    @property
+    def has_gpu(self) -> bool:
+        return bool(np.isfinite(self.gpu_util_percent).any())
 
 
 class WorkerClient:
@@ -59,6 +88,7 @@ class WorkerClient:
         self._lock = threading.Lock()
         self._sender = Sender()  # numbers this client's requests (wire/replay.py)
         self._replays = ReplayGuard()  # the worker's signed replies, each accepted once
+        self._clock_offset_s = 0.0  # the worker's wall clock minus ours, from its last resources reply
 
     @classmethod
     def to_device(cls, address: str, token: bytes | None, device: str, *, keyring: Keyring | None = None,
@@ -127,6 +157,20 @@ class WorkerClient:
     def info(self) -> dict[str, Any]:
         """Device information: CPUs, memory, providers, library versions."""
         return self.request(messages.Info()).header.data
+
+    def clock_offset_s(self, num_repeats: int = 5) -> float:
+        """The worker's clock minus this machine's (seconds): its send time of a health reply against
+        the middle of the round trip, from the quickest of ``num_repeats`` (the least uncertain). A
+        power log kept on the device is on its clock; windows timed there are too."""
+        best: tuple[float, float] | None = None
+        for _ in range(max(1, num_repeats)):
+            start = time.time()
+            reply = self.request(messages.Health())
+            end = time.time()
+            if best is None or end - start < best[0]:
+                best = (end - start, reply.sent_unix_s - (start + end) / 2)
+        assert best is not None
+        return best[1]
 
     def echo(self, num_bytes: int, num_reply_bytes: int | None = None) -> float:
         """Round-trip seconds for ``num_bytes`` up and the same (or ``num_reply_bytes``) back."""
@@ -207,6 +251,21 @@ class WorkerClient:
                                         wire_bytes=int(t["wire_bytes"]), raw_bytes=int(t["raw_bytes"]))
                 for text, t in data["timings"].items()}
 
+    def resources(self, since_unix_s: float = 0.0, interval_s: float = 0.1, *, stop: bool = False,
+                  timeout_s: float | None = None) -> ResourceSamples:
+        """The worker's resource samples taken after ``since_unix_s`` (this side's clock); the worker
+        samples every ``interval_s`` from now on (``stop``: stops once it answered). Every number the
+        worker sends is checked: TransportError for a reply no worker writes."""
+        check_number(interval_s, "interval_s", low=MIN_RESOURCE_INTERVAL_S, high=MAX_RESOURCE_INTERVAL_S)
+        check_number(since_unix_s, "since_unix_s", low=0)
+        worker_since = max(0.0, since_unix_s + self._clock_offset_s)
+        sent_s = time.time()
+        reply = self.request(messages.Resources(since_unix_s=worker_since, interval_s=interval_s, stop=stop),
+                             timeout_s=timeout_s)
+        samples = _resource_samples(reply, f"worker {self.name}", sent_s, time.time())
+        self._clock_offset_s = samples.clock_offset_s
+        return samples
+
     def undeploy(self, deployment_id: str = "", timeout_s: float | None = None) -> int:
         """Remove a deployment's stages from the worker (all for ''); returns how many."""
         reply = self.request(messages.Undeploy(deployment_id=deployment_id), timeout_s=timeout_s)
@@ -228,3 +287,41 @@ class WorkerClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _resource_samples(reply: Message, where: str, sent_s: float, received_s: float) -> ResourceSamples:
+    """A resources reply's samples, every number checked (a worker's reply is still a peer's numbers)."""
+    data = reply.header.data
+
+    def number(key: str, **limits: Any) -> float:
+        return check_number(data.get(key) if isinstance(data, dict) else None, f"{where}'s resources {key}",
+                            error=TransportError, **limits)
+
+    interval_s = number("interval_s", low=MIN_RESOURCE_INTERVAL_S, high=MAX_RESOURCE_INTERVAL_S)
+    num_cpus = int(number("num_cpus", low=1, high=_MAX_CPUS, whole=True))
+    now_s = number("now_unix_s", low=0)
+    series = []
+    for name in messages.RESOURCE_SERIES:
+        arr = reply.arrays.get(name)
+        if arr is None or arr.dtype != np.float64 or arr.ndim != 1 or len(arr) > MAX_RESOURCE_SAMPLES \
+                or (series and len(arr) != len(series[0])):
+            raise TransportError(f"{where}'s resources reply has no {name} series of float64 samples like "
+                                 "the others", "check the worker's splitinfer version")
+        series.append(np.array(arr))  # own the memory past the frame
+    times, cpu, rss, util, used = series
+    checks = ((times, "time_unix_s", math.inf), (cpu, "cpu_percent", 100.0 * num_cpus),
+              (rss, "rss_bytes", math.inf), (util[~np.isnan(util)], "gpu_util_percent", 100.0),
+              (used[~np.isnan(used)], "gpu_memory_bytes", math.inf))  # NaN: a GPU reading missing
+    for values, name, high in checks:
+        if len(values):  # NaN, infinities and the range, through the extremes (NaN wins either)
+            for value in (values.min(), values.max()):
+                check_number(float(value), f"a {name} sample from {where}", low=0, high=high,
+                             error=TransportError)
+    # Shift the worker's times to this clock only when the two clocks differ by more than the round
+    # trip could hide: the worker read its clock somewhere between sent_s and received_s.
+    offset_s = now_s - (sent_s + received_s) / 2
+    offset_s = offset_s if abs(offset_s) > received_s - sent_s else 0.0
+    error, gpu = data.get("error", ""), data.get("gpu", "")
+    return ResourceSamples(times - offset_s, cpu, rss, util, used, interval_s, data.get("sampling") is True,
+                           num_cpus, gpu[:_MAX_TEXT] if isinstance(gpu, str) else "",
+                           error[:_MAX_TEXT] if isinstance(error, str) else "", offset_s)

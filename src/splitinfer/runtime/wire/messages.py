@@ -3,8 +3,8 @@
 A message's header is one of the structs below (encoded as msgpack by
 :mod:`splitinfer.runtime.wire.codec`); tensors and blobs travel beside it. Requests
 a worker answers: ``health``, ``info``, ``echo``, ``deploy``, ``undeploy``,
-``time_partition``, ``time_compression``, ``probe``, ``shutdown``; on the data path: ``infer`` (a stage's
-inputs, worker to worker) and ``outputs`` (the last stage's, to the coordinator);
+``time_partition``, ``time_compression``, ``probe``, ``resources``, ``shutdown``; on the data path:
+``infer`` (a stage's inputs, worker to worker) and ``outputs`` (the last stage's, to the coordinator);
 replies: ``done`` and ``error``.
 """
 
@@ -151,6 +151,24 @@ class Probe(_Base, tag="probe"):
     server_key: str = ""  # CURVE: the other worker's public key ("" = plain TCP)
 
 
+class Resources(_Base, tag="resources"):
+    """Sample this worker's CPU, memory and GPU use every ``interval_s`` (start sampling if it is off;
+    the latest request sets the interval) and send back the samples taken after ``since_unix_s`` (the
+    worker's wall clock). The reply is a ``done``: ``data`` has ``interval_s``, ``sampling``, ``gpu``,
+    ``error``, ``num_cpus`` and ``now_unix_s``; the samples travel as one float64 tensor per
+    :data:`RESOURCE_SERIES` name, all of one length (at most the worker's ring buffer; NaN where a GPU
+    reading is missing): numbers in bulk ride as tensors, checked by the codec, not in the header.
+    ``stop``: stop sampling once answered."""
+
+    since_unix_s: float = 0.0
+    interval_s: float = 0.1
+    stop: bool = False
+
+
+# The tensors a resources reply carries, in this order: parallel series, one value per sample.
+RESOURCE_SERIES = ("time_unix_s", "cpu_percent", "rss_bytes", "gpu_util_percent", "gpu_memory_bytes")
+
+
 class Shutdown(_Base, tag="shutdown"):
     """Stop the worker process."""
 
@@ -193,8 +211,8 @@ class Done(_Base, tag="done"):
 
 
 Header = Union[  # noqa: UP007 (msgspec needs a real Union for tagged decoding)
-    Health, Info, Echo, Deploy, Undeploy, TimePartition, TimeCompression, Probe, Shutdown, Infer, Outputs,
-    ErrorReply, Done
+    Health, Info, Echo, Deploy, Undeploy, TimePartition, TimeCompression, Probe, Resources, Shutdown, Infer,
+    Outputs, ErrorReply, Done
 ]
 NEEDS_NO_AUTH = (Health,)
 

@@ -25,6 +25,19 @@ device's public key (or the device's ``public_key: FILE``), and a local
 device's worker gets ``DIR/NAME.key_secret``. ``mac_tensors: true`` makes the
 token's MAC cover tensor and model bytes too (integrity without encryption).
 
+A device may declare ``configurations``: other ways to run it (DIME's DVFS levels), each a name and
+what it changes: ``num_threads``, ``providers``, ``slowdown`` (emulation: a lower clock), ``power``
+(the watts at that setting)::
+
+    - name: camera
+      slowdown: 8
+      power: {busy_w: 4.0, idle_w: 1.0, battery: true}
+      configurations:
+        - {name: powersave, slowdown: 14, power: {busy_w: 1.5, idle_w: 0.8, battery: true}}
+
+``splitinfer profile`` measures each as its own entry (``camera@powersave``) and the planner chooses at
+most one configuration per device (the device as declared is the configuration ``default``).
+
 A link applies in both directions unless ``symmetric: false`` or the reverse
 pair is listed too. Pairs with no link are not connected. A device's ``threads``
 (the key before ``num_threads``) is still read.
@@ -32,37 +45,28 @@ pair is listed too. Pairs with no link are not connected. A device's ``threads``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
 import msgspec
 import yaml
 
+from splitinfer.cluster._entries import (
+    CLUSTER_SCHEMA,
+    CONFIGURATION_SEP,
+    DEFAULT_CONFIGURATION,
+    MAX_LATENCY_S,
+    MAX_SLOWDOWN,
+    Configuration,
+    CurveFiles,
+    Power,
+    Quantity,
+    check_configurations,
+)
 from splitinfer.errors import ClusterError, SchemaError, SplitinferError, first_line, read_file
 from splitinfer.host import max_num_threads
 from splitinfer.units import check_address, check_number, parse_rate_bps, parse_size_bytes, parse_time_s
-
-CLUSTER_SCHEMA = 1
-MAX_SLOWDOWN = 10_000.0  # emulation: a device at most this many times slower than the machine it runs on
-MAX_LATENCY_S = 3600.0  # a link's one-way latency
-Quantity = str | float | int
-
-
-class Power(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Power figures for energy planning."""
-
-    busy_w: float = 0.0  # drawn while computing
-    idle_w: float = 0.0  # drawn while waiting
-    radio_w: float = 0.0  # drawn while sending or receiving
-    radio_j_per_byte: float = 0.0  # alternative radio model: energy per byte moved
-    battery: bool = False  # count this device in the energy objective
-
-
-class CurveFiles(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Where the CurveZMQ keys are (``splitinfer keygen`` writes them)."""
-
-    keys: str | None = None  # a directory: coordinator.key_secret, NAME.key, NAME.key_secret (local)
-    coordinator_key: str | None = None  # the coordinator's .key_secret (default: KEYS/coordinator.key_secret)
 
 
 class Device(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -76,10 +80,37 @@ class Device(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     slowdown: float = 1.0  # emulation: wait (slowdown-1) x compute after each run
     power: Power | None = None
     public_key: str | None = None  # its worker's CURVE public key file (with curve: in the cluster)
+    configurations: tuple[Configuration, ...] = ()  # the planner may choose one instead of the default
+    configuration: str = ""  # the configuration this device runs in ("": as declared)
 
     @property
     def is_local(self) -> bool:
         return self.address == "local"
+
+    @property
+    def profile_name(self) -> str:
+        """Its entry in a profile: its name, or NAME@CONFIGURATION when it runs in one."""
+        return f"{self.name}{CONFIGURATION_SEP}{self.configuration}" if self.configuration else self.name
+
+    def configured(self, name: str) -> Device:
+        """This device in configuration ``name`` (``default``: as declared), with no further choice."""
+        if name in ("", DEFAULT_CONFIGURATION):
+            return msgspec.structs.replace(self, configurations=())
+        for c in self.configurations:
+            if c.name == name:
+                return msgspec.structs.replace(
+                    self, configurations=(), configuration=c.name,
+                    num_threads=self.num_threads if c.num_threads is None else c.num_threads,
+                    providers=self.providers if c.providers is None else c.providers,
+                    slowdown=self.slowdown if c.slowdown is None else c.slowdown,
+                    power=self.power if c.power is None else c.power)
+        raise ClusterError(f"device {self.name!r} has no configuration {name!r}",
+                           f"use one of: {', '.join(self.configuration_names)}")
+
+    @property
+    def configuration_names(self) -> tuple[str, ...]:
+        """``default`` and the declared configurations' names."""
+        return (DEFAULT_CONFIGURATION, *(c.name for c in self.configurations))
 
 
 class Link(msgspec.Struct, frozen=True):
@@ -102,6 +133,7 @@ class _RawDevice(msgspec.Struct, forbid_unknown_fields=True):
     slowdown: float = 1.0
     power: Power | None = None
     public_key: str | None = None
+    configurations: list[Configuration] = msgspec.field(default_factory=list)
 
 
 class _RawLink(msgspec.Struct, forbid_unknown_fields=True, rename={"src": "from", "dst": "to"}):
@@ -159,6 +191,39 @@ class Cluster(msgspec.Struct, frozen=True):
             if link.src == src and link.dst == dst:
                 return link
         return None
+
+    @property
+    def has_configurations(self) -> bool:
+        return any(d.configurations for d in self.devices)
+
+    def configured(self, chosen: Mapping[str, str]) -> Cluster:
+        """The cluster with each device in its ``chosen`` configuration (a device not named: as
+        declared) and no further choice: what a plan that chose them runs on."""
+        unknown = sorted(set(chosen) - set(self.device_names))
+        if unknown:
+            raise ClusterError(f"a configuration is chosen for unknown device {unknown[0]!r}",
+                               f"use one of the cluster's devices: {', '.join(self.device_names)}")
+        return msgspec.structs.replace(
+            self, devices=tuple(d.configured(chosen.get(d.name, "")) for d in self.devices))
+
+    def variants(self) -> Cluster:
+        """Every configuration of every device as a device of its own (DEVICE@CONFIGURATION, at the
+        device's address, with its links): what ``profile`` measures."""
+        devices = list(self.devices)
+        links = list(self.links)
+        for d in self.devices:
+            for c in d.configurations:
+                variant = d.configured(c.name)
+                devices.append(msgspec.structs.replace(variant, name=variant.profile_name, configuration=""))
+                name = variant.profile_name
+
+                def moved(end: str, name: str = name, device: str = d.name) -> str:
+                    return name if end == device else end
+
+                links += [msgspec.structs.replace(link, src=moved(link.src), dst=moved(link.dst))
+                          for link in self.links if d.name in (link.src, link.dst)]
+        return msgspec.structs.replace(self, devices=tuple(msgspec.structs.replace(d, configurations=())
+                                                           for d in devices), links=tuple(links))
 
 
 def _build_links(raw: list[_RawLink], names: set[str]) -> tuple[Link, ...]:
@@ -221,8 +286,9 @@ def _build_device(d: _RawDevice) -> Device:
         if d.power is not None:
             check_number(getattr(d.power, key), f"{what} power.{key}", low=0, error=ClusterError)
     check_address(d.address, f"{what} address", words=("local",), error=ClusterError)
+    check_configurations(d.name, d.configurations)
     return Device(d.name, d.address, tuple(d.providers), num_threads, memory, d.slowdown, d.power,
-                  d.public_key)
+                  d.public_key, tuple(d.configurations))
 
 
 def _resolve_curve(raw: _RawCluster, devices: list[Device]) -> tuple[CurveFiles | None, list[Device]]:
@@ -305,50 +371,8 @@ def load_cluster(path: str | Path) -> Cluster:
     return parse_cluster(data)
 
 
-def dump_cluster(cluster: Cluster) -> str:
-    """YAML text that :func:`load_cluster` reads back to an equal cluster."""
-    devices = []
-    for d in cluster.devices:
-        entry: dict[str, object] = {"name": d.name}
-        if d.address != "local":
-            entry["address"] = d.address
-        if d.providers != ("CPUExecutionProvider",):
-            entry["providers"] = list(d.providers)
-        if d.num_threads:
-            entry["num_threads"] = d.num_threads
-        if d.memory_bytes is not None:
-            entry["memory"] = d.memory_bytes
-        if d.slowdown != 1.0:
-            entry["slowdown"] = d.slowdown
-        if d.power is not None:
-            entry["power"] = msgspec.to_builtins(d.power)
-        if d.public_key is not None:
-            entry["public_key"] = d.public_key
-        devices.append(entry)
-    links = []
-    for link in cluster.links:
-        entry = {"from": link.src, "to": link.dst, "symmetric": False}
-        if link.measure:
-            entry["measure"] = True
-        if link.bandwidth_bps is not None:
-            entry["bandwidth"] = link.bandwidth_bps
-        if link.latency_s is not None:
-            entry["latency"] = link.latency_s
-        links.append(entry)
-    doc: dict[str, object] = {"schema": CLUSTER_SCHEMA, "backend": cluster.backend}
-    if cluster.address:
-        doc["address"] = cluster.address
-    doc["source"] = cluster.source
-    doc["sink"] = cluster.sink if cluster.sink is not None else "none"
-    if cluster.token_file:
-        doc["token_file"] = cluster.token_file
-    if cluster.network != "software":
-        doc["network"] = cluster.network
-    if cluster.curve is not None:
-        doc["curve"] = msgspec.to_builtins(cluster.curve)
-    if cluster.mac_tensors:
-        doc["mac_tensors"] = True
-    doc["devices"] = devices
-    doc["links"] = links
-    header = "# splitinfer cluster: bandwidth in bytes/s, latency in s (units like 20Mbit/s, 5ms work too)\n"
-    return header + yaml.safe_dump(doc, sort_keys=False)
+from splitinfer.cluster._dump import dump_cluster  # noqa: E402 (it reads the classes above)
+
+__all__ = ["CLUSTER_SCHEMA", "CONFIGURATION_SEP", "DEFAULT_CONFIGURATION", "MAX_LATENCY_S", "MAX_SLOWDOWN",
+           "Cluster", "Configuration", "CurveFiles", "Device", "Link", "Power", "dump_cluster",
+           "load_cluster", "parse_cluster"]
