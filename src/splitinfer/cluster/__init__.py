@@ -82,6 +82,9 @@ class Device(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     public_key: str | None = None  # its worker's CURVE public key file (with curve: in the cluster)
     configurations: tuple[Configuration, ...] = ()  # the planner may choose one instead of the default
     configuration: str = ""  # the configuration this device runs in ("": as declared)
+    cpu_max_khz: int | None = None  # clocks its configuration sets (None: as they are)
+    gpu_clocks_mhz: tuple[int, int] | None = None
+    reset_clocks: bool = False  # as declared, after configurations that set clocks: put them back
 
     @property
     def is_local(self) -> bool:
@@ -95,7 +98,9 @@ class Device(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def configured(self, name: str) -> Device:
         """This device in configuration ``name`` (``default``: as declared), with no further choice."""
         if name in ("", DEFAULT_CONFIGURATION):
-            return msgspec.structs.replace(self, configurations=())
+            sets_clocks = any(c.cpu_max_khz or c.gpu_clocks_mhz for c in self.configurations)
+            return msgspec.structs.replace(self, configurations=(),
+                                           reset_clocks=self.reset_clocks or sets_clocks)
         for c in self.configurations:
             if c.name == name:
                 return msgspec.structs.replace(
@@ -103,7 +108,8 @@ class Device(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                     num_threads=self.num_threads if c.num_threads is None else c.num_threads,
                     providers=self.providers if c.providers is None else c.providers,
                     slowdown=self.slowdown if c.slowdown is None else c.slowdown,
-                    power=self.power if c.power is None else c.power)
+                    power=self.power if c.power is None else c.power, cpu_max_khz=c.cpu_max_khz,
+                    gpu_clocks_mhz=c.gpu_clocks_mhz)
         raise ClusterError(f"device {self.name!r} has no configuration {name!r}",
                            f"use one of: {', '.join(self.configuration_names)}")
 
@@ -222,8 +228,8 @@ class Cluster(msgspec.Struct, frozen=True):
 
                 links += [msgspec.structs.replace(link, src=moved(link.src), dst=moved(link.dst))
                           for link in self.links if d.name in (link.src, link.dst)]
-        return msgspec.structs.replace(self, devices=tuple(msgspec.structs.replace(d, configurations=())
-                                                           for d in devices), links=tuple(links))
+        return msgspec.structs.replace(self, devices=tuple(d.configured("") for d in devices),
+                                       links=tuple(links))
 
 
 def _build_links(raw: list[_RawLink], names: set[str]) -> tuple[Link, ...]:

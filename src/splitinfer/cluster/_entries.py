@@ -41,6 +41,8 @@ class Configuration(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     providers: tuple[str, ...] | None = None
     slowdown: float | None = None
     power: Power | None = None
+    cpu_max_khz: int | None = None  # the CPU's highest clock (cpufreq scaling_max_freq; root on the device)
+    gpu_clocks_mhz: tuple[int, int] | None = None  # an NVIDIA GPU's application clocks: memory, graphics
 
 
 class CurveFiles(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -67,6 +69,12 @@ def check_configurations(device: str, configurations: Sequence[Configuration]) -
         if c.num_threads is not None:
             check_number(c.num_threads, f"{what} num_threads", low=0, high=max_num_threads(), whole=True,
                          error=ClusterError, fix="0 = ONNX Runtime's default")
+        if c.cpu_max_khz is not None:
+            check_number(c.cpu_max_khz, f"{what} cpu_max_khz", low=1, high=100_000_000, whole=True,
+                         error=ClusterError, fix="kHz, as cpufreq's scaling_available_frequencies lists them")
+        for mhz in c.gpu_clocks_mhz or ():
+            check_number(mhz, f"{what} gpu_clocks_mhz", low=1, high=100_000, whole=True, error=ClusterError,
+                         fix="[memory, graphics] in MHz, as `nvidia-smi -q -d SUPPORTED_CLOCKS` lists them")
         if c.providers is not None and not c.providers:
             raise ClusterError(f"{what} lists no providers", "list one or more, or leave providers out")
         for key in ("busy_w", "idle_w", "radio_w", "radio_j_per_byte"):

@@ -104,11 +104,15 @@ def sweep_plot(points: Sequence[SweepPoint]) -> Figure:
     feasible = [p for p in points if p.feasible]
     fig, ax = new_figure(figsize=(7.0, 4.2))
     budgets_ms = np.array([p.budget_s * 1e3 for p in feasible])
+    # The last budget's plan holds beyond it too: its step is drawn as wide as the one before (or 5%).
+    last = np.diff(budgets_ms)[-1] if len(budgets_ms) > 1 else 0.05 * budgets_ms[-1]
+    edges = np.append(budgets_ms, budgets_ms[-1] + last)
     stacks = [np.array([getattr(p, f"{part}_j") for p in feasible]) for part in PARTS]
-    ax.stackplot(budgets_ms, *stacks, colors=[PART_COLORS[part] for part in PARTS], labels=list(PARTS),
-                 alpha=0.85, step="post")
-    ax.plot(budgets_ms, [p.energy_j for p in feasible], color="black", marker="o", markersize=3, lw=1,
-            drawstyle="steps-post", label="energy")
+    ax.stackplot(edges, *(np.append(v, v[-1]) for v in stacks), colors=[PART_COLORS[part] for part in PARTS],
+                 labels=list(PARTS), alpha=0.85, step="post")
+    energy = np.array([p.energy_j for p in feasible])
+    ax.plot(edges, np.append(energy, energy[-1]), color="black", lw=1, drawstyle="steps-post", label="energy")
+    ax.plot(budgets_ms, energy, color="black", marker="o", markersize=3, lw=0)
     ax.set_xlabel("latency budget (ms)")
     ax.set_ylabel("least energy per request (J, battery devices)")
     missing = len(points) - len(feasible)

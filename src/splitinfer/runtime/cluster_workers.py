@@ -15,21 +15,25 @@ from splitinfer.profile.partition_timing import CompressionTiming, PartitionFail
 from splitinfer.runtime.launch.start import cluster_keyring, session_token, start_workers
 from splitinfer.runtime.wire.client import WorkerClient
 from splitinfer.runtime.wire.curve import Keyring
+from splitinfer.runtime.wire.messages import Clocks
 
 
 class WorkerRunner:
     """A worker's client as a profiler runner, with a reply deadline sized to each request's budget."""
 
-    def __init__(self, client: WorkerClient, request_timeout_s: float = 60.0) -> None:
+    def __init__(self, client: WorkerClient, request_timeout_s: float = 60.0,
+                 clocks: Clocks | None = None) -> None:
         self.client = client
         self.request_timeout_s = request_timeout_s
+        self.clocks = clocks  # a configuration's clocks, set on the worker before each timing
 
     def profile(self, model_bytes: bytes, feeds: Mapping[str, np.ndarray], *, num_warmup: int, min_runs: int,
                 max_runs: int, budget_s: float, rel_precision: float, slowdown: float) -> PartitionTiming:
         """Time a partition on the worker (see :meth:`WorkerClient.time_partition`)."""
         return self.client.time_partition(model_bytes, feeds, num_warmup=num_warmup, min_runs=min_runs,
                                           max_runs=max_runs, budget_s=budget_s, rel_precision=rel_precision,
-                                          slowdown=slowdown, timeout_s=self.request_timeout_s + 2 * budget_s)
+                                          slowdown=slowdown, timeout_s=self.request_timeout_s + 2 * budget_s,
+                                          clocks=self.clocks)
 
     def profile_set(self, parts: Sequence[bytes], feeds: Mapping[str, np.ndarray], *, num_warmup: int,
                     min_runs: int, max_runs: int, budget_s: float, rel_precision: float,
@@ -38,7 +42,7 @@ class WorkerRunner:
         deadline allows each session's creation and the runs a wide spread adds past the budget."""
         return self.client.time_partitions(parts, feeds, num_warmup=num_warmup, min_runs=min_runs,
                                            max_runs=max_runs, budget_s=budget_s, rel_precision=rel_precision,
-                                           slowdown=slowdown,
+                                           slowdown=slowdown, clocks=self.clocks,
                                            timeout_s=self.request_timeout_s * (1 + len(parts) / 8)
                                            + 3 * budget_s)
 

@@ -56,6 +56,7 @@ from splitinfer.profile.sizes import measure_sizes
 from splitinfer.profile.tradeoff_profile import time_on_device, tradeoff_profile, with_tradeoffs
 from splitinfer.profile.validation import validate_profile
 from splitinfer.runtime.cluster_workers import ClusterWorkers, WorkerRunner, cluster_workers
+from splitinfer.runtime.coordinator.pipeline import clocks_of
 from splitinfer.runtime.messaging import measure_messaging
 from splitinfer.runtime.wire.client import MAX_PROBE_REPEATS, MAX_PROBE_SIZES, MAX_WAIT_S
 from splitinfer.runtime.wire.codec import DEFAULT_MAX_FRAME_BYTES
@@ -120,7 +121,8 @@ class _DeviceJob:
         """Profile the device; a failure is kept in ``error`` (the other devices go on)."""
         try:
             with self.workers.client(self.device.name, timeout_s=self.request_timeout_s) as client:
-                profile_device(WorkerRunner(client, self.request_timeout_s), self.prepared, self.settings,
+                runner = WorkerRunner(client, self.request_timeout_s, clocks=clocks_of(self.device))
+                profile_device(runner, self.prepared, self.settings,
                                slowdown=self.device.slowdown, progress=self._progress, record=self.record)
         except _Stop:
             pass
@@ -130,12 +132,17 @@ class _DeviceJob:
 
 
 def _run_jobs(jobs: list[_DeviceJob], parallel: bool | None, stop: threading.Event) -> None:
-    """Remote devices each in their own thread; local ones one after another in one more thread."""
+    """Remote devices each in their own thread (a device's configurations, which share its worker and its
+    clocks, one after another in it); local ones one after another in one more thread."""
     groups: list[list[_DeviceJob]] = []
     local = [j for j in jobs if j.device.is_local and parallel is not True]
     if local:
         groups.append(local)
-    groups += [[j] for j in jobs if j not in local]
+    by_address: dict[str, list[_DeviceJob]] = {}
+    for j in jobs:
+        if j not in local:
+            by_address.setdefault(j.device.address, []).append(j)
+    groups += list(by_address.values())
     if parallel is False:
         groups = [jobs]
 
@@ -296,7 +303,7 @@ def _with_variants(cluster: Cluster) -> Cluster:
                 raise ClusterError(f"device {d.name!r} configuration {c.name!r} changes num_threads or "
                                    "providers, but the device's worker runs elsewhere with its own",
                                    "declare it as a device of its own (a worker started with those settings)"
-                                   ", or keep to slowdown and power")
+                                   ", or keep to clocks, slowdown and power")
     return cluster.variants() if cluster.has_configurations else cluster
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from splitinfer.cluster import Cluster
+from splitinfer.cluster import Cluster, Device
 from splitinfer.compression import Compression, parse_compression
 from splitinfer.errors import ClusterError, ShapeError, SplitinferError
 from splitinfer.runtime.wire import messages
@@ -58,6 +58,15 @@ class StageExit:
     threshold: float = 0.0
     part: int = 0
     rule_graph: bytes = b""
+
+
+def clocks_of(device: Device) -> messages.Clocks | None:
+    """The clocks a device's configuration sets (``cluster.Configuration``), as its worker is told them;
+    None when it sets none."""
+    if not (device.cpu_max_khz or device.gpu_clocks_mhz or device.reset_clocks):
+        return None
+    return messages.Clocks(cpu_max_khz=device.cpu_max_khz or 0,
+                           gpu_clocks_mhz=list(device.gpu_clocks_mhz or ()), restore=device.reset_clocks)
 
 
 def hop_compression(stages: Sequence[StageSpec], k: int) -> str:
@@ -204,6 +213,7 @@ def deploy_pipeline(stages: Sequence[StageSpec], cluster: Cluster, *, clients: M
                             route=_route(stages, k, cluster, addresses, result_address, keyring),
                             reply_to=result_address, reply_key=_own_key(keyring),
                             slowdown=cluster.device(s.device).slowdown, num_parts=1 + len(s.more_parts),
+                            clocks=clocks_of(cluster.device(s.device)),
                             exits=_exit_rules(s), exit_route=_exit_route(s, cluster, result_address, keyring))
                for k, s in enumerate(stages)]
 

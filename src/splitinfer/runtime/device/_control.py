@@ -39,6 +39,7 @@ from splitinfer.profile.timing import (
     time_compression,
     time_partitions,
 )
+from splitinfer.runtime.device._clocks import ClockControl
 from splitinfer.runtime.device._execution import StageRunner, check_signature
 from splitinfer.runtime.device._exits import ExitCheck, ExitingRunner, check_rules
 from splitinfer.runtime.device._resources import ResourceSampler
@@ -58,6 +59,10 @@ MAX_PARTS = 64  # a stage's parts (and its exits): more exits than any model has
 _MAX_COMPRESSION_CHARS = 100  # a compression's text form: a name and a setting or two
 
 
+MAX_CPU_KHZ = 100_000_000  # 100 GHz: no CPU clock is higher
+MAX_GPU_MHZ = 100_000
+
+
 @dataclass(frozen=True)
 class DeviceContext:
     """What control handlers may use of their worker: its identity, options, stage table and sockets."""
@@ -73,6 +78,7 @@ class DeviceContext:
     keys: KeyPair | None = None  # this worker's CURVE pair (None: plain TCP)
     mac_tensors: bool = False  # the token's MAC covers tensor and model bytes too
     resources: ResourceSampler = field(default_factory=ResourceSampler)  # sampling starts when asked
+    clocks: ClockControl = field(default_factory=ClockControl)  # a configuration's clocks (DVFS)
 
     def curve_to(self, server_key: str, address: str) -> Curve | None:
         """CURVE settings to connect to ``address``, whose public key a trusted message named."""
@@ -134,6 +140,7 @@ def deploy_stage(device: DeviceContext, header: messages.Deploy, msg: Message) -
                          "send the partition's parts, then the exits' rule graphs")
     _check_threads(device)
     inputs, outputs = _specs(header.inputs), _specs(header.outputs)
+    device.clocks.apply(header.clocks)  # before the session: its warm-up runs at the new clock too
     start = time.perf_counter()
     sessions = [create_inference_session(b, device.providers, device.num_threads)
                 for b in msg.blobs[:header.num_parts]]
@@ -194,6 +201,7 @@ def _check_deploy(header: messages.Deploy) -> None:
     route = header.route
     _number(header.stage, "deploy stage", low=0, high=MAX_STAGE, whole=True)
     _number(header.slowdown, "deploy slowdown", low=1, high=MAX_SLOWDOWN)
+    _check_clocks(header.clocks, "deploy")
     _number(header.num_warmup, "deploy num_warmup", low=0, high=MAX_WARMUP, whole=True)
     check_address(header.reply_to, "deploy reply_to", schemes=("tcp", "ipc"), error=TransportError)
     if route.address is None and route.to_coordinator:
@@ -246,9 +254,22 @@ def device_info(device: DeviceContext) -> dict[str, Any]:
             "available_providers": ort.get_available_providers()}
 
 
+def _check_clocks(clocks: messages.Clocks | None, kind: str) -> None:
+    if clocks is None:
+        return
+    _number(clocks.cpu_max_khz, f"{kind} clocks.cpu_max_khz", low=0, high=MAX_CPU_KHZ, whole=True)
+    if clocks.gpu_clocks_mhz and len(clocks.gpu_clocks_mhz) != 2:
+        raise _malformed(f"{kind} clocks.gpu_clocks_mhz has {len(clocks.gpu_clocks_mhz)} values",
+                         "give two: the memory clock and the graphics clock, in MHz")
+    for mhz in clocks.gpu_clocks_mhz:
+        _number(mhz, f"{kind} clocks.gpu_clocks_mhz", low=1, high=MAX_GPU_MHZ, whole=True)
+
+
 def _check_timing(header: messages.TimePartition | messages.TimeCompression, kind: str) -> None:
     """The timing settings both timing requests carry, each within its range."""
     _number(header.slowdown, f"{kind} slowdown", low=1, high=MAX_SLOWDOWN)
+    if isinstance(header, messages.TimePartition):
+        _check_clocks(header.clocks, kind)
     _number(header.num_warmup, f"{kind} num_warmup", low=0, high=MAX_WARMUP, whole=True)
     _number(header.min_runs, f"{kind} min_runs", low=1, high=MAX_RUNS, whole=True)
     _number(header.max_runs, f"{kind} max_runs", low=1, high=MAX_RUNS, whole=True)
@@ -269,6 +290,7 @@ def _time_partition(device: DeviceContext, header: messages.TimePartition, msg: 
         raise _malformed(f"time_partition asks for up to {len(msg.blobs)} x {header.max_runs} runs",
                          f"ask for at most {MAX_TIMED_RUNS} runs in all: fewer partitions or max_runs")
     _check_threads(device)
+    device.clocks.apply(header.clocks)
     timings = time_partitions(msg.blobs, msg.arrays, providers=device.providers,
                               num_threads=device.num_threads, slowdown=header.slowdown,
                               num_warmup=header.num_warmup, min_runs=header.min_runs,

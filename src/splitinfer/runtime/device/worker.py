@@ -352,6 +352,7 @@ class Worker:
             self._forward_outbox()
             self.router.close(linger=500)
             self.device.resources.stop()
+            self.device.clocks.restore()  # a configuration's clocks: the device as it was found
             self.stages.close()
             self._waker.close()
             self._close_gate()

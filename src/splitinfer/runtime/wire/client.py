@@ -195,14 +195,15 @@ class WorkerClient:
     def time_partitions(self, parts: Sequence[bytes], feeds: Mapping[str, np.ndarray], *, num_warmup: int = 3,
                         min_runs: int = 10, max_runs: int = 100, budget_s: float = 2.0,
                         rel_precision: float = 0.05, slowdown: float = 1.0, return_outputs: bool = False,
-                        timeout_s: float | None = None) -> list[PartitionTiming | PartitionFailure]:
+                        timeout_s: float | None = None,
+                        clocks: messages.Clocks | None = None) -> list[PartitionTiming | PartitionFailure]:
         """Time partitions of one model together on the worker, in interleaved rounds
         (:func:`splitinfer.profile.timing.time_partitions`): ``feeds`` holds every tensor any takes;
         ``budget_s`` is the timed work of the set. One result per partition, or why it cannot run."""
         check_number(len(parts), "the number of partitions", low=1, high=MAX_TIMED_PARTITIONS, whole=True)
         header = messages.TimePartition(num_warmup=num_warmup, min_runs=min_runs, max_runs=max_runs,
                                         budget_s=budget_s, rel_precision=rel_precision, slowdown=slowdown,
-                                        return_outputs=return_outputs)
+                                        return_outputs=return_outputs, clocks=clocks)
         wait_s = timeout_s if timeout_s is not None else \
             min(MAX_WAIT_S, max(self.timeout_s, 30.0 + 3 * budget_s))
         reply = self.request(header, blobs=list(parts), arrays=list(feeds.items()), timeout_s=wait_s)
@@ -220,13 +221,14 @@ class WorkerClient:
     def time_partition(self, model_bytes: bytes, feeds: Mapping[str, np.ndarray], *, num_warmup: int = 3,
                        min_runs: int = 10, max_runs: int = 100, budget_s: float = 2.0,
                        rel_precision: float = 0.05, slowdown: float = 1.0, return_outputs: bool = False,
-                       timeout_s: float | None = None) -> PartitionTiming:
+                       timeout_s: float | None = None,
+                       clocks: messages.Clocks | None = None) -> PartitionTiming:
         """Time one partition on the worker: session created untimed, warm-up, then timed runs; the
         ShapeError, ModelError or WorkerError the worker met."""
         (timing,) = self.time_partitions([model_bytes], feeds, num_warmup=num_warmup, min_runs=min_runs,
                                          max_runs=max_runs, budget_s=budget_s, rel_precision=rel_precision,
                                          slowdown=slowdown, return_outputs=return_outputs,
-                                         timeout_s=timeout_s)
+                                         timeout_s=timeout_s, clocks=clocks)
         if isinstance(timing, PartitionFailure):
             raise timing.error
         return timing

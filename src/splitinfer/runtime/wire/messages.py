@@ -91,6 +91,14 @@ class Echo(_Base, tag="echo"):
     num_reply_bytes: int | None = None
 
 
+class Clocks(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Device clocks a configuration sets before the work runs (device/_clocks.py); 0 / empty: as they are."""
+
+    cpu_max_khz: int = 0  # cpufreq scaling_max_freq of every CPU
+    gpu_clocks_mhz: list[int] = []  # NVML application clocks: [memory, graphics]
+    restore: bool = False  # first put back the clocks as the worker found them (the default configuration)
+
+
 class Deploy(_Base, tag="deploy"):
     """Install a stage: blob 0 is the ONNX partition."""
 
@@ -109,6 +117,7 @@ class Deploy(_Base, tag="deploy"):
     num_parts: int = 1
     exits: list[ExitRule] = []
     exit_route: Route | None = None
+    clocks: Clocks | None = None  # the device's configuration's clocks, set before the stage is built
 
 
 class Undeploy(_Base, tag="undeploy"):
@@ -127,6 +136,7 @@ class TimePartition(_Base, tag="time_partition"):
     rel_precision: float = 0.05
     slowdown: float = 1.0  # the device's emulated slowdown: times_s = compute_times_s x slowdown
     return_outputs: bool = False
+    clocks: Clocks | None = None  # the configuration being profiled: its clocks, set before timing
 
 
 class TimeCompression(_Base, tag="time_compression"):
