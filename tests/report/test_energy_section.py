@@ -87,9 +87,11 @@ def test_sweep_csv_keeps_every_budget(tmp_path):
 def test_sweep_plot_stacks_the_feasible_points(tmp_path):
     ax = sweep_plot(_points()).axes[0]
     assert len(ax.collections) == len(PARTS)  # compute, communication, idle stacked
-    (line,) = ax.lines
-    assert list(line.get_xdata()) == pytest.approx([100.0, 200.0, 500.0])  # ms; the infeasible 50 ms left out
-    assert list(line.get_ydata()) == pytest.approx([2.2, 2.2, 0.5])
+    steps, points = ax.lines  # the energy in steps, the last one held as wide as the one before; its points
+    assert list(points.get_xdata()) == pytest.approx([100.0, 200.0, 500.0])  # ms; the infeasible 50 ms left out
+    assert list(points.get_ydata()) == pytest.approx([2.2, 2.2, 0.5])
+    assert list(steps.get_xdata()) == pytest.approx([100.0, 200.0, 500.0, 800.0])
+    assert list(steps.get_ydata()) == pytest.approx([2.2, 2.2, 0.5, 0.5])
     assert "1 budgets no plan meets" in ax.get_title()
     path = write_sweep_plot(_points(), tmp_path / "sweep.png")
     assert path.read_bytes()[:8] == PNG_MAGIC
