@@ -88,7 +88,7 @@ def test_sweep_plot_stacks_the_feasible_points(tmp_path):
     ax = sweep_plot(_points()).axes[0]
     assert len(ax.collections) == len(PARTS)  # compute, communication, idle stacked
     steps, points = ax.lines  # the energy in steps, the last one held as wide as the one before; its points
-    assert list(points.get_xdata()) == pytest.approx([100.0, 200.0, 500.0])  # ms; the infeasible 50 ms left out
+    assert list(points.get_xdata()) == pytest.approx([100.0, 200.0, 500.0])  # ms; infeasible 50 ms left out
     assert list(points.get_ydata()) == pytest.approx([2.2, 2.2, 0.5])
     assert list(steps.get_xdata()) == pytest.approx([100.0, 200.0, 500.0, 800.0])
     assert list(steps.get_ydata()) == pytest.approx([2.2, 2.2, 0.5, 0.5])
