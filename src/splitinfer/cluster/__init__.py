@@ -61,8 +61,10 @@ from splitinfer.cluster._entries import (
     Configuration,
     CurveFiles,
     Power,
+    Provider,
     Quantity,
     check_configurations,
+    provider_texts,
 )
 from splitinfer.errors import ClusterError, SchemaError, SplitinferError, first_line, read_file
 from splitinfer.host import max_num_threads
@@ -132,7 +134,7 @@ class Link(msgspec.Struct, frozen=True):
 class _RawDevice(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     address: str = "local"
-    providers: list[str] = msgspec.field(default_factory=lambda: ["CPUExecutionProvider"])
+    providers: list[Provider] = msgspec.field(default_factory=lambda: ["CPUExecutionProvider"])
     num_threads: int | None = None  # neither given: 0, ONNX Runtime's default
     threads: int | None = None  # num_threads' old name, still read (files users already have)
     memory: Quantity | None = None
@@ -293,8 +295,11 @@ def _build_device(d: _RawDevice) -> Device:
             check_number(getattr(d.power, key), f"{what} power.{key}", low=0, error=ClusterError)
     check_address(d.address, f"{what} address", words=("local",), error=ClusterError)
     check_configurations(d.name, d.configurations)
-    return Device(d.name, d.address, tuple(d.providers), num_threads, memory, d.slowdown, d.power,
-                  d.public_key, tuple(d.configurations))
+    configurations = tuple(c if c.providers is None else msgspec.structs.replace(
+        c, providers=provider_texts(c.providers, f"{what} configuration {c.name!r} providers"))
+        for c in d.configurations)
+    return Device(d.name, d.address, provider_texts(d.providers, f"{what} providers"), num_threads, memory,
+                  d.slowdown, d.power, d.public_key, configurations)
 
 
 def _resolve_curve(raw: _RawCluster, devices: list[Device]) -> tuple[CurveFiles | None, list[Device]]:

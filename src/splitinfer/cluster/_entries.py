@@ -10,6 +10,7 @@ import msgspec
 
 from splitinfer.errors import ClusterError
 from splitinfer.host import max_num_threads
+from splitinfer.providers import parse_provider, provider_text
 from splitinfer.units import check_number
 
 CLUSTER_SCHEMA = 1
@@ -33,12 +34,30 @@ DEFAULT_CONFIGURATION = "default"  # the device as declared, always one of its c
 _CONFIGURATION_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
+class ProviderEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A provider with options in cluster.yaml's mapping form: ``{name: ..., options: {key: value}}``."""
+
+    name: str
+    options: dict[str, str | int | float | bool] = msgspec.field(default_factory=dict)
+
+
+Provider = str | ProviderEntry
+
+
+def provider_texts(entries: Sequence[Provider], what: str) -> tuple[str, ...]:
+    """Providers in their one text form (``splitinfer.providers``), each checked (errors name ``what``)."""
+    texts = tuple(e if isinstance(e, str) else provider_text(e.name, e.options) for e in entries)
+    for text in texts:
+        parse_provider(text, what, ClusterError)
+    return texts
+
+
 class Configuration(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Another way to run a device; a field left out keeps the device's own."""
 
     name: str
     num_threads: int | None = None
-    providers: tuple[str, ...] | None = None
+    providers: tuple[Provider, ...] | None = None  # normalized to their text form when the file is read
     slowdown: float | None = None
     power: Power | None = None
     cpu_max_khz: int | None = None  # the CPU's highest clock (cpufreq scaling_max_freq; root on the device)

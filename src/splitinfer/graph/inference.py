@@ -6,10 +6,14 @@ profile or a plan (the report, the planner's callers) never loads it.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from splitinfer.errors import ModelError, WorkerError, first_line
+from splitinfer.errors import ModelError, SplitinferError, WorkerError, first_line
+from splitinfer.providers import parse_provider
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -17,16 +21,19 @@ if TYPE_CHECKING:
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 
 
-def check_providers(providers: Sequence[str]) -> None:
-    """WorkerError naming the execution providers this ONNX Runtime build does not have."""
+def check_providers(providers: Sequence[str]) -> list[tuple[str, dict[str, str]]]:
+    """The providers (``NAME`` or ``NAME:key=value;...``, ``splitinfer.providers``) as ONNX Runtime takes
+    them; WorkerError naming a malformed one or those this ONNX Runtime build does not have."""
     import onnxruntime as ort
 
+    parsed = [parse_provider(p, "execution provider", WorkerError) for p in providers]
     available = ort.get_available_providers()
-    missing = [p for p in providers if p not in available]
+    missing = [name for name, _ in parsed if name not in available]
     if missing:
         raise WorkerError(f"execution provider(s) {', '.join(missing)} not available on this machine "
                           f"(this ONNX Runtime has {', '.join(available)})",
                           "list only those for this device (providers in cluster.yaml, or --providers)")
+    return parsed
 
 
 def create_inference_session(model_bytes: bytes | memoryview, providers: Sequence[str] = DEFAULT_PROVIDERS,
@@ -40,7 +47,7 @@ def create_inference_session(model_bytes: bytes | memoryview, providers: Sequenc
     """
     import onnxruntime as ort
 
-    check_providers(providers)
+    parsed = check_providers(providers)
     options = ort.SessionOptions()
     # Fatal only: failures come back as exceptions that splitinfer words itself.
     options.log_severity_level = 4
@@ -48,11 +55,22 @@ def create_inference_session(model_bytes: bytes | memoryview, providers: Sequenc
     options.inter_op_num_threads = 1  # partitions run sequentially; a second pool would only spin
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    data = bytes(model_bytes)
     try:
-        session = ort.InferenceSession(bytes(model_bytes), sess_options=options, providers=list(providers))
+        session = _open(ort, data, options, parsed)
+    except SplitinferError:
+        raise
     except Exception as e:  # ORT raises its own untyped errors for any malformed model
-        raise ModelError(f"ONNX Runtime cannot load the model: {first_line(e)}",
-                         "give a valid standalone ONNX model (check it with `splitinfer inspect`)") from None
+        older = _older_ir(data, str(e))  # an older ONNX Runtime build (e.g. OpenVINO's)
+        if older is None:
+            raise _load_error(e, parsed) from None
+        try:
+            session = _open(ort, older, options, parsed)
+        except SplitinferError:
+            raise
+        except Exception as again:
+            raise _load_error(again, parsed) from None
+    _check_options(session, parsed)
     # ORT's Python session keeps the model's bytes for as long as it lives, only to re-create itself on
     # another provider when one fails at run time; splitinfer reports a failed provider instead. Without
     # the fallback the bytes can go: a stage then holds its weights once, not twice.
@@ -60,3 +78,73 @@ def create_inference_session(model_bytes: bytes | memoryview, providers: Sequenc
     if getattr(session, "_model_bytes", None) is not None:
         session._model_bytes = None
     return session
+
+
+Parsed = list[tuple[str, dict[str, str]]]
+
+
+def _open(runtime: Any, data: bytes, options: Any, parsed: Parsed) -> ort.InferenceSession:
+    """The session on the providers asked for. ONNX Runtime's Python wrapper, when a provider fails to
+    start (a bad option, a missing driver), prints why and quietly retries on the CPU alone: that would
+    profile and run another device than the one declared, so it is an error here, with the reason."""
+    providers = [(n, o) if o else n for n, o in parsed]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+        session = runtime.InferenceSession(data, sess_options=options, providers=providers)
+    started = session.get_providers()
+    failed = [n for n, _ in parsed if n not in started]
+    if failed:
+        # The wrapper prints "EP Error <file>:<line> <the C++ signature>) <the reason>".
+        reason = next((line.rsplit(") ", 1)[-1].strip() for line in printed.getvalue().splitlines()
+                       if line.startswith("EP Error /")), "no reason given")
+        raise WorkerError(f"execution provider {failed[0]} did not start ({reason[-200:]}); ONNX Runtime "
+                          f"would have run on {', '.join(started)} instead",
+                          "fix its options, or list only the providers this device runs")
+    return session
+
+
+def _load_error(e: BaseException, parsed: list[tuple[str, dict[str, str]]]) -> SplitinferError:
+    """A provider that refused its options is the device's problem (WorkerError); else the model's."""
+    text = first_line(e)
+    with_options = [n for n, o in parsed if o]
+    if with_options and any(n.replace("ExecutionProvider", "") in text for n in with_options):
+        return WorkerError(f"execution provider {with_options[0]} refused its options: {text}",
+                           "give options this provider takes (see its ONNX Runtime documentation)")
+    return ModelError(f"ONNX Runtime cannot load the model: {text}",
+                      "give a valid standalone ONNX model (check it with `splitinfer inspect`)")
+
+
+_IR_REFUSED = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
+
+
+def _older_ir(data: bytes, message: str) -> bytes | None:
+    """The model with the IR version an older ONNX Runtime build asks for (OpenVINO's reads up to 13 while
+    a current onnx writes 14), when its opsets allow that; None when the refusal was something else."""
+    found = _IR_REFUSED.search(message)
+    if found is None:
+        return None
+    import onnx
+
+    model = onnx.load_from_string(data)
+    wanted = int(found.group(2))
+    if onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True) > wanted:
+        return None
+    model.ir_version = wanted
+    return model.SerializeToString()
+
+
+def _check_options(session: ort.InferenceSession, parsed: list[tuple[str, dict[str, str]]]) -> None:
+    """WorkerError for an option a provider did not take: ONNX Runtime drops unknown ones silently
+    (the CPU provider takes none), and a typo would then profile another device than the one meant."""
+    taken = session.get_provider_options()
+    for name, wanted in parsed:
+        # Providers that report their options (CUDA, TensorRT) are checked against them; the CPU takes
+        # none; others that report nothing (OpenVINO) check their keys themselves (a failed start above).
+        known_options = taken.get(name, {})
+        if not wanted or (not known_options and name != "CPUExecutionProvider"):
+            continue
+        unknown = sorted(set(wanted) - set(known_options))
+        if unknown:
+            known = ", ".join(sorted(taken.get(name, {}))) or "none"
+            raise WorkerError(f"execution provider {name} does not take option(s) {', '.join(unknown)} "
+                              f"(it takes: {known})", "drop them, or check their spelling")

@@ -11,6 +11,7 @@ import psutil
 
 from splitinfer.errors import SplitinferError
 from splitinfer.host import max_num_threads
+from splitinfer.providers import parse_provider
 from splitinfer.runtime.wire.codec import DEFAULT_MAX_FRAME_BYTES, MAX_HEADER_BYTES
 from splitinfer.units import check_number, parse_size_bytes
 
@@ -23,7 +24,8 @@ class WorkerConfig:
     listen: str = field(default="tcp://0.0.0.0:5555",
                         metadata={"help": "address to bind; tcp://127.0.0.1:* picks a free port"})
     providers: tuple[str, ...] = field(default=("CPUExecutionProvider",),
-                                       metadata={"help": "ONNX Runtime execution providers, in order"})
+                                       metadata={"help": "ONNX Runtime execution providers, in order; "
+                                                         "options as NAME:key=value;key=value"})
     num_threads: int = field(default=0, metadata={"help": "intra-op threads (0 = ONNX Runtime's default)",
                                                 "aliases": ("--threads",)})
     token_file: str | None = field(default=None, metadata={
@@ -106,5 +108,10 @@ def parse_config(argv: list[str], prog: str = "splitinfer worker") -> WorkerConf
     """A WorkerConfig from command-line arguments."""
     args = vars(build_parser(prog).parse_args(argv))
     check_options(args["num_threads"], args["max_frame_bytes"], lambda name: "--" + name.replace("_", "-"))
-    providers = tuple(p for item in args["providers"] for p in item.split(",") if p)
+    # "A,B" lists two providers; one with options ("NAME:key=value;key=value") is given alone, since its
+    # values may hold commas (OpenVINO's device_type=HETERO:MYRIAD,CPU).
+    providers = tuple(p for item in args["providers"]
+                      for p in ([item] if ":" in item else item.split(",")) if p)
+    for text in providers:
+        parse_provider(text, "--providers", SplitinferError)
     return WorkerConfig(**{**args, "providers": providers})
