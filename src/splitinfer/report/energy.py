@@ -60,7 +60,7 @@ def energy_bars(plan: Plan) -> Figure:
     ax.set_xlim(-0.8, len(devices) - 0.2)  # one device: a bar, not a wall
     ax.set_ylim(0, max(float(bottom.max(initial=0.0)), 1e-12) * 1.25)  # room for the legend
     ax.set_ylabel("energy per request (J, predicted)")
-    ax.set_title(f"Energy of {plan.objective} #{plan.rank} per battery device")
+    ax.set_title(f"Energy per battery device: the {plan.objective} plan #{plan.rank}")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
