@@ -127,6 +127,9 @@ def test_energy_join_command_writes_the_joined_profile(tmp_path, capsys):
     assert result.exit_code == 0, result.output
     assert "idle 2.000 W" in result.output and "cannot run there" in result.output
     assert load_profile(out).devices["cam"].energy.block_j[1] == pytest.approx(0.16)
+    code, shown, _ = run_cli(capsys, "profile", "show", out)
+    assert code == 0 and "cam: energy windows of 3 blocks; joined with" in shown
+    assert "210.000 mJ per run of every block, idle 2.000 W" in shown  # 5 W x 10 ms + 8 W x 20 ms
     code, _, err = run_cli(capsys, "energy", "join", path, "--device", "cam", "--log", log, "--clock", "wall")
     assert code == 2 and "--clock is 'wall'" in one_error_line(err)
 

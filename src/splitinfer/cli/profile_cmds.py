@@ -236,6 +236,14 @@ def _show(paths: list[str]) -> None:
     if profile.hop_overhead_s:
         console.print(f"runtime overhead per hop between devices (measured by refinement, added when "
                       f"planning): {profile.hop_overhead_s * 1e3:.2f} ms", highlight=False)
+    for name, device in profile.devices.items():  # measured power (profile --energy-window, energy join)
+        energy = device.energy
+        if energy is not None:
+            joules = [j for j in energy.block_j if j is not None]
+            console.print(f"{name}: energy windows of {len(energy.windows)} blocks; " + (
+                f"joined with {energy.source}: {sum(joules) * 1e3:.3f} mJ per run of every block, idle "
+                f"{energy.idle_w:.3f} W" if joules and energy.idle_w is not None
+                else "not joined yet (splitinfer energy join)"), highlight=False)
 
 
 def _merge(paths: list[str], output: Path | None) -> None:
