@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import msgspec
 import typer
 
+from splitinfer.cli import _scission as sc
 from splitinfer.cli._common import check_writable, console
 from splitinfer.cli._configurations import compared_tables
 from splitinfer.cli._model import parse_input_shapes
@@ -30,7 +30,6 @@ from splitinfer.plan import (
     solve,
 )
 from splitinfer.plan.problem import AT_SOURCE, MAX_IN_FLIGHT, AtSource, Problem
-from splitinfer.plan.scission import TIERS, parse_criteria, rank_scission
 from splitinfer.plan.solve import MAX_TIME_LIMIT_S, MAX_TOP_K
 from splitinfer.plan.tradeoff_solve import solve_tradeoffs
 from splitinfer.plan.tradeoffs import Tradeoffs
@@ -38,7 +37,6 @@ from splitinfer.profile.exit_choice import choose_thresholds
 from splitinfer.profile.files import load_profile
 from splitinfer.profile.problem import build_problem
 from splitinfer.profile.schema import Profile
-from splitinfer.profile.scission import load_benchmarks, load_network_stats, scission_problem
 from splitinfer.profile.sizes import profile_at
 from splitinfer.profile.tradeoff_profile import tradeoffs_for_planning
 from splitinfer.units import check_number, parse_size_bytes, parse_time_s
@@ -60,6 +58,8 @@ HELP = """Find the best split and placement of a profiled model, exactly.
   splitinfer plan profile.json --cluster cluster.yaml --objective pareto --compressions int8,lz4
 
   splitinfer plan --scission benchmark_data network_stats.csv vgg19 -d "!-1" -e 10 -c 16
+
+  splitinfer plan --scission benchmark_data network_stats.csv vgg19 --device-upload 0.5 --edge-time 20%
 
   splitinfer plan --scission benchmark_data network_stats.csv vgg19 --general --top 5
 
@@ -120,24 +120,6 @@ def _write(plans: list[Plan], output: Path | None, provenance: Provenance) -> No
     console.print(f"wrote {output}", highlight=False)
 
 
-def _scission(
-    args: list[str], criteria_texts: dict[str, str | None], input_mb: float, result_count: int, general: bool
-) -> tuple[Problem | None, Provenance]:
-    folder, network_csv, model = args
-    network_path = Path(network_csv)
-    if not network_path.exists() and (Path(folder) / network_csv).exists():
-        network_path = Path(folder) / network_csv  # Scission reads it relative to the folder
-    systems = load_benchmarks(folder, model)
-    network = load_network_stats(network_path)
-    provenance = Provenance(model=model, scission_dir=str(folder), network_stats=str(network_path))
-    if general:
-        return scission_problem(systems, network, input_mb=input_mb), provenance
-    criteria = {tier: parse_criteria(criteria_texts[tier], tier) for tier in TIERS}
-    results = rank_scission(systems, network, criteria, input_mb=input_mb, result_count=result_count)
-    sys.stdout.write("".join(r.line(i) + "\n" for i, r in enumerate(results, start=1)))
-    return None, provenance
-
-
 def _check_args(args: list[str], scission: bool, objective: str) -> None:
     want = 3 if scission else 1
     if len(args) != want:
@@ -150,8 +132,7 @@ def _check_args(args: list[str], scission: bool, objective: str) -> None:
         raise PlanError(f"unknown objective {objective!r}", f"use one of: {', '.join(OBJECTIVES)}")
 
 
-def _check_numbers(top: int, time_limit: float, bounds: dict[str, float | None], result_count: int,
-                   in_flight: int) -> None:
+def _check_numbers(top: int, time_limit: float, bounds: dict[str, float | None], in_flight: int) -> None:
     """Every numeric option in its range before any file is read; else one line naming the flag."""
     check_number(top, "--top", low=1, high=MAX_TOP_K, whole=True, error=PlanError)
     check_number(time_limit, "--time-limit", low=0, low_open=True, high=MAX_TIME_LIMIT_S, error=PlanError,
@@ -159,7 +140,6 @@ def _check_numbers(top: int, time_limit: float, bounds: dict[str, float | None],
     for flag, value in bounds.items():
         if value is not None:
             check_number(value, flag, low=0, error=PlanError)
-    check_number(result_count, "--result-count", low=1, high=MAX_TOP_K, whole=True, error=PlanError)
     check_number(in_flight, "--in-flight", low=1, high=MAX_IN_FLIGHT, whole=True, error=PlanError,
                  fix="requests a stage holds at once, e.g. the --concurrency you will bench at")
 
@@ -321,15 +301,12 @@ def plan_command(
     model: Path | None = typer.Option(
         None, "--model", help="With --check-quality: the model file (default: the profile's)."
     ),
-    scission: bool = typer.Option(False, "--scission", help="Read Scission's benchmark files instead."),
-    device_criteria: str | None = typer.Option(None, "--device", "-d", help="Scission device criteria."),
-    edge_criteria: str | None = typer.Option(None, "--edge", "-e", help="Scission edge criteria."),
-    cloud_criteria: str | None = typer.Option(None, "--cloud", "-c", help="Scission cloud criteria."),
-    input_mb: float = typer.Option(0.15, "--input", "-i", help="Scission: input size in MB (10^6 bytes)."),
-    result_count: int = typer.Option(5, "--result-count", help="Scission: how many results."),
-    general: bool = typer.Option(
-        False, "--general", help="Scission: plan its data under splitinfer's general model."
-    ),
+    scission: bool = sc.SCISSION, general: bool = sc.GENERAL, input_mb: float | None = sc.INPUT,
+    result_count: int | None = sc.RESULT_COUNT, device_criteria: str | None = sc.DEVICE,
+    device_upload: float | None = sc.DEVICE_UPLOAD, device_time: str | None = sc.DEVICE_TIME,
+    edge_criteria: str | None = sc.EDGE, edge_upload: float | None = sc.EDGE_UPLOAD,
+    edge_time: str | None = sc.EDGE_TIME, cloud_criteria: str | None = sc.CLOUD,
+    cloud_time: str | None = sc.CLOUD_TIME,
     input_shape: list[str] | None = typer.Option(
         None, "--input-shape", metavar="NAME=D1,D2,...", show_default=False,
         help="A profile made at several input sizes: the size to plan for, e.g. x=8,3,224,224 (default: "
@@ -343,17 +320,21 @@ def plan_command(
         "profile's calibration samples, e.g. 2%."),
 ) -> None:
     _check_args(args, scission, objective)
-    _check_numbers(top, time_limit, {"--min-throughput": min_throughput, "--max-energy": max_energy,
-                                     "--input": input_mb}, result_count, in_flight)
+    _check_numbers(top, time_limit, {"--min-throughput": min_throughput, "--max-energy": max_energy},
+                   in_flight)
+    scission_options = sc.ScissionOptions(device_criteria, device_upload, device_time, edge_criteria,
+                                          edge_upload, edge_time, cloud_criteria, cloud_time, input_mb,
+                                          result_count, general)
+    scission_options.check(scission)
     check_writable(output, "-o")
     wanted = {"max_quality_drop": parse_quality_drop(max_quality_drop), "precisions": _names(precisions),
               "compressions": _names(compressions)}
     tradeoffs, profile = None, None
     if scission:
-        texts = {"device": device_criteria, "edge": edge_criteria, "cloud": cloud_criteria}
-        problem, provenance = _scission(args, texts, input_mb, result_count, general)
-        if problem is None:
+        scission_run = sc.run_scission(args, scission_options)
+        if scission_run is None:  # Scission's own ranking, printed
             return
+        problem, provenance = scission_run
         if sink is not None:
             problem = dataclasses.replace(problem, sink=_sink(sink))
     else:

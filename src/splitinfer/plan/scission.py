@@ -11,6 +11,12 @@ range of blocks or nothing. Its cost model, kept here only for compatibility:
 - a quirk kept on purpose: when the edge and cloud times are both exactly 0 the
   device's output counts as 0 bytes, and when the cloud time is 0 the edge's does.
 
+Besides its criteria, Scission limits what the device and the edge send (bytes as
+counted above, quirk included) and each tier's compute time, in seconds or as a
+percentage of the scenarios' compute time (transfers not counted). A query that
+no scenario satisfies gives no results (an empty list), as Scission prints
+"No results for the specified configuration".
+
 Scenarios are enumerated as Scission does (systems: device x edge x cloud in the
 order given; splits: device end x, edge end y > x or none), identical scenarios
 (same systems used, same layer ranges) are counted once, and ties in the ranking
@@ -22,7 +28,7 @@ keep the order of first appearance. Lines print as::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -60,12 +66,15 @@ class ScissionLink:
 
 @dataclass(frozen=True)
 class TierCriteria:
-    """One tier's criteria: layers that must (not) run there, systems to use (not)."""
+    """One tier's criteria: layers that must (not) run there, systems to use (not), and its limits."""
 
     layers_in: tuple[int, ...] = ()
     layers_out: tuple[int, ...] = ()
     names_in: tuple[str, ...] = ()
     names_out: tuple[str, ...] = ()
+    max_upload_bytes: float | None = None  # what the tier sends (--device-upload / --edge-upload)
+    max_time_s: float | None = None  # its compute seconds (--TIER-time N)
+    max_time_percent: float | None = None  # its share of the compute, percent (--TIER-time N%)
 
 
 def parse_criteria(text: str | None, tier: str = "device") -> TierCriteria:
@@ -95,12 +104,28 @@ def parse_criteria(text: str | None, tier: str = "device") -> TierCriteria:
 
 
 @dataclass(frozen=True)
+class ScissionScenario:
+    """Which system runs which blocks (indices into ``blocks``, inclusive; None: the tier is unused),
+    and the bytes the device and the edge send as Scission counts them (its quirk applied)."""
+
+    device: str
+    edge: str | None
+    cloud: str | None
+    device_blocks: tuple[int, int] | None
+    edge_blocks: tuple[int, int] | None
+    cloud_blocks: tuple[int, int] | None
+    device_sends: float
+    edge_sends: float
+
+
+@dataclass(frozen=True)
 class ScissionResult:
     """One ranked scenario: total seconds, megabytes sent, and Scission's description."""
 
     total_s: float
     megabytes: float
     config: str
+    scenario: ScissionScenario | None = field(default=None, compare=False)
 
     def line(self, rank: int) -> str:
         """The line Scission prints for this result at ``rank``."""
@@ -159,7 +184,7 @@ def _tier(system: ScissionSystem, used: np.ndarray, start: np.ndarray, end: np.n
     )
 
 
-def _keep(tier: _Tier, crit: TierCriteria) -> np.ndarray:
+def _keep(tier: _Tier, crit: TierCriteria, sends: np.ndarray, compute: np.ndarray) -> np.ndarray:
     keep = np.ones(len(tier.used), dtype=bool)
     if crit.names_in:
         keep &= tier.used & (tier.name in crit.names_in)
@@ -169,6 +194,13 @@ def _keep(tier: _Tier, crit: TierCriteria) -> np.ndarray:
         keep &= (tier.first <= layer) & (layer <= tier.last)
     for layer in crit.layers_out:
         keep &= ~((tier.first <= layer) & (layer <= tier.last))
+    if crit.max_upload_bytes is not None:
+        keep &= sends <= crit.max_upload_bytes
+    if crit.max_time_s is not None:
+        keep &= tier.time <= crit.max_time_s
+    elif crit.max_time_percent is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):  # no compute at all: no share (Scission fails)
+            keep &= (tier.time / compute) * 100 <= crit.max_time_percent
     return keep
 
 
@@ -192,23 +224,25 @@ def _triple(
     criteria: Mapping[str, TierCriteria],
     input_bytes: float,
     splits: tuple[np.ndarray, np.ndarray],
-) -> tuple[np.ndarray, ...] | None:
+) -> dict[str, np.ndarray] | None:
+    """Every split of one (device, edge, cloud) triple that the criteria keep: its columns."""
     xs, ys = splits
     last = len(systems[0].blocks) - 1
     dev = _tier(systems[0], xs >= 0, np.zeros_like(xs), xs)
     edge = _tier(systems[1], ys >= 0, xs + 1, ys)
-    cloud = _tier(systems[2], (xs != last) & (ys != last), np.maximum(xs, ys) + 1, np.full_like(xs, last))
-    keep = np.ones(len(xs), dtype=bool)
-    for tier, name in ((dev, "device"), (edge, "edge"), (cloud, "cloud")):
-        keep &= _keep(tier, criteria.get(name, TierCriteria()))
-    if not keep.any():
-        return None
+    cloud_start = np.maximum(xs, ys) + 1
+    cloud = _tier(systems[2], (xs != last) & (ys != last), cloud_start, np.full_like(xs, last))
     dev_out = np.where(dev.used, dev.out, input_bytes)
     edge_out = np.where(edge.used, edge.out, 0.0)
     # Scission's quirk: tests on the times, not on which tiers are used.
     dev_out = np.where((edge.time == 0) & (cloud.time == 0), 0.0, dev_out)
     edge_out = np.where(~((edge.time == 0) & (cloud.time == 0)) & (cloud.time == 0), 0.0, edge_out)
     compute = dev.time + edge.time + cloud.time
+    keep = np.ones(len(xs), dtype=bool)
+    for tier, name, sends in ((dev, "device", dev_out), (edge, "edge", edge_out), (cloud, "cloud", 0 * xs)):
+        keep &= _keep(tier, criteria.get(name, TierCriteria()), sends, compute)
+    if not keep.any():
+        return None
     d, e, c = (s.name for s in systems)
     first = np.where(
         edge.used,
@@ -219,26 +253,35 @@ def _triple(
         edge.used & cloud.used, _hop(network, e, c, edge_out, keep & edge.used & cloud.used), 0.0
     )
     transfer = np.where(edge.used & cloud.used, first + second, first)
-    total = compute + transfer
+    columns = {
+        "total": compute + transfer, "dev_out": dev_out, "edge_out": edge_out, "x": xs, "y": ys,
+        "d0": dev.first, "d1": dev.last, "e_used": edge.used, "e0": edge.first, "e1": edge.last,
+        "c_used": cloud.used, "c0": cloud.first, "c1": cloud.last, "c_start": cloud_start,
+    }
+    return {k: v[keep] for k, v in columns.items()}
+
+
+def _config(names: tuple[str, str, str], row: dict) -> str:
+    edge = names[1] if row["e_used"] else None
+    cloud = names[2] if row["c_used"] else None
     return (
-        total[keep],
-        (dev_out + edge_out)[keep],
-        dev.first[keep],
-        dev.last[keep],
-        edge.used[keep],
-        edge.first[keep],
-        edge.last[keep],
-        cloud.used[keep],
-        cloud.first[keep],
-        cloud.last[keep],
+        f"Device({names[0]}) = {row['d0']} - {row['d1']}, Edge({edge}) = {row['e0']} - {row['e1']}, "
+        f"Cloud({cloud}) = {row['c0']} - {row['c1']}"
     )
 
 
-def _config(names: tuple[str, str, str], row: tuple) -> str:
-    _, _, d0, d1, e_used, e0, e1, c_used, c0, c1 = row
-    edge = names[1] if e_used else None
-    cloud = names[2] if c_used else None
-    return f"Device({names[0]}) = {d0} - {d1}, Edge({edge}) = {e0} - {e1}, Cloud({cloud}) = {c0} - {c1}"
+def _scenario(names: tuple[str, str, str], row: dict, last: int) -> ScissionScenario:
+    x, y = row["x"], row["y"]
+    return ScissionScenario(
+        names[0],
+        names[1] if row["e_used"] else None,
+        names[2] if row["c_used"] else None,
+        (0, x) if x >= 0 else None,
+        (x + 1, y) if y >= 0 else None,
+        (row["c_start"], last) if row["c_used"] else None,
+        row["dev_out"],
+        row["edge_out"],
+    )
 
 
 def rank_scission(
@@ -249,7 +292,8 @@ def rank_scission(
     input_mb: float = 0.15,
     result_count: int = 5,
 ) -> list[ScissionResult]:
-    """The ``result_count`` fastest scenarios under Scission's model and criteria, fastest first."""
+    """The ``result_count`` fastest scenarios under Scission's model and criteria, fastest first;
+    none when no scenario satisfies them."""
     criteria = criteria or {}
     tiers = {t: [s for s in systems if s.tier == t] for t in TIERS}
     for s in systems:
@@ -277,20 +321,23 @@ def rank_scission(
                     parts.append(got)
                     names.append((d.name, e.name, c.name))
     if not parts:
-        raise InfeasibleError("no scenario satisfies the Scission criteria", "relax the -d/-e/-c criteria")
-    totals = np.concatenate([p[0] for p in parts])
-    owner = np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(parts)])
-    offset = np.concatenate([np.arange(len(p[0])) for p in parts])
+        return []
+    totals = np.concatenate([p["total"] for p in parts])
+    owner = np.concatenate([np.full(len(p["total"]), i) for i, p in enumerate(parts)])
+    offset = np.concatenate([np.arange(len(p["total"])) for p in parts])
+    last = len(systems[0].blocks) - 1
     results: list[ScissionResult] = []
     seen: set[str] = set()
     for flat in np.argsort(totals, kind="stable"):
         part = parts[owner[flat]]
-        row = tuple(col[offset[flat]].item() for col in part)
+        row = {k: col[offset[flat]].item() for k, col in part.items()}
         config = _config(names[owner[flat]], row)
         if config in seen:
             continue
         seen.add(config)
-        results.append(ScissionResult(row[0], row[1] / 1000 / 1000, config))
+        megabytes = (row["dev_out"] + row["edge_out"]) / 1000 / 1000
+        scenario = _scenario(names[owner[flat]], row, last)
+        results.append(ScissionResult(row["total"], megabytes, config, scenario))
         if len(results) == result_count:
             break
     return results

@@ -9,8 +9,8 @@ Typical use::
 Modules: ``inputs`` (what a report shows, colours), ``figures`` and ``plan_figures``
 (matplotlib), ``quality`` and ``quality_figures`` (an eval file: its tables and the
 confusion matrix), ``tables`` (terminal and CSV), ``html`` (the page), ``writer`` (all
-of it into a folder), ``browser`` (the Chromium check). Importing it loads neither
-ZeroMQ nor ONNX Runtime.
+of it into a folder), ``browser`` (the Chromium check), ``scission`` (Scission's graph of a
+scenario). Importing it loads neither ZeroMQ nor ONNX Runtime.
 """
 
 from splitinfer.report.browser import PageCheck, check_page, find_browser
