@@ -25,6 +25,8 @@ class ErrorCode(StrEnum):
     UNKNOWN_KIND = "unknown_kind"  # the receiver does not handle this kind of message
     UNEXPECTED = "unexpected"  # a reply sent where a request was expected
     UNKNOWN_STAGE = "unknown_stage"  # the worker hosts no such stage
+    INTEGRITY = "integrity"  # bytes that do not match their SHA-256 (a partition or a chunk of one)
+    MISSING_PARTITION = "missing_partition"  # a deploy names a partition (by hash) the worker does not hold
     FAILED = "failed"  # anything else: the worker tried and failed
 
 
@@ -135,6 +137,8 @@ ERROR_OF_CODE: dict[ErrorCode, type[SplitinferError]] = {
     ErrorCode.UNKNOWN_KIND: TransportError,
     ErrorCode.UNEXPECTED: TransportError,
     ErrorCode.UNKNOWN_STAGE: WorkerError,
+    ErrorCode.INTEGRITY: TransportError,
+    ErrorCode.MISSING_PARTITION: WorkerError,
     ErrorCode.FAILED: WorkerError,
 }
 # The code an error reply carries for each exception class; the first match wins, so subclasses

@@ -41,9 +41,12 @@ SAMPLES = {type(h).__name__: msgspec.to_builtins(h) for h in (
     messages.Shutdown(), messages.Infer(deployment_id="d", stage=0, deadline_unix_s=2e9),
     messages.Outputs(deployment_id="d", stamps=[messages.StageStamp(0, "a", 1.0, 1.0, 1.0, 1e-3, 0.0, 64)]),
     messages.ErrorReply(code="failed", problem="p"),
-    messages.Done(data={"a": [1, 2.5, {"b": None}]}))}
+    messages.Done(data={"a": [1, 2.5, {"b": None}]}),
+    messages.PartitionStatus(sha256="a" * 64, size_bytes=300),
+    messages.PartitionChunk(sha256="a" * 64, size_bytes=300, offset=0, chunk_sha256="b" * 64))}
 # What a test may sign with the real token: other kinds could really stop the worker or drop its stages.
-SIGNABLE = {"worker": ("Health", "Info", "Echo", "Infer", "Outputs", "ErrorReply", "Done"),
+SIGNABLE = {"worker": ("Health", "Info", "Echo", "Infer", "Outputs", "ErrorReply", "Done", "PartitionStatus",
+                       "PartitionChunk"),
             "session": ("Outputs", "ErrorReply", "Done")}
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.text(max_size=12),
@@ -54,7 +57,8 @@ dims = st.one_of(st.integers(-2, 4), st.integers(-(2**63), 2**64 - 1))
 dtypes = st.sampled_from([*sorted(codec.ALLOWED_DTYPES), "object", "", "f4"])
 tensor_meta = st.tuples(st.text(max_size=4), dtypes, st.lists(dims, max_size=5), st.booleans()).map(list)
 fields = st.sampled_from(["kind", "request_id", "blobs", "tensors", "deployment_id", "stage", "data",
-                          "deadline_unix_s", "stamps", "route", "inputs", "code", "num_reply_bytes", "zz"])
+                          "deadline_unix_s", "stamps", "route", "inputs", "code", "num_reply_bytes", "zz",
+                          "sha256", "size_bytes", "offset", "chunk_sha256"])
 # Nesting: where msgspec recurses (Done.data's values, an unknown field it skips, a field before the
 # kind it looks for) and where it does not; shallow, or past the interpreter's recursion limit.
 nesting = st.tuples(st.just("deep"), st.sampled_from(["data", "zz", "zz", "tensors", "kind"]),

@@ -134,6 +134,7 @@ def _bad_messages(model: bytes) -> list[tuple[str, list, str]]:
     meta = messages.TensorMeta("t0", "float32", (2, 16))
     deploy = messages.Deploy(deployment_id="dep2", stage=0, device="w", inputs=[meta], outputs=[meta],
                           route=messages.Route("tcp://127.0.0.1:9", True), reply_to="tcp://127.0.0.1:9")
+    chunk = messages.PartitionChunk(sha256="a" * 64, size_bytes=3, offset=0, chunk_sha256="b" * 64)
     return [
         ("one empty frame", [b""], "malformed"),
         ("one garbage frame", [b"\x00garbage"], "malformed"),
@@ -189,15 +190,17 @@ def _bad_messages(model: bytes) -> list[tuple[str, list, str]]:
                                                   arrays=[("nope", x)]), "input"),
         ("probe of a bad address", codec.encode(messages.Probe(address="http://x", sizes_bytes=[1]), TOKEN),
          "malformed"),
+        ("partition chunk unlike its hash", codec.encode(chunk, TOKEN, blobs=[b"abc"]), "integrity"),
     ]
 
 
 def test_every_malformed_message_gets_an_error_reply_and_the_worker_keeps_serving(deployed):
     peer, whole, model = deployed
     cases = _bad_messages(model)
-    # the cases earn every code a bad message can; "failed" is the worker's own failure, and
-    # "unknown_kind" cannot be earned: the decoder already rejects a kind it does not know as malformed
-    assert {code for *_, code in cases} == {c.value for c in ErrorCode} - {"failed", "unknown_kind"}
+    # the cases earn every code a bad message can but "failed" (the worker's own failure), "unknown_kind" (the
+    # decoder rejects a kind it does not know as malformed) and "missing_partition" (test_partition_deploy.py)
+    assert {code for *_, code in cases} == {c.value for c in ErrorCode} - {"failed", "unknown_kind",
+                                                                           "missing_partition"}
     _assert_serves(peer, whole, 0)
     for k, (what, frames, code) in enumerate(cases, start=1):
         peer.dealer.send_multipart(frames)

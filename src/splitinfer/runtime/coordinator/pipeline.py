@@ -19,12 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import numpy as np
 import zmq
 
 from splitinfer.cluster import Cluster, Device
 from splitinfer.compression import Compression, parse_compression
-from splitinfer.errors import ClusterError, ShapeError, SplitinferError
+from splitinfer.errors import ClusterError, ErrorCode, ShapeError, SplitinferError, WorkerError
 from splitinfer.runtime.wire import messages
 from splitinfer.runtime.wire.client import WorkerClient
 from splitinfer.runtime.wire.curve import Keyring
@@ -220,8 +221,8 @@ def deploy_pipeline(stages: Sequence[StageSpec], cluster: Cluster, *, clients: M
     def deploy_one(k: int) -> None:
         stage = stages[k]
         graphs = [e.rule_graph for e in stage.exits if e.rule == "onnx"]
-        blobs = [stage.model_bytes, *stage.more_parts, *graphs]
-        clients[stage.device].request(headers[k], blobs=blobs, timeout_s=timeout_s)
+        deploy_by_hash(clients[stage.device], headers[k], [stage.model_bytes, *stage.more_parts], graphs,
+                       timeout_s)
 
     with ThreadPoolExecutor(max_workers=len(stages)) as pool:
         outcomes = [pool.submit(deploy_one, k) for k in range(len(stages))]
@@ -240,6 +241,27 @@ def deploy_pipeline(stages: Sequence[StageSpec], cluster: Cluster, *, clients: M
     hop_bytes = (*(sum(t.num_bytes for t in s.inputs) for s in stages),
                  sum(t.num_bytes for t in stages[-1].outputs))
     return Pipeline(deployment_id, tuple(stages), uplink, hop_bytes)
+
+
+def deploy_by_hash(client: WorkerClient, header: messages.Deploy, parts: Sequence[bytes],
+                   rule_graphs: Sequence[bytes], timeout_s: float) -> None:
+    """Deploy one stage: each part put on the worker by its SHA-256 (sent only when the worker lacks it,
+    resumed where a broken transfer left it), then the deploy names them by hash; inline, as deploys
+    always were, when the worker cannot keep them (an older worker, its cache off or too small). A part
+    evicted between its upload and the deploy (another stage's upload made room) is put there again."""
+    for attempt in range(2):
+        uploads = [client.put_partition(part, timeout_s=timeout_s) for part in parts]
+        if any(u is None for u in uploads):
+            client.request(header, blobs=[*parts, *rule_graphs], timeout_s=timeout_s)
+            return
+        hashes = [u.sha256 for u in uploads if u is not None]
+        try:
+            client.request(msgspec.structs.replace(header, parts_sha256=hashes), blobs=list(rule_graphs),
+                           timeout_s=timeout_s)
+            return
+        except WorkerError as e:
+            if attempt or e.code != ErrorCode.MISSING_PARTITION:
+                raise
 
 
 def undeploy_pipeline(deployment_id: str, devices: set[str] | frozenset[str],

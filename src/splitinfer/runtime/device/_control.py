@@ -42,6 +42,7 @@ from splitinfer.profile.timing import (
 from splitinfer.runtime.device._clocks import ClockControl
 from splitinfer.runtime.device._execution import StageRunner, check_signature
 from splitinfer.runtime.device._exits import ExitCheck, ExitingRunner, check_rules
+from splitinfer.runtime.device._partitions import PartitionStore, handle_partition, with_parts
 from splitinfer.runtime.device._resources import ResourceSampler
 from splitinfer.runtime.device._stages import StageTable
 from splitinfer.runtime.wire import codec, messages
@@ -57,7 +58,6 @@ from splitinfer.units import check_address, check_number
 MAX_STAGE = 10_000  # a stage index beyond any pipeline
 MAX_PARTS = 64  # a stage's parts (and its exits): more exits than any model has
 _MAX_COMPRESSION_CHARS = 100  # a compression's text form: a name and a setting or two
-
 
 MAX_CPU_KHZ = 100_000_000  # 100 GHz: no CPU clock is higher
 MAX_GPU_MHZ = 100_000
@@ -79,6 +79,7 @@ class DeviceContext:
     mac_tensors: bool = False  # the token's MAC covers tensor and model bytes too
     resources: ResourceSampler = field(default_factory=ResourceSampler)  # sampling starts when asked
     clocks: ClockControl = field(default_factory=ClockControl)  # a configuration's clocks (DVFS)
+    partitions: PartitionStore | None = None  # partitions kept on disk (device/_partitions.py)
 
     def curve_to(self, server_key: str, address: str) -> Curve | None:
         """CURVE settings to connect to ``address``, whose public key a trusted message named."""
@@ -117,9 +118,12 @@ def handle_control(device: DeviceContext, msg: Message) -> Reply:
         return probe(device, header), []
     if isinstance(header, messages.Resources):
         return device.resources.answer(header, device.providers)
+    if isinstance(header, messages.PartitionStatus | messages.PartitionChunk):
+        return handle_partition(device.partitions, header, msg), []
     raise TransportError(f"a worker does not handle {type(header).__name__} messages",
                          "send one of: health, info, echo, deploy, undeploy, time_partition, "
-                         "time_compression, probe, resources, infer, shutdown", code=ErrorCode.UNKNOWN_KIND)
+                         "time_compression, probe, resources, partition_status, partition_chunk, infer, "
+                         "shutdown", code=ErrorCode.UNKNOWN_KIND)
 
 
 def _specs(metas: list[messages.TensorMeta]) -> tuple[TensorSpec, ...]:
@@ -134,6 +138,7 @@ def _specs(metas: list[messages.TensorMeta]) -> tuple[TensorSpec, ...]:
 def deploy_stage(device: DeviceContext, header: messages.Deploy, msg: Message) -> dict[str, Any]:
     """Build the stage's ORT session once, check its signature, warm it up and install it."""
     _check_deploy(header)
+    msg = with_parts(device.partitions, header, msg)  # the parts it names by hash, from this worker's disk
     rule_blobs = sum(1 for r in header.exits if r.rule == "onnx")
     if len(msg.blobs) != header.num_parts + rule_blobs:
         raise _malformed(f"deploy carries {len(msg.blobs)} blobs, not {header.num_parts + rule_blobs}",

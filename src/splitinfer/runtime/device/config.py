@@ -15,6 +15,9 @@ from splitinfer.providers import parse_provider
 from splitinfer.runtime.wire.codec import DEFAULT_MAX_FRAME_BYTES, MAX_HEADER_BYTES
 from splitinfer.units import check_number, parse_size_bytes
 
+DEFAULT_CACHE_MAX_BYTES = 4 << 30
+MAX_CACHE_BYTES = 1 << 50  # 1 PiB
+
 
 @dataclass(frozen=True)
 class WorkerConfig:
@@ -44,6 +47,17 @@ class WorkerConfig:
                 "they cannot deploy, undeploy or stop it"})
     max_frame_bytes: int = field(default=DEFAULT_MAX_FRAME_BYTES,
                                  metadata={"help": "largest frame accepted (e.g. 1GiB)"})
+    cache_dir: str | None = field(default=None, metadata={
+        "help": "folder of the partitions this worker keeps, by SHA-256, so a deploy of one it holds sends "
+                "only the hash (default: partitions/NAME in $SPLITINFER_CACHE_DIR or ~/.cache/splitinfer, "
+                "or a temporary folder when that cannot be used); one that cannot be written stops the "
+                "worker at start"})
+    cache_max_bytes: int = field(default=DEFAULT_CACHE_MAX_BYTES, metadata={
+        "help": "the most the partition cache holds, pending transfers included (default 4GiB); the least "
+                "recently used are evicted first; 0: keep none (deploys carry their partitions)"})
+    model_dir: str | None = field(default=None, metadata={
+        "help": "a folder of .onnx partitions this device has already: a deploy of one of them (by "
+                "SHA-256) needs no transfer"})
     parent_pid: int | None = field(default=None, metadata={
         "help": "exit when this process dies (set by the local launcher)", "hidden": True})
     die_with_parent: bool = field(default=False, metadata={
@@ -52,7 +66,7 @@ class WorkerConfig:
         "help": "exit when stdin closes (set by the local launcher)", "hidden": True})
 
     def __post_init__(self) -> None:
-        check_options(self.num_threads, self.max_frame_bytes, lambda name: name)
+        check_options(self.num_threads, self.max_frame_bytes, lambda name: name, self.cache_max_bytes)
         if (self.curve_secret_key is None) != (self.curve_coordinator_keys is None):
             raise SplitinferError("CURVE needs this worker's secret key and the coordinator's public keys",
                                   "give curve_secret_key and curve_coordinator_keys together "
@@ -65,14 +79,18 @@ class WorkerConfig:
                                   "give token_file (--token-file) too")
 
 
-def check_options(num_threads: object, max_frame_bytes: object, label: Callable[[str], str]) -> None:
+def check_options(num_threads: object, max_frame_bytes: object, label: Callable[[str], str],
+                  cache_max_bytes: object = 0) -> None:
     """SplitinferError naming ``label(field)`` for a thread count or frame limit this machine cannot
-    honour: num_threads 0 to 4 x its CPUs, max_frame_bytes from the header limit to its memory."""
+    honour: num_threads 0 to 4 x its CPUs, max_frame_bytes from the header limit to its memory;
+    cache_max_bytes from 0 to 1 PiB."""
     check_number(num_threads, label("num_threads"), low=0, high=max_num_threads(), whole=True,
                  fix="0 = ONNX Runtime's default; the most is 4 x this machine's CPUs")
     check_number(max_frame_bytes, label("max_frame_bytes"), low=MAX_HEADER_BYTES,
                  high=psutil.virtual_memory().total, whole=True,
                  fix="at most this machine's memory, e.g. 1GiB")
+    check_number(cache_max_bytes, label("cache_max_bytes"), low=0, high=MAX_CACHE_BYTES, whole=True,
+                 fix="e.g. 20GiB; 0 keeps no partitions")
 
 
 def _size_of(flag: str) -> Callable[[str], int]:
@@ -94,7 +112,7 @@ def build_parser(prog: str = "splitinfer worker") -> argparse.ArgumentParser:
             parser.add_argument(*flags, action="store_true", help=help_text)
         elif f.name == "providers":
             parser.add_argument(*flags, nargs="+", default=list(f.default), help=help_text)
-        elif f.name == "max_frame_bytes":
+        elif f.name in ("max_frame_bytes", "cache_max_bytes"):
             parser.add_argument(*flags, type=_size_of(flags[0]), default=f.default, help=help_text)
         elif f.default is dataclasses.MISSING:
             parser.add_argument(*flags, required=True, help=help_text)
@@ -107,7 +125,8 @@ def build_parser(prog: str = "splitinfer worker") -> argparse.ArgumentParser:
 def parse_config(argv: list[str], prog: str = "splitinfer worker") -> WorkerConfig:
     """A WorkerConfig from command-line arguments."""
     args = vars(build_parser(prog).parse_args(argv))
-    check_options(args["num_threads"], args["max_frame_bytes"], lambda name: "--" + name.replace("_", "-"))
+    check_options(args["num_threads"], args["max_frame_bytes"], lambda name: "--" + name.replace("_", "-"),
+                  args["cache_max_bytes"])
     # "A,B" lists two providers; one with options ("NAME:key=value;key=value") is given alone, since its
     # values may hold commas (OpenVINO's device_type=HETERO:MYRIAD,CPU).
     providers = tuple(p for item in args["providers"]

@@ -49,6 +49,7 @@ from splitinfer.errors import (
 from splitinfer.runtime.device._control import DeviceContext, handle_control
 from splitinfer.runtime.device._exits import run_request
 from splitinfer.runtime.device._forward import forward
+from splitinfer.runtime.device._partitions import open_store
 from splitinfer.runtime.device._stages import DeployedStage, StageTable
 from splitinfer.runtime.device.config import WorkerConfig
 from splitinfer.runtime.wire import codec, messages
@@ -70,9 +71,13 @@ class Worker:
     def __init__(self, config: WorkerConfig, token: bytes | None) -> None:
         self.config = config
         self.token = token
+        # First: a cache folder that cannot be used stops the worker before it opens a socket.
+        self.partitions = open_store(config.name, config.cache_dir, config.cache_max_bytes, config.model_dir,
+                                     config.max_frame_bytes)
         self.context = zmq.Context()
-        self.keys, self.gate = self._curve(config)  # CurveZMQ (wire/curve.py), or None and None
+        self.gate: Gate | None = None
         try:
+            self.keys, self.gate = self._curve(config)  # CurveZMQ (wire/curve.py), or None and None
             self.router = open_socket(self.context, zmq.ROUTER, bind=config.listen, recv_timeout_ms=200,
                                       curve=Curve(self.keys) if self.keys else None)
         except BaseException:
@@ -92,7 +97,7 @@ class Worker:
         self.stages = StageTable(self._open_link)
         self.device = DeviceContext(config.name, self.address, config.providers, config.num_threads,
                                     self.stages, self.context, token, config.max_frame_bytes, self.keys,
-                                    config.mac_tensors)
+                                    config.mac_tensors, partitions=self.partitions)
         self.stop = threading.Event()
         # Set by signal handlers, which must take no lock: Event.set() could deadlock with the
         # main thread's own stop.set() when SIGTERM and the parent-pid check coincide.
@@ -114,6 +119,7 @@ class Worker:
         if self.gate is not None:
             self.gate.stop()
         self.context.destroy(linger=0)
+        self.partitions.close()
 
     # ---- replies -------------------------------------------------------------------------
     def reply(self, identity: bytes | None, header: Any, **payload: Any) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import select
 import shutil
 import subprocess
@@ -60,7 +61,7 @@ class LocalLauncher:
 
     def __init__(self, token: bytes | None, *, startup_timeout_s: float = 60.0,
                  network: NetnsNetwork | None = None, keyring: Keyring | None = None,
-                 mac_tensors: bool = False) -> None:
+                 mac_tensors: bool = False, cache_dir: str | Path | None = None) -> None:
         self.token = token
         self.keyring = keyring  # CURVE: each worker gets its key pair, the coordinator's key, its peers'
         self.mac_tensors = mac_tensors
@@ -68,6 +69,9 @@ class LocalLauncher:
         self.startup_timeout_s = startup_timeout_s
         self.workers: dict[str, LocalWorker] = {}
         self._log_dir = Path(tempfile.mkdtemp(prefix="splitinfer-workers-"))
+        # Each worker's partition cache: a folder per device under ``cache_dir``, or (by default) under the
+        # launcher's temporary folder, removed with it: tests and demos leave nothing in the home folder.
+        self._cache_dir = Path(cache_dir) if cache_dir is not None else self._log_dir / "partitions"
         # The workers stop on close(), or at interpreter exit for a launcher nobody closed; the
         # finalizer holds what it stops, not the launcher.
         self._finalizer = weakref.finalize(self, _stop_workers, self.workers, self._log_dir, network)
@@ -93,7 +97,8 @@ class LocalLauncher:
         cmd = [*prefix, sys.executable, "-m", "splitinfer.runtime.device", "--name", device.name,
                "--listen", f"tcp://{host}:*", "--providers", *device.providers,
                "--num-threads", str(device.num_threads), "--watch-stdin",
-               "--parent-pid", str(os.getpid())]
+               "--parent-pid", str(os.getpid()),
+               "--cache-dir", str(self._cache_dir / re.sub(r"[^A-Za-z0-9._-]", "_", device.name))]
         if threading.current_thread() is threading.main_thread():
             cmd.append("--die-with-parent")
         if self.token is not None:

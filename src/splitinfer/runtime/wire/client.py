@@ -31,6 +31,7 @@ from splitinfer.profile.partition_timing import (
 from splitinfer.runtime.wire import codec, messages
 from splitinfer.runtime.wire.curve import Curve, Keyring
 from splitinfer.runtime.wire.messages import Message, error_of_reply
+from splitinfer.runtime.wire.partitions import PartitionUpload, put_partition
 from splitinfer.runtime.wire.replay import ReplayGuard, Sender
 from splitinfer.runtime.wire.sockets import connect_dealer
 from splitinfer.units import check_number
@@ -89,6 +90,7 @@ class WorkerClient:
         self._sender = Sender()  # numbers this client's requests (wire/replay.py)
         self._replays = ReplayGuard()  # the worker's signed replies, each accepted once
         self._clock_offset_s = 0.0  # the worker's wall clock minus ours, from its last resources reply
+        self.sent_bytes = 0  # every byte of every request this client sent (heads, blobs, tensors)
 
     @classmethod
     def to_device(cls, address: str, token: bytes | None, device: str, *, keyring: Keyring | None = None,
@@ -110,6 +112,7 @@ class WorkerClient:
             frames = codec.encode(header, self.token, blobs=blobs, arrays=arrays, sender=self._sender,
                                   mac_tensors=self.mac_tensors)
             self._sock.send_multipart(frames, copy=False)
+            self.sent_bytes += sum(memoryview(f).nbytes for f in frames)
             deadline = time.perf_counter() + timeout
             refused: TransportError | None = None
             while True:
@@ -267,6 +270,14 @@ class WorkerClient:
         samples = _resource_samples(reply, f"worker {self.name}", sent_s, time.time())
         self._clock_offset_s = samples.clock_offset_s
         return samples
+
+    def put_partition(self, model_bytes: bytes | memoryview,
+                      timeout_s: float | None = None) -> PartitionUpload | None:
+        """Make the worker hold a partition, by its SHA-256: nothing sent when it has it (cache or
+        --model-dir), else its bytes in chunks from where a broken transfer left off, each chunk and the
+        whole checked by hash. None when the worker cannot keep it (older, or its cache is off or too
+        small): deploy it inline. A deploy then names it in ``Deploy.parts_sha256``."""
+        return put_partition(self, model_bytes, timeout_s=timeout_s)
 
     def undeploy(self, deployment_id: str = "", timeout_s: float | None = None) -> int:
         """Remove a deployment's stages from the worker (all for ''); returns how many."""

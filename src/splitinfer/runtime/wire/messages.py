@@ -3,7 +3,8 @@
 A message's header is one of the structs below (encoded as msgpack by
 :mod:`splitinfer.runtime.wire.codec`); tensors and blobs travel beside it. Requests
 a worker answers: ``health``, ``info``, ``echo``, ``deploy``, ``undeploy``,
-``time_partition``, ``time_compression``, ``probe``, ``resources``, ``shutdown``; on the data path:
+``time_partition``, ``time_compression``, ``probe``, ``resources``, ``shutdown``, ``partition_status``,
+``partition_chunk``; on the data path:
 ``infer`` (a stage's inputs, worker to worker) and ``outputs`` (the last stage's, to the coordinator);
 replies: ``done`` and ``error``.
 """
@@ -118,6 +119,9 @@ class Deploy(_Base, tag="deploy"):
     exits: list[ExitRule] = []
     exit_route: Route | None = None
     clocks: Clocks | None = None  # the device's configuration's clocks, set before the stage is built
+    # The parts named by their SHA-256 (hex) instead of sent: the worker holds them (uploaded with
+    # ``partition_chunk``, or in its --model-dir); the blobs are then the exits' rule graphs alone.
+    parts_sha256: list[str] = []
 
 
 class Undeploy(_Base, tag="undeploy"):
@@ -220,9 +224,37 @@ class Done(_Base, tag="done"):
     data: dict[str, Any] = {}
 
 
+# Shipping partitions (device/_partitions.py): a worker keeps them on disk by SHA-256, so a deploy of a
+# partition it holds sends only the hash; one it lacks travels in chunks, resumed where a transfer broke.
+MAX_CHUNK_BYTES = 4 << 20  # a chunk's bytes at most (and at most the worker's --max-frame-bytes)
+
+
+class PartitionStatus(_Base, tag="partition_status"):
+    """Does the worker hold the partition ``sha256`` (hex) of ``size_bytes`` bytes, in its cache or its
+    --model-dir? The reply is a ``done``: ``data`` has ``have`` (bool), ``source`` (``cache``, ``model_dir``
+    or ""), ``offset`` (the bytes a transfer of it left pending, to send on from), ``max_chunk_bytes`` and
+    ``max_bytes`` (its cache's bound: a larger partition cannot be uploaded, and travels inline in the
+    deploy)."""
+
+    sha256: str
+    size_bytes: int
+
+
+class PartitionChunk(_Base, tag="partition_chunk"):
+    """Bytes ``offset`` to ``offset + len(blob 0)`` of the partition ``sha256`` (``size_bytes`` in all);
+    ``chunk_sha256``: the blob's own SHA-256. The worker appends them to its pending file when ``offset`` is
+    what it holds; the last one completes it (the whole file's SHA-256 checked, then it joins the cache).
+    The reply is a ``done``: ``data`` has ``offset`` (the bytes it holds now) and ``complete``."""
+
+    sha256: str
+    size_bytes: int
+    offset: int
+    chunk_sha256: str
+
+
 Header = Union[  # noqa: UP007 (msgspec needs a real Union for tagged decoding)
     Health, Info, Echo, Deploy, Undeploy, TimePartition, TimeCompression, Probe, Resources, Shutdown, Infer,
-    Outputs, ErrorReply, Done
+    Outputs, ErrorReply, Done, PartitionStatus, PartitionChunk
 ]
 NEEDS_NO_AUTH = (Health,)
 
