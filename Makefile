@@ -20,10 +20,21 @@ $(VENV)/.installed-test: pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test,report,serve,ray]'
 	touch $@ $(VENV)/.installed-core
 
+# The framework converters (splitinfer[torch], splitinfer[tf]) for the tests of framework models in:
+# each installed on its own, a failure only a warning (those tests then skip, saying why). torch is the
+# CPU build this machine has a wheel of (TORCH=... for another).
+TORCH ?= torch==2.13.0
+$(VENV)/.installed-frameworks: pyproject.toml Makefile | $(VENV)/.installed-test
+	@if $(BIN)/pip install --quiet '$(TORCH)' 'onnxscript>=0.3'; then echo "installed $(TORCH)"; \
+	  else echo "warning: could not install $(TORCH): the PyTorch conversion tests will skip"; fi
+	@if $(BIN)/pip install --quiet -e '.[tf]'; then echo "installed tensorflow-cpu and tf2onnx"; \
+	  else echo "warning: could not install tensorflow-cpu/tf2onnx: the TensorFlow conversion tests will skip"; fi
+	touch $@
+
 demo: $(VENV)/.installed-core
 	$(BIN)/splitinfer demo
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test $(VENV)/.installed-frameworks
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

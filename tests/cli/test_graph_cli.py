@@ -121,7 +121,7 @@ def _bad_files(tmp_path: Path, files) -> dict[str, Path]:
         (["split", "{conv}", "--all", "--blocks", "2", "-o", "{out}"], "exactly one of --at, --blocks"),
         (["inspect", "{outside}"], "cannot read the external data of"),
         (["inspect", "{outside}"], "points outside the directory"),
-        (["inspect", "{absolute}"], "it is an absolute path"),
+        (["inspect", "{absolute}"], "an absolute path"),
         (["inspect", "{nodata}"], "missing.bin"),
         (["split", "{conv}", "--blocks", "2", "-o", "{file}"], "-o {file} is a file, not a folder"),
         (["split", "{conv}", "--blocks", "2", "-o", "{file}/sub"], "is a file, not a folder"),

@@ -4,7 +4,8 @@ Each command group lives in its own module and registers itself on ``app``;
 this module only turns :class:`SplitinferError` into one line and exit code 2.
 Groups: ``zoo_cmds``, ``graph_cmds`` (inspect, split), ``profile_cmds``, ``plan_cmds``,
 ``runtime_cmds`` (worker, run), ``bench_cmds`` (bench), ``serve_cmds``, ``keys_cmds`` (keygen),
-``report_cmds``, ``demo_cmds``, ``eval_cmds``, ``quantize_cmds``, ``energy_cmds`` (energy sweep);
+``report_cmds``, ``demo_cmds``, ``eval_cmds``, ``quantize_cmds``, ``energy_cmds`` (energy sweep),
+``convert_cmds`` (convert: framework models to ONNX), ``k8s_cmds`` (k8s: Kubernetes manifests);
 ``_common`` and ``_model`` are their shared option parsing and formatting.
 """
 
@@ -14,10 +15,13 @@ import sys
 import traceback
 
 import typer
+from rich.markup import escape
 
-from splitinfer.cli import _common
+from splitinfer.cli import _common, _model
+from splitinfer.convert.verify import DEFAULT_TOLERANCE
 from splitinfer.errors import SplitinferError
 from splitinfer.graph.shapes import as_flags
+from splitinfer.units import check_number
 
 app = typer.Typer(
     name="splitinfer",
@@ -37,18 +41,29 @@ app = typer.Typer(
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    tolerance: float = typer.Option(
+        DEFAULT_TOLERANCE, "--tolerance", metavar="X",
+        help="A framework model given as MODEL (.pt2, .pt, .keras, .h5, SavedModel, .tflite) is converted to "
+             "ONNX and verified on seeded inputs: its outputs may differ from the framework's by X "
+             "times their largest magnitude (at least 1)."),
+    accept_unverified: bool = typer.Option(
+        False, "--accept-unverified", help="Use a converted framework model even if it does not verify."),
 ) -> None:
     _common.DEBUG = debug
+    check_number(tolerance, "--tolerance", low=0, low_open=True, fix="a tolerance such as 1e-4")
+    _model.CONVERT = _model.ConvertOptions(tolerance, accept_unverified)
 
 
 def _register_all() -> None:
     # Imported here so a broken optional group cannot break `--help` of the others.
     from splitinfer.cli import (
         bench_cmds,
+        convert_cmds,
         demo_cmds,
         energy_cmds,
         eval_cmds,
         graph_cmds,
+        k8s_cmds,
         keys_cmds,
         plan_cmds,
         profile_cmds,
@@ -59,8 +74,9 @@ def _register_all() -> None:
         zoo_cmds,
     )
 
-    for module in (demo_cmds, graph_cmds, zoo_cmds, plan_cmds, profile_cmds, runtime_cmds, bench_cmds,
-                   serve_cmds, report_cmds, keys_cmds, eval_cmds, quantize_cmds, energy_cmds):
+    for module in (demo_cmds, convert_cmds, graph_cmds, zoo_cmds, plan_cmds, profile_cmds, runtime_cmds,
+                   bench_cmds, serve_cmds, report_cmds, keys_cmds, eval_cmds, quantize_cmds, energy_cmds,
+                   k8s_cmds):
         module.register(app)
 
 
@@ -79,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         # The library names its arguments (input_shapes=, batch=); here they are flags.
         line = as_flags(e.line())
-        _common.err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+        # escaped: a message's own brackets (pip install 'splitinfer[torch]') are text, not markup
+        _common.err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
         return 2
     except typer.Abort:
         _common.err_console.print("aborted")

@@ -22,11 +22,15 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from splitinfer.errors import InputError, ShapeError
+from splitinfer.cli._common import err_console
+from splitinfer.convert.verify import DEFAULT_TOLERANCE
+from splitinfer.errors import InputError, ShapeError, VerifyError
 from splitinfer.graph import Model, load_model
 
 ModelPath = Annotated[
-    Path, typer.Argument(metavar="MODEL", help="The .onnx model file (external data next to it).",
+    Path, typer.Argument(metavar="MODEL", help="The .onnx model file (external data next to it), or a "
+                         "model of another framework, converted and verified first: .pt2, TorchScript .pt, "
+                         ".keras, .h5, a SavedModel folder, .tflite (see `splitinfer convert`).",
                          show_default=False)
 ]
 InputShapes = Annotated[
@@ -198,18 +202,68 @@ def parse_sizes(values: list[str] | None) -> list[dict[str, tuple[int, ...]]]:
     return [{n: v[k] if len(v) > 1 else v[0] for n, v in given.items()} for k in range(count)]
 
 
+@dataclass
+class ConvertOptions:
+    """How a framework model given as MODEL is converted: the root's ``--tolerance`` and
+    ``--accept-unverified`` (``splitinfer --accept-unverified inspect net.pt2``)."""
+
+    tolerance: float = DEFAULT_TOLERANCE
+    accept_unverified: bool = False
+
+
+CONVERT = ConvertOptions()
+
+
+def onnx_file(path: Path, input_shape: list[str] | None = None, batch: int | None = None) -> Path:
+    """MODEL as an .onnx file: itself, or a framework model converted at its ``--input-shape`` (one size)
+    and ``--batch`` (:func:`converted`)."""
+    from splitinfer.convert import is_framework_model
+
+    if not is_framework_model(path):
+        return path
+    sizes = parse_sizes(input_shape)
+    if len(sizes) > 1:
+        raise ShapeError(f"{path} is converted at one size, and --input-shape gives {len(sizes)}",
+                         "give each input one shape (or export an ONNX model with dynamic dims yourself)")
+    return converted(path, sizes[0], batch)
+
+
+def converted(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None,
+              batch: int | None = None) -> Path:
+    """``path`` itself, or the framework model there converted and verified (from the cache when
+    converted before); the line that says how close it is goes to stderr. A conversion that does not
+    verify is an error unless ``--accept-unverified`` was given."""
+    from splitinfer.convert import UnverifiedConversion, convert_file, is_framework_model
+
+    if not is_framework_model(path):
+        return path
+    try:
+        conversion = convert_file(path, input_shapes or None, batch, tolerance=CONVERT.tolerance,
+                                  accept_unverified=CONVERT.accept_unverified)
+    except UnverifiedConversion as e:
+        raise VerifyError(e.problem, "check the model's ops against the converter; or give a larger "
+                          "tolerance or take it anyway, before the command: splitinfer --tolerance 1e-3 ... "
+                          "or splitinfer --accept-unverified ...") from None
+    err_console.print(conversion.line(), highlight=False, soft_wrap=True, markup=False)
+    assert conversion.path is not None
+    return conversion.path
+
+
 def open_model(path: Path, input_shape: list[str] | None = None, batch: int | None = None,
-               given: GivenInputs | None = None, sizes: bool = False) -> Model:
+               given: GivenInputs | None = None, sizes: bool = False,
+               weights_on_disk: bool | None = None) -> Model:
     """Load the MODEL argument with its ``--input-shape`` / ``--batch`` options and, with ``given``,
     its ``--input`` / ``--inputs`` / ``--fix-input`` ones. ``sizes``: an input may be given several
-    shapes (one per size the partitions serve: :func:`parse_sizes`)."""
+    shapes (one per size the partitions serve: :func:`parse_sizes`). A framework model is converted
+    first (:func:`onnx_file`)."""
+    path = onnx_file(path, input_shape, batch)
     given = given or GivenInputs()
     feeds, fixed = given.feeds(), given.fixed()
     # The library's messages name feeds= and fixed_inputs=; the CLI's error line spells them as
     # options (graph/shapes.as_flags).
     if not sizes:
         return load_model(path, input_shapes=parse_input_shapes(input_shape), batch=batch, feeds=feeds,
-                          fixed_inputs=fixed)
+                          fixed_inputs=fixed, weights_on_disk=weights_on_disk)
     first, *others = parse_sizes(input_shape)
     return load_model(path, input_shapes=first, batch=batch, feeds=feeds, fixed_inputs=fixed,
-                      sizes=others or None)
+                      sizes=others or None, weights_on_disk=weights_on_disk)

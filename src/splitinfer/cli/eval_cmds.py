@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from splitinfer.cli._common import check_writable, console, print_json
-from splitinfer.cli._model import ModelPath
+from splitinfer.cli._model import ModelPath, converted
 from splitinfer.cli.runtime_cmds import ClusterOpt, Deployment, ProfileOpt, open_session, resolve_deployment
 from splitinfer.errors import InputError, PlanError, SplitinferError
 from splitinfer.units import check_number
@@ -177,6 +177,7 @@ def eval_command(
 
     from splitinfer.runtime import evaluate as ev
 
+    model = converted(model)  # a framework model: converted and verified first
     reference = ev.reference_runner(model)
     dep = resolve_deployment(plan, cluster, model, profile, rank or 1) if plan is not None else None
     # Images are made to fit the deployed input (the profile fixes its shape), else the model's own.

@@ -130,7 +130,9 @@ def inspect(
     """
     started = time.perf_counter()
     _check_cut_options(max_cut_tensors, max_blocks)
-    m = open_model(model, input_shape, batch, GivenInputs(inputs, inputs_file, fix_input), sizes=True)
+    # Inspecting and splitting read external weights range by range: the process holds one partition's.
+    m = open_model(model, input_shape, batch, GivenInputs(inputs, inputs_file, fix_input), sizes=True,
+                   weights_on_disk=True)
     analysis = analyze(m, max_cut_tensors=max_cut_tensors, max_blocks=max_blocks)
     elapsed_s = time.perf_counter() - started
     if json_out:
@@ -268,7 +270,8 @@ def split_command(
     """
     _check_cut_options(max_cut_tensors, 0)
     check_folder(out, "-o")
-    m = open_model(model, input_shape, batch, GivenInputs(inputs, inputs_file, fix_input), sizes=True)
+    m = open_model(model, input_shape, batch, GivenInputs(inputs, inputs_file, fix_input), sizes=True,
+                   weights_on_disk=True)
     declared = read_exit_options(m, exits, exit_rule, exit_threshold, exit_rule_path)
     analysis, cuts = _cuts_for(m, at, blocks, all_blocks, max_cut_tensors, declared)
     parts = split(m, cuts, analysis)  # type: ignore[arg-type]

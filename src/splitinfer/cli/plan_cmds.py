@@ -14,7 +14,7 @@ import typer
 from splitinfer.cli import _scission as sc
 from splitinfer.cli._common import check_writable, console
 from splitinfer.cli._configurations import compared_tables
-from splitinfer.cli._model import parse_input_shapes
+from splitinfer.cli._model import converted, parse_input_shapes
 from splitinfer.cli._plan_tables import energy_tables, format_plans
 from splitinfer.cluster import load_cluster
 from splitinfer.errors import PlanError, ShapeError, SplitinferError
@@ -183,7 +183,7 @@ def _repaired(problem: Problem, tradeoffs: Tradeoffs | None, objective: str, con
     from splitinfer.runtime.repair import plan_within_budget
 
     profile = load_profile(profile_path)
-    model_path = model or (Path(profile.model.path) if profile.model.path else None)
+    model_path = converted(model) if model else (Path(profile.model.path) if profile.model.path else None)
     if model_path is None:
         raise PlanError("the profile does not say where its model file is", "give it with --model")
     shape = next(iter(profile.model.input_shapes.values()), None)

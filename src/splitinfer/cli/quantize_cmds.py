@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from splitinfer.cli._common import check_writable, console
-from splitinfer.cli._model import ModelPath
+from splitinfer.cli._model import ModelPath, converted
 from splitinfer.errors import InputError, SplitinferError
 from splitinfer.units import check_number
 
@@ -107,7 +107,7 @@ def quantize_command(
 
     from splitinfer.graph.quantize import read_model
 
-    proto = read_model(model)
+    proto = read_model(converted(model))  # a framework model: converted and verified first
     chosen = choose_method(proto, precision, method)
     if chosen == "static" and calibration is None:
         why = "--method static" if method == "static" else \

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from splitinfer.cli._common import console, format_bytes
+from splitinfer.cli._model import converted
 from splitinfer.errors import SplitinferError
 
 ProfileArg = Annotated[
@@ -107,7 +108,8 @@ def report(
             written.append(path)
             status.update(f"writing the report: {path.name}")
 
-        index = write_report(profile, output, plans=plan, bench=bench, model=model, evaluation=doc,
+        index = write_report(profile, output, plans=plan, bench=bench,
+                             model=converted(model) if model is not None else None, evaluation=doc,
                              gain=gain, rank=rank, on_file=on_file)
     for path in written:
         console.print(f"  {path.name:<24} {format_bytes(path.stat().st_size):>10}", highlight=False)

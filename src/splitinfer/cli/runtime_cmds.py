@@ -25,6 +25,7 @@ from rich.table import Table
 from splitinfer.cli._bench_tables import format_bench_table as format_bench_table
 from splitinfer.cli._common import check_writable, console, format_bytes
 from splitinfer.cli._inputs import read_dataset, read_inputs, single_input, top_k_table
+from splitinfer.cli._model import converted
 from splitinfer.cluster import Cluster, load_cluster
 from splitinfer.errors import (
     CalibrationNeeded,
@@ -52,7 +53,8 @@ PlanArg = Annotated[Path, typer.Argument(metavar="PLAN", help="plan.json written
 ClusterOpt = Annotated[Path | None, typer.Option(
     "--cluster", help="cluster.yaml (default: the one the plan was made with).", show_default=False)]
 ModelOpt = Annotated[Path | None, typer.Option(
-    "--model", help="The .onnx model (default: the profile's model path).", show_default=False)]
+    "--model", help="The .onnx model (default: the profile's model path); a framework model is converted "
+                    "and verified first.", show_default=False)]
 ProfileOpt = Annotated[Path | None, typer.Option(
     "--profile", help="profile.json the plan was made from: block settings and re-planning on failure "
                       "(default: the plan's).", show_default=False)]
@@ -102,6 +104,8 @@ def resolve_deployment(plan_path: Path, cluster: Path | None, model: Path | None
     if model_path is None:
         raise ModelError("no model given and the plan's profile names no model file found here",
                          "give --model MODEL.onnx")
+    # a framework model (--model, or the one a plan names): converted and verified first
+    model_path = converted(model_path, input_shapes or _profiled_shapes(the_profile))
     # With a profile, the model loads with the input shapes it recorded (a mismatch names the profile).
     if the_profile is None:
         loaded = load_model(model_path, input_shapes=input_shapes or None)
@@ -109,6 +113,13 @@ def resolve_deployment(plan_path: Path, cluster: Path | None, model: Path | None
         loaded = load_as_profiled(model_path, the_profile)
         _check_profiled_shapes(loaded, input_shapes or {}, plan.provenance.input_shapes)
     return Deployment(plan, load_cluster(cluster_path), loaded, the_profile)
+
+
+def _profiled_shapes(profile: Profile | None) -> dict[str, tuple[int, ...]] | None:
+    """The input shapes a profile was made at: a framework model given as --model is converted at them."""
+    if profile is None:
+        return None
+    return {name: tuple(dims) for name, dims in profile.model.input_shapes.items()} or None
 
 
 def _check_profiled_shapes(model: Model, input_shapes: dict[str, tuple[int, ...]],

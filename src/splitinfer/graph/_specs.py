@@ -8,6 +8,7 @@ outputs (``probe_shapes``).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -98,7 +99,7 @@ def find_gaps(graph: onnx.GraphProto, specs: Mapping[str, TensorSpec], uncuttabl
 
 def probe_shapes(
     proto: onnx.ModelProto, gaps: list[str], specs: dict[str, TensorSpec], uncuttable: set[str],
-    feeds: dict[str, np.ndarray], given: Mapping[str, np.ndarray],
+    feeds: dict[str, np.ndarray], given: Mapping[str, np.ndarray], external_dir: Path | None = None,
 ) -> None:
     """Run the model once on ``feeds`` with the unknown tensors as extra outputs; read their shapes."""
     graph = proto.graph
@@ -107,7 +108,8 @@ def probe_shapes(
     num_outputs = len(graph.output)
     graph.output.extend(onnx.ValueInfoProto(name=g) for g in extra)
     try:
-        session = create_inference_session(proto.SerializeToString(), optimize=False)
+        session = create_inference_session(proto.SerializeToString(), optimize=False,
+                                           external_dir=external_dir)
         names = [o.name for o in session.get_outputs()]
         values = session.run(names, feeds, quiet_run())
     except SplitinferError:

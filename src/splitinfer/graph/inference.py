@@ -10,6 +10,7 @@ import contextlib
 import io
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from splitinfer.errors import ModelError, SplitinferError, WorkerError, first_line
@@ -37,8 +38,14 @@ def check_providers(providers: Sequence[str]) -> list[tuple[str, dict[str, str]]
 
 
 def create_inference_session(model_bytes: bytes | memoryview, providers: Sequence[str] = DEFAULT_PROVIDERS,
-                             num_threads: int = 0, optimize: bool = True) -> ort.InferenceSession:
+                             num_threads: int = 0, optimize: bool = True,
+                             external_dir: str | Path | None = None) -> ort.InferenceSession:
     """A quiet inference session on serialized model bytes.
+
+    ``external_dir``: the folder the model's external data locations are relative to (a model loaded
+    with its weights on disk, :mod:`splitinfer.graph.external`): ONNX Runtime reads them from there.
+    Without it ONNX Runtime looks for them relative to the working directory: give whole models to workers
+    (``Partition.to_bytes`` inlines the weights).
 
     ``num_threads=0`` lets ONNX Runtime pick. ``optimize=False`` skips graph rewrites:
     used when the session runs once (shape probing), where optimizing would cost more
@@ -53,6 +60,9 @@ def create_inference_session(model_bytes: bytes | memoryview, providers: Sequenc
     options.log_severity_level = 4
     options.intra_op_num_threads = num_threads
     options.inter_op_num_threads = 1  # partitions run sequentially; a second pool would only spin
+    if external_dir is not None:
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                         str(external_dir))
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     data = bytes(model_bytes)

@@ -10,7 +10,9 @@
 
 Partitions are listed in chain order; ``cut_bytes`` is the bytes of a
 partition's outputs; ``first_block``/``last_block`` are null when the cuts
-were not block bounds.
+were not block bounds. A partition of a model whose weights are external data
+(:mod:`splitinfer.graph.external`) keeps them so: ``part_<k>.onnx`` with its own ``part_<k>.data``
+(``data_file``), both in the folder; ONNX Runtime opens it from its path.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from splitinfer.types import TensorSpec
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-_PART_FILE = re.compile(r"part_(\d+)\.onnx")
+_PART_FILE = re.compile(r"part_(\d+)\.(onnx|data)")
 
 
 class ManifestEntry(msgspec.Struct, frozen=True):
@@ -47,6 +49,7 @@ class ManifestEntry(msgspec.Struct, frozen=True):
     first_block: int | None = None
     last_block: int | None = None
     exit: str | None = None  # the early exit this partition ends at (makes), if any
+    data_file: str | None = None  # its external data file (weights of a model with external data), if any
 
 
 class Manifest(msgspec.Struct, frozen=True):
@@ -93,9 +96,10 @@ def write_partitions(
             index=part.index, file=name, inputs=part.inputs, outputs=part.outputs,
             cut_bytes=part.cut_bytes, num_nodes=part.num_nodes,
             first_block=part.first_block, last_block=part.last_block, exit=ends.get(part.index),
+            data_file=f"part_{part.index}.data" if part.is_external else None,
         ))
-    written = {e.file for e in entries}
-    for stale in directory.glob("part_*.onnx"):
+    written = {e.file for e in entries} | {e.data_file for e in entries if e.data_file}
+    for stale in directory.glob("part_*.*"):
         if _PART_FILE.fullmatch(stale.name) and stale.name not in written:
             stale.unlink()
     manifest = Manifest(

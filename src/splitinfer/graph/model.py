@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import external_data_helper
 
 from splitinfer.errors import ModelError, ShapeError, SplitinferError, first_line
 from splitinfer.graph._specs import (
@@ -30,6 +29,14 @@ from splitinfer.graph._specs import (
     probe_shapes,
 )
 from splitinfer.graph.dynamic import find_dynamic_dims, infer_with, known_dims, open_value_info
+from splitinfer.graph.external import (
+    INLINE_MAX_BYTES,
+    PROTOBUF_LIMIT_BYTES,
+    check_external,
+    external_bytes,
+    inline_small,
+    uses_external,
+)
 from splitinfer.graph.feeds import (
     cannot_run_error,
     check_feed_specs,
@@ -62,7 +69,8 @@ class Model:
     shapes: :mod:`splitinfer.graph.dynamic`; ``tensors`` holds the sizes seen on the load's input),
     ``symbolic_dims`` (tensor -> the axes that follow the input sizes the model serves:
     :mod:`splitinfer.graph.sizes`), ``sizes`` (those input sizes, the one loaded first; only that one
-    when the shapes were fixed).
+    when the shapes were fixed), ``external_dir`` (the folder of the weights left on disk as external
+    data, :mod:`splitinfer.graph.external`; None when every weight is in ``proto``).
     """
 
     def __init__(
@@ -77,8 +85,10 @@ class Model:
         dynamic_dims: Mapping[str, tuple[int, ...]] | None = None,
         symbolic_dims: Mapping[str, tuple[int, ...]] | None = None,
         sizes: Sequence[Mapping[str, tuple[int, ...]]] = (),
+        external_dir: Path | None = None,
     ) -> None:
         self.proto = proto
+        self.external_dir = external_dir
         self.dynamic_dims: Mapping[str, tuple[int, ...]] = dict(dynamic_dims or {})
         self.symbolic_dims: Mapping[str, tuple[int, ...]] = dict(symbolic_dims or {})
         # The axes partitions leave open: data-dependent or following the input sizes served.
@@ -167,8 +177,15 @@ def load_model(
     feeds: Mapping[str, np.ndarray] | None = None,
     fixed_inputs: Mapping[str, object] | None = None,
     sizes: Sequence[Mapping[str, Sequence[int]]] | None = None,
+    weights_on_disk: bool | None = None,
 ) -> Model:
     """Load a model from a path (external data next to it), bytes or a ModelProto.
+
+    ``weights_on_disk``: a model saved with external data keeps its weights there (read range by
+    range when partitions are written or verified: ``graph/external.py``) instead of in memory. None:
+    only when they exceed what one protobuf holds (2 GiB), since the paths that run the whole model in
+    one inference session (profiling, quantising, evaluating) need them in memory; inspecting,
+    splitting and verifying work either way.
 
     ``input_shapes`` fixes input shapes by name; ``batch`` fixes a dynamic
     leading dim of every input. ``feeds``: real values of some inputs (name ->
@@ -187,7 +204,7 @@ def load_model(
     not take, and a model ONNX Runtime cannot run on the (generated) inputs.
     """
     wanted = check_sizes(sizes)
-    proto, sha256, path, label = _read(source)
+    proto, sha256, path, label = _read(source, weights_on_disk)
     _name_nodes(proto.graph)
     given, fixed = check_given_inputs(proto.graph, feeds or {}, fixed_inputs or {})
     shapes = {**shapes_of_given(proto.graph, {**given, **fixed}), **(input_shapes or {})}
@@ -213,8 +230,10 @@ def load_model(
     check_feed_specs(given, inputs)
     partial = known_dims(inferred.graph)  # before the run below fills the gaps with one input's sizes
     gaps = find_gaps(proto.graph, specs, uncuttable)
+    external_dir = path.parent if path is not None and uses_external(proto) else None
     if gaps:
-        probe_shapes(proto, gaps, specs, uncuttable, _feeds_for(proto.graph, inputs, given), given)
+        probe_shapes(proto, gaps, specs, uncuttable, _feeds_for(proto.graph, inputs, given), given,
+                     external_dir)
     missing = [o.name for o in proto.graph.output if o.name not in specs]
     if missing:
         raise ShapeError(
@@ -225,7 +244,7 @@ def load_model(
     symbolic, served = _other_sizes(source, specs, wanted, input_shapes or {}, batch, fixed_inputs)
     open_value_info(proto.graph, merge_dims(dynamic, symbolic))
     model = Model(proto, sha256, path, specs, uncuttable, given, specialization, dynamic, symbolic,
-                  [{s.name: tuple(s.shape) for s in inputs}, *served] if served else ())
+                  [{s.name: tuple(s.shape) for s in inputs}, *served] if served else (), external_dir)
     if original is not None and specialization is not None:
         feeds_used = model.make_feeds()
         try:
@@ -267,7 +286,8 @@ def _feeds_for(graph: onnx.GraphProto, inputs: list[TensorSpec],
     return {**feeds, **given}
 
 
-def _read(source: ModelSource) -> tuple[onnx.ModelProto, str, Path | None, str]:
+def _read(source: ModelSource, weights_on_disk: bool | None = None
+          ) -> tuple[onnx.ModelProto, str, Path | None, str]:
     if isinstance(source, onnx.ModelProto):
         data = source.SerializeToString()
         proto = onnx.ModelProto()
@@ -283,15 +303,13 @@ def _read(source: ModelSource) -> tuple[onnx.ModelProto, str, Path | None, str]:
         raise ModelError(f"'{path}' is a directory, not an .onnx file", "give the path of the .onnx file")
     data = path.read_bytes()
     proto = _parse(data, f"'{path}'")
-    if any(external_data_helper.uses_external_data(t) for t in proto.graph.initializer):
-        try:
-            external_data_helper.load_external_data_for_model(proto, str(path.parent))
-        except Exception as e:  # OSError, ValueError, onnx's ValidationError (a path outside the folder)
-            raise ModelError(
-                f"cannot read the external data of '{path}': {first_line(e)}",
-                "keep the external data files in the .onnx file's folder, named by relative paths",
-            ) from None
-    return proto, hashlib.sha256(data).hexdigest(), path, f"'{path}'"
+    sha256 = hashlib.sha256(data).hexdigest()
+    del data
+    # Weights in external data files stay there (checked, small ones read in): graph.external.
+    check_external(proto, path.parent, f"'{path}'")
+    on_disk = external_bytes(proto) > PROTOBUF_LIMIT_BYTES if weights_on_disk is None else weights_on_disk
+    inline_small(proto, path.parent, INLINE_MAX_BYTES if on_disk else PROTOBUF_LIMIT_BYTES)
+    return proto, sha256, path, f"'{path}'"
 
 
 def _parse(data: bytes, label: str) -> onnx.ModelProto:

@@ -33,6 +33,7 @@ from onnx import numpy_helper
 from splitinfer.errors import CutError
 from splitinfer.graph.analysis import Analysis, Cut, analyze
 from splitinfer.graph.dynamic import open_spec, value_info
+from splitinfer.graph.external import materialize, save_with_external, uses_external
 from splitinfer.graph.liveness import compute_liveness
 from splitinfer.graph.model import Model
 from splitinfer.types import NUMPY_TO_ONNX, TensorSpec
@@ -56,6 +57,8 @@ class Partition:
     nodes: tuple[str, ...]
     first_block: int | None = None
     last_block: int | None = None
+    # The folder its weights left on disk are in (the model's external_dir), None when all are in proto.
+    external_dir: Path | None = None
 
     @property
     def num_nodes(self) -> int:
@@ -67,13 +70,24 @@ class Partition:
         """Bytes this partition sends on (its outputs; a varying size as seen at load)."""
         return sum(s.num_bytes for s in self.outputs)
 
+    @property
+    def is_external(self) -> bool:
+        """True when some of its weights stay in the source model's external data files."""
+        return self.external_dir is not None and uses_external(self.proto)
+
     def to_bytes(self) -> bytes:
-        """The serialized ONNX model."""
+        """The serialized ONNX model, standalone: weights left on disk are read in (one partition's
+        weights in memory; ModelError past protobuf's 2 GB)."""
+        if self.is_external and self.external_dir is not None:
+            return materialize(self.proto, self.external_dir, f"partition {self.index}").SerializeToString()
         return self.proto.SerializeToString()
 
     def save(self, path: str | Path) -> Path:
-        """Write the partition as an .onnx file; returns the path."""
+        """Write the partition as an .onnx file; returns the path. Weights left on disk in the source
+        model are copied, range by range, into ``<path stem>.data`` beside it (never held in memory)."""
         path = Path(path)
+        if self.is_external and self.external_dir is not None:
+            return save_with_external(self.proto, self.external_dir, path)
         path.write_bytes(self.to_bytes())
         return path
 
@@ -301,4 +315,4 @@ def _build(
     graph.value_info.extend(
         _value_info(_open(model, o)) for o in made if o and o not in boundary and o in model.tensors
     )
-    return Partition(k, proto, in_specs, out_specs, tuple(nodes), first_block, last_block)
+    return Partition(k, proto, in_specs, out_specs, tuple(nodes), first_block, last_block, model.external_dir)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
 
-from splitinfer.errors import ModelError, ShapeError, VerifyError, first_line
+from splitinfer.errors import ModelError, ShapeError, SplitinferError, VerifyError, first_line
 from splitinfer.graph.inference import DEFAULT_PROVIDERS, create_inference_session
 from splitinfer.graph.model import Model
 from splitinfer.graph.partition import Partition
@@ -47,12 +48,15 @@ class VerifyReport:
     ``sizes``: for a model with data-dependent sizes, one entry per input compared: the shape of each
     varying tensor the partitions hand on (or, when none crosses a cut, of each varying tensor) on it.
     ``input_sizes``: the input shapes compared, one entry each, when the model serves several.
-    Each output's difference is the worst over those inputs.
+    Each output's difference is the worst over those inputs. ``partitions``: see below.
     """
 
     outputs: tuple[OutputDiff, ...]
     sizes: tuple[dict[str, tuple[int, ...]], ...] = ()
     input_sizes: tuple[dict[str, tuple[int, ...]], ...] = ()
+    # Per partition, its output furthest from the whole model's tensor of that name (fed by the chain):
+    # where a difference starts. Informative: ``ok`` is the model outputs'.
+    partitions: tuple[OutputDiff, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -86,26 +90,43 @@ def run_chain(
     partitions: Sequence[Partition],
     feeds: Mapping[str, np.ndarray],
     providers: Sequence[str] = DEFAULT_PROVIDERS,
+    on_outputs: Callable[[Partition, dict[str, np.ndarray]], None] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Run partitions one after the other, each fed by the one before; return the last outputs."""
+    """Run partitions one after the other, each fed by the one before; return the last outputs.
+
+    One partition's inference session at a time; a partition whose weights stay on disk is opened
+    with them there (ONNX Runtime reads the files). ``on_outputs(partition, outputs)``: called after each.
+    """
     values: dict[str, np.ndarray] = dict(feeds)
     for part in partitions:
         try:
-            session = create_inference_session(part.to_bytes(), providers)
+            session = _open_partition(part, providers)
             names = [s.name for s in part.outputs]
             results = session.run(names, {s.name: values[s.name] for s in part.inputs})
+            del session  # before the next partition's: one partition's weights at a time
         except KeyError as e:
             raise VerifyError(
                 f"partition {part.index} needs input {e.args[0]!r}, which nothing before it provides",
                 "split the partitions again from the same model",
             ) from e
+        except SplitinferError:
+            raise
         except Exception as e:  # ORT raises its own exception types per failure
             raise VerifyError(
                 f"partition {part.index} fails in ONNX Runtime: {first_line(e)}",
                 "this is a splitinfer bug; please report it with the model (--no-verify writes anyway)",
             ) from e
         values = dict(zip(names, results, strict=True))
+        if on_outputs is not None:
+            on_outputs(part, values)
     return values
+
+
+def _open_partition(part: Partition, providers: Sequence[str]) -> Any:
+    if part.is_external:
+        return create_inference_session(part.proto.SerializeToString(), providers,
+                                        external_dir=part.external_dir)
+    return create_inference_session(part.to_bytes(), providers)
 
 
 def _compare(name: str, got: np.ndarray, want: np.ndarray) -> OutputDiff:
@@ -141,21 +162,17 @@ def verify(
     feeds = dict(feeds) if feeds is not None else model.make_feeds()
     names = [s.name for s in model.outputs]
     watched = _watched(model, partitions)
-    try:
-        session = create_inference_session(with_outputs(model.proto, watched), providers)
-        fetch = list(dict.fromkeys([*names, *watched]))
-        def run(f: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            return dict(zip(fetch, session.run(fetch, f), strict=True))
-        runs = _pick_inputs(model, feeds, run, names, watched)
-    except Exception as e:  # ORT raises its own exception types per failure
-        raise ModelError(
-            f"ONNX Runtime cannot run the whole model: {first_line(e)}",
-            "check the input_shapes= values and that ONNX Runtime supports every op of the model",
-        ) from e
-    runs += [_at_size(model, size, run, names, watched) for size in model.sizes[1:]]
+    cuts = list(dict.fromkeys(s.name for p in partitions[:-1] for s in p.outputs if s.name not in names))
+    runs = _reference_runs(model, feeds, providers, names, watched, cuts)
     diffs: dict[str, list[OutputDiff]] = {n: [] for n in names}
+    steps: list[list[OutputDiff]] = [[] for _ in partitions]
     for run_feeds, values, _ in runs:
-        got = run_chain(partitions, run_feeds, providers)
+        def check(part: Partition, got: dict[str, np.ndarray],
+                  values: dict[str, np.ndarray] = values) -> None:
+            position = next(i for i, p in enumerate(partitions) if p is part)
+            steps[position].extend(_compare(n, np.asarray(v), np.asarray(values[n]))
+                                   for n, v in got.items() if n in values)
+        got = run_chain(partitions, run_feeds, providers, check)
         missing = [n for n in names if n not in got]
         if missing:
             raise VerifyError(
@@ -166,7 +183,28 @@ def verify(
             diffs[n].append(_compare(n, np.asarray(got[n]), np.asarray(values[n])))
     sizes = tuple(run_sizes for _, _, run_sizes in runs) if watched else ()
     return VerifyReport(tuple(_worst(d) for d in diffs.values()), sizes,
-                        tuple(model.sizes) if len(model.sizes) > 1 else ())
+                        tuple(model.sizes) if len(model.sizes) > 1 else (),
+                        tuple(max(d, key=lambda x: (not x.ok, x.max_abs)) for d in steps if d))
+
+
+def _reference_runs(model: Model, feeds: dict[str, np.ndarray], providers: Sequence[str], names: list[str],
+                    watched: list[str], cuts: list[str]) -> list[Run]:
+    """The whole model's outputs, and its tensors at the cuts, on every input compared. Its inference
+    session is gone when this returns, before any partition's is made: never two copies of the weights."""
+    try:
+        session = create_inference_session(with_outputs(model.proto, [*watched, *cuts]), providers,
+                                           external_dir=model.external_dir)
+        fetch = list(dict.fromkeys([*names, *watched, *cuts]))
+        def run(f: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return dict(zip(fetch, session.run(fetch, f), strict=True))
+        kept = [*names, *cuts]
+        runs = _pick_inputs(model, feeds, run, kept, watched)
+    except Exception as e:  # ORT raises its own exception types per failure
+        raise ModelError(
+            f"ONNX Runtime cannot run the whole model: {first_line(e)}",
+            "check the input_shapes= values and that ONNX Runtime supports every op of the model",
+        ) from e
+    return runs + [_at_size(model, size, run, kept, watched) for size in model.sizes[1:]]
 
 
 def _at_size(model: Model, size: Mapping[str, tuple[int, ...]],
