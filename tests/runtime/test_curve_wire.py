@@ -313,11 +313,12 @@ def _marker_model() -> tuple[bytes, TensorSpec, TensorSpec]:
 
 
 @pytest.mark.parametrize("mode", ["token", "mac_tensors", "curve"])
-def test_what_a_man_in_the_middle_sees_and_can_change(keys, mode):
+def test_what_a_man_in_the_middle_sees_and_can_change(keys, mode, tmp_path):
     flags = {"token": ["--token-file", str(keys / "token.txt")],
              "mac_tensors": ["--token-file", str(keys / "token.txt"), "--mac-tensors"],
              "curve": _curve_flags(keys, TAPPED)}[mode]
-    proc, address = _start(TAPPED, *flags)
+    # A cache of its own: a partition another mode's worker cached would not cross the wire at all.
+    proc, address = _start(TAPPED, *flags, "--cache-dir", str(tmp_path / "cache"))
     tap = Tap(address)
     doc = {"backend": "workers", "token_file": str(keys / "token.txt"), "links": [],
            "devices": [{"name": TAPPED, "address": tap.address}]}
