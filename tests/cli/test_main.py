@@ -48,3 +48,19 @@ def test_console_script_runs():
     bad = subprocess.run([sys.executable, "-m", "splitinfer.cli", "no-such-command"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "No such command" in bad.stderr
+
+
+def test_help_paragraphs_wrap_at_the_terminal_not_at_the_source():
+    from typer.testing import CliRunner
+
+    from splitinfer.cli import app, reflow
+
+    assert reflow("""First line
+    goes on.
+
+      splitinfer example --keep
+      --lines
+
+    Last.""") == "First line goes on.\n\n  splitinfer example --keep\n  --lines\n\nLast."
+    wide = CliRunner().invoke(app, ["k8s", "--help"], env={"COLUMNS": "300"}, terminal_width=300)
+    assert "labelled splitinfer.io/device=NAME, and a Service named after the device;" in wide.output

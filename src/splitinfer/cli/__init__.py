@@ -11,6 +11,7 @@ Groups: ``zoo_cmds``, ``graph_cmds`` (inspect, split), ``profile_cmds``, ``plan_
 
 from __future__ import annotations
 
+import inspect
 import sys
 import traceback
 
@@ -78,6 +79,26 @@ def _register_all() -> None:
                    bench_cmds, serve_cmds, report_cmds, keys_cmds, eval_cmds, quantize_cmds, energy_cmds,
                    k8s_cmds):
         module.register(app)
+    _reflow_help(app)
+
+
+def reflow(text: str) -> str:
+    """Help text with each paragraph on one line: Typer's rich help keeps a source line break, so a
+    paragraph wrapped at the source's width would break again at the terminal's. An indented paragraph
+    (an example command) keeps its lines."""
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(p if p.startswith(" ") else " ".join(line.strip() for line in p.splitlines())
+                       for p in paragraphs)
+
+
+def _reflow_help(typer_app: typer.Typer) -> None:
+    for info in typer_app.registered_commands:
+        text = info.help or (inspect.getdoc(info.callback) if info.callback else None)
+        if text:
+            info.help = reflow(text)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _reflow_help(group.typer_instance)
 
 
 _register_all()

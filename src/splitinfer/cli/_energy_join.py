@@ -26,17 +26,18 @@ from splitinfer.units import check_number
 
 FORMATS = ("auto", "smartpower3", "csv", "tegrastats")
 
-JOIN_HELP = """Join a power log recorded while `splitinfer profile --energy-window S` ran with the
-profile: watts while each block ran, joules per block run, and the device's idle watts, written into
-the profile (then `plan --objective energy` uses them for that device).
-
-Logs: a SmartPower3's (DIME's logger CSV, or the meter's serial lines), a CSV `time,watts` or
-`time,volts,amps` (seconds), or Jetson `tegrastats` lines. --clock says whose clock the log's times are
-on: `device` (kept on the device: tegrastats, a logger running there) or `profiler` (kept on the
-machine that ran `splitinfer profile`, e.g. a SmartPower3 on its USB port); --offset adds that
-clock's skew in seconds (the log's time minus that clock's at one moment).
-
-Example: splitinfer energy join profile.json --device camera --log power.csv --clock profiler"""
+JOIN_HELP = "\n\n".join([
+    "Join a power log recorded while `splitinfer profile --energy-window S` ran with the profile: the watts "
+    "while each block ran, the joules per block run and the device's idle watts, written into the profile "
+    "(then `plan --objective energy` prices that device's blocks with them).",
+    "Logs: a SmartPower3's (DIME's logger CSV, or the meter's serial lines), a CSV `time,watts` or "
+    "`time,volts,amps` (seconds), or Jetson `tegrastats` lines. --clock says whose clock the log's times "
+    "are on: `device` (kept on the device: tegrastats, `energy record`) or `profiler` (kept on the machine "
+    "that ran `splitinfer profile`, e.g. a SmartPower3 on its USB port); --offset adds that clock's skew "
+    "in seconds (the log's time minus that clock's at one moment).",
+    "Example: splitinfer energy join profile.json --device camera --log power.csv --clock profiler",
+])
+JOIN_SHORT = "Join a power log with a profile's energy windows: watts and joules per block, idle watts."
 
 
 def _sniff(path: Path) -> str:
@@ -105,14 +106,15 @@ def join_command(
 
 SENSORS = {"rapl": RaplSensor, "nvml": NvmlSensor, "battery": BatterySensor}
 
-RECORD_HELP = """Log a live power sensor of this machine to a `time,watts` CSV (Unix seconds on this
-machine's clock), until --duration passes or Ctrl-C: run it on the device while `splitinfer profile
---energy-window S` profiles it, then `splitinfer energy join ... --log FILE` (the default --clock device).
-
-Sensors: `rapl` (Intel/AMD CPU packages through Linux powercap; root since Linux 5.10), `nvml` (an NVIDIA
-GPU, `pip install 'splitinfer[energy]'`), `battery` (a discharging laptop battery).
-
-Example: sudo splitinfer energy record --sensor rapl -o rapl.csv --duration 120"""
+RECORD_HELP = "\n\n".join([
+    "Log a live power sensor of this machine to a `time,watts` CSV (Unix seconds on this machine's clock) "
+    "until --duration passes or Ctrl-C: run it on the device while `splitinfer profile --energy-window S` "
+    "profiles it, then `splitinfer energy join ... --log FILE` (the default --clock device).",
+    "Sensors: `rapl` (Intel/AMD CPU packages through Linux powercap; root since Linux 5.10), `nvml` (an "
+    "NVIDIA GPU, `pip install 'splitinfer[energy]'`), `battery` (a discharging laptop battery).",
+    "Example: sudo splitinfer energy record --sensor rapl -o rapl.csv --duration 120",
+])
+RECORD_SHORT = "Log a live power sensor of this machine (RAPL, NVML, battery) to a time,watts CSV."
 
 
 def record_command(

@@ -10,7 +10,14 @@ import typer
 from rich.table import Table
 
 from splitinfer.cli._common import check_writable, console
-from splitinfer.cli._energy_join import JOIN_HELP, RECORD_HELP, join_command, record_command
+from splitinfer.cli._energy_join import (
+    JOIN_HELP,
+    JOIN_SHORT,
+    RECORD_HELP,
+    RECORD_SHORT,
+    join_command,
+    record_command,
+)
 from splitinfer.cli.plan_cmds import _profile_problem
 from splitinfer.errors import PlanError, SplitinferError
 from splitinfer.plan import Constraints, Plan, solve
@@ -136,8 +143,8 @@ def sweep_command(
         console.print(f"wrote {plot}", highlight=False)
 
 
-energy_app.command("join", help=JOIN_HELP, no_args_is_help=True)(join_command)
-energy_app.command("record", help=RECORD_HELP, no_args_is_help=True)(record_command)
+energy_app.command("join", help=JOIN_HELP, short_help=JOIN_SHORT, no_args_is_help=True)(join_command)
+energy_app.command("record", help=RECORD_HELP, short_help=RECORD_SHORT, no_args_is_help=True)(record_command)
 
 
 def register(app: typer.Typer) -> None:
