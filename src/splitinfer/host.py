@@ -146,3 +146,13 @@ def peak_resident_bytes(pid: int | str = "self") -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def cache_root() -> Path:
+    """splitinfer's cache folder on this machine (converted models, workers' partitions):
+    ``$SPLITINFER_CACHE_DIR``, else ``$XDG_CACHE_HOME/splitinfer``, else ``~/.cache/splitinfer``."""
+    root = os.environ.get("SPLITINFER_CACHE_DIR")
+    if root:
+        return Path(root)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "splitinfer"

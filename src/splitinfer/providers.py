@@ -57,3 +57,11 @@ def _value(value: object) -> str:
 def provider_names(providers: Sequence[str]) -> list[str]:
     """The names alone (what ``onnxruntime.get_available_providers()`` lists)."""
     return [p.partition(":")[0] for p in providers]
+
+
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+def uses_gpu(providers: Sequence[str]) -> bool:
+    """Whether a device with these providers runs its stages on an NVIDIA GPU."""
+    return any(name in GPU_PROVIDERS for name in provider_names(providers))

@@ -250,3 +250,15 @@ def test_a_plan_runs_through_three_worker_containers(tmp_path):
         for device in ("camera", "edge", "cloud"):
             subprocess.run([str(CONTAINERS / "podman.sh"), "rm", "-f", "-t", "2", f"{prefix}-{device}"],
                            capture_output=True)
+
+
+def test_providers_with_options_reach_the_worker_as_arguments_of_their_own():
+    from splitinfer.cluster.k8s import worker_manifests
+
+    ov = "OpenVINOExecutionProvider:device_type=HETERO:MYRIAD,CPU"
+    cluster = parse_cluster({"devices": [{"name": "ncs", "providers": [ov, "CPUExecutionProvider"]}]})
+    deployment, _ = worker_manifests(cluster.device("ncs"), cluster, KubeOptions())
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    # A comma-joined variable would make the CPU provider part of OpenVINO's device_type.
+    assert container["args"] == ["--providers", ov, "CPUExecutionProvider"]
+    assert "SPLITINFER_PROVIDERS" not in _env(container)

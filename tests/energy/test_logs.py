@@ -179,3 +179,15 @@ def test_a_huge_line_and_binary_files_are_refused(tmp_path: Path) -> None:
         read_power_csv(path)
     with pytest.raises(ProfileError, match=r"cannot read power CSV .*missing.csv"):
         read_power_csv(tmp_path / "missing.csv")
+
+
+def test_read_power_log_tells_the_format_from_the_file():
+    from splitinfer.energy import read_power_log
+
+    data = DATA
+    assert "tegrastats" in read_power_log(data / "tegrastats_nano.log").source
+    assert "SmartPower3" in read_power_log(data / "smartpower3_dime.csv").source
+    auto = read_power_log(data / "power_watts.csv")
+    assert list(auto.watts) == list(read_power_csv(data / "power_watts.csv").watts) == [2.0, 2.5, 3.0, 2.0]
+    with pytest.raises(ProfileError, match="log format 'xml' is not known"):
+        read_power_log(data / "power_watts.csv", "xml")

@@ -81,15 +81,20 @@ class _FakeNvml:
     def nvmlDeviceResetApplicationsClocks(self, handle: str) -> None:
         self.calls.append(("reset", handle))
 
+    def nvmlShutdown(self) -> None:
+        self.calls.append(("shutdown",))
+
 
 def test_gpu_clocks_through_nvml(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,0")
     nvml = _FakeNvml()
     control = ClockControl(nvml=nvml)
     control.apply(Clocks(gpu_clocks_mhz=[5001, 1590]))
+    control.apply(Clocks(gpu_clocks_mhz=[5001, 1590]))  # profiling sends them with every request
     assert ("set", "gpu1", 5001, 1590) in nvml.calls
+    assert nvml.calls.count(("init",)) == 1 and nvml.calls.count(("set", "gpu1", 5001, 1590)) == 1
     control.restore()
-    assert nvml.calls[-1] == ("reset", "gpu1")
+    assert nvml.calls[-2:] == [("reset", "gpu1"), ("shutdown",)]
     with pytest.raises(WorkerError, match=r"Insufficient Permissions.*SUPPORTED_CLOCKS"):
         ClockControl(nvml=_FakeNvml(fail=True)).apply(Clocks(gpu_clocks_mhz=[5001, 1590]))
 

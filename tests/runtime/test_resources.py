@@ -16,8 +16,9 @@ import zmq
 from helpers.gateway import metric
 
 from splitinfer.errors import ErrorCode, TransportError
+from splitinfer.providers import uses_gpu
 from splitinfer.runtime import WorkerClient
-from splitinfer.runtime.device._resources import Nvml, ResourceSampler, uses_gpu
+from splitinfer.runtime.device._resources import Nvml, ResourceSampler
 from splitinfer.runtime.device.config import WorkerConfig
 from splitinfer.runtime.device.worker import Worker
 from splitinfer.runtime.gateway._metrics import Metrics
@@ -148,6 +149,7 @@ def test_without_nvml_or_a_gpu_provider_there_are_no_gpu_figures(monkeypatch):
     assert all(math.isnan(v) for v in nvml.read())
     assert uses_gpu(("CUDAExecutionProvider", "CPUExecutionProvider"))
     assert not uses_gpu(("CPUExecutionProvider",))
+    assert uses_gpu(("CUDAExecutionProvider:device_id=0",))  # with options too
     made = []
     sampler = ResourceSampler(gpu=lambda: made.append(1) or Nvml())
     sampler.answer(messages.Resources(interval_s=10.0), ("CPUExecutionProvider",))

@@ -9,12 +9,15 @@ from splitinfer.plan.configurations import compare_extremes
 from splitinfer.plan.plan import describe_stages
 
 
-def compared_tables(problem: Problem, plans: list[Plan], objective: str, cons: Constraints) -> list[Table]:
+def compared_tables(problem: Problem, plans: list[Plan], objective: str, cons: Constraints, *, method: str,
+                    time_limit_s: float) -> list[Table]:
     """With device configurations and a latency or energy objective: the chosen plan next to the best
-    plan with every device in its fastest configuration and with every one in its slowest."""
+    plan with every device in its fastest configuration and with every one in its slowest (solved as
+    the chosen one was: ``method``, ``time_limit_s``)."""
     if not problem.configurations or objective not in ("latency", "energy") or not plans:
         return []
-    others = compare_extremes(problem, lambda one, k: solve(one, objective, cons, k))
+    others = compare_extremes(problem, lambda one, k: solve(one, objective, cons, k, method=method,
+                                                            time_limit_s=time_limit_s))
     table = Table(title=f"configurations compared ({objective}, same constraints)", title_justify="left")
     for column in ("schedule", "latency s", "energy J", "stages"):
         table.add_column(column, justify="left" if column in ("schedule", "stages") else "right")

@@ -9,22 +9,12 @@ from pathlib import Path
 import typer
 
 from splitinfer.cli._common import check_writable, console
-from splitinfer.energy import (
-    BatterySensor,
-    NvmlSensor,
-    PowerTrace,
-    RaplSensor,
-    Sampler,
-    read_power_csv,
-    read_smartpower3,
-    read_tegrastats,
-)
+from splitinfer.energy import BatterySensor, NvmlSensor, RaplSensor, Sampler, read_power_log
+from splitinfer.energy.logs import FORMATS
 from splitinfer.errors import ProfileError
 from splitinfer.profile.energy_windows import join_power_log
 from splitinfer.profile.files import load_profile, save_profile
 from splitinfer.units import check_number
-
-FORMATS = ("auto", "smartpower3", "csv", "tegrastats")
 
 JOIN_HELP = "\n\n".join([
     "Join a power log recorded while `splitinfer profile --energy-window S` ran with the profile: the watts "
@@ -38,36 +28,6 @@ JOIN_HELP = "\n\n".join([
     "Example: splitinfer energy join profile.json --device camera --log power.csv --clock profiler",
 ])
 JOIN_SHORT = "Join a power log with a profile's energy windows: watts and joules per block, idle watts."
-
-
-def _sniff(path: Path) -> str:
-    """The log's format from its first line (tegrastats lines name RAM; a SmartPower3's start with the
-    meter's zero-padded milliseconds or DIME's 'time (ms)' header)."""
-    try:
-        with path.open("rb") as handle:
-            first = handle.read(4096).decode("utf-8", "replace").lstrip().splitlines()
-    except OSError as e:
-        raise ProfileError(f"cannot read {path}: {e.strerror or e}", "give the power log's path") from None
-    line = first[0] if first else ""
-    if line.startswith("RAM ") or " RAM " in line[:40]:
-        return "tegrastats"
-    if line.lower().startswith("time (ms)") or (line[:10].isdigit() and line.count(",") >= 14):
-        return "smartpower3"
-    return "csv"
-
-
-def read_log(path: Path, log_format: str, *, channel: str = "input", rail: str | None = None,
-             interval_ms: float = 1000) -> PowerTrace:
-    """The power log at ``path`` in ``log_format`` (one of FORMATS)."""
-    if log_format not in FORMATS:
-        raise ProfileError(f"--format is {log_format!r}", f"use one of: {', '.join(FORMATS)}")
-    if log_format == "auto":
-        log_format = _sniff(path)
-    if log_format == "smartpower3":
-        return read_smartpower3(path, channel=int(channel) if channel in ("0", "1") else channel)
-    if log_format == "tegrastats":
-        return read_tegrastats(path, interval_ms=interval_ms, rail=rail)
-    return read_power_csv(path)
 
 
 def join_command(
@@ -88,8 +48,10 @@ def join_command(
         raise ProfileError(f"--clock is {clock!r}", "use device or profiler")
     check_number(offset, "--offset", error=ProfileError, fix="seconds, e.g. -3.5")
     check_writable(output, "-o")
+    if log_format not in FORMATS:
+        raise ProfileError(f"--format is {log_format!r}", f"use one of: {', '.join(FORMATS)}")
     profile = load_profile(profile_path)
-    trace = read_log(log, log_format, channel=channel, rail=rail, interval_ms=interval_ms)
+    trace = read_power_log(log, log_format, channel=channel, rail=rail, interval_ms=interval_ms)
     joined = join_power_log(profile, device, trace, clock=clock, offset_s=offset)  # type: ignore[arg-type]
     energy = joined.devices[device].energy
     assert energy is not None

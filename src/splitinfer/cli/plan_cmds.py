@@ -367,7 +367,7 @@ def plan_command(
     size = f" at {describe_size(provenance.input_shapes)}" if provenance.input_shapes else ""
     title = f"{objective} plans of {provenance.model}{size} ({plans[0].solver})"
     console.print(format_plans(plans, title), *energy_tables(plans),  # the split per battery device
-                  *compared_tables(problem, plans, objective, cons))
+                  *compared_tables(problem, plans, objective, cons, method=method, time_limit_s=time_limit))
     if any(p.quality_cost is not None for p in plans):  # long lines, and the table may squeeze them
         for p in plans:
             console.print(f"#{p.rank}  {describe_stages(p)}", highlight=False, soft_wrap=True)

@@ -222,16 +222,17 @@ class Cluster(msgspec.Struct, frozen=True):
         for d in self.devices:
             for c in d.configurations:
                 variant = d.configured(c.name)
-                devices.append(msgspec.structs.replace(variant, name=variant.profile_name, configuration=""))
                 name = variant.profile_name
-
-                def moved(end: str, name: str = name, device: str = d.name) -> str:
-                    return name if end == device else end
-
-                links += [msgspec.structs.replace(link, src=moved(link.src), dst=moved(link.dst))
-                          for link in self.links if d.name in (link.src, link.dst)]
+                devices.append(msgspec.structs.replace(variant, name=name, configuration=""))
+                links += [_moved(link, d.name, name) for link in self.links if d.name in (link.src, link.dst)]
         return msgspec.structs.replace(self, devices=tuple(d.configured("") for d in devices),
                                        links=tuple(links))
+
+
+def _moved(link: Link, device: str, to: str) -> Link:
+    """``link`` with its end at ``device`` moved to ``to``."""
+    return msgspec.structs.replace(link, src=to if link.src == device else link.src,
+                                   dst=to if link.dst == device else link.dst)
 
 
 def _build_links(raw: list[_RawLink], names: set[str]) -> tuple[Link, ...]:

@@ -25,6 +25,7 @@ import yaml
 
 from splitinfer.cluster import Cluster, CurveFiles, Device, Link, dump_cluster, parse_cluster
 from splitinfer.errors import ClusterError
+from splitinfer.providers import uses_gpu
 from splitinfer.units import check_number
 
 LABEL_KEY = "splitinfer.io/device"
@@ -146,7 +147,11 @@ def worker_manifests(device: Device, cluster: Cluster, options: KubeOptions,
            {"name": "SPLITINFER_TOKEN_FILE", "value": f"{TOKEN_DIR}/token"}]
     if device.num_threads:
         env.append({"name": "SPLITINFER_NUM_THREADS", "value": str(device.num_threads)})
-    if device.providers != ("CPUExecutionProvider",):
+    args: list[str] = []
+    if any(":" in p for p in device.providers):
+        # A provider's options may hold commas (device_type=HETERO:MYRIAD,CPU): one argument each.
+        args = ["--providers", *device.providers]
+    elif device.providers != ("CPUExecutionProvider",):
         env.append({"name": "SPLITINFER_PROVIDERS", "value": ",".join(device.providers)})
     if cluster.mac_tensors:
         env.append({"name": "SPLITINFER_MAC_TENSORS", "value": "1"})
@@ -165,7 +170,9 @@ def worker_manifests(device: Device, cluster: Cluster, options: KubeOptions,
         "readinessProbe": {"tcpSocket": {"port": "zmq"}, "periodSeconds": 5},
         "livenessProbe": {"tcpSocket": {"port": "zmq"}, "initialDelaySeconds": 10, "periodSeconds": 20},
         "securityContext": _container_security(), "volumeMounts": mounts}
-    if any("CUDA" in p or "TensorRT" in p for p in device.providers):
+    if args:
+        container["args"] = args
+    if uses_gpu(device.providers):
         # The image must then carry onnxruntime-gpu (build it with that instead of onnxruntime).
         container["resources"] = {"limits": {"nvidia.com/gpu": 1}}
     deployment = {

@@ -21,6 +21,7 @@ from splitinfer.convert.conversion import Conversion, check, convert, from_metad
 from splitinfer.convert.formats import EXTRAS, detect_format
 from splitinfer.convert.verify import DEFAULT_TOLERANCE
 from splitinfer.errors import ModelError
+from splitinfer.host import cache_root
 
 CONVERTER_VERSION = 1  # raise when a change here makes other ONNX bytes of the same model
 _PACKAGES = {"torch": ("torch", "onnxscript", "onnx"),
@@ -29,11 +30,7 @@ _PACKAGES = {"torch": ("torch", "onnxscript", "onnx"),
 
 def cache_dir() -> Path:
     """Where converted models are kept."""
-    root = os.environ.get("SPLITINFER_CACHE_DIR")
-    if root:
-        return Path(root) / "converted"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "splitinfer" / "converted"
+    return cache_root() / "converted"
 
 
 def source_digest(path: Path) -> str:

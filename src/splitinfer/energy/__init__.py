@@ -23,7 +23,7 @@ Typical use, a recorded log joined with runs timed on the same clock::
 """
 
 from splitinfer.energy.align import WindowEnergy, energy_in_windows, idle_power
-from splitinfer.energy.logs import read_power_csv, read_smartpower3, read_tegrastats
+from splitinfer.energy.logs import read_power_csv, read_power_log, read_smartpower3, read_tegrastats
 from splitinfer.energy.sampler import Sampler
 from splitinfer.energy.sensors import BatterySensor, NvmlSensor, RaplSensor
 from splitinfer.energy.trace import PowerTrace
@@ -38,6 +38,7 @@ __all__ = [
     "energy_in_windows",
     "idle_power",
     "read_power_csv",
+    "read_power_log",
     "read_smartpower3",
     "read_tegrastats",
 ]

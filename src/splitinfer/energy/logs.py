@@ -246,3 +246,38 @@ def _epoch(stamp: re.Match[str], timezone: tzinfo | None, where: str) -> float:
         raise ProfileError(f"{where}: the date {stamp.group(0).strip()!r} is not a date: {e}",
                            "give tegrastats' output as it wrote it") from None
     return moment.timestamp()
+
+
+FORMATS = ("auto", "smartpower3", "csv", "tegrastats")
+
+
+def _sniff(path: Path) -> str:
+    """The log's format from its first line (tegrastats lines name RAM; a SmartPower3's start with the
+    meter's zero-padded milliseconds or DIME's 'time (ms)' header)."""
+    try:
+        with path.open("rb") as handle:
+            first = handle.read(4096).decode("utf-8", "replace").lstrip().splitlines()
+    except OSError as e:
+        raise ProfileError(f"cannot read {path}: {e.strerror or e}", "give the power log's path") from None
+    line = first[0] if first else ""
+    if line.startswith("RAM ") or " RAM " in line[:40]:
+        return "tegrastats"
+    if line.lower().startswith("time (ms)") or (line[:10].isdigit() and line.count(",") >= 14):
+        return "smartpower3"
+    return "csv"
+
+
+def read_power_log(path: str | Path, log_format: str = "auto", *, channel: str | int = "input",
+                   rail: str | None = None, interval_ms: float = 1000) -> PowerTrace:
+    """A power log in any of :data:`FORMATS` (``auto``: told from its first line): the reader of that
+    format with ``channel`` (SmartPower3), ``rail`` and ``interval_ms`` (tegrastats)."""
+    if log_format not in FORMATS:
+        raise ProfileError(f"log format {log_format!r} is not known", f"use one of: {', '.join(FORMATS)}")
+    path = Path(path)
+    if log_format == "auto":
+        log_format = _sniff(path)
+    if log_format == "smartpower3":
+        return read_smartpower3(path, channel=int(channel) if channel in ("0", "1") else channel)
+    if log_format == "tegrastats":
+        return read_tegrastats(path, interval_ms=interval_ms, rail=rail)
+    return read_power_csv(path)

@@ -241,14 +241,16 @@ def load_model(
             "give concrete shapes of the inputs with input_shapes=",
         )
     dynamic = find_dynamic_dims(proto.graph, specs, partial, lambda hints: infer_with(skeleton, hints))
-    symbolic, served = _other_sizes(source, specs, wanted, input_shapes or {}, batch, fixed_inputs)
+    symbolic, served = _other_sizes(source, specs, wanted, input_shapes or {}, batch, fixed_inputs,
+                                    weights_on_disk)
     open_value_info(proto.graph, merge_dims(dynamic, symbolic))
     model = Model(proto, sha256, path, specs, uncuttable, given, specialization, dynamic, symbolic,
                   [{s.name: tuple(s.shape) for s in inputs}, *served] if served else (), external_dir)
     if original is not None and specialization is not None:
         feeds_used = model.make_feeds()
         try:
-            model.specialization = check_specialized(original, proto, feeds_used, specialization)
+            model.specialization = check_specialized(original, proto, feeds_used, specialization,
+                                                         external_dir)
         except SplitinferError:
             raise
         except Exception as e:  # ORT's own error types: the original fails on these inputs
@@ -259,7 +261,7 @@ def load_model(
 
 def _other_sizes(source: ModelSource, specs: Mapping[str, TensorSpec],
                  sizes: list[dict[str, tuple[int, ...]]], input_shapes: Mapping[str, Sequence[int]],
-                 batch: int | None, fixed_inputs: Mapping[str, object] | None
+                 batch: int | None, fixed_inputs: Mapping[str, object] | None, weights_on_disk: bool | None
                  ) -> tuple[dict[str, tuple[int, ...]], list[dict[str, tuple[int, ...]]]]:
     """The axes that differ between this load and a load at each of ``sizes``; each other size, complete."""
     symbolic: dict[str, tuple[int, ...]] = {}
@@ -268,7 +270,7 @@ def _other_sizes(source: ModelSource, specs: Mapping[str, TensorSpec],
     for size in sizes:
         try:
             other = load_model(source, input_shapes={**input_shapes, **size}, batch=batch,
-                               fixed_inputs=fixed_inputs)
+                               fixed_inputs=fixed_inputs, weights_on_disk=weights_on_disk)
         except ShapeError as e:
             raise ShapeError(f"sizes= {describe_size(size)}: {e.problem}", e.fix) from None
         shapes = {s.name: tuple(s.shape) for s in other.inputs}

@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -344,12 +345,13 @@ def _prune(graph: onnx.GraphProto) -> None:
 
 # ---- check ----------------------------------------------------------------------------------------
 def check_specialized(original: bytes, specialized: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
-                      spec: Specialization) -> Specialization:
+                      spec: Specialization, external_dir: Path | None = None) -> Specialization:
     """Run the original model (on ``feeds`` and the fixed values) and the specialised one (on
     ``feeds``); ``spec`` with the largest difference, or VerifyError naming the output that
-    differs. ONNX Runtime's own failures are raised as they come (the caller words them)."""
-    want = _run_model(original, {**feeds, **spec.fixed})
-    got = _run_model(specialized.SerializeToString(), dict(feeds))
+    differs. ONNX Runtime's own failures are raised as they come (the caller words them).
+    ``external_dir``: where the weights left on disk are (graph/external.py)."""
+    want = _run_model(original, {**feeds, **spec.fixed}, external_dir)
+    got = _run_model(specialized.SerializeToString(), dict(feeds), external_dir)
     worst = 0.0
     for name, ref in want.items():
         out = got.get(name)
@@ -376,8 +378,9 @@ def _describe(value: np.ndarray | None) -> str:
     return "nothing" if value is None else f"{value.dtype.name}{list(value.shape)}"
 
 
-def _run_model(model_bytes: bytes, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    session = create_inference_session(model_bytes, optimize=False)
+def _run_model(model_bytes: bytes, feeds: Mapping[str, np.ndarray],
+               external_dir: Path | None = None) -> dict[str, np.ndarray]:
+    session = create_inference_session(model_bytes, optimize=False, external_dir=external_dir)
     names = [o.name for o in session.get_outputs()]
     wanted = {i.name for i in session.get_inputs()}
     values = session.run(names, {k: v for k, v in feeds.items() if k in wanted}, quiet_run())

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -31,10 +31,6 @@ if TYPE_CHECKING:
     from splitinfer.plan.plan import Plan
 
 MAX_COMBINATIONS = 4096
-DEFAULT = "default"  # the device as declared (cluster.DEFAULT_CONFIGURATION)
-
-
-Choices = Mapping[str, Sequence[DeviceConfiguration]]  # device -> its configurations
 
 
 def check_choices(problem: Problem) -> None:
@@ -84,8 +80,7 @@ def combinations(problem: Problem) -> list[dict[str, str]]:
 
 
 def _sum_s(config: DeviceConfiguration) -> float:
-    times = [math.inf if t is None else float(t) for t in config.compute_s]
-    return math.fsum(t for t in times if math.isfinite(t))
+    return math.fsum(float(t) for t in config.compute_s if t is not None and math.isfinite(t))
 
 
 def extremes(problem: Problem) -> dict[str, dict[str, str]]:

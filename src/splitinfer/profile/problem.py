@@ -10,9 +10,8 @@ import numpy as np
 from splitinfer.cluster import CONFIGURATION_SEP, Cluster
 from splitinfer.cluster import Power as ClusterPower
 from splitinfer.errors import ProfileError
-from splitinfer.plan.configurations import DeviceConfiguration
 from splitinfer.plan.exits import ExitMix
-from splitinfer.plan.problem import AT_SOURCE, AtSource, Link, Messaging, Power, Problem
+from splitinfer.plan.problem import AT_SOURCE, AtSource, DeviceConfiguration, Link, Messaging, Power, Problem
 from splitinfer.profile.exit_choice import check_choosable, mix_at
 from splitinfer.profile.schema import BlockMemory, DeviceProfile, ExitProfile, Profile
 from splitinfer.profile.segments import DEFAULT_THRESHOLD, corrected_profile, joins_of

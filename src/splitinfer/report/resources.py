@@ -52,14 +52,15 @@ def resource_over_time(bench: BenchResult, attribute: str, colors: dict[str, str
     _, label, unit, scale = next(r for r in RESOURCES if r[0] == attribute)
     fig, ax = new_figure(figsize=(7.5, 3.6))
     for k, (device, series) in enumerate(sampled(bench).items()):
-        values = np.asarray(getattr(series, attribute), dtype=np.float64) * scale
-        if not len(values):
+        stats = resource_stats(series, attribute)
+        if stats is None:
             continue
+        values = np.asarray(getattr(series, attribute), dtype=np.float64) * scale
         color = (colors or {}).get(device, PALETTE[k % len(PALETTE)])
         ax.plot(series.times_s, values, color=color, lw=1.2, marker="." if len(values) < 30 else None,
-                label=f"{device} (mean {values.mean():.3g}, std {values.std():.2g}, median "
-                      f"{np.median(values):.3g} {unit})")
-        ax.axhline(values.mean(), color=color, ls="--", lw=0.9, alpha=0.8)
+                label=f"{device} (mean {stats.mean:.3g}, std {stats.std:.2g}, median "
+                      f"{stats.median:.3g} {unit})")
+        ax.axhline(stats.mean, color=color, ls="--", lw=0.9, alpha=0.8)
     ax.set_xlabel("time since the first measured request (s)")
     ax.set_ylabel(f"{label} ({unit})")
     ax.set_ylim(bottom=0)

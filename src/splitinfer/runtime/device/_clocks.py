@@ -10,12 +10,12 @@ root; no NVML), the request fails with a WorkerError saying so, and nothing is c
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from pathlib import Path
 from typing import Any
 
 from splitinfer.errors import WorkerError
+from splitinfer.runtime.device._resources import visible_gpu
 from splitinfer.runtime.wire.messages import Clocks
 
 CPU_ROOT = Path("/sys/devices/system/cpu")
@@ -28,12 +28,6 @@ def _read_khz(path: Path) -> int:
         raise WorkerError(f"cannot read {path}: {e}", "check the device's cpufreq driver") from None
 
 
-def _gpu_index() -> int:
-    """The GPU a CUDA worker uses: the first in CUDA_VISIBLE_DEVICES (a number), else 0."""
-    first = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip()
-    return int(first) if first.isdigit() else 0
-
-
 class ClockControl:
     """Sets and restores this machine's clocks; ``cpu_root`` and ``nvml`` (the ``pynvml`` module) are
     parameters so that tests use a fake sysfs tree and a fake NVML."""
@@ -43,19 +37,22 @@ class ClockControl:
         self._nvml = nvml
         self._saved_cpu: dict[Path, str] = {}  # scaling_max_freq as found, to put back
         self._gpu_handle: Any = None  # set once application clocks were changed
+        self._applied: Clocks | None = None  # what the last apply set: the same again changes nothing
         self._lock = threading.Lock()
 
     def apply(self, clocks: Clocks | None) -> None:
         """Set what ``clocks`` names (0 / empty: leave it)."""
-        if clocks is None:
+        if clocks is None or clocks == self._applied:  # profiling sends a device's clocks with each request
             return
         if clocks.restore:
             self.restore()
         with self._lock:
+            self._applied = None  # until it succeeds
             if clocks.cpu_max_khz:
                 self._set_cpu(clocks.cpu_max_khz)
             if clocks.gpu_clocks_mhz:
                 self._set_gpu(*clocks.gpu_clocks_mhz)
+            self._applied = clocks
 
     def _set_cpu(self, khz: int) -> None:
         policies = sorted(self.cpu_root.glob("cpu[0-9]*/cpufreq"))
@@ -89,8 +86,9 @@ class ClockControl:
                                   "gpu_clocks_mhz") from None
             self._nvml = nvml
         try:
-            nvml.nvmlInit()
-            handle = nvml.nvmlDeviceGetHandleByIndex(_gpu_index())
+            if self._gpu_handle is None:  # NVML initialised once, when its GPU is first opened
+                nvml.nvmlInit()
+            handle = self._gpu_handle or visible_gpu(nvml)[0]
             nvml.nvmlDeviceSetApplicationsClocks(handle, int(memory_mhz), int(graphics_mhz))
         except Exception as e:  # NVMLError: no GPU, not permitted, clocks not supported
             raise WorkerError(f"cannot set the GPU's application clocks to {memory_mhz}/{graphics_mhz} MHz: "
@@ -102,6 +100,7 @@ class ClockControl:
     def restore(self) -> None:
         """Put back what :meth:`apply` changed (errors are ignored: the worker is stopping)."""
         with self._lock:
+            self._applied = None
             for target, value in self._saved_cpu.items():
                 with contextlib.suppress(OSError):
                     target.write_text(f"{value}\n")
@@ -109,4 +108,5 @@ class ClockControl:
             if self._gpu_handle is not None:
                 with contextlib.suppress(Exception):  # best effort: the worker is stopping
                     self._nvml.nvmlDeviceResetApplicationsClocks(self._gpu_handle)
+                    self._nvml.nvmlShutdown()  # the nvmlInit of _set_gpu
                 self._gpu_handle = None

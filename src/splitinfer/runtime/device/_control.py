@@ -273,8 +273,6 @@ def _check_clocks(clocks: messages.Clocks | None, kind: str) -> None:
 def _check_timing(header: messages.TimePartition | messages.TimeCompression, kind: str) -> None:
     """The timing settings both timing requests carry, each within its range."""
     _number(header.slowdown, f"{kind} slowdown", low=1, high=MAX_SLOWDOWN)
-    if isinstance(header, messages.TimePartition):
-        _check_clocks(header.clocks, kind)
     _number(header.num_warmup, f"{kind} num_warmup", low=0, high=MAX_WARMUP, whole=True)
     _number(header.min_runs, f"{kind} min_runs", low=1, high=MAX_RUNS, whole=True)
     _number(header.max_runs, f"{kind} max_runs", low=1, high=MAX_RUNS, whole=True)
@@ -291,6 +289,7 @@ def _time_partition(device: DeviceContext, header: messages.TimePartition, msg: 
         raise _malformed("time_partition asks for outputs of several partitions",
                          "ask for outputs with one partition only")
     _check_timing(header, "time_partition")
+    _check_clocks(header.clocks, "time_partition")
     if len(msg.blobs) * header.max_runs > MAX_TIMED_RUNS:
         raise _malformed(f"time_partition asks for up to {len(msg.blobs)} x {header.max_runs} runs",
                          f"ask for at most {MAX_TIMED_RUNS} runs in all: fewer partitions or max_runs")

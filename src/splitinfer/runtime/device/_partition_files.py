@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from splitinfer.errors import SplitinferError
+from splitinfer.host import cache_root
 
 try:
     import fcntl
@@ -39,8 +40,9 @@ class ModelDir:
         if not path.is_dir():
             raise SplitinferError(f"--model-dir {path} is not a folder", "give a folder of .onnx partitions")
         self.path = path
-        self._seen: dict[str, tuple[int, int, str]] = {}  # file name -> (size, mtime_ns, sha256)
-        self.scan()
+        # file name -> (size, mtime_ns, sha256); filled on the first lookup, not at start-up: hashing a
+        # folder of large partitions would hold the worker back before it listens.
+        self._seen: dict[str, tuple[int, int, str]] = {}
 
     def scan(self) -> None:
         """Hash the files added or changed since the last scan; forget those gone."""
@@ -73,12 +75,8 @@ class ModelDir:
 
 
 def default_cache_dir(name: str) -> Path:
-    """``partitions/NAME`` in splitinfer's cache folder: ``$SPLITINFER_CACHE_DIR``, else
-    ``$XDG_CACHE_HOME/splitinfer``, else ``~/.cache/splitinfer`` (where converted models are kept too)."""
-    root = os.environ.get("SPLITINFER_CACHE_DIR")
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(root) if root else (Path(xdg) if xdg else Path.home() / ".cache") / "splitinfer"
-    return base / "partitions" / (_SAFE_NAME.sub("_", name) or "worker")
+    """``partitions/NAME`` in splitinfer's cache folder (:func:`splitinfer.host.cache_root`)."""
+    return cache_root() / "partitions" / (_SAFE_NAME.sub("_", name) or "worker")
 
 
 def claim(folder: Path) -> Any:

@@ -25,6 +25,7 @@ import numpy as np
 import psutil
 
 from splitinfer.errors import TransportError, first_line
+from splitinfer.providers import uses_gpu
 from splitinfer.runtime.wire import messages
 from splitinfer.runtime.wire.client import (
     MAX_RESOURCE_INTERVAL_S,
@@ -35,14 +36,17 @@ from splitinfer.units import check_number
 
 log = logging.getLogger("splitinfer.worker")
 DEFAULT_INTERVAL_S = 0.1
-GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 Sample = tuple[float, float, float, float, float]  # time, CPU %, RSS bytes, GPU % and bytes (NaN: none)
 Reply = tuple[dict[str, Any], list[tuple[str, np.ndarray]]]
 
 
-def uses_gpu(providers: tuple[str, ...]) -> bool:
-    """Whether a worker with these providers runs its stages on a GPU (only then are GPU figures its)."""
-    return any(p in GPU_PROVIDERS for p in providers)
+def visible_gpu(nvml: Any) -> tuple[Any, str]:
+    """The NVML handle of the GPU this process sees first, and its name: NVML numbers GPUs physically,
+    CUDA_VISIBLE_DEVICES (an index or a GPU-/MIG- UUID) says which one CUDA shows first."""
+    first = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip() or "0"
+    if first.startswith(("GPU-", "MIG-")):
+        return nvml.nvmlDeviceGetHandleByUUID(first), f"GPU {first}"
+    return nvml.nvmlDeviceGetHandleByIndex(int(first)), f"GPU {first}"
 
 
 class Nvml:
@@ -67,13 +71,7 @@ class Nvml:
             return False
         self._nvml = pynvml
         try:
-            # NVML numbers GPUs physically; CUDA_VISIBLE_DEVICES says which one this process sees first.
-            first = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip() or "0"
-            if first.startswith(("GPU-", "MIG-")):
-                self._handle = pynvml.nvmlDeviceGetHandleByUUID(first)
-            else:
-                self._handle = pynvml.nvmlDeviceGetHandleByIndex(int(first))
-            self.name = f"GPU {first}"
+            self._handle, self.name = visible_gpu(pynvml)
         except Exception as e:
             self.close(f"no GPU figures: NVML cannot open the GPU ({first_line(e)})")
             return False
