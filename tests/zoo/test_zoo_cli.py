@@ -81,3 +81,37 @@ def test_unwritable_paths_are_one_line_and_exit_2(tmp_path, capsys):
 def test_small_with_multipliers_is_refused(tmp_path, capsys):
     assert main(["zoo", "build", "bert", "--small", "--width", "0.5", "-o", str(tmp_path / "b.onnx")]) == 2
     assert "--small sets its own" in error_text(capsys)
+
+
+def test_external_data_writes_both_files_and_names_them(tmp_path, capsys):
+    path = tmp_path / "m.onnx"
+    assert main(["zoo", "build", "mlp", "--small", "--external-data", "-o", str(path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    data = tmp_path / "m.data"
+    assert f"wrote {path}" in out and f"in {data}" in out and "keep the two files together" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.data", "m.onnx"]
+    x = np.random.default_rng(0).standard_normal((1, 512)).astype(np.float32)
+    (got,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    memory = zoo.build_small("mlp").SerializeToString()
+    (want,) = ort.InferenceSession(memory, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_array_equal(got, want)
+
+
+def test_small_models_stay_in_one_file_by_default(tmp_path, capsys):
+    path = tmp_path / "m.onnx"
+    assert main(["zoo", "build", "mlp", "--small", "-o", str(path)]) == 0
+    assert ".data" not in capsys.readouterr().out
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+    assert path.read_bytes() == zoo.build_small("mlp").SerializeToString()
+
+
+def test_bad_external_data_requests_are_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["zoo", "build", "mlp", "--inline-data", "-o", str(tmp_path / "m.onnx")]) == 2
+    err = error_text(capsys)
+    assert "error: mlp at width 1 holds 2.4 GB" in err and "--inline-data" in err and "Traceback" not in err
+    assert main(["zoo", "build", "mlp", "--small", "--external-data", "-o", str(tmp_path / "m.data")]) == 2
+    assert "same name" in error_text(capsys)
+    missing = tmp_path / "missing" / "m.onnx"
+    assert main(["zoo", "build", "mlp", "--small", "--external-data", "-o", str(missing)]) == 2
+    assert "does not exist" in error_text(capsys)
+    assert not list(tmp_path.iterdir())

@@ -208,7 +208,8 @@ def test_describe_is_one_line_with_sizes():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", NAMES)
+# Models over protobuf's 2 GB cannot be built in memory: test_zoo_external saves and runs those.
+@pytest.mark.parametrize("name", [n for n in NAMES if zoo.external_data_file(n, "m.onnx") is None])
 def test_full_size_runs_with_bounded_outputs(name):
     model = zoo.build(name)
     assert float_params(model) == zoo.summarize(name).num_params

@@ -12,7 +12,7 @@ itself from the folder (``create_inference_session(..., external_dir=)``). A par
 (:func:`save_with_external`) as ``part_<k>.onnx`` plus its own ``part_<k>.data``, each tensor's bytes
 copied range by range from the source file (at 4 KiB-aligned offsets, which ONNX Runtime maps
 rather than reads), so that no partition's weights are ever held in memory to write it;
-:func:`materialize` inlines them where a partition must travel as one blob (a worker deploy).
+:func:`serialize` reads them into one blob where a partition must travel whole (a worker deploy).
 """
 
 from __future__ import annotations
@@ -155,6 +155,75 @@ def materialize(proto: onnx.ModelProto, folder: Path, label: str) -> onnx.ModelP
     for t in external_initializers(copy):
         _inline(t, folder)
     return copy
+
+
+def serialize(proto: onnx.ModelProto, folder: Path, label: str) -> bytearray:
+    """``proto`` serialized as one standalone blob, each external initializer's bytes read from its file
+    straight into place; ModelError when it passes protobuf's 2 GB.
+
+    Building the inlined ModelProto and serializing it holds the weights three times (the file's bytes,
+    the proto's copy, the serialization). Protobuf merges a message field that occurs more than once, so
+    the blob is the model without its external initializers followed, per initializer, by a ``graph``
+    field holding only that initializer: encoded here, into one buffer of the final size.
+    """
+    external = list(external_initializers(proto))
+    skeleton = onnx.ModelProto()
+    skeleton.CopyFrom(proto)
+    del skeleton.graph.initializer[:]
+    skeleton.graph.initializer.extend(t for t in proto.graph.initializer if not is_external(t))
+    pieces: list[tuple[bytes, onnx.TensorProto]] = []
+    for t in external:
+        bare = onnx.TensorProto()
+        bare.CopyFrom(t)
+        bare.ClearField("external_data")
+        bare.ClearField("data_location")
+        length = ref_of(t).length
+        tensor = bare.SerializeToString() + _RAW_DATA_TAG + _varint(length)
+        initializer = _INITIALIZER_TAG + _varint(len(tensor) + length)
+        graph = _GRAPH_TAG + _varint(len(initializer) + len(tensor) + length)
+        pieces.append((graph + initializer + tensor, t))
+    head = skeleton.SerializeToString()
+    total = len(head) + sum(len(p) + ref_of(t).length for p, t in pieces)
+    if total > PROTOBUF_LIMIT_BYTES:
+        raise ModelError(f"{label} holds {total / 1e9:.2f} GB with its weights, over protobuf's 2 GB "
+                         "limit for one blob", "cut it into more, smaller partitions (a larger --blocks N)")
+    out = bytearray(total)
+    view = memoryview(out)
+    view[:len(head)] = head
+    at = len(head)
+    for prefix, t in pieces:
+        view[at:at + len(prefix)] = prefix
+        at += len(prefix)
+        ref = ref_of(t)
+        _read_into(folder / ref.location, ref.offset, view[at:at + ref.length])
+        at += ref.length
+    return out
+
+
+# Protobuf tags (field number << 3 | 2, length-delimited): ModelProto.graph = 7,
+# GraphProto.initializer = 5, TensorProto.raw_data = 9.
+_GRAPH_TAG, _INITIALIZER_TAG, _RAW_DATA_TAG = b"\x3a", b"\x2a", b"\x4a"
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _read_into(source: Path, offset: int, target: memoryview) -> None:
+    with open(source, "rb") as f:
+        f.seek(offset)
+        at = 0
+        while at < len(target):
+            got = f.readinto(target[at:at + _COPY_BYTES])
+            if not got:
+                raise ModelError(f"external data file '{source}' ended early",
+                                 "copy the .data file again, whole")
+            at += got
 
 
 def save_with_external(proto: onnx.ModelProto, folder: Path, path: Path) -> Path:

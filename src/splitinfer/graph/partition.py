@@ -26,6 +26,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import onnx
 from onnx import numpy_helper
@@ -33,7 +34,8 @@ from onnx import numpy_helper
 from splitinfer.errors import CutError
 from splitinfer.graph.analysis import Analysis, Cut, analyze
 from splitinfer.graph.dynamic import open_spec, value_info
-from splitinfer.graph.external import materialize, save_with_external, uses_external
+from splitinfer.graph.external import save_with_external, serialize, uses_external
+from splitinfer.graph.inference import DEFAULT_PROVIDERS, create_inference_session
 from splitinfer.graph.liveness import compute_liveness
 from splitinfer.graph.model import Model
 from splitinfer.types import NUMPY_TO_ONNX, TensorSpec
@@ -77,10 +79,19 @@ class Partition:
 
     def to_bytes(self) -> bytes:
         """The serialized ONNX model, standalone: weights left on disk are read in (one partition's
-        weights in memory; ModelError past protobuf's 2 GB)."""
+        weights in memory, read from their files into place, then one copy made bytes; ModelError past
+        protobuf's 2 GB)."""
         if self.is_external and self.external_dir is not None:
-            return materialize(self.proto, self.external_dir, f"partition {self.index}").SerializeToString()
+            return bytes(serialize(self.proto, self.external_dir, f"partition {self.index}"))
         return self.proto.SerializeToString()
+
+    def inference_session(self, providers: Sequence[str] = DEFAULT_PROVIDERS) -> Any:
+        """An ONNX Runtime inference session on it here; weights left on disk are read by ONNX Runtime from
+        their files (memory-mapped), not through a copy in this process."""
+        if self.is_external:
+            return create_inference_session(self.proto.SerializeToString(), providers,
+                                            external_dir=self.external_dir)
+        return create_inference_session(self.proto.SerializeToString(), providers)
 
     def save(self, path: str | Path) -> Path:
         """Write the partition as an .onnx file; returns the path. Weights left on disk in the source

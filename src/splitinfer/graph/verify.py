@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-import onnx
 
 from splitinfer.errors import ModelError, ShapeError, SplitinferError, VerifyError, first_line
-from splitinfer.graph.inference import DEFAULT_PROVIDERS, create_inference_session
+from splitinfer.graph.inference import DEFAULT_PROVIDERS
 from splitinfer.graph.model import Model
 from splitinfer.graph.partition import Partition
+from splitinfer.graph.reference import MIN_WINDOW_BYTES, external_weight_bytes, reference
 from splitinfer.graph.sizes import describe_size
 
 ATOL = 1e-4
@@ -100,7 +99,7 @@ def run_chain(
     values: dict[str, np.ndarray] = dict(feeds)
     for part in partitions:
         try:
-            session = _open_partition(part, providers)
+            session = part.inference_session(providers)
             names = [s.name for s in part.outputs]
             results = session.run(names, {s.name: values[s.name] for s in part.inputs})
             del session  # before the next partition's: one partition's weights at a time
@@ -120,13 +119,6 @@ def run_chain(
         if on_outputs is not None:
             on_outputs(part, values)
     return values
-
-
-def _open_partition(part: Partition, providers: Sequence[str]) -> Any:
-    if part.is_external:
-        return create_inference_session(part.proto.SerializeToString(), providers,
-                                        external_dir=part.external_dir)
-    return create_inference_session(part.to_bytes(), providers)
 
 
 def _compare(name: str, got: np.ndarray, want: np.ndarray) -> OutputDiff:
@@ -151,8 +143,13 @@ def verify(
     partitions: Sequence[Partition],
     feeds: Mapping[str, np.ndarray] | None = None,
     providers: Sequence[str] = DEFAULT_PROVIDERS,
+    window_bytes: int | None = None,
 ) -> VerifyReport:
     """Run the chain and the whole model on ``feeds`` (default ``model.make_feeds()``) and compare.
+
+    A model whose weights stay on disk is run, as the reference, in windows of at most ``window_bytes`` of
+    weights (default: as many as the largest partition holds; :mod:`splitinfer.graph.reference`), so that
+    verifying never holds more of them than running one partition does.
 
     For a model with data-dependent sizes, also on seeded inputs (``model.make_feeds(seed)``), kept
     while they give the varying tensors sizes not seen yet, until NUM_SIZED_INPUTS inputs (fewer
@@ -163,7 +160,10 @@ def verify(
     names = [s.name for s in model.outputs]
     watched = _watched(model, partitions)
     cuts = list(dict.fromkeys(s.name for p in partitions[:-1] for s in p.outputs if s.name not in names))
-    runs = _reference_runs(model, feeds, providers, names, watched, cuts)
+    if window_bytes is None:  # as much as the largest partition holds: the chain needs that anyway
+        window_bytes = max([MIN_WINDOW_BYTES, *(external_weight_bytes(p.proto) for p in partitions
+                                                if p.is_external)])
+    runs = _reference_runs(model, feeds, providers, names, watched, cuts, window_bytes)
     diffs: dict[str, list[OutputDiff]] = {n: [] for n in names}
     steps: list[list[OutputDiff]] = [[] for _ in partitions]
     for run_feeds, values, _ in runs:
@@ -188,23 +188,23 @@ def verify(
 
 
 def _reference_runs(model: Model, feeds: dict[str, np.ndarray], providers: Sequence[str], names: list[str],
-                    watched: list[str], cuts: list[str]) -> list[Run]:
+                    watched: list[str], cuts: list[str], window_bytes: int) -> list[Run]:
     """The whole model's outputs, and its tensors at the cuts, on every input compared. Its inference
-    session is gone when this returns, before any partition's is made: never two copies of the weights."""
-    try:
-        session = create_inference_session(with_outputs(model.proto, [*watched, *cuts]), providers,
-                                           external_dir=model.external_dir)
-        fetch = list(dict.fromkeys([*names, *watched, *cuts]))
-        def run(f: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            return dict(zip(fetch, session.run(fetch, f), strict=True))
-        kept = [*names, *cuts]
-        runs = _pick_inputs(model, feeds, run, kept, watched)
-    except Exception as e:  # ORT raises its own exception types per failure
-        raise ModelError(
-            f"ONNX Runtime cannot run the whole model: {first_line(e)}",
-            "check the input_shapes= values and that ONNX Runtime supports every op of the model",
-        ) from e
-    return runs + [_at_size(model, size, run, kept, watched) for size in model.sizes[1:]]
+    session (or sessions: graph/reference.py) is gone when this returns, before any partition's is made:
+    never two copies of the weights."""
+    fetch = list(dict.fromkeys([*names, *watched, *cuts]))
+    kept = [*names, *cuts]
+    with reference(model, fetch, providers, window_bytes) as run:
+        try:
+            runs = _pick_inputs(model, feeds, run, kept, watched)
+        except SplitinferError:
+            raise
+        except Exception as e:  # ORT raises its own exception types per failure
+            raise ModelError(
+                f"ONNX Runtime cannot run the whole model: {first_line(e)}",
+                "check the input_shapes= values and that ONNX Runtime supports every op of the model",
+            ) from e
+        return runs + [_at_size(model, size, run, kept, watched) for size in model.sizes[1:]]
 
 
 def _at_size(model: Model, size: Mapping[str, tuple[int, ...]],
@@ -228,16 +228,6 @@ def _watched(model: Model, partitions: Sequence[Partition]) -> list[str]:
         return []
     crossing = [s.name for p in partitions for s in (*p.inputs, *p.outputs) if s.name in model.dynamic_dims]
     return list(dict.fromkeys(crossing)) or list(model.dynamic_dims)
-
-
-def with_outputs(proto: onnx.ModelProto, extra: Sequence[str]) -> bytes:
-    if not extra:
-        return proto.SerializeToString()
-    copy = onnx.ModelProto()
-    copy.CopyFrom(proto)
-    declared = {o.name for o in copy.graph.output}
-    copy.graph.output.extend(onnx.ValueInfoProto(name=n) for n in extra if n not in declared)
-    return copy.SerializeToString()
 
 
 # One input compared: the feeds, the whole model's outputs (by name), the watched tensors' shapes.

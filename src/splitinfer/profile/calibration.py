@@ -18,7 +18,7 @@ from splitinfer.errors import InputError, ModelError, ShapeError, first_line
 from splitinfer.graph import Model
 from splitinfer.graph.feeds import read_arrays
 from splitinfer.graph.inference import create_inference_session
-from splitinfer.graph.verify import with_outputs
+from splitinfer.graph.reference import with_outputs
 
 Calibration = str | Path | Mapping[str, np.ndarray] | np.ndarray | Dataset | None
 CALIBRATION_FORMS = ("None (seeded generated inputs), a .npy or .npz path, an array (a single-input model), "

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import statistics
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +35,7 @@ from splitinfer.graph.inference import DEFAULT_PROVIDERS
 from splitinfer.host import MACHINE_KEYS, library_versions
 from splitinfer.profile.calibration import Calibration
 from splitinfer.profile.energy_windows import time_energy_windows
+from splitinfer.profile.lazy import PartitionBytes
 from splitinfer.profile.partition_timing import PartitionFailure, PartitionTiming
 from splitinfer.profile.profiler import (
     LocalRunner,
@@ -111,11 +112,27 @@ class DeviceRecord:
 
 @dataclass(frozen=True)
 class _Item:
-    """One partition to time: what it is (for progress and failures), its bytes and its feeds."""
+    """One partition to time: what it is (for progress and failures), its bytes (or how to read them in,
+    for weights left on disk: only when its set is timed) and its feeds."""
 
     what: str
-    part: bytes
+    part: bytes | Callable[[], bytes]
     feeds: Mapping[str, np.ndarray]
+    nbytes: int = -1  # of a part read in when timed
+
+    @property
+    def size(self) -> int:
+        return self.nbytes if callable(self.part) else len(self.part)
+
+    def load(self) -> bytes:
+        return self.part() if callable(self.part) else self.part
+
+
+def _block(prepared: PreparedModel, i: int) -> _Item:
+    parts, feeds = prepared.block_bytes, prepared.block_feeds[i]
+    if isinstance(parts, PartitionBytes):
+        return _Item(f"block {i}", lambda: parts[i], feeds, parts.nbytes(i))
+    return _Item(f"block {i}", parts[i], feeds)
 
 
 def _sets(items: list[_Item]) -> list[list[_Item]]:
@@ -123,11 +140,11 @@ def _sets(items: list[_Item]) -> list[list[_Item]]:
     sets: list[list[_Item]] = [[]]
     size = 0
     for item in items:
-        if sets[-1] and size + len(item.part) > MAX_SET_BYTES:
+        if sets[-1] and size + item.size > MAX_SET_BYTES:
             sets.append([])
             size = 0
         sets[-1].append(item)
-        size += len(item.part)
+        size += item.size
     return [s for s in sets if s]
 
 
@@ -142,7 +159,7 @@ def _time_sets(runner: Runner, items: list[_Item], settings: ProfileSettings, bu
         feeds: dict[str, np.ndarray] = {}
         for item in group:
             feeds.update(item.feeds)
-        out += runner.profile_set([item.part for item in group], feeds, num_warmup=settings.num_warmup,
+        out += runner.profile_set([item.load() for item in group], feeds, num_warmup=settings.num_warmup,
                                   min_runs=settings.min_runs, max_runs=settings.max_runs,
                                   budget_s=budget_per_item_s * len(group),
                                   rel_precision=settings.rel_precision, slowdown=slowdown)
@@ -166,16 +183,18 @@ def profile_device(runner: Runner, prepared: PreparedModel, settings: ProfileSet
     record = record if record is not None else DeviceRecord([None] * num)
     record.info = runner.info()
     num_pairs = num - 1 if settings.pairs else 0
-    total = num + num_pairs + 2
+    total = num + num_pairs + 1 + (prepared.whole_bytes is not None)
     budget = settings.item_budget_s(total)
     items = [_Item("trivial run", trivial_partition(), {TRIVIAL_INPUT: np.zeros(1, np.float32)})]
-    items += [_Item(f"block {i}", prepared.block_bytes[i], prepared.block_feeds[i]) for i in range(num)]
-    items.append(_Item("whole model", prepared.whole_bytes, prepared.whole_feeds))
+    items += [_block(prepared, i) for i in range(num)]
+    if prepared.whole_bytes is not None:
+        items.append(_Item("whole model", prepared.whole_bytes, prepared.whole_feeds))
     results = _time_sets(runner, items, settings, budget, slowdown, progress, 0, total)
     for item, result in zip(items, results, strict=True):
         if isinstance(result, PartitionFailure):
             record.failures.append(_failure(item, result))
-    trivial, *blocks, whole = results
+    trivial, *blocks = results[:1 + num]
+    whole = results[-1] if prepared.whole_bytes is not None else None
     if all(isinstance(b, PartitionFailure) for b in blocks):
         raise ProfileError(f"no block of {prepared.info.name} runs on this device ({record.failures[-1]})",
                            "check the device's providers, or the model with `splitinfer inspect`")
@@ -187,7 +206,7 @@ def profile_device(runner: Runner, prepared: PreparedModel, settings: ProfileSet
                      for b in blocks]
     record.spreads = [spread(kept_runs(b.times_s)) for b in blocks if isinstance(b, PartitionTiming)]
     record.remeasured = sum(isinstance(b, PartitionTiming) and b.remeasured for b in blocks)
-    record.whole_model = _stats(whole)
+    record.whole_model = None if whole is None else _stats(whole)
     runnable = [i for i in range(num_pairs) if None not in (record.blocks[i], record.blocks[i + 1])]
     pairs = [_Item(f"blocks {i}-{i + 1}", *prepared.segment(i, i + 1)) for i in runnable]
     timed = _time_sets(runner, pairs, settings, budget, slowdown, progress, len(items), total)

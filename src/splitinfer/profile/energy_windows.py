@@ -17,7 +17,7 @@ measured while profiling; ``offset_s`` adds the log clock's own skew.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import msgspec
@@ -32,7 +32,7 @@ MAX_ENERGY_WINDOW_S = 600.0  # one block's window; a longer one only spends the 
 LogClock = Literal["device", "profiler"]
 
 
-def time_energy_windows(runner: object, block_bytes: list[bytes], block_feeds: list[dict], *,
+def time_energy_windows(runner: object, block_bytes: Sequence[bytes], block_feeds: list[dict], *,
                         window_s: float, slowdown: float = 1.0, blocks: list[Stats | None] | None = None,
                         progress: Callable[[int, int, str], None] | None = None,
                         sleep: Callable[[float], None] = time.sleep) -> DeviceEnergy:

@@ -27,11 +27,11 @@ import msgspec
 import numpy as np
 
 from splitinfer.errors import ModelError, ProfileError, first_line
-from splitinfer.graph import Analysis, Model, analyze, extract_segment, load_model, split
+from splitinfer.graph import Analysis, Model, Partition, analyze, extract_segment, load_model, split
 from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS
 from splitinfer.graph.exit_cuts import analyze_at_exits
 from splitinfer.graph.exits import Exit, read_exits
-from splitinfer.graph.inference import DEFAULT_PROVIDERS, check_providers, create_inference_session
+from splitinfer.graph.inference import DEFAULT_PROVIDERS, check_providers
 from splitinfer.host import host_info, max_num_threads
 from splitinfer.profile.calibration import (
     Calibration,
@@ -42,6 +42,7 @@ from splitinfer.profile.calibration import (
 from splitinfer.profile.cut_sizes import measure_cut_bytes, varying_cut_tensors
 from splitinfer.profile.energy_windows import MAX_ENERGY_WINDOW_S
 from splitinfer.profile.exit_profile import NUM_GENERATED, exit_tensors, measure_exits
+from splitinfer.profile.lazy import CALIBRATION_MEMORY_BYTES, PartitionBytes, TensorSpill
 from splitinfer.profile.partition_timing import CompressionTiming, PartitionFailure, PartitionTiming
 from splitinfer.profile.schema import BlockInfo, ExitProfile, ModelInfo, Profile
 from splitinfer.profile.timing import (
@@ -182,11 +183,15 @@ class PreparedModel:
     analysis: Analysis
     info: ModelInfo
     blocks: tuple[BlockInfo, ...]
-    block_bytes: list[bytes]  # serialized partition of each block
+    # serialized partition of each block (PartitionBytes: read in when asked, for weights on disk)
+    block_bytes: Sequence[bytes]
     block_feeds: list[dict[str, np.ndarray]]  # the tensors each block gets from the calibration input
-    whole_bytes: bytes
+    # The whole model, None when its weights stay on disk (profile/lazy.py): it is not timed as one
+    # partition then, which would hold all of them (and past 2 GB cannot travel as one blob).
+    whole_bytes: bytes | None
     whole_feeds: dict[str, np.ndarray]
     exits: tuple[ExitProfile, ...] = ()  # how often each early exit answers (profile/exit_profile.py)
+    spill: TensorSpill | None = None  # where calibration tensors over the memory budget are kept
     _segments: dict[tuple[int, int], bytes] = field(default_factory=dict)
     _segment_inputs: dict[tuple[int, int], list[str]] = field(default_factory=dict)
 
@@ -206,10 +211,13 @@ class PreparedModel:
             if missing:  # cannot happen for block bounds: the same tensors cross the same cut
                 raise ProfileError(f"segment {first_block}-{last_block} takes {missing}, which block "
                                    f"{first_block} does not get", "this is a splitinfer bug; report it")
-            self._segments[key] = part.to_bytes()
+            self._segments[key] = part.to_bytes() if not part.is_external else b""
             self._segment_inputs[key] = [t.name for t in part.inputs]
         known = {**self.whole_feeds, **self.block_feeds[first_block]}
-        return self._segments[key], {name: known[name] for name in self._segment_inputs[key]}
+        # Weights on disk: read in again each time, never kept (profile/lazy.py).
+        data = self._segments[key] or extract_segment(self.model, self.analysis, first_block,
+                                                      last_block).to_bytes()
+        return data, {name: known[name] for name in self._segment_inputs[key]}
 
     def empty_profile(self) -> Profile:
         """A profile of this model with no devices and no links yet."""
@@ -217,20 +225,26 @@ class PreparedModel:
                        output_bytes=self.analysis.output_bytes, exits=self.exits)
 
 
-def _chain_feeds(parts: Sequence[Any], feeds: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
-    """Run the block partitions one after the other; the inputs each one got."""
+def _chain_feeds(parts: Sequence[Partition], feeds: Mapping[str, np.ndarray],
+                 spill: TensorSpill) -> list[dict[str, np.ndarray]]:
+    """Run the block partitions one after the other, one inference session at a time (weights left on
+    disk read from there); the inputs each one got, kept by ``spill``."""
     values: dict[str, np.ndarray] = dict(feeds)
     got = []
-    for part in parts:
-        inputs = {s.name: values[s.name] for s in part.inputs}
+    for k, part in enumerate(parts):
+        inputs = spill.keep({s.name: values[s.name] for s in part.inputs})
         got.append(inputs)
         try:
-            session = create_inference_session(part.to_bytes())
+            session = part.inference_session()
             names = [s.name for s in part.outputs]
             values.update(zip(names, session.run(names, inputs), strict=True))
+            del session
         except Exception as e:  # ORT's own exception types
             raise ModelError(f"block {part.index} fails on the calibration input: {first_line(e)}",
                              "check the calibration data (its value range) or the model") from None
+        # Only what later blocks take: a CNN's early activations are large.
+        later = {s.name for p in parts[k + 1:] for s in p.inputs}
+        values = {n: v for n, v in values.items() if n in later}
     return got
 
 
@@ -253,14 +267,16 @@ def prepare_model(model: str | Path | bytes | Model | None, *, calibration: Cali
                   seed: int = 0, feeds: Mapping[str, np.ndarray] | None = None,
                   fixed_inputs: Mapping[str, object] | None = None,
                   sizes: Sequence[Mapping[str, Sequence[int]]] | None = None,
-                  cuts_at: Sequence[int] | None = None, exits: Sequence[Exit | str] | None = None
-                  ) -> PreparedModel:
+                  cuts_at: Sequence[int] | None = None, exits: Sequence[Exit | str] | None = None,
+                  calibration_memory_bytes: int = CALIBRATION_MEMORY_BYTES) -> PreparedModel:
     """Load (if needed), analyze and split ``model``; run the calibration input through its blocks.
     ``input_shapes``, ``batch``, ``feeds``, ``fixed_inputs`` and ``sizes`` go to
     :func:`~splitinfer.graph.load_model` (a :class:`Model` was loaded with its own); ``cuts_at``: the
     blocks' cut positions (another size's, :func:`~splitinfer.graph.analyze`) instead of choosing.
     ``exits``: the model's early exits (default: those its metadata declares, :func:`read_exits`): a
-    block ends at each, and how often each answers is measured on the calibration samples."""
+    block ends at each, and how often each answers is measured on the calibration samples.
+    ``calibration_memory_bytes``: the tensors blocks get from the calibration input held in memory; past
+    that they are kept on disk (:mod:`splitinfer.profile.lazy`)."""
     if model is None:
         raise ProfileError("no model to profile", "give the model file (or a prepared model)")
     if not isinstance(model, Model):
@@ -276,8 +292,11 @@ def prepare_model(model: str | Path | bytes | Model | None, *, calibration: Cali
                      fixed_inputs=_fixed_values(model), max_cut_tensors=max_cut_tensors,
                      sizes=tuple(model.sizes) if len(model.sizes) > 1 else (),
                      exits=tuple(e.output for e in declared), max_blocks=max_blocks)
-    prepared = PreparedModel(model, analysis, info, block_infos(analysis), [p.to_bytes() for p in parts],
-                             _chain_feeds(parts, inputs), model.proto.SerializeToString(), inputs)
+    spill = TensorSpill(calibration_memory_bytes)
+    on_disk = model.external_dir is not None
+    prepared = PreparedModel(model, analysis, info, block_infos(analysis), PartitionBytes(parts),
+                             _chain_feeds(parts, inputs, spill),
+                             None if on_disk else model.proto.SerializeToString(), inputs, spill=spill)
     if (declared or model.dynamic_dims) and cuts_at is None:  # measured on many samples, not one
         samples = [model.make_feeds(seed=seed + i) for i in range(NUM_GENERATED)] if calibration is None \
             else load_calibration_samples(model, calibration, seed)

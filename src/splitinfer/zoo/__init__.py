@@ -5,8 +5,13 @@ from a seeded numpy generator, so the same arguments give byte-identical models.
 Full size by default (the real parameter counts, FLOPs and tensor sizes);
 ``width``, ``depth`` and ``resolution`` make smaller variants, and
 :func:`build_small` gives a tiny one that runs in milliseconds for tests.
+:func:`build` returns the model in memory (at most 2 GB of weights, protobuf's
+limit); :func:`save` writes it to a file, its weights to a ``.data`` file beside it
+as they are drawn when they pass that limit (or when asked), so that a model of any
+size is built holding one weight at a time.
 Modules: ``builder`` (the graph builder) with ``tensors`` and ``moments`` (what it
-tracks), ``cnn``, ``transformer``, ``detector`` (the architectures), ``exits`` (a ResNet-18 and a BERT
+tracks) and ``weights`` (the ``.data`` file it writes), ``cnn``, ``transformer``, ``detector``,
+``mlp`` (the architectures), ``exits`` (a ResNet-18 and a BERT
 with two early-exit heads each, their thresholds set on seeded inputs), ``config``
 (their settings), ``calibration`` (batch-norm statistics on seeded inputs).
 
@@ -14,6 +19,7 @@ with two early-exit heads each, their thresholds set on seeded inputs), ``config
 >>> model = zoo.build("resnet18")                 # 11.7M params, 224x224
 >>> tiny = zoo.build_small("bert")                # 2 layers, seq 16, vocab 1000
 >>> zoo.summarize("vgg16").num_params             # counted without drawing weights
+>>> zoo.save("mlp", "mlp.onnx")                   # 2.4 GB: mlp.onnx + mlp.data
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from pathlib import Path
 
 import onnx
 
@@ -39,10 +46,12 @@ from splitinfer.zoo.exits import (
     record_bert_exits,
     record_resnet18_exits,
 )
+from splitinfer.zoo.mlp import build_mlp
 from splitinfer.zoo.transformer import build_bert, build_vit_b16
+from splitinfer.zoo.weights import WeightFile
 
 __all__ = ["MAX_OPSET", "MIN_OPSET", "ModelSummary", "ZooConfig", "build", "build_small", "describe",
-           "names", "short_description", "summarize"]
+           "external_data_file", "names", "save", "short_description", "summarize"]
 
 MIN_OPSET, MAX_OPSET = 13, 21
 # Protobuf cannot serialise a message of 2 GiB or more; leave room for the graph itself.
@@ -58,8 +67,9 @@ class _Entry:
     small: ZooConfig  # the build_small variant
     resolution_step: int  # resolution must be a multiple of this
     resolution_word: str = "resolution"
-    # Adds to the finished model's metadata what needs its calibrated weights (its exits' thresholds).
-    annotate: Callable[[onnx.ModelProto, ZooConfig, int], None] | None = None
+    # Adds to the finished model's metadata what needs its calibrated weights (its exits' thresholds);
+    # the last argument is the folder of the model's external weights, if any.
+    annotate: Callable[[onnx.ModelProto, ZooConfig, int, Path | None], None] | None = None
 
 
 _VISION_SMALL = ZooConfig(width=0.125, depth=0.5, resolution=32, num_classes=10)
@@ -96,6 +106,11 @@ _ENTRIES: dict[str, _Entry] = {
         "BERT-base, 2 exits", ZooConfig(resolution=128, num_classes=2),
         ZooConfig(width=0.125, depth=0.25, resolution=16, num_classes=2, vocab_size=1000),
         resolution_step=1, resolution_word="sequence length", annotate=record_bert_exits),
+    "mlp": _Entry(
+        build_mlp, "Wide MLP (9 Gemm + ReLU layers of 8192, a classifier head): the cheapest model of "
+        "its size, for models larger than a device", "wide MLP, over 2 GB",
+        ZooConfig(resolution=8192), ZooConfig(width=0.0625, depth=0.34, resolution=512, num_classes=10),
+        resolution_step=1, resolution_word="number of input features"),
 }
 
 
@@ -166,24 +181,30 @@ def _summary(name: str, builder: GraphBuilder) -> ModelSummary:
                         builder.num_params, builder.num_macs)
 
 
-def _make(name: str, cfg: ZooConfig, seed: int, opset: int, small: bool) -> onnx.ModelProto:
+def _make(name: str, cfg: ZooConfig, seed: int, opset: int, small: bool,
+          weights: WeightFile | None = None) -> onnx.ModelProto:
+    """The model; with ``weights``, its large weights written there (and the file closed)."""
     entry = _entry(name)
     _check_opset_and_seed(opset, seed)
     counted = _count(name, cfg)
-    if counted.weight_bytes > _MAX_WEIGHT_BYTES:
+    if weights is None and counted.weight_bytes > _MAX_WEIGHT_BYTES:
         raise ModelError(
             f"{name} at width {cfg.width:g} would hold {counted.weight_bytes / 1e9:.1f} GB of weights, "
-            "over protobuf's 2 GB limit", "use a smaller --width (or --depth)")
-    builder = GraphBuilder(seed=seed, opset=opset)
+            "over protobuf's 2 GB limit for a model in memory",
+            "write it to a file with zoo.save() or `splitinfer zoo build NAME -o FILE.onnx` (the weights "
+            "go to FILE.data beside it), or use a smaller --width (or --depth)")
+    builder = GraphBuilder(seed=seed, opset=opset, weights=weights)
     entry.build(builder, cfg)
     args = {"name": name, "width": cfg.width, "depth": cfg.depth, "resolution": cfg.resolution,
             "num_classes": cfg.num_classes, "vocab_size": cfg.vocab_size, "seed": seed,
             "opset": opset, "small": small}
     metadata = {"splitinfer.zoo": json.dumps(args, sort_keys=True)}
     model = builder.finish(name, describe(name), metadata)
-    calibrate_batch_norms(model, seed=seed)
+    if weights is not None:
+        weights.close()  # whole on disk before ONNX Runtime reads it
+    calibrate_batch_norms(model, seed=seed, weights=weights)
     if entry.annotate is not None:
-        entry.annotate(model, cfg, seed)
+        entry.annotate(model, cfg, seed, None if weights is None else weights.folder)
     return model
 
 
@@ -202,6 +223,84 @@ def build_small(name: str, seed: int = 0, *, opset: int = 17) -> onnx.ModelProto
     """A tiny variant of ``name`` (1/8 to 1/4 width, 1-2 blocks per stage, 32-64 px, seq 16,
     10 classes or a 1000-word vocabulary) that builds and runs in well under a second."""
     return _make(name, _entry(name).small, seed, opset, small=True)
+
+
+def save(name: str, path: str | Path, *, width: float = 1.0, depth: float = 1.0,
+         resolution: int | None = None, seed: int = 0, opset: int = 17, small: bool = False,
+         external_data: bool | None = None) -> Path:
+    """Build zoo model ``name`` (arguments as :func:`build`; ``small``: :func:`build_small`'s
+    variant) and write it to ``path``; returns ``path``.
+
+    ``external_data``: True writes every weight over 64 KiB to ``path`` with suffix ``.data``
+    as it is drawn (4096-byte aligned, named in the model by that file's name: keep the two
+    files in one folder), holding one weight at a time; False keeps them inside the ``.onnx``
+    (at most 2 GB, protobuf's limit); None (default) chooses the ``.data`` file when the
+    weights pass that limit. The same arguments give byte-identical files, and the same
+    weights either way. See :func:`external_data_file`.
+    """
+    path = Path(path)
+    cfg = _save_config(name, width, depth, resolution, small)
+    data = _data_file(name, cfg, path, external_data)
+    _check_opset_and_seed(opset, seed)  # before a .data file of the same name is overwritten
+    if data is None:
+        _write_model(_make(name, cfg, seed, opset, small), path)
+        return path
+    try:
+        with WeightFile(data) as weights:
+            model = _make(name, cfg, seed, opset, small, weights)
+        _write_model(model, path)
+    except BaseException:
+        data.unlink(missing_ok=True)  # weights without their model are of no use
+        raise
+    return path
+
+
+def external_data_file(name: str, path: str | Path, *, width: float = 1.0, depth: float = 1.0,
+                       resolution: int | None = None, small: bool = False,
+                       external_data: bool | None = None) -> Path | None:
+    """The ``.data`` file :func:`save` writes the weights to with these arguments, or None when
+    it keeps them inside the ``.onnx`` file."""
+    path = Path(path)
+    return _data_file(name, _save_config(name, width, depth, resolution, small), path, external_data)
+
+
+def _save_config(name: str, width: float, depth: float, resolution: int | None, small: bool) -> ZooConfig:
+    if not small:
+        return _config(name, width, depth, resolution)
+    if width != 1.0 or depth != 1.0 or resolution is not None:
+        raise ModelError("the small variant sets its own width, depth and resolution",
+                         "drop small, or drop width/depth/resolution")
+    return _entry(name).small
+
+
+def _data_file(name: str, cfg: ZooConfig, path: Path, external_data: bool | None) -> Path | None:
+    if external_data is not None and not isinstance(external_data, bool):
+        raise ModelError(f"external_data {external_data!r} is not True, False or None",
+                         "give True (weights in a .data file), False (inside the .onnx) or None (automatic)")
+    weight_bytes = _count(name, cfg).weight_bytes
+    if external_data is False and weight_bytes > _MAX_WEIGHT_BYTES:
+        raise ModelError(f"{name} at width {cfg.width:g} holds {weight_bytes / 1e9:.1f} GB of weights, over "
+                         "protobuf's 2 GB limit for one .onnx file",
+                         "let the weights go to a .data file beside it "
+                         "(drop --inline-data; external_data=None in Python)")
+    external = weight_bytes > _MAX_WEIGHT_BYTES if external_data is None else external_data
+    if not external:
+        return None
+    if not path.name:
+        raise ModelError(f"{path} names no file", "give a file name, e.g. model.onnx")
+    data = path.with_suffix(".data")
+    if data == path:
+        raise ModelError(f"cannot write the model to {path}: its weights' file would have the same name",
+                         "name the model FILE.onnx: its weights go to FILE.data")
+    return data
+
+
+def _write_model(model: onnx.ModelProto, path: Path) -> None:
+    try:
+        onnx.save_model(model, path)
+    except OSError as e:
+        raise ModelError(f"cannot write {path}: {e.strerror or e}",
+                         "choose a writable path with room for the model") from None
 
 
 @lru_cache(maxsize=64)

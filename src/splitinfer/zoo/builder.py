@@ -7,7 +7,9 @@ expected mean and second moment (:mod:`splitinfer.zoo.moments`), which scale
 the next weight layer so its output has a chosen second moment.
 
 With ``materialize=False`` no weight is drawn: the builder only counts
-parameters and multiply-accumulates, which makes ``zoo list`` instant.
+parameters and multiply-accumulates, which makes ``zoo list`` instant. With a
+``weights`` file (:mod:`splitinfer.zoo.weights`) each large weight goes there as
+it is drawn and the model keeps a reference to it.
 """
 
 from __future__ import annotations
@@ -22,15 +24,18 @@ from onnx import helper, numpy_helper
 
 from splitinfer.zoo import moments
 from splitinfer.zoo.tensors import FLOAT, TensorInfo, broadcast_shapes
+from splitinfer.zoo.weights import WeightFile
 
 
 class GraphBuilder:
     """Accumulates nodes, initializers and tensor facts; :meth:`finish` makes the model."""
 
-    def __init__(self, *, seed: int = 0, opset: int = 17, materialize: bool = True) -> None:
+    def __init__(self, *, seed: int = 0, opset: int = 17, materialize: bool = True,
+                 weights: WeightFile | None = None) -> None:
         self.rng = np.random.default_rng(seed)
         self.opset = opset
         self.materialize = materialize
+        self.weights = weights
         self.nodes: list[onnx.NodeProto] = []
         self.model = onnx.ModelProto()
         self.inputs: list[str] = []
@@ -65,6 +70,9 @@ class GraphBuilder:
         if not self.materialize:
             return None
         array = np.ascontiguousarray(make(), dtype=np.float32).reshape(shape)
+        if self.weights is not None and self.weights.takes(array):
+            self.weights.append(self.model.graph.initializer.add(), name, array)
+            return array
         # Written straight into the model: make_graph/make_model would copy every weight twice.
         tensor = self.model.graph.initializer.add()
         tensor.name, tensor.data_type = name, FLOAT
@@ -105,7 +113,10 @@ class GraphBuilder:
         mean = float(as_float.mean()) if array.size else 0.0
         m2 = float((as_float**2).mean()) if array.size else 0.0
         self.info[name] = TensorInfo(array.shape, helper.np_dtype_to_tensor_dtype(array.dtype), mean, m2)
-        self.model.graph.initializer.add().CopyFrom(numpy_helper.from_array(array, name))
+        if self.weights is not None and self.weights.takes(array):
+            self.weights.append(self.model.graph.initializer.add(), name, array)
+        else:
+            self.model.graph.initializer.add().CopyFrom(numpy_helper.from_array(array, name))
         return name
 
     def node(self, op: str, inputs: Sequence[str], name: str, *, shape: Sequence[int],

@@ -10,7 +10,10 @@ own per-channel mean and variance, then scale and shift). That pass yields the
 mean and variance of every BatchNormalization's input as they will be in the
 final model, which become its running statistics. The same pass gives the
 model's outputs; a Conv or Gemm that makes an output is then rescaled so the
-output has a second moment of 1 on that batch (logits of unit scale).
+output has a second moment of 1 on that batch (logits of unit scale). A model
+whose weights are in a ``.data`` file (:mod:`splitinfer.zoo.weights`) is
+calibrated the same way: ONNX Runtime reads them from the file's folder, and a
+rescaled weight is written back in its place there.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from splitinfer.types import numpy_dtype
+from splitinfer.zoo.weights import WeightFile, is_external
 
 
 def _reduce_mean(x: str, out: str, opset: int, axes: str) -> onnx.NodeProto:
@@ -90,9 +94,10 @@ def _calibration_model(model: onnx.ModelProto,
     return calib, stats
 
 
-def calibrate_batch_norms(model: onnx.ModelProto, *, seed: int) -> None:
+def calibrate_batch_norms(model: onnx.ModelProto, *, seed: int, weights: WeightFile | None = None) -> None:
     """Set every BatchNormalization's running mean and variance, in place, to the statistics of
-    its input over a seeded batch of standard normal inputs (a few samples; more for small maps)."""
+    its input over a seeded batch of standard normal inputs (a few samples; more for small maps).
+    ``weights``: the closed file holding the model's external weights, if any."""
     if not any(n.op_type == "BatchNormalization" for n in model.graph.node):
         return
     first = model.graph.input[0].type.tensor_type.shape.dim
@@ -108,25 +113,36 @@ def calibrate_batch_norms(model: onnx.ModelProto, *, seed: int) -> None:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1  # one thread: the same sums in the same order on every run
     options.log_severity_level = 3
+    if weights is not None:
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                         str(weights.folder))
     session = ort.InferenceSession(calib.SerializeToString(), options, providers=["CPUExecutionProvider"])
     names = [name for entry in stats.values() for name in entry[:2]]
     outputs = [v.name for v in model.graph.output]
     results = session.run(names + outputs, feeds)
+    del session  # it may map the weights file, which rewrite() now changes
     measured = dict(zip(names + outputs, results, strict=True))
     index = {t.name: i for i, t in enumerate(model.graph.initializer)}
 
+    def read(name: str) -> np.ndarray:
+        tensor = model.graph.initializer[index[name]]
+        return weights.read(tensor) if weights is not None else numpy_helper.to_array(tensor)
+
     def rewrite(name: str, values: np.ndarray) -> None:
-        tensor = numpy_helper.from_array(values.astype(np.float32), name)
-        model.graph.initializer[index[name]].CopyFrom(tensor)
+        tensor = model.graph.initializer[index[name]]
+        if weights is not None and is_external(tensor):
+            weights.overwrite(tensor, values.astype(np.float32))
+        else:
+            tensor.CopyFrom(numpy_helper.from_array(values.astype(np.float32), name))
 
     for mean_out, var_out, mean_init, var_init in stats.values():
         rewrite(mean_init, measured[mean_out].reshape(-1))
         rewrite(var_init, measured[var_out].reshape(-1))
-    _normalize_outputs(model, measured, index, rewrite)
+    _normalize_outputs(model, measured, set(index), read, rewrite)
 
 
-def _normalize_outputs(model: onnx.ModelProto, measured: dict[str, np.ndarray], index: dict[str, int],
-                       rewrite: Callable[[str, np.ndarray], None]) -> None:
+def _normalize_outputs(model: onnx.ModelProto, measured: dict[str, np.ndarray], initializers: set[str],
+                       read: Callable[[str], np.ndarray], rewrite: Callable[[str, np.ndarray], None]) -> None:
     """Scale the Conv or Gemm making each output so the output's mean square on the batch is 1."""
     producers = {out: node for node in model.graph.node for out in node.output}
     for value in model.graph.output:
@@ -136,5 +152,5 @@ def _normalize_outputs(model: onnx.ModelProto, measured: dict[str, np.ndarray], 
             continue
         scale = 1.0 / np.sqrt(m2)
         for param in node.input[1:3]:
-            if param in index:
-                rewrite(param, numpy_helper.to_array(model.graph.initializer[index[param]]) * scale)
+            if param in initializers:
+                rewrite(param, read(param) * scale)

@@ -15,6 +15,7 @@ about half the inputs leave at the first exit and half of the rest at the second
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -123,15 +124,20 @@ def _feeds(model: onnx.ModelProto, cfg: ZooConfig, rng: np.random.Generator) -> 
     return feeds
 
 
-def record_exits(model: onnx.ModelProto, cfg: ZooConfig, seed: int, rule: str) -> None:
+def record_exits(model: onnx.ModelProto, cfg: ZooConfig, seed: int, rule: str,
+                 external_dir: Path | None = None) -> None:
     """Add the model's exits to its metadata (:data:`EXITS_KEY`), in place, with thresholds that
-    about half of seeded inputs pass at the first exit and half of the rest at the second."""
+    about half of seeded inputs pass at the first exit and half of the rest at the second.
+    ``external_dir``: the folder of the model's external weights, if any."""
     names = [o.name for o in model.graph.output[:-1]]
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1  # one thread: the same sums in the same order on every run
     options.log_severity_level = 3
     # Basic optimisations only: ALL spends seconds pre-packing full-size weights used 16 times.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    if external_dir is not None:
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                         str(external_dir))
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng([seed, 0xE817])
     runs = [session.run(names, _feeds(model, cfg, rng)) for _ in range(_NUM_SAMPLES)]
@@ -147,11 +153,13 @@ def record_exits(model: onnx.ModelProto, cfg: ZooConfig, seed: int, rule: str) -
     entry.key, entry.value = EXITS_KEY, json.dumps(exits)
 
 
-def record_resnet18_exits(model: onnx.ModelProto, cfg: ZooConfig, seed: int) -> None:
+def record_resnet18_exits(model: onnx.ModelProto, cfg: ZooConfig, seed: int,
+                          external_dir: Path | None = None) -> None:
     """:func:`record_exits` with the CNN's rule (softmax_max)."""
-    record_exits(model, cfg, seed, _RULES["resnet18"])
+    record_exits(model, cfg, seed, _RULES["resnet18"], external_dir)
 
 
-def record_bert_exits(model: onnx.ModelProto, cfg: ZooConfig, seed: int) -> None:
+def record_bert_exits(model: onnx.ModelProto, cfg: ZooConfig, seed: int,
+                      external_dir: Path | None = None) -> None:
     """:func:`record_exits` with the transformer's rule (entropy)."""
-    record_exits(model, cfg, seed, _RULES["bert"])
+    record_exits(model, cfg, seed, _RULES["bert"], external_dir)
