@@ -1,6 +1,7 @@
 """Shipping partitions to real workers: a transfer resumed after the client and the worker went away, a
-second deploy of a plan sending only hashes (measured), parts deployed by hash, --model-dir, a cache that
-is off, a part evicted before its deploy, and a cache folder that cannot be used (device/_partitions.py,
+second deploy of a plan sending only hashes (measured), parts deployed by hash, a large one from its
+weights mapped from disk (its peak measured), --model-dir, a cache that is off, a part evicted before its
+deploy, and a cache folder that cannot be used (device/_partitions.py, device/_partition_layout.py,
 wire/partitions.py, coordinator/pipeline.deploy_by_hash)."""
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from helpers.runtime_models import local_cluster, mlp_parts, stages_on, whole_an
 
 from splitinfer.cluster import parse_cluster
 from splitinfer.errors import ErrorCode, TransportError, WorkerError
+from splitinfer.host import peak_resident_bytes
 from splitinfer.runtime import StageSpec, WorkerClient, deploy_stages
 from splitinfer.runtime.coordinator.pipeline import deploy_by_hash, undeploy_pipeline
+from splitinfer.runtime.device._partition_layout import MAPPED_MIN_BYTES
 from splitinfer.runtime.wire import messages
 
 TOKEN = b"partition-token-0123456789"
@@ -124,6 +127,39 @@ def test_a_stage_in_parts_is_deployed_by_hash_part_by_part():
     np.testing.assert_allclose(got, ort.InferenceSession(whole).run(None, {"t0": x})[0], rtol=1e-4, atol=1e-4)
 
 
+def _edge_cluster(tmp_path: Path, address: str) -> dict:
+    """A local camera (the source) and the worker at ``address`` as the edge."""
+    return {"backend": "workers", "token_file": str(tmp_path / "token"), "source": "camera",
+            "devices": [{"name": "camera", "num_threads": 1}, {"name": "edge", "address": address}],
+            "links": [{"from": "camera", "to": "edge", "bandwidth": "1Gbit/s", "latency": "1ms"}]}
+
+
+def test_a_large_partition_is_deployed_by_hash_from_its_weights_mapped_from_disk(tmp_path):
+    """A partition of at least 64 MiB is kept as external data once it arrives: the worker deploys it from
+    the graph file (ONNX Runtime maps the weights) with the outputs it gives inline, and its memory grows
+    by about the partition and one layer, where a deploy of its bytes grew by three times the partition."""
+    whole, parts = whole_and_parts(mlp_parts(1, width=2100, batch=2, layers_per_part=4))
+    model = parts[0][0]
+    sha, cache = _sha(model), tmp_path / "cache"
+    assert len(model) >= MAPPED_MIN_BYTES
+    proc, address = _start(tmp_path, "edge", "--cache-dir", str(cache))
+    x = np.random.default_rng(0).standard_normal((2, 2100)).astype(np.float32)
+    try:
+        idle = peak_resident_bytes(proc.pid)
+        with deploy_stages(stages_on(parts, ["edge"]), parse_cluster(_edge_cluster(tmp_path, address)),
+                           timeout_s=60) as session:
+            (got,) = session.run(None, {"t0": x}, deadline_s=30)
+            peak = peak_resident_bytes(proc.pid)
+        assert sorted(p.name for p in cache.iterdir() if p.name.startswith(sha)) == \
+            [f"{sha}.data", f"{sha}.json", f"{sha}.onnx"]
+    finally:
+        _stop(proc)
+    np.testing.assert_allclose(got, ort.InferenceSession(whole).run(None, {"t0": x})[0], rtol=1e-5, atol=1e-6)
+    if idle is not None and peak is not None:  # Linux
+        print(f"\npartition {len(model) / 1e6:.0f} MB; the worker's peak grew {(peak - idle) / 1e6:.0f} MB")
+        assert peak - idle < 2 * len(model)
+
+
 def test_a_model_dir_serves_its_partitions_with_no_transfer(tmp_path):
     whole, parts = whole_and_parts(mlp_parts(2, width=64, batch=2))
     models = tmp_path / "models"
@@ -132,9 +168,7 @@ def test_a_model_dir_serves_its_partitions_with_no_transfer(tmp_path):
     (models / "notes.txt").write_bytes(parts[0][0])  # not an .onnx file: not served
     proc, address = _start(tmp_path, "edge", "--cache-dir", str(tmp_path / "cache"), "--model-dir",
                            str(models))
-    doc = {"backend": "workers", "token_file": str(tmp_path / "token"), "source": "camera",
-           "devices": [{"name": "camera", "num_threads": 1}, {"name": "edge", "address": address}],
-           "links": [{"from": "camera", "to": "edge", "bandwidth": "1Gbit/s", "latency": "1ms"}]}
+    doc = _edge_cluster(tmp_path, address)
     x = np.random.default_rng(0).standard_normal((2, 64)).astype(np.float32)
     try:
         with WorkerClient(address, TOKEN) as client:

@@ -144,19 +144,6 @@ def inline_small(proto: onnx.ModelProto, folder: Path, max_bytes: int = INLINE_M
             _inline(t, folder)
 
 
-def materialize(proto: onnx.ModelProto, folder: Path, label: str) -> onnx.ModelProto:
-    """A copy with every external initializer read in; ModelError when that passes protobuf's 2 GB."""
-    total = proto.ByteSize() + external_bytes(proto)
-    if total > PROTOBUF_LIMIT_BYTES:
-        raise ModelError(f"{label} holds {total / 1e9:.2f} GB with its weights, over protobuf's 2 GB "
-                         "limit for one blob", "cut it into more, smaller partitions (a larger --blocks N)")
-    copy = onnx.ModelProto()
-    copy.CopyFrom(proto)
-    for t in external_initializers(copy):
-        _inline(t, folder)
-    return copy
-
-
 def serialize(proto: onnx.ModelProto, folder: Path, label: str) -> bytearray:
     """``proto`` serialized as one standalone blob, each external initializer's bytes read from its file
     straight into place; ModelError when it passes protobuf's 2 GB.

@@ -37,15 +37,18 @@ def check_providers(providers: Sequence[str]) -> list[tuple[str, dict[str, str]]
     return parsed
 
 
-def create_inference_session(model_bytes: bytes | memoryview, providers: Sequence[str] = DEFAULT_PROVIDERS,
-                             num_threads: int = 0, optimize: bool = True,
+def create_inference_session(model_bytes: bytes | memoryview | Path,
+                             providers: Sequence[str] = DEFAULT_PROVIDERS, num_threads: int = 0,
+                             optimize: bool = True,
                              external_dir: str | Path | None = None) -> ort.InferenceSession:
-    """A quiet inference session on serialized model bytes.
+    """A quiet inference session on serialized model bytes, or on a model file (a ``Path``).
 
     ``external_dir``: the folder the model's external data locations are relative to (a model loaded
     with its weights on disk, :mod:`splitinfer.graph.external`): ONNX Runtime reads them from there.
     Without it ONNX Runtime looks for them relative to the working directory: give whole models to workers
-    (``Partition.to_bytes`` inlines the weights).
+    (``Partition.to_bytes`` inlines the weights). A model file's external data is looked for in its own
+    folder (a worker's cached partition, device/_partition_layout.py): ONNX Runtime memory-maps the
+    weights stored there at page-aligned offsets instead of copying them.
 
     ``num_threads=0`` lets ONNX Runtime pick. ``optimize=False`` skips graph rewrites:
     used when the session runs once (shape probing), where optimizing would cost more
@@ -65,15 +68,19 @@ def create_inference_session(model_bytes: bytes | memoryview, providers: Sequenc
                                          str(external_dir))
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    data = bytes(model_bytes)
+    path = model_bytes if isinstance(model_bytes, Path) else None
+    data = str(path) if path is not None else bytes(model_bytes)  # ORT opens a file by its name
     try:
         session = _open(ort, data, options, parsed)
     except SplitinferError:
         raise
     except Exception as e:  # ORT raises its own untyped errors for any malformed model
-        older = _older_ir(data, str(e))  # an older ONNX Runtime build (e.g. OpenVINO's)
-        if older is None:
+        older = _older_ir(path or data, str(e))  # type: ignore[arg-type]
+        if older is None:  # not an older ONNX Runtime build (e.g. OpenVINO's) refusing the IR version
             raise _load_error(e, parsed) from None
+        if path is not None:  # the model as bytes now: its external data is still where the file is
+            options.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                             str(path.parent))
         try:
             session = _open(ort, older, options, parsed)
         except SplitinferError:
@@ -93,7 +100,7 @@ def create_inference_session(model_bytes: bytes | memoryview, providers: Sequenc
 Parsed = list[tuple[str, dict[str, str]]]
 
 
-def _open(runtime: Any, data: bytes, options: Any, parsed: Parsed) -> ort.InferenceSession:
+def _open(runtime: Any, data: bytes | str, options: Any, parsed: Parsed) -> ort.InferenceSession:
     """The session on the providers asked for. ONNX Runtime's Python wrapper, when a provider fails to
     start (a bad option, a missing driver), prints why and quietly retries on the CPU alone: that would
     profile and run another device than the one declared, so it is an error here, with the reason."""
@@ -127,15 +134,16 @@ def _load_error(e: BaseException, parsed: list[tuple[str, dict[str, str]]]) -> S
 _IR_REFUSED = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
 
 
-def _older_ir(data: bytes, message: str) -> bytes | None:
-    """The model with the IR version an older ONNX Runtime build asks for (OpenVINO's reads up to 13 while
-    a current onnx writes 14), when its opsets allow that; None when the refusal was something else."""
+def _older_ir(data: bytes | Path, message: str) -> bytes | None:
+    """The model (its bytes, or its file) with the IR version an older ONNX Runtime build asks for
+    (OpenVINO's reads up to 13 while a current onnx writes 14), when its opsets allow that; None when
+    the refusal was something else."""
     found = _IR_REFUSED.search(message)
     if found is None:
         return None
     import onnx
 
-    model = onnx.load_from_string(data)
+    model = onnx.load_from_string(data.read_bytes() if isinstance(data, Path) else data)
     wanted = int(found.group(2))
     if onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True) > wanted:
         return None

@@ -1,5 +1,5 @@
-"""The files behind a worker's partitions (device/_partitions.py): hashing, the ``--model-dir`` index, and
-the cache folder made, checked writable and locked for one worker."""
+"""The files behind a worker's partitions (device/_partitions.py): hashing, the ``--model-dir`` index, the
+pending transfers found at start, and the cache folder made, checked writable and locked for one worker."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import logging
 import os
 import re
 import tempfile
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ except ImportError:  # not POSIX: no lock, one worker per folder is then the use
 log = logging.getLogger("splitinfer.worker")
 _READ_BYTES = 1 << 20
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+_PENDING = re.compile(r"([0-9a-f]{64})-([0-9]{1,16})\.part")
 
 
 def sha256_of_file(path: Path) -> str:
@@ -31,6 +34,30 @@ def sha256_of_file(path: Path) -> str:
         while piece := f.read(_READ_BYTES):
             digest.update(piece)
     return digest.hexdigest()
+
+
+@dataclass
+class Pending:
+    """A transfer under way: its file, the bytes held and (when known) their running hash."""
+
+    size_bytes: int
+    path: Path
+    held: int
+    digest: Any = None  # hashlib's sha256 of the bytes held, None when it must be read back
+
+
+def pending_transfers(folder: Path) -> OrderedDict[str, Pending]:
+    """The transfers left pending in ``folder`` (``SHA-SIZE.part``), least recently sent to first; any other
+    file there (a rewrite's that broke off, one longer than its size) removed."""
+    pending: OrderedDict[str, Pending] = OrderedDict()
+    for path in sorted(folder.iterdir(), key=lambda p: p.stat().st_mtime_ns):
+        m = _PENDING.fullmatch(path.name)
+        size = int(m.group(2)) if m else 0
+        if m and size > 0 and path.stat().st_size <= size and m.group(1) not in pending:
+            pending[m.group(1)] = Pending(size, path, path.stat().st_size)
+        else:
+            path.unlink(missing_ok=True)
+    return pending
 
 
 class ModelDir:

@@ -12,13 +12,19 @@ the worker loads each from
 - its **model folder** (``--model-dir``): the ``*.onnx`` files there, indexed by their SHA-256 at start
   and again (only the files added or changed) when a hash is not found.
 
+A partition of at least 64 MiB is rewritten once installed into ONNX external data (``SHA.onnx``,
+``SHA.data``, ``SHA.json``: device/_partition_layout.py), whose weights ONNX Runtime maps, not copies: a
+deploy then peaks near the partition plus its largest layer, not three times the partition.
+
 Space: a transfer reserves its whole size when it starts, so the cache and the pending transfers never
 hold more than ``--cache-max-bytes``; room is made by evicting cached partitions (least recently used
 first), then by dropping the pending transfers least recently sent to; at most ``MAX_PENDING`` are kept.
-Every file is checked against its hash again when a deploy loads it. The default folder is
-``partitions/NAME`` in ``$SPLITINFER_CACHE_DIR`` (else ``$XDG_CACHE_HOME/splitinfer``, else
-``~/.cache/splitinfer``), or, when that cannot be used (not writable, another worker's), a
-temporary folder removed at exit; a ``--cache-dir`` that cannot be written ends the worker at start.
+A rewrite needs room for a second copy while it is written (else the partition stays one file). Every
+entry is checked again when a deploy loads it (a file against its hash, a rewrite against its record).
+The default folder is ``partitions/NAME`` in ``$SPLITINFER_CACHE_DIR`` (else
+``$XDG_CACHE_HOME/splitinfer``, else ``~/.cache/splitinfer``), or, when that cannot be used (not
+writable, another worker's), a temporary folder removed at exit; a ``--cache-dir`` that cannot be
+written ends the worker at start.
 """
 
 from __future__ import annotations
@@ -39,12 +45,15 @@ from typing import Any
 from splitinfer.errors import ErrorCode, SplitinferError, TransportError, WorkerError, first_line
 from splitinfer.runtime.device._partition_files import (
     ModelDir,
+    Pending,
     claim,
     default_cache_dir,
+    pending_transfers,
     read_bytes,
     reason,
     sha256_of_file,
 )
+from splitinfer.runtime.device._partition_layout import MAPPED_MIN_BYTES, Mapped, NotRewritable, scan
 from splitinfer.runtime.wire import messages
 from splitinfer.runtime.wire.messages import MAX_CHUNK_BYTES, Message
 from splitinfer.units import check_number
@@ -53,7 +62,6 @@ log = logging.getLogger("splitinfer.worker")
 MAX_PENDING = 4  # transfers kept pending at once (each resumable); a fifth drops the one idle longest
 MAX_PARTITION_BYTES = 1 << 50  # 1 PiB: a size_bytes beyond any partition
 _HEX = re.compile(r"[0-9a-f]{64}")
-_PENDING = re.compile(r"([0-9a-f]{64})-([0-9]{1,16})\.part")
 
 
 def check_sha256(text: object, what: str) -> str:
@@ -64,23 +72,15 @@ def check_sha256(text: object, what: str) -> str:
     return text
 
 
-@dataclasses.dataclass
-class _Pending:
-    """A transfer under way: its file, the bytes held and (when known) their running hash."""
-
-    size_bytes: int
-    path: Path
-    held: int
-    digest: Any = None  # hashlib's sha256 of the bytes held, None when it must be read back
-
-
 class PartitionStore:
     """A worker's cache of partitions, its pending transfers and its model folder (thread-safe)."""
 
     def __init__(self, folder: Path, max_bytes: int, *, model_dir: Path | None = None,
-                 max_chunk_bytes: int = MAX_CHUNK_BYTES, temporary: bool = False, lock: Any = None) -> None:
+                 max_chunk_bytes: int = MAX_CHUNK_BYTES, temporary: bool = False, lock: Any = None,
+                 mapped_min_bytes: int = MAPPED_MIN_BYTES) -> None:
         self.folder = folder
         self.max_bytes = max_bytes
+        self.mapped_min_bytes = mapped_min_bytes  # partitions this large are kept as external data
         self.max_chunk_bytes = max(1, min(max_chunk_bytes, MAX_CHUNK_BYTES))
         self.model_dir = ModelDir(model_dir) if model_dir is not None else None
         self._temporary = temporary  # a folder of our own: removed at close
@@ -88,18 +88,10 @@ class PartitionStore:
         self._lock = threading.Lock()
         self._pending_dir = folder / "pending"
         self._pending_dir.mkdir(exist_ok=True)
-        self._entries: OrderedDict[str, int] = OrderedDict()  # sha256 -> size, least recently used first
-        files = [p for p in folder.iterdir() if _HEX.fullmatch(p.name) and p.is_file()]
-        for path in sorted(files, key=lambda p: p.stat().st_mtime_ns):
-            self._entries[path.name] = path.stat().st_size
-        self._pending: OrderedDict[str, _Pending] = OrderedDict()  # least recently sent to first
-        for path in sorted(self._pending_dir.iterdir(), key=lambda p: p.stat().st_mtime_ns):
-            m = _PENDING.fullmatch(path.name)
-            size = int(m.group(2)) if m else 0
-            if m and size > 0 and path.stat().st_size <= size and m.group(1) not in self._pending:
-                self._pending[m.group(1)] = _Pending(size, path, path.stat().st_size)
-            else:
-                path.unlink(missing_ok=True)
+        # sha256 -> bytes on disk (one file, or a Mapped entry's three), least recently used first
+        self._entries: OrderedDict[str, int] = OrderedDict(scan(folder))
+        self._whole: set[str] = set()  # large partitions that cannot be rewritten: loaded as bytes
+        self._pending = pending_transfers(self._pending_dir)  # least recently sent to first
         self._make_room(0)
 
     @property
@@ -171,17 +163,19 @@ class PartitionStore:
             self._install(sha, pending)
             return {"offset": size, "complete": True}
 
-    def load(self, sha256: str) -> bytes:
-        """The bytes of the partition ``sha256`` (checked against it) from the cache or the model folder;
-        WorkerError (code missing_partition) when it holds none."""
+    def load(self, sha256: str) -> bytes | Path:
+        """The partition ``sha256`` (checked against it) from the cache or the model folder: its bytes, or
+        the path of its graph file when the cache keeps it as external data (``create_inference_session``
+        opens either); WorkerError (code missing_partition) when it holds none."""
         sha = check_sha256(sha256, "deploy parts_sha256 entry")
+        damaged = ""
         with self._lock:
             if self._holds(sha):
-                data = read_bytes(self.folder / sha)
-                if data is not None and hashlib.sha256(data).hexdigest() == sha:
+                part, damaged = self._cached(sha)
+                if part is not None:
                     self._touch(sha)
-                    return data
-                log.warning("cached partition %s is damaged: removed", sha[:12])
+                    return part
+                log.warning("cached partition %s is damaged (%s): removed", sha[:12], damaged)
                 self._evict(sha)
             path = self.model_dir.find(sha) if self.model_dir is not None else None
             data = read_bytes(path) if path is not None else None
@@ -189,43 +183,66 @@ class PartitionStore:
                 return data
             if data is not None:
                 self.model_dir.scan()  # type: ignore[union-attr]  # changed since it was hashed
-        raise WorkerError(f"this worker holds no partition {sha}", "upload it first (partition_chunk), or "
-                          "deploy it inline", code=ErrorCode.MISSING_PARTITION)
+        held = f" (its cached copy was damaged: {damaged}; removed)" if damaged else ""
+        raise WorkerError(f"this worker holds no partition {sha}{held}", "upload it first (partition_chunk), "
+                          "or deploy it inline", code=ErrorCode.MISSING_PARTITION)
+
+    def _cached(self, sha: str) -> tuple[bytes | Path | None, str]:
+        """The cached partition as :meth:`load` gives it, or None and what is wrong with it."""
+        mapped, blob = Mapped(self.folder, sha), self.folder / sha
+        if not mapped.exists() and self._entries[sha] >= self.mapped_min_bytes and sha not in self._whole:
+            if sha256_of_file(blob) != sha:  # a large one kept whole before (no room, an older worker)
+                return None, "its bytes do not match its hash"
+            self._rewrite(sha)
+        if mapped.exists():
+            problem = mapped.check()
+            return (None, problem) if problem else (mapped.graph, "")
+        data = read_bytes(blob)
+        if data is None or hashlib.sha256(data).hexdigest() != sha:
+            return None, "its bytes do not match its hash"
+        return data, ""
 
     # ---- the cache -----------------------------------------------------------------------------
     def _holds(self, sha: str) -> bool:
         if sha not in self._entries:
             return False
-        if (self.folder / sha).is_file():
+        if (self.folder / sha).is_file() or Mapped(self.folder, sha).exists():
             return True
-        del self._entries[sha]  # removed by hand
+        self._evict(sha)  # removed by hand (what is left of it too)
         return False
 
     def _touch(self, sha: str) -> None:
         self._entries.move_to_end(sha)
-        with contextlib.suppress(OSError):
-            os.utime(self.folder / sha)  # the order survives a restart
+        blob = self.folder / sha
+        with contextlib.suppress(OSError):  # the order survives a restart
+            os.utime(blob if blob.is_file() else Mapped(self.folder, sha).record)
 
     def _evict(self, sha: str) -> None:
         self._entries.pop(sha, None)
         (self.folder / sha).unlink(missing_ok=True)
+        Mapped(self.folder, sha).remove()
 
     def _drop_pending(self, sha: str) -> None:
         pending = self._pending.pop(sha)
         pending.path.unlink(missing_ok=True)
 
-    def _make_room(self, num_bytes: int) -> None:
-        """Evict cached partitions, least recently used first, then pending transfers, until ``num_bytes``
-        more fit within the bound (and one more transfer within the count, when ``num_bytes``)."""
-        while self._entries and self.cached_bytes + self._reserved_bytes() + num_bytes > self.max_bytes:
-            sha = next(iter(self._entries))
+    def _over(self, num_bytes: int) -> bool:
+        return self.cached_bytes + self._reserved_bytes() + num_bytes > self.max_bytes
+
+    def _make_room(self, num_bytes: int, keep: str = "", transfers: bool = True) -> bool:
+        """Evict cached partitions but ``keep``, least recently used first, then (unless not ``transfers``)
+        pending transfers, until ``num_bytes`` more fit within the bound (and one more transfer within the
+        count, when ``num_bytes``); whether they fit."""
+        while self._entries.keys() - {keep} and self._over(num_bytes):
+            sha = next(s for s in self._entries if s != keep)
             log.info("evicting partition %s (least recently used)", sha[:12])
             self._evict(sha)
-        while self._pending and (self._reserved_bytes() + num_bytes > self.max_bytes
-                                 or len(self._pending) + bool(num_bytes) > MAX_PENDING):
+        while transfers and self._pending and (self._over(num_bytes)
+                                               or len(self._pending) + bool(num_bytes) > MAX_PENDING):
             self._drop_pending(next(iter(self._pending)))
+        return not self._over(num_bytes)
 
-    def _pending_for(self, sha: str, size: int) -> _Pending:
+    def _pending_for(self, sha: str, size: int) -> Pending:
         pending = self._pending.get(sha)
         if pending is not None and pending.size_bytes != size:
             self._drop_pending(sha)
@@ -234,11 +251,11 @@ class PartitionStore:
             self._make_room(size)
             path = self._pending_dir / f"{sha}-{size}.part"
             path.write_bytes(b"")
-            pending = self._pending[sha] = _Pending(size, path, 0, hashlib.sha256())
+            pending = self._pending[sha] = Pending(size, path, 0, hashlib.sha256())
         self._pending.move_to_end(sha)
         return pending
 
-    def _append(self, pending: _Pending, blob: Any) -> None:
+    def _append(self, pending: Pending, blob: Any) -> None:
         try:
             with open(pending.path, "ab") as f:
                 f.write(blob)
@@ -251,7 +268,7 @@ class PartitionStore:
         if pending.digest is not None:
             pending.digest.update(blob)
 
-    def _install(self, sha: str, pending: _Pending) -> None:
+    def _install(self, sha: str, pending: Pending) -> None:
         digest = pending.digest.hexdigest() if pending.digest is not None else sha256_of_file(pending.path)
         if digest != sha:
             self._drop_pending(sha)
@@ -261,6 +278,26 @@ class PartitionStore:
         del self._pending[sha]
         self._entries[sha] = pending.size_bytes
         self._touch(sha)
+        if pending.size_bytes >= self.mapped_min_bytes:
+            self._rewrite(sha)
+
+    def _rewrite(self, sha: str) -> None:
+        """Keep the cached partition ``sha`` (one file, its hash checked) as external data instead, when
+        there is room for both while it is written."""
+        mapped = Mapped(self.folder, sha)
+        if not self._make_room(self._entries[sha], keep=sha, transfers=False):
+            log.info("partition %s stays one file: no room to rewrite it within --cache-max-bytes", sha[:12])
+            return
+        try:
+            mapped.write(self.folder / sha, self._pending_dir)
+        except (NotRewritable, OSError) as e:
+            log.warning("partition %s stays one file, loaded as bytes: %s", sha[:12], e)
+            self._whole.add(sha)
+            return
+        (self.folder / sha).unlink(missing_ok=True)
+        self._entries[sha] = mapped.size()
+        self._touch(sha)
+        self._make_room(0, keep=sha)  # its graph and the alignment may make it a little larger
 
     def close(self) -> None:
         """Release the folder (removed when it was a temporary one)."""
@@ -285,7 +322,8 @@ def handle_partition(store: PartitionStore | None, header: Any, msg: Message) ->
 
 def with_parts(store: PartitionStore | None, header: messages.Deploy, msg: Message) -> Message:
     """The deploy's message with the parts it names by hash loaded in front of its blobs (the exits'
-    rule graphs), as if it had carried them."""
+    rule graphs), as if it had carried them: each one's bytes, or the path of a large one's graph file
+    (:meth:`PartitionStore.load`), which ``create_inference_session`` opens as it opens bytes."""
     if not header.parts_sha256:
         return msg
     if len(header.parts_sha256) != header.num_parts:
