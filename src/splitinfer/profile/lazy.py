@@ -18,6 +18,7 @@ from typing import overload
 import numpy as np
 
 from splitinfer.graph import Partition
+from splitinfer.graph.external import serialize
 from splitinfer.graph.reference import external_weight_bytes
 
 CALIBRATION_MEMORY_BYTES = 1 << 30  # calibration tensors between blocks held in memory; the rest on disk
@@ -44,7 +45,12 @@ class PartitionBytes(Sequence[bytes]):
         if isinstance(index, slice):
             return [self[i] for i in range(len(self))[index]]
         held = self._held[index]
-        return held if held is not None else self._parts[index].to_bytes()
+        if held is not None:
+            return held
+        part = self._parts[index]
+        # A bytearray, not bytes: bytes() of it would be a second copy, and whatever takes partition
+        # bytes (a socket, a hash, ONNX Runtime) takes a bytearray alike.
+        return serialize(part.proto, part.external_dir, f"block {index}")  # type: ignore[arg-type,return-value]
 
     def __iter__(self) -> Iterator[bytes]:
         return (self[i] for i in range(len(self)))

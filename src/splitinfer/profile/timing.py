@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -88,7 +89,7 @@ def measure(
     return times
 
 
-def _open(part: bytes | memoryview, feeds: Mapping[str, np.ndarray], providers: Sequence[str],
+def _open(part: bytes | memoryview | Path, feeds: Mapping[str, np.ndarray], providers: Sequence[str],
           num_threads: int) -> _Open:
     """Create one partition's session and run it once (untimed: the outputs), measuring the memory
     each step adds to this process. ModelError, ShapeError or WorkerError as :func:`time_partition`."""
@@ -169,7 +170,7 @@ class _Open:
     transient_bytes: int | None
 
 
-def time_partitions(parts: Sequence[bytes | memoryview], feeds: Mapping[str, np.ndarray], *,
+def time_partitions(parts: Sequence[bytes | memoryview | Path], feeds: Mapping[str, np.ndarray], *,
                     providers: Sequence[str] = DEFAULT_PROVIDERS, num_threads: int = 0, slowdown: float = 1.0,
                     num_warmup: int = 3, min_runs: int = 5, max_runs: int = 200, budget_s: float = 2.0,
                     rel_precision: float = 0.05) -> list[PartitionTiming | PartitionFailure]:

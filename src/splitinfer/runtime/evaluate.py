@@ -44,7 +44,7 @@ from splitinfer.errors import InputError, ModelError, ShapeError, first_line, re
 from splitinfer.graph.inference import DEFAULT_PROVIDERS, create_inference_session
 from splitinfer.quality import Agreement, AgreementAccumulator, Classification, ClassificationAccumulator
 from splitinfer.runtime.coordinator.deploy import plan_stages  # noqa: F401  (evaluate() runs what it builds)
-from splitinfer.runtime.coordinator.pipeline import StageSpec, hop_compression
+from splitinfer.runtime.coordinator.pipeline import StageSpec, hop_compression, part_bytes
 from splitinfer.runtime.coordinator.session import Session
 from splitinfer.types import TensorSpec
 from splitinfer.units import check_number
@@ -139,7 +139,7 @@ def chain_runner(stages: Sequence[StageSpec], *, providers: Sequence[str] = DEFA
                              "give the stages of one split model, in order")
     specs = [hop_compression(stages, k) for k in range(len(stages))]  # as the runtime decides
     compressions = [parse_compression(spec) if spec else None for spec in specs]
-    sessions = [create_inference_session(s.model_bytes, providers, num_threads) for s in stages]
+    sessions = [create_inference_session(part_bytes(s.model_bytes), providers, num_threads) for s in stages]
 
     def run(feeds: Feeds) -> Outputs:
         values: Mapping[str, np.ndarray] = feeds

@@ -33,7 +33,8 @@ import onnx
 from splitinfer.cluster import Cluster, load_cluster
 from splitinfer.data import Dataset
 from splitinfer.errors import ModelError, PlanError, SplitinferError
-from splitinfer.graph import Model, extract_segment
+from splitinfer.graph import Model, Partition, extract_segment
+from splitinfer.graph.external import serialize
 from splitinfer.graph.quantize import quantize_partitions
 from splitinfer.plan import Constraints, Plan, Tradeoffs, describe_stages, solve, solve_tradeoffs
 from splitinfer.profile.blocks import Blocks, cut_as_profiled
@@ -44,7 +45,7 @@ from splitinfer.profile.sizes import profile_at
 from splitinfer.profile.tradeoff_profile import tradeoffs_for_planning
 from splitinfer.records.plans import PlanSource, load_plan
 from splitinfer.runtime.coordinator._exits import part_ranges, stage_exits
-from splitinfer.runtime.coordinator.pipeline import StageSpec, check_chain
+from splitinfer.runtime.coordinator.pipeline import LazyPart, StageSpec, check_chain
 from splitinfer.runtime.coordinator.recovery import Replacement, Replan
 from splitinfer.runtime.coordinator.session import Session, SessionOptions
 from splitinfer.runtime.launch.start import session_token
@@ -114,12 +115,14 @@ def build_stages(plan: Plan, blocks: Blocks, calibration: Calibration | None = N
     # A stage making early exits runs as parts, split after each exit's block (runtime/device/_exits.py).
     split_at = stage_exits(plan, blocks)
     ranges = [part_ranges(s.first_block, s.last_block, split_at[k][0]) for k, s in enumerate(plan.stages)]
-    chain = [extract_segment(blocks.model, blocks.analysis, a, b).to_bytes() if len(r) > 1
-             else parts[k].to_bytes() for k, r in enumerate(ranges) for a, b in r]
+    pieces = [extract_segment(blocks.model, blocks.analysis, a, b) if len(r) > 1 else parts[k]
+              for k, r in enumerate(ranges) for a, b in r]
     precisions = [s.precision for s, r in zip(plan.stages, ranges, strict=True) for _ in r]
+    chain: list[bytes | LazyPart] = [_blob(p) for p in pieces]
     if any(p != "fp32" for p in precisions):
         feeds = calibration_feeds(blocks.model, calibration) if calibration is not None else None
-        chain = [q.SerializeToString() for q in quantize_partitions(chain, precisions, feeds)]
+        whole = [p.to_bytes() for p in pieces]
+        chain = [q.SerializeToString() for q in quantize_partitions(whole, precisions, feeds)]
     # The hop into stage k: the upload for stage 0 (raw when stage 0 runs on the source), else cut k - 1.
     upload = next((h.compression for h in plan.hops if h.kind == "upload"), "none")
     into = [upload, *(h.compression for h in plan.hops if h.kind == "cut")]
@@ -130,6 +133,15 @@ def build_stages(plan: Plan, blocks: Blocks, calibration: Calibration | None = N
                                 compression="" if into[k] == "none" else into[k], exits=split_at[k][1],
                                 more_parts=tuple(models[1:])))
     return stages
+
+
+def _blob(part: Partition) -> bytes | LazyPart:
+    """A partition's bytes; read in only when it is deployed when its weights stay on disk."""
+    if not part.is_external:
+        return part.to_bytes()
+    # serialize's bytearray as it is: bytes() of it would be a second copy of the weights
+    return LazyPart(lambda: serialize(part.proto, part.external_dir, f"partition {part.index}"),  # type: ignore
+                    f"partition {part.index}")
 
 
 def plan_stages(plan: PlanSource, cluster: Cluster | str | Path, model: ModelSource, *,

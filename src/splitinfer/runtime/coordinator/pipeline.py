@@ -14,7 +14,8 @@ import functools
 import itertools
 import secrets
 import socket
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -34,19 +35,37 @@ from splitinfer.types import TensorSpec
 
 
 @dataclass(frozen=True)
+class LazyPart:
+    """A partition whose weights stay on disk (a model over 2 GB): read in (``load``) only while it is put
+    on its worker, one such stage at a time, so a deploy never holds the whole model."""
+
+    load: Callable[[], bytes]
+    label: str = "partition"
+
+
+def part_bytes(part: bytes | LazyPart) -> bytes:
+    """The partition's bytes (a LazyPart's read in now)."""
+    return part.load() if isinstance(part, LazyPart) else part
+
+
+# Stages whose parts are read in from disk deploy one at a time (the others in parallel).
+_READING_IN = threading.Lock()
+
+
+@dataclass(frozen=True)
 class StageSpec:
     """One partition placed on a device."""
 
     index: int
     device: str  # a device name of the Cluster
-    model_bytes: bytes  # a standalone ONNX partition
+    model_bytes: bytes | LazyPart  # a standalone ONNX partition (read in when deployed: LazyPart)
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     compression: str = ""  # how its inputs travel to it, when they cross a link (see splitinfer.compression)
     # Early exits (graph/exits.py) it evaluates: its partition as parts (``model_bytes`` the first,
     # ``more_parts`` the rest, split after the blocks that make exits), each exit after its part.
     exits: tuple[StageExit, ...] = ()
-    more_parts: tuple[bytes, ...] = ()
+    more_parts: tuple[bytes | LazyPart, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -221,8 +240,11 @@ def deploy_pipeline(stages: Sequence[StageSpec], cluster: Cluster, *, clients: M
     def deploy_one(k: int) -> None:
         stage = stages[k]
         graphs = [e.rule_graph for e in stage.exits if e.rule == "onnx"]
-        deploy_by_hash(clients[stage.device], headers[k], [stage.model_bytes, *stage.more_parts], graphs,
-                       timeout_s)
+        parts = [stage.model_bytes, *stage.more_parts]
+        lazy = any(isinstance(p, LazyPart) for p in parts)
+        with _READING_IN if lazy else contextlib.nullcontext():
+            deploy_by_hash(clients[stage.device], headers[k], [part_bytes(p) for p in parts], graphs,
+                           timeout_s)
 
     with ThreadPoolExecutor(max_workers=len(stages)) as pool:
         outcomes = [pool.submit(deploy_one, k) for k in range(len(stages))]

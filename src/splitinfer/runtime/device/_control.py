@@ -281,7 +281,8 @@ def _check_timing(header: messages.TimePartition | messages.TimeCompression, kin
 
 
 def _time_partition(device: DeviceContext, header: messages.TimePartition, msg: Message) -> Reply:
-    """Time the partitions (one per blob) together, in interleaved rounds; each one's result or failure."""
+    """Time the partitions (named by hash, then one per blob) together in rounds; each one's result."""
+    msg = with_parts(device.partitions, header, msg, MAX_TIMED_PARTITIONS)
     if not 1 <= len(msg.blobs) <= MAX_TIMED_PARTITIONS:
         raise _malformed(f"time_partition carries {len(msg.blobs)} blobs",
                          f"send 1 to {MAX_TIMED_PARTITIONS} blobs: the ONNX partitions")

@@ -167,7 +167,7 @@ class PartitionStore:
         """The partition ``sha256`` (checked against it) from the cache or the model folder: its bytes, or
         the path of its graph file when the cache keeps it as external data (``create_inference_session``
         opens either); WorkerError (code missing_partition) when it holds none."""
-        sha = check_sha256(sha256, "deploy parts_sha256 entry")
+        sha = check_sha256(sha256, "a parts_sha256 entry")
         damaged = ""
         with self._lock:
             if self._holds(sha):
@@ -320,22 +320,26 @@ def handle_partition(store: PartitionStore | None, header: Any, msg: Message) ->
     return store.chunk(header, msg)
 
 
-def with_parts(store: PartitionStore | None, header: messages.Deploy, msg: Message) -> Message:
-    """The deploy's message with the parts it names by hash loaded in front of its blobs (the exits'
-    rule graphs), as if it had carried them: each one's bytes, or the path of a large one's graph file
-    (:meth:`PartitionStore.load`), which ``create_inference_session`` opens as it opens bytes."""
-    if not header.parts_sha256:
+def with_parts(store: PartitionStore | None, header: messages.Deploy | messages.TimePartition,
+               msg: Message, max_parts: int = 0) -> Message:
+    """The deploy's (or time_partition's: at most ``max_parts``, each once) message with the parts it names
+    by hash loaded in front of its blobs (the exits' rule graphs), as if it had carried them: each one's
+    bytes, or the path of a large one's graph file (:meth:`PartitionStore.load`), which
+    ``create_inference_session`` opens as it opens bytes."""
+    named = header.parts_sha256
+    kind = "deploy" if isinstance(header, messages.Deploy) else "time_partition"
+    if not named:
         return msg
-    if len(header.parts_sha256) != header.num_parts:
-        raise _malformed(f"deploy names {len(header.parts_sha256)} parts by hash and has num_parts "
-                         f"{header.num_parts}", "give one SHA-256 per part, or none and the parts as blobs")
-    for sha in header.parts_sha256:
-        check_sha256(sha, "deploy parts_sha256 entry")
+    if isinstance(header, messages.Deploy) and len(named) != header.num_parts:
+        raise _malformed(f"deploy names {len(named)} parts by hash and has num_parts {header.num_parts}",
+                         "give one SHA-256 per part, or none and the parts as blobs")
+    if kind == "time_partition" and (len(named) > max_parts or len(set(named)) < len(named)):
+        raise _malformed(f"time_partition names {len(named)} partitions by hash, {len(set(named))} distinct",
+                         f"name at most {max_parts}, each once")
     if store is None:
-        raise WorkerError("this worker keeps no partitions", "deploy them inline",
+        raise WorkerError("this worker keeps no partitions", f"send them inline in the {kind}",
                           code=ErrorCode.MISSING_PARTITION)
-    parts = [store.load(sha) for sha in header.parts_sha256]
-    return dataclasses.replace(msg, blobs=[*parts, *msg.blobs])  # type: ignore[list-item]
+    return dataclasses.replace(msg, blobs=[*(store.load(sha) for sha in named), *msg.blobs])  # type: ignore
 
 
 # ---- opening the folder ------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import msgspec
 import numpy as np
 import zmq
 
-from splitinfer.errors import AuthError, DeadlineError, TransportError, WorkerError
+from splitinfer.errors import AuthError, DeadlineError, ErrorCode, TransportError, WorkerError, code_of
 from splitinfer.profile.partition_timing import (
     MAX_COMPRESSIONS,
     MAX_TIMED_PARTITIONS,
@@ -31,7 +31,7 @@ from splitinfer.profile.partition_timing import (
 from splitinfer.runtime.wire import codec, messages
 from splitinfer.runtime.wire.curve import Curve, Keyring
 from splitinfer.runtime.wire.messages import Message, error_of_reply
-from splitinfer.runtime.wire.partitions import PartitionUpload, put_partition
+from splitinfer.runtime.wire.partitions import BY_HASH_MIN_BYTES, PartitionUpload, put_partition
 from splitinfer.runtime.wire.replay import ReplayGuard, Sender
 from splitinfer.runtime.wire.sockets import connect_dealer
 from splitinfer.units import check_number
@@ -209,7 +209,15 @@ class WorkerClient:
                                         return_outputs=return_outputs, clocks=clocks)
         wait_s = timeout_s if timeout_s is not None else \
             min(MAX_WAIT_S, max(self.timeout_s, 30.0 + 3 * budget_s))
-        reply = self.request(header, blobs=list(parts), arrays=list(feeds.items()), timeout_s=wait_s)
+        held = self._put_large(parts, timeout_s)
+        try:
+            reply = self.request(msgspec.structs.replace(header, parts_sha256=held), blobs=[] if held else
+                                 list(parts), arrays=list(feeds.items()), timeout_s=wait_s)
+        except WorkerError as e:
+            if not held or code_of(e) != ErrorCode.MISSING_PARTITION:
+                raise
+            # evicted between its upload and now (a cache smaller than the set): sent inline instead
+            reply = self.request(header, blobs=list(parts), arrays=list(feeds.items()), timeout_s=wait_s)
         data = reply.header.data
         got = data.get("partitions") if isinstance(data, dict) else None
         if not isinstance(got, list) or len(got) != len(parts):
@@ -220,6 +228,20 @@ class WorkerClient:
             outputs = {k: np.array(v) for k, v in reply.arrays.items()}  # own the memory past the frame
             timings[0] = dataclasses.replace(timings[0], outputs=outputs)
         return timings
+
+    def _put_large(self, parts: Sequence[bytes], timeout_s: float | None) -> list[str]:
+        """When a partition is of BY_HASH_MIN_BYTES or more, all of them put on the worker by hash (sent
+        once, kept in its cache, opened there memory-mapped); their hashes, or [] to send them inline (all
+        small, or a worker that cannot keep them)."""
+        if all(len(p) < BY_HASH_MIN_BYTES for p in parts):
+            return []
+        held = []
+        for part in parts:
+            upload = self.put_partition(part, timeout_s=timeout_s)
+            if upload is None:
+                return []
+            held.append(upload.sha256)
+        return held
 
     def time_partition(self, model_bytes: bytes, feeds: Mapping[str, np.ndarray], *, num_warmup: int = 3,
                        min_runs: int = 10, max_runs: int = 100, budget_s: float = 2.0,

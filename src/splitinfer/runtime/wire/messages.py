@@ -141,6 +141,8 @@ class TimePartition(_Base, tag="time_partition"):
     slowdown: float = 1.0  # the device's emulated slowdown: times_s = compute_times_s x slowdown
     return_outputs: bool = False
     clocks: Clocks | None = None  # the configuration being profiled: its clocks, set before timing
+    # Partitions the worker holds (put by hash, wire/partitions.py), timed before those in the blobs.
+    parts_sha256: list[str] = []
 
 
 class TimeCompression(_Base, tag="time_compression"):
