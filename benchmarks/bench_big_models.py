@@ -1,137 +1,207 @@
-"""Peak memory of `split` and `inspect` on a model whose weights are external data (issue 21).
+"""Peak memory of every step on a model larger than 2 GB, weights in an external data file (issue 21).
 
-Builds full-size VGG-16 from the zoo and saves it with its weights in an external data file (or, with
-``--mlp-gb N``, an MLP of about N GB written layer by layer), then runs, each once in a fresh process,
-``splitinfer inspect``, ``split --blocks 4`` (verified) and ``split --blocks 4 --no-verify``, and ONNX
-Runtime alone opening the model from its path; the peak RSS of each is the OS's (``os.wait4``'s
-``ru_maxrss`` of that child). Printed beside the figures measured before weights stayed on disk
-(VGG-16, inline: split 4.0 GB, --no-verify 2.3 GB; ONNX Runtime alone 1.05 GB) and the goals: verified
-at most 1.5 x the largest partition + ONNX Runtime's footprint for it, --no-verify at most 1.2 x the
-largest partition, inspect at most 0.3 x the model.
+Builds the zoo's ``mlp`` at about ``--gb`` GB (default 3.2: 12 layers of 8192) with ``splitinfer zoo
+build`` (its weights written as they are drawn), then runs each step as a user would, each a process of
+its own: ``inspect``; ONNX Runtime alone running the whole model (the reference footprint);
+``split --blocks 4 --no-verify`` and ``split --blocks 4`` (verified); ONNX Runtime opening the largest
+partition; ``profile`` on three local workers; ``plan`` (a stage per worker, pinned); ``run``; and, in a
+child process, a plan deployed twice with the bytes each deploy put on the wire. Each process's peak RSS
+is the kernel's high-water mark (``VmHWM`` in /proc, read every 0.1 s while it runs: the coordinator and
+each worker apart). Printed beside the goals (split verified at most 1.5 x the largest partition + ONNX
+Runtime's footprint for it, --no-verify 1.2 x the largest partition, inspect 0.3 x the model, each worker
+1.5 x its partition, a second deploy under 1 MB) and the figures before weights stayed on disk (VGG-16,
+528 MB inline: split 4.0 GB, --no-verify 2.3 GB; ONNX Runtime alone 1.05 GB).
 
-Usage: ``python benchmarks/bench_big_models.py [--mlp-gb N] [--keep DIR]``.
+Usage: ``python benchmarks/bench_big_models.py [--gb 3.2] [--keep DIR]``; exit 1 when a goal is missed.
+Needs about 4 x the model in free disk and 2 x in free memory. Linux only (/proc).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-import numpy as np
-import onnx
-from onnx import helper
+import psutil
+import yaml
 
+LAYER_BYTES = 8192 * 8192 * 4
 BEFORE = {"split": 4.0e9, "split --no-verify": 2.3e9, "ort alone": 1.05e9}
-GiB = 1 << 30
 ORT_OPEN = ("import sys, onnxruntime as ort; ort.InferenceSession(sys.argv[1], "
             "providers=['CPUExecutionProvider'])")
-ORT_ALONE = ("import sys, onnxruntime as ort; s = ort.InferenceSession(sys.argv[1], "
-             "providers=['CPUExecutionProvider']); i = s.get_inputs()[0]; import numpy as np; "
-             "s.run(None, {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], np.float32)})")
+ORT_ALONE = ("import sys, numpy as np, onnxruntime as ort; s = ort.InferenceSession(sys.argv[1], "
+             "providers=['CPUExecutionProvider']); i = s.get_inputs()[0]; "
+             "s.run(None, {i.name: np.zeros(i.shape, np.float32)})")
+CLUSTER = {"schema": 1, "backend": "local", "source": "a", "sink": "c",
+           "devices": [{"name": n, "num_threads": 1} for n in "abc"],
+           "links": [{"from": x, "to": y, "bandwidth": "1Gbit/s", "latency": "1ms"}
+                     for x, y in (("a", "b"), ("b", "c"), ("a", "c"))]}
+DEPLOY_TWICE = """
+import json, sys
+from splitinfer.runtime.coordinator.deploy import deploy, plan_stages
+plan, cluster, model, profile = sys.argv[1:5]
+with deploy(plan, cluster, model, profile=profile, deploy_timeout_s=600) as session:
+    clients = session._clients  # the coordinator's clients: what they sent is what crossed the wire
+    first = sum(c.sent_bytes for c in clients.values())
+    pipeline = session.deploy(plan_stages(plan, cluster, model, profile=profile))
+    second = sum(c.sent_bytes for c in clients.values()) - first
+print(json.dumps({"first": first, "second": second}))
+"""
 
 
-def _vgg16(directory: Path) -> Path:
-    from splitinfer import zoo
+class Peaks:
+    """Each process of a tree's VmHWM, sampled while it runs (kept after it exits)."""
 
-    path = directory / "vgg16.onnx"
-    onnx.save_model(zoo.build("vgg16"), str(path), save_as_external_data=True, location="vgg16.data")
-    return path
+    def __init__(self, root: int) -> None:
+        self.root, self.peaks, self.names = root, {}, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            try:
+                tree = [psutil.Process(self.root), *psutil.Process(self.root).children(recursive=True)]
+            except psutil.Error:
+                tree = []
+            for proc in tree:
+                try:
+                    with open(f"/proc/{proc.pid}/status") as f:
+                        hwm = next(int(x.split()[1]) * 1024 for x in f if x.startswith("VmHWM:"))
+                    if proc.pid not in self.names:
+                        line = " ".join(proc.cmdline())
+                        self.names[proc.pid] = line.split("--name ", 1)[1].split()[0] \
+                            if "splitinfer.runtime.device" in line else "coordinator"
+                except (OSError, StopIteration, psutil.Error):
+                    continue
+                self.peaks[proc.pid] = max(hwm, self.peaks.get(proc.pid, 0))
+            time.sleep(0.1)
+
+    def stop(self) -> dict[str, int]:
+        """The peak per role: 'coordinator' (the command) and each worker by device name."""
+        self._stop.set()
+        self._thread.join()
+        out: dict[str, int] = {}
+        for pid, peak in self.peaks.items():
+            role = "coordinator" if pid == self.root else self.names.get(pid, "")
+            if role and (role != "coordinator" or pid == self.root):  # not helper processes
+                out[role] = max(peak, out.get(role, 0))
+        return out
 
 
-def _mlp(directory: Path, gb: float) -> Path:
-    """An MLP of square layers (width 8192, 256 MiB each) written one layer at a time to its .data file."""
-    width, rng = 8192, np.random.default_rng(0)
-    layers = max(2, round(gb * 1e9 / (width * width * 4)))
-    path, data = directory / "mlp.onnx", directory / "mlp.data"
-    nodes, inits, x = [], [], "x"
-    with open(data, "wb") as out:
-        for i in range(layers):
-            offset = out.tell()
-            for _ in range(8):  # in pieces: never one whole layer in memory
-                piece = rng.random((width // 8, width), dtype=np.float32)
-                piece -= 0.5
-                piece *= 2 / np.sqrt(width)
-                out.write(piece.tobytes())
-            t = onnx.TensorProto(name=f"w{i}", data_type=onnx.TensorProto.FLOAT, dims=[width, width])
-            t.data_location = onnx.TensorProto.EXTERNAL
-            ref = (("location", data.name), ("offset", str(offset)), ("length", str(width * width * 4)))
-            for k, v in ref:
-                t.external_data.add(key=k, value=v)
-            inits.append(t)
-            nodes += [helper.make_node("MatMul", [x, f"w{i}"], [f"m{i}"], name=f"mm{i}"),
-                      helper.make_node("Relu", [f"m{i}"], [f"r{i}"], name=f"relu{i}")]
-            x = f"r{i}"
-    io = [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1, width]) for n in ("x", x)]
-    graph = helper.make_graph(nodes, "mlp", io[:1], io[1:], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    path.write_bytes(model.SerializeToString())
-    return path
-
-
-def _peak(argv: list[str]) -> tuple[int, float]:
-    """Peak RSS (bytes, /usr/bin/time's %M: the OS's maxrss of that process) and seconds of one run of
-    ``argv`` in a fresh process (not a fork of this one, whose pages would count before the exec)."""
+def _measure(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[dict[str, int], float, str]:
     start = time.perf_counter()
-    done = subprocess.run(["/usr/bin/time", "-f", "MAXRSS %M", *argv], capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed: {done.stderr[-2000:]}")
-    line = next(x for x in reversed(done.stderr.splitlines()) if x.startswith("MAXRSS "))
-    return int(line.split()[1]) * 1024, elapsed
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peaks = Peaks(proc.pid)
+    out, err = proc.communicate()
+    seconds = time.perf_counter() - start
+    found = peaks.stop()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{err[-3000:]}")
+    return found, seconds, out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mlp-gb", type=float, default=0.0, help="An MLP of N GB, not VGG-16.")
+    parser.add_argument("--gb", type=float, default=3.2, help="About how large the mlp is (GB).")
     parser.add_argument("--keep", type=Path, help="Build here and keep it (default: a temp folder).")
     args = parser.parse_args()
     directory = args.keep or Path(tempfile.mkdtemp(prefix="bench-big-"))
     directory.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "SPLITINFER_CACHE_DIR": str(directory / "cache")}
     cli = [str(Path(sys.executable).with_name("splitinfer"))]
+    py = [sys.executable, "-c"]
+    rows: dict[str, tuple[int, float]] = {}
+    workers: dict[str, dict[str, int]] = {}
+
+    def step(name: str, argv: list[str]) -> str:
+        peaks, seconds, out = _measure(argv, directory, env)
+        rows[name] = (peaks.get("coordinator", 0), seconds)
+        others = {k: v for k, v in peaks.items() if k != "coordinator"}
+        if others:
+            workers[name] = others
+        print(f"  {name}: {rows[name][0] / 1e9:.2f} GB, {seconds:.1f} s", flush=True)
+        return out
+
     try:
-        start = time.perf_counter()
-        # Built in a child process: this one stays small.
-        build = f"_mlp(d, {args.mlp_gb!r})" if args.mlp_gb else "_vgg16(d)"
-        subprocess.run([sys.executable, "-c", f"import sys; from pathlib import Path; sys.path.insert(0, "
-                        f"{str(Path(__file__).parent)!r}); from bench_big_models import _mlp, _vgg16; "
-                        f"d = Path({str(directory)!r}); {build}"], check=True)
-        path = directory / ("mlp.onnx" if args.mlp_gb else "vgg16.onnx")
-        model_bytes = sum(f.stat().st_size for f in directory.iterdir() if f.is_file())
-        built_s = time.perf_counter() - start
-        print(f"{path.name}: {model_bytes / 1e9:.2f} GB with external data (built in {built_s:.1f} s)")
-        rows = {"inspect": _peak([*cli, "inspect", str(path)]),
-                "ort alone": _peak([sys.executable, "-c", ORT_ALONE, str(path)])}
-        rows["split --no-verify"] = _peak([*cli, "split", str(path), "--blocks", "4", "--no-verify",
-                                           "-o", str(directory / "parts")])
-        rows["split"] = _peak([*cli, "split", str(path), "--blocks", "4", "-o", str(directory / "parts")])
-        parts = directory / "parts"
-        manifest = json.loads((parts / "manifest.json").read_text())
-        sizes = {p["file"]: (parts / (p.get("data_file") or p["file"])).stat().st_size
+        depth = args.gb * 1e9 / (9 * LAYER_BYTES)
+        step("zoo build", [*cli, "zoo", "build", "mlp", "--depth", f"{depth:.4f}", "-o", "mlp.onnx"])
+        model_bytes = sum((directory / f).stat().st_size for f in ("mlp.onnx", "mlp.data"))
+        print(f"mlp.onnx + mlp.data: {model_bytes / 1e9:.2f} GB")
+        step("inspect", [*cli, "inspect", "mlp.onnx"])
+        step("ort alone", [*py, ORT_ALONE, "mlp.onnx"])
+        step("split --no-verify", [*cli, "split", "mlp.onnx", "--blocks", "4", "--no-verify", "-o", "parts"])
+        shutil.rmtree(directory / "parts")
+        step("split", [*cli, "split", "mlp.onnx", "--blocks", "4", "-o", "parts"])
+        manifest = json.loads((directory / "parts" / "manifest.json").read_text())
+        sizes = {p["file"]: (directory / "parts" / (p.get("data_file") or p["file"])).stat().st_size
                  for p in manifest["partitions"]}
         biggest = max(sizes, key=sizes.__getitem__)
         largest = sizes[biggest]
-        ort_part = _peak([sys.executable, "-c", ORT_OPEN, str(parts / biggest)])[0]
-        goals = {"inspect": 0.3 * model_bytes, "split --no-verify": 1.2 * largest,
-                 "split": 1.5 * largest + ort_part}
-        print(f"largest partition {largest / 1e9:.2f} GB ({biggest}); ONNX Runtime opening it: "
-              f"{ort_part / 1e9:.2f} GB")
-        head = f"{'command':<20}{'peak RSS':>10}{'x model':>9}{'seconds':>9}{'goal':>10}"
-        print(f"{head}{'before (VGG-16)':>22}")
-        for name, (rss, seconds) in rows.items():
-            goal = f"{goals[name] / 1e9:.2f} GB" if name in goals else ""
-            verdict = "" if name not in goals else (" ok" if rss <= goals[name] else " OVER")
-            before = f"{BEFORE[name] / 1e9:.2f} GB" if name in BEFORE else ""
-            figures = f"{rss / 1e9:>7.2f} GB{rss / model_bytes:>8.2f}x{seconds:>9.1f}"
-            print(f"{name:<20}{figures}{goal:>10}{verdict:<5}{before:>17}")
+        ort_part = _measure([*py, ORT_OPEN, f"parts/{biggest}"], directory, env)[0]["coordinator"]
+        print(f"largest partition {largest / 1e9:.2f} GB; ONNX Runtime opening it {ort_part / 1e9:.2f} GB")
+        (directory / "cluster.yaml").write_text(yaml.safe_dump(CLUSTER))
+        step("profile", [*cli, "profile", "mlp.onnx", "--cluster", "cluster.yaml", "--max-blocks", "4",
+                         "--budget-s", "2", "-o", "profile.json"])
+        last = len(json.loads((directory / "profile.json").read_text())["blocks"]) - 1
+        step("plan", [*cli, "plan", "profile.json", "--cluster", "cluster.yaml", "--pin", "0=a", "--pin",
+                      f"1-{last - 1}=b", "--pin", f"{last}=c", "-o", "plan.json"])
+        step("run", [*cli, "run", "plan.json", "--model", "mlp.onnx", "--cluster", "cluster.yaml",
+                     "-o", "y.npy"])
+        twice = json.loads(step("deploy twice", [*py, DEPLOY_TWICE, "plan.json", "cluster.yaml", "mlp.onnx",
+                                                  "profile.json"]).strip().splitlines()[-1])
+        plan = json.loads((directory / "plan.json").read_text())
+        stages = (plan["plans"][0] if "plans" in plan else plan)["stages"]
+        stage_bytes = {s["device"]: 0 for s in stages}
+        profile = json.loads((directory / "profile.json").read_text())
+        block_bytes = [b["param_bytes"] for b in profile["blocks"]]
+        for s in stages:
+            stage_bytes[s["device"]] += sum(block_bytes[s["first_block"]:s["last_block"] + 1])
+        _report(model_bytes, largest, ort_part, rows, workers, stage_bytes, twice)
     finally:
         if args.keep is None:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+def _report(model_bytes: int, largest: int, ort_part: int, rows: dict[str, tuple[int, float]],
+            workers: dict[str, dict[str, int]], stage_bytes: dict[str, int], twice: dict[str, int]) -> None:
+    goals = {"inspect": 0.3 * model_bytes, "split --no-verify": 1.2 * largest,
+             "split": 1.5 * largest + ort_part}
+    missed = []
+    print(f"\n{'command':<20}{'peak RSS':>10}{'x model':>9}{'seconds':>9}{'goal':>10}{'before (VGG-16)':>22}")
+    for name, (rss, seconds) in rows.items():
+        goal = f"{goals[name] / 1e9:.2f} GB" if name in goals else ""
+        verdict = "" if name not in goals else (" ok" if rss <= goals[name] else " OVER")
+        if verdict == " OVER":
+            missed.append(name)
+        before = f"{BEFORE[name] / 1e9:.2f} GB" if name in BEFORE else ""
+        print(f"{name:<20}{rss / 1e9:>7.2f} GB{rss / model_bytes:>8.2f}x{seconds:>9.1f}{goal:>10}{verdict:<5}"
+              f"{before:>17}")
+    print("\nworkers (peak RSS; goal for run: 1.5 x the weights of the stage it runs)")
+    for name, peaks in workers.items():
+        cells = []
+        for device, peak in sorted(peaks.items()):
+            weights = stage_bytes.get(device, 0)
+            ratio = f" = {peak / weights:.2f} x its stage" if name == "run" and weights else ""
+            if name == "run" and weights and peak > 1.5 * weights:
+                missed.append(f"run worker {device}")
+            cells.append(f"{device} {peak / 1e9:.2f} GB{ratio}")
+        print(f"  {name:<14}" + "; ".join(cells))
+    ok = twice["second"] < 1e6
+    print(f"\ndeploy of the plan: first {twice['first'] / 1e6:.1f} MB on the wire, second "
+          f"{twice['second']:,} bytes (goal under 1 MB: {'ok' if ok else 'OVER'})")
+    if not ok:
+        missed.append("second deploy")
+    if missed:
+        print(f"missed: {', '.join(missed)}")
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
