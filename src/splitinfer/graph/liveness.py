@@ -63,8 +63,12 @@ def compute_liveness(model: Model, order: Sequence[str]) -> Liveness:
         return cached
     index = model.graph_index
     m = len(order)
-    birth: dict[str, int] = {t: 0 for t in index.graph_inputs}
-    death: dict[str, int] = {t: -1 for t in index.graph_inputs}
+    # A state pair (graph/state.py) lives on its partition's device: its past is fed there, its present
+    # kept there, so neither is live across a position.
+    pasts = {p.past for p in model.state}
+    presents = {p.present for p in model.state}
+    birth: dict[str, int] = {t: 0 for t in index.graph_inputs if t not in pasts}
+    death: dict[str, int] = {t: -1 for t in index.graph_inputs if t not in pasts}
     for pos, name in enumerate(order):
         for t in index.inputs_of[name]:
             if t in death:
@@ -74,7 +78,7 @@ def compute_liveness(model: Model, order: Sequence[str]) -> Liveness:
                 birth[t] = pos + 1
                 death[t] = pos
     for t in index.graph_outputs:
-        if t in death:
+        if t in death and t not in presents:
             death[t] = m
     counts = np.zeros(m + 2, dtype=np.int64)
     live_bytes = np.zeros(m + 2, dtype=np.int64)

@@ -49,6 +49,7 @@ from splitinfer.graph.feeds import (
 from splitinfer.graph.shapes import fix_input_shapes
 from splitinfer.graph.sizes import at_size, check_sizes, describe_size, find_symbolic_dims, merge_dims
 from splitinfer.graph.specialize import Specialization, check_specialized, specialize
+from splitinfer.graph.state import StatePair, find_state
 from splitinfer.graph.topology import GraphIndex, index_graph
 from splitinfer.types import TensorSpec
 
@@ -125,6 +126,14 @@ class Model:
     def fixed_inputs(self) -> Mapping[str, np.ndarray]:
         """The inputs the model was specialised to (name -> value; empty when none was fixed)."""
         return self.specialization.fixed if self.specialization is not None else {}
+
+    @property
+    def state(self) -> tuple[StatePair, ...]:
+        """Its state pairs (a decoder's cache, :mod:`splitinfer.graph.state`): inputs fed back from
+        outputs at the next call, kept on the device whose partition computes them."""
+        if "state" not in self.cache:
+            self.cache["state"] = find_state(self.proto.graph)
+        return self.cache["state"]  # type: ignore[return-value]
 
     @property
     def tensors(self) -> Mapping[str, TensorSpec]:
@@ -208,7 +217,7 @@ def load_model(
     _name_nodes(proto.graph)
     given, fixed = check_given_inputs(proto.graph, feeds or {}, fixed_inputs or {})
     shapes = {**shapes_of_given(proto.graph, {**given, **fixed}), **(input_shapes or {})}
-    fix_input_shapes(proto.graph, shapes, batch)
+    fix_input_shapes(proto.graph, shapes, batch, frozenset(p.past for p in find_state(proto.graph)))
     original, specialization = None, None
     if fixed:
         original = proto.SerializeToString()

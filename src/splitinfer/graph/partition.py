@@ -38,6 +38,7 @@ from splitinfer.graph.external import save_with_external, serialize, uses_extern
 from splitinfer.graph.inference import DEFAULT_PROVIDERS, create_inference_session
 from splitinfer.graph.liveness import compute_liveness
 from splitinfer.graph.model import Model
+from splitinfer.graph.state import StatePair
 from splitinfer.types import NUMPY_TO_ONNX, TensorSpec
 
 CutSpec = int | Cut | Sequence[str]
@@ -61,6 +62,8 @@ class Partition:
     last_block: int | None = None
     # The folder its weights left on disk are in (the model's external_dir), None when all are in proto.
     external_dir: Path | None = None
+    # The model's state pairs it holds (graph/state.py): among its inputs and outputs, kept on its device.
+    state: tuple[StatePair, ...] = ()
 
     @property
     def num_nodes(self) -> int:
@@ -288,6 +291,19 @@ def _constant_closure(
     return sorted(const_nodes, key=index.file_position.__getitem__), sorted(tensors)
 
 
+def _check_state(model: Model, nodes: set[str], own: Sequence[StatePair], k: int) -> None:
+    """Each state pair whole in the partition: every node reading its past and the one making its
+    present; CutError when a cut separates them (the cache would have to travel)."""
+    index = model.graph_index
+    for pair in own:
+        outside = [c for c in index.consumers.get(pair.past, []) if c not in nodes]
+        maker = index.producer.get(pair.present)
+        if outside or maker not in nodes:
+            where = f"node {outside[0]!r} reads it" if outside else f"node {maker!r} makes its present"
+            raise CutError(f"partition {k} holds part of state {pair.past} -> {pair.present}, and {where} in "
+                           "another partition", "cut between layers, where no layer's cache is split")
+
+
 def _value_info(spec: TensorSpec) -> onnx.ValueInfoProto:
     return value_info(spec, NUMPY_TO_ONNX[spec.dtype])
 
@@ -297,8 +313,17 @@ def _build(
     is_last: bool, first_block: int | None, last_block: int | None,
 ) -> Partition:
     index = model.graph_index
+    presents = {p.present for p in model.state}
     if is_last:
-        outputs = list(index.graph_outputs)
+        outputs = [o for o in index.graph_outputs if o not in presents]
+    # Its state pairs (graph/state.py): the pasts its nodes read come in, the presents they make go out,
+    # here only.
+    reads = {t for n in nodes for t in index.inputs_of[n]}
+    made_here = {t for n in nodes for t in index.nodes[n].output}
+    own = tuple(p for p in model.state if p.past in reads or p.present in made_here)
+    _check_state(model, set(nodes), own, k)
+    inputs = [*inputs, *(p.past for p in own if p.past in reads)]
+    outputs = [*outputs, *(p.present for p in own if p.present in made_here)]
     const_outputs = [o for o in outputs if o in index.constants] if is_last else []
     in_specs = _specs_of(model, inputs, f"before partition {k}")
     out_specs = _specs_of(model, outputs, f"after partition {k}")
@@ -326,4 +351,5 @@ def _build(
     graph.value_info.extend(
         _value_info(_open(model, o)) for o in made if o and o not in boundary and o in model.tensors
     )
-    return Partition(k, proto, in_specs, out_specs, tuple(nodes), first_block, last_block, model.external_dir)
+    return Partition(k, proto, in_specs, out_specs, tuple(nodes), first_block, last_block, model.external_dir,
+                     own)

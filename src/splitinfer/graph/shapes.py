@@ -120,10 +120,10 @@ def _bind(symbols: dict[str, int], symbol: str, value: int, where: str) -> None:
 
 
 def _apply_given(
-    name: str, dims: list[Dim] | None, given: Sequence[int], symbols: dict[str, int]
+    name: str, dims: list[Dim] | None, given: Sequence[int], symbols: dict[str, int], empty_ok: bool = False
 ) -> list[int]:
     given = [int(g) for g in given]
-    if any(g <= 0 for g in given):
+    if any(g < 0 or (g == 0 and not empty_ok) for g in given):
         raise ShapeError(f"{_arg(name, given)} has a dim <= 0", "give positive dims")
     if dims is not None and len(dims) != len(given):
         raise ShapeError(
@@ -169,9 +169,11 @@ def _missing_error(missing: list[str], dims: list[Dim] | None) -> ShapeError:
 
 
 def fix_input_shapes(
-    graph: onnx.GraphProto, input_shapes: Mapping[str, Sequence[int]], batch: int | None
+    graph: onnx.GraphProto, input_shapes: Mapping[str, Sequence[int]], batch: int | None,
+    empty_ok: frozenset[str] = frozenset(),
 ) -> dict[str, tuple[int, ...]]:
-    """Make every graph input's shape concrete, in place; return the shapes.
+    """Make every graph input's shape concrete, in place; return the shapes. The inputs in ``empty_ok``
+    may have a dim of 0 (a decoder's past at its first step: an empty cache, graph/state.py).
 
     Order of sources: ``input_shapes`` by name; then ``batch`` for a dynamic
     leading dim; then dims that share a symbol name with a dim already known.
@@ -192,7 +194,8 @@ def fix_input_shapes(
     resolved: dict[str, list[Dim]] = {}
     for name in names:
         if name in input_shapes:
-            resolved[name] = list(_apply_given(name, declared[name], input_shapes[name], symbols))
+            resolved[name] = list(_apply_given(name, declared[name], input_shapes[name], symbols,
+                                               name in empty_ok))
     for name in names:
         if name not in resolved and declared[name] is not None:
             resolved[name] = _apply_batch(name, list(declared[name] or []), batch, symbols)

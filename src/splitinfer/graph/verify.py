@@ -91,17 +91,21 @@ def run_chain(
     providers: Sequence[str] = DEFAULT_PROVIDERS,
     on_outputs: Callable[[Partition, dict[str, np.ndarray]], None] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Run partitions one after the other, each fed by the one before; return the last outputs.
+    """Run partitions one after the other, each fed by the one before; return the last outputs (and every
+    partition's presents of state pairs: a past is fed from ``feeds`` to the partition that holds it).
 
     One partition's inference session at a time; a partition whose weights stay on disk is opened
     with them there (ONNX Runtime reads the files). ``on_outputs(partition, outputs)``: called after each.
     """
     values: dict[str, np.ndarray] = dict(feeds)
+    kept: dict[str, np.ndarray] = {}  # the presents of state pairs (graph/state.py): each partition's own
     for part in partitions:
+        pasts = {p.past for p in part.state}
         try:
             session = part.inference_session(providers)
             names = [s.name for s in part.outputs]
-            results = session.run(names, {s.name: values[s.name] for s in part.inputs})
+            results = session.run(names, {s.name: feeds[s.name] if s.name in pasts else values[s.name]
+                                          for s in part.inputs})
             del session  # before the next partition's: one partition's weights at a time
         except KeyError as e:
             raise VerifyError(
@@ -118,7 +122,9 @@ def run_chain(
         values = dict(zip(names, results, strict=True))
         if on_outputs is not None:
             on_outputs(part, values)
-    return values
+        presents = {p.present for p in part.state}
+        kept.update((n, values.pop(n)) for n in list(values) if n in presents)
+    return {**values, **kept}
 
 
 def _compare(name: str, got: np.ndarray, want: np.ndarray) -> OutputDiff:
