@@ -27,6 +27,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_STAGE = "unknown_stage"  # the worker hosts no such stage
     INTEGRITY = "integrity"  # bytes that do not match their SHA-256 (a partition or a chunk of one)
     MISSING_PARTITION = "missing_partition"  # a deploy names a partition (by hash) the worker does not hold
+    STATE_LOST = "state_lost"  # a sequence's step reached a stage that no longer holds its state (cache)
     FAILED = "failed"  # anything else: the worker tried and failed
 
 
@@ -139,6 +140,7 @@ ERROR_OF_CODE: dict[ErrorCode, type[SplitinferError]] = {
     ErrorCode.UNKNOWN_STAGE: WorkerError,
     ErrorCode.INTEGRITY: TransportError,
     ErrorCode.MISSING_PARTITION: WorkerError,
+    ErrorCode.STATE_LOST: WorkerError,
     ErrorCode.FAILED: WorkerError,
 }
 # The code an error reply carries for each exception class; the first match wins, so subclasses

@@ -198,9 +198,10 @@ def test_every_malformed_message_gets_an_error_reply_and_the_worker_keeps_servin
     peer, whole, model = deployed
     cases = _bad_messages(model)
     # the cases earn every code a bad message can but "failed" (the worker's own failure), "unknown_kind" (the
-    # decoder rejects a kind it does not know as malformed) and "missing_partition" (test_partition_deploy.py)
+    # decoder rejects a kind it does not know as malformed), "missing_partition" (test_partition_deploy.py)
+    # and "state_lost" (test_state_e2e.py, test_state_runner.py)
     assert {code for *_, code in cases} == {c.value for c in ErrorCode} - {"failed", "unknown_kind",
-                                                                           "missing_partition"}
+                                                                           "missing_partition", "state_lost"}
     _assert_serves(peer, whole, 0)
     for k, (what, frames, code) in enumerate(cases, start=1):
         peer.dealer.send_multipart(frames)

@@ -27,6 +27,8 @@ class Pending:
     num_attempts: int = 0
     deployment_id: str = ""  # the pipeline it was last sent on
     sent_bytes: int = -1  # what its last send put on the uplink (codec.sent_bytes); -1: not sent yet
+    sequence: str = ""  # the sequence it is a step of (a decoder's state kept on the stages), and
+    sequence_start: bool = False  # whether it is that sequence's first step
 
     def sent_on(self, deployment_id: str, num_bytes: int) -> None:
         """Count one more send, on the pipeline ``deployment_id``, of ``num_bytes`` (the upload hop's)."""
@@ -50,9 +52,10 @@ class InFlight:
         return iter(list(self._by_id.values()))
 
     def add(self, arrays: list[tuple[str, np.ndarray]], future: Future, now_unix_s: float,
-            timeout_s: float) -> Pending:
+            timeout_s: float, sequence: str = "", sequence_start: bool = False) -> Pending:
         """A new pending request with the next id."""
-        pending = Pending(next(self._ids), arrays, future, now_unix_s, now_unix_s + timeout_s)
+        pending = Pending(next(self._ids), arrays, future, now_unix_s, now_unix_s + timeout_s,
+                          sequence=sequence, sequence_start=sequence_start)
         self._by_id[pending.request_id] = pending
         heapq.heappush(self._deadlines, (pending.deadline_unix_s, pending.request_id))
         return pending

@@ -131,7 +131,8 @@ def build_stages(plan: Plan, blocks: Blocks, calibration: Calibration | None = N
         models, start = chain[start:start + len(r)], start + len(r)
         stages.append(StageSpec(k, stage.device, models[0], part.inputs, part.outputs,
                                 compression="" if into[k] == "none" else into[k], exits=split_at[k][1],
-                                more_parts=tuple(models[1:])))
+                                more_parts=tuple(models[1:]),
+                                state=tuple((p.past, p.present) for p in part.state)))
     return stages
 
 

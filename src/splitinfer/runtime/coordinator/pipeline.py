@@ -66,6 +66,21 @@ class StageSpec:
     # ``more_parts`` the rest, split after the blocks that make exits), each exit after its part.
     exits: tuple[StageExit, ...] = ()
     more_parts: tuple[bytes | LazyPart, ...] = ()
+    # Its state pairs (past, present) (graph/state.py): fed and kept on its worker per sequence; the
+    # rest of its inputs and outputs are what travels.
+    state: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def carried_inputs(self) -> tuple[TensorSpec, ...]:
+        """Its inputs but its pasts: what reaches it."""
+        pasts = {p for p, _ in self.state}
+        return tuple(s for s in self.inputs if s.name not in pasts)
+
+    @property
+    def carried_outputs(self) -> tuple[TensorSpec, ...]:
+        """Its outputs but its presents: what it sends on."""
+        presents = {q for _, q in self.state}
+        return tuple(s for s in self.outputs if s.name not in presents)
 
 
 @dataclass(frozen=True)
@@ -114,9 +129,9 @@ def check_chain(stages: Sequence[StageSpec], cluster: Cluster) -> None:
             parse_compression(stage.compression)  # PlanError naming the known ones
         if not stage.inputs or not stage.outputs:
             raise ShapeError(f"stage {k} has no inputs or no outputs", "give each stage its tensor specs")
-        if k and _describe(stages[k - 1].outputs) != _describe(stage.inputs):
-            raise ShapeError(f"stage {k - 1}'s outputs {_describe(stages[k - 1].outputs)} are not "
-                             f"stage {k}'s inputs {_describe(stage.inputs)}",
+        if k and _describe(stages[k - 1].carried_outputs) != _describe(stage.carried_inputs):
+            raise ShapeError(f"stage {k - 1}'s outputs {_describe(stages[k - 1].carried_outputs)} are not "
+                             f"stage {k}'s inputs {_describe(stage.carried_inputs)}",
                              "split the model so that consecutive partitions share their cut tensors")
     devices = [cluster.source, *(s.device for s in stages)]
     if cluster.sink is not None:
@@ -169,13 +184,13 @@ class Pipeline:
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
-        """The model inputs (stage 0's)."""
-        return self.stages[0].inputs
+        """The model inputs (stage 0's, but its pasts)."""
+        return self.stages[0].carried_inputs
 
     @property
     def outputs(self) -> tuple[TensorSpec, ...]:
-        """The model outputs (the last stage's)."""
-        return self.stages[-1].outputs
+        """The model outputs (the last stage's, but its presents)."""
+        return self.stages[-1].carried_outputs
 
 
 def _route(stages: Sequence[StageSpec], k: int, cluster: Cluster, addresses: Mapping[str, str],
@@ -234,7 +249,8 @@ def deploy_pipeline(stages: Sequence[StageSpec], cluster: Cluster, *, clients: M
                             reply_to=result_address, reply_key=_own_key(keyring),
                             slowdown=cluster.device(s.device).slowdown, num_parts=1 + len(s.more_parts),
                             clocks=clocks_of(cluster.device(s.device)),
-                            exits=_exit_rules(s), exit_route=_exit_route(s, cluster, result_address, keyring))
+                            exits=_exit_rules(s), exit_route=_exit_route(s, cluster, result_address, keyring),
+                            state=[list(p) for p in s.state])
                for k, s in enumerate(stages)]
 
     def deploy_one(k: int) -> None:
@@ -260,8 +276,8 @@ def deploy_pipeline(stages: Sequence[StageSpec], cluster: Cluster, *, clients: M
     uplink = LinkSender(context, addresses[stages[0].device], bandwidth_bps=bandwidth, latency_s=latency,
                         on_reply=on_reply,  # type: ignore[arg-type]
                         curve=keyring.client(stages[0].device) if keyring else None)
-    hop_bytes = (*(sum(t.num_bytes for t in s.inputs) for s in stages),
-                 sum(t.num_bytes for t in stages[-1].outputs))
+    hop_bytes = (*(sum(t.num_bytes for t in s.carried_inputs) for s in stages),
+                 sum(t.num_bytes for t in stages[-1].carried_outputs))
     return Pipeline(deployment_id, tuple(stages), uplink, hop_bytes)
 
 

@@ -198,8 +198,9 @@ class Session:
         return WorkerClient.to_device(self.addresses[device], self._token, device, keyring=self._keyring,
                                       mac_tensors=self.cluster.mac_tensors, timeout_s=timeout_s)
 
-    def submit(self, feeds: Mapping[str, np.ndarray], deadline_s: float | None = None) -> Future:
-        """Send one request; the Future gives a :class:`Result` or raises (deadline, worker failure)."""
+    def submit(self, feeds: Mapping[str, np.ndarray], deadline_s: float | None = None, *, sequence: str = "",
+               sequence_start: bool = False) -> Future:
+        """Send one request (a step of ``sequence``: device/_state.py); its Future gives a Result."""
         if self._state == "closed":
             raise WorkerError("the session is closed", "deploy the stages again to run more requests")
         timeout = self.timeout_s if deadline_s is None else check_number(
@@ -214,7 +215,7 @@ class Session:
             if self._state == "broken":
                 future.set_exception(self._broken or WorkerError("the pipeline is broken", None))
                 return future
-            pending = self._pending.add(ordered, future, now, timeout)
+            pending = self._pending.add(ordered, future, now, timeout, sequence, sequence_start)
             if self._state == "ready":
                 self._send(pending)
             # while recovering, the new pipeline sends everything still pending
@@ -222,14 +223,14 @@ class Session:
         return future
 
     def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, np.ndarray], *,
-            deadline_s: float | None = None) -> list[np.ndarray]:
-        """Run one request and wait: the call shape of ``onnxruntime.InferenceSession.run``."""
+            deadline_s: float | None = None, **step: Any) -> list[np.ndarray]:
+        """Run one request and wait: ``onnxruntime.InferenceSession.run``'s call (``step``: see submit)."""
         known = [s.name for s in self.outputs]
         for name in output_names or ():
             if name not in known:
                 raise ModelError(f"{name!r} is not an output of the model", f"ask for some of {known}")
         with self._inbox.waiting():  # this thread reads its own result: no thread switch on the way
-            result = self._wait(self.submit(feeds, deadline_s), deadline_s)
+            result = self._wait(self.submit(feeds, deadline_s, **step), deadline_s)
         self._last_result = result
         return result.as_list(output_names or known)  # None for outputs an early exit did not make
 
@@ -256,7 +257,8 @@ class Session:
         pipeline = self._pipeline
         assert pipeline is not None
         header = messages.Infer(request_id=pending.request_id, deployment_id=pipeline.deployment_id, stage=0,
-                                deadline_unix_s=pending.deadline_unix_s, full_depth=self.options.full_depth)
+                                deadline_unix_s=pending.deadline_unix_s, full_depth=self.options.full_depth,
+                                sequence=pending.sequence, sequence_start=pending.sequence_start)
         arrays = pipeline.compress_inputs(pending.arrays)
         frames = codec.encode(header, self._token, arrays=arrays, sender=pipeline.uplink.sender,
                               mac_tensors=self.cluster.mac_tensors)

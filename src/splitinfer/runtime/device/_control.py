@@ -41,10 +41,11 @@ from splitinfer.profile.timing import (
 )
 from splitinfer.runtime.device._clocks import ClockControl
 from splitinfer.runtime.device._execution import StageRunner, check_signature
-from splitinfer.runtime.device._exits import ExitCheck, ExitingRunner, check_rules
+from splitinfer.runtime.device._exits import ExitingRunner, exiting_runner
 from splitinfer.runtime.device._partitions import PartitionStore, handle_partition, with_parts
 from splitinfer.runtime.device._resources import ResourceSampler
 from splitinfer.runtime.device._stages import StageTable
+from splitinfer.runtime.device._state import with_state
 from splitinfer.runtime.wire import codec, messages
 from splitinfer.runtime.wire.client import MAX_PROBE_REPEATS, MAX_PROBE_SIZES, MAX_PROBE_TIMEOUT_S
 from splitinfer.runtime.wire.codec import DEFAULT_MAX_FRAME_BYTES
@@ -108,6 +109,8 @@ def handle_control(device: DeviceContext, msg: Message) -> Reply:
         return deploy_stage(device, header, msg), []
     if isinstance(header, messages.Undeploy):
         return {"num_removed": device.stages.remove(header.deployment_id)}, []
+    if isinstance(header, messages.EndSequences):
+        return {"num_freed": device.stages.end_sequences(header.deployment_id, header.sequences)}, []
     if isinstance(header, messages.Info):
         return device_info(device), []
     if isinstance(header, messages.TimePartition):
@@ -121,7 +124,7 @@ def handle_control(device: DeviceContext, msg: Message) -> Reply:
     if isinstance(header, messages.PartitionStatus | messages.PartitionChunk):
         return handle_partition(device.partitions, header, msg), []
     raise TransportError(f"a worker does not handle {type(header).__name__} messages",
-                         "send one of: health, info, echo, deploy, undeploy, time_partition, "
+                         "send one of: health, info, echo, deploy, undeploy, end_sequences, time_partition, "
                          "time_compression, probe, resources, partition_status, partition_chunk, infer, "
                          "shutdown", code=ErrorCode.UNKNOWN_KIND)
 
@@ -154,7 +157,9 @@ def deploy_stage(device: DeviceContext, header: messages.Deploy, msg: Message) -
         check_signature(sessions[0], inputs, outputs)
         runner: StageRunner | ExitingRunner = StageRunner(sessions[0], inputs, outputs, header.slowdown)
     else:
-        runner = exiting_runner(device, header, sessions, msg.blobs, inputs, outputs)
+        runner = exiting_runner(header, sessions, msg.blobs, inputs, outputs, device.providers,
+                                device.num_threads)
+    runner = with_state(runner, header)  # a decoder's cache kept here per sequence (device/_state.py)
     try:
         warmup_s = runner.warm_up(header.num_warmup)
     except Exception as e:  # ORT run errors: declared shapes that the partition rejects
@@ -163,42 +168,6 @@ def deploy_stage(device: DeviceContext, header: messages.Deploy, msg: Message) -
     device.stages.install(header, runner)
     release_freed_memory()  # the partition's bytes and their copies: not resident once the session holds it
     return {"create_s": create_s, "warmup_s": warmup_s, "address": device.address}
-
-
-def exiting_runner(device: DeviceContext, header: messages.Deploy, sessions: list[Any], blobs: list[bytes],
-                   inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> ExitingRunner:
-    """A stage whose partition comes in parts with early exits between them (device/_exits.py)."""
-    problem = check_rules(header.exits, header.num_parts, len(blobs), {s.name for s in outputs})
-    made = [{o.name for o in s.get_outputs()} for s in sessions]
-    problem = problem or next((f"exit {r.output!r} is not an output of part {r.part}" for r in header.exits
-                               if r.output not in made[r.part]), "")
-    if problem:
-        raise _malformed(f"deploy exits: {problem}", "deploy the stages from a plan of the model's exits")
-    checks: dict[int, list[ExitCheck]] = {}
-    for r in header.exits:
-        rule = None
-        if r.rule == "onnx":
-            rule = create_inference_session(blobs[r.blob], device.providers, device.num_threads)
-            ins, outs = rule.get_inputs(), rule.get_outputs()
-            if len(ins) != 1 or len(outs) != 1 or outs[0].type != "tensor(bool)":
-                raise WorkerError(f"the rule graph of exit {r.output!r} does not take one tensor and give "
-                                  "one bool tensor", "give a graph with one input and one bool output")
-        checks.setdefault(r.part, []).append(ExitCheck(r, rule))
-    check_signature(_Chain(sessions), inputs, outputs)
-    return ExitingRunner(sessions, inputs, outputs, checks, header.slowdown)
-
-
-@dataclass
-class _Chain:
-    """Parts run in turn, seen from outside: the first one's inputs, the last one's outputs."""
-
-    parts: list[Any]
-
-    def get_inputs(self) -> list[Any]:
-        return self.parts[0].get_inputs()
-
-    def get_outputs(self) -> list[Any]:
-        return self.parts[-1].get_outputs()
 
 
 def _check_deploy(header: messages.Deploy) -> None:

@@ -14,15 +14,18 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from splitinfer.errors import ShapeError
+from splitinfer.errors import ErrorCode, ShapeError, TransportError, WorkerError
+from splitinfer.graph.inference import create_inference_session
 from splitinfer.profile.timing import hold_busy
 from splitinfer.quality.confidence import confidence
-from splitinfer.runtime.device._execution import StageRunner, zeros_for
-from splitinfer.runtime.wire.messages import ExitRule
+from splitinfer.runtime.device._execution import check_signature, zeros_for
+from splitinfer.runtime.device._state import StatefulRunner
+from splitinfer.runtime.wire.messages import Deploy, ExitRule, Infer
 from splitinfer.types import TensorSpec, check_feeds
 
 THRESHOLD_RULES = ("softmax_max", "entropy")
@@ -113,12 +116,16 @@ class ExitingRunner:
         return values, ""
 
 
-def run_request(runner: StageRunner | ExitingRunner, feeds: Mapping[str, np.ndarray], full_depth: bool
+def run_request(runner: Any, feeds: Mapping[str, np.ndarray], header: Infer
                 ) -> tuple[list[np.ndarray], float, float, str]:
-    """One request through a stage's runner: outputs, compute, wait and the exit taken ('' for none)."""
+    """One request through a stage's runner: outputs, compute, wait and the exit taken ('' for none).
+    A stage keeping state (device/_state.py) runs the request as a step of its sequence."""
     if isinstance(runner, ExitingRunner):
-        return runner.run_request(feeds, full_depth)
-    outs, compute_s, wait_s = runner.run(feeds)
+        return runner.run_request(feeds, header.full_depth)
+    if isinstance(runner, StatefulRunner):
+        outs, compute_s, wait_s = runner.run(feeds, header.sequence, header.sequence_start)
+    else:
+        outs, compute_s, wait_s = runner.run(feeds)
     return outs, compute_s, wait_s, ""
 
 
@@ -142,3 +149,41 @@ def check_rules(rules: Sequence[ExitRule], num_parts: int, num_blobs: int, outpu
         if r.rule in THRESHOLD_RULES and bad:
             return f"exit {r.output!r} has threshold {r.threshold}"
     return ""
+
+
+def exiting_runner(header: Deploy, sessions: list[Any], blobs: list[bytes], inputs: tuple[TensorSpec, ...],
+                   outputs: tuple[TensorSpec, ...], providers: Sequence[str],
+                   num_threads: int) -> ExitingRunner:
+    """A stage whose partition comes in parts with early exits between them (device/_exits.py)."""
+    problem = check_rules(header.exits, header.num_parts, len(blobs), {s.name for s in outputs})
+    made = [{o.name for o in s.get_outputs()} for s in sessions]
+    problem = problem or next((f"exit {r.output!r} is not an output of part {r.part}" for r in header.exits
+                               if r.output not in made[r.part]), "")
+    if problem:
+        raise TransportError(f"deploy exits: {problem}", "deploy the stages from a plan of the model's exits",
+                             code=ErrorCode.MALFORMED)
+    checks: dict[int, list[ExitCheck]] = {}
+    for r in header.exits:
+        rule = None
+        if r.rule == "onnx":
+            rule = create_inference_session(blobs[r.blob], providers, num_threads)
+            ins, outs = rule.get_inputs(), rule.get_outputs()
+            if len(ins) != 1 or len(outs) != 1 or outs[0].type != "tensor(bool)":
+                raise WorkerError(f"the rule graph of exit {r.output!r} does not take one tensor and give "
+                                  "one bool tensor", "give a graph with one input and one bool output")
+        checks.setdefault(r.part, []).append(ExitCheck(r, rule))
+    check_signature(_Chain(sessions), inputs, outputs)
+    return ExitingRunner(sessions, inputs, outputs, checks, header.slowdown)
+
+
+@dataclass
+class _Chain:
+    """Parts run in turn, seen from outside: the first one's inputs, the last one's outputs."""
+
+    parts: list[Any]
+
+    def get_inputs(self) -> list[Any]:
+        return self.parts[0].get_inputs()
+
+    def get_outputs(self) -> list[Any]:
+        return self.parts[-1].get_outputs()

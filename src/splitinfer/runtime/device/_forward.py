@@ -32,7 +32,8 @@ def forward(stage: DeployedStage, header: messages.Infer, outputs: list[Any], st
     else:
         out = messages.Infer(request_id=header.request_id, deployment_id=header.deployment_id,
                              stage=header.stage + 1, deadline_unix_s=header.deadline_unix_s, stamps=stamps,
-                             full_depth=header.full_depth)
+                             full_depth=header.full_depth, sequence=header.sequence,
+                             sequence_start=header.sequence_start)
     if link is None:  # the next stage is on this worker
         hand_over(Message(out, arrays=dict(arrays), sent_unix_s=time.time()))  # handed over, received at once
         return

@@ -17,6 +17,7 @@ from typing import Any
 from splitinfer.compression import Compression, parse_compression
 from splitinfer.runtime.device._execution import StageRunner
 from splitinfer.runtime.device._exits import ExitingRunner
+from splitinfer.runtime.device._state import StatefulRunner, end_sequences
 from splitinfer.runtime.wire import messages
 from splitinfer.runtime.wire.link import LinkSender
 
@@ -30,7 +31,7 @@ class DeployedStage:
     """A stage installed on a worker."""
 
     header: messages.Deploy
-    runner: StageRunner | ExitingRunner
+    runner: StageRunner | ExitingRunner | StatefulRunner
     link: LinkSender | None  # None: the next stage is on this worker
     reply_link: LinkSender  # to the coordinator, for errors about this stage's requests
     exit_link: LinkSender | None = None  # to the coordinator, shaped as to the sink: early exits' results
@@ -70,7 +71,7 @@ class StageTable:
         """The installed stage, or None. Lock-free: a dict read is atomic, and this is the hot path."""
         return self._stages.get((deployment_id, stage))
 
-    def install(self, header: messages.Deploy, runner: StageRunner | ExitingRunner) -> None:
+    def install(self, header: messages.Deploy, runner: StageRunner | ExitingRunner | StatefulRunner) -> None:
         """Install a stage (replacing one with the same key) with links to where it sends."""
         route, exit_route = header.route, header.exit_route
         with self._lock:
@@ -100,6 +101,12 @@ class StageTable:
             for key in keys:
                 self._release(self._stages.pop(key))
         return len(keys)
+
+    def end_sequences(self, deployment_id: str, sequences: list[str]) -> int:
+        """Free these sequences' state on the deployment's stages here (device/_state.py); how many."""
+        with self._lock:
+            runners = [s.runner for k, s in self._stages.items() if k[0] == deployment_id]
+        return end_sequences(runners, sequences)
 
     def close(self) -> None:
         """Drop every stage and close every link."""

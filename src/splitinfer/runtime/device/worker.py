@@ -40,7 +40,6 @@ from splitinfer.errors import (
     AuthError,
     DeadlineError,
     ErrorCode,
-    ShapeError,
     SplitinferError,
     TransportError,
     WorkerError,
@@ -312,8 +311,8 @@ class Worker:
             return
         start_unix_s = time.time()
         try:
-            outputs, compute_s, wait_s, exited = run_request(stage.runner, msg.arrays, header.full_depth)
-        except ShapeError as e:  # the inputs do not fit the stage: the caller gets this ShapeError
+            outputs, compute_s, wait_s, exited = run_request(stage.runner, msg.arrays, header)
+        except SplitinferError as e:  # inputs that do not fit, a sequence's lost state: the caller gets it
             self._fail(stage, identity, header.request_id, e, where)
             return
         except Exception as e:  # ONNX Runtime's own run errors

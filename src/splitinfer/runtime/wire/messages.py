@@ -122,6 +122,8 @@ class Deploy(_Base, tag="deploy"):
     # The parts named by their SHA-256 (hex) instead of sent: the worker holds them (uploaded with
     # ``partition_chunk``, or in its --model-dir); the blobs are then the exits' rule graphs alone.
     parts_sha256: list[str] = []
+    # Its state pairs [past, present] (graph/state.py): fed and kept on this worker per sequence.
+    state: list[list[str]] = []
 
 
 class Undeploy(_Base, tag="undeploy"):
@@ -143,6 +145,13 @@ class TimePartition(_Base, tag="time_partition"):
     clocks: Clocks | None = None  # the configuration being profiled: its clocks, set before timing
     # Partitions the worker holds (put by hash, wire/partitions.py), timed before those in the blobs.
     parts_sha256: list[str] = []
+
+
+class EndSequences(_Base, tag="end_sequences"):
+    """Free these sequences' state on the deployment's stages here (device/_state.py)."""
+
+    deployment_id: str
+    sequences: list[str] = []
 
 
 class TimeCompression(_Base, tag="time_compression"):
@@ -197,6 +206,10 @@ class Infer(_Base, tag="infer"):
     deadline_unix_s: float
     stamps: list[StageStamp] = []
     full_depth: bool = False  # run every stage: no early exit (for evaluation)
+    # A step of a sequence (a decoder's generation): stages with state feed its pasts and keep its
+    # presents (device/_state.py); ``sequence_start``: its first step, fed empty pasts.
+    sequence: str = ""
+    sequence_start: bool = False
 
 
 # Replies.
@@ -255,8 +268,8 @@ class PartitionChunk(_Base, tag="partition_chunk"):
 
 
 Header = Union[  # noqa: UP007 (msgspec needs a real Union for tagged decoding)
-    Health, Info, Echo, Deploy, Undeploy, TimePartition, TimeCompression, Probe, Resources, Shutdown, Infer,
-    Outputs, ErrorReply, Done, PartitionStatus, PartitionChunk
+    Health, Info, Echo, Deploy, Undeploy, EndSequences, TimePartition, TimeCompression, Probe, Resources,
+    Shutdown, Infer, Outputs, ErrorReply, Done, PartitionStatus, PartitionChunk
 ]
 NEEDS_NO_AUTH = (Health,)
 
