@@ -302,6 +302,16 @@ def deploy_by_hash(client: WorkerClient, header: messages.Deploy, parts: Sequenc
                 raise
 
 
+def end_sequences(pipeline: Pipeline, clients: Mapping[str, WorkerClient], sequences: Sequence[str]) -> int:
+    """Free ``sequences``' state on the pipeline's stages that keep some; how many states were freed."""
+    freed = 0
+    for device in sorted({s.device for s in pipeline.stages if s.state}):
+        end = messages.EndSequences(deployment_id=pipeline.deployment_id, sequences=list(sequences))
+        with contextlib.suppress(SplitinferError):  # a worker gone has freed them already
+            freed += int(clients[device].request(end).header.data["num_freed"])
+    return freed
+
+
 def undeploy_pipeline(deployment_id: str, devices: set[str] | frozenset[str],
                       clients: Mapping[str, WorkerClient], timeout_s: float = 1.0) -> None:
     """Best effort: ask each device's worker to drop the deployment's stages."""

@@ -34,23 +34,13 @@ import zmq
 from splitinfer.cluster import Cluster
 from splitinfer.errors import ClusterError, DeadlineError, ModelError, SplitinferError, WorkerError
 from splitinfer.graph.feeds import request_arrays
+from splitinfer.runtime.coordinator import _workers as workers
+from splitinfer.runtime.coordinator import pipeline as pipelines
 from splitinfer.runtime.coordinator._heartbeat import Heartbeat
 from splitinfer.runtime.coordinator._inbox import Inbox
 from splitinfer.runtime.coordinator._requests import InFlight, Pending
-from splitinfer.runtime.coordinator._workers import (
-    SessionResources,
-    bind_result_socket,
-    connect_clients,
-    open_result_socket,
-    readvertise,
-)
 from splitinfer.runtime.coordinator.options import SessionOptions
-from splitinfer.runtime.coordinator.pipeline import (
-    Pipeline,
-    StageSpec,
-    deploy_pipeline,
-    undeploy_pipeline,
-)
+from splitinfer.runtime.coordinator.pipeline import Pipeline, StageSpec, deploy_pipeline, undeploy_pipeline
 from splitinfer.runtime.coordinator.recovery import Recovery, Replan
 from splitinfer.runtime.coordinator.timing import RequestTiming, Result, build_timing, result_outputs
 from splitinfer.runtime.launch.start import Launcher, cluster_keyring, start_workers
@@ -96,12 +86,12 @@ class Session:
         self._clients: dict[str, WorkerClient] = {}
         self.addresses: dict[str, str] = {}
         # Workers' results and error copies arrive here; the session never answers them.
-        self._result_sock, gate = open_result_socket(self._context, self._keyring)
-        self.result_address = bind_result_socket(self._result_sock, cluster, options.coordinator_host)
+        self._result_sock, gate = workers.open_result_socket(self._context, self._keyring)
+        self.result_address = workers.bind_result_socket(self._result_sock, cluster, options.coordinator_host)
         self._inbox = Inbox(self._context, self._result_sock, self._on_frames, lambda: len(self._pending))
         self._replays = ReplayGuard()  # what _on_frames accepted, from any thread that reads results
         # Released by close(), else at interpreter exit: the finalizer holds these, not the session.
-        self._resources = SessionResources(self._stop, self._context, self._result_sock, gate)
+        self._resources = workers.SessionResources(self._stop, self._context, self._result_sock, gate)
         self._finalizer = weakref.finalize(self, self._resources.release)
 
     @property
@@ -124,9 +114,9 @@ class Session:
         self._resources.launcher, addresses = start_workers(self.cluster, self._token,
                                                             startup_timeout_s=self.options.startup_timeout_s)
         self.addresses.update(addresses)
-        self.result_address = readvertise(self.result_address, self.cluster, addresses,
+        self.result_address = workers.readvertise(self.result_address, self.cluster, addresses,
                                           self.options.coordinator_host)
-        self._clients, down = connect_clients(self.addresses, self._token, self._context,
+        self._clients, down = workers.connect_clients(self.addresses, self._token, self._context,
                                               {s.device for s in stages}, self.options.connect_timeout_s,
                                               self._keyring, self.cluster.mac_tensors)
         self._dead.update(down)
@@ -245,6 +235,10 @@ class Session:
                 yield self._wait(window.popleft(), deadline_s)
         while window:
             yield self._wait(window.popleft(), deadline_s)
+
+    def end_sequences(self, sequences: Sequence[str]) -> int:
+        """Free these sequences' state on the stages that keep some (device/_state.py); how many freed."""
+        return pipelines.end_sequences(self._pipeline, self._clients, sequences) if self._pipeline else 0
 
     def _wait(self, future: Future, deadline_s: float | None) -> Result:
         timeout = (self.timeout_s if deadline_s is None else deadline_s) + DEADLINE_MARGIN_S
