@@ -74,8 +74,12 @@ def test_each_partition_holds_its_layers_state_and_two_steps_equal_the_whole_mod
 def test_a_cut_that_separates_a_layers_cache_is_refused():
     model = _load(cached_chain(past_read_by=2))
     analysis = analyze(model)
+    # cut after layers 0 and 1 (by tensor): layer 2 reads layer 0's past, in another partition
     with pytest.raises(CutError, match=r"state past_key_values\.0\.key"):
-        split(model, _at_layers(model, analysis), analysis)
+        split(model, [["l0.out"], ["l1.out"]], analysis)
+    # and no candidate cut lies between the nodes that use that cache
+    uses = [analysis.order.index(n) for n in ("l0.cache", "l2.old")]
+    assert not [c for c in analysis.candidates if min(uses) < c.position <= max(uses)]
 
 
 def test_a_model_without_state_has_none():

@@ -36,15 +36,20 @@ def refs(tensor: onnx.TensorProto) -> dict[str, str]:
     return {e.key: e.value for e in tensor.external_data}
 
 
+# A decoder's run-time dims: two new tokens after a past of three.
+RUN_TIME_DIMS = {"batch": 1, "sequence_length": 2, "past_sequence_length": 3}
+
+
 def feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     out = {}
     for value in model.graph.input:
-        shape = [d.dim_value for d in value.type.tensor_type.shape.dim]
+        shape = [RUN_TIME_DIMS[d.dim_param] if d.dim_param else d.dim_value
+                 for d in value.type.tensor_type.shape.dim]
         if value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
             out[value.name] = rng.standard_normal(shape).astype(np.float32)
         else:
-            out[value.name] = np.ones(shape, dtype=np.int64)  # bert: token 1, mask 1
+            out[value.name] = np.ones(shape, dtype=np.int64)  # bert, decoders: token 1; bert: mask 1
     return out
 
 
@@ -57,9 +62,11 @@ def run(model: onnx.ModelProto | str, inputs: dict[str, np.ndarray]) -> list[np.
 
 # small: build_small's variant. resnet18 at half width: its head (256 x 1000) goes to the file
 # and calibration rescales it there. The exits model: its thresholds are set by ONNX Runtime
-# reading the file.
+# reading the file. llama: the decoder only save() can write at full size (its embedding and head,
+# 1000 x 64, go to the file).
 CASES = {
     "mlp": ("mlp", {"small": True}),
+    "llama": ("llama", {"small": True}),
     "resnet18": ("resnet18", {"small": True}),
     "resnet18_wide_head": ("resnet18", {"width": 0.5, "depth": 0.5, "resolution": 32}),
     "resnet18_exits": ("resnet18_exits", {"small": True}),

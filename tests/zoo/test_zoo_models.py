@@ -35,24 +35,47 @@ def session(model: onnx.ModelProto | bytes) -> ort.InferenceSession:
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
-def dims(value: onnx.ValueInfoProto) -> tuple[int, ...]:
-    return tuple(d.dim_value for d in value.type.tensor_type.shape.dim)
+def dims(value: onnx.ValueInfoProto) -> tuple[int | str, ...]:
+    """A value's shape: a dimension chosen at run time by its name (the decoders' batch and lengths)."""
+    return tuple(d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim)
+
+
+def traced(model: onnx.ModelProto) -> dict[str, int]:
+    """The sizes of a model's run-time dims in its summary: batch 1, the prompt, an empty past."""
+    meta = json.loads({p.key: p.value for p in model.metadata_props}["splitinfer.zoo"])
+    summary = zoo.summarize(meta["name"], small=True) if meta["small"] else zoo.summarize(
+        meta["name"], width=meta["width"], depth=meta["depth"], resolution=meta["resolution"])
+    sizes = {}
+    # The model's own outputs: a test may have made intermediates outputs too, after them.
+    values = [*model.graph.input, *model.graph.output[:len(summary.outputs)]]
+    for value, spec in zip(values, [*summary.inputs, *summary.outputs], strict=True):
+        for dim, size in zip(dims(value), spec.shape, strict=True):
+            if isinstance(dim, str):
+                assert sizes.setdefault(dim, size) == size, (value.name, dim, size, sizes[dim])
+    return sizes
+
+
+def concrete(value: onnx.ValueInfoProto, sizes: dict[str, int]) -> tuple[int, ...]:
+    return tuple(sizes[d] if isinstance(d, str) else d for d in dims(value))
 
 
 def make_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
-    """Standard normal images; token ids below the vocabulary size; an all-ones mask."""
+    """Standard normal images (and past keys/values); token ids below the vocabulary size (of the
+    embedding that reads them); an all-ones mask. Run-time dims at their summary's sizes."""
     rng = np.random.default_rng(seed)
     weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    sizes = traced(model)
     feeds = {}
     for value in model.graph.input:
-        shape = dims(value)
+        shape = concrete(value, sizes)
         if value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
             feeds[value.name] = rng.standard_normal(shape).astype(np.float32)
         elif "mask" in value.name:
             feeds[value.name] = np.ones(shape, dtype=np.int64)
         else:
-            vocab = weights["embeddings.word_embeddings.weight"][0]
-            feeds[value.name] = rng.integers(0, vocab, size=shape, dtype=np.int64)
+            table = next(n.input[0] for n in model.graph.node
+                         if n.op_type == "Gather" and n.input[1] == value.name)
+            feeds[value.name] = rng.integers(0, weights[table][0], size=shape, dtype=np.int64)
     return feeds
 
 
@@ -69,11 +92,12 @@ def test_small_variant_is_valid_and_runs(name):
     assert model.opset_import[0].version == 17
     summary = zoo.summarize(name, small=True)
     assert [v.name for v in model.graph.input] == [s.name for s in summary.inputs]
-    assert [dims(v) for v in model.graph.output] == [s.shape for s in summary.outputs]
+    sizes = traced(model)
+    assert [concrete(v, sizes) for v in model.graph.output] == [s.shape for s in summary.outputs]
     assert float_params(model) == summary.num_params
     outputs = session(model).run(None, make_feeds(model))
     for value, out in zip(model.graph.output, outputs, strict=True):
-        assert out.shape == dims(value)
+        assert out.shape == concrete(value, sizes)
         assert np.isfinite(out).all()
         assert 1e-3 < np.abs(out).max() < 100, (name, value.name, np.abs(out).max())
 
@@ -129,7 +153,7 @@ def test_batch_norms_keep_activations_order_one(name):
 
 
 @pytest.mark.parametrize("opset", [13, 16, 18, 21])
-@pytest.mark.parametrize("name", ["vit_b16", "bert", "detector", "mobilenetv2"])
+@pytest.mark.parametrize("name", ["vit_b16", "bert", "detector", "mobilenetv2", "gpt2", "llama"])
 def test_other_opsets_give_the_same_function(name, opset):
     model = zoo.build_small(name, opset=opset)
     onnx.checker.check_model(model, full_check=True)

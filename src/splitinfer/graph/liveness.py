@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from splitinfer.graph.model import Model
+from splitinfer.graph.state import StatePair
 from splitinfer.graph.topology import GraphIndex
 
 
@@ -23,7 +24,7 @@ class Liveness:
 
     ``counts[p]`` / ``live_bytes[p]``: number / bytes of tensors live across p;
     ``blocked[p]``: a value that cannot cross a cut (not a tensor, or of
-    unknown shape) is live across p.
+    unknown shape) is live across p, or p lies inside a state pair's nodes (graph/state.py).
     """
 
     order: tuple[str, ...]
@@ -97,6 +98,14 @@ def compute_liveness(model: Model, order: Sequence[str]) -> Liveness:
         else:
             live_bytes[b] += spec.num_bytes
             live_bytes[d + 1] -= spec.num_bytes
+    # A cut among the nodes that read a state pair's past, make its present or read that would split
+    # that layer's cache over two partitions (graph/partition.py refuses it): not a candidate.
+    where = {name: pos for pos, name in enumerate(order)}
+    for pair in model.state:
+        users = [where[n] for n in state_nodes(index, pair) if n in where]
+        if len(users) > 1:
+            blocked[min(users) + 1] += 1
+            blocked[max(users) + 1] -= 1
     result = Liveness(
         order=tuple(order), birth=birth, death=death,
         counts=np.cumsum(counts)[: m + 1], live_bytes=np.cumsum(live_bytes)[: m + 1],
@@ -104,6 +113,12 @@ def compute_liveness(model: Model, order: Sequence[str]) -> Liveness:
     )
     model.cache[key] = result
     return result
+
+
+def state_nodes(index: GraphIndex, pair: StatePair) -> list[str]:
+    """The nodes a state pair's cache is used by: its past's readers, its present's maker and readers."""
+    return [*index.consumers.get(pair.past, []), *([index.producer[pair.present]]
+            if pair.present in index.producer else []), *index.consumers.get(pair.present, [])]
 
 
 def _dependencies(index: GraphIndex, name: str) -> list[str]:

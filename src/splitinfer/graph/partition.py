@@ -36,7 +36,7 @@ from splitinfer.graph.analysis import Analysis, Cut, analyze
 from splitinfer.graph.dynamic import open_spec, value_info
 from splitinfer.graph.external import save_with_external, serialize, uses_external
 from splitinfer.graph.inference import DEFAULT_PROVIDERS, create_inference_session
-from splitinfer.graph.liveness import compute_liveness
+from splitinfer.graph.liveness import compute_liveness, state_nodes
 from splitinfer.graph.model import Model
 from splitinfer.graph.state import StatePair
 from splitinfer.types import NUMPY_TO_ONNX, TensorSpec
@@ -292,16 +292,15 @@ def _constant_closure(
 
 
 def _check_state(model: Model, nodes: set[str], own: Sequence[StatePair], k: int) -> None:
-    """Each state pair whole in the partition: every node reading its past and the one making its
-    present; CutError when a cut separates them (the cache would have to travel)."""
+    """Each state pair whole in the partition: every node using its cache (liveness.state_nodes);
+    CutError when a cut separates them (the cache would have to travel)."""
     index = model.graph_index
     for pair in own:
-        outside = [c for c in index.consumers.get(pair.past, []) if c not in nodes]
-        maker = index.producer.get(pair.present)
-        if outside or maker not in nodes:
-            where = f"node {outside[0]!r} reads it" if outside else f"node {maker!r} makes its present"
-            raise CutError(f"partition {k} holds part of state {pair.past} -> {pair.present}, and {where} in "
-                           "another partition", "cut between layers, where no layer's cache is split")
+        outside = [n for n in state_nodes(index, pair) if n not in nodes and n not in index.constant_nodes]
+        if outside:
+            raise CutError(f"partition {k} holds part of state {pair.past} -> {pair.present}, and node "
+                           f"{outside[0]!r} uses it in another partition",
+                           "cut between layers, where no layer's cache is split")
 
 
 def _value_info(spec: TensorSpec) -> onnx.ValueInfoProto:

@@ -11,7 +11,8 @@ as they are drawn when they pass that limit (or when asked), so that a model of 
 size is built holding one weight at a time.
 Modules: ``builder`` (the graph builder) with ``tensors`` and ``moments`` (what it
 tracks) and ``weights`` (the ``.data`` file it writes), ``cnn``, ``transformer``, ``detector``,
-``mlp`` (the architectures), ``exits`` (a ResNet-18 and a BERT
+``mlp``, ``decoder`` (the architectures; ``decoder``: GPT-2 and a Llama with a key/value
+cache, their batch and lengths chosen at run time), ``exits`` (a ResNet-18 and a BERT
 with two early-exit heads each, their thresholds set on seeded inputs), ``config``
 (their settings), ``calibration`` (batch-norm statistics on seeded inputs).
 
@@ -20,12 +21,14 @@ with two early-exit heads each, their thresholds set on seeded inputs), ``config
 >>> tiny = zoo.build_small("bert")                # 2 layers, seq 16, vocab 1000
 >>> zoo.summarize("vgg16").num_params             # counted without drawing weights
 >>> zoo.save("mlp", "mlp.onnx")                   # 2.4 GB: mlp.onnx + mlp.data
+>>> zoo.save("llama", "llama.onnx")               # 1.1B params, 4.4 GB: llama.onnx + llama.data
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -39,6 +42,7 @@ from splitinfer.zoo.builder import GraphBuilder
 from splitinfer.zoo.calibration import calibrate_batch_norms
 from splitinfer.zoo.cnn import build_mobilenetv2, build_resnet18, build_resnet50, build_vgg16
 from splitinfer.zoo.config import ZooConfig
+from splitinfer.zoo.decoder import build_gpt2, build_llama
 from splitinfer.zoo.detector import build_detector
 from splitinfer.zoo.exits import (
     build_bert_exits,
@@ -51,7 +55,7 @@ from splitinfer.zoo.transformer import build_bert, build_vit_b16
 from splitinfer.zoo.weights import WeightFile
 
 __all__ = ["MAX_OPSET", "MIN_OPSET", "ModelSummary", "ZooConfig", "build", "build_small", "describe",
-           "external_data_file", "names", "save", "short_description", "summarize"]
+           "external_data_file", "group_layers", "names", "save", "short_description", "summarize"]
 
 MIN_OPSET, MAX_OPSET = 13, 21
 # Protobuf cannot serialise a message of 2 GiB or more; leave room for the graph itself.
@@ -67,6 +71,7 @@ class _Entry:
     small: ZooConfig  # the build_small variant
     resolution_step: int  # resolution must be a multiple of this
     resolution_word: str = "resolution"
+    max_resolution: int = 8192
     # Adds to the finished model's metadata what needs its calibrated weights (its exits' thresholds);
     # the last argument is the folder of the model's external weights, if any.
     annotate: Callable[[onnx.ModelProto, ZooConfig, int, Path | None], None] | None = None
@@ -111,6 +116,20 @@ _ENTRIES: dict[str, _Entry] = {
         "its size, for models larger than a device", "wide MLP, over 2 GB",
         ZooConfig(resolution=8192), ZooConfig(width=0.0625, depth=0.34, resolution=512, num_classes=10),
         resolution_step=1, resolution_word="number of input features"),
+    # Decoders: ``resolution`` is the prompt length their summary and MAC count trace (a prefill, past
+    # empty); the model itself takes any length up to the positions it has.
+    "gpt2": _Entry(
+        build_gpt2, "GPT-2 small decoder (12 pre-LN layers, learned positions, LM head tied to the token "
+        "embedding) with a key/value cache", "GPT-2 small, KV cache",
+        ZooConfig(resolution=128, vocab_size=50257),
+        ZooConfig(width=1 / 12, depth=1 / 6, resolution=8, vocab_size=1000),
+        resolution_step=1, resolution_word="prompt length", max_resolution=1024),
+    "llama": _Entry(
+        build_llama, "Llama decoder at TinyLlama-1.1B's sizes (22 layers, RMSNorm, rotary positions, "
+        "grouped-query attention 32/4 heads, SwiGLU) with a key/value cache", "Llama 1.1B, KV cache",
+        ZooConfig(resolution=128, vocab_size=32000),
+        ZooConfig(width=1 / 32, depth=1 / 11, resolution=8, vocab_size=1000),
+        resolution_step=1, resolution_word="prompt length", max_resolution=2048),
 }
 
 
@@ -156,11 +175,13 @@ def _config(name: str, width: float, depth: float, resolution: int | None) -> Zo
     res = entry.config.resolution if resolution is None else resolution
     step = entry.resolution_step
     low = step if step > 1 else 1
-    if not isinstance(res, int) or res < low or res % step or res > 8192:
+    if not isinstance(res, int) or res < low or res % step or res > entry.max_resolution:
         word = entry.resolution_word
+        top = entry.max_resolution
+        kind = (f"a whole number from 1 to {top}" if step == 1
+                else f"a positive multiple of {step} (at most {top})")
         raise ShapeError(f"{name} cannot take {word} {res!r}",
-                         f"give a {word} that is a positive multiple of {step} (at most 8192), "
-                         f"e.g. {entry.config.resolution}")
+                         f"give a {word} that is {kind}, e.g. {entry.config.resolution}")
     return replace(entry.config, width=float(width), depth=float(depth), resolution=res)
 
 
@@ -175,7 +196,8 @@ def _check_opset_and_seed(opset: int, seed: int) -> None:
 def _summary(name: str, builder: GraphBuilder) -> ModelSummary:
     def spec(tensor: str) -> TensorSpec:
         info = builder.info[tensor]
-        return TensorSpec(tensor, ONNX_TO_NUMPY[info.dtype], info.shape)
+        # A decoder's run-time dims as traced (batch 1, the prompt, an empty past): plain ints.
+        return TensorSpec(tensor, ONNX_TO_NUMPY[info.dtype], tuple(int(d) for d in info.shape))
 
     return ModelSummary(name, tuple(spec(t) for t in builder.inputs), tuple(spec(t) for t in builder.outputs),
                         builder.num_params, builder.num_macs)
@@ -212,7 +234,8 @@ def build(name: str, *, width: float = 1.0, depth: float = 1.0, resolution: int 
           seed: int = 0, opset: int = 17) -> onnx.ModelProto:
     """Build zoo model ``name``: full size by default, smaller with ``width``/``depth`` < 1.
 
-    ``resolution`` is the image side (the sequence length for ``bert``). The
+    ``resolution`` is the image side (the sequence length for ``bert``; for the decoders ``gpt2``
+    and ``llama``, whose lengths are chosen at run time, the prompt length their summary traces). The
     same arguments give a byte-identical model; another ``seed`` gives other
     weights. Raises :class:`ModelError` for an unknown name or bad argument.
     """
@@ -221,7 +244,8 @@ def build(name: str, *, width: float = 1.0, depth: float = 1.0, resolution: int 
 
 def build_small(name: str, seed: int = 0, *, opset: int = 17) -> onnx.ModelProto:
     """A tiny variant of ``name`` (1/8 to 1/4 width, 1-2 blocks per stage, 32-64 px, seq 16,
-    10 classes or a 1000-word vocabulary) that builds and runs in well under a second."""
+    10 classes or a 1000-word vocabulary; the decoders: 2 layers of 64, 4 heads) that builds and
+    runs in well under a second."""
     return _make(name, _entry(name).small, seed, opset, small=True)
 
 
@@ -326,5 +350,35 @@ def describe(name: str) -> str:
     """One line: what the model is, and its full-size inputs, parameters and GFLOPs."""
     entry = _entry(name)
     s = summarize(name)
-    inputs = ", ".join(f"{t.name}[{'x'.join(map(str, t.shape))}]" for t in s.inputs)
+    inputs = ", ".join(f"{t.name}[{'x'.join(map(str, t.shape))}]" for t in group_layers(s.inputs))
     return f"{entry.title}; {inputs}; {s.num_params / 1e6:.1f}M params, {s.gflops:.1f} GFLOPs"
+
+
+_LAYER_NUMBER = re.compile(r"^(.*?\.)(\d+)(\..*)$")
+
+
+def group_layers(specs: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:
+    """``specs`` with those that differ only in a layer number (a decoder's 44 past keys and values)
+    as one each, named ``past_key_values.{0..21}.key``: for tables and one-line descriptions."""
+    groups: dict[tuple[str, str, str, tuple[int, ...]], list[int]] = {}
+    order: list[tuple[str, str, str, tuple[int, ...]] | TensorSpec] = []
+    for spec in specs:
+        match = _LAYER_NUMBER.match(spec.name)
+        if match is None:
+            order.append(spec)
+            continue
+        key = (match[1], match[3], spec.dtype, spec.shape)
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        groups[key].append(int(match[2]))
+    out = []
+    for item in order:
+        if isinstance(item, TensorSpec):
+            out.append(item)
+            continue
+        prefix, suffix, dtype, shape = item
+        numbers = groups[item]
+        label = str(numbers[0]) if len(numbers) == 1 else f"{{{min(numbers)}..{max(numbers)}}}"
+        out.append(TensorSpec(f"{prefix}{label}{suffix}", dtype, shape))
+    return tuple(out)

@@ -23,7 +23,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from splitinfer.zoo import moments
-from splitinfer.zoo.tensors import FLOAT, TensorInfo, broadcast_shapes
+from splitinfer.zoo.tensors import FLOAT, TensorInfo, broadcast_shapes, onnx_dims, recorded
 from splitinfer.zoo.weights import WeightFile
 
 
@@ -50,9 +50,10 @@ class GraphBuilder:
 
     def add_input(self, name: str, shape: Sequence[int], dtype: int = FLOAT,
                   mean: float = 0.0, m2: float = 1.0) -> str:
-        """Declare a graph input (default statistics: standard normal)."""
+        """Declare a graph input (default statistics: standard normal); a :class:`Dim` in ``shape`` is
+        a dimension chosen at run time."""
         self._claim_tensor(name)
-        self.info[name] = TensorInfo(tuple(shape), dtype, mean, m2)
+        self.info[name] = TensorInfo(recorded(shape), dtype, mean, m2)
         self.inputs.append(name)
         return name
 
@@ -129,7 +130,7 @@ class GraphBuilder:
         out = out or name
         self._claim_tensor(out)
         self.nodes.append(helper.make_node(op, list(inputs), [out], name=name, **attrs))
-        self.info[out] = TensorInfo(tuple(int(d) for d in shape), dtype, mean, m2)
+        self.info[out] = TensorInfo(recorded(shape), dtype, mean, m2)
         return out
 
     def _claim_tensor(self, name: str) -> None:
@@ -140,7 +141,7 @@ class GraphBuilder:
         """The model: inputs, outputs, value_info for every intermediate, opset and IR version."""
         def value(name: str) -> onnx.ValueInfoProto:
             info = self.info[name]
-            return helper.make_tensor_value_info(name, info.dtype, list(info.shape))
+            return helper.make_tensor_value_info(name, info.dtype, onnx_dims(info.shape))
 
         graph = self.model.graph
         graph.name, graph.doc_string = graph_name, doc
@@ -394,3 +395,4 @@ class GraphBuilder:
             shape.insert(axis, 1)
         return self.node("Unsqueeze", [x, self.const(list(axes), np.int64)], name, shape=shape,
                          dtype=src.dtype, mean=src.mean, m2=src.m2)
+

@@ -10,9 +10,11 @@ from dataclasses import dataclass
 class ZooConfig:
     """How big to build an architecture.
 
-    ``resolution`` is the image side for vision models and the sequence length
-    for text models; ``num_classes`` and ``vocab_size`` only shrink for the tiny
-    test variants of :func:`splitinfer.zoo.build_small`.
+    ``resolution`` is the image side for vision models, the sequence length
+    for text encoders, and for decoders (their lengths chosen at run time) the
+    prompt length their summary and MAC count trace; ``num_classes`` and
+    ``vocab_size`` only shrink for the tiny test variants of
+    :func:`splitinfer.zoo.build_small` (a decoder's full size sets its own).
     """
 
     width: float = 1.0
