@@ -63,6 +63,7 @@ def _register_all() -> None:
         demo_cmds,
         energy_cmds,
         eval_cmds,
+        generate_cmds,
         graph_cmds,
         k8s_cmds,
         keys_cmds,
@@ -77,7 +78,7 @@ def _register_all() -> None:
 
     for module in (demo_cmds, convert_cmds, graph_cmds, zoo_cmds, plan_cmds, profile_cmds, runtime_cmds,
                    bench_cmds, serve_cmds, report_cmds, keys_cmds, eval_cmds, quantize_cmds, energy_cmds,
-                   k8s_cmds):
+                   k8s_cmds, generate_cmds):
         module.register(app)
     _reflow_help(app)
 

@@ -139,14 +139,16 @@ def analyze(model: Model, max_cut_tensors: int = DEFAULT_MAX_CUT_TENSORS,
             [c.position for c in candidates], [c.num_bytes for c in candidates], weights, max_blocks
         )
     cuts = tuple(by_position[p] for p in chosen)
-    output_bytes = sum(s.num_bytes for s in model.outputs)
+    # A decoder's cache stays where it is computed (graph/state.py): neither uploaded nor returned.
+    pasts, presents = {p.past for p in model.state}, {p.present for p in model.state}
+    output_bytes = sum(s.num_bytes for s in model.outputs if s.name not in presents)
     sources = _param_sources(index)
     blocks = _make_blocks(model, index, live, stats, cuts, output_bytes, sources)
     used = set().union(*(sources.get(t, ()) for n in order for t in index.inputs_of[n]))
     return Analysis(
         order=order, order_strategy=strategy, max_cut_tensors=max_cut_tensors,
         candidates=candidates, cuts=cuts, blocks=blocks,
-        input_bytes=sum(s.num_bytes for s in model.inputs), output_bytes=output_bytes,
+        input_bytes=sum(s.num_bytes for s in model.inputs if s.name not in pasts), output_bytes=output_bytes,
         total_flops=sum(b.flops for b in blocks), total_macs=sum(b.macs for b in blocks),
         num_params=sum(_param_size(model, index, p)[0] for p in used),
         param_bytes=sum(_param_size(model, index, p)[1] for p in used),

@@ -49,7 +49,7 @@ from splitinfer.graph.feeds import (
 from splitinfer.graph.shapes import fix_input_shapes
 from splitinfer.graph.sizes import at_size, check_sizes, describe_size, find_symbolic_dims, merge_dims
 from splitinfer.graph.specialize import Specialization, check_specialized, specialize
-from splitinfer.graph.state import StatePair, find_state
+from splitinfer.graph.state import StatePair, decoder_sizes, find_state
 from splitinfer.graph.topology import GraphIndex, index_graph
 from splitinfer.types import TensorSpec
 
@@ -196,6 +196,9 @@ def load_model(
     one inference session (profiling, quantising, evaluating) need them in memory; inspecting,
     splitting and verifying work either way.
 
+    A decoder with a cache (graph/state.py) given no shapes is loaded at its prefill (16 tokens, empty
+    caches) and at a decode step (one token after them): :func:`~splitinfer.graph.state.decoder_sizes`.
+
     ``input_shapes`` fixes input shapes by name; ``batch`` fixes a dynamic
     leading dim of every input. ``feeds``: real values of some inputs (name ->
     array; they fix dynamic dims too): the run that measures shapes inference left
@@ -212,8 +215,12 @@ def load_model(
     inputs left dynamic, shapes that contradict the model, inputs given that it does
     not take, and a model ONNX Runtime cannot run on the (generated) inputs.
     """
-    wanted = check_sizes(sizes)
     proto, sha256, path, label = _read(source, weights_on_disk)
+    defaults = decoder_sizes(proto.graph, find_state(proto.graph)) \
+        if sizes is None and not input_shapes and batch is None and not feeds else None
+    if defaults is not None:  # a decoder with nothing given: at its prefill and a decode step
+        input_shapes, sizes = defaults[0], [defaults[1]]
+    wanted = check_sizes(sizes)
     _name_nodes(proto.graph)
     given, fixed = check_given_inputs(proto.graph, feeds or {}, fixed_inputs or {})
     shapes = {**shapes_of_given(proto.graph, {**given, **fixed}), **(input_shapes or {})}

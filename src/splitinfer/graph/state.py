@@ -11,6 +11,7 @@ does not count it live, :mod:`splitinfer.graph.partition` gives it to its partit
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import onnx
@@ -45,6 +46,38 @@ def find_state(graph: onnx.GraphProto) -> tuple[StatePair, ...]:
                     pairs.append(StatePair(i.name, name))
                 break
     return tuple(pairs)
+
+
+DEFAULT_PROMPT_LEN = 16
+
+
+def decoder_sizes(graph: onnx.GraphProto, pairs: Sequence[StatePair], prompt_len: int = DEFAULT_PROMPT_LEN
+                  ) -> tuple[dict[str, list[int]], dict[str, list[int]]] | None:
+    """A decoder's two sizes when its inputs leave dims open: the prefill (batch 1, ``prompt_len`` new
+    tokens, empty pasts) and a decode step (one new token after ``prompt_len``); None when every dim
+    is fixed. Loaded at both, its partitions keep the sequence and past axes open (graph/sizes.py).
+    The layout is Hugging Face's: a past is [batch, heads, past, head_dim]; any other input's first
+    axis is the batch, its other open axes the new tokens."""
+    pasts = {p.past for p in pairs}
+    initializers = {t.name for t in graph.initializer}
+    prefill: dict[str, list[int]] = {}
+    decode: dict[str, list[int]] = {}
+    opened = False
+    for value in graph.input:
+        if value.name in initializers or not value.type.HasField("tensor_type"):
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+        opened = opened or None in dims
+        if value.name in pasts:
+            if len(dims) != 4 or None in (dims[1], dims[3]):
+                return None
+            prefill[value.name] = [1, dims[1], 0, dims[3]]
+            decode[value.name] = [1, dims[1], prompt_len, dims[3]]
+        else:
+            prefill[value.name] = [d if d is not None else 1 if a == 0 else prompt_len
+                                   for a, d in enumerate(dims)]
+            decode[value.name] = [d if d is not None else 1 for d in dims]
+    return (prefill, decode) if opened else None
 
 
 def _elem_type(value: onnx.ValueInfoProto) -> int:
