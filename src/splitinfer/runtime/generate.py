@@ -13,6 +13,7 @@ and the whole one choose alike. Typical use::
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -20,12 +21,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from splitinfer.errors import ModelError
+from splitinfer.errors import ErrorCode, ModelError, WorkerError, code_of
 from splitinfer.generation.sampling import Sampling
 from splitinfer.generation.sampling import generate as sample_tokens
 from splitinfer.runtime.coordinator.session import Session
 
 INPUT_IDS, LOGITS = "input_ids", "logits"
+log = logging.getLogger("splitinfer.generate")
 
 
 @dataclass(frozen=True)
@@ -41,16 +43,30 @@ class Token:
 def session_step(session: Session, sequence: str, deadline_s: float | None = None
                  ) -> Callable[[np.ndarray], np.ndarray]:
     """A ``run_step`` for :func:`splitinfer.generation.generate` over the session's pipeline: its first
-    call starts ``sequence`` on the stages (empty caches), each later one continues it."""
+    call starts ``sequence`` on the stages (empty caches), each later one continues it. A step whose
+    stage lost the sequence's cache (its worker failed and the session re-planned, or it restarted, or
+    freed it) is answered by running every token so far again as a new start (a prefill), which
+    rebuilds the caches where the stages are now: greedy decoding then continues as it would have."""
     _check_decoder(session)
-    started = False
+    history: list[int] = []
+
+    def run(ids: Sequence[int], start: bool) -> np.ndarray:
+        (logits,) = session.run([LOGITS], {INPUT_IDS: np.asarray(ids, dtype=np.int64).reshape(1, -1)},
+                                deadline_s=deadline_s, sequence=sequence, sequence_start=start)
+        return logits
 
     def run_step(token_ids: np.ndarray) -> np.ndarray:
-        nonlocal started
-        (logits,) = session.run([LOGITS], {INPUT_IDS: np.asarray(token_ids, dtype=np.int64)},
-                                deadline_s=deadline_s, sequence=sequence, sequence_start=not started)
-        started = True
-        return logits
+        ids = [int(t) for t in np.asarray(token_ids).reshape(-1)]
+        start = not history
+        history.extend(ids)
+        try:
+            return run(ids, start)
+        except WorkerError as e:
+            if start or code_of(e) != ErrorCode.STATE_LOST:
+                raise
+            log.warning("sequence %s lost its cache (%s): running its %d tokens again", sequence,
+                        e.problem, len(history))
+            return run(history, True)
 
     return run_step
 
