@@ -44,3 +44,20 @@ def test_generation_needs_a_decoder_with_its_cache_on_the_stages():
     with deploy_stages(stages_on(parts, ["a"]), local_cluster(["a"]), timeout_s=30) as session, \
             pytest.raises(ModelError, match="no cache kept on its stages"):
         next(generate(session, [1, 2, 3]))
+
+
+def test_many_sequences_at_once_each_equal_the_whole_model():
+    from splitinfer.runtime.generate import generate_many
+
+    proto = zoo.build_small("gpt2")
+    prompts = [PROMPT, [1, 2, 3], [900, 4], [7] * 10, [33, 44, 55, 66]]
+    sampling = Sampling(max_new_tokens=12)
+    want = {k: [t for t, _ in reference_generate(whole_model_step(proto), p, sampling)]
+            for k, p in enumerate(prompts)}
+    got: dict[int, list[int]] = {k: [] for k in range(len(prompts))}
+    with deploy_stages(decoder_stages(load_decoder(proto, len(PROMPT))), local_cluster(["a", "b", "c"]),
+                       timeout_s=30) as session:
+        for k, token in generate_many(session, prompts, sampling, max_in_flight=3):
+            got[k].append(token.id)
+        assert session.end_sequences(["anything"]) == 0
+    assert got == want

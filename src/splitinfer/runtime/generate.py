@@ -14,10 +14,13 @@ and the whole one choose alike. Typical use::
 from __future__ import annotations
 
 import logging
+import queue
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -25,9 +28,11 @@ from splitinfer.errors import ErrorCode, ModelError, WorkerError, code_of
 from splitinfer.generation.sampling import Sampling
 from splitinfer.generation.sampling import generate as sample_tokens
 from splitinfer.runtime.coordinator.session import Session
+from splitinfer.units import check_number
 
 INPUT_IDS, LOGITS = "input_ids", "logits"
 log = logging.getLogger("splitinfer.generate")
+MAX_IN_FLIGHT = 256  # sequences stepping at once
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,39 @@ def generate(session: Session, prompt_ids: Sequence[int] | np.ndarray, sampling:
             yield Token(token, row, time.perf_counter() - start)
     finally:
         session.end_sequences([name])
+
+
+def generate_many(session: Session, prompts: Sequence[Sequence[int] | np.ndarray],
+                  sampling: Sampling | None = None, *, max_in_flight: int = 4,
+                  deadline_s: float | None = None) -> Iterator[tuple[int, Token]]:
+    """Several sequences at once: (which prompt, its next token) as tokens come, up to ``max_in_flight``
+    sequences stepping together, so that while one stage computes a step of one sequence the others
+    compute other sequences' (a pipeline kept full); each sequence as :func:`generate` alone."""
+    check_number(max_in_flight, "max_in_flight", low=1, high=MAX_IN_FLIGHT, whole=True)
+    _check_decoder(session)
+    done = object()
+    tokens: queue.Queue[tuple[int, Any]] = queue.Queue()
+
+    def one(k: int) -> None:
+        try:
+            for token in generate(session, prompts[k], sampling, deadline_s=deadline_s):
+                tokens.put((k, token))
+        except BaseException as e:  # handed to the caller's thread
+            tokens.put((k, e))
+        tokens.put((k, done))
+
+    with ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="sequence") as pool:
+        for k in range(len(prompts)):
+            pool.submit(one, k)
+        left = len(prompts)
+        while left:
+            k, item = tokens.get()
+            if item is done:
+                left -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield k, item
 
 
 def _check_decoder(session: Session) -> None:
