@@ -146,7 +146,7 @@ def _check_numbers(top: int, time_limit: float, bounds: dict[str, float | None],
 
 def _profile_problem(
     path: str, cluster: Path | None, stat: str, sink: str | None, tradeoffs: dict[str, Any], in_flight: int,
-    input_shape: list[str] | None, full_depth: bool = False,
+    input_shape: list[str] | None, full_depth: bool = False, context: int = 0,
 ) -> tuple[Problem, Provenance, Tradeoffs | None, Profile]:
     everything = load_profile(path)
     try:
@@ -155,7 +155,7 @@ def _profile_problem(
         raise ShapeError(as_flags(e.problem), e.fix) from None
     problem = build_problem(
         profile, load_cluster(cluster) if cluster is not None else None, stat=stat, sink=_sink(sink),
-        in_flight=in_flight, full_depth=full_depth,
+        in_flight=in_flight, full_depth=full_depth, context=context,
     )
     chosen = None
     if any(v is not None for v in tradeoffs.values()):
@@ -278,6 +278,9 @@ def plan_command(
     in_flight: int = typer.Option(
         1, "--in-flight", help="Requests a stage holds at once (the one it runs and those queued: the "
         "concurrency you will run at); its memory counts that many input and output buffers."),
+    context: int = typer.Option(
+        0, "--context", help="A decoder: tokens per sequence (prompt and generated); a stage's memory holds "
+        "its layers' cache for that many tokens of each of --in-flight sequences."),
     stat: str = typer.Option("median_s", "--stat", help="Timing statistic: median_s, mean_s, p10_s, p90_s."),
     method: str = typer.Option("auto", "--method", help="auto | dp | milp | bruteforce."),
     time_limit: float = typer.Option(60.0, "--time-limit", help="Seconds the MILP may take per solve."),
@@ -322,6 +325,7 @@ def plan_command(
     _check_args(args, scission, objective)
     _check_numbers(top, time_limit, {"--min-throughput": min_throughput, "--max-energy": max_energy},
                    in_flight)
+    check_number(context, "--context", low=0, high=1 << 30, whole=True, error=PlanError)
     scission_options = sc.ScissionOptions(device_criteria, device_upload, device_time, edge_criteria,
                                           edge_upload, edge_time, cloud_criteria, cloud_time, input_mb,
                                           result_count, general)
@@ -339,7 +343,8 @@ def plan_command(
             problem = dataclasses.replace(problem, sink=_sink(sink))
     else:
         problem, provenance, tradeoffs, profile = _profile_problem(args[0], cluster, stat, sink, wanted,
-                                                                   in_flight, input_shape, full_depth)
+                                                                   in_flight, input_shape, full_depth,
+                                                                   context)
     cons = Constraints(
         pins=_block_pairs(pin, "pin", problem.num_blocks),
         forbids=_block_pairs(forbid, "forbid", problem.num_blocks),

@@ -15,6 +15,7 @@ from splitinfer.plan.problem import AT_SOURCE, AtSource, DeviceConfiguration, Li
 from splitinfer.profile.exit_choice import check_choosable, mix_at
 from splitinfer.profile.schema import BlockMemory, DeviceProfile, ExitProfile, Profile
 from splitinfer.profile.segments import DEFAULT_THRESHOLD, corrected_profile, joins_of
+from splitinfer.units import check_number
 
 STATS = ("median_s", "mean_s", "p10_s", "p90_s")
 
@@ -116,6 +117,7 @@ def build_problem(
     in_flight: int = 1,
     full_depth: bool = False,
     exit_thresholds: Mapping[str, float | None] | None = None,
+    context: int = 0,
 ) -> Problem:
     """The planning problem of ``profile`` on ``cluster``'s devices (or the profile's own).
 
@@ -129,7 +131,9 @@ def build_problem(
     input and output buffers its memory counts. The profile's early exits (how often each answers)
     make latency and energy expected values (``plan/exits.py``), unless ``full_depth``: every request
     runs to the end. ``exit_thresholds``: other thresholds than the profiled ones (the mix they give
-    is read off the profiled scores: ``profile/exit_choice.py``).
+    is read off the profiled scores: ``profile/exit_choice.py``). ``context``: a decoder's tokens per
+    sequence (prompt and generated): each block's cache for that many tokens of each of ``in_flight``
+    sequences is held with its weights (``BlockInfo.state_bytes_per_token``).
     """
     if stat not in STATS:
         raise ProfileError(f"unknown statistic {stat!r}", f"use one of: {', '.join(STATS)}")
@@ -152,6 +156,9 @@ def build_problem(
     compute = {n: _compute(profile.devices[n], stat) for n in names}
     joins = {n: measured_joins[n] for n in names if any(j is not None for j in measured_joins[n])}
     weights, activations = block_memory(profile, names)
+    check_number(context, "context", low=0, whole=True, error=ProfileError, fix="tokens per sequence")
+    weights = [w + b.state_bytes_per_token * context * in_flight for w, b in zip(weights, profile.blocks,
+                                                                                   strict=True)]
     capacity = {}
     power = {}
     for n in names:

@@ -248,11 +248,29 @@ def _chain_feeds(parts: Sequence[Partition], feeds: Mapping[str, np.ndarray],
     return got
 
 
-def block_infos(analysis: Analysis) -> tuple[BlockInfo, ...]:
-    """The profile file's static figures of each block of ``analysis``."""
+def block_infos(analysis: Analysis, model: Model | None = None) -> tuple[BlockInfo, ...]:
+    """The profile file's static figures of each block of ``analysis`` (with ``model``: the cache each
+    keeps per token, graph/state.py)."""
+    per_token = _state_bytes_per_token(model, analysis) if model is not None else {}
     return tuple(BlockInfo(index=b.index, nodes=b.nodes, flops=b.flops, num_params=b.num_params,
                            param_bytes=b.param_bytes, output_bytes=b.output_bytes, cut_bytes=b.cut_bytes,
-                           activation_bytes=b.activation_bytes) for b in analysis.blocks)
+                           activation_bytes=b.activation_bytes,
+                           state_bytes_per_token=per_token.get(b.index, 0))
+                 for b in analysis.blocks)
+
+
+def _state_bytes_per_token(model: Model, analysis: Analysis) -> dict[int, int]:
+    """Per block, the bytes its presents hold per token of context: a present [batch, heads, tokens,
+    head_dim] over its tokens (Hugging Face's layout)."""
+    index = model.graph_index
+    block_of = {n: b.index for b in analysis.blocks for n in b.nodes}
+    out: dict[int, int] = {}
+    for pair in model.state:
+        spec, maker = model.tensors.get(pair.present), index.producer.get(pair.present)
+        shape = spec.seen or spec.shape if spec is not None else ()
+        if maker in block_of and len(shape) == 4 and shape[2] > 0:
+            out[block_of[maker]] = out.get(block_of[maker], 0) + spec.num_bytes // shape[2]  # type: ignore[union-attr]
+    return out
 
 
 def _fixed_values(model: Model) -> dict[str, object]:
@@ -294,7 +312,7 @@ def prepare_model(model: str | Path | bytes | Model | None, *, calibration: Cali
                      exits=tuple(e.output for e in declared), max_blocks=max_blocks)
     spill = TensorSpill(calibration_memory_bytes)
     on_disk = model.external_dir is not None
-    prepared = PreparedModel(model, analysis, info, block_infos(analysis), PartitionBytes(parts),
+    prepared = PreparedModel(model, analysis, info, block_infos(analysis, model), PartitionBytes(parts),
                              _chain_feeds(parts, inputs, spill),
                              None if on_disk else model.proto.SerializeToString(), inputs, spill=spill)
     if (declared or model.dynamic_dims) and cuts_at is None:  # measured on many samples, not one

@@ -95,6 +95,8 @@ class BlockInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # A cut whose size depends on the input values: its bytes on each calibration sample (the planner
     # charges their mean); empty where the cut is the same on every input.
     cut_bytes_seen: tuple[int, ...] = ()
+    # A decoder's cache it keeps (graph/state.py): the bytes its presents grow by per token of context.
+    state_bytes_per_token: int = 0
 
 
 class ExitProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
