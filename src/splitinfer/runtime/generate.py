@@ -52,7 +52,7 @@ def session_step(session: Session, sequence: str, deadline_s: float | None = Non
     stage lost the sequence's cache (its worker failed and the session re-planned, or it restarted, or
     freed it) is answered by running every token so far again as a new start (a prefill), which
     rebuilds the caches where the stages are now: greedy decoding then continues as it would have."""
-    _check_decoder(session)
+    check_decoder(session)
     history: list[int] = []
 
     def run(ids: Sequence[int], start: bool) -> np.ndarray:
@@ -96,7 +96,7 @@ def generate_many(session: Session, prompts: Sequence[Sequence[int] | np.ndarray
     sequences stepping together, so that while one stage computes a step of one sequence the others
     compute other sequences' (a pipeline kept full); each sequence as :func:`generate` alone."""
     check_number(max_in_flight, "max_in_flight", low=1, high=MAX_IN_FLIGHT, whole=True)
-    _check_decoder(session)
+    check_decoder(session)
     done = object()
     tokens: queue.Queue[tuple[int, Any]] = queue.Queue()
 
@@ -122,7 +122,8 @@ def generate_many(session: Session, prompts: Sequence[Sequence[int] | np.ndarray
                 yield k, item
 
 
-def _check_decoder(session: Session) -> None:
+def check_decoder(session: Session) -> None:
+    """ModelError unless the session's model is a decoder whose stages keep its cache."""
     inputs = [s.name for s in session.inputs]
     outputs = [s.name for s in session.outputs]
     cached = any(s.state for s in session.stages)

@@ -13,7 +13,7 @@ import numpy as np
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from splitinfer.data import Preprocess
@@ -31,6 +31,7 @@ from splitinfer.runtime.gateway._bodies import (
     parse_npy,
     read_body,
 )
+from splitinfer.runtime.gateway._completions import COMPLETIONS_PATH, complete, parse_completion, stream
 from splitinfer.runtime.gateway._guard import Guard
 from splitinfer.runtime.gateway._images import IMAGE_TYPES, check_labels, image_feeds, image_steps, top_labels
 from splitinfer.runtime.gateway._metrics import CONTENT_TYPE, Metrics
@@ -47,6 +48,7 @@ from splitinfer.runtime.gateway._settings import (
     check_token,
     check_whole,
 )
+from splitinfer.runtime.generate import check_decoder
 
 log = logging.getLogger("splitinfer.gateway")
 INFER_PATH = "/v1/infer"
@@ -171,23 +173,48 @@ def make_app(session: Session, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, 
             else:
                 feeds, as_npy = parse_json(body), False
             result = await _infer(session, feeds)
-        except ClientDisconnect:
+        except Exception as e:
+            return refusal(e, request_id, body_read)
+        metrics.observe(result.timing)
+        return _answer(result, as_npy, names, num_samples)
+
+    def refusal(e: Exception, request_id: str, body_read: bool) -> Response:
+        """The error answer of a request that failed: its status and one line, counted."""
+        if isinstance(e, ClientDisconnect):
             metrics.count_error("disconnect")
             log.info("the client left before sending the whole body [request %s]", request_id)
             return Response(status_code=400)  # nobody reads it
+        status, kind = _status_of(e)
+        metrics.count_error(kind)
+        headers = None if body_read else {"Connection": "close"}  # the unread rest would follow
+        line = line_of(e, request_id)
+        if status == 500:
+            log.exception("internal error [request %s]", request_id)
+        else:
+            log.info("%d %s [request %s]", status, line, request_id)
+        return JSONResponse({"error": line}, status_code=status, headers=headers)
+
+    def line_of(e: Exception, request_id: str) -> str:
+        if _status_of(e)[0] == 500:
+            return f"internal error: {type(e).__name__}; the gateway's log has request {request_id}"
+        return e.line() if isinstance(e, SplitinferError) else str(e)
+
+    async def completions(request: Request) -> Response:
+        """A decoder's tokens, whole or streamed (gateway/_completions.py)."""
+        request_id, body_read = request.state.request_id, False
+        metrics.count_request()
+        try:
+            body = await read_body(request, max_body_bytes, body_timeout_s)
+            body_read = True
+            completion, sampling = parse_completion(body)
+            check_decoder(session)
+            if completion.stream:
+                events = stream(session, completion, sampling, lambda e: line_of(e, request_id))
+                return StreamingResponse(events, media_type="text/event-stream")
+            answer = await asyncio.to_thread(complete, session, completion, sampling)
         except Exception as e:
-            status, kind = _status_of(e)
-            metrics.count_error(kind)
-            headers = None if body_read else {"Connection": "close"}  # the unread rest would follow
-            if status == 500:
-                log.exception("internal error [request %s]", request_id)
-                line = f"internal error: {type(e).__name__}; the gateway's log has request {request_id}"
-            else:
-                line = e.line() if isinstance(e, SplitinferError) else str(e)
-                log.info("%d %s [request %s]", status, line, request_id)
-            return JSONResponse({"error": line}, status_code=status, headers=headers)
-        metrics.observe(result.timing)
-        return _answer(result, as_npy, names, num_samples)
+            return refusal(e, request_id, body_read)
+        return JSONResponse(answer)
 
     async def healthz(request: Request) -> Response:
         state = session.state
@@ -204,6 +231,7 @@ def make_app(session: Session, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, 
     guard = Middleware(Guard, token=secret, max_in_flight_per_client=max_in_flight_per_client,
                        on_refused=on_refused)
     app = Starlette(routes=[Route(INFER_PATH, infer, methods=["POST"]), Route("/healthz", healthz),
+                            Route(COMPLETIONS_PATH, completions, methods=["POST"]),
                             Route("/metrics", metrics_text)], middleware=[guard], lifespan=lifespan)
     app.state.metrics = metrics
     app.state.resources = poller
