@@ -87,3 +87,22 @@ def test_a_model_without_state_has_none():
                                    [onnx.helper.make_tensor_value_info("past_x", 1, [1])],
                                    [onnx.helper.make_tensor_value_info("y", 1, [1])])
     assert find_state(graph) == ()
+
+
+def test_a_decoder_given_no_shapes_loads_at_its_prefill_and_a_decode_step_and_other_models_do_not():
+    from splitinfer.errors import ShapeError
+    from splitinfer.graph.state import decoder_sizes
+
+    proto = cached_chain()
+    graph = onnx.ModelProto()
+    graph.CopyFrom(proto)
+    prefill, decode = decoder_sizes(graph.graph, find_state(graph.graph), prompt_len=5)
+    assert prefill["x"] == [1, 5, WIDTH] and prefill["past_key_values.0.key"] == [1, 1, 0, WIDTH]
+    assert decode["x"] == [1, 1, WIDTH] and decode["past_key_values.0.key"] == [1, 1, 5, WIDTH]
+    model = load_model(proto)
+    assert len(model.sizes) == 2
+    # the same graph without its state pairs is no decoder: its open dims must be given
+    graph.graph.output.pop()
+    del graph.graph.output[1:]
+    with pytest.raises(ShapeError):
+        load_model(graph)

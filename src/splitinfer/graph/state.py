@@ -58,6 +58,8 @@ def decoder_sizes(graph: onnx.GraphProto, pairs: Sequence[StatePair], prompt_len
     is fixed. Loaded at both, its partitions keep the sequence and past axes open (graph/sizes.py).
     The layout is Hugging Face's: a past is [batch, heads, past, head_dim]; any other input's first
     axis is the batch, its other open axes the new tokens."""
+    if not pairs:  # not a decoder: its open dims are the caller's to give
+        return None
     pasts = {p.past for p in pairs}
     initializers = {t.name for t in graph.initializer}
     prefill: dict[str, list[int]] = {}
