@@ -74,7 +74,7 @@ def test_a_model_over_2_gb_is_split_verified_profiled_planned_and_run_on_three_w
     manifest = json.loads((tmp_path / "parts" / "manifest.json").read_text())
     assert len(manifest["partitions"]) == 3
     (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(CLUSTER))
-    _cli("profile", "mlp.onnx", "--cluster", "cluster.yaml", "--max-blocks", "3", "--budget-s", "2",
+    _cli("profile", "mlp.onnx", "--cluster", "cluster.yaml", "--max-blocks", "3", "--budget-s", "0.5",
          "-o", "profile.json", cwd=tmp_path)
     profile = json.loads((tmp_path / "profile.json").read_text())
     assert set(profile["devices"]) == {"a", "b", "c"}
