@@ -72,3 +72,14 @@ def test_a_deploy_naming_bad_state_pairs_is_refused(first, state):
         return
     with pytest.raises(WorkerError, match="not \\[an input, an output\\]"):
         with_state(runner, header)
+
+
+def test_no_more_sequences_than_the_cap_are_held(first, monkeypatch):
+    from splitinfer.runtime.device import _state
+
+    runner, pairs = first
+    monkeypatch.setattr(_state, "MAX_SEQUENCES", 3)
+    stateful = StatefulRunner(runner, pairs)
+    for k in range(5):
+        stateful.run(_x(1), f"s{k}", True)
+    assert stateful.sequences == ["s2", "s3", "s4"]

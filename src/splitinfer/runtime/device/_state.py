@@ -5,8 +5,9 @@ A stage whose partition holds state pairs (``Deploy.state``: past <- present) ru
 when the request starts S: ``Infer.sequence_start``), and the presents it makes are kept for S's next
 step instead of being sent on. So the cache never crosses a link. A sequence's state is freed when the
 coordinator ends it (``end_sequences``), when it has been idle for ``idle_s``, or, least recently used
-first, when the stage's states pass ``budget_bytes``; a later step of a sequence whose state is gone is
-refused with code ``state_lost``, and the coordinator starts it again from its tokens (prefill).
+first, when the stage's states pass ``budget_bytes`` or :data:`MAX_SEQUENCES` sequences; a later step
+of a sequence whose state is gone is refused with code ``state_lost``, and the coordinator starts it
+again from its tokens (prefill).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from splitinfer.runtime.wire.messages import Deploy
 DEFAULT_STATE_BYTES = 1 << 30  # a stage's states, all sequences together
 DEFAULT_IDLE_S = 600.0  # a sequence not stepped for this long is freed
 MAX_SEQUENCE_CHARS = 128
+MAX_SEQUENCES = 4096  # sequences a stage holds state for: many tiny ones would pass the bytes budget
 
 
 class StatefulRunner:
@@ -106,7 +108,8 @@ class StatefulRunner:
             self._states.popitem(last=False)
 
     def _evict(self) -> None:
-        while len(self._states) > 1 and self.held_bytes > self.budget_bytes:
+        while len(self._states) > MAX_SEQUENCES or \
+                (len(self._states) > 1 and self.held_bytes > self.budget_bytes):
             self._states.popitem(last=False)
 
 
