@@ -6,8 +6,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import helper, numpy_helper
+from onnx import helper
 
+from splitinfer import zoo
 from splitinfer.errors import ModelError
 from splitinfer.graph import load_model
 from splitinfer.graph.external import serialize
@@ -15,27 +16,14 @@ from splitinfer.profile.device import profile_model
 from splitinfer.profile.lazy import PartitionBytes, TensorSpill
 from splitinfer.profile.profiler import ProfileSettings, prepare_model
 
-WIDTH = 256
+WIDTH = 512  # the zoo's small mlp: 3 layers of 512
 CPU = ["CPUExecutionProvider"]
 
 
-def _mlp(path, layers=4):
-    rng = np.random.default_rng(5)
-    nodes, inits, x = [], [], "x"
-    for i in range(layers):
-        w = ((rng.random((WIDTH, WIDTH), dtype=np.float32) - 0.5) * 0.2).astype(np.float32)
-        bias = np.ones(WIDTH, np.float32)
-        inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(bias, f"b{i}")]
-        nodes += [helper.make_node("MatMul", [x, f"w{i}"], [f"m{i}"], name=f"mm{i}"),
-                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"], name=f"add{i}"),
-                  helper.make_node("Relu", [f"a{i}"], [f"r{i}"], name=f"relu{i}")]
-        x = f"r{i}"
-    io = [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [2, WIDTH]) for n in ("x", x)]
-    model = helper.make_model(helper.make_graph(nodes, "mlp", io[:1], io[1:], inits),
-                              opset_imports=[helper.make_opsetid("", 17)])
-    inline = model.SerializeToString()
-    onnx.save_model(model, str(path), save_as_external_data=True, location="mlp.data", size_threshold=1024)
-    return path, inline
+def _mlp(path):
+    """The zoo's small mlp saved with its weights in a .data file, and the same model's bytes inline."""
+    zoo.save("mlp", path, small=True, external_data=True)
+    return path, zoo.build_small("mlp").SerializeToString()
 
 
 def test_the_blob_of_a_model_on_disk_runs_as_the_model_itself(tmp_path):
@@ -45,7 +33,7 @@ def test_the_blob_of_a_model_on_disk_runs_as_the_model_itself(tmp_path):
     parsed = onnx.ModelProto()
     parsed.ParseFromString(bytes(blob))
     assert not any(t.external_data for t in parsed.graph.initializer)
-    feeds = {"x": np.random.default_rng(0).standard_normal((2, WIDTH)).astype(np.float32)}
+    feeds = {"x": np.random.default_rng(0).standard_normal((1, WIDTH)).astype(np.float32)}
     got = ort.InferenceSession(bytes(blob), providers=CPU).run(None, feeds)[0]
     want = ort.InferenceSession(inline, providers=CPU).run(None, feeds)[0]
     np.testing.assert_array_equal(got, want)

@@ -22,6 +22,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import BinaryIO
 
 import numpy as np
 import onnx
@@ -204,13 +205,17 @@ def _varint(value: int) -> bytes:
 def _read_into(source: Path, offset: int, target: memoryview) -> None:
     with open(source, "rb") as f:
         f.seek(offset)
-        at = 0
-        while at < len(target):
-            got = f.readinto(target[at:at + _COPY_BYTES])
-            if not got:
-                raise ModelError(f"external data file '{source}' ended early",
-                                 "copy the .data file again, whole")
-            at += got
+        _fill(f, target, source)
+
+
+def _fill(f: BinaryIO, target: memoryview, source: Path) -> None:
+    """``target`` filled from ``f`` where it stands, in pieces of at most _COPY_BYTES."""
+    at = 0
+    while at < len(target):
+        got = f.readinto(target[at:at + _COPY_BYTES])
+        if not got:
+            raise ModelError(f"external data file '{source}' ended early", "copy the .data file again, whole")
+        at += got
 
 
 def save_with_external(proto: onnx.ModelProto, folder: Path, path: Path) -> Path:
@@ -234,14 +239,11 @@ def save_with_external(proto: onnx.ModelProto, folder: Path, path: Path) -> Path
     return path
 
 
-def _copy_range(source: Path, offset: int, length: int, out: object) -> None:
+def _copy_range(source: Path, offset: int, length: int, out: BinaryIO) -> None:
+    buffer = memoryview(bytearray(min(_COPY_BYTES, length)))
     with open(source, "rb") as f:
         f.seek(offset)
-        left = length
-        while left > 0:
-            piece = f.read(min(_COPY_BYTES, left))
-            if not piece:
-                raise ModelError(f"external data file '{source}' ended early",
-                                 "copy the .data file again, whole")
-            out.write(piece)  # type: ignore[attr-defined]
-            left -= len(piece)
+        for start in range(0, length, len(buffer) or 1):
+            piece = buffer[:min(len(buffer), length - start)]
+            _fill(f, piece, source)
+            out.write(piece)

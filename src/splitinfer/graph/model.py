@@ -216,7 +216,8 @@ def load_model(
     not take, and a model ONNX Runtime cannot run on the (generated) inputs.
     """
     proto, sha256, path, label = _read(source, weights_on_disk)
-    defaults = decoder_sizes(proto.graph, find_state(proto.graph)) \
+    pairs = find_state(proto.graph)
+    defaults = decoder_sizes(proto.graph, pairs) \
         if sizes is None and not input_shapes and batch is None and not feeds else None
     if defaults is not None:  # a decoder with nothing given: at its prefill and a decode step
         input_shapes, sizes = defaults[0], [defaults[1]]
@@ -224,7 +225,7 @@ def load_model(
     _name_nodes(proto.graph)
     given, fixed = check_given_inputs(proto.graph, feeds or {}, fixed_inputs or {})
     shapes = {**shapes_of_given(proto.graph, {**given, **fixed}), **(input_shapes or {})}
-    fix_input_shapes(proto.graph, shapes, batch, frozenset(p.past for p in find_state(proto.graph)))
+    fix_input_shapes(proto.graph, shapes, batch, frozenset(p.past for p in pairs))
     original, specialization = None, None
     if fixed:
         original = proto.SerializeToString()

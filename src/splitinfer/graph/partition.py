@@ -81,20 +81,24 @@ class Partition:
         return self.external_dir is not None and uses_external(self.proto)
 
     def to_bytes(self) -> bytes:
-        """The serialized ONNX model, standalone: weights left on disk are read in (one partition's
-        weights in memory, read from their files into place, then one copy made bytes; ModelError past
-        protobuf's 2 GB)."""
+        """The serialized ONNX model, standalone (:meth:`blob` as ``bytes``: one more copy of the weights
+        left on disk; where a ``bytearray`` does, take the blob)."""
+        blob = self.blob()
+        return blob if isinstance(blob, bytes) else bytes(blob)
+
+    def blob(self) -> bytes | bytearray:
+        """The serialized ONNX model, standalone: weights left on disk are read from their files straight
+        into place (``external.serialize``: one partition's weights in memory; ModelError past protobuf's
+        2 GB)."""
         if self.is_external and self.external_dir is not None:
-            return bytes(serialize(self.proto, self.external_dir, f"partition {self.index}"))
+            return serialize(self.proto, self.external_dir, f"partition {self.index}")
         return self.proto.SerializeToString()
 
     def inference_session(self, providers: Sequence[str] = DEFAULT_PROVIDERS) -> Any:
         """An ONNX Runtime inference session on it here; weights left on disk are read by ONNX Runtime from
         their files (memory-mapped), not through a copy in this process."""
-        if self.is_external:
-            return create_inference_session(self.proto.SerializeToString(), providers,
-                                            external_dir=self.external_dir)
-        return create_inference_session(self.proto.SerializeToString(), providers)
+        return create_inference_session(self.proto.SerializeToString(), providers,
+                                        external_dir=self.external_dir)
 
     def save(self, path: str | Path) -> Path:
         """Write the partition as an .onnx file; returns the path. Weights left on disk in the source

@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from splitinfer.graph.external import is_external, ref_of
+from splitinfer.graph.external import external_bytes, is_external, ref_of
 from splitinfer.graph.inference import create_inference_session
 from splitinfer.graph.model import Model
 from splitinfer.graph.topology import list_implicit_inputs
@@ -44,14 +44,9 @@ class Window:
     weight_bytes: int
 
 
-def external_weight_bytes(proto: onnx.ModelProto) -> int:
-    """Bytes of the main graph's weights held in external data files."""
-    return sum(ref_of(t).length for t in proto.graph.initializer if is_external(t))
-
-
 def needs_windows(model: Model, window_bytes: int) -> bool:
     """True when the model's weights stay on disk and pass ``window_bytes``."""
-    return model.external_dir is not None and external_weight_bytes(model.proto) > window_bytes
+    return model.external_dir is not None and external_bytes(model.proto) > window_bytes
 
 
 @contextmanager
@@ -76,15 +71,16 @@ def run_windows(windows: Sequence[Window], feeds: Mapping[str, np.ndarray], fetc
                 providers: Sequence[str], external_dir: Path | None) -> dict[str, np.ndarray]:
     """Run the windows in turn on ``feeds``; the values of ``fetch``."""
     values = dict(feeds)
-    wanted = set(fetch)
-    for k, window in enumerate(windows):
+    later = [set(fetch)]  # later[-1 - k]: what the windows after window k (and the caller) take
+    for window in reversed(windows[1:]):
+        later.append(later[-1] | set(window.inputs))
+    for window, kept in zip(windows, reversed(later), strict=True):
         session = create_inference_session(window.proto.SerializeToString(), providers,
                                            external_dir=external_dir)
         results = session.run(list(window.outputs), {n: values[n] for n in window.inputs})
         del session  # before the next window's: one window's weights at a time
         values.update(zip(window.outputs, results, strict=True))
-        later = {n for w in windows[k + 1:] for n in w.inputs} | wanted
-        values = {n: v for n, v in values.items() if n in later}
+        values = {n: v for n, v in values.items() if n in kept}
     return {n: values[n] for n in fetch}
 
 

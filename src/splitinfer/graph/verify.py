@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from splitinfer.errors import ModelError, ShapeError, SplitinferError, VerifyError, first_line
+from splitinfer.graph.external import external_bytes
 from splitinfer.graph.inference import DEFAULT_PROVIDERS
 from splitinfer.graph.model import Model
 from splitinfer.graph.partition import Partition
-from splitinfer.graph.reference import MIN_WINDOW_BYTES, external_weight_bytes, reference
+from splitinfer.graph.reference import MIN_WINDOW_BYTES, reference
 from splitinfer.graph.sizes import describe_size
 
 ATOL = 1e-4
@@ -167,7 +168,7 @@ def verify(
     watched = _watched(model, partitions)
     cuts = list(dict.fromkeys(s.name for p in partitions[:-1] for s in p.outputs if s.name not in names))
     if window_bytes is None:  # as much as the largest partition holds: the chain needs that anyway
-        window_bytes = max([MIN_WINDOW_BYTES, *(external_weight_bytes(p.proto) for p in partitions
+        window_bytes = max([MIN_WINDOW_BYTES, *(external_bytes(p.proto) for p in partitions
                                                 if p.is_external)])
     runs = _reference_runs(model, feeds, providers, names, watched, cuts, window_bytes)
     diffs: dict[str, list[OutputDiff]] = {n: [] for n in names}

@@ -112,27 +112,25 @@ class DeviceRecord:
 
 @dataclass(frozen=True)
 class _Item:
-    """One partition to time: what it is (for progress and failures), its bytes (or how to read them in,
-    for weights left on disk: only when its set is timed) and its feeds."""
+    """One partition to time: what it is (for progress and failures), how to have its bytes (read in only
+    when its set is timed, for weights left on disk), their size, and its feeds."""
 
     what: str
-    part: bytes | Callable[[], bytes]
+    load: Callable[[], bytes]
+    size: int
     feeds: Mapping[str, np.ndarray]
-    nbytes: int = -1  # of a part read in when timed
 
-    @property
-    def size(self) -> int:
-        return self.nbytes if callable(self.part) else len(self.part)
-
-    def load(self) -> bytes:
-        return self.part() if callable(self.part) else self.part
+    @classmethod
+    def of(cls, what: str, part: bytes, feeds: Mapping[str, np.ndarray]) -> _Item:
+        """A partition already in memory."""
+        return cls(what, lambda: part, len(part), feeds)
 
 
 def _block(prepared: PreparedModel, i: int) -> _Item:
     parts, feeds = prepared.block_bytes, prepared.block_feeds[i]
     if isinstance(parts, PartitionBytes):
-        return _Item(f"block {i}", lambda: parts[i], feeds, parts.nbytes(i))
-    return _Item(f"block {i}", parts[i], feeds)
+        return _Item(f"block {i}", lambda: parts[i], parts.nbytes(i), feeds)
+    return _Item.of(f"block {i}", parts[i], feeds)
 
 
 def _sets(items: list[_Item]) -> list[list[_Item]]:
@@ -185,10 +183,10 @@ def profile_device(runner: Runner, prepared: PreparedModel, settings: ProfileSet
     num_pairs = num - 1 if settings.pairs else 0
     total = num + num_pairs + 1 + (prepared.whole_bytes is not None)
     budget = settings.item_budget_s(total)
-    items = [_Item("trivial run", trivial_partition(), {TRIVIAL_INPUT: np.zeros(1, np.float32)})]
+    items = [_Item.of("trivial run", trivial_partition(), {TRIVIAL_INPUT: np.zeros(1, np.float32)})]
     items += [_block(prepared, i) for i in range(num)]
     if prepared.whole_bytes is not None:
-        items.append(_Item("whole model", prepared.whole_bytes, prepared.whole_feeds))
+        items.append(_Item.of("whole model", prepared.whole_bytes, prepared.whole_feeds))
     results = _time_sets(runner, items, settings, budget, slowdown, progress, 0, total)
     for item, result in zip(items, results, strict=True):
         if isinstance(result, PartitionFailure):
@@ -208,7 +206,7 @@ def profile_device(runner: Runner, prepared: PreparedModel, settings: ProfileSet
     record.remeasured = sum(isinstance(b, PartitionTiming) and b.remeasured for b in blocks)
     record.whole_model = None if whole is None else _stats(whole)
     runnable = [i for i in range(num_pairs) if None not in (record.blocks[i], record.blocks[i + 1])]
-    pairs = [_Item(f"blocks {i}-{i + 1}", *prepared.segment(i, i + 1)) for i in runnable]
+    pairs = [_Item.of(f"blocks {i}-{i + 1}", *prepared.segment(i, i + 1)) for i in runnable]
     timed = _time_sets(runner, pairs, settings, budget, slowdown, progress, len(items), total)
     record.pairs = [None] * num_pairs  # only now: an interrupted profile has no pairs, not failed ones
     for i, item, result in zip(runnable, pairs, timed, strict=True):
@@ -239,7 +237,7 @@ def profile_segments(runner: Runner, prepared: PreparedModel, segments: Sequence
     """Time the segments (blocks first..last run as one partition) together on the runner's device;
     the first that cannot run raises its error."""
     settings = settings or ProfileSettings()
-    items = [_Item(f"segment {first}-{last}", *prepared.segment(first, last)) for first, last in segments]
+    items = [_Item.of(f"segment {first}-{last}", *prepared.segment(first, last)) for first, last in segments]
     results = _time_sets(runner, items, settings, settings.item_budget_s(max(1, len(items))), slowdown,
                          None, 0, len(items))
     out = []

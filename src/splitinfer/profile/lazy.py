@@ -2,7 +2,7 @@
 
 A model whose weights stay on disk (``Model.external_dir``, models over 2 GB) is profiled without ever
 holding its weights at once: :class:`PartitionBytes` gives a block's standalone bytes when asked, read
-from the weight files each time (``Partition.to_bytes``), and ``profile/device.py`` times them in sets
+from the weight files each time (``Partition.blob``), and ``profile/device.py`` times them in sets
 of bounded size, so the profiler holds one set's weights at a time. The tensors each block gets from the
 calibration input are kept in memory up to a budget and past it written to a temporary folder and
 memory-mapped back (:class:`TensorSpill`): a CNN at a large batch hands on gigabytes between blocks.
@@ -18,8 +18,7 @@ from typing import overload
 import numpy as np
 
 from splitinfer.graph import Partition
-from splitinfer.graph.external import serialize
-from splitinfer.graph.reference import external_weight_bytes
+from splitinfer.graph.external import external_bytes
 
 CALIBRATION_MEMORY_BYTES = 1 << 30  # calibration tensors between blocks held in memory; the rest on disk
 
@@ -47,10 +46,9 @@ class PartitionBytes(Sequence[bytes]):
         held = self._held[index]
         if held is not None:
             return held
-        part = self._parts[index]
-        # A bytearray, not bytes: bytes() of it would be a second copy, and whatever takes partition
-        # bytes (a socket, a hash, ONNX Runtime) takes a bytearray alike.
-        return serialize(part.proto, part.external_dir, f"block {index}")  # type: ignore[arg-type,return-value]
+        # The blob as it is (a bytearray): bytes() of it would be a second copy, and whatever takes
+        # partition bytes (a socket, a hash, ONNX Runtime) takes a bytearray alike.
+        return self._parts[index].blob()  # type: ignore[return-value]
 
     def __iter__(self) -> Iterator[bytes]:
         return (self[i] for i in range(len(self)))
@@ -61,7 +59,7 @@ class PartitionBytes(Sequence[bytes]):
         if held is not None:
             return len(held)
         proto = self._parts[index].proto
-        return proto.ByteSize() + external_weight_bytes(proto)
+        return proto.ByteSize() + external_bytes(proto)
 
 
 class TensorSpill:

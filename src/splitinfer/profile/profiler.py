@@ -192,7 +192,7 @@ class PreparedModel:
     whole_feeds: dict[str, np.ndarray]
     exits: tuple[ExitProfile, ...] = ()  # how often each early exit answers (profile/exit_profile.py)
     spill: TensorSpill | None = None  # where calibration tensors over the memory budget are kept
-    _segments: dict[tuple[int, int], bytes] = field(default_factory=dict)
+    _segments: dict[tuple[int, int], bytes | Partition] = field(default_factory=dict)
     _segment_inputs: dict[tuple[int, int], list[str]] = field(default_factory=dict)
 
     @property
@@ -211,13 +211,13 @@ class PreparedModel:
             if missing:  # cannot happen for block bounds: the same tensors cross the same cut
                 raise ProfileError(f"segment {first_block}-{last_block} takes {missing}, which block "
                                    f"{first_block} does not get", "this is a splitinfer bug; report it")
-            self._segments[key] = part.to_bytes() if not part.is_external else b""
+            # Weights on disk: the partition kept, its weights read in again each time (profile/lazy.py).
+            self._segments[key] = part if part.is_external else part.to_bytes()
             self._segment_inputs[key] = [t.name for t in part.inputs]
         known = {**self.whole_feeds, **self.block_feeds[first_block]}
-        # Weights on disk: read in again each time, never kept (profile/lazy.py).
-        data = self._segments[key] or extract_segment(self.model, self.analysis, first_block,
-                                                      last_block).to_bytes()
-        return data, {name: known[name] for name in self._segment_inputs[key]}
+        held = self._segments[key]
+        data = held.blob() if isinstance(held, Partition) else held
+        return data, {name: known[name] for name in self._segment_inputs[key]}  # type: ignore[return-value]
 
     def empty_profile(self) -> Profile:
         """A profile of this model with no devices and no links yet."""

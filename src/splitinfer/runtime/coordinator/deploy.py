@@ -34,7 +34,6 @@ from splitinfer.cluster import Cluster, load_cluster
 from splitinfer.data import Dataset
 from splitinfer.errors import ModelError, PlanError, SplitinferError
 from splitinfer.graph import Model, Partition, extract_segment
-from splitinfer.graph.external import serialize
 from splitinfer.graph.quantize import quantize_partitions
 from splitinfer.plan import Constraints, Plan, Tradeoffs, describe_stages, solve, solve_tradeoffs
 from splitinfer.profile.blocks import Blocks, cut_as_profiled
@@ -140,9 +139,7 @@ def _blob(part: Partition) -> bytes | LazyPart:
     """A partition's bytes; read in only when it is deployed when its weights stay on disk."""
     if not part.is_external:
         return part.to_bytes()
-    # serialize's bytearray as it is: bytes() of it would be a second copy of the weights
-    return LazyPart(lambda: serialize(part.proto, part.external_dir, f"partition {part.index}"),  # type: ignore
-                    f"partition {part.index}")
+    return LazyPart(part.blob)  # type: ignore[arg-type]  # a bytearray: bytes() would copy the weights
 
 
 def plan_stages(plan: PlanSource, cluster: Cluster | str | Path, model: ModelSource, *,

@@ -40,7 +40,6 @@ class LazyPart:
     on its worker, one such stage at a time, so a deploy never holds the whole model."""
 
     load: Callable[[], bytes]
-    label: str = "partition"
 
 
 def part_bytes(part: bytes | LazyPart) -> bytes:
