@@ -255,26 +255,3 @@ def test_a_huge_budget_still_gives_each_partition_a_budget_a_worker_takes():
 def test_the_local_runner_refuses_thread_counts_out_of_range(num_threads):
     with pytest.raises(ProfileError, match=f"num_threads is {num_threads!r}"):
         LocalRunner(num_threads=num_threads)
-
-
-def _ms(value: float) -> Stats:
-    s = value / 1e3
-    return Stats(median_s=s, mean_s=s, p10_s=s, p90_s=s, std_s=0.0, n=10)
-
-
-def test_a_whole_model_slower_than_its_blocks_corrects_them_and_a_faster_one_does_not(prepared):
-    """Blocks timed alone keep their weights hot; a decoder's step streams every weight: when the whole
-    model is slower than its blocks predict, the gap is the blocks' (no fusion makes a model slower)."""
-    base = prepared.empty_profile()
-    blocks = tuple(_ms(1.0) for _ in base.blocks)
-    n = len(blocks)
-
-    def corrected(whole_ms: float) -> float:
-        device = DeviceProfile(blocks=blocks, whole_model=_ms(whole_ms), run_overhead=_ms(0.0),
-                               date="2026-01-01T00:00:00Z")
-        profile = msgspec.structs.replace(base, devices={"d": device})
-        return sum(b.median_s for b in corrected_profile(profile).devices["d"].blocks) * 1e3
-
-    assert corrected(1.5 * n) == pytest.approx(1.5 * n)  # slower: the blocks take the whole's time
-    assert corrected(0.8 * n) == pytest.approx(n)  # faster (fusion): blocks as measured, joins apart
-    assert corrected(1.02 * n) == pytest.approx(n)  # within the threshold: as measured

@@ -126,22 +126,13 @@ def corrected_profile(profile: Profile, threshold: float = DEFAULT_THRESHOLD,
 
     ``use_whole_model``: also treat each device's whole-model time as a segment. Off by
     default: scaling every block to the whole model's time would smear the fusion effect
-    of one segment over all of them; refinement measures the segments a plan really uses. Where the
-    whole model is slower than its blocks and joins predict (by more than ``threshold``), it counts:
-    no fusion makes a model slower, so the blocks' times are too low (timed with their weights hot).
+    of one segment over all of them; refinement measures the segments a plan really uses.
     """
     cut_bytes = [b.cut_bytes for b in profile.blocks]
     devices = {}
     for name, dev in profile.devices.items():
-        joins = joins_of(dev, cut_bytes)
-        whole = SegmentStats(0, len(dev.blocks) - 1, dev.whole_model) if dev.whole_model else None
-        ratio = segment_ratio(dev, whole, joins) if whole is not None else None
-        # The whole model slower than its blocks: they were timed with their weights hot in the caches,
-        # as a stage streaming more weights than they hold is not (a decoder's step reads every weight
-        # once). Fusion never makes a model slower, so that gap is the blocks': it counts.
-        slower = ratio is not None and ratio > 1 + threshold
-        base = dev if use_whole_model or slower else msgspec.structs.replace(dev, whole_model=None)
-        fixed = corrected_device(base, joins, threshold)
+        base = dev if use_whole_model else msgspec.structs.replace(dev, whole_model=None)
+        fixed = corrected_device(base, joins_of(dev, cut_bytes), threshold)
         devices[name] = msgspec.structs.replace(fixed, whole_model=dev.whole_model)
     return msgspec.structs.replace(profile, devices=devices)
 
