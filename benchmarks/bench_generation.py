@@ -5,15 +5,15 @@ devices of this machine: ``big`` (slowdown 4, the most memory), ``mid`` (slowdow
 (slowdown 1, memory for about half the model). Profiled once at its prefill (16 tokens) and a decode
 step, then three placements, each deployed and measured in turn in one run:
 
-- **splitinfer**: the plan that minimises the time per output token (``plan`` at the decode size), under
-  the devices' memory;
+- **splitinfer**: the plan that minimises the time per output token (``plan --objective tpot --context
+  48``: a decode step at the generation's mean past), under the devices' memory;
 - **memory share**: blocks given to devices in proportion to their memory, in device order (what exo and
   llama.cpp's RPC backend do by default);
 - **equal split**: the same number of blocks on each device (distributed-llama).
 
 For each: tokens/s of one sequence (32 greedy tokens after a 16-token prompt; median of the steps), the
 measured time to first token (median of 5 prompts) and per output token against the plan's predictions
-(made before it ran: ``plan`` at the decode size, and the same placement at the prefill size),
+(made before it ran: ``tpot`` for the placement, and ``ttft``, the same placement at the prefill size),
 and the tokens each produced (all three must equal the whole model's). Then the per-token transport:
 a decode step's hidden state ([1, 1, 768] float32) through three ZeroMQ hops, splitinfer's pipeline of
 Identity stages against a raw pyzmq PUSH/PULL chain.
@@ -44,9 +44,9 @@ from splitinfer.plan import Constraints, solve
 from splitinfer.plan.cost import runs_of
 from splitinfer.plan.memory import device_needs
 from splitinfer.plan.problem import prepare
+from splitinfer.profile.generation import generation_problem
 from splitinfer.profile.problem import build_problem
 from splitinfer.profile.profiler import ProfileSettings
-from splitinfer.profile.sizes import profile_at
 from splitinfer.runtime.coordinator.deploy import deploy
 from splitinfer.runtime.generate import generate
 from splitinfer.runtime.profiling import profile_cluster
@@ -97,7 +97,8 @@ def main() -> int:
           f"params; profiling on {', '.join(n for n, *_ in DEVICES)} ...", flush=True)
     profile = profile_cluster(path, parse_cluster(_cluster()), progress=False, max_blocks=24,
                               settings=ProfileSettings(budget_s=args.budget_s))
-    decode = profile_at(profile, {"input_ids": (1, 1)})
+    context = PROMPT_LEN + args.tokens
+    decode = generation_problem(profile, None, "tpot", context=context).profile
     # Memory: "fast" holds about half of what the whole model needs on it, the others as their shares.
     whole = float(device_needs(prepare(build_problem(decode, parse_cluster(_cluster()))),
                                runs_of([2] * len(decode.blocks)))[2])
@@ -115,12 +116,14 @@ def main() -> int:
     rows, ok = {}, True
     for name, cons in placements.items():
         try:
-            (plan,) = solve(build_problem(decode, cluster), "latency", cons)
+            (plan,) = solve(generation_problem(profile, cluster, "tpot", context=context).problem, "latency",
+                            cons)
         except Exception as e:  # a placement the devices' memory refuses: said, not measured
             print(f"{name}: {e}")
             continue
         pins = tuple((b, s.device) for s in plan.stages for b in range(s.first_block, s.last_block + 1))
-        (prefill,) = solve(build_problem(profile, cluster), "latency", Constraints(pins=pins))
+        (prefill,) = solve(generation_problem(profile, cluster, "ttft", context=context).problem, "latency",
+                           Constraints(pins=pins))
         with deploy(plan, cluster, path, profile=profile, timeout_s=60, deploy_timeout_s=120) as session:
             tokens = list(generate(session, prompt, sampling))
             one = Sampling(max_new_tokens=1)

@@ -99,10 +99,26 @@ def test_a_decoder_given_no_shapes_loads_at_its_prefill_and_a_decode_step_and_ot
     prefill, decode = decoder_sizes(graph.graph, find_state(graph.graph), prompt_len=5)
     assert prefill["x"] == [1, 5, WIDTH] and prefill["past_key_values.0.key"] == [1, 1, 0, WIDTH]
     assert decode["x"] == [1, 1, WIDTH] and decode["past_key_values.0.key"] == [1, 1, 5, WIDTH]
-    model = load_model(proto)
-    assert len(model.sizes) == 2
+    model = load_model(proto)  # at its prefill and decode steps after 16 and LONG_PAST tokens
+    from splitinfer.graph.state import LONG_PAST
+    assert [dict(s)["past_key_values.0.key"][2] for s in model.sizes] == [0, 16, LONG_PAST]
     # the same graph without its state pairs is no decoder: its open dims must be given
     graph.graph.output.pop()
     del graph.graph.output[1:]
     with pytest.raises(ShapeError):
         load_model(graph)
+
+
+def test_a_decoders_attention_mask_spans_its_past_and_new_tokens():
+    """optimum's ``attention_mask`` is [batch, past + new tokens]: at a decode step one longer than the past
+    (an export's mask arithmetic fails otherwise); ``position_ids``, like the ids, spans the new tokens."""
+    from splitinfer.graph.state import decoder_sizes
+
+    proto = cached_chain()
+    for name, dims in (("attention_mask", ["batch", "total"]), ("position_ids", ["batch", "seq"])):
+        proto.graph.input.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.INT64, dims))
+    prefill, decode = decoder_sizes(proto.graph, find_state(proto.graph), prompt_len=5)
+    assert (prefill["attention_mask"], prefill["position_ids"]) == ([1, 5], [1, 5])
+    assert (decode["attention_mask"], decode["position_ids"]) == ([1, 6], [1, 1])
+    for size in map(dict, load_model(proto).sizes):  # the prefill and each decode step
+        assert size["attention_mask"] == (1, size["past_key_values.0.key"][2] + size["x"][1])

@@ -1,32 +1,52 @@
 """POST /v1/completions: a decoder split over two workers answers token ids, whole or streamed as
-server-sent events, the same as the whole model; bad bodies are 400s (issue 20, item 3)."""
+server-sent events, the same as the whole model; with a tokenizer, a text prompt and text answers;
+bad bodies are 400s (issue 20, item 3)."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from helpers.cli import one_error_line, run_cli
 from helpers.decoders import decoder_stages, load_decoder
 from helpers.runtime_models import local_cluster, mlp_parts, stages_on, whole_and_parts
+from helpers.text import SMALL_VOCAB, save_tokenizer
 from starlette.testclient import TestClient
 
 from splitinfer import zoo
+from splitinfer.errors import InputError
 from splitinfer.generation.reference import whole_model_step
 from splitinfer.generation.sampling import Sampling
 from splitinfer.generation.sampling import generate as reference_generate
-from splitinfer.runtime import deploy_stages
+from splitinfer.generation.tokenizer import load_tokenizer
+from splitinfer.runtime import deploy_stages, gateway
 from splitinfer.runtime.gateway import make_app
 
 PROMPT = [5, 17, 42, 7]
+TEXT = "karé 🦊 the quick brown fox"
 
 
 @pytest.fixture(scope="module")
-def served():
+def deployed(tmp_path_factory):
     proto = zoo.build_small("gpt2")
     stages = decoder_stages(load_decoder(proto, len(PROMPT)), "ab")
-    with deploy_stages(stages, local_cluster(["a", "b"]), timeout_s=30) as session, \
-            TestClient(make_app(session)) as client:
+    with deploy_stages(stages, local_cluster(["a", "b"]), timeout_s=30) as session:
+        yield session, proto, save_tokenizer(tmp_path_factory.mktemp("tok"))
+
+
+@pytest.fixture(scope="module")
+def served(deployed):
+    session, proto, _ = deployed
+    with TestClient(make_app(session)) as client:
         yield client, proto
+
+
+@pytest.fixture(scope="module")
+def served_text(deployed):
+    """The same session behind a second app that has a tokenizer."""
+    session, proto, path = deployed
+    with TestClient(make_app(session, tokenizer=path, resource_interval_s=0)) as client:
+        yield client, proto, load_tokenizer(path)
 
 
 def _want(proto, n, **sampling):
@@ -79,3 +99,86 @@ def test_a_model_that_is_no_decoder_says_so():
             TestClient(make_app(session)) as client:
         reply = client.post("/v1/completions", json={"prompt": [1, 2]})
     assert reply.status_code == 400 and "no cache kept on its stages" in reply.json()["error"]
+
+
+def _events(client, body):
+    with client.stream("POST", "/v1/completions", json={**body, "stream": True}) as reply:
+        assert reply.status_code == 200, reply.read()
+        events = [line[len("data: "):] for line in reply.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    return [json.loads(e)["choices"][0] for e in events[:-1]]
+
+
+def test_a_text_prompt_is_encoded_and_answered_with_text(served_text):
+    client, proto, tok = served_text
+    ids = tok.encode(TEXT)
+    reply = client.post("/v1/completions", json={"prompt": TEXT, "max_tokens": 24})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    choice = body["choices"][0]
+    want = [t for t, _ in reference_generate(whole_model_step(proto), ids, Sampling(max_new_tokens=24))]
+    assert choice["tokens"] == want and choice["text"] == tok.decode(want)
+    assert body["usage"] == {"prompt_tokens": len(ids), "completion_tokens": 24}
+    by_ids = client.post("/v1/completions", json={"prompt": ids, "max_tokens": 24}).json()["choices"][0]
+    assert by_ids["tokens"] == want and by_ids["text"] == choice["text"]
+
+
+def test_a_text_stream_sends_each_tokens_text_and_they_join_into_the_whole(served_text):
+    client, _, tok = served_text
+    body = {"prompt": TEXT, "max_tokens": 40, "temperature": 1.5, "seed": 5}
+    choices = _events(client, body)
+    tokens = [c["token"] for c in choices if "token" in c]
+    assert len(tokens) == 40 and all("text" in c for c in choices)
+    assert "".join(c["text"] for c in choices) == tok.decode(tokens)
+    whole = client.post("/v1/completions", json=body).json()["choices"][0]
+    assert whole["tokens"] == tokens and whole["text"] == tok.decode(tokens)
+    # Token ids in, text out too; and the app without a tokenizer sends no text.
+    assert "".join(c["text"] for c in _events(client, {**body, "prompt": tok.encode(TEXT)})) == whole["text"]
+
+
+def test_an_app_without_a_tokenizer_sends_no_text(served):
+    client, _ = served
+    assert "text" not in client.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 2}
+                                     ).json()["choices"][0]
+    assert all("text" not in c for c in _events(client, {"prompt": PROMPT, "max_tokens": 2}))
+
+
+def test_a_text_prompt_without_a_tokenizer_is_a_400_naming_the_flag(served):
+    client, _ = served
+    reply = client.post("/v1/completions", json={"prompt": TEXT})
+    assert reply.status_code == 400
+    assert "has no tokenizer" in reply.json()["error"] and "--tokenizer" in reply.json()["error"]
+
+
+def test_text_prompts_are_bounded_before_and_after_encoding(served_text, monkeypatch):
+    client, _, tok = served_text
+    reply = client.post("/v1/completions", json={"prompt": ""})
+    assert reply.status_code == 400 and "prompt has 0 tokens" in reply.json()["error"]
+    monkeypatch.setattr(gateway._completions, "MAX_PROMPT_CHARS", 10)
+    reply = client.post("/v1/completions", json={"prompt": "x" * 11})
+    assert reply.status_code == 400 and "the prompt has 11 characters" in reply.json()["error"]
+    monkeypatch.setattr(gateway._completions, "MAX_PROMPT_TOKENS", 3)
+    reply = client.post("/v1/completions", json={"prompt": "🦊🦊"})
+    says = f"prompt has {len(tok.encode('🦊🦊'))} tokens"
+    assert reply.status_code == 400 and says in reply.json()["error"]
+
+
+def test_a_bad_or_unfitting_tokenizer_is_refused_when_the_app_is_made(deployed, tmp_path):
+    session, _, _ = deployed
+    (tmp_path / "bad.json").write_text('{"not": "a tokenizer"}')
+    for path, says in [(tmp_path / "missing.json", "cannot read the tokenizer"),
+                       (tmp_path / "bad.json", "is not a tokenizer.json")]:
+        with pytest.raises(InputError, match=says) as caught:
+            make_app(session, tokenizer=path)
+        assert str(path) in caught.value.line()
+    big = save_tokenizer(tmp_path, SMALL_VOCAB + 1)
+    with pytest.raises(InputError, match=f"has {SMALL_VOCAB + 1} token ids, the model's logits cover 1000"):
+        make_app(session, tokenizer=big)
+    with pytest.raises(gateway.SettingError, match="tokenizer is int"):
+        make_app(session, tokenizer=3)
+
+
+def test_serve_refuses_a_bad_tokenizer_file_in_one_line_before_deploying(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "serve", tmp_path / "plan.json", "--tokenizer", tmp_path / "none.json",
+                           "--port", 1)
+    assert code == 2 and "--tokenizer: cannot read the tokenizer" in one_error_line(err)

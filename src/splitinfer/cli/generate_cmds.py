@@ -5,7 +5,9 @@ from __future__ import annotations
 import itertools
 import json
 import statistics
-from typing import Annotated
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,6 +25,9 @@ from splitinfer.cli.runtime_cmds import (
 )
 from splitinfer.errors import InputError
 
+if TYPE_CHECKING:
+    from splitinfer.generation.tokenizer import Tokenizer
+
 
 def _ids(text: str | None, flag: str) -> list[int]:
     """Token ids written as 5,17,42 (spaces allowed); InputError naming ``flag``."""
@@ -38,11 +43,49 @@ def _ids(text: str | None, flag: str) -> list[int]:
     return ids
 
 
+def _prompt(prompt: str | None, prompt_ids: str | None, tokenizer_path: Path | None
+            ) -> tuple[list[int], Tokenizer | None]:
+    """The prompt's token ids from exactly one of --prompt (encoded with --tokenizer) and --prompt-ids,
+    and the tokenizer (loaded before anything deploys: a bad file is one line)."""
+    from splitinfer.generation.tokenizer import load_tokenizer
+
+    if prompt is None and prompt_ids is None:
+        raise InputError("no prompt given",
+                         "give --prompt TEXT with --tokenizer FILE, or --prompt-ids 5,17,42")
+    if prompt is not None and prompt_ids is not None:
+        raise InputError("--prompt and --prompt-ids both give the prompt", "give one of them")
+    if prompt is not None and tokenizer_path is None:
+        raise InputError("--prompt is text and no --tokenizer turns it into token ids",
+                         "give --tokenizer tokenizer.json (the model's), or the ids as --prompt-ids 5,17,42")
+    tokenizer = None
+    if tokenizer_path is not None:
+        try:
+            tokenizer = load_tokenizer(tokenizer_path)
+        except InputError as e:
+            raise InputError(f"--tokenizer: {e.problem}", e.fix) from None
+    if tokenizer is not None and prompt is not None:
+        ids = tokenizer.encode(prompt)
+        if not ids:
+            raise InputError(f"--prompt {prompt!r} encodes to no tokens", "give some text")
+        return ids, tokenizer
+    ids = _ids(prompt_ids, "--prompt-ids")
+    if not ids:
+        raise InputError("--prompt-ids is empty", "give at least one token id, e.g. --prompt-ids 5,17,42")
+    return ids, tokenizer
+
+
 def generate_command(
     plan: PlanArg,
-    prompt_ids: Annotated[str, typer.Option(
-        "--prompt-ids", help="The prompt as token ids, e.g. 5,17,42 (a tokenizer's output).",
-        show_default=False)],
+    prompt_ids: Annotated[str | None, typer.Option(
+        "--prompt-ids", help="The prompt as token ids, e.g. 5,17,42 (a tokenizer's output); or --prompt.",
+        show_default=False)] = None,
+    prompt: Annotated[str | None, typer.Option(
+        "--prompt", metavar="TEXT", help="The prompt as text, encoded with --tokenizer; or --prompt-ids.",
+        show_default=False)] = None,
+    tokenizer_path: Annotated[Path | None, typer.Option(
+        "--tokenizer", metavar="FILE", help="The model's tokenizer.json (pip install 'splitinfer\\[text]'): "
+                                            "encodes --prompt, and the tokens are printed as text.",
+        show_default=False)] = None,
     max_new_tokens: Annotated[int, typer.Option(
         "--max-new-tokens", "-n", help="At most this many tokens.")] = 32,
     temperature: Annotated[float, typer.Option(
@@ -59,14 +102,16 @@ def generate_command(
     rank: RankOpt = 1,
     timeout: TimeoutOpt = 30.0,
     as_json: Annotated[bool, typer.Option(
-        "--json", help="One JSON object: the tokens and the timings.")] = False,
+        "--json", help="One JSON object: the token ids (with --tokenizer, the prompt's ids and the text) "
+                       "and the timings.")] = False,
 ) -> None:
     """Deploy a plan of a decoder and generate tokens after a prompt, streamed as they come.
 
     The prompt runs through the stages in one pass (prefill), then one token per step; each stage keeps
     its layers' key/value cache on its own device, so a step sends only the new token and the hidden
-    state between stages. Prints each token id as it arrives, then the time to first token, the time
-    per output token and tokens per second, as measured.
+    state between stages. Prints each token id as it arrives (with --tokenizer, the text), then the time
+    to first token, the time per output token and tokens per second, as measured. --json gives the token
+    ids (and with --tokenizer the text) with the timings.
 
     Examples:
 
@@ -79,27 +124,39 @@ def generate_command(
       splitinfer generate plan.json --prompt-ids 464,2068,7586 -n 32
 
       splitinfer generate plan.json --prompt-ids 464,2068 --temperature 0.8 --top-p 0.9 --seed 1
+
+      splitinfer generate plan.json --prompt "The quick brown fox" --tokenizer tokenizer.json -n 32
     """
     from splitinfer.generation.sampling import Sampling
+    from splitinfer.generation.tokenizer import check_vocab, logits_width
     from splitinfer.runtime.generate import generate
 
     check_request_options(timeout, rank)
-    prompt = _ids(prompt_ids, "--prompt-ids")
-    if not prompt:
-        raise InputError("--prompt-ids is empty", "give at least one token id, e.g. --prompt-ids 5,17,42")
+    ids, tokenizer = _prompt(prompt, prompt_ids, tokenizer_path)
     sampling = Sampling(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                         stop_ids=tuple(_ids(stop_ids, "--stop-ids")), max_new_tokens=max_new_tokens)
     dep = resolve_deployment(plan, cluster, model, profile, rank)
+    if tokenizer is not None:  # before a worker starts: a tokenizer of another model is one line
+        check_vocab(tokenizer, logits_width(dep.model.outputs))
+    detokenizer = tokenizer.detokenizer() if tokenizer is not None else None
     tokens = []
     with open_session(dep, timeout) as session:
-        for token in generate(session, prompt, sampling, deadline_s=timeout):
+        for token in generate(session, ids, sampling, deadline_s=timeout):
             tokens.append(token)
-            if not as_json:
+            if as_json:
+                continue
+            if detokenizer is None:
                 console.print(token.id, end=" ", highlight=False)
+            else:  # the text as it comes; a character split over tokens once it is whole
+                _print_text(detokenizer.push(token.id))
+    if detokenizer is not None and not as_json:
+        _print_text(detokenizer.flush())
     steps = [b.at_s - a.at_s for a, b in itertools.pairwise(tokens)]
     figures = {"tokens": [t.id for t in tokens], "time_to_first_token_s": tokens[0].at_s,
                "time_per_output_token_s": statistics.median(steps) if steps else None,
                "tokens_per_s": (len(tokens) - 1) / (tokens[-1].at_s - tokens[0].at_s) if steps else None}
+    if tokenizer is not None:
+        figures = {"prompt_ids": ids, "text": tokenizer.decode(figures["tokens"]), **figures}
     if as_json:
         console.print_json(json.dumps(figures))
         return
@@ -108,6 +165,14 @@ def generate_command(
                                       f"token (median), {figures['tokens_per_s']:.1f} tokens/s")
     console.print(f"{len(tokens)} tokens: first after {tokens[0].at_s * 1000:.1f} ms{per_token}",
                   highlight=False)
+
+
+def _print_text(text: str) -> None:
+    # Written as it is, not through rich: no markup ([brackets]), emoji codes (:smile:) or wrapping
+    # applied to a model's text; flushed, so that it shows as it comes.
+    if text:
+        sys.stdout.write(text)
+        sys.stdout.flush()
 
 
 def register(app: typer.Typer) -> None:

@@ -35,6 +35,7 @@ from splitinfer.plan.tradeoff_solve import solve_tradeoffs
 from splitinfer.plan.tradeoffs import Tradeoffs
 from splitinfer.profile.exit_choice import choose_thresholds
 from splitinfer.profile.files import load_profile
+from splitinfer.profile.generation import GENERATION_OBJECTIVES, generation_problem
 from splitinfer.profile.problem import build_problem
 from splitinfer.profile.schema import Profile
 from splitinfer.profile.sizes import profile_at
@@ -128,8 +129,9 @@ def _check_args(args: list[str], scission: bool, objective: str) -> None:
             f"plan takes {want} argument{'s' if want > 1 else ''} ({form}), got {len(args)}",
             "give a profile.json, or --scission DIR NETWORK_CSV MODEL",
         )
-    if objective not in OBJECTIVES:
-        raise PlanError(f"unknown objective {objective!r}", f"use one of: {', '.join(OBJECTIVES)}")
+    if objective not in OBJECTIVES and objective not in GENERATION_OBJECTIVES:
+        raise PlanError(f"unknown objective {objective!r}",
+                        f"use one of: {', '.join([*OBJECTIVES, *GENERATION_OBJECTIVES])}")
 
 
 def _check_numbers(top: int, time_limit: float, bounds: dict[str, float | None], in_flight: int) -> None:
@@ -146,17 +148,24 @@ def _check_numbers(top: int, time_limit: float, bounds: dict[str, float | None],
 
 def _profile_problem(
     path: str, cluster: Path | None, stat: str, sink: str | None, tradeoffs: dict[str, Any], in_flight: int,
-    input_shape: list[str] | None, full_depth: bool = False, context: int = 0,
+    input_shape: list[str] | None, full_depth: bool = False, context: int = 0, objective: str = "latency",
 ) -> tuple[Problem, Provenance, Tradeoffs | None, Profile]:
     everything = load_profile(path)
-    try:
-        profile = profile_at(everything, parse_input_shapes(input_shape))
-    except ShapeError as e:
-        raise ShapeError(as_flags(e.problem), e.fix) from None
-    problem = build_problem(
-        profile, load_cluster(cluster) if cluster is not None else None, stat=stat, sink=_sink(sink),
-        in_flight=in_flight, full_depth=full_depth, context=context,
-    )
+    devices = load_cluster(cluster) if cluster is not None else None
+    if objective in GENERATION_OBJECTIVES:  # the decoder's size is the objective's: prefill or decode
+        if input_shape:
+            raise PlanError(f"--objective {objective} plans at the decoder's own sizes",
+                            "drop --input-shape (--context sets the tokens per sequence)")
+        chosen = generation_problem(everything, devices, objective, context=context, in_flight=in_flight,
+                                    stat=stat, sink=_sink(sink), full_depth=full_depth)
+        problem, profile = chosen.problem, chosen.profile
+    else:
+        try:
+            profile = profile_at(everything, parse_input_shapes(input_shape))
+        except ShapeError as e:
+            raise ShapeError(as_flags(e.problem), e.fix) from None
+        problem = build_problem(profile, devices, stat=stat, sink=_sink(sink), in_flight=in_flight,
+                                full_depth=full_depth, context=context)
     chosen = None
     if any(v is not None for v in tradeoffs.values()):
         chosen = tradeoffs_for_planning(profile, problem.devices, stat=stat, **tradeoffs)
@@ -255,7 +264,10 @@ def plan_command(
     cluster: Path | None = typer.Option(
         None, "--cluster", help="cluster.yaml: devices, links, power, source, sink."
     ),
-    objective: str = typer.Option("latency", "--objective", help="latency | throughput | energy | pareto."),
+    objective: str = typer.Option(
+        "latency", "--objective", help="latency | throughput | energy | pareto; a decoder: ttft (time to "
+        "first token) | tpot (time per output token) | tokens (tokens/s of --in-flight sequences), at "
+        "--context tokens per sequence."),
     top: int = typer.Option(1, "--top", "-k", help="How many best plans to list."),
     pin: list[str] = typer.Option([], "--pin", help="BLOCK=DEVICE or FIRST-LAST=DEVICE: run there."),
     forbid: list[str] = typer.Option([], "--forbid", help="BLOCK=DEVICE or FIRST-LAST=DEVICE: never there."),
@@ -334,6 +346,8 @@ def plan_command(
     wanted = {"max_quality_drop": parse_quality_drop(max_quality_drop), "precisions": _names(precisions),
               "compressions": _names(compressions)}
     tradeoffs, profile = None, None
+    asked = objective
+    label, objective = GENERATION_OBJECTIVES.get(asked, (asked, asked))  # what the planner solves
     if scission:
         scission_run = sc.run_scission(args, scission_options)
         if scission_run is None:  # Scission's own ranking, printed
@@ -344,7 +358,7 @@ def plan_command(
     else:
         problem, provenance, tradeoffs, profile = _profile_problem(args[0], cluster, stat, sink, wanted,
                                                                    in_flight, input_shape, full_depth,
-                                                                   context)
+                                                                   context, asked)
     cons = Constraints(
         pins=_block_pairs(pin, "pin", problem.num_blocks),
         forbids=_block_pairs(forbid, "forbid", problem.num_blocks),
@@ -370,7 +384,7 @@ def plan_command(
     # Recorded so that a re-plan after a failure respects them too.
     provenance = msgspec.structs.replace(provenance, constraints=cons)
     size = f" at {describe_size(provenance.input_shapes)}" if provenance.input_shapes else ""
-    title = f"{objective} plans of {provenance.model}{size} ({plans[0].solver})"
+    title = f"{label} plans of {provenance.model}{size} ({plans[0].solver})"
     console.print(format_plans(plans, title), *energy_tables(plans),  # the split per battery device
                   *compared_tables(problem, plans, objective, cons, method=method, time_limit_s=time_limit))
     if any(p.quality_cost is not None for p in plans):  # long lines, and the table may squeeze them

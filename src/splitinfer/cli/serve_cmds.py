@@ -27,6 +27,7 @@ from splitinfer.plan import describe_stages
 
 if TYPE_CHECKING:
     from splitinfer.data import Preprocess
+    from splitinfer.generation.tokenizer import Tokenizer
     from splitinfer.graph import Model
 
 
@@ -60,6 +61,18 @@ def _check_image_options(model: Model, steps: Preprocess | None, labels: list[st
                          "leave out --preprocess: send .npy or JSON")
     if labels is not None:
         check_labels(labels, model.outputs, "--labels")
+
+
+def _read_tokenizer(path: Path | None) -> Tokenizer | None:
+    """--tokenizer loaded, before anything binds or deploys (a bad file is one line)."""
+    from splitinfer.generation.tokenizer import load_tokenizer
+
+    if path is None:
+        return None
+    try:
+        return load_tokenizer(path)
+    except InputError as e:
+        raise InputError(f"--tokenizer: {e.problem}", e.fix) from None
 
 
 def _is_loopback(host: str) -> bool:
@@ -101,6 +114,10 @@ def serve_command(
         "--labels", help="Class names (one per line, or JSON): JSON answers carry the top-5 labels of the "
                          "class scores.", show_default=False)] = None,
     calibration: CalibrationOpt = None,
+    tokenizer: Annotated[Path | None, typer.Option(
+        "--tokenizer", metavar="FILE", help="A decoder's tokenizer.json (pip install 'splitinfer\\[text]'): "
+                                            "/v1/completions then takes a text prompt and answers text too.",
+        show_default=False)] = None,
     resource_interval: Annotated[float, typer.Option(
         "--resource-interval", metavar="SECONDS", help="Each worker samples its CPU %, memory and GPU (NVML) "
                                                        "this often; /metrics has them per device. 0: off.")]
@@ -115,7 +132,10 @@ def serve_command(
     GET /healthz says whether the deployment is ready (200) or not (503); it needs no token.
     GET /metrics gives Prometheus text: requests, errors, latency histogram, per-stage compute,
     per-device worker CPU %, memory and GPU use (--resource-interval).
-    With --token-file, /v1/infer and /metrics need "Authorization: Bearer TOKEN" (else 401);
+    POST /v1/completions (a decoder) takes {"prompt": [464, 2068], "max_tokens": 16, "stream": true}
+    and answers token ids, whole or as server-sent events; with --tokenizer the prompt may be text
+    and the answer has the text too.
+    With --token-file, /v1/infer, /v1/completions and /metrics need "Authorization: Bearer TOKEN" (else 401);
     with --certfile and --keyfile, it serves HTTPS. Every response has an X-Request-Id header.
 
     Examples:
@@ -127,6 +147,10 @@ def serve_command(
       splitinfer serve plan.json --preprocess resize=256,crop=224,norm=imagenet --labels imagenet.txt
 
       curl --data-binary @cat.jpg -H 'Content-Type: image/jpeg' localhost:8080/v1/infer
+
+      splitinfer serve gpt2-plan.json --tokenizer tokenizer.json
+
+      curl -N localhost:8080/v1/completions -d '{"prompt": "The quick brown fox", "stream": true}'
 
       splitinfer serve plan.json --host 0.0.0.0 --token-file token.txt --certfile cert.pem --keyfile key.pem
 
@@ -148,17 +172,23 @@ def serve_command(
     token = _read_token(token_file) if token_file is not None else None
     gateway.check_tls(certfile, keyfile)
     steps, names = _image_options(preprocess, labels)
+    text = _read_tokenizer(tokenizer)
     # Bound before deploying: a busy port or a bad host is one line, and no worker starts for nothing.
     with gateway.listen(host, port) as sock:
         dep = resolve_deployment(plan, cluster, model, profile, rank)
         _check_image_options(dep.model, steps, names)
+        if text is not None:  # before a worker starts: a tokenizer of another model is one line
+            from splitinfer.generation.tokenizer import check_vocab, logits_width
+
+            check_vocab(text, logits_width(dep.model.outputs))
         if token is None and not _is_loopback(host):
             err_console.print(f"warning: serving on {host} without --token-file: anyone who reaches the port "
                               "can use it", highlight=False)
         with open_session(dep, timeout, read_calibration(calibration, dep.model, preprocess)) as session:
             app = gateway.make_app(session, max_body_bytes=max_body, token=token,
                                    max_in_flight_per_client=max_in_flight, body_timeout_s=body_timeout,
-                                   preprocess=steps, labels=names, resource_interval_s=resource_interval)
+                                   preprocess=steps, labels=names, resource_interval_s=resource_interval,
+                                   tokenizer=text)
             scheme = "https" if certfile is not None else "http"
             console.print(f"serving {describe_stages(dep.plan)} on {scheme}://{host}:{port}  (Ctrl-C stops)",
                           highlight=False)

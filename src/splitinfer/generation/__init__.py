@@ -5,6 +5,8 @@
   prefill of the prompt, then one decode step per token) over any ``run_step`` function. Plain numpy.
 - ``reference``: :func:`whole_model_step`, the ``run_step`` of the whole decoder in one ONNX Runtime
   session that keeps its key/value cache itself (ONNX Runtime imported only when it opens one).
+- ``steps``: :func:`~splitinfer.generation.steps.step_feeds`, what a step feeds beside the cache (the ids,
+  and an export's ``attention_mask`` and ``position_ids``), alike for the reference and a split model.
 
 >>> from splitinfer import zoo
 >>> from splitinfer.generation import Sampling, generate, whole_model_step

@@ -16,9 +16,12 @@ from typing import Any
 import numpy as np
 
 from splitinfer.errors import InputError, ModelError
+from splitinfer.generation.steps import INPUT_IDS, STEP_INPUTS, step_feeds
 
 PAST, PRESENT = "past_key_values.", "present."
-_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+# ONNX Runtime's type names: a past's (float) and a step input's (ids, mask, positions).
+_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+           "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
 
 
 def whole_model_step(model: Any) -> Callable[[np.ndarray], np.ndarray]:
@@ -28,7 +31,8 @@ def whole_model_step(model: Any) -> Callable[[np.ndarray], np.ndarray]:
     The model takes ``input_ids`` and, per layer, ``past_key_values.{i}.key``/``.value`` [batch,
     kv_heads, past, head_dim] (kv_heads and head_dim fixed in the model), and returns ``logits`` and
     ``present.{i}.key``/``.value``, as Hugging Face's exports and the zoo's decoders do; an
-    ``attention_mask`` (all ones) or ``position_ids`` (past length + t) input is fed too. Each call
+    ``attention_mask`` (all ones) or ``position_ids`` (past length + t) input is fed too
+    (:func:`splitinfer.generation.steps.step_feeds`). Each call
     returns the last position's logits [vocab]; a new ``whole_model_step`` starts a new sequence.
     """
     session = model if hasattr(model, "run") and hasattr(model, "get_inputs") else _session(model)
@@ -39,19 +43,24 @@ def whole_model_step(model: Any) -> Callable[[np.ndarray], np.ndarray]:
         if not name.startswith(PAST):
             continue
         shape, dtype = list(value.shape), _DTYPES.get(value.type)
-        if len(shape) != 4 or not all(isinstance(d, int) for d in (shape[1], shape[3])) or dtype is None:
+        if len(shape) != 4 or not all(isinstance(d, int) for d in (shape[1], shape[3])) \
+                or dtype is None or not np.issubdtype(dtype, np.floating):
             raise ModelError(f"past input {name} is {value.type}{shape}",
                              "a decoder's past is float [batch, kv_heads, past, head_dim], kv_heads and "
                              "head_dim fixed")
         state[name] = np.zeros((1, shape[1], 0, shape[3]), dtype)
     presents = {PRESENT + name[len(PAST):]: name for name in state}
-    unknown = set(inputs) - set(state) - {"input_ids", "attention_mask", "position_ids"}
-    missing = {"input_ids"} - set(inputs) | ({"logits", *presents} - set(outputs))
+    unknown = set(inputs) - set(state) - STEP_INPUTS
+    missing = {INPUT_IDS} - set(inputs) | ({"logits", *presents} - set(outputs))
+    dtypes = {name: _DTYPES.get(inputs[name].type) for name in set(inputs) & STEP_INPUTS}
+    untyped = sorted(f"{name} ({inputs[name].type})" for name, dtype in dtypes.items() if dtype is None)
     problems = [] if state else ["no past_key_values inputs"]
     if unknown:
         problems.append(f"inputs it cannot feed: {', '.join(sorted(unknown))}")
     if missing:
         problems.append(f"missing {', '.join(sorted(missing))}")
+    if untyped:
+        problems.append(f"inputs of a type it cannot feed: {', '.join(untyped)}")
     if problems:
         raise ModelError(f"the model is not a decoder with a cache: {'; '.join(problems)}",
                          "give a decoder exported with past key/values (optimum's 'with past'), or a zoo "
@@ -63,12 +72,7 @@ def whole_model_step(model: Any) -> Callable[[np.ndarray], np.ndarray]:
         if ids.size == 0:
             raise InputError("run_step was given no tokens", "feed the prompt, then one token per step")
         past = next(iter(state.values())).shape[2]
-        feeds = {"input_ids": ids, **state}
-        if "attention_mask" in inputs:
-            feeds["attention_mask"] = np.ones((1, past + ids.shape[1]), np.int64)
-        if "position_ids" in inputs:
-            feeds["position_ids"] = np.arange(past, past + ids.shape[1], dtype=np.int64)[None, :]
-        logits, *new = session.run(fetch, feeds)
+        logits, *new = session.run(fetch, {**step_feeds(ids, past, dtypes), **state})
         for present, value in zip(presents, new, strict=True):
             state[presents[present]] = value
         return logits[0, -1]

@@ -49,7 +49,7 @@ from splitinfer.graph.feeds import (
 from splitinfer.graph.shapes import fix_input_shapes
 from splitinfer.graph.sizes import at_size, check_sizes, describe_size, find_symbolic_dims, merge_dims
 from splitinfer.graph.specialize import Specialization, check_specialized, specialize
-from splitinfer.graph.state import StatePair, decoder_sizes, find_state
+from splitinfer.graph.state import LONG_PAST, StatePair, decoder_sizes, find_state
 from splitinfer.graph.topology import GraphIndex, index_graph
 from splitinfer.types import TensorSpec
 
@@ -197,7 +197,8 @@ def load_model(
     splitting and verifying work either way.
 
     A decoder with a cache (graph/state.py) given no shapes is loaded at its prefill (16 tokens, empty
-    caches) and at a decode step (one token after them): :func:`~splitinfer.graph.state.decoder_sizes`.
+    caches) and at decode steps (one token after 16 and after 128 tokens):
+    :func:`~splitinfer.graph.state.decoder_sizes`.
 
     ``input_shapes`` fixes input shapes by name; ``batch`` fixes a dynamic
     leading dim of every input. ``feeds``: real values of some inputs (name ->
@@ -219,8 +220,9 @@ def load_model(
     pairs = find_state(proto.graph)
     defaults = decoder_sizes(proto.graph, pairs) \
         if sizes is None and not input_shapes and batch is None and not feeds else None
-    if defaults is not None:  # a decoder with nothing given: at its prefill and a decode step
-        input_shapes, sizes = defaults[0], [defaults[1]]
+    if defaults is not None:  # a decoder with nothing given: at its prefill and decode steps of two pasts
+        long = decoder_sizes(proto.graph, pairs, prompt_len=LONG_PAST)
+        input_shapes, sizes = defaults[0], [defaults[1], *([long[1]] if long else [])]
     wanted = check_sizes(sizes)
     _name_nodes(proto.graph)
     given, fixed = check_given_inputs(proto.graph, feeds or {}, fixed_inputs or {})

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import onnx
 
+from splitinfer.generation.steps import ATTENTION_MASK
+
 # (prefix of the input, prefix of the output it pairs with): optimum's names, and older exports'.
 _PREFIXES = (("past_key_values.", "present."), ("past_key_values_", "present_"), ("past.", "present."),
              ("past_", "present_"))
@@ -49,6 +51,9 @@ def find_state(graph: onnx.GraphProto) -> tuple[StatePair, ...]:
 
 
 DEFAULT_PROMPT_LEN = 16
+# A decoder given no shapes is also timed at a decode step after this long a past: a step reads its whole
+# past, and two pasts give the line its time follows (profile/generation.py).
+LONG_PAST = 128
 
 
 def decoder_sizes(graph: onnx.GraphProto, pairs: Sequence[StatePair], prompt_len: int = DEFAULT_PROMPT_LEN
@@ -56,8 +61,9 @@ def decoder_sizes(graph: onnx.GraphProto, pairs: Sequence[StatePair], prompt_len
     """A decoder's two sizes when its inputs leave dims open: the prefill (batch 1, ``prompt_len`` new
     tokens, empty pasts) and a decode step (one new token after ``prompt_len``); None when every dim
     is fixed. Loaded at both, its partitions keep the sequence and past axes open (graph/sizes.py).
-    The layout is Hugging Face's: a past is [batch, heads, past, head_dim]; any other input's first
-    axis is the batch, its other open axes the new tokens."""
+    The layout is Hugging Face's: a past is [batch, heads, past, head_dim]; ``attention_mask`` is
+    [batch, past + new tokens]; any other input's first axis is the batch, its other open axes the new
+    tokens."""
     if not pairs:  # not a decoder: its open dims are the caller's to give
         return None
     pasts = {p.past for p in pairs}
@@ -76,10 +82,18 @@ def decoder_sizes(graph: onnx.GraphProto, pairs: Sequence[StatePair], prompt_len
             prefill[value.name] = [1, dims[1], 0, dims[3]]
             decode[value.name] = [1, dims[1], prompt_len, dims[3]]
         else:
+            # The mask spans the past too: a decode step's is past + 1 long, or the export's mask
+            # arithmetic (its length against the cache's) fails.
+            step = prompt_len + 1 if value.name == ATTENTION_MASK else 1
             prefill[value.name] = [d if d is not None else 1 if a == 0 else prompt_len
                                    for a, d in enumerate(dims)]
-            decode[value.name] = [d if d is not None else 1 for d in dims]
+            decode[value.name] = [d if d is not None else 1 if a == 0 else step for a, d in enumerate(dims)]
     return (prefill, decode) if opened else None
+
+
+def is_past(name: str) -> bool:
+    """Whether an input named ``name`` is named like a past (its pair is checked by :func:`find_state`)."""
+    return any(name.startswith(past) for past, _ in _PREFIXES)
 
 
 def _elem_type(value: onnx.ValueInfoProto) -> int:

@@ -27,10 +27,11 @@ import numpy as np
 from splitinfer.errors import ErrorCode, ModelError, WorkerError, code_of
 from splitinfer.generation.sampling import Sampling
 from splitinfer.generation.sampling import generate as sample_tokens
+from splitinfer.generation.steps import INPUT_IDS, STEP_INPUTS, step_feeds
 from splitinfer.runtime.coordinator.session import Session
 from splitinfer.units import check_number
 
-INPUT_IDS, LOGITS = "input_ids", "logits"
+LOGITS = "logits"
 log = logging.getLogger("splitinfer.generate")
 MAX_IN_FLIGHT = 256  # sequences stepping at once
 
@@ -53,25 +54,28 @@ def session_step(session: Session, sequence: str, deadline_s: float | None = Non
     freed it) is answered by running every token so far again as a new start (a prefill), which
     rebuilds the caches where the stages are now: greedy decoding then continues as it would have."""
     check_decoder(session)
+    # An export's attention_mask and position_ids are fed too; a stage past the first that reads them
+    # gets them (or what the model made of them) from the stage before, as any tensor it needs.
+    dtypes = {s.name: s.dtype for s in session.inputs}
     history: list[int] = []
 
-    def run(ids: Sequence[int], start: bool) -> np.ndarray:
-        (logits,) = session.run([LOGITS], {INPUT_IDS: np.asarray(ids, dtype=np.int64).reshape(1, -1)},
-                                deadline_s=deadline_s, sequence=sequence, sequence_start=start)
+    def run(ids: Sequence[int], past: int) -> np.ndarray:
+        (logits,) = session.run([LOGITS], step_feeds(ids, past, dtypes), deadline_s=deadline_s,
+                                sequence=sequence, sequence_start=past == 0)
         return logits
 
     def run_step(token_ids: np.ndarray) -> np.ndarray:
         ids = [int(t) for t in np.asarray(token_ids).reshape(-1)]
-        start = not history
+        past = len(history)
         history.extend(ids)
         try:
-            return run(ids, start)
+            return run(ids, past)
         except WorkerError as e:
-            if start or code_of(e) != ErrorCode.STATE_LOST:
+            if past == 0 or code_of(e) != ErrorCode.STATE_LOST:
                 raise
             log.warning("sequence %s lost its cache (%s): running its %d tokens again", sequence,
                         e.problem, len(history))
-            return run(history, True)
+            return run(history, 0)
 
     return run_step
 
@@ -127,8 +131,8 @@ def check_decoder(session: Session) -> None:
     inputs = [s.name for s in session.inputs]
     outputs = [s.name for s in session.outputs]
     cached = any(s.state for s in session.stages)
-    if inputs != [INPUT_IDS] or LOGITS not in outputs or not cached:
+    if INPUT_IDS not in inputs or not set(inputs) <= STEP_INPUTS or LOGITS not in outputs or not cached:
         raise ModelError(f"the deployed model takes {inputs} and gives {outputs}, with "
                          f"{'a' if cached else 'no'} cache kept on its stages",
-                         "deploy a decoder exported with past key/values (input_ids in, logits out), such as "
-                         "the zoo's gpt2 or llama")
+                         "deploy a decoder exported with past key/values (input_ids and, optionally, "
+                         "attention_mask and position_ids in, logits out), such as the zoo's gpt2 or llama")

@@ -1,13 +1,19 @@
 """``POST /v1/completions``: a decoder's tokens over HTTP, whole or streamed as server-sent events.
 
-The shape of the usual completions API, in token ids (a tokenizer is the client's): the body is JSON,
-``{"prompt": [ids], "max_tokens": 16, "temperature": 0, "top_k": 0, "top_p": 1, "seed": 0, "stop":
-[ids], "stream": false}``. Answered whole: ``{"id", "object": "text_completion", "choices": [{"index":
-0, "tokens": [ids], "finish_reason": "length" | "stop"}], "usage": {"prompt_tokens", "completion_tokens"}}``.
-Streamed (``"stream": true``): one ``data: {"id", "choices": [{"index": 0, "token": id}]}`` event per token
-as it comes, then ``data: [DONE]``; an error after the first event is sent as ``data: {"error": ...}``.
-Generation runs in a thread (:func:`splitinfer.runtime.generate.generate`); the body is decoded into a
-typed struct, so nothing nested is ever walked.
+The shape of the usual completions API: the body is JSON, ``{"prompt": [ids] or "text", "max_tokens": 16,
+"temperature": 0, "top_k": 0, "top_p": 1, "seed": 0, "stop": [ids], "stream": false}``. Answered whole:
+``{"id", "object": "text_completion", "choices": [{"index": 0, "tokens": [ids], "text", "finish_reason":
+"length" | "stop"}], "usage": {"prompt_tokens", "completion_tokens"}}``. Streamed (``"stream": true``):
+one ``data: {"id", "choices": [{"index": 0, "token": id, "text"}]}`` event per token as it comes, then
+``data: [DONE]``; an error after the first event is sent as ``data: {"error": ...}``.
+
+Text needs the gateway's tokenizer (``make_app(tokenizer=)``, ``serve --tokenizer``): a string prompt is
+encoded with it, and the answer's ``text`` is the generated ids decoded (streamed: each event's text is
+what its token adds, '' while a character's bytes are still incomplete; text held back past the last
+token comes in one more event, ``{"index": 0, "text"}`` without a token). Without one, answers are ids
+alone and a string prompt is a 400. Generation runs in a thread
+(:func:`splitinfer.runtime.generate.generate`); the body is decoded into a typed struct, so nothing
+nested is ever walked.
 """
 
 from __future__ import annotations
@@ -23,17 +29,22 @@ import msgspec
 
 from splitinfer.errors import InputError
 from splitinfer.generation.sampling import Sampling
+from splitinfer.generation.tokenizer import Tokenizer
 from splitinfer.runtime.coordinator.session import Session
-from splitinfer.runtime.generate import Token, generate
+from splitinfer.runtime.generate import generate
 
 COMPLETIONS_PATH = "/v1/completions"
 MAX_PROMPT_TOKENS = 1 << 16
+# Bounds the text given to the encoder before it spends time on it: 16 characters per token is far
+# above what a real text averages (about 4 in English), so no prompt that fits in tokens is refused here.
+MAX_PROMPT_CHARS = 16 * MAX_PROMPT_TOKENS
 
 
 class CompletionRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """The body of a completions request (token ids)."""
+    """The body of a completions request: the prompt as token ids, or as text for the gateway's tokenizer.
+    :func:`parse_completion` returns it with the prompt as ids either way."""
 
-    prompt: list[int]
+    prompt: str | list[int]
     max_tokens: int = 16
     temperature: float = 0.0
     top_k: int = 0
@@ -43,13 +54,17 @@ class CompletionRequest(msgspec.Struct, forbid_unknown_fields=True):
     stream: bool = False
 
 
-def parse_completion(body: bytes | bytearray) -> tuple[CompletionRequest, Sampling]:
-    """The request and its sampling; InputError (a 400) naming what is wrong."""
+def parse_completion(body: bytes | bytearray, tokenizer: Tokenizer | None = None
+                     ) -> tuple[CompletionRequest, Sampling]:
+    """The request (a text prompt encoded with ``tokenizer``) and its sampling; InputError (a 400) naming
+    what is wrong. Encoding a long text takes CPU time: call it off the event loop."""
     try:
         request = msgspec.json.decode(bytes(body), type=CompletionRequest)
     except msgspec.DecodeError as e:
         raise InputError(f"the body is not a completions request: {e}",
                          'send JSON like {"prompt": [464, 2068], "max_tokens": 16}') from None
+    if isinstance(request.prompt, str):
+        request.prompt = _encode(request.prompt, tokenizer)
     if not 0 < len(request.prompt) <= MAX_PROMPT_TOKENS:
         raise InputError(f"prompt has {len(request.prompt)} tokens",
                          f"give 1 to {MAX_PROMPT_TOKENS} token ids")
@@ -58,29 +73,50 @@ def parse_completion(body: bytes | bytearray) -> tuple[CompletionRequest, Sampli
     return request, sampling
 
 
-def complete(session: Session, request: CompletionRequest, sampling: Sampling) -> dict[str, Any]:
-    """The whole answer (blocking: run it in a thread)."""
+def _encode(text: str, tokenizer: Tokenizer | None) -> list[int]:
+    if tokenizer is None:
+        raise InputError("the prompt is text and this gateway has no tokenizer",
+                         "send the prompt as token ids, or start serve with --tokenizer tokenizer.json")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise InputError(f"the prompt has {len(text)} characters", f"send at most {MAX_PROMPT_CHARS}")
+    return tokenizer.encode(text)
+
+
+def complete(session: Session, request: CompletionRequest, sampling: Sampling,
+             tokenizer: Tokenizer | None = None) -> dict[str, Any]:
+    """The whole answer (blocking: run it in a thread); with a tokenizer, the choice has its text."""
     tokens = [t.id for t in generate(session, request.prompt, sampling)]
-    return {"id": f"cmpl-{secrets.token_hex(8)}", "object": "text_completion",
-            "choices": [{"index": 0, "tokens": tokens, "finish_reason": _finish(tokens, sampling)}],
+    choice: dict[str, Any] = {"index": 0, "tokens": tokens, "finish_reason": _finish(tokens, sampling)}
+    if tokenizer is not None:
+        choice["text"] = tokenizer.decode(tokens)
+    return {"id": f"cmpl-{secrets.token_hex(8)}", "object": "text_completion", "choices": [choice],
             "usage": {"prompt_tokens": len(request.prompt), "completion_tokens": len(tokens)}}
 
 
 async def stream(session: Session, request: CompletionRequest, sampling: Sampling,
-                 line_of: Callable[[Exception], str]) -> AsyncIterator[str]:
-    """Server-sent events: one per token as the generation thread yields it, then ``[DONE]``."""
+                 line_of: Callable[[Exception], str], tokenizer: Tokenizer | None = None
+                 ) -> AsyncIterator[str]:
+    """Server-sent events: one per token as the generation thread yields it (with a tokenizer, the text
+    it adds), then ``[DONE]``."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[Token | Exception | None] = asyncio.Queue()
+    queue: asyncio.Queue[dict[str, Any] | Exception | None] = asyncio.Queue()
     stop = threading.Event()
     name = f"cmpl-{secrets.token_hex(8)}"
 
     def run() -> None:
         tokens = generate(session, request.prompt, sampling, sequence=name)
+        # Decoded in this thread, not on the event loop: the choice is ready when it is queued.
+        detokenizer = tokenizer.detokenizer() if tokenizer is not None else None
         try:
             for token in tokens:
-                loop.call_soon_threadsafe(queue.put_nowait, token)
+                choice: dict[str, Any] = {"index": 0, "token": token.id}
+                if detokenizer is not None:
+                    choice["text"] = detokenizer.push(token.id)
+                loop.call_soon_threadsafe(queue.put_nowait, choice)
                 if stop.is_set():  # the client left: the sequence's caches are freed on close
                     break
+            if detokenizer is not None and not stop.is_set() and (rest := detokenizer.flush()):
+                loop.call_soon_threadsafe(queue.put_nowait, {"index": 0, "text": rest})
         except Exception as e:  # handed to the event loop, sent as the stream's last event
             loop.call_soon_threadsafe(queue.put_nowait, e)
         finally:
@@ -94,7 +130,7 @@ async def stream(session: Session, request: CompletionRequest, sampling: Samplin
             if isinstance(item, Exception):
                 yield f"data: {json.dumps({'error': line_of(item)})}\n\n"
                 continue
-            yield f"data: {json.dumps({'id': name, 'choices': [{'index': 0, 'token': item.id}]})}\n\n"
+            yield f"data: {json.dumps({'id': name, 'choices': [item]})}\n\n"
         yield "data: [DONE]\n\n"
     finally:
         stop.set()

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from pathlib import Path
 
 from splitinfer.errors import SplitinferError
+from splitinfer.generation.tokenizer import Tokenizer, check_vocab, load_tokenizer, logits_width
 from splitinfer.runtime.wire.client import MAX_RESOURCE_INTERVAL_S, MIN_RESOURCE_INTERVAL_S
+from splitinfer.types import TensorSpec
 
 DEFAULT_MAX_BODY_BYTES = 256 * 1024 * 1024
 DEFAULT_MAX_IN_FLIGHT_PER_CLIENT = 8
@@ -51,3 +55,17 @@ def check_token(token: object, name: str) -> bytes | None:
         raise SettingError(f"{name} is not a usable bearer token",
                            "give a non-empty string of visible ASCII characters without spaces")
     return token.encode("ascii")
+
+
+def check_tokenizer(tokenizer: object, outputs: Sequence[TensorSpec] | None, name: str) -> Tokenizer | None:
+    """A :class:`Tokenizer` (given, or loaded from a ``tokenizer.json`` path) whose ids the model's logits
+    (``outputs``, when known) cover; ``None``: answers in token ids only. A bad file is an InputError."""
+    if tokenizer is None:
+        return None
+    if isinstance(tokenizer, str | Path):
+        tokenizer = load_tokenizer(tokenizer)
+    if not isinstance(tokenizer, Tokenizer):
+        raise SettingError(f"{name} is {type(tokenizer).__name__}",
+                           "give the path of a tokenizer.json, or a load_tokenizer() result")
+    check_vocab(tokenizer, logits_width(outputs))
+    return tokenizer

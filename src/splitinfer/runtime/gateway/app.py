@@ -1,4 +1,5 @@
-"""The Starlette app: /v1/infer, /healthz and /metrics over a :class:`Session` (see the package docstring)."""
+"""The Starlette app: /v1/infer, /v1/completions, /healthz and /metrics over a :class:`Session` (see the
+package docstring)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -18,6 +20,7 @@ from starlette.routing import Route
 
 from splitinfer.data import Preprocess
 from splitinfer.errors import DeadlineError, InputError, SplitinferError, http_status_of
+from splitinfer.generation.tokenizer import Tokenizer
 from splitinfer.runtime.coordinator.session import DEADLINE_MARGIN_S, Session
 from splitinfer.runtime.coordinator.timing import Result
 from splitinfer.runtime.gateway._bodies import (
@@ -46,6 +49,7 @@ from splitinfer.runtime.gateway._settings import (
     RESOURCE_INTERVAL_S_RANGE,
     check_seconds,
     check_token,
+    check_tokenizer,
     check_whole,
 )
 from splitinfer.runtime.generate import check_decoder
@@ -95,7 +99,8 @@ def _answer(result: Result, as_npy: bool, labels: list[str] | None, num_samples:
 def make_app(session: Session, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, token: str | None = None,
              max_in_flight_per_client: int = DEFAULT_MAX_IN_FLIGHT_PER_CLIENT,
              body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S, preprocess: Preprocess | str | None = None,
-             labels: Sequence[str] | None = None, resource_interval_s: float | None = 0.1) -> Starlette:
+             labels: Sequence[str] | None = None, resource_interval_s: float | None = 0.1,
+             tokenizer: Tokenizer | str | Path | None = None) -> Starlette:
     """A Starlette app serving ``session``: /v1/infer, /healthz, /metrics (see the package docstring).
 
     ``token``: when given, every request but ``GET /healthz`` (``/metrics`` included) needs
@@ -116,6 +121,10 @@ def make_app(session: Session, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, 
     memory and GPU use this often, and ``/metrics`` has them per device (``gateway/_resources.py``;
     None or 0: not sampled).
 
+    ``tokenizer``: a :class:`Tokenizer` or the path of a ``tokenizer.json``; ``POST /v1/completions`` then
+    takes a prompt as text too and answers with text beside the token ids (``gateway/_completions.py``).
+    Its ids must be within the model's logits, else :class:`InputError`, as for a file that is not one.
+
     The session stays the caller's: close it after the server stops. ``app.state.metrics`` holds the
     :class:`Metrics`, ``app.state.resources`` the :class:`ResourcePoller` (None when not sampling).
     """
@@ -129,6 +138,7 @@ def make_app(session: Session, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, 
     steps = image_steps(session.inputs, Preprocess.parse(preprocess) if isinstance(preprocess, str)
                         else preprocess)
     names = None if labels is None else check_labels(labels, getattr(session, "outputs", None), "labels")
+    text = check_tokenizer(tokenizer, getattr(session, "outputs", None), "tokenizer")
     metrics = Metrics()
     # Only a real session reaches its workers (a stand-in in tests has no worker_client).
     poller = ResourcePoller(session, metrics, float(resource_interval_s)) \
@@ -206,12 +216,13 @@ def make_app(session: Session, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, 
         try:
             body = await read_body(request, max_body_bytes, body_timeout_s)
             body_read = True
-            completion, sampling = parse_completion(body)
+            # Off the event loop: encoding a long text prompt takes CPU time.
+            completion, sampling = await asyncio.to_thread(parse_completion, body, text)
             check_decoder(session)
             if completion.stream:
-                events = stream(session, completion, sampling, lambda e: line_of(e, request_id))
+                events = stream(session, completion, sampling, lambda e: line_of(e, request_id), text)
                 return StreamingResponse(events, media_type="text/event-stream")
-            answer = await asyncio.to_thread(complete, session, completion, sampling)
+            answer = await asyncio.to_thread(complete, session, completion, sampling, text)
         except Exception as e:
             return refusal(e, request_id, body_read)
         return JSONResponse(answer)
