@@ -117,7 +117,8 @@ def test_slowdown_scales_the_times():
     """Slowdown 3 profiles about 3x slower than slowdown 1 (loose bounds: the machine is noisy)."""
     # Blocks of about a millisecond: a sleep's overshoot on a loaded machine (a tenth of one, or more)
     # would dwarf the tiny model's blocks of 20 us and pass for slowdown.
-    prepared = prepare_model(zoo.build("resnet18", resolution=64, width=0.5).SerializeToString(), max_blocks=6)
+    model = zoo.build("resnet18", resolution=64, width=0.5).SerializeToString()
+    prepared = prepare_model(model, max_blocks=6)
     runner = LocalRunner(num_threads=1)
     settings = ProfileSettings(budget_s=0.3, num_warmup=2, min_runs=7, max_runs=60)
     totals: dict[float, list[float]] = {1.0: [], 3.0: []}

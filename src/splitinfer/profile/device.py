@@ -84,6 +84,7 @@ class DeviceRecord:
     spreads: list[float] = field(default_factory=list)  # each block's p90/p10 over its kept runs
     remeasured: int = 0  # blocks whose spread stayed wide and were measured again
     session_bytes: int | None = None  # the trivial run's session: what any session costs
+    whole_memory: BlockMemory | None = None  # the whole model's session, as a block's
     energy: DeviceEnergy | None = None  # energy windows (profile/energy_windows.py), when asked for
 
     def to_device_profile(self, providers: Sequence[str], num_threads: int,
@@ -107,7 +108,8 @@ class DeviceRecord:
                              run_overhead=self.run_overhead,
                              memory=tuple(self.memory) if len(self.memory) == len(self.blocks) else (),
                              noise=statistics.median(finite) if finite else None, remeasured=self.remeasured,
-                             session_bytes=self.session_bytes, energy=self.energy)
+                             session_bytes=self.session_bytes, energy=self.energy,
+                             whole_memory=self.whole_memory)
 
 
 @dataclass(frozen=True)
@@ -199,12 +201,11 @@ def profile_device(runner: Runner, prepared: PreparedModel, settings: ProfileSet
     record.run_overhead = _stats(trivial)
     record.session_bytes = None if isinstance(trivial, PartitionFailure) else trivial.weight_bytes
     record.blocks = [_stats(b) for b in blocks]
-    record.memory = [None if isinstance(b, PartitionFailure) or b.weight_bytes is None
-                     else BlockMemory(b.weight_bytes, b.activation_bytes or 0, b.transient_bytes or 0)
-                     for b in blocks]
+    record.memory = [_memory(b) for b in blocks]
     record.spreads = [spread(kept_runs(b.times_s)) for b in blocks if isinstance(b, PartitionTiming)]
     record.remeasured = sum(isinstance(b, PartitionTiming) and b.remeasured for b in blocks)
     record.whole_model = None if whole is None else _stats(whole)
+    record.whole_memory = _memory(whole) if whole is not None else None
     runnable = [i for i in range(num_pairs) if None not in (record.blocks[i], record.blocks[i + 1])]
     pairs = [_Item.of(f"blocks {i}-{i + 1}", *prepared.segment(i, i + 1)) for i in runnable]
     timed = _time_sets(runner, pairs, settings, budget, slowdown, progress, len(items), total)
@@ -226,6 +227,12 @@ def profile_device(runner: Runner, prepared: PreparedModel, settings: ProfileSet
 def _failure(item: _Item, failure: PartitionFailure) -> str:
     """What ``profile`` warns of a partition that cannot run: which one, and the problem."""
     return f"{item.what}: {getattr(failure.error, 'problem', failure.error)}"
+
+
+def _memory(result: PartitionTiming | PartitionFailure) -> BlockMemory | None:
+    if isinstance(result, PartitionFailure) or result.weight_bytes is None:
+        return None
+    return BlockMemory(result.weight_bytes, result.activation_bytes or 0, result.transient_bytes or 0)
 
 
 def _stats(result: PartitionTiming | PartitionFailure) -> Stats | None:

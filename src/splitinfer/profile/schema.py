@@ -149,6 +149,9 @@ class DeviceProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     run_overhead: Stats | None = None
     memory: tuple[BlockMemory | None, ...] = ()  # per block, measured (empty: not measured)
     session_bytes: int | None = None  # what the trivial run's inference session added: one per stage
+    # What the whole model's session added, as ``memory`` per block: a deploy's moment of copies at the
+    # scale of a stage of many blocks (``profile/problem.py`` shares its transient out by weights).
+    whole_memory: BlockMemory | None = None
     noise: float | None = None  # the median block's p90/p10: how busy the device was while profiled
     remeasured: int = 0  # blocks whose spread stayed wide and were measured again (profile/rounds.py)
     # What the runtime's hop between the coordinator and this device costs: a plan's upload into a first

@@ -1,0 +1,48 @@
+"""A stage's deploy peak in the planner's memory (issue 15, item 3): each block's kept weights, the
+deploy's moment of copies taken from the whole model's session and shared out by weights, and the
+partition's own bytes."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from splitinfer import zoo
+from splitinfer.profile.device import profile_model
+from splitinfer.profile.problem import block_memory
+from splitinfer.profile.profiler import ProfileSettings
+from splitinfer.profile.schema import BlockMemory
+
+
+@pytest.fixture(scope="module")
+def profile():
+    data = zoo.build("resnet18", resolution=64, width=0.5).SerializeToString()
+    return profile_model(data, max_blocks=8, settings=ProfileSettings(budget_s=0.3, min_runs=2))
+
+
+def test_the_whole_models_session_is_measured_like_a_blocks(profile):
+    (device,) = profile.devices.values()
+    whole = device.whole_memory
+    assert whole is not None and whole.weight_bytes > 0
+    params = sum(b.param_bytes for b in profile.blocks)
+    # its session holds the weights at least once, and creating it held copies for a moment
+    assert whole.weight_bytes >= 0.9 * params and whole.transient_bytes > 0
+
+
+def test_the_moment_of_copies_is_the_whole_models_shared_out_by_weights(profile):
+    (name, device), = profile.devices.items()
+    params = [b.param_bytes for b in profile.blocks]
+    moment = 10 * sum(params)  # made up, so that the share is plain to see
+    set_moment = msgspec.structs.replace(
+        device, whole_memory=BlockMemory(device.whole_memory.weight_bytes, 0, moment))
+    weights, activations = block_memory(msgspec.structs.replace(profile, devices={name: set_moment}), [name])
+    base = device.session_bytes or 0
+    for b, (w, m) in enumerate(zip(weights, device.memory, strict=True)):
+        kept = m.weight_bytes - min(base, m.weight_bytes)
+        assert w == pytest.approx(kept + 10 * params[b] + params[b], abs=1)
+    assert activations == [m.activation_bytes + min(base, m.weight_bytes) for m in device.memory]
+    # without the whole model's measure (weights on disk: never timed whole), each block's own moment
+    unmeasured = msgspec.structs.replace(device, whole_memory=None)
+    alone, _ = block_memory(msgspec.structs.replace(profile, devices={name: unmeasured}), [name])
+    assert alone == [m.weight_bytes - min(base, m.weight_bytes) + m.transient_bytes + p
+                     for m, p in zip(device.memory, params, strict=True)]
