@@ -49,6 +49,8 @@ BAD_FLAGS = [
     (["--body-timeout", "nan"], "--body-timeout nan is out of range. give a number of seconds from 0.01"),
     (["--certfile", "cert.pem"], "--certfile and --keyfile go together"),
     (["--token-file", "no-such-token.txt"], "cannot read the token file no-such-token.txt"),
+    (["--tokenizer", "no-such-tokenizer.json"],
+     "--tokenizer: cannot read the tokenizer no-such-tokenizer.json"),
 ]
 
 

@@ -43,12 +43,22 @@ def _ids(text: str | None, flag: str) -> list[int]:
     return ids
 
 
+def read_tokenizer(path: Path | None) -> Tokenizer | None:
+    """--tokenizer loaded, before anything binds or deploys (a bad file is one line)."""
+    from splitinfer.generation.tokenizer import load_tokenizer
+
+    if path is None:
+        return None
+    try:
+        return load_tokenizer(path)
+    except InputError as e:
+        raise InputError(f"--tokenizer: {e.problem}", e.fix) from None
+
+
 def _prompt(prompt: str | None, prompt_ids: str | None, tokenizer_path: Path | None
             ) -> tuple[list[int], Tokenizer | None]:
     """The prompt's token ids from exactly one of --prompt (encoded with --tokenizer) and --prompt-ids,
     and the tokenizer (loaded before anything deploys: a bad file is one line)."""
-    from splitinfer.generation.tokenizer import load_tokenizer
-
     if prompt is None and prompt_ids is None:
         raise InputError("no prompt given",
                          "give --prompt TEXT with --tokenizer FILE, or --prompt-ids 5,17,42")
@@ -57,12 +67,7 @@ def _prompt(prompt: str | None, prompt_ids: str | None, tokenizer_path: Path | N
     if prompt is not None and tokenizer_path is None:
         raise InputError("--prompt is text and no --tokenizer turns it into token ids",
                          "give --tokenizer tokenizer.json (the model's), or the ids as --prompt-ids 5,17,42")
-    tokenizer = None
-    if tokenizer_path is not None:
-        try:
-            tokenizer = load_tokenizer(tokenizer_path)
-        except InputError as e:
-            raise InputError(f"--tokenizer: {e.problem}", e.fix) from None
+    tokenizer = read_tokenizer(tokenizer_path)
     if tokenizer is not None and prompt is not None:
         ids = tokenizer.encode(prompt)
         if not ids:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from splitinfer.cli._common import console, err_console
+from splitinfer.cli.generate_cmds import read_tokenizer
 from splitinfer.cli.runtime_cmds import (
     CalibrationOpt,
     ClusterOpt,
@@ -27,7 +28,6 @@ from splitinfer.plan import describe_stages
 
 if TYPE_CHECKING:
     from splitinfer.data import Preprocess
-    from splitinfer.generation.tokenizer import Tokenizer
     from splitinfer.graph import Model
 
 
@@ -61,18 +61,6 @@ def _check_image_options(model: Model, steps: Preprocess | None, labels: list[st
                          "leave out --preprocess: send .npy or JSON")
     if labels is not None:
         check_labels(labels, model.outputs, "--labels")
-
-
-def _read_tokenizer(path: Path | None) -> Tokenizer | None:
-    """--tokenizer loaded, before anything binds or deploys (a bad file is one line)."""
-    from splitinfer.generation.tokenizer import load_tokenizer
-
-    if path is None:
-        return None
-    try:
-        return load_tokenizer(path)
-    except InputError as e:
-        raise InputError(f"--tokenizer: {e.problem}", e.fix) from None
 
 
 def _is_loopback(host: str) -> bool:
@@ -172,7 +160,7 @@ def serve_command(
     token = _read_token(token_file) if token_file is not None else None
     gateway.check_tls(certfile, keyfile)
     steps, names = _image_options(preprocess, labels)
-    text = _read_tokenizer(tokenizer)
+    text = read_tokenizer(tokenizer)
     # Bound before deploying: a busy port or a bad host is one line, and no worker starts for nothing.
     with gateway.listen(host, port) as sock:
         dep = resolve_deployment(plan, cluster, model, profile, rank)
