@@ -116,3 +116,35 @@ def test_bad_logits_and_prompts_are_refused():
             next(generate(Model(), prompt))
     with pytest.raises(InputError, match="sampling"):
         next(generate(Model(), [1], {"temperature": 1}))
+
+
+def _sorting_everything(row, sampling, rng):
+    """next_token as first written: a stable sort of the whole row, then top-k, top-p and the draw."""
+    scaled = np.asarray(row, np.float64) / sampling.temperature
+    order = np.argsort(-scaled, kind="stable")
+    if 0 < sampling.top_k < order.size:
+        order = order[:sampling.top_k]
+    probs = np.exp(scaled[order] - scaled[order[0]])
+    probs /= probs.sum()
+    if sampling.top_p < 1:
+        keep = int(np.searchsorted(np.cumsum(probs), sampling.top_p - 1e-12)) + 1
+        order, probs = order[:keep], probs[:keep]
+    cumulative = np.cumsum(probs)
+    return int(order[min(int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right")),
+                         order.size - 1)])
+
+
+@pytest.mark.parametrize(("settings", "spread"), [(dict(top_k=50), 3.0), (dict(top_k=3, top_p=0.8), 3.0),
+                                                  (dict(top_p=0.9), 3.0), (dict(top_p=0.9), 0.3)])
+def test_top_k_and_top_p_draw_what_a_sort_of_the_whole_row_draws(settings, spread):
+    """Only the highest scores are sorted; the tokens drawn are those a full stable sort gives, ties
+    (rounded logits) included, and a nucleus wider than the first candidates (flat logits) too."""
+    from splitinfer.generation.sampling import next_token
+
+    sampling = Sampling(temperature=0.7, seed=0, **settings)
+    data = np.random.default_rng(1)
+    for _ in range(30):
+        row = np.round(data.normal(0, spread, 5000), 1).astype(np.float32)  # many ties
+        fast, full = np.random.default_rng(7), np.random.default_rng(7)
+        assert [next_token(row, sampling, fast) for _ in range(5)] == \
+            [_sorting_everything(row, sampling, full) for _ in range(5)]

@@ -63,6 +63,9 @@ class Sampling:
         return self.temperature == 0
 
 
+NUCLEUS_CANDIDATES = 1024  # top-p without top-k: the highest logits the nucleus is looked for among first
+
+
 def next_token(logits_row: np.ndarray, sampling: Sampling, rng: np.random.Generator) -> int:
     """The token ``sampling`` chooses from one position's logits ([vocab]); ``rng`` is drawn from once
     unless decoding is greedy. The same logits, settings and generator state give the same token."""
@@ -77,12 +80,24 @@ def next_token(logits_row: np.ndarray, sampling: Sampling, rng: np.random.Genera
     # In float64: the probabilities of 50,000 tokens summed keep their precision. exp() sees logits
     # less the highest, so that no temperature overflows it.
     scaled = row.astype(np.float64) / sampling.temperature
-    # Highest first; a stable sort keeps tied tokens in id order, so top_k=1 is the greedy choice.
-    order = np.argsort(-scaled, kind="stable")
-    if 0 < sampling.top_k < order.size:
-        order = order[:sampling.top_k]
-    probs = np.exp(scaled[order] - scaled[order[0]])
-    probs /= probs.sum()
+    top = scaled.max()
+    if 0 < sampling.top_k < scaled.size:
+        order = _highest(scaled, sampling.top_k)
+        probs = np.exp(scaled[order] - top)
+        probs /= probs.sum()
+    elif sampling.top_p < 1:
+        # The nucleus is nearly always among the highest few hundred logits: sort those alone, and the
+        # whole row only when their probability falls short of p.
+        weights = np.exp(scaled - top)
+        order = _highest(scaled, min(scaled.size, NUCLEUS_CANDIDATES))
+        probs = weights[order] / weights.sum()
+        if probs.sum() < sampling.top_p - 1e-12:
+            order = np.argsort(-scaled, kind="stable")
+            probs = weights[order] / weights.sum()
+    else:  # temperature alone: every token may be drawn; the draw walks them in id order (no sort)
+        probs = np.exp(scaled - top)
+        probs /= probs.sum()
+        order = np.arange(scaled.size)
     if sampling.top_p < 1:
         cumulative = np.cumsum(probs)
         # The fewest tokens whose probability reaches p (a hair below p counts: float sums).
@@ -91,6 +106,17 @@ def next_token(logits_row: np.ndarray, sampling: Sampling, rng: np.random.Genera
     cumulative = np.cumsum(probs)
     pick = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
     return int(order[min(pick, order.size - 1)])
+
+
+def _highest(scaled: np.ndarray, count: int) -> np.ndarray:
+    """The ids of the ``count`` highest scores, highest first and tied ones in id order: what a stable
+    sort of the whole row would put first, sorting only the scores at or above the count-th (a full
+    sort of a 50,000-token vocabulary costs milliseconds a token)."""
+    if count >= scaled.size:
+        return np.argsort(-scaled, kind="stable")
+    bound = np.partition(scaled, scaled.size - count)[scaled.size - count]
+    candidates = np.flatnonzero(scaled >= bound)  # in id order, every tie at the bound included
+    return candidates[np.argsort(-scaled[candidates], kind="stable")][:count]
 
 
 def generate(run_step: Callable[[np.ndarray], np.ndarray], prompt_ids: Sequence[int] | np.ndarray,
