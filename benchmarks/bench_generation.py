@@ -1,9 +1,11 @@
 """Generation on a continuum of devices that differ 4x in speed and in memory (issue 20's benchmark).
 
-A GPT-2 from the zoo (``--depth``, default 0.5: 6 layers of 768, its 50,257-token head) on three emulated
+A GPT-2 from the zoo (``--depth``, default 1.0: GPT-2 small, 12 layers of 768 and its 50,257-token head
+tied to the embedding; 0.5 halves the layers, and the 154 MB embedding and head are then half the
+weights, which narrows what any placement can gain) on three emulated
 devices of this machine: ``big`` (slowdown 4, the most memory), ``mid`` (slowdown 2) and ``fast``
-(slowdown 1, memory for about half the model). Profiled once at its prefill (16 tokens) and a decode
-step, then three placements, each deployed and measured in turn in one run:
+(slowdown 1, memory for about half the model). Profiled once at its prefill (16 tokens) and decode
+steps (after 16 and 128 tokens), then three placements, each deployed and measured in turn in one run:
 
 - **splitinfer**: the plan that minimises the time per output token (``plan --objective tpot --context
   48``: a decode step at the generation's mean past), under the devices' memory;
@@ -86,7 +88,7 @@ def _pins(ranges: list[tuple[int, int]]) -> tuple[tuple[int, str], ...]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--depth", type=float, default=0.5)
+    parser.add_argument("--depth", type=float, default=1.0)
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--budget-s", type=float, default=4.0)
     args = parser.parse_args()
