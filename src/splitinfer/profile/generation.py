@@ -139,4 +139,4 @@ def _not_a_decoder(profile: Profile) -> ProfileError:
     return ProfileError(f"the profile of {profile.model.name} has no decoder sizes (a prefill with empty "
                         "caches and decode steps)",
                         "profile a decoder with its cache (past_key_values.N.key/value in, present.N.* out) "
-                        "with no --input-shape: it is profiled at its prefill and decode steps")
+                        "given no input shapes: it is profiled at its prefill and decode steps")
