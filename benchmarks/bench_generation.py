@@ -106,6 +106,8 @@ def main() -> int:
                                runs_of([2] * len(decode.blocks)))[2])
     memory = {n: int(share * 0.55 * whole) for n, _, share in DEVICES}
     cluster = parse_cluster(_cluster(memory))
+    tpot, ttft = (generation_problem(profile, cluster, objective, context=context).problem
+                  for objective in ("tpot", "ttft"))
     weights = [b.param_bytes for b in decode.blocks]
     placements = {
         "splitinfer": Constraints(),
@@ -118,14 +120,12 @@ def main() -> int:
     rows, ok = {}, True
     for name, cons in placements.items():
         try:
-            (plan,) = solve(generation_problem(profile, cluster, "tpot", context=context).problem, "latency",
-                            cons)
+            (plan,) = solve(tpot, "latency", cons)
         except Exception as e:  # a placement the devices' memory refuses: said, not measured
             print(f"{name}: {e}")
             continue
         pins = tuple((b, s.device) for s in plan.stages for b in range(s.first_block, s.last_block + 1))
-        (prefill,) = solve(generation_problem(profile, cluster, "ttft", context=context).problem, "latency",
-                           Constraints(pins=pins))
+        (prefill,) = solve(ttft, "latency", Constraints(pins=pins))
         with deploy(plan, cluster, path, profile=profile, timeout_s=60, deploy_timeout_s=120) as session:
             tokens = list(generate(session, prompt, sampling))
             one = Sampling(max_new_tokens=1)

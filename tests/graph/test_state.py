@@ -96,7 +96,7 @@ def test_a_decoder_given_no_shapes_loads_at_its_prefill_and_a_decode_step_and_ot
     proto = cached_chain()
     graph = onnx.ModelProto()
     graph.CopyFrom(proto)
-    prefill, decode = decoder_sizes(graph.graph, find_state(graph.graph), prompt_len=5)
+    prefill, decode = decoder_sizes(graph.graph, find_state(graph.graph), prompt_len=5, pasts=[5])
     assert prefill["x"] == [1, 5, WIDTH] and prefill["past_key_values.0.key"] == [1, 1, 0, WIDTH]
     assert decode["x"] == [1, 1, WIDTH] and decode["past_key_values.0.key"] == [1, 1, 5, WIDTH]
     model = load_model(proto)  # at its prefill and decode steps after 16 and LONG_PAST tokens
@@ -117,7 +117,7 @@ def test_a_decoders_attention_mask_spans_its_past_and_new_tokens():
     proto = cached_chain()
     for name, dims in (("attention_mask", ["batch", "total"]), ("position_ids", ["batch", "seq"])):
         proto.graph.input.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.INT64, dims))
-    prefill, decode = decoder_sizes(proto.graph, find_state(proto.graph), prompt_len=5)
+    prefill, decode = decoder_sizes(proto.graph, find_state(proto.graph), prompt_len=5, pasts=[5])
     assert (prefill["attention_mask"], prefill["position_ids"]) == ([1, 5], [1, 5])
     assert (decode["attention_mask"], decode["position_ids"]) == ([1, 6], [1, 1])
     for size in map(dict, load_model(proto).sizes):  # the prefill and each decode step

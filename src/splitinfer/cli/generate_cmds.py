@@ -133,7 +133,6 @@ def generate_command(
       splitinfer generate plan.json --prompt "The quick brown fox" --tokenizer tokenizer.json -n 32
     """
     from splitinfer.generation.sampling import Sampling
-    from splitinfer.generation.tokenizer import check_vocab, logits_width
     from splitinfer.runtime.generate import generate
 
     check_request_options(timeout, rank)
@@ -142,7 +141,7 @@ def generate_command(
                         stop_ids=tuple(_ids(stop_ids, "--stop-ids")), max_new_tokens=max_new_tokens)
     dep = resolve_deployment(plan, cluster, model, profile, rank)
     if tokenizer is not None:  # before a worker starts: a tokenizer of another model is one line
-        check_vocab(tokenizer, logits_width(dep.model.outputs))
+        tokenizer.check_fits(dep.model.outputs)
     detokenizer = tokenizer.detokenizer() if tokenizer is not None else None
     tokens = []
     with open_session(dep, timeout) as session:

@@ -166,9 +166,7 @@ def serve_command(
         dep = resolve_deployment(plan, cluster, model, profile, rank)
         _check_image_options(dep.model, steps, names)
         if text is not None:  # before a worker starts: a tokenizer of another model is one line
-            from splitinfer.generation.tokenizer import check_vocab, logits_width
-
-            check_vocab(text, logits_width(dep.model.outputs))
+            text.check_fits(dep.model.outputs)
         if token is None and not _is_loopback(host):
             err_console.print(f"warning: serving on {host} without --token-file: anyone who reaches the port "
                               "can use it", highlight=False)

@@ -89,11 +89,11 @@ def next_token(logits_row: np.ndarray, sampling: Sampling, rng: np.random.Genera
         # The nucleus is nearly always among the highest few hundred logits: sort those alone, and the
         # whole row only when their probability falls short of p.
         weights = np.exp(scaled - top)
+        total = weights.sum()
         order = _highest(scaled, min(scaled.size, NUCLEUS_CANDIDATES))
-        probs = weights[order] / weights.sum()
-        if probs.sum() < sampling.top_p - 1e-12:
+        if weights[order].sum() < (sampling.top_p - 1e-12) * total:
             order = np.argsort(-scaled, kind="stable")
-            probs = weights[order] / weights.sum()
+        probs = weights[order] / total
     else:  # temperature alone: every token may be drawn; the draw walks them in id order (no sort)
         probs = np.exp(scaled - top)
         probs /= probs.sum()

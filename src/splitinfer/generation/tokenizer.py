@@ -54,6 +54,10 @@ class Tokenizer:
         with self._lock:
             return self._backend.decode(ids, skip_special_tokens=True)
 
+    def check_fits(self, outputs: Sequence[TensorSpec] | None) -> None:
+        """InputError when its ids pass the logits among a model's ``outputs`` (:func:`check_vocab`)."""
+        check_vocab(self, logits_width(outputs))
+
     def detokenizer(self) -> Detokenizer:
         """A new :class:`Detokenizer` (one per sequence)."""
         return Detokenizer(self)

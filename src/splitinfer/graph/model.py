@@ -49,7 +49,7 @@ from splitinfer.graph.feeds import (
 from splitinfer.graph.shapes import fix_input_shapes
 from splitinfer.graph.sizes import at_size, check_sizes, describe_size, find_symbolic_dims, merge_dims
 from splitinfer.graph.specialize import Specialization, check_specialized, specialize
-from splitinfer.graph.state import LONG_PAST, StatePair, decoder_sizes, find_state
+from splitinfer.graph.state import StatePair, decoder_sizes, find_state
 from splitinfer.graph.topology import GraphIndex, index_graph
 from splitinfer.types import TensorSpec
 
@@ -221,8 +221,7 @@ def load_model(
     defaults = decoder_sizes(proto.graph, pairs) \
         if sizes is None and not input_shapes and batch is None and not feeds else None
     if defaults is not None:  # a decoder with nothing given: at its prefill and decode steps of two pasts
-        long = decoder_sizes(proto.graph, pairs, prompt_len=LONG_PAST)
-        input_shapes, sizes = defaults[0], [defaults[1], *([long[1]] if long else [])]
+        input_shapes, sizes = defaults[0], defaults[1:]
     wanted = check_sizes(sizes)
     _name_nodes(proto.graph)
     given, fixed = check_given_inputs(proto.graph, feeds or {}, fixed_inputs or {})

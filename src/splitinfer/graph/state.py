@@ -51,44 +51,45 @@ def find_state(graph: onnx.GraphProto) -> tuple[StatePair, ...]:
 
 
 DEFAULT_PROMPT_LEN = 16
-# A decoder given no shapes is also timed at a decode step after this long a past: a step reads its whole
+# A decoder given no shapes is also loaded at a decode step after this long a past: a step reads its whole
 # past, and two pasts give the line its time follows (profile/generation.py).
 LONG_PAST = 128
 
 
-def decoder_sizes(graph: onnx.GraphProto, pairs: Sequence[StatePair], prompt_len: int = DEFAULT_PROMPT_LEN
-                  ) -> tuple[dict[str, list[int]], dict[str, list[int]]] | None:
-    """A decoder's two sizes when its inputs leave dims open: the prefill (batch 1, ``prompt_len`` new
-    tokens, empty pasts) and a decode step (one new token after ``prompt_len``); None when every dim
-    is fixed. Loaded at both, its partitions keep the sequence and past axes open (graph/sizes.py).
-    The layout is Hugging Face's: a past is [batch, heads, past, head_dim]; ``attention_mask`` is
-    [batch, past + new tokens]; any other input's first axis is the batch, its other open axes the new
-    tokens."""
+def decoder_sizes(graph: onnx.GraphProto, pairs: Sequence[StatePair], prompt_len: int = DEFAULT_PROMPT_LEN,
+                  pasts: Sequence[int] | None = None) -> list[dict[str, list[int]]] | None:
+    """A decoder's sizes when its inputs leave dims open: the prefill (batch 1, ``prompt_len`` new
+    tokens, empty pasts), then a decode step (one new token) after each of ``pasts`` tokens (default:
+    ``prompt_len`` and :data:`LONG_PAST`); None when every dim is fixed. Loaded at all of them, its
+    partitions keep the sequence and past axes open (graph/sizes.py). The layout is Hugging Face's: a
+    past is [batch, heads, past, head_dim]; ``attention_mask`` is [batch, past + new tokens]; any other
+    input's first axis is the batch, its other open axes the new tokens."""
     if not pairs:  # not a decoder: its open dims are the caller's to give
         return None
-    pasts = {p.past for p in pairs}
+    past_names = {p.past for p in pairs}
     initializers = {t.name for t in graph.initializer}
-    prefill: dict[str, list[int]] = {}
-    decode: dict[str, list[int]] = {}
-    opened = False
+    inputs = []
     for value in graph.input:
         if value.name in initializers or not value.type.HasField("tensor_type"):
             continue
         dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
-        opened = opened or None in dims
-        if value.name in pasts:
-            if len(dims) != 4 or None in (dims[1], dims[3]):
-                return None
-            prefill[value.name] = [1, dims[1], 0, dims[3]]
-            decode[value.name] = [1, dims[1], prompt_len, dims[3]]
-        else:
-            # The mask spans the past too: a decode step's is past + 1 long, or the export's mask
-            # arithmetic (its length against the cache's) fails.
-            step = prompt_len + 1 if value.name == ATTENTION_MASK else 1
-            prefill[value.name] = [d if d is not None else 1 if a == 0 else prompt_len
-                                   for a, d in enumerate(dims)]
-            decode[value.name] = [d if d is not None else 1 if a == 0 else step for a, d in enumerate(dims)]
-    return (prefill, decode) if opened else None
+        if value.name in past_names and (len(dims) != 4 or None in (dims[1], dims[3])):
+            return None
+        inputs.append((value.name, dims))
+    if not any(None in dims for _, dims in inputs):
+        return None
+
+    def size(new: int, past: int) -> dict[str, list[int]]:
+        out = {}
+        for name, dims in inputs:
+            if name in past_names:
+                out[name] = [1, dims[1], past, dims[3]]
+            else:  # the mask spans the past too, or the export's mask arithmetic (against the cache) fails
+                tokens = past + new if name == ATTENTION_MASK else new
+                out[name] = [d if d is not None else 1 if a == 0 else tokens for a, d in enumerate(dims)]
+        return out
+
+    return [size(prompt_len, 0), *(size(1, past) for past in (pasts or (prompt_len, LONG_PAST)))]
 
 
 def is_past(name: str) -> bool:

@@ -29,14 +29,13 @@ from splitinfer.cluster import Cluster
 from splitinfer.errors import ProfileError
 from splitinfer.graph.state import is_past
 from splitinfer.plan.problem import Problem
-from splitinfer.profile.problem import build_problem
+from splitinfer.profile.problem import STATS, build_problem
 from splitinfer.profile.schema import DeviceProfile, Profile, Stats
 
 # name: (what it is, the planner's objective)
 GENERATION_OBJECTIVES = {"ttft": ("time to first token", "latency"),
                          "tpot": ("time per output token", "latency"),
                          "tokens": ("tokens per second", "throughput")}
-_TIMES = ("median_s", "mean_s", "p10_s", "p90_s")
 
 
 @dataclass(frozen=True)
@@ -80,8 +79,10 @@ def decode_at(profile: Profile, past: float) -> Profile:
     if not steps:
         raise _not_a_decoder(profile)
     exact = [p for c, p in steps if c == past]
-    if exact or len(steps) == 1:
-        return (exact or [steps[0][1]])[0]
+    if exact:
+        return exact[0]
+    if len(steps) == 1:
+        return steps[0][1]
     # the two nearest in past (the two shortest below the shortest, the two longest beyond the longest)
     (c1, p1), (c2, p2) = sorted(sorted(steps, key=lambda s: abs(s[0] - past))[:2], key=lambda s: s[0])
     devices = {name: _line(dev, p2.devices.get(name), (past - c1) / (c2 - c1))
@@ -125,10 +126,10 @@ def _line(near: DeviceProfile, far: DeviceProfile | None, t: float) -> DevicePro
         if a is None or b is None:
             return a
         moved: Mapping[str, float] = {f: max(0.0, getattr(a, f) + t * max(0.0, getattr(b, f) - getattr(a, f)))
-                                      for f in _TIMES}
+                                      for f in STATS}
         return msgspec.structs.replace(a, **moved)
 
-    pairs = tuple(one(a, b) for a, b in zip(near.pairs, far.pairs, strict=False)) \
+    pairs = tuple(one(a, b) for a, b in zip(near.pairs, far.pairs, strict=True)) \
         if len(near.pairs) == len(far.pairs) else near.pairs
     return msgspec.structs.replace(
         near, blocks=tuple(one(a, b) for a, b in zip(near.blocks, far.blocks, strict=True)),

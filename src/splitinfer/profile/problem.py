@@ -77,16 +77,17 @@ def block_memory(profile: Profile, names: Sequence[str]) -> tuple[list[int], lis
     the deploy message holds its partition's bytes (about its parameters) while the session is built
     from copies of them (the moment's measured growth), so both count with the weights; on this
     project's machine a deploy peaks at about 4-5x the weights."""
-    params = [info.param_bytes for info in profile.blocks]
+    total = sum(info.param_bytes for info in profile.blocks)
     weights, activations = [], []
     for b, info in enumerate(profile.blocks):
-        seen = [m for n in names if (m := _measured(profile.devices[n], b, params)) is not None]
+        share = info.param_bytes / total if total > 0 else None
+        seen = [m for n in names if (m := _measured(profile.devices[n], b, share)) is not None]
         weights.append(max(m.weight_bytes for m in seen) + info.param_bytes if seen else info.param_bytes)
         activations.append(max(m.activation_bytes for m in seen) if seen else info.activation_bytes)
     return weights, activations
 
 
-def _measured(device: DeviceProfile, block: int, params: Sequence[int]) -> BlockMemory | None:
+def _measured(device: DeviceProfile, block: int, share: float | None) -> BlockMemory | None:
     """What block ``block``'s session added on ``device``, with what any session costs (the trivial
     run's session) moved from its weights to its peak: a stage is one session, and its peak is counted
     once per stage, its weights once per block.
@@ -94,15 +95,16 @@ def _measured(device: DeviceProfile, block: int, params: Sequence[int]) -> Block
     The moment of copies a session's creation holds is taken from the whole model's session where it was
     measured, shared out by parameter bytes: a stage is one session of many blocks, whose copies come and
     go one after another and reuse the same freed memory, so the sum of each block's own moment (measured
-    alone) overstates it (resnet18: 4.7x its weights summed, a deploy of all of it 3.7x)."""
+    alone) overstates it (resnet18: 4.7x its weights summed, a deploy of all of it 3.7x). ``share``: the
+    block's part of the model's parameter bytes (None: the model has none)."""
     m = device.memory[block] if device.memory else None
     if m is None:
         return None
     base = min(device.session_bytes or 0, m.weight_bytes)
     transient = m.transient_bytes
     whole = device.whole_memory
-    if whole is not None and sum(params) > 0:
-        transient = round(whole.transient_bytes * params[block] / sum(params))
+    if whole is not None and share is not None:
+        transient = round(whole.transient_bytes * share)
     return BlockMemory(m.weight_bytes - base + transient, m.activation_bytes + base)
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from splitinfer.errors import SplitinferError
-from splitinfer.generation.tokenizer import Tokenizer, check_vocab, load_tokenizer, logits_width
+from splitinfer.generation.tokenizer import Tokenizer, load_tokenizer
 from splitinfer.runtime.wire.client import MAX_RESOURCE_INTERVAL_S, MIN_RESOURCE_INTERVAL_S
 from splitinfer.types import TensorSpec
 
@@ -67,5 +67,5 @@ def check_tokenizer(tokenizer: object, outputs: Sequence[TensorSpec] | None, nam
     if not isinstance(tokenizer, Tokenizer):
         raise SettingError(f"{name} is {type(tokenizer).__name__}",
                            "give the path of a tokenizer.json, or a load_tokenizer() result")
-    check_vocab(tokenizer, logits_width(outputs))
+    tokenizer.check_fits(outputs)
     return tokenizer
