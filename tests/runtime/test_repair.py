@@ -63,7 +63,10 @@ def test_a_plan_that_breaks_the_budget_when_measured_is_excluded(setup):
         ),
     )
     data = Dataset(d.x[128:], d.y[128:])
-    repair = plan_within_budget(problem, zero, d.model_bytes, data, profile=profile, calibration=d.x[:128])
+    # How many lossy plans beat the fp32 one depends on the blocks' timings, which vary from run to run
+    # (a fresh-clone run needed more than the default 8 rounds): rounds enough for all of them.
+    repair = plan_within_budget(problem, zero, d.model_bytes, data, profile=profile, calibration=d.x[:128],
+                                max_rounds=64)
     assert repair.rejected, "the zero-cost plan held: the case does not break the additive model"
     for rejected, drop in repair.rejected:
         assert rejected.has_tradeoffs and drop > 0
