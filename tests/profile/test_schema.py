@@ -243,14 +243,9 @@ def test_build_problem_takes_measured_memory_the_most_any_device_saw_else_the_es
     edge = msgspec.structs.replace(base.devices["edge"], memory=(schema.BlockMemory(900, 300), None))
     profile = msgspec.structs.replace(base, devices={"camera": camera, "edge": edge})
     problem = build_problem(profile, parse_cluster(CLUSTER))
-    # a deploy's peak: the session's weights, what creating it held for a moment, and the deploy
-    # message's copy of the partition (its parameters' bytes); unmeasured: the parameters alone
-    frame = profile.blocks[0].param_bytes
-    assert problem.weight_bytes == [1500 + frame, 2052000] and problem.activation_bytes == [300, 806816]
-    # what any session costs (the trivial run's) moves from a block's weights to its peak: once a stage
-    sessions = {n: msgspec.structs.replace(d, session_bytes=400) for n, d in profile.devices.items()}
-    problem = build_problem(msgspec.structs.replace(profile, devices=sessions), parse_cluster(CLUSTER))
-    assert problem.weight_bytes == [1100 + frame, 2052000] and problem.activation_bytes == [700, 806816]
+    # a deploy's peak: what the session kept and what creating it held for a moment (a worker maps a
+    # stage's weights from its cache: no copy of the partition's bytes besides); unmeasured: the parameters
+    assert problem.weight_bytes == [1500, 2052000] and problem.activation_bytes == [300, 806816]
 
 
 def test_build_problem_without_cluster_uses_the_profile_devices():

@@ -240,3 +240,27 @@ def test_a_graph_file_an_older_onnx_runtime_refuses_is_retried_with_its_weights_
     monkeypatch.undo()
     assert opened == ["str", "bytes"]  # the file by its name, then its bytes at IR 8
     np.testing.assert_array_equal(got, _run(model, x))
+
+
+def test_a_partition_timed_from_its_mapped_file_counts_the_pages_it_keeps_with_its_weights(tmp_path):
+    """Profiling times a stage-sized block from the worker's cache as a deploy loads it: its weights are
+    the file's pages, resident but never allocated, and they count with the session's weights (not as the
+    moment of copies, and not missed): 8 MB of an Add's constant, used where it lies."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from splitinfer.profile.timing import time_partitions
+
+    table = np.random.default_rng(0).standard_normal((2048, 1024)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "add",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2048, 1024])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2048, 1024])],
+                              [numpy_helper.from_array(table, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+    store = PartitionStore(tmp_path, 64 << 20, mapped_min_bytes=SMALL)
+    _put(store, model, chunk_bytes=4 << 20)
+    path = store.load(_sha(model))
+    assert isinstance(path, Path)  # the graph file, its weights mapped
+    (timing,) = time_partitions([path], {"x": np.zeros((2048, 1024), np.float32)}, num_threads=1,
+                                budget_s=0.05, min_runs=1, max_runs=2)
+    assert timing.weight_bytes >= 0.9 * table.nbytes
+    assert timing.transient_bytes is None or timing.transient_bytes < 0.5 * table.nbytes

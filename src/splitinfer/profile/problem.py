@@ -70,42 +70,42 @@ def _links(profile: Profile, cluster: Cluster | None, names: tuple[str, ...]) ->
 
 
 def block_memory(profile: Profile, names: Sequence[str]) -> tuple[list[int], list[int]]:
-    """Each block's weights and peak activation bytes: as measured (the memory its session allocated,
-    with what creating it held for a moment, and its first run's allocations beyond its outputs; the
-    most any of ``names`` saw), else as estimated from the graph (parameter bytes, the analysis's
-    activation bytes) where no device measured the block. A stage is planned for its deploy's peak:
-    the deploy message holds its partition's bytes (about its parameters) while the session is built
-    from copies of them (the moment's measured growth), so both count with the weights; on this
-    project's machine a deploy peaks at about 4-5x the weights."""
+    """Each block's weights and peak activation bytes: as measured (what its session holds, with its
+    share of what creating a session holds for a moment, and its first run's allocations beyond its
+    outputs; the most any of ``names`` saw), else as estimated from the graph (parameter bytes, the
+    analysis's activation bytes) where no device measured the block. A stage is planned for its deploy's
+    peak: a worker maps a stage's weights from its cache (device/_partition_layout.py) and holds their
+    pages and what ONNX Runtime makes of them (pre-packed, re-laid-out copies), and for a moment the
+    copies its optimisations make; never the partition's bytes besides. Profiling times a block of a
+    stage's size the same way, from the worker's cache (wire/partitions.BY_HASH_MIN_BYTES)."""
     total = sum(info.param_bytes for info in profile.blocks)
     weights, activations = [], []
     for b, info in enumerate(profile.blocks):
         share = info.param_bytes / total if total > 0 else None
         seen = [m for n in names if (m := _measured(profile.devices[n], b, share)) is not None]
-        weights.append(max(m.weight_bytes for m in seen) + info.param_bytes if seen else info.param_bytes)
+        weights.append(max(m.weight_bytes for m in seen) if seen else info.param_bytes)
         activations.append(max(m.activation_bytes for m in seen) if seen else info.activation_bytes)
     return weights, activations
 
 
 def _measured(device: DeviceProfile, block: int, share: float | None) -> BlockMemory | None:
-    """What block ``block``'s session added on ``device``, with what any session costs (the trivial
-    run's session) moved from its weights to its peak: a stage is one session, and its peak is counted
-    once per stage, its weights once per block.
+    """What block ``block`` costs a stage on ``device``: what its session kept (allocations and mapped
+    pages), and its share of the moment of copies creating a session holds.
 
-    The moment of copies a session's creation holds is taken from the whole model's session where it was
-    measured, shared out by parameter bytes: a stage is one session of many blocks, whose copies come and
-    go one after another and reuse the same freed memory, so the sum of each block's own moment (measured
-    alone) overstates it (resnet18: 4.7x its weights summed, a deploy of all of it 3.7x). ``share``: the
-    block's part of the model's parameter bytes (None: the model has none)."""
+    The moment is taken from the whole model's session where it was measured, shared out by parameter
+    bytes (``share``: the block's part of the model's; None: the model has none): a stage is one session
+    of many blocks, whose copies come and go one after another and reuse the same freed memory, so the
+    sum of each block's own moment (measured alone) overstates it (resnet18: 4.7x its weights summed, a
+    deploy of all of it 3.7x). Measured on this project's machine (benchmarks/bench_memory.py), the stages
+    of the zoo's plans are predicted so within a median 13% of the worker's peak."""
     m = device.memory[block] if device.memory else None
     if m is None:
         return None
-    base = min(device.session_bytes or 0, m.weight_bytes)
-    transient = m.transient_bytes
+    moment = m.transient_bytes
     whole = device.whole_memory
     if whole is not None and share is not None:
-        transient = round(whole.transient_bytes * share)
-    return BlockMemory(m.weight_bytes - base + transient, m.activation_bytes + base)
+        moment = round(whole.transient_bytes * share)
+    return BlockMemory(m.weight_bytes + moment, m.activation_bytes)
 
 
 def exit_mix(exits: Sequence[ExitProfile], thresholds: Mapping[str, float | None] | None = None

@@ -148,7 +148,9 @@ class DeviceProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # which each block's time holds once and a stage pays once (profile/problem.py).
     run_overhead: Stats | None = None
     memory: tuple[BlockMemory | None, ...] = ()  # per block, measured (empty: not measured)
-    session_bytes: int | None = None  # what the trivial run's inference session added: one per stage
+    # What the trivial run's inference session allocated (informational: each block's measure holds its
+    # own session's, and summed over a stage's blocks it is about the stage's, so nothing is added per stage)
+    session_bytes: int | None = None
     # What the whole model's session added, as ``memory`` per block: a deploy's moment of copies at the
     # scale of a stage of many blocks (``profile/problem.py`` shares its transient out by weights).
     whole_memory: BlockMemory | None = None

@@ -97,7 +97,8 @@ def _open(part: bytes | memoryview | Path, feeds: Mapping[str, np.ndarray], prov
 
     release_freed_memory()  # so that what creating the session touches shows as resident growth
     peak_known = reset_peak_resident()
-    resident = psutil.Process().memory_info().rss
+    process = psutil.Process()
+    resident, file_pages = _resident(process)
     before = held_bytes()
     start = time.perf_counter()
     session = create_inference_session(part, providers, num_threads)
@@ -118,15 +119,24 @@ def _open(part: bytes | memoryview | Path, feeds: Mapping[str, np.ndarray], prov
         raise WorkerError(f"timing the partition failed: {first_line(e)}",
                           "check the inputs' values (e.g. indices in range) and the model") from None
     ran = held_bytes()
+    # Weights mapped from a file (a partition from the worker's cache, as a deploy loads a stage) are
+    # resident file pages, not allocations: those its session kept count with its weights.
+    mapped = max(0, _resident(process)[1] - file_pages)
     names = [o.name for o in session.get_outputs()]
     # The first run grows the session's arena to its peak, which later runs reuse; what it returns is
     # counted as the stage's outgoing tensors, not as its working memory.
     working = ran - created - sum(o.nbytes for o in outputs)
     # The peak resident growth beyond what the session keeps: a deploy holds that much for a moment.
     peak = peak_resident_bytes() if peak_known else None
-    transient = None if peak is None else max(0, peak - resident - (ran - before))
-    return _Open(session, own, create_s, dict(zip(names, outputs, strict=True)), max(0, created - before),
-                 max(0, working), transient)
+    transient = None if peak is None else max(0, peak - resident - (ran - before) - mapped)
+    return _Open(session, own, create_s, dict(zip(names, outputs, strict=True)),
+                 max(0, created - before) + mapped, max(0, working), transient)
+
+
+def _resident(process: psutil.Process) -> tuple[int, int]:
+    """The process's resident bytes, and of those the file-backed ones (mapped files, libraries)."""
+    m = process.memory_info()
+    return m.rss, getattr(m, "shared", 0)
 
 
 SPIN_S = 0.0005  # the end of an emulated wait is spun, not slept (see hold_busy)

@@ -9,6 +9,7 @@ ever parsed by ONNX Runtime; nothing in them is executed as Python.
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from splitinfer.profile.timing import hold_busy
 from splitinfer.types import TensorSpec, check_feeds
 
 _ORT_TYPES = {"float": "float32", "double": "float64"}
+log = logging.getLogger("splitinfer.worker")
 
 
 def numpy_name(ort_type: str) -> str:
@@ -95,3 +97,19 @@ class StageRunner:
         wait_s = hold_busy(start, compute_s, self.slowdown)
         self.last_busy_s = compute_s + wait_s
         return outs, compute_s, wait_s
+
+
+def start_runtime(providers: Sequence[str], num_threads: int) -> None:
+    """Start ONNX Runtime in this process before any deploy: its first session creates the runtime's
+    environment (about 6 MB resident on this project's machine, kept for the process's life), so a
+    deploy then grows the worker by what its stage holds, which is what a plan predicts (profiled
+    blocks are timed in a worker whose runtime has started). A provider that cannot start here is
+    said by the deploy that asks for it, not at start."""
+    from splitinfer.graph.inference import create_inference_session
+    from splitinfer.profile.device import TRIVIAL_INPUT, trivial_partition
+
+    try:
+        session = create_inference_session(trivial_partition(), providers, num_threads)
+        session.run(None, {TRIVIAL_INPUT: np.zeros(1, np.float32)})
+    except Exception as e:  # the deploy that needs the provider reports it
+        log.debug("could not start ONNX Runtime ahead of the first deploy: %s", first_line(e))

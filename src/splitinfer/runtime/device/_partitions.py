@@ -12,7 +12,7 @@ the worker loads each from
 - its **model folder** (``--model-dir``): the ``*.onnx`` files there, indexed by their SHA-256 at start
   and again (only the files added or changed) when a hash is not found.
 
-A partition of at least 64 MiB is rewritten once installed into ONNX external data (``SHA.onnx``,
+A partition of at least 1 MiB is rewritten once installed into ONNX external data (``SHA.onnx``,
 ``SHA.data``, ``SHA.json``: device/_partition_layout.py), whose weights ONNX Runtime maps, not copies: a
 deploy then peaks near the partition plus its largest layer, not three times the partition.
 

@@ -46,6 +46,7 @@ from splitinfer.errors import (
     first_line,
 )
 from splitinfer.runtime.device._control import DeviceContext, handle_control
+from splitinfer.runtime.device._execution import start_runtime
 from splitinfer.runtime.device._exits import run_request
 from splitinfer.runtime.device._forward import forward
 from splitinfer.runtime.device._partitions import open_store
@@ -73,6 +74,7 @@ class Worker:
         # First: a cache folder that cannot be used stops the worker before it opens a socket.
         self.partitions = open_store(config.name, config.cache_dir, config.cache_max_bytes, config.model_dir,
                                      config.max_frame_bytes)
+        start_runtime(config.providers, config.num_threads)
         self.context = zmq.Context()
         self.gate: Gate | None = None
         try:

@@ -15,8 +15,10 @@ from splitinfer.runtime.wire.messages import MAX_CHUNK_BYTES, Message
 from splitinfer.units import check_number
 
 # A partition this large is timed (profiling) from the worker's cache, put there by hash, not sent inline:
-# the worker opens it memory-mapped (device/_partition_layout.py) and a second profile sends nothing.
-BY_HASH_MIN_BYTES = 64 << 20
+# the worker opens it memory-mapped, as it deploys a stage this large (device/_partition_layout.py's
+# MAPPED_MIN_BYTES, the same size), so its memory is measured as a stage will hold it; and a second profile
+# sends nothing.
+BY_HASH_MIN_BYTES = 1 << 20
 MAX_ATTEMPTS = 3  # a transfer that breaks (no answer in time, a chunk damaged on the way) is resumed twice
 _MAX_CACHE_BYTES = 1 << 60
 
