@@ -14,17 +14,17 @@ steps (after 16 and 128 tokens), then three placements, each deployed and measur
 - **equal split**: the same number of blocks on each device (distributed-llama).
 
 All three are deployed at once and measured in turns (``--rounds``, default 3: each a generation by each
-placement), so that this shared machine's slow spells fall on all of them alike. For each: tokens/s of one
-sequence (32 greedy tokens after a 16-token prompt; median of the steps of every round), the
-measured time to first token (median of 2 prompts a round) and per output token against the plan's predictions
+placement), so that this shared machine's slow spells fall on all of them alike. For each: tokens/s of
+one sequence (32 greedy tokens after a 16-token prompt; median of the steps of every round), the measured
+time to first token (median of 2 prompts a round) and per output token against the plan's predictions
 (made before it ran: ``tpot`` for the placement, and ``ttft``, the same placement at the prefill size),
-and the tokens each produced (all three must equal the whole model's). Then the per-token transport:
-a decode step's hidden state ([1, 1, 768] float32) through three ZeroMQ hops, splitinfer's pipeline of
+and the tokens each produced (all three must equal the whole model's). Then the per-token transport: a
+decode step's hidden state ([1, 1, 768] float32) through three ZeroMQ hops, splitinfer's pipeline of
 Identity stages against a raw pyzmq PUSH/PULL chain.
 
 Goals: splitinfer's tokens/s at least 1.3x the better of the two others; predicted time to first token
 and per output token within 10% of measured. Usage: ``python benchmarks/bench_generation.py [--depth D]
-[--tokens N]``; exit 1 when a goal is missed.
+[--tokens N] [--rounds R]``; exit 1 when a goal is missed.
 """
 
 from __future__ import annotations
@@ -111,8 +111,10 @@ def main() -> int:
                                runs_of([2] * len(decode.blocks)))[2])
     memory = {n: int(share * 0.55 * whole) for n, _, share in DEVICES}
     cluster = parse_cluster(_cluster(memory))
-    tpot, ttft = (generation_problem(profile, cluster, objective, context=context).problem
-                  for objective in ("tpot", "ttft"))
+    tpot = generation_problem(profile, cluster, "tpot", context=context).problem
+    # a placement's time to first token, predicted for the placement the decode steps chose (the devices'
+    # memory was checked there; a prompt's activations are the prefill's own, not a plan's constraint)
+    ttft = generation_problem(profile, parse_cluster(_cluster()), "ttft", context=context).problem
     weights = [b.param_bytes for b in decode.blocks]
     placements = {
         "splitinfer": Constraints(),
