@@ -264,3 +264,12 @@ def test_a_partition_timed_from_its_mapped_file_counts_the_pages_it_keeps_with_i
                                 budget_s=0.05, min_runs=1, max_runs=2)
     assert timing.weight_bytes >= 0.9 * table.nbytes
     assert timing.transient_bytes is None or timing.transient_bytes < 0.5 * table.nbytes
+
+
+def test_profiling_times_from_the_cache_exactly_the_partitions_a_deploy_maps():
+    """A block is timed as a stage of its size is deployed: by hash, from the worker's cache, mapped from
+    the same size on (so the memory measured is the memory a deploy takes)."""
+    from splitinfer.runtime.device._partition_layout import MAPPED_MIN_BYTES
+    from splitinfer.runtime.wire.partitions import BY_HASH_MIN_BYTES
+
+    assert BY_HASH_MIN_BYTES == MAPPED_MIN_BYTES
