@@ -10,7 +10,7 @@ from helpers.text import EOS, SMALL_VOCAB, save_tokenizer
 
 from splitinfer import zoo
 from splitinfer.errors import InputError
-from splitinfer.generation.tokenizer import REPLACEMENT, check_vocab, load_tokenizer, logits_width
+from splitinfer.generation.tokenizer import REPLACEMENT, StopText, check_vocab, load_tokenizer, logits_width
 from splitinfer.types import TensorSpec
 
 TEXT = "karé 🦊 the quick brown fox 日本 sü 🙂!"
@@ -106,3 +106,25 @@ def test_the_vocabulary_must_fit_the_models_logits(tmp_path, tok):
         check_vocab(big, width)
     assert logits_width([TensorSpec("logits", "float32", (1, -1, -1))]) is None
     assert logits_width([TensorSpec("y", "float32", (1, 10))]) is None and logits_width(None) is None
+
+
+@pytest.mark.parametrize("deltas, stops, sent, stopped", [
+    (["Hello", " wor", "ld\n", "\nmore"], ["\n\n"], ["Hello", " wor", "ld", ""], True),  # "\n" held, then cut
+    (["ab", "c"], ["x"], ["ab", "c"], False),  # nothing like a stop: all goes at once
+    (["a<", "/s", "> tail"], ["</s>"], ["a", "", ""], True),  # a stop split over three deltas
+    (["a<", "b"], ["</s>"], ["a", "<b"], False),  # what began a stop string, then did not: sent late
+    (["one END two STOP"], ["STOP", "END"], ["one "], True),  # the first to come, of several
+    (["x"], [], ["x"], False),
+])
+def test_stop_strings_cut_the_text_and_hold_back_what_may_begin_one(deltas, stops, sent, stopped):
+    cut = StopText(stops)
+    assert [cut.push(d) for d in deltas] == sent and cut.stopped is stopped
+    if stopped:
+        assert cut.push("after") == ""  # nothing after a stop string
+
+
+def test_text_held_back_at_the_end_comes_with_flush_unless_a_stop_came():
+    cut = StopText(["###"])
+    assert cut.push("done #") == "done " and cut.flush() == "#"
+    stopped = StopText(["##"])
+    assert stopped.push("a##b") == "a" and stopped.flush() == ""

@@ -182,3 +182,41 @@ def test_serve_refuses_a_bad_tokenizer_file_in_one_line_before_deploying(capsys,
     code, _, err = run_cli(capsys, "serve", tmp_path / "plan.json", "--tokenizer", tmp_path / "none.json",
                            "--port", 1)
     assert code == 2 and "--tokenizer: cannot read the tokenizer" in one_error_line(err)
+
+
+def test_a_stop_string_ends_the_text_before_it_whole_or_streamed(served_text):
+    client, proto, tok = served_text
+    ids = tok.encode(TEXT)
+    want = [t for t, _ in reference_generate(whole_model_step(proto), ids, Sampling(max_new_tokens=24))]
+    whole = tok.decode(want)
+    stop = whole[len(whole) // 2:len(whole) // 2 + 3]  # three characters from the middle of the answer
+    before = whole[:whole.index(stop)]
+    body = {"prompt": TEXT, "max_tokens": 24, "stop": [stop, 999_999]}
+    choice = client.post("/v1/completions", json=body).json()["choices"][0]
+    assert choice["text"] == before and choice["finish_reason"] == "stop"
+    # the tokens end with the one whose text completed the stop string
+    assert choice["tokens"] == want[:len(choice["tokens"])] and stop in tok.decode(choice["tokens"])
+    assert stop not in tok.decode(choice["tokens"][:-1])
+    events = _events(client, body)
+    assert "".join(c["text"] for c in events) == before
+    assert [c["token"] for c in events if "token" in c] == choice["tokens"]
+    # a single string is a list of one
+    assert client.post("/v1/completions", json={**body, "stop": stop}).json()["choices"][0]["text"] == before
+
+
+@pytest.mark.parametrize("stop, says", [
+    (["\n"] * 17, "stop has 17 entries"),
+    ([""], "a stop string is empty or too long"),
+    (["x" * 257], "a stop string is empty or too long"),
+    ([[1]], "not a completions request"),
+])
+def test_bad_stops_are_400_with_one_line(served_text, stop, says):
+    client, *_ = served_text
+    reply = client.post("/v1/completions", json={"prompt": TEXT, "stop": stop})
+    assert reply.status_code == 400 and says in reply.json()["error"]
+
+
+def test_stop_strings_without_a_tokenizer_are_a_400_naming_the_flag(served):
+    client, _ = served
+    reply = client.post("/v1/completions", json={"prompt": [1, 2], "stop": ["\n"]})
+    assert reply.status_code == 400 and "--tokenizer" in reply.json()["error"]

@@ -134,3 +134,38 @@ def check_vocab(tokenizer: Tokenizer, width: int | None) -> None:
         raise InputError(f"the tokenizer {tokenizer.path} has {tokenizer.vocab_size} token ids, the model's "
                          f"logits cover {width}",
                          "give the tokenizer.json of this model (the one it was trained with)")
+
+
+class StopText:
+    """Text deltas cut at the first stop string: :meth:`push` each delta, then :meth:`flush` once.
+
+    What it returns never holds a stop string nor anything after one; text that could be the start of one
+    is held back until the next delta shows it is not (so a stream never sends text it must take back).
+    After a stop string, :attr:`stopped` is true and everything else is dropped. The returned pieces joined
+    equal the whole text up to the first stop string (all of it when none comes).
+    """
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self._stops = [s for s in stops if s]
+        self._held = ""
+        self.stopped = False
+
+    def push(self, delta: str) -> str:
+        """What may be sent now of the held text and ``delta``."""
+        if self.stopped:
+            return ""
+        text = self._held + delta
+        cut = min((i for s in self._stops if (i := text.find(s)) >= 0), default=-1)
+        if cut >= 0:
+            self.stopped, self._held = True, ""
+            return text[:cut]
+        # the longest end of the text that begins a stop string waits for the next delta
+        keep = max((k for s in self._stops for k in range(min(len(s) - 1, len(text)), 0, -1)
+                    if text.endswith(s[:k])), default=0)
+        self._held = text[len(text) - keep:]
+        return text[:len(text) - keep]
+
+    def flush(self) -> str:
+        """The text held back at the end (it began a stop string that never came)."""
+        rest, self._held = ("" if self.stopped else self._held), ""
+        return rest

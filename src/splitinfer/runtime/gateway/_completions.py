@@ -1,17 +1,19 @@
 """``POST /v1/completions``: a decoder's tokens over HTTP, whole or streamed as server-sent events.
 
 The shape of the usual completions API: the body is JSON, ``{"prompt": [ids] or "text", "max_tokens": 16,
-"temperature": 0, "top_k": 0, "top_p": 1, "seed": 0, "stop": [ids], "stream": false}``. Answered whole:
-``{"id", "object": "text_completion", "choices": [{"index": 0, "tokens": [ids], "text", "finish_reason":
-"length" | "stop"}], "usage": {"prompt_tokens", "completion_tokens"}}``. Streamed (``"stream": true``):
-one ``data: {"id", "choices": [{"index": 0, "token": id, "text"}]}`` event per token as it comes, then
-``data: [DONE]``; an error after the first event is sent as ``data: {"error": ...}``.
+"temperature": 0, "top_k": 0, "top_p": 1, "seed": 0, "stop": [ids or strings], "stream": false}``.
+Answered whole: ``{"id", "object": "text_completion", "choices": [{"index": 0, "tokens": [ids], "text",
+"finish_reason": "length" | "stop"}], "usage": {"prompt_tokens", "completion_tokens"}}``. Streamed
+(``"stream": true``): one ``data: {"id", "choices": [{"index": 0, "token": id, "text"}]}`` event per token
+as it comes, then ``data: [DONE]``; an error after the first event is sent as ``data: {"error": ...}``.
 
 Text needs the gateway's tokenizer (``make_app(tokenizer=)``, ``serve --tokenizer``): a string prompt is
 encoded with it, and the answer's ``text`` is the generated ids decoded (streamed: each event's text is
 what its token adds, '' while a character's bytes are still incomplete; text held back past the last
 token comes in one more event, ``{"index": 0, "text"}`` without a token). Without one, answers are ids
-alone and a string prompt is a 400. Generation runs in a thread
+alone and a string prompt is a 400. A stop id ends the generation after its token; a stop string (with a
+tokenizer) ends it at the token whose text completes it, and the text ends before it (a stream holds back
+text that may begin one until the next token shows it does not). Generation runs in a thread
 (:func:`splitinfer.runtime.generate.generate`); the body is decoded into a typed struct, so nothing
 nested is ever walked.
 """
@@ -19,6 +21,7 @@ nested is ever walked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import threading
@@ -29,7 +32,7 @@ import msgspec
 
 from splitinfer.errors import InputError
 from splitinfer.generation.sampling import Sampling
-from splitinfer.generation.tokenizer import Tokenizer
+from splitinfer.generation.tokenizer import StopText, Tokenizer
 from splitinfer.runtime.coordinator.session import Session
 from splitinfer.runtime.generate import generate
 
@@ -38,6 +41,7 @@ MAX_PROMPT_TOKENS = 1 << 16
 # Bounds the text given to the encoder before it spends time on it: 16 characters per token is far
 # above what a real text averages (about 4 in English), so no prompt that fits in tokens is refused here.
 MAX_PROMPT_CHARS = 16 * MAX_PROMPT_TOKENS
+MAX_STOPS, MAX_STOP_CHARS = 16, 256  # stop ids and strings a request may give; a stop string's length
 
 
 class CompletionRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -50,14 +54,15 @@ class CompletionRequest(msgspec.Struct, forbid_unknown_fields=True):
     top_k: int = 0
     top_p: float = 1.0
     seed: int = 0
-    stop: list[int] = []
+    stop: str | list[int | str] = []
     stream: bool = False
 
 
 def parse_completion(body: bytes | bytearray, tokenizer: Tokenizer | None = None
                      ) -> tuple[CompletionRequest, Sampling]:
-    """The request (a text prompt encoded with ``tokenizer``) and its sampling; InputError (a 400) naming
-    what is wrong. Encoding a long text takes CPU time: call it off the event loop."""
+    """The request (a text prompt encoded with ``tokenizer``; ``stop`` left holding its strings, its ids
+    moved to the sampling) and its sampling; InputError (a 400) naming what is wrong. Encoding a long text
+    takes CPU time: call it off the event loop."""
     try:
         request = msgspec.json.decode(body, type=CompletionRequest)  # a bytearray as it is: no copy
     except msgspec.DecodeError as e:
@@ -68,8 +73,18 @@ def parse_completion(body: bytes | bytearray, tokenizer: Tokenizer | None = None
     if not 0 < len(request.prompt) <= MAX_PROMPT_TOKENS:
         raise InputError(f"prompt has {len(request.prompt)} tokens",
                          f"give 1 to {MAX_PROMPT_TOKENS} token ids")
+    stops = [request.stop] if isinstance(request.stop, str) else request.stop
+    if len(stops) > MAX_STOPS:
+        raise InputError(f"stop has {len(stops)} entries", f"give at most {MAX_STOPS} stop ids and strings")
+    request.stop = [s for s in stops if isinstance(s, str)]
+    if request.stop and tokenizer is None:
+        raise InputError("stop has strings and this gateway has no tokenizer",
+                         "send stop as token ids, or start serve with --tokenizer tokenizer.json")
+    if any(not 0 < len(s) <= MAX_STOP_CHARS for s in request.stop):
+        raise InputError("a stop string is empty or too long", f"give 1 to {MAX_STOP_CHARS} characters each")
     sampling = Sampling(temperature=request.temperature, top_k=request.top_k, top_p=request.top_p,
-                        seed=request.seed, stop_ids=tuple(request.stop), max_new_tokens=request.max_tokens)
+                        seed=request.seed, stop_ids=tuple(s for s in stops if isinstance(s, int)),
+                        max_new_tokens=request.max_tokens)
     return request, sampling
 
 
@@ -85,10 +100,19 @@ def _encode(text: str, tokenizer: Tokenizer | None) -> list[int]:
 def complete(session: Session, request: CompletionRequest, sampling: Sampling,
              tokenizer: Tokenizer | None = None) -> dict[str, Any]:
     """The whole answer (blocking: run it in a thread); with a tokenizer, the choice has its text."""
-    tokens = [t.id for t in generate(session, request.prompt, sampling)]
-    choice: dict[str, Any] = {"index": 0, "tokens": tokens, "finish_reason": _finish(tokens, sampling)}
+    texts = _Texts(tokenizer, request.stop)
+    tokens, pieces = [], []
+    with contextlib.closing(generate(session, request.prompt, sampling)) as generated:
+        for token in generated:
+            tokens.append(token.id)
+            pieces.append(texts.push(token.id))
+            if texts.stopped:
+                break
+    pieces.append(texts.flush())
+    choice: dict[str, Any] = {"index": 0, "tokens": tokens,
+                              "finish_reason": "stop" if texts.stopped else _finish(tokens, sampling)}
     if tokenizer is not None:
-        choice["text"] = tokenizer.decode(tokens)
+        choice["text"] = "".join(pieces)
     return {"id": f"cmpl-{secrets.token_hex(8)}", "object": "text_completion", "choices": [choice],
             "usage": {"prompt_tokens": len(request.prompt), "completion_tokens": len(tokens)}}
 
@@ -106,16 +130,16 @@ async def stream(session: Session, request: CompletionRequest, sampling: Samplin
     def run() -> None:
         tokens = generate(session, request.prompt, sampling, sequence=name)
         # Decoded in this thread, not on the event loop: the choice is ready when it is queued.
-        detokenizer = tokenizer.detokenizer() if tokenizer is not None else None
+        texts = _Texts(tokenizer, request.stop)
         try:
             for token in tokens:
                 choice: dict[str, Any] = {"index": 0, "token": token.id}
-                if detokenizer is not None:
-                    choice["text"] = detokenizer.push(token.id)
+                if tokenizer is not None:
+                    choice["text"] = texts.push(token.id)
                 loop.call_soon_threadsafe(queue.put_nowait, choice)
-                if stop.is_set():  # the client left: the sequence's caches are freed on close
-                    break
-            if detokenizer is not None and not stop.is_set() and (rest := detokenizer.flush()):
+                if stop.is_set() or texts.stopped:  # the client left, or a stop string came
+                    break  # the sequence's caches are freed on close
+            if tokenizer is not None and not stop.is_set() and (rest := texts.flush()):
                 loop.call_soon_threadsafe(queue.put_nowait, {"index": 0, "text": rest})
         except Exception as e:  # handed to the event loop, sent as the stream's last event
             loop.call_soon_threadsafe(queue.put_nowait, e)
@@ -134,6 +158,26 @@ async def stream(session: Session, request: CompletionRequest, sampling: Samplin
         yield "data: [DONE]\n\n"
     finally:
         stop.set()
+
+
+class _Texts:
+    """Each token's text (with a tokenizer; else ''), cut at the first of the stop strings."""
+
+    def __init__(self, tokenizer: Tokenizer | None, stops: list[str]) -> None:
+        self._detokenizer = tokenizer.detokenizer() if tokenizer is not None else None
+        self._stops = StopText(stops)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stops.stopped
+
+    def push(self, token_id: int) -> str:
+        return "" if self._detokenizer is None else self._stops.push(self._detokenizer.push(token_id))
+
+    def flush(self) -> str:
+        if self._detokenizer is None:
+            return ""
+        return self._stops.push(self._detokenizer.flush()) + self._stops.flush()
 
 
 def _finish(tokens: list[int], sampling: Sampling) -> str:
