@@ -85,6 +85,14 @@ def test_generate_from_text_prints_the_text_and_gives_ids_in_json(capsys, planne
     code, _, err = run_cli(capsys, "generate", planned / "plan.json", "--prompt", TEXT,
                            "--tokenizer", planned / "big" / "tokenizer.json")
     assert code == 2 and "has 1001 token ids, the model's logits cover 1000" in one_error_line(err)
+    # --stop: the text ends before the first stop string; the tokens end with the one that completed it
+    whole = tok.decode(want)
+    stop = whole[len(whole) // 2:len(whole) // 2 + 2]
+    code, out, err = run_cli(capsys, "generate", planned / "plan.json", *text_args, "--stop", stop, "--json")
+    assert code == 0, err
+    figures = json.loads(out)
+    assert figures["text"] == whole[:whole.index(stop)] and figures["tokens"] == want[:len(figures["tokens"])]
+    assert stop in tok.decode(figures["tokens"]) and stop not in tok.decode(figures["tokens"][:-1])
 
 
 @pytest.mark.parametrize(("args", "says"), [
@@ -99,6 +107,8 @@ def test_generate_from_text_prints_the_text_and_gives_ids_in_json(capsys, planne
     (["--prompt-ids", "5,-1"], "holds a negative id"),
     (["--prompt-ids", "5", "--top-p", "0"], "Sampling.top_p"),
     (["--prompt-ids", "5", "--stop-ids", "q"], "--stop-ids"),
+    (["--prompt-ids", "5", "--stop", "Q:"], "--stop is text and no --tokenizer"),
+    (["--prompt", "hi", "--tokenizer", "{folder}/tokenizer.json", "--stop", ""], "--stop is empty"),
 ])
 def test_bad_generation_options_are_one_line_and_exit_2(capsys, planned, args, says):
     args = [a.format(folder=planned) for a in args]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import statistics
@@ -24,6 +25,7 @@ from splitinfer.cli.runtime_cmds import (
     resolve_deployment,
 )
 from splitinfer.errors import InputError
+from splitinfer.generation.tokenizer import StopText
 
 if TYPE_CHECKING:
     from splitinfer.generation.tokenizer import Tokenizer
@@ -101,6 +103,9 @@ def generate_command(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sampling's draws.")] = 0,
     stop_ids: Annotated[str | None, typer.Option(
         "--stop-ids", help="Token ids that end generation, e.g. 50256.", show_default=False)] = None,
+    stops: Annotated[list[str] | None, typer.Option(
+        "--stop", metavar="TEXT", help="Text that ends generation, with --tokenizer (repeat for several): "
+                                       "the text ends before it.", show_default=False)] = None,
     cluster: ClusterOpt = None,
     model: ModelOpt = None,
     profile: ProfileOpt = None,
@@ -131,36 +136,47 @@ def generate_command(
       splitinfer generate plan.json --prompt-ids 464,2068 --temperature 0.8 --top-p 0.9 --seed 1
 
       splitinfer generate plan.json --prompt "The quick brown fox" --tokenizer tokenizer.json -n 32
+
+      splitinfer generate plan.json --prompt "Q: why?" --tokenizer tokenizer.json --stop "Q:"
     """
     from splitinfer.generation.sampling import Sampling
     from splitinfer.runtime.generate import generate
 
     check_request_options(timeout, rank)
     ids, tokenizer = _prompt(prompt, prompt_ids, tokenizer_path)
+    _check_stops(stops or [], tokenizer)
     sampling = Sampling(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                         stop_ids=tuple(_ids(stop_ids, "--stop-ids")), max_new_tokens=max_new_tokens)
     dep = resolve_deployment(plan, cluster, model, profile, rank)
     if tokenizer is not None:  # before a worker starts: a tokenizer of another model is one line
         tokenizer.check_fits(dep.model.outputs)
     detokenizer = tokenizer.detokenizer() if tokenizer is not None else None
-    tokens = []
-    with open_session(dep, timeout) as session:
-        for token in generate(session, ids, sampling, deadline_s=timeout):
+    cut = StopText(stops or [])
+    tokens, texts = [], []
+    with open_session(dep, timeout) as session, \
+            contextlib.closing(generate(session, ids, sampling, deadline_s=timeout)) as generated:
+        for token in generated:
             tokens.append(token)
-            if as_json:
-                continue
             if detokenizer is None:
-                console.print(token.id, end=" ", highlight=False)
-            else:  # the text as it comes; a character split over tokens once it is whole
-                _print_text(detokenizer.push(token.id))
-    if detokenizer is not None and not as_json:
-        _print_text(detokenizer.flush())
+                if not as_json:
+                    console.print(token.id, end=" ", highlight=False)
+                continue
+            # the text as it comes: a character split over tokens once it is whole, none past a --stop
+            texts.append(cut.push(detokenizer.push(token.id)))
+            if not as_json:
+                _print_text(texts[-1])
+            if cut.stopped:
+                break
+    if detokenizer is not None and not cut.stopped:
+        texts.append(cut.push(detokenizer.flush()) + cut.flush())
+        if not as_json:
+            _print_text(texts[-1])
     steps = [b.at_s - a.at_s for a, b in itertools.pairwise(tokens)]
     figures = {"tokens": [t.id for t in tokens], "time_to_first_token_s": tokens[0].at_s,
                "time_per_output_token_s": statistics.median(steps) if steps else None,
                "tokens_per_s": (len(tokens) - 1) / (tokens[-1].at_s - tokens[0].at_s) if steps else None}
     if tokenizer is not None:
-        figures = {"prompt_ids": ids, "text": tokenizer.decode(figures["tokens"]), **figures}
+        figures = {"prompt_ids": ids, "text": "".join(texts), **figures}
     if as_json:
         console.print_json(json.dumps(figures))
         return
@@ -169,6 +185,15 @@ def generate_command(
                                       f"token (median), {figures['tokens_per_s']:.1f} tokens/s")
     console.print(f"{len(tokens)} tokens: first after {tokens[0].at_s * 1000:.1f} ms{per_token}",
                   highlight=False)
+
+
+def _check_stops(stops: list[str], tokenizer: Tokenizer | None) -> None:
+    """--stop needs --tokenizer (the tokens' text is what it is looked for in) and some text."""
+    if stops and tokenizer is None:
+        raise InputError("--stop is text and no --tokenizer gives the tokens' text",
+                         "give --tokenizer tokenizer.json (the model's), or the ids as --stop-ids 50256")
+    if any(not s for s in stops):
+        raise InputError("--stop is empty", "give the text that ends generation, e.g. --stop 'Q:'")
 
 
 def _print_text(text: str) -> None:
