@@ -122,7 +122,7 @@ def main() -> int:
         "equal split": Constraints(pins=_pins(_by_share([1] * len(weights), [1, 1, 1]))),
     }
     prompt = list(np.random.default_rng(0).integers(0, 50257, PROMPT_LEN))
-    sampling = Sampling(max_new_tokens=args.tokens)
+    sampling, first = Sampling(max_new_tokens=args.tokens), Sampling(max_new_tokens=1)
     want = [t for t, _ in reference_generate(whole_model_step(proto_path), prompt, sampling)]
     plans = {}
     for name, cons in placements.items():
@@ -155,8 +155,7 @@ def main() -> int:
                         timings[name].append(sessions[name].last_timing)
                 steps[name] += [b.at_s - a.at_s for a, b in itertools.pairwise(tokens)]
                 same[name] &= [t.id for t in tokens] == want
-                one = Sampling(max_new_tokens=1)
-                firsts[name] += [next(iter(generate(sessions[name], prompt, one))).at_s for _ in range(2)]
+                firsts[name] += [next(iter(generate(sessions[name], prompt, first))).at_s for _ in range(2)]
     rows, ok = {}, all(same.values())
     for name, (plan, ttft_pred) in plans.items():
         tpot, ttft = statistics.median(steps[name]), statistics.median(firsts[name])

@@ -25,7 +25,6 @@ from splitinfer.cli.runtime_cmds import (
     resolve_deployment,
 )
 from splitinfer.errors import InputError
-from splitinfer.generation.tokenizer import StopText
 
 if TYPE_CHECKING:
     from splitinfer.generation.tokenizer import Tokenizer
@@ -150,8 +149,7 @@ def generate_command(
     dep = resolve_deployment(plan, cluster, model, profile, rank)
     if tokenizer is not None:  # before a worker starts: a tokenizer of another model is one line
         tokenizer.check_fits(dep.model.outputs)
-    detokenizer = tokenizer.detokenizer() if tokenizer is not None else None
-    cut = StopText(stops or [])
+    detokenizer = tokenizer.detokenizer(stops or ()) if tokenizer is not None else None
     tokens, texts = [], []
     with open_session(dep, timeout) as session, \
             contextlib.closing(generate(session, ids, sampling, deadline_s=timeout)) as generated:
@@ -162,13 +160,13 @@ def generate_command(
                     console.print(token.id, end=" ", highlight=False)
                 continue
             # the text as it comes: a character split over tokens once it is whole, none past a --stop
-            texts.append(cut.push(detokenizer.push(token.id)))
+            texts.append(detokenizer.push(token.id))
             if not as_json:
                 _print_text(texts[-1])
-            if cut.stopped:
+            if detokenizer.stopped:
                 break
-    if detokenizer is not None and not cut.stopped:
-        texts.append(cut.push(detokenizer.flush()) + cut.flush())
+    if detokenizer is not None:
+        texts.append(detokenizer.flush())
         if not as_json:
             _print_text(texts[-1])
     steps = [b.at_s - a.at_s for a, b in itertools.pairwise(tokens)]

@@ -58,9 +58,9 @@ class Tokenizer:
         """InputError when its ids pass the logits among a model's ``outputs`` (:func:`check_vocab`)."""
         check_vocab(self, logits_width(outputs))
 
-    def detokenizer(self) -> Detokenizer:
-        """A new :class:`Detokenizer` (one per sequence)."""
-        return Detokenizer(self)
+    def detokenizer(self, stops: Sequence[str] = ()) -> Detokenizer:
+        """A new :class:`Detokenizer` (one per sequence), its text cut at the first of ``stops``."""
+        return Detokenizer(self, stops)
 
     def __repr__(self) -> str:
         return f"Tokenizer({self.path!r}, vocab_size={self.vocab_size})"
@@ -69,26 +69,33 @@ class Tokenizer:
 class Detokenizer:
     """The text of a growing list of ids, as deltas: :meth:`push` each id, then :meth:`flush` once.
 
-    The deltas joined equal ``decode(all ids)``. A delta is held back while the text ends in U+FFFD (the
-    last tokens hold part of a character's bytes) and comes whole once the character is complete. Each
-    push decodes only the ids since the last delta but one (a window; not every id so far): a decoder
-    that treats the first token of a text differently (dropping a leading space) sees it in context.
+    The deltas joined equal ``decode(all ids)``, up to the first of ``stops`` (:class:`StopText`: then
+    :attr:`stopped`, and no text after). A delta is held back while the text ends in U+FFFD (the last tokens
+    hold part of a character's bytes) and comes whole once the character is complete. Each push decodes
+    only the ids since the last delta but one (a window; not every id so far): a decoder that treats the
+    first token of a text differently (dropping a leading space) sees it in context.
     """
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    def __init__(self, tokenizer: Tokenizer, stops: Sequence[str] = ()) -> None:
         self._tokenizer = tokenizer
         self._ids: list[int] = []
         self._prefix = 0  # where the decoded window starts
         self._read = 0  # ids up to here have had their text sent
+        self._cut = StopText(stops)
+
+    @property
+    def stopped(self) -> bool:
+        """A stop string came: the text ended before it."""
+        return self._cut.stopped
 
     def push(self, token_id: int) -> str:
         """The new text that ``token_id`` completes ('' while a character is still incomplete)."""
         self._ids.append(int(token_id))
-        return self._delta(final=False)
+        return self._cut.push(self._delta(final=False))
 
     def flush(self) -> str:
         """Text held back at the end (a character never completed comes as U+FFFD, as decode gives it)."""
-        return self._delta(final=True)
+        return self._cut.push(self._delta(final=True)) + self._cut.flush()
 
     def _delta(self, final: bool) -> str:
         if self._read == len(self._ids):

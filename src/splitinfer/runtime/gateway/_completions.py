@@ -32,7 +32,7 @@ import msgspec
 
 from splitinfer.errors import InputError
 from splitinfer.generation.sampling import Sampling
-from splitinfer.generation.tokenizer import StopText, Tokenizer
+from splitinfer.generation.tokenizer import Tokenizer
 from splitinfer.runtime.coordinator.session import Session
 from splitinfer.runtime.generate import generate
 
@@ -100,19 +100,19 @@ def _encode(text: str, tokenizer: Tokenizer | None) -> list[int]:
 def complete(session: Session, request: CompletionRequest, sampling: Sampling,
              tokenizer: Tokenizer | None = None) -> dict[str, Any]:
     """The whole answer (blocking: run it in a thread); with a tokenizer, the choice has its text."""
-    texts = _Texts(tokenizer, request.stop)
+    detokenizer = tokenizer.detokenizer(request.stop) if tokenizer is not None else None
     tokens, pieces = [], []
     with contextlib.closing(generate(session, request.prompt, sampling)) as generated:
         for token in generated:
             tokens.append(token.id)
-            pieces.append(texts.push(token.id))
-            if texts.stopped:
-                break
-    pieces.append(texts.flush())
-    choice: dict[str, Any] = {"index": 0, "tokens": tokens,
-                              "finish_reason": "stop" if texts.stopped else _finish(tokens, sampling)}
-    if tokenizer is not None:
-        choice["text"] = "".join(pieces)
+            if detokenizer is not None:
+                pieces.append(detokenizer.push(token.id))
+                if detokenizer.stopped:
+                    break
+    choice: dict[str, Any] = {"index": 0, "tokens": tokens, "finish_reason": _finish(tokens, sampling)}
+    if detokenizer is not None:
+        choice["text"] = "".join(pieces) + detokenizer.flush()
+        choice["finish_reason"] = "stop" if detokenizer.stopped else choice["finish_reason"]
     return {"id": f"cmpl-{secrets.token_hex(8)}", "object": "text_completion", "choices": [choice],
             "usage": {"prompt_tokens": len(request.prompt), "completion_tokens": len(tokens)}}
 
@@ -130,16 +130,16 @@ async def stream(session: Session, request: CompletionRequest, sampling: Samplin
     def run() -> None:
         tokens = generate(session, request.prompt, sampling, sequence=name)
         # Decoded in this thread, not on the event loop: the choice is ready when it is queued.
-        texts = _Texts(tokenizer, request.stop)
+        detokenizer = tokenizer.detokenizer(request.stop) if tokenizer is not None else None
         try:
             for token in tokens:
                 choice: dict[str, Any] = {"index": 0, "token": token.id}
-                if tokenizer is not None:
-                    choice["text"] = texts.push(token.id)
+                if detokenizer is not None:
+                    choice["text"] = detokenizer.push(token.id)
                 loop.call_soon_threadsafe(queue.put_nowait, choice)
-                if stop.is_set() or texts.stopped:  # the client left, or a stop string came
-                    break  # the sequence's caches are freed on close
-            if tokenizer is not None and not stop.is_set() and (rest := texts.flush()):
+                if stop.is_set() or (detokenizer is not None and detokenizer.stopped):
+                    break  # the client left, or a stop string came: the sequence's caches are freed on close
+            if detokenizer is not None and not stop.is_set() and (rest := detokenizer.flush()):
                 loop.call_soon_threadsafe(queue.put_nowait, {"index": 0, "text": rest})
         except Exception as e:  # handed to the event loop, sent as the stream's last event
             loop.call_soon_threadsafe(queue.put_nowait, e)
@@ -158,26 +158,6 @@ async def stream(session: Session, request: CompletionRequest, sampling: Samplin
         yield "data: [DONE]\n\n"
     finally:
         stop.set()
-
-
-class _Texts:
-    """Each token's text (with a tokenizer; else ''), cut at the first of the stop strings."""
-
-    def __init__(self, tokenizer: Tokenizer | None, stops: list[str]) -> None:
-        self._detokenizer = tokenizer.detokenizer() if tokenizer is not None else None
-        self._stops = StopText(stops)
-
-    @property
-    def stopped(self) -> bool:
-        return self._stops.stopped
-
-    def push(self, token_id: int) -> str:
-        return "" if self._detokenizer is None else self._stops.push(self._detokenizer.push(token_id))
-
-    def flush(self) -> str:
-        if self._detokenizer is None:
-            return ""
-        return self._stops.push(self._detokenizer.flush()) + self._stops.flush()
 
 
 def _finish(tokens: list[int], sampling: Sampling) -> str:
