@@ -2,8 +2,8 @@
 
 The zoo's full-size ``mlp`` (2.4 GB of weights in a .data file) goes through the command line as a user
 would run it, each step a process of its own; the pipeline's output must equal the whole model's. It needs
-about 12 GB of memory at its peak (three workers timing 0.8 GB blocks) and 8 GB of disk, and takes about
-three minutes: it runs where the machine has them, and says why it does not otherwise.
+about 12 GB of memory at its peak (three workers holding 0.8 GB stages) and 8 GB of disk, and takes about
+two minutes: it runs where the machine has them, and says why it does not otherwise.
 """
 
 from __future__ import annotations
@@ -74,11 +74,17 @@ def test_a_model_over_2_gb_is_split_verified_profiled_planned_and_run_on_three_w
     manifest = json.loads((tmp_path / "parts" / "manifest.json").read_text())
     assert len(manifest["partitions"]) == 3
     (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(CLUSTER))
-    _cli("profile", "mlp.onnx", "--cluster", "cluster.yaml", "--max-blocks", "3", "--budget-s", "0.5",
+    # Profiled through one worker: b and c are this machine as a is, and timing the same 2.4 GB of blocks
+    # on each in turn would add a minute to CI; the profile then holds a's costs for all three.
+    (tmp_path / "one.yaml").write_text(yaml.safe_dump({**CLUSTER, "source": "a", "sink": "a", "links": [],
+                                                       "devices": CLUSTER["devices"][:1]}))
+    _cli("profile", "mlp.onnx", "--cluster", "one.yaml", "--max-blocks", "3", "--budget-s", "0.5",
          "-o", "profile.json", cwd=tmp_path)
     profile = json.loads((tmp_path / "profile.json").read_text())
-    assert set(profile["devices"]) == {"a", "b", "c"}
-    assert all(b is not None for d in profile["devices"].values() for b in d["blocks"])
+    assert set(profile["devices"]) == {"a"}
+    assert all(b is not None for b in profile["devices"]["a"]["blocks"])
+    profile["devices"].update(b=profile["devices"]["a"], c=profile["devices"]["a"])
+    (tmp_path / "profile.json").write_text(json.dumps(profile))
     # One block per device: no device here is short of memory, so the split this test is about is pinned.
     _cli("plan", "profile.json", "--cluster", "cluster.yaml", "--pin", "0=a", "--pin", "1=b", "--pin", "2=c",
          "-o", "plan.json", cwd=tmp_path)
