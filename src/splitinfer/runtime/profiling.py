@@ -183,13 +183,14 @@ def _probe_links(cluster: Cluster, workers: ClusterWorkers, names: Sequence[str]
 
 
 def _measure_messaging(cluster: Cluster, workers: ClusterWorkers, names: Sequence[str],
-                       large_bytes: int) -> dict[str, HopCost]:
-    """Each device's hop cost (``runtime/messaging.py``); a device that cannot take the trivial stage is
-    warned about and planned with free hops within it."""
+                       large_bytes: int, stateful: bool) -> dict[str, HopCost]:
+    """Each device's hop cost (``runtime/messaging.py``; ``stateful``: a decoder's, as its steps run); a
+    device that cannot take the trivial stage is warned about and planned with free hops within it."""
     out = {}
     for name in names:
         try:
-            out[name] = measure_messaging(cluster, name, workers.addresses, workers.token, large_bytes)
+            out[name] = measure_messaging(cluster, name, workers.addresses, workers.token, large_bytes,
+                                          stateful=stateful)
         except SplitinferError as e:
             warnings.warn(ProfileWarning(f"{name}: hops within the device not measured ({e.problem}); "
                                          "planned as free"), stacklevel=3)
@@ -346,7 +347,8 @@ def _profile_prepared(prepared: PreparedModel, cluster: Cluster, run: _Run,
                            "check that the workers run and can load the model")
     try:
         links = _probe_links(cluster, run.workers, alive, run.probe_sizes_bytes, run.num_probe_repeats)
-        messaging = _measure_messaging(cluster, run.workers, alive, prepared.empty_profile().input_bytes)
+        messaging = _measure_messaging(cluster, run.workers, alive, prepared.empty_profile().input_bytes,
+                                       stateful=bool(prepared.model.state))
         profile = _assemble(prepared, cluster, jobs, links, final=True, messaging=messaging)
         if tradeoffs is not None:
             profile = _time_tradeoffs(jobs, alive, tradeoffs, run.tradeoffs_source, run.workers,
