@@ -10,6 +10,7 @@ from helpers.sized_models import batch_and_sequence, dynamic_batch
 from splitinfer.cli._model import parse_sizes
 from splitinfer.errors import CutError, ShapeError
 from splitinfer.graph import analyze, load_model, split
+from splitinfer.graph.sizes import describe_size
 from splitinfer.graph.verify import run_chain, verify
 
 ONE, EIGHT = {"image": (1, 3, 32, 32)}, {"image": (8, 3, 32, 32)}
@@ -86,3 +87,12 @@ def test_input_shape_given_once_per_size_makes_the_sizes():
     assert parse_sizes(None) == [{}]
     with pytest.raises(ShapeError, match=r"gives input 'b' 2 times, another input 3 times"):
         parse_sizes(["a=1", "a=2", "a=3", "b=1", "b=2"])
+
+
+def test_a_size_names_each_input_once_and_a_decoders_pasts_as_one_entry():
+    pasts = {f"past_key_values.{i}.{kind}": [1, 12, 16, 64] for i in range(6) for kind in ("key", "value")}
+    assert describe_size({"input_ids": [1, 1], **pasts}) == \
+        "input_ids=1x1, past_key_values.*.key=1x12x16x64 (x6), past_key_values.*.value=1x12x16x64 (x6)"
+    assert describe_size({"x": [8, 3, 32, 32], "mask": [8, 16]}) == "x=8x3x32x32, mask=8x16"
+    # names alike but dims not: each its own, nothing hidden
+    assert describe_size({"a1": [1, 2], "a2": [1, 3]}) == "a1=1x2, a2=1x3"

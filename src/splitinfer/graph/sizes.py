@@ -14,6 +14,7 @@ inputs (:mod:`splitinfer.graph.verify`), a symbolic one by generating inputs at 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 from splitinfer.errors import ShapeError
@@ -77,5 +78,12 @@ def at_size(inputs: Sequence[TensorSpec], shapes: Size) -> tuple[TensorSpec, ...
 
 
 def describe_size(shapes: Size) -> str:
-    """``x=8x3x32x32, mask=8x16``: a size as the tables and messages show it."""
-    return ", ".join(f"{name}={'x'.join(map(str, dims))}" for name, dims in shapes.items())
+    """``x=8x3x32x32, mask=8x16``: a size as the tables and messages show it. Inputs whose names differ
+    only in their numbers and whose dims are equal are one entry (a decoder's 24 pasts:
+    ``past_key_values.*.key=1x12x16x64 (x12)``), in the place of the first."""
+    groups: dict[tuple[str, tuple[int, ...]], list[str]] = {}
+    for name, dims in shapes.items():
+        groups.setdefault((re.sub(r"\d+", "*", name), tuple(dims)), []).append(name)
+    return ", ".join(f"{pattern if len(names) > 1 else names[0]}={'x'.join(map(str, dims))}"
+                     f"{f' (x{len(names)})' if len(names) > 1 else ''}"
+                     for (pattern, dims), names in groups.items())
