@@ -22,9 +22,13 @@ and the tokens each produced (all three must equal the whole model's). Then the 
 decode step's hidden state ([1, 1, 768] float32) through three ZeroMQ hops, splitinfer's pipeline of
 Identity stages against a raw pyzmq PUSH/PULL chain.
 
+Then every device is profiled again, and its decode step's sum of blocks set against the profile the
+plans were made from: how far this shared machine's speed moved between the prediction and the
+measurement (printed beside the errors, used by no prediction; ``--no-drift`` skips it).
+
 Goals: splitinfer's tokens/s at least 1.3x the better of the two others; predicted time to first token
 and per output token within 10% of measured. Usage: ``python benchmarks/bench_generation.py [--depth D]
-[--tokens N] [--rounds R]``; exit 1 when a goal is missed.
+[--tokens N] [--rounds R] [--no-drift]``; exit 1 when a goal is missed.
 """
 
 from __future__ import annotations
@@ -96,6 +100,8 @@ def main() -> int:
     parser.add_argument("--budget-s", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=3,
                         help="generations per placement, taken in turns (default 3)")
+    parser.add_argument("--no-drift", action="store_true",
+                        help="skip profiling again after the runs (how far each device's speed moved)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-generation-"))
     path = zoo.save("gpt2", folder / "gpt2.onnx", depth=args.depth, resolution=PROMPT_LEN)
@@ -171,6 +177,8 @@ def main() -> int:
         print(f"{name:<14}{1 / tpot:>9.1f}{plan.latency_s * 1e3:>9.1f}ms{tpot * 1e3:>8.1f}ms{e1:>7.1%}"
               f"{ttft_pred * 1e3:>9.1f}ms{ttft * 1e3:>8.1f}ms{e2:>7.1%}  {'yes' if same else 'NO'}")
     _breakdown(rows, steps, timings)
+    if not args.no_drift:
+        _drift(path, decode, args.budget_s, context)
     if "splitinfer" in rows:
         others = [1 / r[1] for n, r in rows.items() if n != "splitinfer"]
         gain = (1 / rows["splitinfer"][1]) / max(others) if others else float("nan")
@@ -195,6 +203,22 @@ def _breakdown(rows: dict, steps: dict[str, list[float]], timings: dict[str, lis
             sum(s.busy_s for s in t.stages) + sum(h.transfer_s for h in t.hops) for t in got)
         print(f"  {name:<13} {', '.join(parts)}; hops {hops * 1e3:.1f} / "
               f"{sum(h.transfer_s for h in plan.hops) * 1e3:.1f}; the rest {rest * 1e3:.1f} / 0.0")
+
+
+def _drift(path: Path, decode, budget_s: float, context: int) -> None:
+    """Each device profiled again after the runs, its decode step's sum of blocks against the profile the
+    plans were made from: how far this shared machine's speed moved between prediction and measurement
+    (a diagnosis printed beside the errors; no prediction uses it)."""
+    again = profile_cluster(path, parse_cluster(_cluster()), progress=False, max_blocks=24,
+                            settings=ProfileSettings(budget_s=budget_s))
+    later = generation_problem(again, None, "tpot", context=context).profile
+    moved = []
+    for name, *_ in DEVICES:
+        before = sum(b.median_s for b in decode.devices[name].blocks)
+        after = sum(b.median_s for b in later.devices[name].blocks)
+        moved.append(f"{name} {after / before:.2f}x")
+    print(f"\nprofiled again after the runs, each device's decode step (sum of blocks) against the profile "
+          f"the plans used: {', '.join(moved)}")
 
 
 def _transport(repeats: int = 300) -> None:
