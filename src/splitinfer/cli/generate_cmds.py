@@ -139,7 +139,7 @@ def generate_command(
       splitinfer generate plan.json --prompt "Q: why?" --tokenizer tokenizer.json --stop "Q:"
     """
     from splitinfer.generation.sampling import Sampling
-    from splitinfer.runtime.generate import generate
+    from splitinfer.runtime.generate import generate, with_text
 
     check_request_options(timeout, rank)
     ids, tokenizer = _prompt(prompt, prompt_ids, tokenizer_path)
@@ -153,22 +153,18 @@ def generate_command(
     tokens, texts = [], []
     with open_session(dep, timeout) as session, \
             contextlib.closing(generate(session, ids, sampling, deadline_s=timeout)) as generated:
-        for token in generated:
-            tokens.append(token)
-            if detokenizer is None:
-                if not as_json:
-                    console.print(token.id, end=" ", highlight=False)
+        # the text as it comes: a character split over tokens once it is whole, none past a --stop
+        for token, text in with_text(generated, detokenizer):
+            if token is not None:
+                tokens.append(token)
+            if text is not None:
+                texts.append(text)
+            if as_json:
                 continue
-            # the text as it comes: a character split over tokens once it is whole, none past a --stop
-            texts.append(detokenizer.push(token.id))
-            if not as_json:
-                _print_text(texts[-1])
-            if detokenizer.stopped:
-                break
-    if detokenizer is not None:
-        texts.append(detokenizer.flush())
-        if not as_json:
-            _print_text(texts[-1])
+            if text is not None:
+                _print_text(text)
+            elif token is not None:
+                console.print(token.id, end=" ", highlight=False)
     steps = [b.at_s - a.at_s for a, b in itertools.pairwise(tokens)]
     figures = {"tokens": [t.id for t in tokens], "time_to_first_token_s": tokens[0].at_s,
                "time_per_output_token_s": statistics.median(steps) if steps else None,

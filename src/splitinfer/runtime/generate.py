@@ -17,7 +17,7 @@ import logging
 import queue
 import secrets
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +28,7 @@ from splitinfer.errors import ErrorCode, ModelError, WorkerError, code_of
 from splitinfer.generation.sampling import Sampling
 from splitinfer.generation.sampling import generate as sample_tokens
 from splitinfer.generation.steps import INPUT_IDS, STEP_INPUTS, step_feeds
+from splitinfer.generation.tokenizer import Detokenizer
 from splitinfer.runtime.coordinator.session import Session
 from splitinfer.units import check_number
 
@@ -91,6 +92,19 @@ def generate(session: Session, prompt_ids: Sequence[int] | np.ndarray, sampling:
             yield Token(token, row, time.perf_counter() - start)
     finally:
         session.end_sequences([name])
+
+
+def with_text(tokens: Iterable[Token], detokenizer: Detokenizer | None
+              ) -> Iterator[tuple[Token | None, str | None]]:
+    """Each token with the text it adds (None without a ``detokenizer``), then, with one, ``(None, the text
+    held back to the end)``. A stop string of the detokenizer's ends the tokens at the one whose text
+    completes it. Close the token generator when done with it (it frees the sequence's caches)."""
+    for token in tokens:
+        yield token, None if detokenizer is None else detokenizer.push(token.id)
+        if detokenizer is not None and detokenizer.stopped:
+            break
+    if detokenizer is not None:
+        yield None, detokenizer.flush()
 
 
 def generate_many(session: Session, prompts: Sequence[Sequence[int] | np.ndarray],

@@ -34,7 +34,7 @@ from splitinfer.errors import InputError
 from splitinfer.generation.sampling import Sampling
 from splitinfer.generation.tokenizer import Tokenizer
 from splitinfer.runtime.coordinator.session import Session
-from splitinfer.runtime.generate import generate
+from splitinfer.runtime.generate import generate, with_text
 
 COMPLETIONS_PATH = "/v1/completions"
 MAX_PROMPT_TOKENS = 1 << 16
@@ -103,15 +103,14 @@ def complete(session: Session, request: CompletionRequest, sampling: Sampling,
     detokenizer = tokenizer.detokenizer(request.stop) if tokenizer is not None else None
     tokens, pieces = [], []
     with contextlib.closing(generate(session, request.prompt, sampling)) as generated:
-        for token in generated:
-            tokens.append(token.id)
-            if detokenizer is not None:
-                pieces.append(detokenizer.push(token.id))
-                if detokenizer.stopped:
-                    break
+        for token, text in with_text(generated, detokenizer):
+            if token is not None:
+                tokens.append(token.id)
+            if text is not None:
+                pieces.append(text)
     choice: dict[str, Any] = {"index": 0, "tokens": tokens, "finish_reason": _finish(tokens, sampling)}
     if detokenizer is not None:
-        choice["text"] = "".join(pieces) + detokenizer.flush()
+        choice["text"] = "".join(pieces)
         choice["finish_reason"] = "stop" if detokenizer.stopped else choice["finish_reason"]
     return {"id": f"cmpl-{secrets.token_hex(8)}", "object": "text_completion", "choices": [choice],
             "usage": {"prompt_tokens": len(request.prompt), "completion_tokens": len(tokens)}}
@@ -132,15 +131,17 @@ async def stream(session: Session, request: CompletionRequest, sampling: Samplin
         # Decoded in this thread, not on the event loop: the choice is ready when it is queued.
         detokenizer = tokenizer.detokenizer(request.stop) if tokenizer is not None else None
         try:
-            for token in tokens:
+            for token, text in with_text(tokens, detokenizer):
+                if token is None:  # the text held back to the end
+                    if text and not stop.is_set():
+                        loop.call_soon_threadsafe(queue.put_nowait, {"index": 0, "text": text})
+                    break
                 choice: dict[str, Any] = {"index": 0, "token": token.id}
-                if detokenizer is not None:
-                    choice["text"] = detokenizer.push(token.id)
+                if text is not None:
+                    choice["text"] = text
                 loop.call_soon_threadsafe(queue.put_nowait, choice)
-                if stop.is_set() or (detokenizer is not None and detokenizer.stopped):
-                    break  # the client left, or a stop string came: the sequence's caches are freed on close
-            if detokenizer is not None and not stop.is_set() and (rest := detokenizer.flush()):
-                loop.call_soon_threadsafe(queue.put_nowait, {"index": 0, "text": rest})
+                if stop.is_set():
+                    break  # the client left: the sequence's caches are freed on close
         except Exception as e:  # handed to the event loop, sent as the stream's last event
             loop.call_soon_threadsafe(queue.put_nowait, e)
         finally:
