@@ -190,8 +190,10 @@ def main() -> int:
 
 def _breakdown(rows: dict, steps: dict[str, list[float]], timings: dict[str, list]) -> None:
     """Where each placement's time per output token goes, measured (medians over its decode steps, from
-    the workers' own stamps) against predicted: each stage's busy time, the hops, and the rest (the
-    workers' queues and the coordinator's own work: decoding the logits, sampling, the next request)."""
+    the workers' own stamps) against predicted: each stage's busy time, then the hops' transfers and the
+    rest (the workers' queues and the coordinator's own work: decoding the logits, sampling, the next
+    request) together against the plan's hops, whose messaging (runtime/messaging.py, measured as a
+    decoder's steps run) predicts both."""
     print("\nwhere a decode step's time goes, measured / predicted (ms):")
     for name, (plan, *_) in rows.items():
         got = timings[name]
@@ -201,8 +203,8 @@ def _breakdown(rows: dict, steps: dict[str, list[float]], timings: dict[str, lis
         hops = statistics.median(sum(h.transfer_s for h in t.hops) for t in got)
         rest = statistics.median(steps[name]) - statistics.median(
             sum(s.busy_s for s in t.stages) + sum(h.transfer_s for h in t.hops) for t in got)
-        print(f"  {name:<13} {', '.join(parts)}; hops {hops * 1e3:.1f} / "
-              f"{sum(h.transfer_s for h in plan.hops) * 1e3:.1f}; the rest {rest * 1e3:.1f} / 0.0")
+        print(f"  {name:<13} {', '.join(parts)}; hops {hops * 1e3:.1f} + the rest {rest * 1e3:.1f} = "
+              f"{(hops + rest) * 1e3:.1f} / {sum(h.transfer_s for h in plan.hops) * 1e3:.1f}")
 
 
 def _drift(path: Path, decode, budget_s: float, context: int) -> None:
