@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import given
@@ -198,3 +199,80 @@ def test_the_mac_tensors_flag_is_signed_so_it_cannot_be_stripped_or_forged():
         head[codec.HEAD_PREFIX_BYTES - 1] ^= 0x80  # bit 31 of the little-endian header length
         msg = codec.decode([bytes(head), *frames[1:]], b"k")
         assert not msg.authenticated and not msg.tensors_authenticated
+
+
+# ---- a large tensor in parts (encrypted links: the receiver decrypts one while the sender encrypts) --
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int64", "bool"])
+def test_a_tensor_larger_than_part_bytes_travels_in_parts_and_is_joined(dtype):
+    big = (np.arange(300_000) % 251).astype(dtype).reshape(100, 3000)
+    small = np.arange(20_000, dtype=np.float32)  # 80 KB: a frame of its own, under part_bytes
+    frames = codec.encode(_infer(), b"k", arrays=[("big", big), ("small", small), ("tiny", np.ones(3))],
+                          part_bytes=100_000)
+    parts = -(-big.nbytes // 100_000)
+    assert len(frames) == 1 + parts + 1
+    assert sum(memoryview(f).nbytes for f in frames[1:1 + parts]) == big.nbytes
+    for f in frames[1:1 + parts]:  # views of the array's bytes, not copies
+        assert np.shares_memory(np.frombuffer(f, np.uint8), big)
+    msg = codec.decode([bytes(f) for f in frames], b"k")
+    assert msg.header.tensors[0].parts == parts and msg.header.tensors[1].parts == 1
+    np.testing.assert_array_equal(msg.arrays["big"], big)
+    np.testing.assert_array_equal(msg.arrays["small"], small)
+    assert not msg.arrays["big"].flags.writeable
+
+
+def test_parts_are_at_most_max_parts_and_a_mac_over_every_byte_covers_each():
+    big = np.arange(codec.MAX_PARTS * 3_000, dtype=np.float32)
+    frames = codec.encode(_infer(), b"k", arrays=[("big", big)], part_bytes=1_000, mac_tensors=True)
+    assert len(frames) == 1 + codec.MAX_PARTS
+    assert codec.decode(frames, b"k").tensors_authenticated
+    changed = [bytes(f) for f in frames]
+    changed[-1] = bytes([changed[-1][0] ^ 1]) + changed[-1][1:]
+    assert not codec.decode(changed, b"k").authenticated
+
+
+def _with_parts(frames: list, parts: int, *, inline: bool = False) -> list:
+    """frames with the header's first tensor announcing ``parts`` (and ``inline``), re-signed."""
+    msg = codec.decode(frames, b"k")
+    meta = msgspec.structs.replace(msg.header.tensors[0], parts=parts, inline=inline)
+    header = msgspec.structs.replace(msg.header, tensors=[meta])
+    return [codec.pack_head(b"k", msgspec.msgpack.encode(header)), *frames[1:]]
+
+
+def test_parts_that_do_not_add_up_or_are_out_of_range_are_refused():
+    big = np.arange(100_000, dtype=np.float32)
+    frames = codec.encode(_infer(), b"k", arrays=[("big", big)], part_bytes=100_000)  # 4 parts
+    assert len(frames) == 5
+    with pytest.raises(TransportError, match="announces 5 frames") as info:  # one part missing
+        codec.decode(frames[:-1], b"k")
+    assert info.value.code == "malformed"
+    short = [*frames[:-1], bytes(memoryview(frames[-1]))[:-4]]
+    with pytest.raises(TransportError, match="its 4 frames have") as info:
+        codec.decode(short, b"k")
+    assert info.value.code == "shape"
+    for parts in (0, codec.MAX_PARTS + 1, -1):
+        with pytest.raises(TransportError, match="number of frames outside") as info:
+            codec.decode(_with_parts(frames, parts), b"k")
+        assert info.value.code == "malformed"
+    with pytest.raises(TransportError, match="number of frames outside"):  # an inline tensor has none
+        codec.decode(_with_parts(frames, 2, inline=True), b"k")
+
+
+def test_only_an_encrypted_link_sends_in_parts():
+    import zmq
+
+    from splitinfer.runtime.wire import curve as curve_keys
+    from splitinfer.runtime.wire.link import CURVE_PART_BYTES, LinkSender
+
+    context = zmq.Context()
+    try:
+        plain = LinkSender(context, "tcp://127.0.0.1:9")
+        public, secret = zmq.curve_keypair()
+        encrypted = LinkSender(context, "tcp://127.0.0.1:9",
+                               curve=curve_keys.Curve(curve_keys.KeyPair(public, secret), public))
+        assert plain.part_bytes is None and encrypted.part_bytes == CURVE_PART_BYTES
+        plain.close()
+        encrypted.close()
+    finally:
+        context.destroy(linger=0)

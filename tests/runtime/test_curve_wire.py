@@ -25,7 +25,7 @@ from onnx import helper, numpy_helper
 from splitinfer.cluster import parse_cluster
 from splitinfer.errors import AuthError, ClusterError, DeadlineError, SplitinferError, WorkerError
 from splitinfer.runtime import StageSpec, WorkerClient, deploy_stages
-from splitinfer.runtime.wire import curve, messages
+from splitinfer.runtime.wire import curve, link, messages
 from splitinfer.runtime.wire.curve import Curve
 from splitinfer.types import TensorSpec
 
@@ -122,6 +122,23 @@ def test_a_curve_cluster_of_three_local_workers_matches_onnx_runtime(keys):
                         server_key=_pair(keys, "c").public.decode())
             assert time.monotonic() - start < 3
     np.testing.assert_allclose(got, ort.InferenceSession(whole).run(None, {"t0": x})[0], atol=1e-4)
+
+
+def test_tensors_larger_than_a_part_cross_curve_links_in_parts_and_arrive_whole(keys):
+    # 1 MB cut tensors: the uplink, the hop a -> b and the result each travel in parts
+    # (link.CURVE_PART_BYTES), joined by the receiver; the outputs equal ONNX Runtime's whole model.
+    whole, parts = whole_and_parts(mlp_parts(2, width=256, batch=1024, layers_per_part=1))
+    cluster = parse_cluster({"curve": {"keys": str(keys)},
+                             "devices": [{"name": n, "num_threads": 1} for n in "ab"],
+                             "links": [{"from": "a", "to": "b", "bandwidth": "10Gbit/s", "latency": "0ms"}]})
+    x = np.random.default_rng(2).standard_normal((1024, 256)).astype(np.float32)
+    assert x.nbytes > 2 * link.CURVE_PART_BYTES
+    with deploy_stages(stages_on(parts, ["a", "b"]), cluster) as session:
+        got = [session.run(None, {"t0": x}, deadline_s=20)[0] for _ in range(3)]
+        assert [h.num_bytes for h in session.last_timing.hops] == [x.nbytes] * 3
+    want = ort.InferenceSession(whole).run(None, {"t0": x})[0]
+    for y in got:
+        np.testing.assert_allclose(y, want, atol=1e-4)
 
 
 def _edge_cluster(keys, address: str, *, camera: bool = True, **edge_fields) -> dict:

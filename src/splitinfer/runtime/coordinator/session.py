@@ -255,7 +255,7 @@ class Session:
                                 sequence=pending.sequence, sequence_start=pending.sequence_start)
         arrays = pipeline.compress_inputs(pending.arrays)
         frames = codec.encode(header, self._token, arrays=arrays, sender=pipeline.uplink.sender,
-                              mac_tensors=self.cluster.mac_tensors)
+                              mac_tensors=self.cluster.mac_tensors, part_bytes=pipeline.uplink.part_bytes)
         pending.sent_on(pipeline.deployment_id, codec.sent_bytes(arrays))
         pipeline.uplink.send(frames, codec.payload_bytes(arrays))
 

@@ -37,5 +37,6 @@ def forward(stage: DeployedStage, header: messages.Infer, outputs: list[Any], st
     if link is None:  # the next stage is on this worker
         hand_over(Message(out, arrays=dict(arrays), sent_unix_s=time.time()))  # handed over, received at once
         return
-    frames = codec.encode(out, token, arrays=arrays, sender=link.sender, mac_tensors=mac_tensors)
+    frames = codec.encode(out, token, arrays=arrays, sender=link.sender, mac_tensors=mac_tensors,
+                          part_bytes=link.part_bytes)
     link.send(frames, codec.payload_bytes(arrays))

@@ -26,6 +26,9 @@ from splitinfer.runtime.wire.replay import Sender
 from splitinfer.runtime.wire.sockets import connect_dealer
 
 _DRAIN_INTERVAL_S = 0.01
+# On an encrypted link a large tensor travels in frames of about this size, so that the receiver's IO
+# thread decrypts one while the sender's encrypts the next (codec.encode; benchmarks/bench_curve.py).
+CURVE_PART_BYTES = 256 * 1024
 
 
 class LinkShaper:
@@ -59,8 +62,8 @@ class LinkSender:
     back on this connection, e.g. error replies. To the coordinator, which
     never answers, it is a PUSH (``to_coordinator``): its PULL socket then
     receives one frame less per message than a ROUTER would. Encode what goes
-    on the link with ``sender=link.sender``: each socket numbers its own
-    messages (wire/replay.py).
+    on the link with ``sender=link.sender`` (each socket numbers its own
+    messages: wire/replay.py) and ``part_bytes=link.part_bytes``.
     """
 
     def __init__(self, context: zmq.Context, address: str, *, bandwidth_bps: float | None = None,
@@ -69,6 +72,7 @@ class LinkSender:
         self.address = address
         self.shaper = LinkShaper(bandwidth_bps, latency_s)
         self.sender = Sender()
+        self.part_bytes = CURVE_PART_BYTES if curve is not None else None  # codec.encode's part_bytes
         self._on_reply = on_reply
         self._can_reply = not to_coordinator
         self._sock = connect_dealer(context, address, zmq.PUSH if to_coordinator else zmq.DEALER, curve=curve)

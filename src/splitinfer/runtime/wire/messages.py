@@ -23,7 +23,8 @@ from splitinfer.errors import SplitinferError, code_of, error_from_code
 class TensorMeta(msgspec.Struct, frozen=True, array_like=True):
     """Name, numpy dtype name and shape of one tensor's bytes; ``inline``: they ride in the head frame.
     ``compression`` (a name of :mod:`splitinfer.compression`): the bytes are a compressed payload
-    (dtype uint8, one dimension) and ``params`` say how to restore the tensor."""
+    (dtype uint8, one dimension) and ``params`` say how to restore the tensor. ``parts``: how many
+    frames carry its bytes, in order (more than one on an encrypted link: see codec.encode)."""
 
     name: str
     dtype: str
@@ -31,6 +32,7 @@ class TensorMeta(msgspec.Struct, frozen=True, array_like=True):
     inline: bool = False
     compression: str = ""
     params: dict[str, Any] = {}
+    parts: int = 1
 
 
 class StageStamp(msgspec.Struct, frozen=True, array_like=True):
