@@ -55,7 +55,10 @@ values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
                       | st.dictionaries(st.text(max_size=6), inner, max_size=4), max_leaves=8)
 dims = st.one_of(st.integers(-2, 4), st.integers(-(2**63), 2**64 - 1))
 dtypes = st.sampled_from([*sorted(codec.ALLOWED_DTYPES), "object", "", "f4"])
-tensor_meta = st.tuples(st.text(max_size=4), dtypes, st.lists(dims, max_size=5), st.booleans()).map(list)
+tensor_meta = st.one_of(
+    st.tuples(st.text(max_size=4), dtypes, st.lists(dims, max_size=5), st.booleans()).map(list),
+    st.tuples(st.text(max_size=4), dtypes, st.lists(dims, max_size=5), st.booleans(), st.just(""),
+              st.just({}), st.one_of(st.integers(-2, codec.MAX_PARTS + 2), dims)).map(list))  # in parts
 fields = st.sampled_from(["kind", "request_id", "blobs", "tensors", "deployment_id", "stage", "data",
                           "deadline_unix_s", "stamps", "route", "inputs", "code", "num_reply_bytes", "zz",
                           "sha256", "size_bytes", "offset", "chunk_sha256"])
@@ -117,17 +120,19 @@ def with_tensors(draw) -> list[bytes]:
     """A signed infer whose frames fit its tensor metadata, or nearly: the checks past the header."""
     shapes = st.lists(st.one_of(st.integers(0, 3), st.integers(2**31, 2**63 - 1)), max_size=4)
     allowed = st.sampled_from(sorted(codec.ALLOWED_DTYPES))
-    metas = draw(st.lists(st.tuples(st.sampled_from(["a", "b"]), allowed, shapes, st.booleans()),
-                          min_size=1, max_size=3))
+    metas = draw(st.lists(st.tuples(st.sampled_from(["a", "b"]), allowed, shapes, st.booleans(), st.just(""),
+                                    st.just({}), st.integers(1, 4)), min_size=1, max_size=3))
     header = {**SAMPLES["Infer"], "tensors": [list(m) for m in metas], "request_id": 10**9}
     head, frames = codec.pack_head(TOKEN, msgspec.msgpack.encode(header)), []
-    for _, dtype, shape, inline in metas:
+    for _, dtype, shape, inline, _, _, parts in metas:
         num_bytes = np.dtype(dtype).itemsize * math.prod(shape)
         data = bytes(num_bytes if num_bytes <= 4096 else draw(st.integers(0, 64)))
         if inline:
             head += bytes(-len(head) % 8) + data
-        else:
-            frames.append(data)
+        else:  # in parts (an encrypted link's), a part now and then missing or extra
+            cuts = sorted(draw(st.lists(st.integers(0, len(data)), min_size=parts - 1, max_size=parts - 1)))
+            pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+            frames += {0: pieces, 1: pieces[:-1], 2: [*pieces, b""]}[draw(st.sampled_from([0, 0, 1, 2]))]
     return [head, *frames]
 
 
