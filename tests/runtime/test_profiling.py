@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import threading
 import time
 
 import msgspec
@@ -17,6 +18,7 @@ from splitinfer.errors import ModelError, ProfileError
 from splitinfer.profile.files import decode_profile, encode_profile
 from splitinfer.profile.profiler import ProfileInterrupted, ProfileSettings, ProfileWarning, prepare_model
 from splitinfer.profile.segments import corrected_profile, joins_of
+from splitinfer.runtime.cluster_workers import Turns
 from splitinfer.runtime.launch.local import launch_local_workers
 from splitinfer.runtime.profiling import profile_cluster
 from splitinfer.runtime.refine import refine
@@ -178,11 +180,54 @@ def test_ctrl_c_keeps_what_was_measured(prepared):
         profile_cluster(None, cluster, prepared=prepared, settings=dataclasses.replace(FAST, pairs=True),
                         progress=False, on_progress=interrupt_at_the_pairs)
     partial = caught.value.profile
-    assert partial is not None and list(partial.devices) == ["a"]
-    device = partial.devices["a"]
-    assert device.host["complete"] is False and device.pairs == ()
-    assert all(b is not None for b in device.blocks) and device.run_overhead is not None
+    # local devices take turns request by request: b timed its blocks while a waited for its pairs
+    assert partial is not None and list(partial.devices) == ["a", "b"]
+    for device in partial.devices.values():
+        assert device.host["complete"] is False and device.pairs == ()
+        assert all(b is not None for b in device.blocks) and device.run_overhead is not None
     assert decode_profile(encode_profile(partial)) == partial
+
+
+def test_local_devices_take_turns_request_by_request(prepared):
+    cluster = parse_cluster({"devices": [{"name": n, "num_threads": 1} for n in "abc"]})
+    settings = dataclasses.replace(FAST, pairs=True)
+
+    def requests(**kwargs) -> list[str]:
+        """The device of each timing request (blocks, then pairs), as it starts."""
+        devices: list[str] = []
+        profile = profile_cluster(None, cluster, prepared=prepared, settings=settings, progress=False,
+                                  on_progress=lambda d, _done, _total, what: devices.append(d)
+                                  if "in rounds" in what else None, **kwargs)
+        assert list(profile.devices) == ["a", "b", "c"]
+        return devices
+
+    assert requests() == ["a", "b", "c", "a", "b", "c"]  # in turns, not device by device
+    assert requests(parallel=False) == ["a", "a", "b", "b", "c", "c"]
+
+
+def test_turns_go_round_first_come_first_served():
+    turns = Turns()
+    order: list[tuple[str, int]] = []
+    ready = threading.Barrier(3)
+
+    def device(name: str) -> None:
+        ready.wait()
+        with turns.hold():
+            for k in range(4):
+                if not order:
+                    time.sleep(0.2)  # the first holder keeps the turn until the others wait for it
+                order.append((name, k))
+                turns.pass_on()
+
+    threads = [threading.Thread(target=device, args=(n,)) for n in "abc"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(order) == 12
+    for k in range(4):  # each round: every device once, in the order they first asked
+        assert [n for n, _ in order[3 * k:3 * k + 3]] == [n for n, _ in order[:3]]
+        assert {j for _, j in order[3 * k:3 * k + 3]} == {k}
 
 
 @pytest.mark.parametrize(("kwargs", "problem"), [

@@ -12,8 +12,9 @@ measures the chosen plan's segments::
     profile = profile_cluster("resnet18.onnx", cluster, budget_s=20)
 
 Devices on other machines are profiled in parallel; ``local`` devices share this
-machine's CPUs, so they take turns (timing them side by side would measure the
-contention, not the device).
+machine's CPUs, so they take turns, request by request (:class:`~.cluster_workers.Turns`:
+side by side they would measure their contention; one whole device after another, each
+would see this shared machine at another moment).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from splitinfer.profile.sensitivity import Sensitivity
 from splitinfer.profile.sizes import measure_sizes
 from splitinfer.profile.tradeoff_profile import time_on_device, tradeoff_profile, with_tradeoffs
 from splitinfer.profile.validation import validate_profile
-from splitinfer.runtime.cluster_workers import ClusterWorkers, WorkerRunner, cluster_workers
+from splitinfer.runtime.cluster_workers import ClusterWorkers, Turns, WorkerRunner, cluster_workers
 from splitinfer.runtime.coordinator.pipeline import clocks_of
 from splitinfer.runtime.messaging import measure_messaging
 from splitinfer.runtime.wire.client import MAX_PROBE_REPEATS, MAX_PROBE_SIZES, MAX_WAIT_S
@@ -96,6 +97,7 @@ class _DeviceJob:
         self.on_progress = on_progress
         self.record = DeviceRecord([None] * prepared.num_blocks)
         self.error: SplitinferError | None = None
+        self.turns: Turns | None = None  # shared with the other local devices' jobs (_run_jobs)
         self._bars = bars
         self._task = None if bars is None else bars.add_task("waiting", total=prepared.num_blocks + 1,
                                                               device=device.name)
@@ -119,9 +121,11 @@ class _DeviceJob:
 
     def run(self) -> None:
         """Profile the device; a failure is kept in ``error`` (the other devices go on)."""
+        turn = self.turns.hold() if self.turns is not None else contextlib.nullcontext()
         try:
-            with self.workers.client(self.device.name, timeout_s=self.request_timeout_s) as client:
-                runner = WorkerRunner(client, self.request_timeout_s, clocks=clocks_of(self.device))
+            with turn, self.workers.client(self.device.name, timeout_s=self.request_timeout_s) as client:
+                runner = WorkerRunner(client, self.request_timeout_s, clocks=clocks_of(self.device),
+                                      turns=self.turns)
                 profile_device(runner, self.prepared, self.settings,
                                slowdown=self.device.slowdown, progress=self._progress, record=self.record)
         except _Stop:
@@ -133,11 +137,14 @@ class _DeviceJob:
 
 def _run_jobs(jobs: list[_DeviceJob], parallel: bool | None, stop: threading.Event) -> None:
     """Remote devices each in their own thread (a device's configurations, which share its worker and its
-    clocks, one after another in it); local ones one after another in one more thread."""
+    clocks, one after another in it); local ones each in a thread too, taking turns request by request
+    (``parallel`` False: every device one after another)."""
     groups: list[list[_DeviceJob]] = []
     local = [j for j in jobs if j.device.is_local and parallel is not True]
-    if local:
-        groups.append(local)
+    turns = Turns()
+    for j in local if parallel is None else ():
+        j.turns = turns
+        groups.append([j])
     by_address: dict[str, list[_DeviceJob]] = {}
     for j in jobs:
         if j not in local:
