@@ -16,7 +16,7 @@ steps (after 16 and 128 tokens), then three placements, each deployed and measur
 All three are deployed at once and measured in turns (``--rounds``, default 3: each a generation by each
 placement), so that this shared machine's slow spells fall on all of them alike. For each: tokens/s of
 one sequence (32 greedy tokens after a 16-token prompt; median of the steps of every round), the measured
-time to first token (median of 2 prompts a round) and per output token against the plan's predictions
+time to first token (median of 4 prompts a round) and per output token against the plan's predictions
 (made before it ran: ``tpot`` for the placement, and ``ttft``, the same placement at the prefill size),
 and the tokens each produced (all three must equal the whole model's). Then the per-token transport: a
 decode step's hidden state ([1, 1, 768] float32) through three ZeroMQ hops, splitinfer's pipeline of
@@ -161,7 +161,8 @@ def main() -> int:
                         timings[name].append(sessions[name].last_timing)
                 steps[name] += [b.at_s - a.at_s for a, b in itertools.pairwise(tokens)]
                 same[name] &= [t.id for t in tokens] == want
-                firsts[name] += [next(iter(generate(sessions[name], prompt, first))).at_s for _ in range(2)]
+                # a prompt is one request (0.1-0.2 s): 4 a round, so that the median is not one slow spell's
+                firsts[name] += [next(iter(generate(sessions[name], prompt, first))).at_s for _ in range(4)]
     rows, ok = {}, all(same.values())
     for name, (plan, ttft_pred) in plans.items():
         tpot, ttft = statistics.median(steps[name]), statistics.median(firsts[name])
