@@ -139,19 +139,17 @@ def _run_jobs(jobs: list[_DeviceJob], parallel: bool | None, stop: threading.Eve
     """Remote devices each in their own thread (a device's configurations, which share its worker and its
     clocks, one after another in it); local ones each in a thread too, taking turns request by request
     (``parallel`` False: every device one after another)."""
-    groups: list[list[_DeviceJob]] = []
-    local = [j for j in jobs if j.device.is_local and parallel is not True]
-    turns = Turns()
-    for j in local if parallel is None else ():
-        j.turns = turns
-        groups.append([j])
-    by_address: dict[str, list[_DeviceJob]] = {}
-    for j in jobs:
-        if j not in local:
-            by_address.setdefault(j.device.address, []).append(j)
-    groups += list(by_address.values())
     if parallel is False:
         groups = [jobs]
+    else:
+        groups, by_address, turns = [], {}, Turns()
+        for j in jobs:
+            if j.device.is_local and parallel is None:
+                j.turns = turns
+                groups.append([j])
+            else:
+                by_address.setdefault(j.device.address, []).append(j)
+        groups += by_address.values()
 
     def run_group(group: list[_DeviceJob]) -> None:
         for job in group:

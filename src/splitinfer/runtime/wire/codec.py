@@ -297,12 +297,7 @@ def _join(meta: TensorMeta, frames: Any, num_bytes: int) -> memoryview:
         raise _fault(ErrorCode.SHAPE, f"tensor {meta.name!r} declares {list(meta.shape)} {meta.dtype} = "
                      f"{num_bytes} bytes but its {meta.parts} frames have {total}",
                      "send the array's raw C-order bytes with the matching shape")
-    joined = np.empty(total, np.uint8)
-    at = 0
-    for v in views:
-        joined[at:at + v.nbytes] = np.frombuffer(v, np.uint8)
-        at += v.nbytes
-    return memoryview(joined)
+    return memoryview(b"".join(views))
 
 
 def _restore(meta: TensorMeta, view: memoryview, max_bytes: int) -> np.ndarray:
