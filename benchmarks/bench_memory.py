@@ -11,7 +11,8 @@ intra-op thread each, a fast link):
 3. for each plan, start fresh workers, read their resident memory (RSS) before the deploy, deploy,
    run a few requests, and read their peak resident memory (the kernel's high-water mark, VmHWM):
    the growth is the peak less the RSS before;
-4. report predicted against measured growth per device: |predicted - measured| / measured.
+4. report predicted against measured growth per device: |predicted - measured| / measured, and what the
+   prediction is made of (weights, the largest activation, the cut buffers), to see which term misses.
 
 Goal (issue 15): within 15% for every device of every plan of every model. Models too large for
 two workers on this machine run reduced, as ``bench_fidelity.py`` runs them; the output says which.
@@ -35,7 +36,7 @@ from splitinfer.cluster import Device, parse_cluster
 from splitinfer.host import peak_resident_bytes
 from splitinfer.plan import Constraints, describe_stages
 from splitinfer.plan.cost import runs_of
-from splitinfer.plan.memory import device_needs
+from splitinfer.plan.memory import StageMemory, device_needs
 from splitinfer.plan.problem import prepare
 from splitinfer.plan.solve import solve
 from splitinfer.profile.problem import build_problem
@@ -86,21 +87,33 @@ def run_model(name: str, args: argparse.Namespace) -> list[tuple[str, str, float
     last = problem.num_blocks - 1
     plans = [solve(problem, "latency", Constraints(excludes=("b",)))[0],
              solve(problem, "latency", Constraints(pins=((0, "a"), (last, "b")), max_stages=2))[0]]
+    mem = StageMemory.of(inst)
     rows = []
     for plan in plans:
-        predicted = device_needs(inst, runs_of([inst.names.index(d) for d in plan.assignment]))
+        runs = runs_of([inst.names.index(d) for d in plan.assignment])
+        predicted = device_needs(inst, runs)
         measured = measure_plan(plan, DEVICES, prepared.model, profile, prepared.whole_feeds, args.requests)
         for d, device in enumerate(inst.names):
             if predicted[d] > 0:
                 peak, steady = measured[device]
-                rows.append((describe_stages(plan), device, float(predicted[d]), float(peak), float(steady)))
+                rows.append((describe_stages(plan), device, float(predicted[d]), float(peak), float(steady),
+                             _parts(mem, [(i, j) for dd, i, j in runs if dd == d])))
     note = f" (reduced: {reduced})" if reduced else ""
-    for stages, device, predicted, measured, steady in rows:
+    for stages, device, predicted, measured, steady, parts in rows:
         error = abs(predicted - measured) / measured
         print(f"{name:12} {stages:32} {device}: predicted {predicted / 1e6:8.1f} MB  peak "
-              f"{measured / 1e6:8.1f} MB  error {error:6.1%}  (after the requests {steady / 1e6:.1f} MB)"
-              f"{note}", flush=True)
+              f"{measured / 1e6:8.1f} MB  error {error:6.1%}  (after the requests {steady / 1e6:.1f} MB; "
+              f"predicted: {parts}){note}", flush=True)
     return rows
+
+
+def _parts(mem: StageMemory, stages: list[tuple[int, int]]) -> str:
+    """What a device's predicted need is made of, summed over its stages (plan/memory.py's terms): the
+    weights with their share of a session's creation, the largest activation, the cut buffers."""
+    weights = sum(float(mem.weight_bytes[i:j + 1].sum()) for i, j in stages)
+    peaks = sum(float(mem.activation_bytes[i:j + 1].max()) for i, j in stages)
+    buffers = sum(mem.in_flight * float(mem.enter_bytes[i] + mem.leave_bytes[j]) for i, j in stages)
+    return f"weights {weights / 1e6:.1f} + activations {peaks / 1e6:.1f} + buffers {buffers / 1e6:.1f} MB"
 
 
 def main() -> int:
@@ -112,7 +125,7 @@ def main() -> int:
     args = parser.parse_args()
     errors = []
     for name in args.models:
-        for *_, predicted, measured, _steady in run_model(name, args):
+        for _stages, _device, predicted, measured, *_ in run_model(name, args):
             errors.append(abs(predicted - measured) / measured)
     worst, median = max(errors), statistics.median(errors)
     print(f"\n{len(errors)} devices of {2 * len(args.models)} plans: median error {median:.1%}, worst "
