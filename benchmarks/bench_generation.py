@@ -191,15 +191,17 @@ def main() -> int:
 
 def _breakdown(rows: dict, steps: dict[str, list[float]], timings: dict[str, list]) -> None:
     """Where each placement's time per output token goes, measured (medians over its decode steps, from
-    the workers' own stamps) against predicted: each stage's busy time, then the hops' transfers and the
-    rest (the workers' queues and the coordinator's own work: decoding the logits, sampling, the next
+    the workers' own stamps) against predicted: each stage's busy time, with its ONNX Runtime run alone
+    in brackets (the difference is the emulated slowdown's wait); then the hops' transfers and the rest
+    (the workers' queues and the coordinator's own work: decoding the logits, sampling, the next
     request) together against the plan's hops, whose messaging (runtime/messaging.py, measured as a
     decoder's steps run) predicts both."""
     print("\nwhere a decode step's time goes, measured / predicted (ms):")
     for name, (plan, *_) in rows.items():
         got = timings[name]
         parts = [f"{s.device}[{s.first_block}-{s.last_block}] "
-                 f"{statistics.median(t.stages[k].busy_s for t in got) * 1e3:.1f} / {s.compute_s * 1e3:.1f}"
+                 f"{statistics.median(t.stages[k].busy_s for t in got) * 1e3:.1f} / {s.compute_s * 1e3:.1f} "
+                 f"(run {statistics.median(t.stages[k].compute_s for t in got) * 1e3:.1f})"
                  for k, s in enumerate(plan.stages)]
         hops = statistics.median(sum(h.transfer_s for h in t.hops) for t in got)
         rest = statistics.median(steps[name]) - statistics.median(
