@@ -108,11 +108,9 @@ def run_model(name: str, args: argparse.Namespace) -> list[tuple[str, str, float
 
 
 def _parts(mem: StageMemory, stages: list[tuple[int, int]]) -> str:
-    """What a device's predicted need is made of, summed over its stages (plan/memory.py's terms): the
+    """What a device's predicted need is made of, summed over its stages (``StageMemory.terms``): the
     weights with their share of a session's creation, the largest activation, the cut buffers."""
-    weights = sum(float(mem.weight_bytes[i:j + 1].sum()) for i, j in stages)
-    peaks = sum(float(mem.activation_bytes[i:j + 1].max()) for i, j in stages)
-    buffers = sum(mem.in_flight * float(mem.enter_bytes[i] + mem.leave_bytes[j]) for i, j in stages)
+    weights, peaks, buffers = (sum(t) for t in zip(*(mem.terms(i, j) for i, j in stages), strict=True))
     return f"weights {weights / 1e6:.1f} + activations {peaks / 1e6:.1f} + buffers {buffers / 1e6:.1f} MB"
 
 

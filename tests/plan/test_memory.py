@@ -80,6 +80,8 @@ def test_pipeedge_needs_by_hand():
     # block 0 alone: 1 + 8 + (input 1 + cut 4); blocks 1..2: 1+2 + 6 + (cut 4 + cut 1);
     # block 3 alone: 4 + 1 + (cut 1 + output 1)
     assert (mem.stage(0, 0), mem.stage(1, 2), mem.stage(3, 3)) == (14 * M, 14 * M, 7 * M)
+    # ... which are its terms: weights, largest activation, buffers
+    assert mem.terms(1, 2) == (3 * M, 6 * M, 5 * M)
     # cam hosts two stages (a revisit), each charged on its own: 14 + 7
     assert device_needs(inst, runs_of([0, 1, 1, 0])).tolist() == [21 * M, 14 * M]
     # two requests in flight double the buffers: 8 + 8 + 2 x (1 + 1)

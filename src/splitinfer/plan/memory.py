@@ -46,12 +46,18 @@ class StageMemory:
             inst.in_flight,
         )
 
-    def stage(self, first: int, last: int) -> float:
-        """The need of one stage of blocks first..last."""
+    def terms(self, first: int, last: int) -> tuple[float, float, float]:
+        """What the need of one stage of blocks first..last is made of: its weights, its largest
+        activation, and the buffers of the requests it holds."""
         weights = math.fsum(self.weight_bytes[first : last + 1].tolist())
         peak = float(self.activation_bytes[first : last + 1].max())
         buffers = float(self.enter_bytes[first]) + float(self.leave_bytes[last])
-        return weights + peak + self.in_flight * buffers
+        return weights, peak, self.in_flight * buffers
+
+    def stage(self, first: int, last: int) -> float:
+        """The need of one stage of blocks first..last."""
+        weights, peak, buffers = self.terms(first, last)
+        return weights + peak + buffers
 
 
 def device_needs(inst: Instance, runs: Sequence[tuple[int, int, int]]) -> np.ndarray:
