@@ -5,7 +5,9 @@ tied to the embedding; 0.5 halves the layers, and the 154 MB embedding and head 
 weights, which narrows what any placement can gain) on three emulated
 devices of this machine: ``big`` (slowdown 4, the most memory), ``mid`` (slowdown 2) and ``fast``
 (slowdown 1, memory for about half the model). Profiled once at its prefill (16 tokens) and decode
-steps (after 16 and 128 tokens), then three placements, each deployed and measured in turn in one run:
+steps (after 16 and 128 tokens), each run after 30 ms of idle as a stage that waits for the others runs
+(the profiler's default for a decoder, ``profile --rest``; ``--rest-ms 0``: back to back), then three
+placements, each deployed and measured in turn in one run:
 
 - **splitinfer**: the plan that minimises the time per output token (``plan --objective tpot --context
   48``: a decode step at the generation's mean past), under the devices' memory;
@@ -98,6 +100,9 @@ def main() -> int:
     parser.add_argument("--depth", type=float, default=1.0)
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--budget-s", type=float, default=4.0)
+    parser.add_argument("--rest-ms", type=float, default=None,
+                        help="idle before each timed run while profiling (default: the profiler's for a "
+                             "decoder, 30 ms; 0: back to back)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="generations per placement, taken in turns (default 3)")
     parser.add_argument("--no-drift", action="store_true",
@@ -108,8 +113,12 @@ def main() -> int:
     proto_path = str(path)
     print(f"gpt2 at depth {args.depth}: {zoo.summarize('gpt2', depth=args.depth).num_params / 1e6:.1f}M "
           f"params; profiling on {', '.join(n for n, *_ in DEVICES)} ...", flush=True)
+    settings = ProfileSettings(budget_s=args.budget_s,
+                               rest_s=None if args.rest_ms is None else args.rest_ms / 1e3)
     profile = profile_cluster(path, parse_cluster(_cluster()), progress=False, max_blocks=24,
-                              settings=ProfileSettings(budget_s=args.budget_s))
+                              settings=settings)
+    rests = {d.rest_s for d in profile.devices.values()}
+    print(f"each timed run after {', '.join(f'{r * 1e3:g} ms' for r in rests)} of idle", flush=True)
     context = PROMPT_LEN + args.tokens
     decode = generation_problem(profile, None, "tpot", context=context).profile
     # Memory: "fast" holds about half of what the whole model needs on it, the others as their shares.
@@ -179,7 +188,7 @@ def main() -> int:
               f"{ttft_pred * 1e3:>9.1f}ms{ttft * 1e3:>8.1f}ms{e2:>7.1%}  {'yes' if same else 'NO'}")
     _breakdown(rows, steps, timings)
     if not args.no_drift:
-        _drift(path, decode, args.budget_s, context)
+        _drift(path, decode, settings, context)
     if "splitinfer" in rows:
         others = [1 / r[1] for n, r in rows.items() if n != "splitinfer"]
         gain = (1 / rows["splitinfer"][1]) / max(others) if others else float("nan")
@@ -210,12 +219,11 @@ def _breakdown(rows: dict, steps: dict[str, list[float]], timings: dict[str, lis
               f"{(hops + rest) * 1e3:.1f} / {sum(h.transfer_s for h in plan.hops) * 1e3:.1f}")
 
 
-def _drift(path: Path, decode, budget_s: float, context: int) -> None:
+def _drift(path: Path, decode, settings: ProfileSettings, context: int) -> None:
     """Each device profiled again after the runs, its decode step's sum of blocks against the profile the
     plans were made from: how far this shared machine's speed moved between prediction and measurement
     (a diagnosis printed beside the errors; no prediction uses it)."""
-    again = profile_cluster(path, parse_cluster(_cluster()), progress=False, max_blocks=24,
-                            settings=ProfileSettings(budget_s=budget_s))
+    again = profile_cluster(path, parse_cluster(_cluster()), progress=False, max_blocks=24, settings=settings)
     later = generation_problem(again, None, "tpot", context=context).profile
     moved = []
     for name, *_ in DEVICES:

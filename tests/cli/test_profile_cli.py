@@ -126,6 +126,8 @@ def test_bad_input_is_one_line(tmp_path, model_path, capsys):
         (["-o", "/nonexistent/dir/p.json"], "-o /nonexistent/dir/p.json: folder /nonexistent/dir does not"),
         (["-o", "{tmp}"], "is a folder. give a file path for -o"),
         (["--plan-output", "/nonexistent/plan.json"], "--plan-output /nonexistent/plan.json: folder"),
+        (["--rest", "soon"], "--rest: "),
+        (["--rest", "2s"], "--rest is 2.0. use a finite number from 0 to 1"),
     ],
 )
 def test_bad_numbers_and_output_paths_are_one_line_before_any_work(tmp_path, model_path, capsys, monkeypatch,

@@ -10,7 +10,7 @@ from helpers.cli import one_error_line, run_cli
 from splitinfer import zoo
 from splitinfer.errors import ProfileError
 from splitinfer.graph.state import DEFAULT_PROMPT_LEN, LONG_PAST
-from splitinfer.profile.device import profile_model
+from splitinfer.profile.device import profile_device, profile_model
 from splitinfer.profile.files import save_profile
 from splitinfer.profile.generation import (
     decode_at,
@@ -19,7 +19,7 @@ from splitinfer.profile.generation import (
     past_of,
     prefill_profile,
 )
-from splitinfer.profile.profiler import ProfileSettings
+from splitinfer.profile.profiler import DECODER_REST_S, LocalRunner, ProfileSettings, prepare_model
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +80,36 @@ def test_a_model_without_a_cache_has_no_generation_objectives(tmp_path):
     plain = profile_model(path, max_blocks=3, settings=ProfileSettings(budget_s=0.1, min_runs=2))
     with pytest.raises(ProfileError, match="no decoder sizes"):
         generation_problem(plain, None, "tpot")
+
+
+def test_a_decoders_blocks_are_timed_after_a_rest_and_a_plain_models_back_to_back(profile, tmp_path, capsys):
+    """A stage of one sequence's decode idles while the others work: a decoder's every size is timed with
+    DECODER_REST_S of idle before each run, unless the settings say otherwise; other models, back to back."""
+    sizes = (profile, *profile.other_sizes)
+    assert len(sizes) == 3 and all(d.rest_s == DECODER_REST_S for s in sizes for d in s.devices.values())
+    asked = []
+
+    class Recording(LocalRunner):
+        def profile_set(self, parts, feeds, **kw):
+            asked.append(kw["rest_s"])
+            return super().profile_set(parts, feeds, **kw)
+
+    decoder = prepare_model(zoo.build_small("gpt2").SerializeToString(), max_blocks=3)
+    plain = prepare_model(zoo.build_small("mlp").SerializeToString(), max_blocks=3)
+    quick = ProfileSettings(budget_s=0.1, min_runs=2)
+    for prepared, settings, rest in ((decoder, quick, DECODER_REST_S), (plain, quick, 0.0),
+                                     (decoder, ProfileSettings(budget_s=0.1, min_runs=2, rest_s=0.0), 0.0),
+                                     (plain, ProfileSettings(budget_s=0.1, min_runs=2, rest_s=0.002), 0.002)):
+        asked.clear()
+        record = profile_device(Recording(num_threads=1), prepared, settings)
+        assert record.rest_s == rest and asked and set(asked) == {rest}
+        assert record.to_device_profile(["CPUExecutionProvider"], 1).rest_s == rest
+    save_profile(profile, tmp_path / "profile.json")
+    code, out, _ = run_cli(capsys, "profile", "show", tmp_path / "profile.json")
+    assert code == 0 and "timed after 30 ms rests" in " ".join(out.split())
+    for bad in (-0.01, 2.0, float("nan")):
+        with pytest.raises(ProfileError, match=r"ProfileSettings\.rest_s"):
+            ProfileSettings(rest_s=bad)
 
 
 def test_plan_takes_the_named_objectives(profile, tmp_path, capsys):

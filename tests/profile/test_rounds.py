@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 
 import pytest
@@ -109,3 +110,33 @@ def test_a_wide_partition_is_measured_again_and_the_narrower_sample_kept():
         assert statistics.median(s.times_s) == pytest.approx(0.01)
     quiet = Machine([0.01, 0.01])
     assert not any(s.remeasured for s in time_rounds(quiet.runs(), rules, clock=quiet.clock))
+
+
+def test_a_rest_precedes_every_timed_run_and_counts_in_the_budget():
+    """With ``rest_s`` each timed run follows that long idle (the machine's runs after rest are 1.5x
+    slower here, as this VM's are): the medians are the rested runs', and the rests spend the budget."""
+    m = Machine([0.01, 0.02])
+    rested = []
+
+    def sleep(seconds):
+        m.now += seconds
+        rested.append(len(m.calls))
+
+    def cold(i):
+        def go():
+            m.calls.append(i)
+            m.now += m.base[i] * (1.5 if rested and rested[-1] == len(m.calls) - 1 else 1.0)
+        return go
+
+    rules = RoundRules(num_warmup=1, min_runs=3, max_runs=100, budget_s=0.7, rel_precision=0.0, rest_s=0.04)
+    samples = time_rounds([cold(0), cold(1)], rules, clock=m.clock, sleep=sleep)
+    assert [statistics.median(s.times_s) for s in samples] == pytest.approx([0.015, 0.03])
+    rounds = len(samples[0].times_s)
+    assert rested == list(range(2, 2 + 2 * rounds))  # before each timed run, none before the warm-up's
+    assert rounds == 6  # each round spends 0.04 + 0.015 + 0.04 + 0.03 of the 0.7 s: six to pass it
+    awake = Machine([0.01, 0.02])  # no rest: the runs back to back, and nothing sleeps
+    rested.clear()
+    back_to_back = dataclasses.replace(rules, rest_s=0.0)
+    samples = time_rounds(awake.runs(), back_to_back, clock=awake.clock, sleep=sleep)
+    assert [statistics.median(s.times_s) for s in samples] == pytest.approx([0.01, 0.02])
+    assert rested == [] and len(samples[0].times_s) > rounds

@@ -24,7 +24,7 @@ from splitinfer.cli._profile_tables import (
     tradeoffs_table,
 )
 from splitinfer.cluster import load_cluster
-from splitinfer.errors import ProfileError
+from splitinfer.errors import ProfileError, SplitinferError
 from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS
 from splitinfer.host import max_num_threads
 from splitinfer.plan import Plan, describe_stages, plan_to_json, with_provenance
@@ -41,6 +41,7 @@ from splitinfer.profile.profiler import (
 )
 from splitinfer.profile.schema import Profile
 from splitinfer.profile.sensitivity import MAX_SAMPLES
+from splitinfer.profile.timing import MAX_REST_S
 from splitinfer.profile.tradeoff_profile import (
     output_compared,
     sensitivity_of,
@@ -49,7 +50,7 @@ from splitinfer.profile.tradeoff_profile import (
     tradeoff_profile,
     with_tradeoffs,
 )
-from splitinfer.units import check_number
+from splitinfer.units import check_number, parse_time_s
 
 HELP = """Measure a model's blocks on devices and the links between them, into profile.json.
 
@@ -159,7 +160,8 @@ def _measure(model: Path, cluster: Path | None, options: dict) -> tuple[Profile,
     prepared = prepare_model(source, calibration=calibration, exits=declared,
                              max_blocks=options["max_blocks"], max_cut_tensors=options["max_cut_tensors"])
     settings = ProfileSettings(budget_s=options["budget_s"], pairs=options["pairs"],
-                               energy_window_s=options.get("energy_window", 0.0))
+                               energy_window_s=options.get("energy_window", 0.0),
+                               rest_s=options.get("rest_s"))
     sens = _sensitivity(prepared, data, options)
     source_name = "" if data is None else options["calibration"].name
     if cluster is not None:
@@ -306,6 +308,11 @@ def profile_command(
                                         help="Then run each block alone for S seconds and idle as long, "
                                              "recording when: keep a power log running, then `splitinfer "
                                              "energy join` gives joules per block (0 = off)."),
+    rest: str | None = typer.Option(None, "--rest", metavar="TIME",
+                                    help="Idle before each timed run, e.g. 30ms: how a stage runs that waits "
+                                         "for the others (default: 30ms for a decoder with a cache, whose "
+                                         "stages idle while one sequence's step is elsewhere; 0 for other "
+                                         "models, timed back to back as a loaded pipeline runs them)."),
     limit: int = typer.Option(256, "--limit", metavar="N",
                               help="With --tradeoffs: compare quality on at most N calibration samples."),
     budget_s: float = typer.Option(30.0, "--budget-s", metavar="S",
@@ -345,6 +352,7 @@ def profile_command(
                  fix="the most calibration samples to compare")
     check_number(energy_window, "--energy-window", low=0, high=MAX_ENERGY_WINDOW_S, error=ProfileError,
                  fix="seconds each block runs alone while power is logged, e.g. 1 (0 = off)")
+    rest_s = _rest_s(rest)
     if tradeoffs is not None:
         split_options(tradeoffs.split(","))  # an unknown name fails before anything loads
     check_writable(output, "-o")
@@ -355,10 +363,21 @@ def profile_command(
                "num_threads": num_threads if threads is None else threads, "providers": providers,
                "device_name": device_name, "refine": refine_for, "plan_output": plan_output,
                "tradeoffs": tradeoffs, "limit": limit, "pairs": pairs,
-               "energy_window": energy_window,
+               "energy_window": energy_window, "rest_s": rest_s,
                "given": GivenInputs(inputs, inputs_file, fix_input),
                "exits": (exits, exit_rule, exit_threshold, exit_rule_path)}
     _profile(Path(args[0]), cluster, output, options)
+
+
+def _rest_s(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        seconds = parse_time_s(text)
+    except SplitinferError as e:
+        raise ProfileError(f"--rest: {e.problem}", e.fix) from None
+    return check_number(seconds, "--rest", low=0, high=MAX_REST_S, error=ProfileError,
+                        fix="the idle before each timed run, e.g. 30ms (0: back to back)")
 
 
 def register(app: typer.Typer) -> None:

@@ -86,6 +86,7 @@ class DeviceRecord:
     session_bytes: int | None = None  # the trivial run's session: what any session costs
     whole_memory: BlockMemory | None = None  # the whole model's session, as a block's
     energy: DeviceEnergy | None = None  # energy windows (profile/energy_windows.py), when asked for
+    rest_s: float = 0.0  # idle before each timed run (ProfileSettings.rest_s)
 
     def to_device_profile(self, providers: Sequence[str], num_threads: int,
                           slowdown: float = 1.0) -> DeviceProfile:
@@ -109,7 +110,7 @@ class DeviceRecord:
                              memory=tuple(self.memory) if len(self.memory) == len(self.blocks) else (),
                              noise=statistics.median(finite) if finite else None, remeasured=self.remeasured,
                              session_bytes=self.session_bytes, energy=self.energy,
-                             whole_memory=self.whole_memory)
+                             whole_memory=self.whole_memory, rest_s=self.rest_s)
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ def _sets(items: list[_Item]) -> list[list[_Item]]:
 
 
 def _time_sets(runner: Runner, items: list[_Item], settings: ProfileSettings, budget_per_item_s: float,
-               slowdown: float, progress: Progress | None, done: int,
+               slowdown: float, rest_s: float, progress: Progress | None, done: int,
                total: int) -> list[PartitionTiming | PartitionFailure]:
     out: list[PartitionTiming | PartitionFailure] = []
     for group in _sets(items):
@@ -162,7 +163,7 @@ def _time_sets(runner: Runner, items: list[_Item], settings: ProfileSettings, bu
         out += runner.profile_set([item.load() for item in group], feeds, num_warmup=settings.num_warmup,
                                   min_runs=settings.min_runs, max_runs=settings.max_runs,
                                   budget_s=budget_per_item_s * len(group),
-                                  rel_precision=settings.rel_precision, slowdown=slowdown)
+                                  rel_precision=settings.rel_precision, slowdown=slowdown, rest_s=rest_s)
         done += len(group)
     return out
 
@@ -182,6 +183,7 @@ def profile_device(runner: Runner, prepared: PreparedModel, settings: ProfileSet
     num = prepared.num_blocks
     record = record if record is not None else DeviceRecord([None] * num)
     record.info = runner.info()
+    record.rest_s = settings.rest_for(bool(prepared.model.state))
     num_pairs = num - 1 if settings.pairs else 0
     total = num + num_pairs + 1 + (prepared.whole_bytes is not None)
     budget = settings.item_budget_s(total)
@@ -189,7 +191,7 @@ def profile_device(runner: Runner, prepared: PreparedModel, settings: ProfileSet
     items += [_block(prepared, i) for i in range(num)]
     if prepared.whole_bytes is not None:
         items.append(_Item.of("whole model", prepared.whole_bytes, prepared.whole_feeds))
-    results = _time_sets(runner, items, settings, budget, slowdown, progress, 0, total)
+    results = _time_sets(runner, items, settings, budget, slowdown, record.rest_s, progress, 0, total)
     for item, result in zip(items, results, strict=True):
         if isinstance(result, PartitionFailure):
             record.failures.append(_failure(item, result))
@@ -208,7 +210,7 @@ def profile_device(runner: Runner, prepared: PreparedModel, settings: ProfileSet
     record.whole_memory = _memory(whole) if whole is not None else None
     runnable = [i for i in range(num_pairs) if None not in (record.blocks[i], record.blocks[i + 1])]
     pairs = [_Item.of(f"blocks {i}-{i + 1}", *prepared.segment(i, i + 1)) for i in runnable]
-    timed = _time_sets(runner, pairs, settings, budget, slowdown, progress, len(items), total)
+    timed = _time_sets(runner, pairs, settings, budget, slowdown, record.rest_s, progress, len(items), total)
     record.pairs = [None] * num_pairs  # only now: an interrupted profile has no pairs, not failed ones
     for i, item, result in zip(runnable, pairs, timed, strict=True):
         record.pairs[i] = _stats(result)
@@ -246,7 +248,7 @@ def profile_segments(runner: Runner, prepared: PreparedModel, segments: Sequence
     settings = settings or ProfileSettings()
     items = [_Item.of(f"segment {first}-{last}", *prepared.segment(first, last)) for first, last in segments]
     results = _time_sets(runner, items, settings, settings.item_budget_s(max(1, len(items))), slowdown,
-                         None, 0, len(items))
+                         settings.rest_for(bool(prepared.model.state)), None, 0, len(items))
     out = []
     for (first, last), result in zip(segments, results, strict=True):
         if isinstance(result, PartitionFailure):

@@ -47,6 +47,7 @@ from splitinfer.profile.partition_timing import CompressionTiming, PartitionFail
 from splitinfer.profile.schema import BlockInfo, ExitProfile, ModelInfo, Profile
 from splitinfer.profile.timing import (
     MAX_PARTITION_BUDGET_S,
+    MAX_REST_S,
     MAX_RUNS,
     MAX_WARMUP,
     time_compression,
@@ -57,6 +58,10 @@ from splitinfer.units import check_number
 
 Progress = Callable[[int, int, str], None]  # (items done, items in all, what runs now)
 MAX_BUDGET_S = 7 * 86_400.0  # a week of timed work per device
+# A decoder's blocks are timed after this much idle each (ProfileSettings.rest_s): about a decode step of
+# the other stages of a small decoder's pipeline; after 10 to 60 ms of idle a run here was from 0.4 to
+# 1.2 ms slower than back to back, most of it within the first 30 ms.
+DECODER_REST_S = 0.03
 
 
 class ProfileWarning(UserWarning):
@@ -88,6 +93,10 @@ class ProfileSettings:
     # Then run each block alone for this many seconds and idle as long, the windows recorded for a power
     # log to be joined with (profile/energy_windows.py); 0: not.
     energy_window_s: float = 0.0
+    # Idle before each timed run (profile/rounds.py's rule Rest); None: DECODER_REST_S for a decoder with
+    # a cache (one sequence's decode leaves each stage idle while the others work), else 0 (back to back,
+    # as a stage of a loaded pipeline runs).
+    rest_s: float | None = None
 
     def __post_init__(self) -> None:
         def check(name: str, **limits: Any) -> None:
@@ -101,6 +110,15 @@ class ProfileSettings:
         check("min_item_budget_s", low=0, low_open=True, high=MAX_PARTITION_BUDGET_S)
         check("energy_window_s", low=0, high=MAX_ENERGY_WINDOW_S,
               fix="seconds each block runs alone while power is logged (0: no energy windows)")
+        if self.rest_s is not None:
+            check("rest_s", low=0, high=MAX_REST_S,
+                  fix="seconds of idle before each timed run (None: automatic)")
+
+    def rest_for(self, stateful: bool) -> float:
+        """The rest before each timed run of a model with a cache (``stateful``) or without."""
+        if self.rest_s is not None:
+            return self.rest_s
+        return DECODER_REST_S if stateful else 0.0
 
     def item_budget_s(self, num_items: int) -> float:
         """The timed-work budget of each of ``num_items`` partitions."""
@@ -117,9 +135,10 @@ class Runner(Protocol):
 
     def profile_set(self, parts: Sequence[bytes], feeds: Mapping[str, np.ndarray], *, num_warmup: int,
                     min_runs: int, max_runs: int, budget_s: float, rel_precision: float,
-                    slowdown: float) -> list[PartitionTiming | PartitionFailure]:
+                    slowdown: float, rest_s: float = 0.0) -> list[PartitionTiming | PartitionFailure]:
         """Time partitions of one model together, in interleaved rounds (``feeds``: every tensor any
-        takes; ``budget_s``: timed work of the set); one result per partition, or why it cannot run."""
+        takes; ``budget_s``: timed work of the set, and its rests of ``rest_s`` before each run); one
+        result per partition, or why it cannot run."""
         ...
 
     def time_compression(self, arrays: Mapping[str, np.ndarray], compressions: Sequence[str], *,
@@ -153,12 +172,12 @@ class LocalRunner:
 
     def profile_set(self, parts: Sequence[bytes], feeds: Mapping[str, np.ndarray], *,
                     num_warmup: int = 3, min_runs: int = 5, max_runs: int = 200, budget_s: float = 2.0,
-                    rel_precision: float = 0.05,
-                    slowdown: float = 1.0) -> list[PartitionTiming | PartitionFailure]:
+                    rel_precision: float = 0.05, slowdown: float = 1.0,
+                    rest_s: float = 0.0) -> list[PartitionTiming | PartitionFailure]:
         """Time partitions together here (:func:`~splitinfer.profile.timing.time_partitions`)."""
         return time_partitions(parts, feeds, providers=self.providers, num_threads=self.num_threads,
                                slowdown=slowdown, num_warmup=num_warmup, min_runs=min_runs, max_runs=max_runs,
-                               budget_s=budget_s, rel_precision=rel_precision)
+                               budget_s=budget_s, rel_precision=rel_precision, rest_s=rest_s)
 
     def time_compression(self, arrays: Mapping[str, np.ndarray], compressions: Sequence[str], *,
                          budget_s: float = 0.5, slowdown: float = 1.0) -> dict[str, CompressionTiming]:

@@ -16,10 +16,16 @@ as a stage runs them, each block's input still warm in the cache. The rules, in 
   p90/p10 exceeds :data:`WIDE_SPREAD`: such a partition keeps running past the budget (up to
   ``max_runs``); and a partition whose spread is still wide at the end is **re-measured** in
   rounds of its own, the sample with the narrower spread kept.
+- **Rest**: with ``rest_s`` > 0 every timed run follows that long idle (untimed, but counted in
+  ``budget_s``, which then bounds the rounds' wall time). A stage of a decoder's pipeline serving one
+  sequence idles while the other stages work, and a run after idle is slower than one back to back
+  (its caches hold other work's data; an idle core wakes slowly): ARCHITECTURE.md's cost model has
+  the figures measured here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -87,8 +93,9 @@ class RoundRules:
     num_warmup: int = 3
     min_runs: int = 5
     max_runs: int = 200
-    budget_s: float = 2.0  # timed work of the whole set
+    budget_s: float = 2.0  # timed work of the whole set, and its rests
     rel_precision: float = 0.05
+    rest_s: float = 0.0  # idle before each timed run (see the module's rules)
 
     def enough(self, times: Sequence[float], budget_spent: bool) -> bool:
         """May a partition with these runs leave the rounds?"""
@@ -111,7 +118,7 @@ class Sample:
 
 
 def _rounds(runs: Sequence[Callable[[], object]], which: list[int], rules: RoundRules, budget_s: float,
-            clock: Callable[[], float]) -> dict[int, list[float]]:
+            clock: Callable[[], float], sleep: Callable[[float], None]) -> dict[int, list[float]]:
     """Run partitions ``which`` in rounds until each may leave (the budget spent or its rule met)."""
     for _ in range(rules.num_warmup):
         for i in which:
@@ -122,6 +129,9 @@ def _rounds(runs: Sequence[Callable[[], object]], which: list[int], rules: Round
     while active:
         order = active  # in the order given: a model's blocks in model order, as a stage runs them
         for i in order:
+            if rules.rest_s > 0:
+                sleep(rules.rest_s)
+                spent += rules.rest_s
             start = clock()
             runs[i]()
             elapsed = clock() - start
@@ -133,16 +143,18 @@ def _rounds(runs: Sequence[Callable[[], object]], which: list[int], rules: Round
 
 
 def time_rounds(runs: Sequence[Callable[[], object]], rules: RoundRules | None = None, *,
-                clock: Callable[[], float] = time.perf_counter) -> list[Sample]:
-    """Time every ``runs[i]()`` in interleaved rounds (the module's rules); one :class:`Sample` each."""
+                clock: Callable[[], float] = time.perf_counter,
+                sleep: Callable[[float], None] = time.sleep) -> list[Sample]:
+    """Time every ``runs[i]()`` in interleaved rounds (the module's rules); one :class:`Sample` each.
+    ``sleep`` rests (``rules.rest_s``) between runs."""
     rules = rules or RoundRules()
-    first = _rounds(runs, list(range(len(runs))), rules, rules.budget_s, clock)
+    first = _rounds(runs, list(range(len(runs))), rules, rules.budget_s, clock, sleep)
     samples = [Sample(first[i]) for i in range(len(runs))]
     wide = [i for i, s in enumerate(samples) if spread(kept_runs(s.times_s)) > WIDE_SPREAD]
     if wide:  # a burst may have passed: measure those again, as long again as their first share
-        share = sum(math.fsum(first[i]) for i in wide)
-        again = _rounds(runs, wide, RoundRules(1, rules.min_runs, rules.max_runs, share, rules.rel_precision),
-                        share, clock)
+        share = sum(math.fsum(first[i]) + rules.rest_s * len(first[i]) for i in wide)
+        again = _rounds(runs, wide, dataclasses.replace(rules, num_warmup=1, budget_s=share), share, clock,
+                        sleep)
         for i in wide:
             if spread(kept_runs(again[i])) < spread(kept_runs(first[i])):
                 samples[i] = Sample(again[i], remeasured=True)

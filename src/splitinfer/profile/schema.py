@@ -160,6 +160,7 @@ class DeviceProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # stage on the source and its return from a last stage on the sink (runtime/messaging.py).
     messaging: HopCost | None = None
     energy: DeviceEnergy | None = None  # `profile --energy-window`, joined with power by `energy join`
+    rest_s: float = 0.0  # idle before each timed run (profile/rounds.py's rule Rest): 0, back to back
 
 
 class DeviceEnergy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -35,6 +35,7 @@ from splitinfer.units import check_number
 MAX_RUNS = 100_000
 MAX_WARMUP = 1_000
 MAX_PARTITION_BUDGET_S = 3_600.0
+MAX_REST_S = 1.0  # idle before each timed run: longer rests than a second find the device no colder
 
 
 def summarize(times: Sequence[float]) -> Stats:
@@ -183,8 +184,10 @@ class _Open:
 def time_partitions(parts: Sequence[bytes | memoryview | Path], feeds: Mapping[str, np.ndarray], *,
                     providers: Sequence[str] = DEFAULT_PROVIDERS, num_threads: int = 0, slowdown: float = 1.0,
                     num_warmup: int = 3, min_runs: int = 5, max_runs: int = 200, budget_s: float = 2.0,
-                    rel_precision: float = 0.05) -> list[PartitionTiming | PartitionFailure]:
-    """Time partitions of one model together, in interleaved rounds (:mod:`splitinfer.profile.rounds`).
+                    rel_precision: float = 0.05,
+                    rest_s: float = 0.0) -> list[PartitionTiming | PartitionFailure]:
+    """Time partitions of one model together, in interleaved rounds (:mod:`splitinfer.profile.rounds`;
+    ``rest_s``: idle before each timed run, its rule Rest).
 
     ``feeds``: every tensor any of them takes, by name (one model's tensor names are unique). Each
     session is created untimed, measuring the resident memory it adds (``weight_bytes``) and the
@@ -203,7 +206,7 @@ def time_partitions(parts: Sequence[bytes | memoryview | Path], feeds: Mapping[s
             opened.append(PartitionFailure(e))
     live = [o for o in opened if isinstance(o, _Open)]
     rules = RoundRules(max(0, num_warmup - 1), max(1, min_runs), max(1, min_runs, max_runs), budget_s,
-                       rel_precision)
+                       rel_precision, rest_s)
     start = time.time()  # the wall clock, as a power meter's log or another machine would read it
     try:
         samples = iter(time_rounds([_held(o.session, o.feeds, slowdown) for o in live], rules))

@@ -87,12 +87,12 @@ class WorkerRunner:
 
     def profile_set(self, parts: Sequence[bytes], feeds: Mapping[str, np.ndarray], *, num_warmup: int,
                     min_runs: int, max_runs: int, budget_s: float, rel_precision: float,
-                    slowdown: float) -> list[PartitionTiming | PartitionFailure]:
+                    slowdown: float, rest_s: float = 0.0) -> list[PartitionTiming | PartitionFailure]:
         """Time partitions together on the worker (see :meth:`WorkerClient.time_partitions`); the
         deadline allows each session's creation and the runs a wide spread adds past the budget."""
         timings = self.client.time_partitions(
             parts, feeds, num_warmup=num_warmup, min_runs=min_runs, max_runs=max_runs, budget_s=budget_s,
-            rel_precision=rel_precision, slowdown=slowdown, clocks=self.clocks,
+            rel_precision=rel_precision, slowdown=slowdown, rest_s=rest_s, clocks=self.clocks,
             timeout_s=self.request_timeout_s * (1 + len(parts) / 8) + 3 * budget_s)
         self._timed()
         return timings

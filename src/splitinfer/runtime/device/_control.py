@@ -34,6 +34,7 @@ from splitinfer.profile.partition_timing import (
 )
 from splitinfer.profile.timing import (
     MAX_PARTITION_BUDGET_S,
+    MAX_REST_S,
     MAX_RUNS,
     MAX_WARMUP,
     time_compression,
@@ -260,6 +261,7 @@ def _time_partition(device: DeviceContext, header: messages.TimePartition, msg: 
                          "ask for outputs with one partition only")
     _check_timing(header, "time_partition")
     _check_clocks(header.clocks, "time_partition")
+    _number(header.rest_s, "time_partition rest_s", low=0, high=MAX_REST_S)
     if len(msg.blobs) * header.max_runs > MAX_TIMED_RUNS:
         raise _malformed(f"time_partition asks for up to {len(msg.blobs)} x {header.max_runs} runs",
                          f"ask for at most {MAX_TIMED_RUNS} runs in all: fewer partitions or max_runs")
@@ -269,7 +271,7 @@ def _time_partition(device: DeviceContext, header: messages.TimePartition, msg: 
                               num_threads=device.num_threads, slowdown=header.slowdown,
                               num_warmup=header.num_warmup, min_runs=header.min_runs,
                               max_runs=header.max_runs, budget_s=header.budget_s,
-                              rel_precision=header.rel_precision)
+                              rel_precision=header.rel_precision, rest_s=header.rest_s)
     first = timings[0]
     if len(timings) == 1 and isinstance(first, PartitionFailure):
         raise first.error  # one partition fails the request as it failed: an error reply, as ever

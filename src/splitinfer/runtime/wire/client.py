@@ -198,15 +198,16 @@ class WorkerClient:
     def time_partitions(self, parts: Sequence[bytes], feeds: Mapping[str, np.ndarray], *, num_warmup: int = 3,
                         min_runs: int = 10, max_runs: int = 100, budget_s: float = 2.0,
                         rel_precision: float = 0.05, slowdown: float = 1.0, return_outputs: bool = False,
-                        timeout_s: float | None = None,
-                        clocks: messages.Clocks | None = None) -> list[PartitionTiming | PartitionFailure]:
+                        timeout_s: float | None = None, clocks: messages.Clocks | None = None,
+                        rest_s: float = 0.0) -> list[PartitionTiming | PartitionFailure]:
         """Time partitions of one model together on the worker, in interleaved rounds
         (:func:`splitinfer.profile.timing.time_partitions`): ``feeds`` holds every tensor any takes;
-        ``budget_s`` is the timed work of the set. One result per partition, or why it cannot run."""
+        ``budget_s`` is the timed work of the set and its rests of ``rest_s`` before each run. One result
+        per partition, or why it cannot run."""
         check_number(len(parts), "the number of partitions", low=1, high=MAX_TIMED_PARTITIONS, whole=True)
         header = messages.TimePartition(num_warmup=num_warmup, min_runs=min_runs, max_runs=max_runs,
                                         budget_s=budget_s, rel_precision=rel_precision, slowdown=slowdown,
-                                        return_outputs=return_outputs, clocks=clocks)
+                                        return_outputs=return_outputs, clocks=clocks, rest_s=rest_s)
         wait_s = timeout_s if timeout_s is not None else \
             min(MAX_WAIT_S, max(self.timeout_s, 30.0 + 3 * budget_s))
         held = self._put_large(parts, timeout_s)

@@ -147,6 +147,7 @@ class TimePartition(_Base, tag="time_partition"):
     clocks: Clocks | None = None  # the configuration being profiled: its clocks, set before timing
     # Partitions the worker holds (put by hash, wire/partitions.py), timed before those in the blobs.
     parts_sha256: list[str] = []
+    rest_s: float = 0.0  # idle before each timed run (profile/rounds.py's rule Rest)
 
 
 class EndSequences(_Base, tag="end_sequences"):
