@@ -114,8 +114,9 @@ def test_a_wide_partition_is_measured_again_and_the_narrower_sample_kept():
 
 def test_a_rest_precedes_every_timed_run_and_counts_in_the_budget():
     """With ``rest_s`` each timed run follows that long idle (the machine's runs after rest are 1.5x
-    slower here, as this VM's are): the medians are the rested runs', and the rests spend the budget."""
-    m = Machine([0.01, 0.02])
+    slower here, as this VM's are): the medians are the rested runs', and the rests spend the budget.
+    A set whose median partition's warm-up took less than ``min_rested_s`` runs back to back."""
+    m = Machine([0.01, 0.02, 0.0001])
     rested = []
 
     def sleep(seconds):
@@ -128,14 +129,18 @@ def test_a_rest_precedes_every_timed_run_and_counts_in_the_budget():
             m.now += m.base[i] * (1.5 if rested and rested[-1] == len(m.calls) - 1 else 1.0)
         return go
 
-    rules = RoundRules(num_warmup=1, min_runs=3, max_runs=100, budget_s=0.7, rel_precision=0.0, rest_s=0.04)
-    samples = time_rounds([cold(0), cold(1)], rules, clock=m.clock, sleep=sleep)
-    assert [statistics.median(s.times_s) for s in samples] == pytest.approx([0.015, 0.03])
+    rules = RoundRules(num_warmup=1, min_runs=3, max_runs=100, budget_s=0.8, rel_precision=0.0, rest_s=0.04)
+    samples = time_rounds([cold(i) for i in range(3)], rules, clock=m.clock, sleep=sleep)
+    assert [statistics.median(s.times_s) for s in samples] == pytest.approx([0.015, 0.03, 0.00015])
     rounds = len(samples[0].times_s)
-    assert rested == list(range(2, 2 + 2 * rounds))  # before each timed run, none before the warm-up's
-    assert rounds == 6  # each round spends 0.04 + 0.015 + 0.04 + 0.03 of the 0.7 s: six to pass it
-    awake = Machine([0.01, 0.02])  # no rest: the runs back to back, and nothing sleeps
+    assert rested == list(range(3, 3 + 3 * rounds))  # before each timed run, none before the warm-up's
+    assert rounds == 5  # each round spends 3 x 0.04 + 0.015 + 0.03 + 0.00015 of the 0.8 s: five to pass it
+    short = Machine([0.0001, 0.0001, 0.01])  # the median partition's warm-up under 0.2 ms: no rests
     rested.clear()
+    samples = time_rounds(short.runs(), rules, clock=short.clock, sleep=sleep)
+    assert rested == []
+    assert [statistics.median(s.times_s) for s in samples] == pytest.approx([0.0001, 0.0001, 0.01])
+    awake = Machine([0.01, 0.02])  # no rest asked: the runs back to back, and nothing sleeps
     back_to_back = dataclasses.replace(rules, rest_s=0.0)
     samples = time_rounds(awake.runs(), back_to_back, clock=awake.clock, sleep=sleep)
     assert [statistics.median(s.times_s) for s in samples] == pytest.approx([0.01, 0.02])

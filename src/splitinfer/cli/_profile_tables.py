@@ -59,7 +59,7 @@ def devices_table(profile: Profile) -> Table:
         note = "partial" if dev.host.get("complete") is False else ""
         note += f" {len(dev.segments)} segments" if dev.segments else ""
         note += f" re-measured {dev.remeasured} of {len(dev.blocks)} blocks" if dev.remeasured else ""
-        note += f" timed after {dev.rest_s * 1e3:g} ms rests" if dev.rest_s else ""
+        note += f" rest {dev.rest_s * 1e3:g} ms" if dev.rest_s else ""  # profile/rounds.py's rule Rest
         noise = "-" if dev.noise is None else f"{dev.noise:.2f}"  # the median block's p90/p10
         providers = ",".join(p.removesuffix("ExecutionProvider") for p in dev.providers)
         ort_version = dev.versions.get("onnxruntime", "")

@@ -17,10 +17,13 @@ as a stage runs them, each block's input still warm in the cache. The rules, in 
   ``max_runs``); and a partition whose spread is still wide at the end is **re-measured** in
   rounds of its own, the sample with the narrower spread kept.
 - **Rest**: with ``rest_s`` > 0 every timed run follows that long idle (untimed, but counted in
-  ``budget_s``, which then bounds the rounds' wall time). A stage of a decoder's pipeline serving one
-  sequence idles while the other stages work, and a run after idle is slower than one back to back
-  (its caches hold other work's data; an idle core wakes slowly): ARCHITECTURE.md's cost model has
-  the figures measured here.
+  ``budget_s``, which then bounds the rounds' wall time), unless the set's partitions are short: the
+  median of their fastest warm-up runs under ``min_rested_s``. A stage of a decoder's pipeline serving
+  one sequence idles while the other stages work, and a run after idle is slower than one back to back
+  (its caches hold other work's data; an idle core wakes slowly): ARCHITECTURE.md's cost model has the
+  figures measured here. Blocks that short would end within the moments a core takes to wake, which a
+  stage of many of them pays once, not once each; and a rest before one makes the runs after it cold
+  too, so a set rests all its partitions or none.
 """
 
 from __future__ import annotations
@@ -96,6 +99,7 @@ class RoundRules:
     budget_s: float = 2.0  # timed work of the whole set, and its rests
     rel_precision: float = 0.05
     rest_s: float = 0.0  # idle before each timed run (see the module's rules)
+    min_rested_s: float = 0.0002  # ... of a set whose median partition's warm-up took at least this long
 
     def enough(self, times: Sequence[float], budget_spent: bool) -> bool:
         """May a partition with these runs leave the rounds?"""
@@ -118,18 +122,26 @@ class Sample:
 
 
 def _rounds(runs: Sequence[Callable[[], object]], which: list[int], rules: RoundRules, budget_s: float,
-            clock: Callable[[], float], sleep: Callable[[float], None]) -> dict[int, list[float]]:
-    """Run partitions ``which`` in rounds until each may leave (the budget spent or its rule met)."""
+            clock: Callable[[], float],
+            sleep: Callable[[float], None]) -> tuple[dict[int, list[float]], set[int]]:
+    """Run partitions ``which`` in rounds until each may leave (the budget spent or its rule met); their
+    times, and which of them rested before each run."""
+    warm: dict[int, float] = {}  # each one's fastest warm-up run (none: the set rests)
     for _ in range(rules.num_warmup):
         for i in which:
+            start = clock()
             runs[i]()
+            warm[i] = min(warm.get(i, math.inf), clock() - start)
+    # All rest or none: a run after another's rest is about as cold as after its own (a core wakes slowly)
+    typical = float(np.median(list(warm.values()))) if warm else math.inf
+    rests = set(which) if rules.rest_s > 0 and typical >= rules.min_rested_s else set()
     times: dict[int, list[float]] = {i: [] for i in which}
     active = list(which)
     spent = 0.0
     while active:
         order = active  # in the order given: a model's blocks in model order, as a stage runs them
         for i in order:
-            if rules.rest_s > 0:
+            if i in rests:
                 sleep(rules.rest_s)
                 spent += rules.rest_s
             start = clock()
@@ -139,7 +151,7 @@ def _rounds(runs: Sequence[Callable[[], object]], which: list[int], rules: Round
             spent += elapsed
         done = spent >= budget_s
         active = [i for i in active if not rules.enough(times[i], done)]
-    return times
+    return times, rests
 
 
 def time_rounds(runs: Sequence[Callable[[], object]], rules: RoundRules | None = None, *,
@@ -148,13 +160,13 @@ def time_rounds(runs: Sequence[Callable[[], object]], rules: RoundRules | None =
     """Time every ``runs[i]()`` in interleaved rounds (the module's rules); one :class:`Sample` each.
     ``sleep`` rests (``rules.rest_s``) between runs."""
     rules = rules or RoundRules()
-    first = _rounds(runs, list(range(len(runs))), rules, rules.budget_s, clock, sleep)
+    first, rested = _rounds(runs, list(range(len(runs))), rules, rules.budget_s, clock, sleep)
     samples = [Sample(first[i]) for i in range(len(runs))]
     wide = [i for i, s in enumerate(samples) if spread(kept_runs(s.times_s)) > WIDE_SPREAD]
     if wide:  # a burst may have passed: measure those again, as long again as their first share
-        share = sum(math.fsum(first[i]) + rules.rest_s * len(first[i]) for i in wide)
-        again = _rounds(runs, wide, dataclasses.replace(rules, num_warmup=1, budget_s=share), share, clock,
-                        sleep)
+        share = sum(math.fsum(first[i]) + rules.rest_s * len(first[i]) * (i in rested) for i in wide)
+        again, _ = _rounds(runs, wide, dataclasses.replace(rules, num_warmup=1, budget_s=share), share,
+                           clock, sleep)
         for i in wide:
             if spread(kept_runs(again[i])) < spread(kept_runs(first[i])):
                 samples[i] = Sample(again[i], remeasured=True)

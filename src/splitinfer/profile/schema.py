@@ -160,7 +160,9 @@ class DeviceProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # stage on the source and its return from a last stage on the sink (runtime/messaging.py).
     messaging: HopCost | None = None
     energy: DeviceEnergy | None = None  # `profile --energy-window`, joined with power by `energy join`
-    rest_s: float = 0.0  # idle before each timed run (profile/rounds.py's rule Rest): 0, back to back
+    # Idle asked before each timed run (0: back to back); a set of partitions under 0.2 ms ran back to
+    # back all the same (profile/rounds.py's rule Rest).
+    rest_s: float = 0.0
 
 
 class DeviceEnergy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
