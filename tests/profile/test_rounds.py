@@ -145,3 +145,26 @@ def test_a_rest_precedes_every_timed_run_and_counts_in_the_budget():
     samples = time_rounds(awake.runs(), back_to_back, clock=awake.clock, sleep=sleep)
     assert [statistics.median(s.times_s) for s in samples] == pytest.approx([0.01, 0.02])
     assert rested == [] and len(samples[0].times_s) > rounds
+
+
+def test_a_partition_measured_again_rests_as_its_set_did():
+    """The set rested (its median partition is long), so a short partition whose spread was wide is
+    measured again after rests too, though alone it would not rest: its two samples are alike."""
+    m = Machine([])
+    sleeps = []
+    noisy = iter([0.0001, 0.0005] * 5)  # its first 10 runs alternate 1x and 5x: p90/p10 = 5
+
+    def sleep(seconds):
+        m.now += seconds
+        sleeps.append(seconds)
+
+    def steady():
+        m.now += 0.01
+
+    def short():
+        m.now += next(noisy, 0.0001)
+
+    rules = RoundRules(num_warmup=0, min_runs=10, max_runs=10, budget_s=100, rest_s=0.04)
+    samples = time_rounds([steady, steady, short], rules, clock=m.clock, sleep=sleep)
+    assert not samples[0].remeasured and samples[2].remeasured
+    assert len(sleeps) == sum(len(s.times_s) for s in samples) + 10  # the 10 runs measured again too

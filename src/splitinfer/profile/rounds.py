@@ -122,26 +122,26 @@ class Sample:
 
 
 def _rounds(runs: Sequence[Callable[[], object]], which: list[int], rules: RoundRules, budget_s: float,
-            clock: Callable[[], float],
-            sleep: Callable[[float], None]) -> tuple[dict[int, list[float]], set[int]]:
+            clock: Callable[[], float], sleep: Callable[[float], None],
+            rest: bool | None = None) -> tuple[dict[int, list[float]], bool]:
     """Run partitions ``which`` in rounds until each may leave (the budget spent or its rule met); their
-    times, and which of them rested before each run."""
+    times, and whether each run followed a rest (``rest``: as given, or None for the rule's choice)."""
     warm: dict[int, float] = {}  # each one's fastest warm-up run (none: the set rests)
     for _ in range(rules.num_warmup):
         for i in which:
             start = clock()
             runs[i]()
             warm[i] = min(warm.get(i, math.inf), clock() - start)
-    # All rest or none: a run after another's rest is about as cold as after its own (a core wakes slowly)
-    typical = float(np.median(list(warm.values()))) if warm else math.inf
-    rests = set(which) if rules.rest_s > 0 and typical >= rules.min_rested_s else set()
+    if rest is None:  # all or none: a run after another's rest is about as cold as after its own
+        typical = float(np.median(list(warm.values()))) if warm else math.inf
+        rest = rules.rest_s > 0 and typical >= rules.min_rested_s
     times: dict[int, list[float]] = {i: [] for i in which}
     active = list(which)
     spent = 0.0
     while active:
         order = active  # in the order given: a model's blocks in model order, as a stage runs them
         for i in order:
-            if i in rests:
+            if rest:
                 sleep(rules.rest_s)
                 spent += rules.rest_s
             start = clock()
@@ -151,7 +151,7 @@ def _rounds(runs: Sequence[Callable[[], object]], which: list[int], rules: Round
             spent += elapsed
         done = spent >= budget_s
         active = [i for i in active if not rules.enough(times[i], done)]
-    return times, rests
+    return times, rest
 
 
 def time_rounds(runs: Sequence[Callable[[], object]], rules: RoundRules | None = None, *,
@@ -164,9 +164,9 @@ def time_rounds(runs: Sequence[Callable[[], object]], rules: RoundRules | None =
     samples = [Sample(first[i]) for i in range(len(runs))]
     wide = [i for i, s in enumerate(samples) if spread(kept_runs(s.times_s)) > WIDE_SPREAD]
     if wide:  # a burst may have passed: measure those again, as long again as their first share
-        share = sum(math.fsum(first[i]) + rules.rest_s * len(first[i]) * (i in rested) for i in wide)
+        share = sum(math.fsum(first[i]) + rules.rest_s * len(first[i]) * rested for i in wide)
         again, _ = _rounds(runs, wide, dataclasses.replace(rules, num_warmup=1, budget_s=share), share,
-                           clock, sleep)
+                           clock, sleep, rested)  # timed as the first time, rested or not
         for i in wide:
             if spread(kept_runs(again[i])) < spread(kept_runs(first[i])):
                 samples[i] = Sample(again[i], remeasured=True)
