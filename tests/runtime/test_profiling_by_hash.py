@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +100,15 @@ def test_a_partition_evicted_before_it_is_timed_is_sent_inline(worker, monkeypat
     monkeypatch.setattr(client, "put_partition", put_then_lose)
     timings = client.time_partitions(blobs, feeds, min_runs=2, max_runs=3, budget_s=0.1, num_warmup=1)
     assert all(isinstance(t, PartitionTiming) for t in timings)
+
+
+def test_the_worker_rests_before_each_timed_run_when_asked(worker):
+    """Each of the 2 x 4 timed runs follows 0.1 s of idle on the worker (profile/rounds.py's rule Rest)."""
+    client, _ = worker
+    blobs, feeds = _parts()
+    start = time.perf_counter()
+    client.time_partitions(blobs, feeds, num_warmup=0, min_runs=4, max_runs=4, rest_s=0.1)
+    assert time.perf_counter() - start >= 0.8
+    for bad in (-1.0, 5.0):  # a malformed request: the reply names the field
+        with pytest.raises(TransportError, match="rest_s"):
+            client.time_partitions(blobs, feeds, rest_s=bad)
