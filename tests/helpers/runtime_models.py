@@ -6,11 +6,13 @@ Each builder returns the whole model (bytes) and its partitions as
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from splitinfer.cluster import Cluster, parse_cluster
@@ -178,3 +180,18 @@ def local_cluster(names: Sequence[str], *, slowdown: dict[str, float] | None = N
     if sink is not None:
         doc["sink"] = sink
     return parse_cluster(doc)
+
+
+def slowdown_for(model: bytes, feed: dict, seconds: float) -> float:
+    """The slowdown that makes one run of ``model`` (1 thread, as the local workers run) take about
+    ``seconds`` on this machine: a fixed factor gave 0.2-1 s per request from one machine to the next."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    session.run(None, feed)
+    times = []
+    for _ in range(15):
+        start = time.perf_counter()
+        session.run(None, feed)
+        times.append(time.perf_counter() - start)
+    return max(1.0, seconds / float(np.median(times)))

@@ -27,7 +27,7 @@ import psutil
 import pytest
 import zmq
 from helpers import deploy as helpers
-from helpers.runtime_models import heavy_parts, local_cluster, stages_on, whole_and_parts
+from helpers.runtime_models import heavy_parts, local_cluster, slowdown_for, stages_on, whole_and_parts
 
 from splitinfer.errors import SplitinferError
 from splitinfer.runtime import deploy_stages
@@ -202,14 +202,16 @@ def test_sigstop_at_each_stage_position_is_noticed_from_overdue_requests(setup, 
 
 
 def test_a_slow_worker_is_probed_and_not_declared_dead(caplog):
-    # Stage 1 is slowed 1000x (about 0.5-1 s per request, depending on the machine): five requests
-    # queue behind it for seconds, far past the 1 s expected of a pipeline without a plan or a
-    # measured latency, so at least one is overdue however fast the machine is.
+    # Stage 1 is slowed to at least 0.6 s per request (its warm run's time, so more where a run after
+    # the slowdown's wait is slower: 1.5-2 s here). Before three requests have completed, a request is
+    # expected within 1 s (no plan, no measured latency), so the second of three, queued behind the
+    # first, is overdue at 1 s however fast the machine is.
     whole, parts = whole_and_parts(heavy_parts(2, size=192, repeats=2))
-    cluster = local_cluster(["a", "b"], slowdown={"b": 1000.0})
+    x = [np.random.default_rng(i).standard_normal((192, 192)).astype(np.float32) for i in range(3)]
+    slowdown = slowdown_for(parts[1][0], {"h1": x[0]}, 0.6)
+    cluster = local_cluster(["a", "b"], slowdown={"b": slowdown})
     caplog.set_level(logging.INFO, logger="splitinfer.session")
     with deploy_stages(stages_on(parts, ["a", "b"]), cluster, timeout_s=30.0) as session:
-        x = [np.random.default_rng(i).standard_normal((192, 192)).astype(np.float32) for i in range(5)]
         futures = [session.submit({"h0": xi}) for xi in x]
         results = [f.result(timeout=30.0) for f in futures]
         assert max(r.timing.latency_s for r in results) > 1.0
