@@ -1,16 +1,19 @@
-"""Shared CLI helpers: consoles, debug flag, JSON output."""
+"""Shared CLI helpers: consoles, debug flag, JSON output, reading a flag's quantity."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console, ConsoleDimensions
 
 from splitinfer.errors import SplitinferError
+
+T = TypeVar("T")
 
 # Output to a file or pipe is not cut to fit: rich would assume 80 columns there and cut table cells
 # ("800.0 K…") or drop columns. COLUMNS still sets the width when given.
@@ -87,3 +90,12 @@ def format_count(count: float) -> str:
         if abs(count) >= scale:
             return f"{count / scale:.1f}{unit}"
     return f"{count:.0f}"
+
+
+def parse_flag(parse: Callable[[str], T], text: str, flag: str, error: type[SplitinferError]) -> T:
+    """``parse(text)`` (a duration, a size, ...), its error reworded as ``error`` naming ``flag``: the
+    parsers name no flag, since the Python API calls them too."""
+    try:
+        return parse(text)
+    except SplitinferError as e:
+        raise error(f"{flag}: {e.problem}", e.fix) from None

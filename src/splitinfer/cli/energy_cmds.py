@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from splitinfer.cli._common import check_writable, console
+from splitinfer.cli._common import check_writable, console, parse_flag
 from splitinfer.cli._energy_join import (
     JOIN_HELP,
     JOIN_SHORT,
@@ -19,7 +19,7 @@ from splitinfer.cli._energy_join import (
     record_command,
 )
 from splitinfer.cli.plan_cmds import _profile_problem
-from splitinfer.errors import PlanError, SplitinferError
+from splitinfer.errors import PlanError
 from splitinfer.plan import Constraints, Plan, solve
 from splitinfer.plan.problem import MAX_IN_FLIGHT, Problem
 from splitinfer.plan.solve import MAX_TIME_LIMIT_S, METHODS
@@ -57,10 +57,7 @@ def _budgets(text: str) -> list[float]:
                         f"give 1 to {MAX_BUDGETS} latency budgets separated by commas, e.g. 50ms,100ms")
     budgets = []
     for part in parts:
-        try:
-            seconds = parse_time_s(part)
-        except SplitinferError as e:
-            raise PlanError(f"--budgets: {e.problem}", e.fix) from None
+        seconds = parse_flag(parse_time_s, part, "--budgets", PlanError)
         budgets.append(check_number(seconds, f"--budgets {part}", low=0, low_open=True, error=PlanError,
                                     fix="a latency budget, e.g. 50ms or 0.05"))
     return budgets

@@ -12,12 +12,12 @@ import msgspec
 import typer
 
 from splitinfer.cli import _scission as sc
-from splitinfer.cli._common import check_writable, console
+from splitinfer.cli._common import check_writable, console, parse_flag
 from splitinfer.cli._configurations import compared_tables
 from splitinfer.cli._model import converted, parse_input_shapes
 from splitinfer.cli._plan_tables import energy_tables, format_plans
 from splitinfer.cluster import load_cluster
-from splitinfer.errors import PlanError, ShapeError, SplitinferError
+from splitinfer.errors import PlanError, ShapeError
 from splitinfer.graph.shapes import as_flags
 from splitinfer.graph.sizes import describe_size
 from splitinfer.plan import (
@@ -247,12 +247,7 @@ def parse_quality_drop(text: str | None, flag: str = "--max-quality-drop") -> fl
 
 
 def _quantity(parse: Callable[[str], float], text: str | None, flag: str) -> Any:
-    if text is None:
-        return None
-    try:
-        return parse(text)
-    except SplitinferError as e:
-        raise PlanError(f"{flag}: {e.problem}", e.fix) from None
+    return None if text is None else parse_flag(parse, text, flag, PlanError)
 
 
 def plan_command(

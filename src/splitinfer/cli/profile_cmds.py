@@ -13,7 +13,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from splitinfer.cli._calibration import calibration_input
-from splitinfer.cli._common import check_writable, console, err_console
+from splitinfer.cli._common import check_writable, console, err_console, parse_flag
 from splitinfer.cli._exits import ExitRuleOpt, ExitRulePathOpt, ExitsOpt, ExitThresholdOpt, read_exit_options
 from splitinfer.cli._model import FixInputs, GivenInputs, Inputs, InputsFile
 from splitinfer.cli._profile_tables import (
@@ -24,7 +24,7 @@ from splitinfer.cli._profile_tables import (
     tradeoffs_table,
 )
 from splitinfer.cluster import load_cluster
-from splitinfer.errors import ProfileError, SplitinferError
+from splitinfer.errors import ProfileError
 from splitinfer.graph.analysis import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_CUT_TENSORS
 from splitinfer.host import max_num_threads
 from splitinfer.plan import Plan, describe_stages, plan_to_json, with_provenance
@@ -372,10 +372,7 @@ def profile_command(
 def _rest_s(text: str | None) -> float | None:
     if text is None:
         return None
-    try:
-        seconds = parse_time_s(text)
-    except SplitinferError as e:
-        raise ProfileError(f"--rest: {e.problem}", e.fix) from None
+    seconds = parse_flag(parse_time_s, text, "--rest", ProfileError)
     return check_number(seconds, "--rest", low=0, high=MAX_REST_S, error=ProfileError,
                         fix="the idle before each timed run, e.g. 30ms (0: back to back)")
 

@@ -183,7 +183,7 @@ def profile_device(runner: Runner, prepared: PreparedModel, settings: ProfileSet
     num = prepared.num_blocks
     record = record if record is not None else DeviceRecord([None] * num)
     record.info = runner.info()
-    record.rest_s = settings.rest_for(bool(prepared.model.state))
+    record.rest_s = settings.rest_for(prepared.model)
     num_pairs = num - 1 if settings.pairs else 0
     total = num + num_pairs + 1 + (prepared.whole_bytes is not None)
     budget = settings.item_budget_s(total)
@@ -248,7 +248,7 @@ def profile_segments(runner: Runner, prepared: PreparedModel, segments: Sequence
     settings = settings or ProfileSettings()
     items = [_Item.of(f"segment {first}-{last}", *prepared.segment(first, last)) for first, last in segments]
     results = _time_sets(runner, items, settings, settings.item_budget_s(max(1, len(items))), slowdown,
-                         settings.rest_for(bool(prepared.model.state)), None, 0, len(items))
+                         settings.rest_for(prepared.model), None, 0, len(items))
     out = []
     for (first, last), result in zip(segments, results, strict=True):
         if isinstance(result, PartitionFailure):

@@ -114,11 +114,12 @@ class ProfileSettings:
             check("rest_s", low=0, high=MAX_REST_S,
                   fix="seconds of idle before each timed run (None: automatic)")
 
-    def rest_for(self, stateful: bool) -> float:
-        """The rest before each timed run of a model with a cache (``stateful``) or without."""
+    def rest_for(self, model: Model) -> float:
+        """The rest before each timed run of ``model``'s partitions: as set, else a decoder's (a model with
+        a cache, ``Model.state``) or none."""
         if self.rest_s is not None:
             return self.rest_s
-        return DECODER_REST_S if stateful else 0.0
+        return DECODER_REST_S if model.state else 0.0
 
     def item_budget_s(self, num_items: int) -> float:
         """The timed-work budget of each of ``num_items`` partitions."""
