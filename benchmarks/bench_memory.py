@@ -8,32 +8,35 @@ intra-op thread each, a fast link):
 2. plan two ways: the whole model as one stage on ``a``, and the fastest split into one stage on
    ``a`` and one on ``b``; the predicted need per device is ``plan/memory.py``'s (weights + the
    largest peak + the input and output buffers of the one request in flight),
-3. for each plan, start fresh workers, read their resident memory (RSS) before the deploy, deploy,
-   run a few requests, and read their peak resident memory (the kernel's high-water mark, VmHWM):
-   the growth is the peak less the RSS before;
+3. for each plan, start fresh workers (``--profiled-workers``: deploy on those that profiled the
+   model, as a user does), reset their peak resident memory (the kernel's high-water mark, VmHWM)
+   and read their resident memory (RSS), deploy, run a few requests, and read the peak: the growth
+   is the peak less the RSS before;
 4. report predicted against measured growth per device: |predicted - measured| / measured, and what the
    prediction is made of (weights, the largest activation, the cut buffers), to see which term misses.
 
 Goal (issue 15): within 15% for every device of every plan of every model. Models too large for
 two workers on this machine run reduced, as ``bench_fidelity.py`` runs them; the output says which.
 
-Usage: ``python benchmarks/bench_memory.py [MODEL ...] [--requests N] [--budget-s S] [--split K ...]``;
-exit 1 if the goal is missed. Linux only (it reads /proc/PID/status).
+Usage: ``python benchmarks/bench_memory.py [MODEL ...] [--requests N] [--budget-s S] [--split K ...]
+[--profiled-workers]``; exit 1 if the goal is missed. Linux only (it reads and resets /proc/PID's).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
 
 from splitinfer import zoo
-from splitinfer.cluster import Device, parse_cluster
-from splitinfer.host import peak_resident_bytes
+from splitinfer.cluster import Cluster, Device, parse_cluster
+from splitinfer.host import peak_resident_bytes, reset_peak_resident
 from splitinfer.plan import Constraints, describe_stages
 from splitinfer.plan.cost import runs_of
 from splitinfer.plan.memory import StageMemory, device_needs
@@ -53,36 +56,78 @@ DEVICES = {"devices": [{"name": "a", "num_threads": 1}, {"name": "b", "num_threa
            "links": [{"from": "a", "to": "b", "bandwidth": "1Gbit/s", "latency": "1ms"}]}
 
 
-def measure_plan(plan, cluster_doc: dict, model, profile, feeds,
-                 num_requests: int) -> dict[str, tuple[int, int]]:
-    """Each device's (peak, steady) RSS growth while ``plan`` is deployed and runs, on fresh workers:
-    the high-water mark, and the resident memory after the requests."""
+TOKEN = b"m" * 32
+
+
+@contextlib.contextmanager
+def local_workers(cluster_doc: dict) -> Iterator[tuple[dict[str, int], Cluster]]:
+    """Fresh workers for ``cluster_doc``'s devices: their process ids, and the cluster that names them."""
     devices = [Device(d["name"], num_threads=d["num_threads"]) for d in cluster_doc["devices"]]
-    token = b"m" * 32
-    with launch_local_workers(devices, token) as launcher:
+    with launch_local_workers(devices, TOKEN) as launcher:
         time.sleep(0.5)  # let the workers settle after start-up
-        before = {n: psutil.Process(pid).memory_info().rss for n, pid in launcher.pids.items()}
         doc = {**cluster_doc, "devices": [{**d, "address": launcher.workers[d["name"]].address}
                                           for d in cluster_doc["devices"]]}
-        with deploy(plan, parse_cluster(doc), model, profile=profile, token=token) as session:
-            for _ in range(num_requests):
-                session.run(None, feeds)
-            grown = {}
-            for n, pid in launcher.pids.items():
-                peak = peak_resident_bytes(pid)
-                if peak is None:
-                    raise RuntimeError(f"no peak resident memory for process {pid}: Linux only")
-                grown[n] = (peak - before[n], psutil.Process(pid).memory_info().rss - before[n])
-            return grown
+        yield launcher.pids, parse_cluster(doc)
+
+
+def measure_plan(plan, pids: dict[str, int], cluster: Cluster, model, profile, feeds,
+                 num_requests: int) -> dict[str, tuple[int, int]]:
+    """Each worker's (peak, steady) resident growth from just before ``plan`` is deployed: the
+    high-water mark (reset then: neither start-up's nor profiling's counts), and after the requests."""
+    before = {}
+    for n, pid in pids.items():
+        before[n] = _settled_rss(pid)  # a plan deployed before is dropped after its session closes
+        if not reset_peak_resident(pid):
+            raise RuntimeError(f"cannot reset the peak resident memory of process {pid}: Linux only")
+    with deploy(plan, cluster, model, profile=profile, token=TOKEN) as session:
+        for _ in range(num_requests):
+            session.run(None, feeds)
+        grown = {}
+        for n, pid in pids.items():
+            peak = peak_resident_bytes(pid)
+            if peak is None:
+                raise RuntimeError(f"no peak resident memory for process {pid}: Linux only")
+            grown[n] = (peak - before[n], psutil.Process(pid).memory_info().rss - before[n])
+        return grown
+
+
+def _settled_rss(pid: int, timeout_s: float = 10.0) -> int:
+    """A process's resident memory once it has stopped changing (by 64 KiB over 0.2 s)."""
+    process = psutil.Process(pid)
+    last, deadline = process.memory_info().rss, time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = process.memory_info().rss
+        if abs(now - last) < 64 * 1024:
+            return now
+        last = now
+    return last
 
 
 def run_model(name: str, args: argparse.Namespace) -> list[tuple[str, str, float, float]]:
     kwargs, reduced = MODELS[name]
     prepared = prepare_model(zoo.build(name, **kwargs), max_blocks=args.max_blocks)
-    cluster = parse_cluster(DEVICES)
-    profile = profile_cluster(None, cluster, prepared=prepared, progress=False,
-                              settings=ProfileSettings(budget_s=args.budget_s))
-    problem = build_problem(profile, cluster)
+    settings = ProfileSettings(budget_s=args.budget_s)
+    if not args.profiled_workers:  # profiled on workers of its own; each plan deployed on fresh ones
+        profile = profile_cluster(None, parse_cluster(DEVICES), prepared=prepared, progress=False,
+                                  settings=settings)
+
+        def measure(plan) -> dict[str, tuple[int, int]]:
+            with local_workers(DEVICES) as (pids, cluster):
+                return measure_plan(plan, pids, cluster, prepared.model, profile, prepared.whole_feeds,
+                                    args.requests)
+        return _compare(name, reduced, profile, args, measure)
+    with local_workers(DEVICES) as (pids, cluster):  # as a user runs it: profile, then deploy, on the same
+        profile = profile_cluster(None, cluster, prepared=prepared, progress=False, settings=settings,
+                                  token=TOKEN)
+        return _compare(name, reduced, profile, args, lambda plan: measure_plan(
+            plan, pids, cluster, prepared.model, profile, prepared.whole_feeds, args.requests))
+
+
+def _compare(name: str, reduced: str, profile, args: argparse.Namespace,
+             measure: Callable[..., dict[str, tuple[int, int]]]) -> list[tuple[str, str, float, float]]:
+    """Plan, measure each plan (``measure``) and print predicted against measured per device."""
+    problem = build_problem(profile, parse_cluster(DEVICES))
     inst = prepare(problem)
     last = problem.num_blocks - 1
     plans = [solve(problem, "latency", Constraints(excludes=("b",)))[0]]
@@ -97,7 +142,7 @@ def run_model(name: str, args: argparse.Namespace) -> list[tuple[str, str, float
     for plan in plans:
         runs = runs_of([inst.names.index(d) for d in plan.assignment])
         predicted = device_needs(inst, runs)
-        measured = measure_plan(plan, DEVICES, prepared.model, profile, prepared.whole_feeds, args.requests)
+        measured = measure(plan)
         for d, device in enumerate(inst.names):
             if predicted[d] > 0:
                 peak, steady = measured[device]
@@ -125,6 +170,10 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=5)
     parser.add_argument("--budget-s", type=float, default=5.0, help="profiling seconds per device")
     parser.add_argument("--max-blocks", type=int, default=32)
+    parser.add_argument("--profiled-workers", action="store_true",
+                        help="deploy each plan on the workers that profiled the model, as a user does, "
+                             "instead of on fresh ones (what a stage grows a worker by then depends on "
+                             "what the worker freed before)")
     parser.add_argument("--split", type=int, action="append", metavar="K",
                         help="measure the plan of blocks 0..K on a and the rest on b instead of the fastest "
                              "split (repeatable): e.g. vgg16 --split 29 --split 30, two stages of equal "

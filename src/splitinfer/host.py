@@ -126,11 +126,11 @@ def release_freed_memory() -> None:
         trim(0)
 
 
-def reset_peak_resident() -> bool:
-    """Start this process's peak resident memory (Linux's VmHWM) afresh from now; False where that
-    cannot be done (another system, an old kernel)."""
+def reset_peak_resident(pid: int | str = "self") -> bool:
+    """Start a process's peak resident memory (Linux's VmHWM; this one's by default) afresh from now;
+    False where that cannot be done (another system, an old kernel, another user's process)."""
     try:
-        Path("/proc/self/clear_refs").write_text("5")
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
     except OSError:
         return False
     return True

@@ -109,7 +109,9 @@ def handle_control(device: DeviceContext, msg: Message) -> Reply:
     if isinstance(header, messages.Deploy):
         return deploy_stage(device, header, msg), []
     if isinstance(header, messages.Undeploy):
-        return {"num_removed": device.stages.remove(header.deployment_id)}, []
+        removed = device.stages.remove(header.deployment_id)
+        release_freed_memory()  # the stages' sessions: an idle worker holds none of their memory
+        return {"num_removed": removed}, []
     if isinstance(header, messages.EndSequences):
         return {"num_freed": device.stages.end_sequences(header.deployment_id, header.sequences)}, []
     if isinstance(header, messages.Info):
