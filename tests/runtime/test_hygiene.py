@@ -10,14 +10,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgspec
+import numpy as np
 import psutil
 import pytest
 import zmq
-from helpers.runtime_models import mlp_parts, whole_and_parts
+from helpers.runtime_models import Part, mlp_parts, stages_on, whole_and_parts
+from onnx import helper
 
+from splitinfer.cluster import Device, parse_cluster
 from splitinfer.errors import SplitinferError, TransportError
-from splitinfer.runtime import WorkerClient
+from splitinfer.host import peak_resident_bytes, reset_peak_resident
+from splitinfer.runtime import WorkerClient, deploy_stages
+from splitinfer.runtime.launch.local import launch_local_workers
 from splitinfer.runtime.wire import codec, messages
+from splitinfer.types import TensorSpec
 
 TOKEN = b"hygiene-token-0123456789"
 SLACK_FDS = 4  # the worker's own sockets may come and go (a reconnect, the reaper's wake-up pipe)
@@ -130,6 +136,28 @@ def test_an_undeployed_stage_gives_its_memory_back_to_the_system(fresh_worker):
     print(f"worker rss {before >> 20} MiB, {deployed >> 20} deployed, {after >> 20} undeployed")
     assert deployed - before > 24 << 20  # the stage's weights were resident
     assert after - before < 24 << 20
+
+
+def test_a_stage_holds_the_tensors_of_the_request_it_runs_and_no_earlier_ones():
+    # One Relu of 8.4 MB in and out: a deployed stage needs its input and its output (plan/memory.py).
+    # The worker kept the last request's frames until the next message arrived, so it held 3x, not 2x.
+    size = 1 << 21
+    part = Part((helper.make_node("Relu", ["x"], ["y"]),), (TensorSpec("x", "float32", (1, size)),),
+                (TensorSpec("y", "float32", (1, size)),), ())
+    _, parts = whole_and_parts([part])
+    x = np.random.default_rng(0).standard_normal((1, size)).astype(np.float32)
+    with launch_local_workers([Device("a", num_threads=1)], TOKEN) as launcher:
+        pid = launcher.pids["a"]
+        cluster = parse_cluster({"devices": [{"name": "a", "num_threads": 1,
+                                              "address": launcher.workers["a"].address}]})
+        before = psutil.Process(pid).memory_info().rss
+        assert reset_peak_resident(pid)
+        with deploy_stages(stages_on(parts, ["a"]), cluster, token=TOKEN) as session:
+            for _ in range(5):
+                np.testing.assert_array_equal(session.run(None, {"x": x})[0], np.maximum(x, 0))
+            grown = peak_resident_bytes(pid) - before
+    print(f"a stage of {x.nbytes >> 20} MiB in and out grew its worker by {grown / x.nbytes:.2f}x that")
+    assert grown < 2.5 * x.nbytes
 
 
 def replace_id(header: messages.Deploy, k: int) -> messages.Deploy:

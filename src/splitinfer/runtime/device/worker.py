@@ -244,6 +244,9 @@ class Worker:
                 frames = self.router.recv_multipart(copy=False)  # at most RCVTIMEO (200 ms)
                 if not self._is_wake(frames):
                     self.handle_incoming(frames[0].bytes, frames[1:])
+                # Its tensors live as long as its work, not until the next message arrives: a stage would
+                # otherwise hold the tensors entering it twice (the last request's and the running one's).
+                del frames
             except zmq.Again:
                 pass
             except Exception:  # this thread is the process: whatever a message caused, keep serving
@@ -287,6 +290,7 @@ class Worker:
                 self._compute_guarded(identity, msg, recv_unix_s)
             finally:
                 self.compute_queue.task_done()
+            del msg  # as in serve: not held until the next request
 
     def _compute_guarded(self, identity: bytes | None, msg: Message, recv_unix_s: float) -> None:
         try:
