@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -37,6 +38,24 @@ def test_in_process_worker_profiles_and_stops(worker):
         client.shutdown()
     thread.join(5)
     assert not thread.is_alive()
+
+
+def test_a_worker_lets_go_of_each_control_request_once_answered(worker):
+    # Its control loop held the last request until the next arrived: a profile's feeds, a partition's
+    # bytes, kept for as long as the worker idled.
+    w, _ = worker
+    _, parts = whole_and_parts(mlp_parts(1, width=8, batch=2))
+
+    def held() -> list[messages.Message]:
+        return [o for o in gc.get_objects()
+                if isinstance(o, messages.Message) and isinstance(o.header, messages.TimePartition)]
+
+    with WorkerClient(w.address, b"tok") as client:
+        client.time_partition(parts[0][0], {"t0": np.ones((2, 8), np.float32)}, min_runs=3, max_runs=3)
+        end = time.monotonic() + 2.0  # the reply can arrive before the control thread has returned
+        while held() and time.monotonic() < end:
+            time.sleep(0.05)
+        assert held() == []
 
 
 def test_heartbeat_reports_a_stopped_worker_within_dead_after(worker):

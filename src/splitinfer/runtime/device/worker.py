@@ -371,23 +371,26 @@ class Worker:
     def _control_loop(self) -> None:
         while not self.stop.is_set():
             try:
-                identity, msg = self.control_queue.get(timeout=0.2)
+                # One request at a time, in a call of its own: its message (a partition's bytes, a
+                # profile's feeds) and its reply are let go when it returns, not at the next request.
+                self._control_one(*self.control_queue.get(timeout=0.2))
             except queue.Empty:
                 continue
-            try:
-                if isinstance(msg.header, messages.Shutdown):
-                    self.reply(identity, messages.Done(request_id=msg.header.request_id))
-                    self.stop.set()
-                    return
-                data, arrays = handle_control(self.device, msg)
-                done = messages.Done(request_id=msg.header.request_id, data=data)
-                self.reply(identity, done, arrays=arrays)
-            except Exception as e:  # every failure becomes an error reply
-                if not isinstance(e, SplitinferError):
-                    log.exception("control request failed")
-                    e = _unexpected(e)
-                with contextlib.suppress(Exception):  # which must not end the loop either
-                    self.reply_error(identity, msg.header.request_id, e)
+
+    def _control_one(self, identity: bytes, msg: Message) -> None:
+        try:
+            if isinstance(msg.header, messages.Shutdown):
+                self.reply(identity, messages.Done(request_id=msg.header.request_id))
+                self.stop.set()
+                return
+            data, arrays = handle_control(self.device, msg)
+            self.reply(identity, messages.Done(request_id=msg.header.request_id, data=data), arrays=arrays)
+        except Exception as e:  # every failure becomes an error reply
+            if not isinstance(e, SplitinferError):
+                log.exception("control request failed")
+                e = _unexpected(e)
+            with contextlib.suppress(Exception):  # which must not end the loop either
+                self.reply_error(identity, msg.header.request_id, e)
 
 
 def _unexpected(err: Exception) -> WorkerError:
