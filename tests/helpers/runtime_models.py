@@ -83,6 +83,24 @@ def mlp_parts(num_parts: int, width: int = 32, batch: int = 4, layers_per_part: 
     return parts
 
 
+def conv_part(channels: int = 256, layers: int = 4, side: int = 8, seed: int = 2) -> Part:
+    """One partition of 3x3 convolutions (with biases and Relus): the layers ONNX Runtime rewrites into
+    its blocked layout on the CPU, copying their weights (channels=256, layers=4: 9.4 MB of them)."""
+    rng = np.random.default_rng(seed)
+    nodes, inits, src = [], [], "c0"
+    for k in range(layers):
+        w = (rng.standard_normal((channels, channels, 3, 3)) / np.sqrt(9 * channels)).astype(np.float32)
+        inits += [numpy_helper.from_array(w, f"cw{k}"),
+                  numpy_helper.from_array(np.full(channels, 0.01, np.float32), f"cb{k}")]
+        dst = f"c{k + 1}" if k == layers - 1 else f"c{k}_out"
+        nodes += [helper.make_node("Conv", [src, f"cw{k}", f"cb{k}"], [f"c{k}_conv"], pads=[1, 1, 1, 1]),
+                  helper.make_node("Relu", [f"c{k}_conv"], [dst])]
+        src = dst
+    shape = (1, channels, side, side)
+    return Part(tuple(nodes), (TensorSpec("c0", "float32", shape),),
+                (TensorSpec(f"c{layers}", "float32", shape),), tuple(inits))
+
+
 def heavy_parts(num_parts: int, size: int = 256, repeats: int = 4, seed: int = 1) -> list[Part]:
     """Compute-heavy float32 partitions (square MatMuls) for slowdown and throughput tests."""
     rng = np.random.default_rng(seed)

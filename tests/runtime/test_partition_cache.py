@@ -13,7 +13,8 @@ import pytest
 
 from splitinfer.errors import DeadlineError, ErrorCode, SplitinferError, TransportError, WorkerError, code_of
 from splitinfer.runtime.coordinator.pipeline import deploy_by_hash
-from splitinfer.runtime.device._partitions import MAX_PENDING, PartitionStore, open_store, with_parts
+from splitinfer.runtime.device._partition_cache import open_store
+from splitinfer.runtime.device._partitions import MAX_PENDING, PartitionStore, with_parts
 from splitinfer.runtime.device.config import parse_config
 from splitinfer.runtime.wire import messages
 from splitinfer.runtime.wire.messages import Message

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from splitinfer.runtime.device._partition_files import sha256_of_file
+from splitinfer.runtime.device._partition_optimize import identity
 
 # A partition at least this large is kept as external data: every stage with a sizeable layer. Measured on
 # this project's machine (worker peak resident growth at deploy, benchmarks/bench_memory.py), mapping from
@@ -104,6 +105,8 @@ class Mapped:
             return "its record cannot be read"
         if record.get("sha256") != self.sha:
             return "its record is another partition's"
+        if "optimized_for" in record and record["optimized_for"] != identity():
+            return f"its graph was optimized for {str(record['optimized_for'])[:200]}, not {identity()}"
         try:
             size = self.data.stat().st_size
             if size != data_bytes:
@@ -116,8 +119,9 @@ class Mapped:
             return f"it cannot be read ({e.strerror or e})"
         return ""
 
-    def write(self, source: Path, staging: Path) -> None:
-        """Rewrite the partition in ``source`` (checked against its hash) into this entry's files, each
+    def write(self, source: Path, staging: Path, optimized_for: str | None = None) -> None:
+        """Rewrite the partition in ``source`` (checked against its hash, or its graph as ONNX Runtime
+        optimized it for ``optimized_for``: device/_partition_optimize.py) into this entry's files, each
         written in ``staging`` first and renamed in, the record last; NotRewritable, or OSError (nothing
         left behind in either case)."""
         tmp = {p.name: staging / f"{p.name}.tmp" for p in self.files()}
@@ -131,6 +135,8 @@ class Mapped:
             record = {"sha256": self.sha, "size_bytes": source.stat().st_size,
                       "graph_sha256": hashlib.sha256(graph).hexdigest(),
                       "data_sha256": data.digest.hexdigest(), "data_bytes": data.size}
+            if optimized_for is not None:
+                record["optimized_for"] = optimized_for
             tmp[self.record.name].write_text(json.dumps(record))
             for path in (self.data, self.graph, self.record):  # the record last: it makes the entry
                 os.replace(tmp[path.name], path)

@@ -14,7 +14,10 @@ the worker loads each from
 
 A partition of at least 1 MiB is rewritten once installed into ONNX external data (``SHA.onnx``,
 ``SHA.data``, ``SHA.json``: device/_partition_layout.py), whose weights ONNX Runtime maps, not copies: a
-deploy then peaks near the partition plus its largest layer, not three times the partition.
+deploy then peaks near the partition plus its largest layer, not three times the partition. On the CPU
+provider alone, the graph kept is the one ONNX Runtime optimized for this CPU, made once in a child
+process (device/_partition_optimize.py): a deploy then has nothing left to rewrite, and the worker peaks
+at what the stage holds.
 
 Space: a transfer reserves its whole size when it starts, so the cache and the pending transfers never
 hold more than ``--cache-max-bytes``; room is made by evicting cached partitions (least recently used
@@ -36,24 +39,21 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from splitinfer.errors import ErrorCode, SplitinferError, TransportError, WorkerError, first_line
+from splitinfer.errors import ErrorCode, TransportError, WorkerError
 from splitinfer.runtime.device._partition_files import (
     ModelDir,
     Pending,
-    claim,
-    default_cache_dir,
     pending_transfers,
     read_bytes,
-    reason,
     sha256_of_file,
 )
 from splitinfer.runtime.device._partition_layout import MAPPED_MIN_BYTES, Mapped, NotRewritable, scan
+from splitinfer.runtime.device._partition_optimize import identity, optimize
 from splitinfer.runtime.wire import messages
 from splitinfer.runtime.wire.messages import MAX_CHUNK_BYTES, Message
 from splitinfer.units import check_number
@@ -77,8 +77,9 @@ class PartitionStore:
 
     def __init__(self, folder: Path, max_bytes: int, *, model_dir: Path | None = None,
                  max_chunk_bytes: int = MAX_CHUNK_BYTES, temporary: bool = False, lock: Any = None,
-                 mapped_min_bytes: int = MAPPED_MIN_BYTES) -> None:
+                 mapped_min_bytes: int = MAPPED_MIN_BYTES, optimize: bool = False) -> None:
         self.folder = folder
+        self.optimize = optimize  # large partitions cached as ONNX Runtime optimized them for this CPU
         self.max_bytes = max_bytes
         self.mapped_min_bytes = mapped_min_bytes  # partitions this large are kept as external data
         self.max_chunk_bytes = max(1, min(max_chunk_bytes, MAX_CHUNK_BYTES))
@@ -284,16 +285,24 @@ class PartitionStore:
     def _rewrite(self, sha: str) -> None:
         """Keep the cached partition ``sha`` (one file, its hash checked) as external data instead, when
         there is room for both while it is written."""
-        mapped = Mapped(self.folder, sha)
-        if not self._make_room(self._entries[sha], keep=sha, transfers=False):
+        mapped, source, optimized_for = Mapped(self.folder, sha), self.folder / sha, None
+        if not self._make_room(self._entries[sha] * (2 if self.optimize else 1), keep=sha, transfers=False):
             log.info("partition %s stays one file: no room to rewrite it within --cache-max-bytes", sha[:12])
             return
+        if self.optimize:  # its graph as ONNX Runtime optimizes it here, made once in a child process
+            why = optimize(source, self._pending_dir / f"{sha}.optimized")
+            if why:
+                log.warning("partition %s cached as it came (its deploys optimize it): %s", sha[:12], why)
+            else:
+                source, optimized_for = self._pending_dir / f"{sha}.optimized", identity()
         try:
-            mapped.write(self.folder / sha, self._pending_dir)
+            mapped.write(source, self._pending_dir, optimized_for)
         except (NotRewritable, OSError) as e:
             log.warning("partition %s stays one file, loaded as bytes: %s", sha[:12], e)
             self._whole.add(sha)
             return
+        finally:
+            (self._pending_dir / f"{sha}.optimized").unlink(missing_ok=True)
         (self.folder / sha).unlink(missing_ok=True)
         self._entries[sha] = mapped.size()
         self._touch(sha)
@@ -340,46 +349,6 @@ def with_parts(store: PartitionStore | None, header: messages.Deploy | messages.
         raise WorkerError("this worker keeps no partitions", f"send them inline in the {kind}",
                           code=ErrorCode.MISSING_PARTITION)
     return dataclasses.replace(msg, blobs=[*(store.load(sha) for sha in named), *msg.blobs])  # type: ignore
-
-
-# ---- opening the folder ------------------------------------------------------------------------
-def open_store(name: str, cache_dir: str | None, max_bytes: int, model_dir: str | None,
-               max_frame_bytes: int) -> PartitionStore:
-    """The worker's store: ``cache_dir`` (SplitinferError naming it when it cannot be written or another
-    worker holds it), else the default folder, else a temporary one."""
-    folder_model = Path(model_dir).expanduser() if model_dir else None
-    chunk = min(MAX_CHUNK_BYTES, max_frame_bytes)
-    if cache_dir is not None:
-        folder = Path(cache_dir).expanduser()
-        try:
-            lock = claim(folder)
-        except OSError as e:
-            raise SplitinferError(f"--cache-dir {folder} cannot be used: {reason(e)}",
-                                  "give a folder this user can write (made if missing) that no other "
-                                  "worker uses") from None
-        return _opened(folder, max_bytes, folder_model, chunk, False, lock)
-    try:
-        folder = default_cache_dir(name)
-        lock = claim(folder)
-        return _opened(folder, max_bytes, folder_model, chunk, False, lock)
-    except (OSError, RuntimeError) as e:
-        folder = Path(tempfile.mkdtemp(prefix="splitinfer-partitions-"))
-        log.warning("partition cache in %s, removed at exit (the default folder: %s)", folder,
-                    reason(e) if isinstance(e, OSError) else first_line(e))
-        return _opened(folder, max_bytes, folder_model, chunk, True, None)
-
-
-def _opened(folder: Path, max_bytes: int, model_dir: Path | None, chunk: int, temporary: bool,
-            lock: Any) -> PartitionStore:
-    try:
-        return PartitionStore(folder, max_bytes, model_dir=model_dir, max_chunk_bytes=chunk,
-                              temporary=temporary, lock=lock)
-    except BaseException:
-        if lock is not None:
-            lock.close()
-        if temporary:
-            shutil.rmtree(folder, ignore_errors=True)
-        raise
 
 
 def _check_size(value: object, what: str) -> int:

@@ -49,7 +49,7 @@ from splitinfer.runtime.device._control import DeviceContext, handle_control
 from splitinfer.runtime.device._execution import start_runtime
 from splitinfer.runtime.device._exits import run_request
 from splitinfer.runtime.device._forward import forward
-from splitinfer.runtime.device._partitions import open_store
+from splitinfer.runtime.device._partition_cache import open_store
 from splitinfer.runtime.device._stages import DeployedStage, StageTable
 from splitinfer.runtime.device.config import WorkerConfig
 from splitinfer.runtime.wire import codec, messages
@@ -73,7 +73,7 @@ class Worker:
         self.token = token
         # First: a cache folder that cannot be used stops the worker before it opens a socket.
         self.partitions = open_store(config.name, config.cache_dir, config.cache_max_bytes, config.model_dir,
-                                     config.max_frame_bytes)
+                                     config.max_frame_bytes, config.providers)
         start_runtime(config.providers, config.num_threads)
         self.context = zmq.Context()
         self.gate: Gate | None = None
