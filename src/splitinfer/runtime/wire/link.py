@@ -136,6 +136,8 @@ class LinkSender:
                     continue
                 self._queue.popleft()
                 replies = self._send_now(frames)
+                # Let go of the message: held here, a stage's output stayed resident until the next one.
+                del frames
             self._deliver_replies(replies)
 
     @property
