@@ -19,7 +19,8 @@ Goal (issue 15): within 15% for every device of every plan of every model. Model
 two workers on this machine run reduced, as ``bench_fidelity.py`` runs them; the output says which.
 
 Usage: ``python benchmarks/bench_memory.py [MODEL ...] [--requests N] [--budget-s S] [--split K ...]
-[--profiled-workers]``; exit 1 if the goal is missed. Linux only (it reads and resets /proc/PID's).
+[--profiled-workers] [--optimize-ahead]``; exit 1 if the goal is missed. Linux only (it reads and resets
+/proc/PID's).
 """
 
 from __future__ import annotations
@@ -60,10 +61,12 @@ TOKEN = b"m" * 32
 
 
 @contextlib.contextmanager
-def local_workers(cluster_doc: dict) -> Iterator[tuple[dict[str, int], Cluster]]:
-    """Fresh workers for ``cluster_doc``'s devices: their process ids, and the cluster that names them."""
+def local_workers(cluster_doc: dict,
+                  optimize_ahead: bool = False) -> Iterator[tuple[dict[str, int], Cluster]]:
+    """Fresh workers for ``cluster_doc``'s devices (``optimize_ahead``: each with ``--optimize-ahead``):
+    their process ids, and the cluster that names them."""
     devices = [Device(d["name"], num_threads=d["num_threads"]) for d in cluster_doc["devices"]]
-    with launch_local_workers(devices, TOKEN) as launcher:
+    with launch_local_workers(devices, TOKEN, optimize_ahead=optimize_ahead) as launcher:
         time.sleep(0.5)  # let the workers settle after start-up
         doc = {**cluster_doc, "devices": [{**d, "address": launcher.workers[d["name"]].address}
                                           for d in cluster_doc["devices"]]}
@@ -109,15 +112,17 @@ def run_model(name: str, args: argparse.Namespace) -> list[tuple[str, str, float
     prepared = prepare_model(zoo.build(name, **kwargs), max_blocks=args.max_blocks)
     settings = ProfileSettings(budget_s=args.budget_s)
     if not args.profiled_workers:  # profiled on workers of its own; each plan deployed on fresh ones
-        profile = profile_cluster(None, parse_cluster(DEVICES), prepared=prepared, progress=False,
-                                  settings=settings)
+        with local_workers(DEVICES, args.optimize_ahead) as (_, cluster):
+            profile = profile_cluster(None, cluster, prepared=prepared, progress=False, settings=settings,
+                                      token=TOKEN)
 
         def measure(plan) -> dict[str, tuple[int, int]]:
-            with local_workers(DEVICES) as (pids, cluster):
+            with local_workers(DEVICES, args.optimize_ahead) as (pids, cluster):
                 return measure_plan(plan, pids, cluster, prepared.model, profile, prepared.whole_feeds,
                                     args.requests)
         return _compare(name, reduced, profile, args, measure)
-    with local_workers(DEVICES) as (pids, cluster):  # as a user runs it: profile, then deploy, on the same
+    # as a user runs it: profile, then deploy, on the same workers
+    with local_workers(DEVICES, args.optimize_ahead) as (pids, cluster):
         profile = profile_cluster(None, cluster, prepared=prepared, progress=False, settings=settings,
                                   token=TOKEN)
         return _compare(name, reduced, profile, args, lambda plan: measure_plan(
@@ -174,6 +179,9 @@ def main() -> int:
                         help="deploy each plan on the workers that profiled the model, as a user does, "
                              "instead of on fresh ones (what a stage grows a worker by then depends on "
                              "what the worker freed before)")
+    parser.add_argument("--optimize-ahead", action="store_true",
+                        help="workers keep large partitions as ONNX Runtime optimized them for this CPU "
+                             "(`splitinfer worker --optimize-ahead`): deploys peak at what a stage holds")
     parser.add_argument("--split", type=int, action="append", metavar="K",
                         help="measure the plan of blocks 0..K on a and the rest on b instead of the fastest "
                              "split (repeatable): e.g. vgg16 --split 29 --split 30, two stages of equal "

@@ -10,6 +10,7 @@
 #   SPLITINFER_NUM_THREADS  ONNX Runtime intra-op threads (0: its default)
 #   SPLITINFER_PROVIDERS    execution providers, comma-separated
 #   SPLITINFER_MAC_TENSORS  1: the token's MAC covers tensor bytes too
+#   SPLITINFER_OPTIMIZE_AHEAD  1: keep partitions as ONNX Runtime optimized them for this CPU
 #   SPLITINFER_CURVE_SECRET_KEY, SPLITINFER_CURVE_COORDINATOR_KEYS, SPLITINFER_CURVE_PEER_KEYS: CURVE files
 set -eu
 
@@ -40,6 +41,7 @@ if [ -n "$token_file" ]; then set -- --token-file "$token_file" "$@"; fi
 if [ -n "${SPLITINFER_NUM_THREADS:-}" ]; then set -- --num-threads "$SPLITINFER_NUM_THREADS" "$@"; fi
 if [ -n "${SPLITINFER_PROVIDERS:-}" ]; then set -- --providers "$SPLITINFER_PROVIDERS" "$@"; fi
 case "${SPLITINFER_MAC_TENSORS:-}" in 1|true|yes) set -- --mac-tensors "$@" ;; esac
+case "${SPLITINFER_OPTIMIZE_AHEAD:-}" in 1|true|yes) set -- --optimize-ahead "$@" ;; esac
 if [ -n "${SPLITINFER_CURVE_SECRET_KEY:-}" ]; then set -- --curve-secret-key "$SPLITINFER_CURVE_SECRET_KEY" "$@"; fi
 if [ -n "${SPLITINFER_CURVE_COORDINATOR_KEYS:-}" ]; then
     set -- --curve-coordinator-keys "$SPLITINFER_CURVE_COORDINATOR_KEYS" "$@"

@@ -1,6 +1,7 @@
-"""Large partitions cached as ONNX Runtime optimized them for this CPU (device/_partition_optimize.py): the
-same outputs bit for bit, made in a child process, dropped when made for another machine, cached as they
-came when the child fails, and a worker whose deploy peaks at what the stage holds."""
+"""Large partitions cached as ONNX Runtime optimized them for this CPU (``--optimize-ahead``,
+device/_partition_optimize.py): the same outputs bit for bit, made in a child process, dropped when made
+for another machine, cached as they came when the child fails, on the CPU provider alone, and a worker
+whose deploy peaks at what the stage holds."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from splitinfer.graph.inference import create_inference_session
 from splitinfer.host import peak_resident_bytes, reset_peak_resident
 from splitinfer.runtime import deploy_stages
 from splitinfer.runtime.device import _partitions
+from splitinfer.runtime.device._partition_cache import open_store
 from splitinfer.runtime.device._partition_layout import Mapped
 from splitinfer.runtime.device._partition_optimize import identity, optimize
 from splitinfer.runtime.device._partitions import PartitionStore
@@ -106,7 +108,7 @@ def test_a_deploy_of_a_cached_partition_peaks_at_what_the_stage_holds(conv):
     _, parts = whole_and_parts([conv_part()])
     graph = onnx.load_from_string(model).graph
     weights = sum(onnx.numpy_helper.to_array(t).nbytes for t in graph.initializer)
-    with launch_local_workers([Device("a", num_threads=1)], TOKEN) as launcher:
+    with launch_local_workers([Device("a", num_threads=1)], TOKEN, optimize_ahead=True) as launcher:
         process = psutil.Process(launcher.pids["a"])
         cluster = parse_cluster({"devices": [{"name": "a", "num_threads": 1,
                                               "address": launcher.workers["a"].address}]})
@@ -120,3 +122,17 @@ def test_a_deploy_of_a_cached_partition_peaks_at_what_the_stage_holds(conv):
           f"what it held before, {held / 1e6:.1f} MB once deployed")
     assert held > weights  # the stage's weights are resident
     assert grown - held < 0.3 * weights
+
+
+def test_only_a_cpu_worker_asked_to_optimizes_ahead(tmp_path, caplog):
+    def optimizes(name: str, providers: tuple[str, ...], **flags) -> bool:
+        store = open_store(name, str(tmp_path / name), 1 << 26, None, 1 << 26, providers, **flags)
+        store.close()
+        return store.optimize
+
+    cpu, gpu = ("CPUExecutionProvider",), ("CUDAExecutionProvider", "CPUExecutionProvider")
+    assert not optimizes("a", cpu)  # the default
+    assert optimizes("b", cpu, optimize_ahead=True)
+    with caplog.at_level(logging.WARNING, "splitinfer.worker"):
+        assert not optimizes("c", gpu, optimize_ahead=True)
+    assert "--optimize-ahead is for the CPU provider alone" in caplog.text

@@ -96,10 +96,11 @@ def _measured(device: DeviceProfile, block: int, share: float | None) -> BlockMe
     bytes (``share``: the block's part of the model's; None: the model has none): a stage is one session
     of many blocks, whose copies come and go one after another and reuse the same freed memory, so the
     sum of each block's own moment (measured alone) overstates it (resnet18: 4.7x its weights summed, a
-    deploy of all of it 3.7x). A CPU worker deploys graphs ONNX Runtime optimized ahead
-    (runtime/device/_partition_optimize.py), so there the whole model's moment is about 0. Measured on this
-    project's machine (benchmarks/bench_memory.py), the stages of the zoo's plans are predicted so within a
-    median 16% of the worker's peak, the worst 49% (ARCHITECTURE.md: what misses)."""
+    deploy of all of it 3.7x). A CPU worker with ``--optimize-ahead`` deploys graphs ONNX Runtime optimized
+    ahead (runtime/device/_partition_optimize.py), so there the whole model's moment is about 0. Measured on
+    this project's machine (benchmarks/bench_memory.py), the stages of the zoo's plans are predicted so
+    within a median 12% of the worker's peak, the worst 39%; with ``--optimize-ahead``, 15% and 48%
+    (ARCHITECTURE.md: what misses)."""
     m = device.memory[block] if device.memory else None
     if m is None:
         return None

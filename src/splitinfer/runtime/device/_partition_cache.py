@@ -19,11 +19,16 @@ log = logging.getLogger("splitinfer.worker")
 
 
 def open_store(name: str, cache_dir: str | None, max_bytes: int, model_dir: str | None,
-               max_frame_bytes: int, providers: Sequence[str] = ()) -> PartitionStore:
+               max_frame_bytes: int, providers: Sequence[str] = (),
+               optimize_ahead: bool = False) -> PartitionStore:
     """The worker's store: ``cache_dir`` (SplitinferError naming it when it cannot be written or another
-    worker holds it), else the default folder, else a temporary one. On the CPU provider alone, large
-    partitions are kept as ONNX Runtime optimized them for this CPU (device/_partition_optimize.py)."""
-    optimize = tuple(providers) == ("CPUExecutionProvider",)
+    worker holds it), else the default folder, else a temporary one. With ``optimize_ahead``, on the CPU
+    provider alone, large partitions are kept as ONNX Runtime optimized them for this CPU
+    (device/_partition_optimize.py)."""
+    optimize = optimize_ahead and tuple(providers) == ("CPUExecutionProvider",)
+    if optimize_ahead and not optimize:
+        log.warning("--optimize-ahead is for the CPU provider alone (this worker runs %s): off",
+                    ", ".join(providers))
     folder_model = Path(model_dir).expanduser() if model_dir else None
     chunk = min(MAX_CHUNK_BYTES, max_frame_bytes)
     if cache_dir is not None:

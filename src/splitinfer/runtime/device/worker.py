@@ -73,7 +73,7 @@ class Worker:
         self.token = token
         # First: a cache folder that cannot be used stops the worker before it opens a socket.
         self.partitions = open_store(config.name, config.cache_dir, config.cache_max_bytes, config.model_dir,
-                                     config.max_frame_bytes, config.providers)
+                                     config.max_frame_bytes, config.providers, config.optimize_ahead)
         start_runtime(config.providers, config.num_threads)
         self.context = zmq.Context()
         self.gate: Gate | None = None

@@ -61,8 +61,10 @@ class LocalLauncher:
 
     def __init__(self, token: bytes | None, *, startup_timeout_s: float = 60.0,
                  network: NetnsNetwork | None = None, keyring: Keyring | None = None,
-                 mac_tensors: bool = False, cache_dir: str | Path | None = None) -> None:
+                 mac_tensors: bool = False, cache_dir: str | Path | None = None,
+                 optimize_ahead: bool = False) -> None:
         self.token = token
+        self.optimize_ahead = optimize_ahead  # each worker's --optimize-ahead
         self.keyring = keyring  # CURVE: each worker gets its key pair, the coordinator's key, its peers'
         self.mac_tensors = mac_tensors
         self.network = network  # when set, each worker runs in its device's network namespace
@@ -107,6 +109,8 @@ class LocalLauncher:
             cmd += self.keyring.worker_flags(device.name)
         if self.mac_tensors:
             cmd.append("--mac-tensors")
+        if self.optimize_ahead:
+            cmd.append("--optimize-ahead")
         log_path = self._log_dir / f"{device.name}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
@@ -160,10 +164,11 @@ class LocalLauncher:
         self.close()
 
 
-def launch_local_workers(devices: Sequence[Device], token: bytes, *,
-                         startup_timeout_s: float = 60.0) -> LocalLauncher:
-    """Start workers for ``devices`` on loopback; the caller must ``close()`` the launcher."""
-    launcher = LocalLauncher(token, startup_timeout_s=startup_timeout_s)
+def launch_local_workers(devices: Sequence[Device], token: bytes, *, startup_timeout_s: float = 60.0,
+                         optimize_ahead: bool = False) -> LocalLauncher:
+    """Start workers for ``devices`` on loopback (``optimize_ahead``: each with ``--optimize-ahead``); the
+    caller must ``close()`` the launcher."""
+    launcher = LocalLauncher(token, startup_timeout_s=startup_timeout_s, optimize_ahead=optimize_ahead)
     try:
         launcher.start(devices)
     except (SplitinferError, OSError):
