@@ -6,9 +6,11 @@ Each builder returns the whole model (bytes) and its partitions as
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -17,6 +19,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from splitinfer.cluster import Cluster, parse_cluster
 from splitinfer.runtime import StageSpec
+from splitinfer.runtime.wire import messages
+from splitinfer.runtime.wire.messages import Message
 from splitinfer.types import NUMPY_TO_ONNX, TensorSpec
 
 OPSET = 17
@@ -213,3 +217,15 @@ def slowdown_for(model: bytes, feed: dict, seconds: float) -> float:
         session.run(None, feed)
         times.append(time.perf_counter() - start)
     return max(1.0, seconds / float(np.median(times)))
+
+
+def put_in_chunks(store: Any, data: bytes, chunk_bytes: int = 64 * 1024) -> str:
+    """Put ``data`` in a worker's PartitionStore as partition_chunk messages do; its SHA-256."""
+    sha = hashlib.sha256(data).hexdigest()
+    for offset in range(0, len(data), chunk_bytes):
+        piece = data[offset:offset + chunk_bytes]
+        header = messages.PartitionChunk(sha256=sha, size_bytes=len(data), offset=offset,
+                                         chunk_sha256=hashlib.sha256(piece).hexdigest())
+        reply = store.chunk(header, Message(header, blobs=[memoryview(piece)]))
+    assert reply == {"offset": len(data), "complete": True}
+    return sha

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from helpers.runtime_models import mlp_parts, whole_and_parts
+from helpers.runtime_models import mlp_parts, put_in_chunks, whole_and_parts
 
 from splitinfer.errors import ErrorCode, WorkerError
 from splitinfer.graph.inference import create_inference_session
@@ -27,15 +27,6 @@ SMALL = 1000  # the rewrite threshold in these tests: every partition here is la
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _put(store: PartitionStore, data: bytes, chunk_bytes: int = 64 * 1024) -> None:
-    for offset in range(0, len(data), chunk_bytes):
-        piece = data[offset:offset + chunk_bytes]
-        header = messages.PartitionChunk(sha256=_sha(data), size_bytes=len(data), offset=offset,
-                                         chunk_sha256=_sha(piece))
-        reply = store.chunk(header, Message(header, blobs=[memoryview(piece)]))
-    assert reply == {"offset": len(data), "complete": True}
 
 
 def _partition(seed: int = 0, width: int = 150) -> tuple[bytes, tuple, tuple]:
@@ -77,7 +68,7 @@ def test_a_large_partition_is_rewritten_once_installed_and_deploys_by_hash_as_in
     model, ins, outs = _partition()
     sha = _sha(model)
     store = PartitionStore(tmp_path, 1 << 20, mapped_min_bytes=SMALL)
-    _put(store, model)
+    put_in_chunks(store, model)
     assert _files(tmp_path) == [f"{sha}.data", f"{sha}.json", f"{sha}.onnx"]  # the blob itself is gone
     graph = onnx.load(str(tmp_path / f"{sha}.onnx"), load_external_data=False)
     external = [t for t in graph.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
@@ -103,7 +94,7 @@ def test_a_blob_whose_graph_protobuf_merges_from_pieces_is_rewritten_whole(tmp_p
     blob = proto.SerializeToString() + b"".join(p.SerializeToString() for p in pieces)
     assert onnx.load_from_string(blob) == onnx.load_from_string(model)
     store = PartitionStore(tmp_path, 1 << 20, mapped_min_bytes=SMALL)
-    _put(store, blob)
+    put_in_chunks(store, blob)
     path = store.load(_sha(blob))
     assert isinstance(path, Path)
     graph = onnx.load(str(path), load_external_data=False).graph
@@ -116,18 +107,19 @@ def test_a_blob_whose_graph_protobuf_merges_from_pieces_is_rewritten_whole(tmp_p
 def test_the_bound_and_eviction_count_a_rewritten_entry_as_its_files(tmp_path):
     a, b = _partition(2)[0], _partition(3)[0]
     store = PartitionStore(tmp_path, 3 * len(a), mapped_min_bytes=SMALL)
-    _put(store, a)
+    put_in_chunks(store, a)
     size = sum(p.stat().st_size for p in tmp_path.iterdir() if p.is_file() and p.name.startswith(_sha(a)))
     assert store.cached() == [_sha(a)] and store.cached_bytes == size > len(a)  # + alignment and a record
-    _put(store, b)  # b's rewrite needs room for a second copy while written: with a (a little over its
-    # blob's size) that is over the bound, so a goes
+    # b's rewrite needs room for a second copy while written: with a (a little over its blob's size)
+    # that is over the bound, so a goes
+    put_in_chunks(store, b)
     assert store.cached() == [_sha(b)] and not [n for n in _files(tmp_path) if n.startswith(_sha(a))]
     assert store.cached_bytes == sum(p.stat().st_size for p in tmp_path.iterdir() if p.is_file()) \
         <= store.max_bytes
     # A cache without room for that second copy keeps a partition as the one file it came as.
     (tmp_path / "small").mkdir()
     small = PartitionStore(tmp_path / "small", 2 * len(a) - 1, mapped_min_bytes=SMALL)
-    _put(small, a)
+    put_in_chunks(small, a)
     assert _files(tmp_path / "small") == [_sha(a)] and small.load(_sha(a)) == a
 
 
@@ -140,7 +132,7 @@ def test_a_damaged_rewritten_entry_is_refused_and_removed(tmp_path, damage, name
     model, _, _ = _partition(4)
     sha = _sha(model)
     store = PartitionStore(tmp_path, 1 << 20, mapped_min_bytes=SMALL)
-    _put(store, model)
+    put_in_chunks(store, model)
     mapped = Mapped(tmp_path, sha)
     if damage == "data truncated":
         with open(mapped.data, "r+b") as f:
@@ -163,15 +155,15 @@ def test_a_damaged_rewritten_entry_is_refused_and_removed(tmp_path, damage, name
     if named:  # without its record the files are no entry: simply not held
         assert f"damaged: {named}" in e.value.problem and named in caplog.text
     assert store.cached() == [] and _files(tmp_path) == []
-    _put(store, model)  # sent again, it is whole again
+    put_in_chunks(store, model)  # sent again, it is whole again
     assert isinstance(store.load(sha), Path)
 
 
 def test_a_restart_finds_rewritten_entries_and_removes_what_a_broken_rewrite_left(tmp_path):
     model, other = _partition(5)[0], _partition(6)[0]
     store = PartitionStore(tmp_path, 1 << 20, mapped_min_bytes=SMALL)
-    _put(store, other)
-    _put(store, model)
+    put_in_chunks(store, other)
+    put_in_chunks(store, model)
     cached, size = store.cached(), store.cached_bytes
     store.close()
     orphan = "e" * 64  # a rewrite that broke off before its record: files, no entry
@@ -190,7 +182,7 @@ def test_a_large_blob_cached_before_rewrites_is_rewritten_when_first_loaded(tmp_
     model, _, _ = _partition(7)
     PartitionStore(tmp_path, 1 << 20).close()  # the default threshold: kept as one file
     store = PartitionStore(tmp_path, 1 << 20)
-    _put(store, model)
+    put_in_chunks(store, model)
     assert _files(tmp_path) == [_sha(model)]
     store.close()
     store = PartitionStore(tmp_path, 1 << 20, mapped_min_bytes=SMALL)
@@ -201,7 +193,7 @@ def test_a_large_blob_cached_before_rewrites_is_rewritten_when_first_loaded(tmp_
 def test_what_cannot_be_rewritten_stays_one_file_loaded_as_bytes(tmp_path):
     store = PartitionStore(tmp_path, 1 << 20, mapped_min_bytes=SMALL)
     noise = np.random.default_rng(8).bytes(200_000)  # not a model at all
-    _put(store, noise)
+    put_in_chunks(store, noise)
     assert store.load(_sha(noise)) == noise and _files(tmp_path) == [_sha(noise)]
     # A model that refers to external data already: its files would be looked for next to the cache's.
     proto = onnx.load_from_string(_partition(9)[0])
@@ -210,7 +202,7 @@ def test_what_cannot_be_rewritten_stays_one_file_loaded_as_bytes(tmp_path):
     weight.external_data.add(key="location", value="../weights.bin")
     weight.ClearField("raw_data")
     external = proto.SerializeToString()  # its other weight would be rewritten
-    _put(store, external)
+    put_in_chunks(store, external)
     assert store.load(_sha(external)) == external
     assert _files(tmp_path) == sorted([_sha(noise), _sha(external)])  # no entry half made
     assert not list((tmp_path / "pending").iterdir())  # nothing of the attempts left behind
@@ -224,7 +216,7 @@ def test_a_graph_file_an_older_onnx_runtime_refuses_is_retried_with_its_weights_
 
     model, _, _ = _partition(10)
     store = PartitionStore(tmp_path, 1 << 20, mapped_min_bytes=SMALL)
-    _put(store, model)
+    put_in_chunks(store, model)
     path = store.load(_sha(model))
     opened, real = [], inference._open
 
@@ -257,7 +249,7 @@ def test_a_partition_timed_from_its_mapped_file_counts_the_pages_it_keeps_with_i
                               [numpy_helper.from_array(table, "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
     store = PartitionStore(tmp_path, 64 << 20, mapped_min_bytes=SMALL)
-    _put(store, model, chunk_bytes=4 << 20)
+    put_in_chunks(store, model, chunk_bytes=4 << 20)
     path = store.load(_sha(model))
     assert isinstance(path, Path)  # the graph file, its weights mapped
     (timing,) = time_partitions([path], {"x": np.zeros((2048, 1024), np.float32)}, num_threads=1,

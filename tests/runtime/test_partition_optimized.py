@@ -5,7 +5,6 @@ whose deploy peaks at what the stage holds."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import platform
@@ -14,7 +13,7 @@ import numpy as np
 import onnx
 import psutil
 import pytest
-from helpers.runtime_models import conv_part, stages_on, whole_and_parts
+from helpers.runtime_models import conv_part, put_in_chunks, stages_on, whole_and_parts
 
 from splitinfer.cluster import Device, parse_cluster
 from splitinfer.errors import ErrorCode, WorkerError
@@ -27,29 +26,16 @@ from splitinfer.runtime.device._partition_layout import Mapped
 from splitinfer.runtime.device._partition_optimize import identity, optimize
 from splitinfer.runtime.device._partitions import PartitionStore
 from splitinfer.runtime.launch.local import launch_local_workers
-from splitinfer.runtime.wire import messages
-from splitinfer.runtime.wire.messages import Message
 
 TOKEN = b"optimized-token-0123456789"
 
 
 @pytest.fixture(scope="module")
 def conv():
-    """A 9.4 MB partition of convolutions, and an input for it."""
-    _, ((model, ins, _),) = whole_and_parts([conv_part()])
-    x = np.random.default_rng(0).standard_normal(ins[0].shape).astype(np.float32)
-    return model, x
-
-
-def _put(store: PartitionStore, data: bytes, chunk_bytes: int = 1 << 20) -> str:
-    sha = hashlib.sha256(data).hexdigest()
-    for offset in range(0, len(data), chunk_bytes):
-        piece = data[offset:offset + chunk_bytes]
-        header = messages.PartitionChunk(sha256=sha, size_bytes=len(data), offset=offset,
-                                         chunk_sha256=hashlib.sha256(piece).hexdigest())
-        reply = store.chunk(header, Message(header, blobs=[memoryview(piece)]))
-    assert reply["complete"]
-    return sha
+    """A 9.4 MB partition of convolutions (its bytes, inputs and outputs), and an input for it."""
+    _, (part,) = whole_and_parts([conv_part()])
+    x = np.random.default_rng(0).standard_normal(part[1][0].shape).astype(np.float32)
+    return part, x
 
 
 def _run(model, x: np.ndarray) -> np.ndarray:
@@ -57,9 +43,9 @@ def _run(model, x: np.ndarray) -> np.ndarray:
 
 
 def test_a_large_partition_is_cached_as_optimized_here_with_the_same_outputs(tmp_path, conv):
-    model, x = conv
+    (model, _, _), x = conv
     store = PartitionStore(tmp_path, 1 << 26, optimize=True)
-    sha = _put(store, model)
+    sha = put_in_chunks(store, model, 1 << 20)
     record = json.loads(Mapped(tmp_path, sha).record.read_text())
     assert record["optimized_for"] == identity()
     loaded = store.load(sha)
@@ -70,9 +56,9 @@ def test_a_large_partition_is_cached_as_optimized_here_with_the_same_outputs(tmp
 
 
 def test_a_partition_optimized_for_another_machine_is_dropped_and_asked_for_again(tmp_path, conv):
-    model, _ = conv
+    (model, _, _), _ = conv
     store = PartitionStore(tmp_path, 1 << 26, optimize=True)
-    sha = _put(store, model)
+    sha = put_in_chunks(store, model, 1 << 20)
     entry = Mapped(tmp_path, sha)
     record = json.loads(entry.record.read_text())
     entry.record.write_text(json.dumps({**record, "optimized_for": "onnxruntime 0.1 on another CPU"}))
@@ -83,11 +69,11 @@ def test_a_partition_optimized_for_another_machine_is_dropped_and_asked_for_agai
 
 
 def test_a_partition_the_child_cannot_optimize_is_cached_as_it_came(tmp_path, conv, monkeypatch, caplog):
-    model, x = conv
+    (model, _, _), x = conv
     monkeypatch.setattr(_partitions, "optimize", lambda source, target: "out of memory (a test)")
     store = PartitionStore(tmp_path, 1 << 26, optimize=True)
     with caplog.at_level(logging.WARNING, "splitinfer.worker"):
-        sha = _put(store, model)
+        sha = put_in_chunks(store, model, 1 << 20)
     assert "cached as it came (its deploys optimize it): out of memory (a test)" in caplog.text
     assert "optimized_for" not in json.loads(Mapped(tmp_path, sha).record.read_text())
     np.testing.assert_array_equal(_run(store.load(sha), x), _run(model, x))
@@ -104,8 +90,8 @@ def test_a_deploy_of_a_cached_partition_peaks_at_what_the_stage_holds(conv):
     # Created from the graph as it came, the session copied the convolutions' weights into ONNX Runtime's
     # blocked layout while the originals were still held: the worker peaked 12 MB (1.3x the weights) over
     # what it held once deployed. From the graph cached as optimized here, under 1 MB over.
-    model, x = conv
-    _, parts = whole_and_parts([conv_part()])
+    part, x = conv
+    model = part[0]
     graph = onnx.load_from_string(model).graph
     weights = sum(onnx.numpy_helper.to_array(t).nbytes for t in graph.initializer)
     with launch_local_workers([Device("a", num_threads=1)], TOKEN, optimize_ahead=True) as launcher:
@@ -114,7 +100,7 @@ def test_a_deploy_of_a_cached_partition_peaks_at_what_the_stage_holds(conv):
                                               "address": launcher.workers["a"].address}]})
         before = process.memory_info().rss
         assert reset_peak_resident(process.pid)
-        with deploy_stages(stages_on(parts, ["a"]), cluster, token=TOKEN) as session:
+        with deploy_stages(stages_on([part], ["a"]), cluster, token=TOKEN) as session:
             np.testing.assert_array_equal(session.run(None, {"c0": x})[0], _run(model, x))
             held = process.memory_info().rss - before
             grown = peak_resident_bytes(process.pid) - before

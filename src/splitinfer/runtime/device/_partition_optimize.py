@@ -1,5 +1,6 @@
 """A large partition optimized once by ONNX Runtime, in a child process, before the worker caches it
-(device/_partitions.py): a deploy's session then holds the stage's weights and no more, from its start.
+(device/_partitions.py; ``splitinfer worker --optimize-ahead``, off by default): a deploy's session then
+holds the stage's weights and no more, from its start.
 
 Creating a session optimizes its graph. On the CPU, ONNX Runtime rewrites convolutions into its blocked
 layout (NCHWc), copying their weights while the old ones and the parsed model are still held: a worker
@@ -40,13 +41,14 @@ def optimize(source: Path, target: Path) -> str:
     """Write ``source``'s graph as ONNX Runtime optimizes it for this machine's CPU to ``target``
     (one file, the weights inline); '' when done, else why not (``target`` then absent)."""
     size = source.stat().st_size
+    timeout_s = BASE_TIMEOUT_S + size / 10e6
     start = time.perf_counter()
     try:
         done = subprocess.run([sys.executable, __file__, str(source), str(target)], capture_output=True,
-                              timeout=BASE_TIMEOUT_S + size / 10e6, stdin=subprocess.DEVNULL, check=False)
+                              timeout=timeout_s, stdin=subprocess.DEVNULL, check=False)
     except subprocess.TimeoutExpired:
         target.unlink(missing_ok=True)
-        return f"it took over {BASE_TIMEOUT_S + size / 10e6:.0f} s"
+        return f"it took over {timeout_s:.0f} s"
     except OSError as e:
         return f"no child process ({e.strerror or e})"
     lines = done.stderr.decode(errors="replace").strip().splitlines()

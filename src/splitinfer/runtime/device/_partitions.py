@@ -14,10 +14,10 @@ the worker loads each from
 
 A partition of at least 1 MiB is rewritten once installed into ONNX external data (``SHA.onnx``,
 ``SHA.data``, ``SHA.json``: device/_partition_layout.py), whose weights ONNX Runtime maps, not copies: a
-deploy then peaks near the partition plus its largest layer, not three times the partition. On the CPU
-provider alone, the graph kept is the one ONNX Runtime optimized for this CPU, made once in a child
-process (device/_partition_optimize.py): a deploy then has nothing left to rewrite, and the worker peaks
-at what the stage holds.
+deploy then peaks near the partition plus its largest layer, not three times the partition. With
+``--optimize-ahead``, on the CPU provider alone, the graph kept is the one ONNX Runtime optimized for this
+CPU, made once in a child process (device/_partition_optimize.py): a deploy then has nothing left to
+rewrite, and the worker peaks at what the stage holds.
 
 Space: a transfer reserves its whole size when it starts, so the cache and the pending transfers never
 hold more than ``--cache-max-bytes``; room is made by evicting cached partitions (least recently used
@@ -289,12 +289,13 @@ class PartitionStore:
         if not self._make_room(self._entries[sha] * (2 if self.optimize else 1), keep=sha, transfers=False):
             log.info("partition %s stays one file: no room to rewrite it within --cache-max-bytes", sha[:12])
             return
+        optimized = self._pending_dir / f"{sha}.optimized"
         if self.optimize:  # its graph as ONNX Runtime optimizes it here, made once in a child process
-            why = optimize(source, self._pending_dir / f"{sha}.optimized")
+            why = optimize(source, optimized)
             if why:
                 log.warning("partition %s cached as it came (its deploys optimize it): %s", sha[:12], why)
             else:
-                source, optimized_for = self._pending_dir / f"{sha}.optimized", identity()
+                source, optimized_for = optimized, identity()
         try:
             mapped.write(source, self._pending_dir, optimized_for)
         except (NotRewritable, OSError) as e:
@@ -302,7 +303,7 @@ class PartitionStore:
             self._whole.add(sha)
             return
         finally:
-            (self._pending_dir / f"{sha}.optimized").unlink(missing_ok=True)
+            optimized.unlink(missing_ok=True)
         (self.folder / sha).unlink(missing_ok=True)
         self._entries[sha] = mapped.size()
         self._touch(sha)
