@@ -1,7 +1,9 @@
 """A stage's memory as PipeEdge charges it (plan/memory.py): by hand, and every solver against brute force.
 
 A stage of blocks i..j needs sum(weights) + max(activations) + in_flight x (bytes entering + leaving);
-a device the sum over its stages. The need is recomputed here by hand, independently of the planner.
+a device the sum over its stages, or, if more, creating them: the most, over its blocks b in order, of
+what its blocks up to b create plus b's moment. The need is recomputed here by hand, independently of
+the planner.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ REL = 1e-9
 TIMES = st.integers(0, 42).map(lambda i: None if i > 40 else i * 0.0125)
 BYTES = st.integers(0, 20).map(lambda i: i * 500)
 MEMORY = st.integers(0, 8).map(lambda i: i * 2000)
+MOMENT = st.integers(0, 8).map(lambda i: i * 6000)  # large enough that creation is sometimes the need
 
 
 def stage_by_hand(problem: Problem, first: int, last: int) -> float:
@@ -43,14 +46,27 @@ def stage_by_hand(problem: Problem, first: int, last: int) -> float:
     return sum(weights[first : last + 1]) + max(peaks[first : last + 1]) + problem.in_flight * (enter + leave)
 
 
+def creation_by_hand(problem: Problem, blocks) -> float:
+    """Creating the sessions of ``blocks`` in order: at each, what those before it and it created,
+    and its moment."""
+    created = problem.created_bytes or [0] * problem.num_blocks
+    moment = problem.moment_bytes or [0] * problem.num_blocks
+    return max((sum(created[k] for k in blocks[: n + 1]) + moment[b] for n, b in enumerate(blocks)),
+               default=0.0)
+
+
 def need_by_hand(problem: Problem, assignment) -> dict[str, float]:
-    """Each device's need: the sum over the stages (runs of one device) it hosts."""
+    """Each device's need: the sum over the stages (runs of one device) it hosts, or creating their
+    sessions if more."""
     need = dict.fromkeys(problem.devices, 0.0)
     start = 0
     for b in range(1, problem.num_blocks + 1):
         if b == problem.num_blocks or assignment[b] != assignment[start]:
             need[problem.devices[assignment[start]]] += stage_by_hand(problem, start, b - 1)
             start = b
+    for d, n in enumerate(problem.devices):
+        blocks = [b for b in range(problem.num_blocks) if assignment[b] == d]
+        need[n] = max(need[n], creation_by_hand(problem, blocks))
     return need
 
 
@@ -129,6 +145,7 @@ def memory_problems(draw, max_devices: int = 3, max_blocks: int = 6, least: int 
         if a != b and draw(st.integers(0, 9)) < 9
     ]
     per_block = st.lists(MEMORY, min_size=num_blocks, max_size=num_blocks)
+    moments = st.lists(MOMENT, min_size=num_blocks, max_size=num_blocks)
     problem = Problem(
         names,
         {n: draw(st.lists(TIMES, min_size=num_blocks, max_size=num_blocks)) for n in names},
@@ -141,6 +158,8 @@ def memory_problems(draw, max_devices: int = 3, max_blocks: int = 6, least: int 
         source=draw(st.sampled_from(names)),
         sink=draw(st.sampled_from([None, names[0]])),
         in_flight=draw(st.sampled_from([1, 2, 3])),
+        created_bytes=draw(st.none() | per_block),
+        moment_bytes=draw(st.none() | moments),
     )
     whole = stage_by_hand(problem, 0, num_blocks - 1)
     share = st.none() | st.sampled_from([0.3, 0.45, 0.6, 0.75, 0.9])
@@ -162,7 +181,8 @@ def test_the_cost_model_the_segment_needs_and_the_bound_agree_with_the_hand_coun
     num = problem.num_blocks
     needs = SegmentNeeds(mem)
     for j in range(1, num + 1):  # every stage i..j-1 at once
-        assert needs(j)[:, 0].tolist() == [stage_by_hand(problem, i, j - 1) for i in range(j)]
+        assert needs(j)[:, 0].tolist() == [max(stage_by_hand(problem, i, j - 1),
+                                               creation_by_hand(problem, range(i, j))) for i in range(j)]
     row = st.lists(st.booleans(), min_size=inst.num_devices, max_size=inst.num_devices)
     allowed = np.array(data.draw(st.lists(row, min_size=num, max_size=num)))
     for assignment in itertools.product(range(inst.num_devices), repeat=num):

@@ -36,12 +36,25 @@ def test_the_moment_of_copies_is_the_whole_models_shared_out_by_weights(profile)
     moment = 10 * sum(params)  # made up, so that the share is plain to see
     set_moment = msgspec.structs.replace(
         device, whole_memory=BlockMemory(device.whole_memory.weight_bytes, 0, moment))
-    weights, activations = block_memory(msgspec.structs.replace(profile, devices={name: set_moment}), [name])
-    for b, (w, m) in enumerate(zip(weights, device.memory, strict=True)):
+    needs = block_memory(msgspec.structs.replace(profile, devices={name: set_moment}), [name])
+    for b, (w, m) in enumerate(zip(needs.weight_bytes, device.memory, strict=True)):
         # what its session kept, and its share of the moment; the partition's bytes are not held besides
         assert w == pytest.approx(m.weight_bytes + 10 * params[b], abs=1)
-    assert activations == [m.activation_bytes for m in device.memory]
+    assert needs.activation_bytes == [m.activation_bytes for m in device.memory]
     # without the whole model's measure (weights on disk: never timed whole), each block's own moment
     unmeasured = msgspec.structs.replace(device, whole_memory=None)
-    alone, _ = block_memory(msgspec.structs.replace(profile, devices={name: unmeasured}), [name])
-    assert alone == [m.weight_bytes + m.transient_bytes for m in device.memory]
+    alone = block_memory(msgspec.structs.replace(profile, devices={name: unmeasured}), [name])
+    assert alone.weight_bytes == [m.weight_bytes + m.transient_bytes for m in device.memory]
+
+
+def test_creating_a_blocks_session_is_charged_what_it_allocated_and_its_own_moment(profile):
+    """plan/memory.py's creation term: per block, what its session allocated and kept (its weights
+    less the pages it maps from the partition's file, which only a run reads) and its own moment."""
+    (name, device), = profile.devices.items()
+    mapped = [msgspec.structs.replace(m, weight_bytes=m.weight_bytes + 1000, mapped_bytes=1000)
+              for m in device.memory]
+    needs = block_memory(msgspec.structs.replace(profile, devices={name: msgspec.structs.replace(
+        device, memory=mapped)}), [name])
+    assert needs.created_bytes == [m.weight_bytes for m in device.memory]
+    assert needs.moment_bytes == [m.transient_bytes for m in device.memory]
+    assert any(m.transient_bytes > 0 for m in device.memory)  # a block's own moment is measured

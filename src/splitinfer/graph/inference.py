@@ -63,6 +63,14 @@ def create_inference_session(model_bytes: bytes | memoryview | Path,
     options.log_severity_level = 4
     options.intra_op_num_threads = num_threads
     options.inter_op_num_threads = 1  # partitions run sequentially; a second pool would only spin
+    # No memory pattern: with one, each run after the first asks the arena for one block of the planned
+    # size, which fits an earlier region or adds one twice as large, so what a stage holds depended on
+    # the order its arena grew in (mobilenetv2's block 4 alone: 9 MB touched after its first run, 19 MB
+    # after its third; a stage of blocks 0-4, 7-9 MB). Without it every run reuses the first run's
+    # allocations, which the profiler measures. The cost: a run allocates its tensors one by one from
+    # the arena; back to back the same speed (zoo models, one thread: 0.99-1.01x), runs spaced out as an
+    # emulated slow device spaces them up to 4% slower on a model of many small kernels (mobilenetv2).
+    options.enable_mem_pattern = False
     if external_dir is not None:
         options.add_session_config_entry("session.model_external_initializers_file_folder_path",
                                          str(external_dir))

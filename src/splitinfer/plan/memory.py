@@ -6,7 +6,18 @@ after another, so the largest of ``activation_bytes[i..j]``), and, for each of t
 requests it holds at once (the one it runs and those queued: PipeEdge's buffers + 1), the tensors
 entering and leaving it: the model input if i is the first block, else cut i-1; the output if j is
 the last block, else cut j. Raw cut bytes: a compressed hop is restored before the stage reads it.
-A device's need is the sum over the stages it hosts (with revisits, several), at most its capacity.
+A device's need for running is the sum over the stages it hosts (with revisits, several).
+
+Before it runs, a deploy creates each stage's session, and creating one holds more for a moment than it
+keeps: ONNX Runtime pre-packs a fully connected layer's weights, the original and the packed copy held
+together (vgg16 at resolution 128: its first such layer keeps 134 MB and holds 133 MB more while its
+session is created). Per block, ``created_bytes`` is what creating its
+session allocates and keeps (pre-packed, re-laid-out weights; not the pages mapped from the partition's
+file, which only a run reads) and ``moment_bytes`` what it holds beyond that for a moment. Sessions
+create their blocks' kernels in order, so when block b's moment comes, the blocks before it on the device
+hold what they created: the device's creation need is the largest, over its blocks b, of their
+``created_bytes`` up to b plus b's ``moment_bytes``. A device needs the larger of running and creation,
+at most its capacity. Measured on this project's machine: benchmarks/bench_memory.py.
 
 Readers: :mod:`.cost` (:func:`device_needs`, the reference), the segment DP (:class:`SegmentNeeds`:
 every start of a stage ending at one block at once), the MILP (:func:`add_memory_rows`, the exact
@@ -34,6 +45,8 @@ class StageMemory:
     enter_bytes: np.ndarray  # (L,) per request, held by a stage that starts at block b: input or cut b-1
     leave_bytes: np.ndarray  # (L,) per request, held by a stage that ends at block b: cut b or output
     in_flight: int
+    created_bytes: np.ndarray  # (L,) what creating the block's session allocates and keeps
+    moment_bytes: np.ndarray  # (L,) what creating it holds for a moment beyond that
 
     @classmethod
     def of(cls, inst: Instance) -> StageMemory:
@@ -44,6 +57,8 @@ class StageMemory:
             np.concatenate([[float(inst.input_bytes)], cuts]),
             np.concatenate([cuts, [float(inst.output_bytes)]]),
             inst.in_flight,
+            inst.created_bytes,
+            inst.moment_bytes,
         )
 
     def terms(self, first: int, last: int) -> tuple[float, float, float]:
@@ -54,37 +69,51 @@ class StageMemory:
         buffers = float(self.enter_bytes[first]) + float(self.leave_bytes[last])
         return weights, peak, self.in_flight * buffers
 
+    def creation(self, blocks: Sequence[int]) -> float:
+        """What creating the sessions of ``blocks`` (ascending: one device's) holds at its peak."""
+        held = np.cumsum(self.created_bytes[list(blocks)])
+        return float((held + self.moment_bytes[list(blocks)]).max(initial=0.0))
+
     def stage(self, first: int, last: int) -> float:
-        """The need of one stage of blocks first..last."""
-        weights, peak, buffers = self.terms(first, last)
-        return weights + peak + buffers
+        """The need of one stage of blocks first..last, alone on its device."""
+        return max(sum(self.terms(first, last)), self.creation(range(first, last + 1)))
 
 
 def device_needs(inst: Instance, runs: Sequence[tuple[int, int, int]]) -> np.ndarray:
-    """(D,) each device's need: the sum over the stages ``runs`` (device, first, last) puts on it."""
+    """(D,) each device's need: the sum over the stages ``runs`` (device, first, last) puts on it, or
+    creating their sessions where that is more."""
     mem = StageMemory.of(inst)
     parts: list[list[float]] = [[] for _ in range(inst.num_devices)]
+    blocks: list[list[int]] = [[] for _ in range(inst.num_devices)]
     for d, first, last in runs:
-        parts[d].append(mem.stage(first, last))
-    return np.array([math.fsum(p) for p in parts])
+        parts[d].append(sum(mem.terms(first, last)))
+        blocks[d] += range(first, last + 1)
+    return np.array([max(math.fsum(p), mem.creation(sorted(b))) for p, b in zip(parts, blocks, strict=True)])
 
 
 class SegmentNeeds:
     """``needs(j)[i, 0]``: the need of a stage of blocks i..j-1, for every start i < j at once (j, 1).
 
     Prefix sums of the weights, a running maximum of the activations taken from the end, and the
-    buffers of the stage's first and last cut: O(j) per end, for the segment DP's limits.
+    buffers of the stage's first and last cut; for its creation, prefix sums of what the blocks create
+    and a running maximum, from the end, of that sum at each block plus its moment: O(j) per end, for
+    the segment DP's limits.
     """
 
     def __init__(self, mem: StageMemory) -> None:
         self._mem = mem
         self._prefix = np.concatenate([[0.0], np.cumsum(mem.weight_bytes)])
+        self._created = np.concatenate([[0.0], np.cumsum(mem.created_bytes)])
+        # Creating block b: what blocks 0..b created, and b's moment.
+        self._at = self._created[1:] + mem.moment_bytes
 
     def __call__(self, j: int) -> np.ndarray:
         m = self._mem
         peak = np.maximum.accumulate(m.activation_bytes[:j][::-1])[::-1]
         buffers = m.in_flight * (m.enter_bytes[:j] + m.leave_bytes[j - 1])
-        return (self._prefix[j] - self._prefix[:j] + peak + buffers)[:, None]
+        run = self._prefix[j] - self._prefix[:j] + peak + buffers
+        creation = np.maximum.accumulate(self._at[:j][::-1])[::-1] - self._created[:j]
+        return np.maximum(run, creation)[:, None]
 
 
 def need_bound(mem: StageMemory, allowed: np.ndarray, revisits: bool) -> np.ndarray:
@@ -92,19 +121,21 @@ def need_bound(mem: StageMemory, allowed: np.ndarray, revisits: bool) -> np.ndar
 
     Every block allowed there counts its weights. One stage holds the largest activation and the
     largest entering and leaving buffers; several (revisits) hold distinct blocks' activations and
-    distinct cuts' buffers, so their sums bound them.
+    distinct cuts' buffers, so their sums bound them. Creating them holds at most what every allowed
+    block creates and the largest moment.
     """
     a = allowed.astype(np.float64)
     weights = a.T @ mem.weight_bytes
-    if revisits:
-        buffers = a.T @ (mem.enter_bytes + mem.leave_bytes)
-        return weights + a.T @ mem.activation_bytes + mem.in_flight * buffers
 
     def largest(values: np.ndarray) -> np.ndarray:
         return np.where(allowed, values[:, None], 0.0).max(axis=0)
 
+    creation = a.T @ mem.created_bytes + largest(mem.moment_bytes)
+    if revisits:
+        buffers = a.T @ (mem.enter_bytes + mem.leave_bytes)
+        return np.maximum(weights + a.T @ mem.activation_bytes + mem.in_flight * buffers, creation)
     buffers = largest(mem.enter_bytes) + largest(mem.leave_bytes)
-    return weights + largest(mem.activation_bytes) + mem.in_flight * buffers
+    return np.maximum(weights + largest(mem.activation_bytes) + mem.in_flight * buffers, creation)
 
 
 class Rows(Protocol):
@@ -149,7 +180,26 @@ def add_memory_rows(
             cols.append(np.array(charge, dtype=np.int64))
             vals.append(np.ones(len(charge)))
         rows.add(np.concatenate(cols), np.concatenate(vals), -math.inf, float(capacity[d]))
+        _creation_rows(rows, mem, dev_allowed[:, d], g, x, float(capacity[d]))
     return upper
+
+
+def _creation_rows(rows: Rows, mem: StageMemory, on: np.ndarray, g: np.ndarray, x: np.ndarray,
+                   capacity: float) -> None:
+    """The device's creation need <= its capacity: for each block b with a moment, what the device's
+    blocks up to b create plus b's moment if b is there (:meth:`StageMemory.creation`), and all they
+    create (the blocks without one). A row whose b is elsewhere still holds: the device's last block
+    before b has a moment of at least 0."""
+    blocks = np.flatnonzero(on)
+    ends = [(b, mem.moment_bytes[b]) for b in blocks[mem.moment_bytes[blocks] > 0]]
+    if mem.created_bytes[blocks].any():
+        ends.append((blocks[-1], 0.0))
+    for b, moment in ends:
+        before = blocks[blocks <= b]
+        cols = x[before][:, g].ravel()
+        vals = np.repeat(mem.created_bytes[before], len(g))
+        vals[-len(g):] += moment
+        rows.add(cols, vals, -math.inf, capacity)
 
 
 def _one_stage(

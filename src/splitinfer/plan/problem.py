@@ -22,7 +22,8 @@ Cost model (the single definition; :mod:`splitinfer.plan.cost` evaluates it):
   i..j needs the sum of their ``weight_bytes``, the largest of their ``activation_bytes``, and
   ``in_flight`` x (the bytes entering it + the bytes leaving it: the input or cut i-1, cut j or the
   output; raw, a compressed hop is restored first); a device's need is the sum over the stages it
-  hosts (each its own inference session), at most ``capacity_bytes``.
+  hosts (each its own inference session), or creating them if more (``created_bytes``,
+  ``moment_bytes``), at most ``capacity_bytes``.
 """
 
 from __future__ import annotations
@@ -135,6 +136,8 @@ class Problem:
     # Devices that may run in one of several configurations (plan/configurations.py): solve() then
     # chooses one per device; their own compute_s, join_s and power here are unused.
     configurations: Mapping[str, Sequence[DeviceConfiguration]] = field(default_factory=dict)
+    created_bytes: Sequence[int] | None = None  # per block: what creating its session allocates and keeps
+    moment_bytes: Sequence[int] | None = None  # per block: ... and holds beyond that for a moment
 
     @property
     def num_blocks(self) -> int:
@@ -174,6 +177,8 @@ class Instance:
     # (L, D) watts computing each block: Power.busy_w_blocks, else busy_w (0 without power); (L-1, D) a join's
     busy_w: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     join_w: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    created_bytes: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (L,) Problem.created_bytes
+    moment_bytes: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (L,) Problem.moment_bytes
 
     @property
     def num_blocks(self) -> int:
@@ -326,7 +331,12 @@ def prepare(problem: Problem) -> Instance:
     )
     joins = join_matrix(problem.join_s, names, compute)
     joins.setflags(write=False)
-    inst = dataclasses.replace(inst, join_s=joins, in_flight=int(in_flight), busy_w=busy_w, join_w=join_w)
+    creation = {what: _per_block(getattr(problem, what), what, num_blocks)
+                for what in ("created_bytes", "moment_bytes")}
+    for arr in creation.values():
+        arr.setflags(write=False)
+    inst = dataclasses.replace(inst, join_s=joins, in_flight=int(in_flight), busy_w=busy_w, join_w=join_w,
+                               **creation)
     return with_exits(inst, check_exits(problem.exits, num_blocks), messaging) if problem.exits else inst
 
 
@@ -380,20 +390,5 @@ def _build_instance(
         back[sink] = local[1]
     for arr in (compute, cut, *memory, capacity, lat, bw, cut_s, upload, back):
         arr.setflags(write=False)
-    return Instance(
-        names,
-        compute,
-        cut,
-        int(input_bytes),
-        int(output_bytes),
-        lat,
-        bw,
-        *memory,
-        capacity,
-        power,
-        source,
-        sink,
-        cut_s,
-        upload,
-        back,
-    )
+    return Instance(names, compute, cut, int(input_bytes), int(output_bytes), lat, bw, *memory, capacity,
+                    power, source, sink, cut_s, upload, back)

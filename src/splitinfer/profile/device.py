@@ -234,7 +234,8 @@ def _failure(item: _Item, failure: PartitionFailure) -> str:
 def _memory(result: PartitionTiming | PartitionFailure) -> BlockMemory | None:
     if isinstance(result, PartitionFailure) or result.weight_bytes is None:
         return None
-    return BlockMemory(result.weight_bytes, result.activation_bytes or 0, result.transient_bytes or 0)
+    return BlockMemory(result.weight_bytes, result.activation_bytes or 0, result.transient_bytes or 0,
+                       min(result.mapped_bytes or 0, result.weight_bytes))
 
 
 def _stats(result: PartitionTiming | PartitionFailure) -> Stats | None:

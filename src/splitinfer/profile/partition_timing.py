@@ -33,6 +33,9 @@ class PartitionTiming:
     activation_bytes: int | None = None  # ... and its first run allocated beyond its outputs
     # ... and what creating it held for a moment beyond those: its bytes' copies, the parsed model
     transient_bytes: int | None = None
+    # Of ``weight_bytes``, the pages mapped from the partition's file (a cached partition's weights):
+    # resident once a run reads them, not when the session is created (plan/memory.py's creation).
+    mapped_bytes: int | None = None
     # When its runs happened, on the clock of the machine that ran them (Unix seconds, time.time()):
     # from before the first warm-up to after the last timed run. Alone in its set, its runs are back to
     # back, so a power meter's samples in this window are the partition's power (profile/energy_windows.py).
@@ -73,6 +76,7 @@ def timing_to_wire(timing: PartitionTiming | PartitionFailure) -> dict[str, Any]
     return {"compute_times_s": timing.compute_times_s, "create_s": timing.create_s,
             "remeasured": timing.remeasured, "weight_bytes": timing.weight_bytes,
             "activation_bytes": timing.activation_bytes, "transient_bytes": timing.transient_bytes,
+            "mapped_bytes": timing.mapped_bytes,
             "window_s": list(timing.window_s) if timing.window_s is not None else None}
 
 
@@ -83,6 +87,7 @@ class _Timed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     weight_bytes: int | None = None
     activation_bytes: int | None = None
     transient_bytes: int | None = None
+    mapped_bytes: int | None = None
     window_s: tuple[float, float] | None = None
 
 
@@ -111,4 +116,4 @@ def timing_from_wire(data: object, slowdown: float) -> PartitionTiming | Partiti
                            compute_times_s=timed.compute_times_s, create_s=timed.create_s,
                            remeasured=timed.remeasured, weight_bytes=timed.weight_bytes,
                            activation_bytes=timed.activation_bytes, transient_bytes=timed.transient_bytes,
-                           window_s=window)
+                           mapped_bytes=timed.mapped_bytes, window_s=window)

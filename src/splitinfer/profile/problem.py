@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import msgspec
 import numpy as np
@@ -69,23 +70,37 @@ def _links(profile: Profile, cluster: Cluster | None, names: tuple[str, ...]) ->
     return links
 
 
-def block_memory(profile: Profile, names: Sequence[str]) -> tuple[list[int], list[int]]:
+class BlockNeeds(NamedTuple):
+    """Per block, what plan/memory.py charges a stage for it (Problem's fields of the same names)."""
+
+    weight_bytes: list[int]
+    activation_bytes: list[int]
+    created_bytes: list[int]
+    moment_bytes: list[int]
+
+
+def block_memory(profile: Profile, names: Sequence[str]) -> BlockNeeds:
     """Each block's weights and peak activation bytes: as measured (what its session holds, with its
-    share of what creating a session holds for a moment, and its first run's allocations beyond its
+    share of what creating a session holds for a moment, and the pages its first run touched beyond its
     outputs; the most any of ``names`` saw), else as estimated from the graph (parameter bytes, the
-    analysis's activation bytes) where no device measured the block. A stage is planned for its deploy's
+    analysis's activation bytes) where no device measured the block; and for a deploy's creation of its
+    session, what that allocated and kept (its weights less the pages mapped from the partition's file)
+    and held beyond that for a moment, as measured (0 where not). A stage is planned for its deploy's
     peak: a worker maps a stage's weights from its cache (device/_partition_layout.py) and holds their
     pages and what ONNX Runtime makes of them (pre-packed, re-laid-out copies), and for a moment the
     copies its optimisations make; never the partition's bytes besides. Profiling times a block of a
     stage's size the same way, from the worker's cache (wire/partitions.BY_HASH_MIN_BYTES)."""
     total = sum(info.param_bytes for info in profile.blocks)
-    weights, activations = [], []
+    out = BlockNeeds([], [], [], [])
     for b, info in enumerate(profile.blocks):
         share = info.param_bytes / total if total > 0 else None
         seen = [m for n in names if (m := _measured(profile.devices[n], b, share)) is not None]
-        weights.append(max(m.weight_bytes for m in seen) if seen else info.param_bytes)
-        activations.append(max(m.activation_bytes for m in seen) if seen else info.activation_bytes)
-    return weights, activations
+        out.weight_bytes.append(max(m.weight_bytes for m in seen) if seen else info.param_bytes)
+        out.activation_bytes.append(max(m.activation_bytes for m in seen) if seen else info.activation_bytes)
+        own = [m for n in names if (m := profile.devices[n].memory) and m[b] is not None]
+        out.created_bytes.append(max((m[b].weight_bytes - m[b].mapped_bytes for m in own), default=0))
+        out.moment_bytes.append(max((m[b].transient_bytes for m in own), default=0))
+    return out
 
 
 def _measured(device: DeviceProfile, block: int, share: float | None) -> BlockMemory | None:
@@ -99,8 +114,7 @@ def _measured(device: DeviceProfile, block: int, share: float | None) -> BlockMe
     deploy of all of it 3.7x). A CPU worker with ``--optimize-ahead`` deploys graphs ONNX Runtime optimized
     ahead (runtime/device/_partition_optimize.py), so there the whole model's moment is about 0. Measured on
     this project's machine (benchmarks/bench_memory.py), the stages of the zoo's plans are predicted so
-    within a median 12% of the worker's peak, the worst 39%; with ``--optimize-ahead``, 15% and 48%
-    (ARCHITECTURE.md: what misses)."""
+    within a median 11% of the worker's peak, the worst 25% (ARCHITECTURE.md: what misses)."""
     m = device.memory[block] if device.memory else None
     if m is None:
         return None
@@ -170,10 +184,10 @@ def build_problem(
             )
     compute = {n: _compute(profile.devices[n], stat) for n in names}
     joins = {n: measured_joins[n] for n in names if any(j is not None for j in measured_joins[n])}
-    weights, activations = block_memory(profile, names)
+    needs = block_memory(profile, names)
     check_number(context, "context", low=0, whole=True, error=ProfileError, fix="tokens per sequence")
-    weights = [w + b.state_bytes_per_token * context * in_flight for w, b in zip(weights, profile.blocks,
-                                                                                   strict=True)]
+    weights = [w + b.state_bytes_per_token * context * in_flight
+               for w, b in zip(needs.weight_bytes, profile.blocks, strict=True)]
     capacity = {}
     power = {}
     for n in names:
@@ -198,7 +212,7 @@ def build_problem(
         profile.output_bytes,
         _links(profile, cluster, names),
         weights,
-        activations,
+        needs.activation_bytes,
         capacity,
         power,
         source,
@@ -208,6 +222,8 @@ def build_problem(
         messaging=messaging_of(profile, names),
         exits=() if full_depth else exit_mix(profile.exits, exit_thresholds),
         configurations=_configurations(profile, cluster, stat, measured_joins),
+        created_bytes=needs.created_bytes,
+        moment_bytes=needs.moment_bytes,
     )
 
 

@@ -201,6 +201,9 @@ class BlockMemory(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # What creating the session held for a moment beyond what it kept: the partition's bytes, their
     # copies and the parsed model (peak resident growth less the allocations kept). A deploy peaks so.
     transient_bytes: int = 0
+    # Of ``weight_bytes``, the pages mapped from the partition's file: resident once a run reads them,
+    # not while the session is created, so not part of a deploy's moment of copies (plan/memory.py).
+    mapped_bytes: int = 0
 
 
 class LinkProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -105,6 +105,11 @@ def _open(part: bytes | memoryview | Path, feeds: Mapping[str, np.ndarray], prov
     session = create_inference_session(part, providers, num_threads)
     create_s = time.perf_counter() - start
     created = held_bytes()
+    created_resident, created_file_pages = _resident(process)
+    # The peak while the session was created, read before a run can raise it: a deploy creates every
+    # session of a stage before any of them runs, so a block's moment is measured beyond what creating it
+    # kept, not hidden under its first run's activations (vit_b16's blocks: 0-0.8 MB so, a deploy's 2-4).
+    creation_peak = peak_resident_bytes() if peak_known else None
     wanted = [i.name for i in session.get_inputs()]
     missing = sorted(set(wanted) - set(feeds))
     if missing:
@@ -119,19 +124,24 @@ def _open(part: bytes | memoryview | Path, feeds: Mapping[str, np.ndarray], prov
     except Exception as e:  # ORT's other exception types: a kernel failed on these values
         raise WorkerError(f"timing the partition failed: {first_line(e)}",
                           "check the inputs' values (e.g. indices in range) and the model") from None
-    ran = held_bytes()
+    ran_resident, ran_file_pages = _resident(process)
     # Weights mapped from a file (a partition from the worker's cache, as a deploy loads a stage) are
     # resident file pages, not allocations: those its session kept count with its weights.
-    mapped = max(0, _resident(process)[1] - file_pages)
+    mapped = max(0, ran_file_pages - file_pages)
     names = [o.name for o in session.get_outputs()]
-    # The first run grows the session's arena to its peak, which later runs reuse; what it returns is
-    # counted as the stage's outgoing tensors, not as its working memory.
-    working = ran - created - sum(o.nbytes for o in outputs)
-    # The peak resident growth beyond what the session keeps: a deploy holds that much for a moment.
-    peak = peak_resident_bytes() if peak_known else None
-    transient = None if peak is None else max(0, peak - resident - (ran - before) - mapped)
+    # The first run grows the session's arena, which later runs reuse (no memory pattern:
+    # graph/inference.py); what it returns is counted as the stage's outgoing tensors, not as its working
+    # memory. The pages it touched, not what the arena reserved: the arena grows in regions of doubling
+    # size whose tails a run may never touch, and only touched pages are resident (mobilenetv2's block 4:
+    # 16.1 MB reserved, 9.0 MB touched; deployed in a stage of blocks 0-4, the worker grew by 7-9 MB).
+    working = (ran_resident - ran_file_pages) - (created_resident - created_file_pages) \
+        - sum(o.nbytes for o in outputs)
+    # What creating the session held for a moment beyond what it then kept (its allocations, and the
+    # pages it mapped by then): a deploy holds that much for a moment.
+    kept_at_creation = max(0, created - before) + max(0, created_file_pages - file_pages)
+    transient = None if creation_peak is None else max(0, creation_peak - resident - kept_at_creation)
     return _Open(session, own, create_s, dict(zip(names, outputs, strict=True)),
-                 max(0, created - before) + mapped, max(0, working), transient)
+                 max(0, created - before) + mapped, max(0, working), transient, mapped)
 
 
 def _resident(process: psutil.Process) -> tuple[int, int]:
@@ -179,6 +189,7 @@ class _Open:
     weight_bytes: int
     activation_bytes: int
     transient_bytes: int | None
+    mapped_bytes: int
 
 
 def time_partitions(parts: Sequence[bytes | memoryview | Path], feeds: Mapping[str, np.ndarray], *,
@@ -225,7 +236,7 @@ def time_partitions(parts: Sequence[bytes | memoryview | Path], feeds: Mapping[s
                                    create_s=o.create_s, outputs=o.outputs,
                                    remeasured=sample.remeasured, weight_bytes=o.weight_bytes,
                                    activation_bytes=o.activation_bytes, transient_bytes=o.transient_bytes,
-                                   window_s=window))
+                                   mapped_bytes=o.mapped_bytes, window_s=window))
     return out
 
 

@@ -72,8 +72,10 @@ def _validate_device(name: str, dev: DeviceProfile, num_blocks: int) -> None:
                            f"{num_blocks}",
                            f"re-profile {name}: one entry per block (null where not measured), or none")
     for b, m in enumerate(dev.memory):
-        if m is not None and min(m.weight_bytes, m.activation_bytes, m.transient_bytes) < 0:
-            raise ProfileError(f"device {name!r} block {b} memory is {m}", "give bytes >= 0")
+        if m is not None and (min(m.weight_bytes, m.activation_bytes, m.transient_bytes, m.mapped_bytes) < 0
+                              or m.mapped_bytes > m.weight_bytes):
+            raise ProfileError(f"device {name!r} block {b} memory is {m}",
+                               "give bytes >= 0, and mapped_bytes at most weight_bytes")
     if (dev.noise is not None and (math.isnan(dev.noise) or dev.noise < 1)) or dev.remeasured < 0 \
             or (dev.session_bytes or 0) < 0:
         raise ProfileError(f"device {name!r} has noise {dev.noise}, remeasured {dev.remeasured}, "
