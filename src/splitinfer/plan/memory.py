@@ -11,9 +11,9 @@ A device's need for running is the sum over the stages it hosts (with revisits, 
 Before it runs, a deploy creates each stage's session, and creating one holds more for a moment than it
 keeps: ONNX Runtime pre-packs a fully connected layer's weights, the original and the packed copy held
 together (vgg16 at resolution 128: its first such layer keeps 134 MB and holds 133 MB more while its
-session is created). Per block, ``created_bytes`` is what creating its
-session allocates and keeps (pre-packed, re-laid-out weights; not the pages mapped from the partition's
-file, which only a run reads) and ``moment_bytes`` what it holds beyond that for a moment. Sessions
+session is created). Per block, ``created_bytes`` is what creating its session allocates and keeps
+(pre-packed, re-laid-out weights; not the pages mapped from the partition's file, which only a run
+reads) and ``moment_bytes`` what it holds beyond that for a moment. Sessions
 create their blocks' kernels in order, so when block b's moment comes, the blocks before it on the device
 hold what they created: the device's creation need is the largest, over its blocks b, of their
 ``created_bytes`` up to b plus b's ``moment_bytes``. A device needs the larger of running and creation,
@@ -71,8 +71,8 @@ class StageMemory:
 
     def creation(self, blocks: Sequence[int]) -> float:
         """What creating the sessions of ``blocks`` (ascending: one device's) holds at its peak."""
-        held = np.cumsum(self.created_bytes[list(blocks)])
-        return float((held + self.moment_bytes[list(blocks)]).max(initial=0.0))
+        at = list(blocks)
+        return float((np.cumsum(self.created_bytes[at]) + self.moment_bytes[at]).max(initial=0.0))
 
     def stage(self, first: int, last: int) -> float:
         """The need of one stage of blocks first..last, alone on its device."""

@@ -235,7 +235,7 @@ def _memory(result: PartitionTiming | PartitionFailure) -> BlockMemory | None:
     if isinstance(result, PartitionFailure) or result.weight_bytes is None:
         return None
     return BlockMemory(result.weight_bytes, result.activation_bytes or 0, result.transient_bytes or 0,
-                       min(result.mapped_bytes or 0, result.weight_bytes))
+                       result.mapped_bytes or 0)
 
 
 def _stats(result: PartitionTiming | PartitionFailure) -> Stats | None:

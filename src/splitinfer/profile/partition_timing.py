@@ -30,8 +30,9 @@ class PartitionTiming:
     outputs: dict[str, np.ndarray] = field(default_factory=dict)  # the partition's outputs, when asked for
     remeasured: bool = False  # its spread stayed wide and a second measurement was kept (profile/rounds.py)
     weight_bytes: int | None = None  # memory its session allocated when created (None: not measured)
-    activation_bytes: int | None = None  # ... and its first run allocated beyond its outputs
-    # ... and what creating it held for a moment beyond those: its bytes' copies, the parsed model
+    activation_bytes: int | None = None  # ... and the pages its first run touched beyond its outputs
+    # ... and what creating it held for a moment beyond what it kept (its bytes' copies, the parsed
+    # model), read before the first run
     transient_bytes: int | None = None
     # Of ``weight_bytes``, the pages mapped from the partition's file (a cached partition's weights):
     # resident once a run reads them, not when the session is created (plan/memory.py's creation).

@@ -97,9 +97,9 @@ def block_memory(profile: Profile, names: Sequence[str]) -> BlockNeeds:
         seen = [m for n in names if (m := _measured(profile.devices[n], b, share)) is not None]
         out.weight_bytes.append(max(m.weight_bytes for m in seen) if seen else info.param_bytes)
         out.activation_bytes.append(max(m.activation_bytes for m in seen) if seen else info.activation_bytes)
-        own = [m for n in names if (m := profile.devices[n].memory) and m[b] is not None]
-        out.created_bytes.append(max((m[b].weight_bytes - m[b].mapped_bytes for m in own), default=0))
-        out.moment_bytes.append(max((m[b].transient_bytes for m in own), default=0))
+        own = [memory[b] for n in names if (memory := profile.devices[n].memory) and memory[b] is not None]
+        out.created_bytes.append(max((m.weight_bytes - m.mapped_bytes for m in own), default=0))
+        out.moment_bytes.append(max((m.transient_bytes for m in own), default=0))
     return out
 
 

@@ -194,12 +194,12 @@ class HopCost(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class BlockMemory(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Resident memory one block's partition added on a device: its session when created (weights,
-    their pre-packed forms) and its first run beyond its outputs (the arena's peak of working tensors)."""
+    their pre-packed forms) and its first run beyond its outputs (the pages its working tensors touched)."""
 
     weight_bytes: int
     activation_bytes: int
     # What creating the session held for a moment beyond what it kept: the partition's bytes, their
-    # copies and the parsed model (peak resident growth less the allocations kept). A deploy peaks so.
+    # copies and the parsed model (the peak while it was created, before any run, less what it kept).
     transient_bytes: int = 0
     # Of ``weight_bytes``, the pages mapped from the partition's file: resident once a run reads them,
     # not while the session is created, so not part of a deploy's moment of copies (plan/memory.py).

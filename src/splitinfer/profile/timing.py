@@ -138,10 +138,11 @@ def _open(part: bytes | memoryview | Path, feeds: Mapping[str, np.ndarray], prov
         - sum(o.nbytes for o in outputs)
     # What creating the session held for a moment beyond what it then kept (its allocations, and the
     # pages it mapped by then): a deploy holds that much for a moment.
-    kept_at_creation = max(0, created - before) + max(0, created_file_pages - file_pages)
+    allocated = max(0, created - before)
+    kept_at_creation = allocated + max(0, created_file_pages - file_pages)
     transient = None if creation_peak is None else max(0, creation_peak - resident - kept_at_creation)
     return _Open(session, own, create_s, dict(zip(names, outputs, strict=True)),
-                 max(0, created - before) + mapped, max(0, working), transient, mapped)
+                 allocated + mapped, max(0, working), transient, mapped)
 
 
 def _resident(process: psutil.Process) -> tuple[int, int]:
@@ -201,8 +202,9 @@ def time_partitions(parts: Sequence[bytes | memoryview | Path], feeds: Mapping[s
     ``rest_s``: idle before each timed run, its rule Rest).
 
     ``feeds``: every tensor any of them takes, by name (one model's tensor names are unique). Each
-    session is created untimed, measuring the resident memory it adds (``weight_bytes``) and the
-    first run adds beyond its outputs (``activation_bytes``); the sessions stay open while all are
+    session is created untimed, measuring the resident memory it adds (``weight_bytes``), what creating
+    it held for a moment beyond that (``transient_bytes``), and the pages its first run touched beyond
+    its outputs (``activation_bytes``); the sessions stay open while all are
     timed, so one's freed memory cannot hide another's need. ``budget_s``: timed work of the whole
     set. A partition that cannot run here is a :class:`PartitionFailure`; the others are timed.
     ``slowdown`` > 1 is emulated as the worker emulates it (:func:`hold_busy`): each timed run holds
