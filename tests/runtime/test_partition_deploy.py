@@ -162,6 +162,27 @@ def test_a_large_partition_is_deployed_by_hash_from_its_weights_mapped_from_disk
         assert peak - idle < 2 * len(model)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator and /proc: Linux only")
+def test_a_worker_keeps_nothing_of_a_transfer_but_the_file(tmp_path):
+    """A 10 MiB partition in 4 MiB chunks: each chunk arrives, is written and let go, and what it took goes
+    back to the system (host.returning_freed_memory); with glibc's own thresholds a worker kept a chunk's
+    4 MiB resident for good, counted against the first stage it deployed."""
+    import psutil
+
+    proc, address = _start(tmp_path, "edge", "--cache-dir", str(tmp_path / "cache"))
+    data = np.random.default_rng(0).integers(0, 256, 10 * MiB, dtype=np.uint8).tobytes()
+    try:
+        worker = psutil.Process(proc.pid)
+        before = worker.memory_info().rss
+        with WorkerClient(address, TOKEN) as client:
+            upload = client.put_partition(data)
+        assert upload is not None and upload.sent_bytes == len(data)
+        kept = worker.memory_info().rss - before
+    finally:
+        _stop(proc)
+    assert kept < 1.5 * MiB, f"the worker kept {kept / MiB:.1f} MiB of a transfer"
+
+
 def test_a_model_dir_serves_its_partitions_with_no_transfer(tmp_path):
     whole, parts = whole_and_parts(mlp_parts(2, width=64, batch=2))
     models = tmp_path / "models"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from splitinfer.errors import ModelError, SplitinferError, WorkerError, first_line
+from splitinfer.host import returning_freed_memory
 from splitinfer.providers import parse_provider
 
 if TYPE_CHECKING:
@@ -53,8 +54,15 @@ def create_inference_session(model_bytes: bytes | memoryview | Path,
     ``num_threads=0`` lets ONNX Runtime pick. ``optimize=False`` skips graph rewrites:
     used when the session runs once (shape probing), where optimizing would cost more
     than it saves. WorkerError for a provider this machine lacks, ModelError for bytes
-    ONNX Runtime cannot load.
+    ONNX Runtime cannot load. In a worker, what creating the session frees goes back to the system at
+    once (:func:`splitinfer.host.returning_freed_memory`): the copies it makes for a moment are not kept.
     """
+    with returning_freed_memory():
+        return _create(model_bytes, providers, num_threads, optimize, external_dir)
+
+
+def _create(model_bytes: bytes | memoryview | Path, providers: Sequence[str], num_threads: int,
+            optimize: bool, external_dir: str | Path | None) -> ort.InferenceSession:
     import onnxruntime as ort
 
     parsed = check_providers(providers)

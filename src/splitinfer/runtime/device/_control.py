@@ -9,6 +9,7 @@ reply's data; the worker sends it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -23,7 +24,7 @@ from splitinfer.cluster import MAX_LATENCY_S, MAX_SLOWDOWN
 from splitinfer.compression import parse_compression
 from splitinfer.errors import AuthError, ErrorCode, PlanError, TransportError, WorkerError, first_line
 from splitinfer.graph.inference import create_inference_session
-from splitinfer.host import host_info, max_num_threads, release_freed_memory
+from splitinfer.host import host_info, max_num_threads, release_freed_memory, returning_freed_memory
 from splitinfer.profile.partition_timing import (
     MAX_COMPRESSIONS,
     MAX_TIMED_PARTITIONS,
@@ -141,6 +142,14 @@ def _specs(metas: list[messages.TensorMeta]) -> tuple[TensorSpec, ...]:
     return tuple(TensorSpec(m.name, m.dtype, tuple(m.shape)) for m in metas)
 
 
+def memory_scope(header: Any) -> contextlib.AbstractContextManager[None]:
+    """Where a control request runs: a partition's chunk with what it frees handed back to the system at
+    once (host.returning_freed_memory), or a worker keeps a chunk's worth (4 MiB) for good."""
+    if isinstance(header, messages.PartitionChunk):
+        return returning_freed_memory()
+    return contextlib.nullcontext()
+
+
 def deploy_stage(device: DeviceContext, header: messages.Deploy, msg: Message) -> dict[str, Any]:
     """Build the stage's ORT session once, check its signature, warm it up and install it."""
     _check_deploy(header)
@@ -164,7 +173,8 @@ def deploy_stage(device: DeviceContext, header: messages.Deploy, msg: Message) -
                                 device.num_threads)
     runner = with_state(runner, header)  # a decoder's cache kept here per sequence (device/_state.py)
     try:
-        warmup_s = runner.warm_up(header.num_warmup)
+        with returning_freed_memory():  # its first run: pages of its own, as profiled
+            warmup_s = runner.warm_up(header.num_warmup)
     except Exception as e:  # ORT run errors: declared shapes that the partition rejects
         raise WorkerError(f"warm-up of stage {header.stage} failed: {first_line(e)}",
                           "declare the partition's real input shapes in the stage spec") from None

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from splitinfer.errors import ErrorCode, TransportError, WorkerError
+from splitinfer.host import returning_freed_memory
 from splitinfer.runtime.device._partition_files import (
     ModelDir,
     Pending,
@@ -349,7 +350,9 @@ def with_parts(store: PartitionStore | None, header: messages.Deploy | messages.
     if store is None:
         raise WorkerError("this worker keeps no partitions", f"send them inline in the {kind}",
                           code=ErrorCode.MISSING_PARTITION)
-    return dataclasses.replace(msg, blobs=[*(store.load(sha) for sha in named), *msg.blobs])  # type: ignore
+    with returning_freed_memory():  # checking a file against its hash reads it: the buffers go back
+        parts = [store.load(sha) for sha in named]
+    return dataclasses.replace(msg, blobs=[*parts, *msg.blobs])  # type: ignore
 
 
 def _check_size(value: object, what: str) -> int:

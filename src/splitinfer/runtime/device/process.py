@@ -18,6 +18,7 @@ import threading
 import zmq
 
 from splitinfer.errors import SplitinferError, WorkerError
+from splitinfer.host import manage_freed_memory
 from splitinfer.runtime.device.config import WorkerConfig, parse_config
 from splitinfer.runtime.device.worker import Worker
 from splitinfer.runtime.wire.auth import read_token
@@ -60,7 +61,10 @@ def serve_worker(config: WorkerConfig) -> None:
         raise WorkerError(f"cannot listen on {config.listen}: {e}",
                           "pick a free port and an address of this machine, "
                           "e.g. tcp://0.0.0.0:5555") from None
-    if threading.current_thread() is threading.main_thread():
+    if threading.current_thread() is threading.main_thread():  # a process of its own
+        # What creating a session or taking a partition frees goes back to the system at once: a worker's
+        # resident memory then follows what its stages hold, as the planner predicts it (host.py).
+        manage_freed_memory()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: setattr(worker, "signalled", True))
     if token is None and config.curve_secret_key is None:

@@ -45,7 +45,7 @@ from splitinfer.errors import (
     WorkerError,
     first_line,
 )
-from splitinfer.runtime.device._control import DeviceContext, handle_control
+from splitinfer.runtime.device._control import DeviceContext, handle_control, memory_scope
 from splitinfer.runtime.device._execution import start_runtime
 from splitinfer.runtime.device._exits import run_request
 from splitinfer.runtime.device._forward import forward
@@ -57,7 +57,7 @@ from splitinfer.runtime.wire.curve import Curve, Gate, KeyPair, open_gate, user_
 from splitinfer.runtime.wire.link import LinkSender
 from splitinfer.runtime.wire.messages import NEEDS_NO_AUTH, Message
 from splitinfer.runtime.wire.replay import ReplayGuard, Sender
-from splitinfer.runtime.wire.sockets import Waker, open_socket
+from splitinfer.runtime.wire.sockets import Waker, open_socket, worker_context
 
 log = logging.getLogger("splitinfer.worker")
 _WAKE = "inproc://wake"
@@ -75,7 +75,7 @@ class Worker:
         self.partitions = open_store(config.name, config.cache_dir, config.cache_max_bytes, config.model_dir,
                                      config.max_frame_bytes, config.providers, config.optimize_ahead)
         start_runtime(config.providers, config.num_threads)
-        self.context = zmq.Context()
+        self.context = worker_context()
         self.gate: Gate | None = None
         try:
             self.keys, self.gate = self._curve(config)  # CurveZMQ (wire/curve.py), or None and None
@@ -85,9 +85,9 @@ class Worker:
             self._close_gate()
             raise
         self.address = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
-        # Replies from other threads wait in the outbox; a wake message to the ROUTER's own
-        # in-process endpoint gets the IO thread to send them. So the IO thread blocks in one
-        # recv (no poller on the hot path). The nonce never leaves this process.
+        # Other threads' replies wait in the outbox; a wake message to the ROUTER's own in-process endpoint
+        # gets the IO thread to send them: it blocks in one recv (no poller on the hot path). The nonce never
+        # leaves this process.
         self.router.bind(_WAKE)
         self._outbox: collections.deque[list[Any]] = collections.deque()
         self._wake_nonce = secrets.token_bytes(16)
@@ -100,8 +100,7 @@ class Worker:
                                     self.stages, self.context, token, config.max_frame_bytes, self.keys,
                                     config.mac_tensors, partitions=self.partitions)
         self.stop = threading.Event()
-        # Set by signal handlers, which must take no lock: Event.set() could deadlock with the
-        # main thread's own stop.set() when SIGTERM and the parent-pid check coincide.
+        # Set by signal handlers, which take no lock: Event.set() could deadlock with stop.set() (SIGTERM).
         self.signalled = False
         self.started_s = time.time()
         self.num_served = 0
@@ -371,11 +370,12 @@ class Worker:
     def _control_loop(self) -> None:
         while not self.stop.is_set():
             try:
-                # One request at a time, in a call of its own: its message (a partition's bytes, a
-                # profile's feeds) and its reply are let go when it returns, not at the next request.
-                self._control_one(*self.control_queue.get(timeout=0.2))
+                item = self.control_queue.get(timeout=0.2)
             except queue.Empty:
                 continue
+            with memory_scope(item[1].header):
+                self._control_one(*item)
+                del item  # its message (a partition's bytes, a profile's feeds) goes now, not at the next
 
     def _control_one(self, identity: bytes, msg: Message) -> None:
         try:

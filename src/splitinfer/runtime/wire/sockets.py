@@ -1,4 +1,5 @@
-"""The one place ZeroMQ sockets get their options, and the in-process wake-up between threads.
+"""The one place ZeroMQ sockets (and a worker's context) get their options, and the in-process wake-up
+between threads.
 
 Every socket splitinfer opens lingers 0 ms on close (a closed pipeline drops
 what it had queued: the coordinator re-sends or fails those requests itself)
@@ -15,6 +16,19 @@ import zmq
 
 from splitinfer.errors import TransportError
 from splitinfer.runtime.wire.curve import Curve
+
+_ZERO_COPY_RECV = 10  # libzmq's ZMQ_ZERO_COPY_RECV, a draft context option (4.3)
+
+
+def worker_context() -> zmq.Context:
+    """A worker's ZeroMQ context: each message it receives is in a buffer of its own, let go with the
+    message. With libzmq's default (zero-copy receive) a large message's bytes stay in its connection's
+    receive buffer until the next message comes: a partition's chunk (up to 4 MiB) stayed resident through
+    the deploy that followed it, counted against the stage. Where libzmq lacks the option, its default."""
+    context = zmq.Context()
+    with contextlib.suppress(zmq.ZMQError):
+        context.set(_ZERO_COPY_RECV, 0)
+    return context
 
 
 def open_socket(context: zmq.Context, kind: int, *, connect: str | None = None, bind: str | None = None,
