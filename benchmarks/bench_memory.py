@@ -4,11 +4,11 @@ For each zoo model (at the sizes ``bench_fidelity.py`` uses), on two devices of 
 intra-op thread each, a fast link):
 
 1. profile every block on both through their workers (``profile_cluster``: each block's weights
-   and peak activations measured as the resident memory its session and first run added),
+   and peak activations measured as the resident memory its session and first two runs added),
 2. plan two ways: the whole model as one stage on ``a``, and the fastest split into one stage on
    ``a`` and one on ``b``; the predicted need per device is ``plan/memory.py``'s (weights + the
    largest peak + the input and output buffers of the one request in flight, or creating the
-   sessions, pre-packed copies and all, where that is more),
+   sessions, pre-packed and re-laid-out copies and all, where that is more),
 3. for each plan, start fresh workers (``--profiled-workers``: deploy on those that profiled the
    model, as a user does), reset their peak resident memory (the kernel's high-water mark, VmHWM)
    and read their resident memory (RSS), deploy, run a few requests, and read the peak: the growth
@@ -166,8 +166,8 @@ def _compare(name: str, reduced: str, profile, args: argparse.Namespace,
 
 def _parts(mem: StageMemory, stages: list[tuple[int, int]]) -> str:
     """What a device's predicted need is made of, summed over its stages (``StageMemory.terms``): the
-    weights with their share of a session's creation, the largest activation, the cut buffers; and
-    creating the sessions (``StageMemory.creation``), the need where it is the larger."""
+    weights, the largest activation, the cut buffers; and creating the sessions
+    (``StageMemory.creation``), the need where it is the larger."""
     weights, peaks, buffers = (sum(t) for t in zip(*(mem.terms(i, j) for i, j in stages), strict=True))
     creation = mem.creation(sorted(b for i, j in stages for b in range(i, j + 1)))
     return (f"weights {weights / 1e6:.1f} + activations {peaks / 1e6:.1f} + buffers {buffers / 1e6:.1f} MB,"

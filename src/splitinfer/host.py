@@ -173,6 +173,9 @@ def returning_freed_memory() -> Iterator[None]:
             with _allocator_lock:
                 _allocator["depth"] -= 1
                 if _allocator["depth"] == 0:
+                    # What was freed away from its heap's top (a chunk received before the last one) is
+                    # handed back too.
+                    release_freed_memory()
                     _set_thresholds(_KEEPING)
 
 

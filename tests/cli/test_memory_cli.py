@@ -3,6 +3,7 @@ line naming the device, the need and the capacity (issue 15, item 3)."""
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -69,11 +70,14 @@ def test_ten_percent_over_is_refused_naming_the_device_the_need_and_the_capacity
 def test_in_flight_counts_more_buffers_and_is_recorded_for_a_re_plan(capsys, profiled):
     root, _, need = profiled
     inst = prepare(build_problem(load_profile(root / "p.json")))
+    mem = StageMemory.of(inst)
     buffers = inst.input_bytes + inst.output_bytes  # what each more request a one-stage plan holds adds
-    cluster = _cluster(root, need + buffers / 2)  # room for one request's buffers, not two
+    running = sum(mem.terms(0, inst.num_blocks - 1))  # one request's; creating the session may need more
+    cluster = _cluster(root, need + buffers / 2)  # room for one request's buffers and half another's
     code, _, err = run_cli(capsys, "plan", root / "p.json", "--cluster", cluster)
     assert code == 0, err
-    code, _, err = run_cli(capsys, "plan", root / "p.json", "--cluster", cluster, "--in-flight", "2")
+    more = math.ceil((need - running) / buffers) + 2  # requests whose buffers are more than that
+    code, _, err = run_cli(capsys, "plan", root / "p.json", "--cluster", cluster, "--in-flight", str(more))
     assert code == 2 and "on cam" in one_error_line(err)
     roomy = _cluster(root, need + 8 * buffers)
     code, _, err = run_cli(capsys, "plan", root / "p.json", "--cluster", roomy, "--in-flight", "8",

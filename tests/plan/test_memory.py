@@ -48,11 +48,14 @@ def stage_by_hand(problem: Problem, first: int, last: int) -> float:
 
 def creation_by_hand(problem: Problem, blocks) -> float:
     """Creating the sessions of ``blocks`` in order: at each, what those before it and it created,
-    and its moment."""
+    and its moment; or all their weights and shared moments at once, if more."""
     created = problem.created_bytes or [0] * problem.num_blocks
     moment = problem.moment_bytes or [0] * problem.num_blocks
-    return max((sum(created[k] for k in blocks[: n + 1]) + moment[b] for n, b in enumerate(blocks)),
-               default=0.0)
+    weights = problem.weight_bytes or [0] * problem.num_blocks
+    shared = problem.shared_moment_bytes or [0] * problem.num_blocks
+    in_order = max((sum(created[k] for k in blocks[: n + 1]) + moment[b] for n, b in enumerate(blocks)),
+                   default=0.0)
+    return max(in_order, sum(weights[b] + shared[b] for b in blocks))
 
 
 def need_by_hand(problem: Problem, assignment) -> dict[str, float]:
@@ -160,6 +163,7 @@ def memory_problems(draw, max_devices: int = 3, max_blocks: int = 6, least: int 
         in_flight=draw(st.sampled_from([1, 2, 3])),
         created_bytes=draw(st.none() | per_block),
         moment_bytes=draw(st.none() | moments),
+        shared_moment_bytes=draw(st.none() | moments),
     )
     whole = stage_by_hand(problem, 0, num_blocks - 1)
     share = st.none() | st.sampled_from([0.3, 0.45, 0.6, 0.75, 0.9])

@@ -1,7 +1,7 @@
 """A stage's deploy peak in the planner's memory (issue 15, item 3): each block's kept weights and the
-deploy's moment of copies taken from the whole model's session and shared out by weights; never the
-partition's bytes besides (a worker maps a stage's weights from its cache, it does not hold the
-partition). That mapped pages count with the weights: tests/runtime/test_partition_mapped.py."""
+deploy's moment of copies taken from the whole model's session and shared out by the blocks' own
+moments; never the partition's bytes besides (a worker maps a stage's weights from its cache, it does not
+hold the partition). That mapped pages count with the weights: tests/runtime/test_partition_mapped.py."""
 
 from __future__ import annotations
 
@@ -30,21 +30,23 @@ def test_the_whole_models_session_is_measured_like_a_blocks(profile):
     assert whole.weight_bytes >= 0.9 * params and whole.transient_bytes > 0
 
 
-def test_the_moment_of_copies_is_the_whole_models_shared_out_by_weights(profile):
+def test_the_moment_of_copies_is_the_whole_models_shared_out_by_the_blocks_own(profile):
     (name, device), = profile.devices.items()
-    params = [b.param_bytes for b in profile.blocks]
-    moment = 10 * sum(params)  # made up, so that the share is plain to see
+    own = [m.transient_bytes for m in device.memory]
+    moment = 10 * sum(own)  # made up, so that the share is plain to see
     set_moment = msgspec.structs.replace(
         device, whole_memory=BlockMemory(device.whole_memory.weight_bytes, 0, moment))
     needs = block_memory(msgspec.structs.replace(profile, devices={name: set_moment}), [name])
-    for b, (w, m) in enumerate(zip(needs.weight_bytes, device.memory, strict=True)):
-        # what its session kept, and its share of the moment; the partition's bytes are not held besides
-        assert w == pytest.approx(m.weight_bytes + 10 * params[b], abs=1)
+    assert needs.shared_moment_bytes == [pytest.approx(10 * m, abs=1) for m in own]
+    # what its session kept: the partition's bytes are not held besides, the moment is not with the runs
+    assert needs.weight_bytes == [m.weight_bytes for m in device.memory]
     assert needs.activation_bytes == [m.activation_bytes for m in device.memory]
-    # without the whole model's measure (weights on disk: never timed whole), each block's own moment
+    # without the whole model's measure (weights on disk: never timed whole), no share: each block's
+    # own moment is still charged as its session is created (the next test)
     unmeasured = msgspec.structs.replace(device, whole_memory=None)
     alone = block_memory(msgspec.structs.replace(profile, devices={name: unmeasured}), [name])
-    assert alone.weight_bytes == [m.weight_bytes + m.transient_bytes for m in device.memory]
+    assert alone.shared_moment_bytes == [0] * len(own)
+    assert alone.weight_bytes == [m.weight_bytes for m in device.memory]
 
 
 def test_creating_a_blocks_session_is_charged_what_it_allocated_and_its_own_moment(profile):

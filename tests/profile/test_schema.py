@@ -243,9 +243,11 @@ def test_build_problem_takes_measured_memory_the_most_any_device_saw_else_the_es
     edge = msgspec.structs.replace(base.devices["edge"], memory=(schema.BlockMemory(900, 300), None))
     profile = msgspec.structs.replace(base, devices={"camera": camera, "edge": edge})
     problem = build_problem(profile, parse_cluster(CLUSTER))
-    # a deploy's peak: what the session kept and what creating it held for a moment (a worker maps a
-    # stage's weights from its cache: no copy of the partition's bytes besides); unmeasured: the parameters
-    assert problem.weight_bytes == [1500, 2052000] and problem.activation_bytes == [300, 806816]
+    # what the session kept (a worker maps a stage's weights from its cache: no copy of the partition's
+    # bytes besides), and apart from it, for the deploy's creation, what creating it held for a moment;
+    # unmeasured: the parameters, and nothing for a moment
+    assert problem.weight_bytes == [1000, 2052000] and problem.activation_bytes == [300, 806816]
+    assert problem.created_bytes == [1000, 0] and problem.moment_bytes == [500, 0]
 
 
 def test_build_problem_without_cluster_uses_the_profile_devices():

@@ -9,15 +9,23 @@ the last block, else cut j. Raw cut bytes: a compressed hop is restored before t
 A device's need for running is the sum over the stages it hosts (with revisits, several).
 
 Before it runs, a deploy creates each stage's session, and creating one holds more for a moment than it
-keeps: ONNX Runtime pre-packs a fully connected layer's weights, the original and the packed copy held
-together (vgg16 at resolution 128: its first such layer keeps 134 MB and holds 133 MB more while its
-session is created). Per block, ``created_bytes`` is what creating its session allocates and keeps
-(pre-packed, re-laid-out weights; not the pages mapped from the partition's file, which only a run
-reads) and ``moment_bytes`` what it holds beyond that for a moment. Sessions
-create their blocks' kernels in order, so when block b's moment comes, the blocks before it on the device
-hold what they created: the device's creation need is the largest, over its blocks b, of their
-``created_bytes`` up to b plus b's ``moment_bytes``. A device needs the larger of running and creation,
-at most its capacity. Measured on this project's machine: benchmarks/bench_memory.py.
+keeps, in two ways the device's creation need takes the larger of:
+
+- ONNX Runtime pre-packs a fully connected layer's weights, the original and the packed copy held
+  together (vgg16 at resolution 128: its first such layer keeps 134 MB and holds 133 MB more while its
+  session is created). Per block, ``created_bytes`` is what creating its session allocates and keeps
+  (pre-packed, re-laid-out weights; not the pages mapped from the partition's file, which only a run
+  reads) and ``moment_bytes`` what it holds beyond that for a moment. Sessions create their blocks'
+  kernels in order, so when block b's moment comes, the blocks before it on the device hold what they
+  created: the largest, over the device's blocks b, of their ``created_bytes`` up to b plus b's
+  ``moment_bytes``;
+- optimising a session's graph copies its weights (a convolution's into ONNX Runtime's blocked layout)
+  while the originals are held, and those copies come and go before the first run: the device's blocks'
+  ``weight_bytes`` with their ``shared_moment_bytes`` (each block's share of the moment of the whole
+  model's session, profile/problem.py), all summed, with no activations.
+
+A device needs the larger of running and creation, at most its capacity. Measured on this project's
+machine: benchmarks/bench_memory.py.
 
 Readers: :mod:`.cost` (:func:`device_needs`, the reference), the segment DP (:class:`SegmentNeeds`:
 every start of a stage ending at one block at once), the MILP (:func:`add_memory_rows`, the exact
@@ -47,6 +55,7 @@ class StageMemory:
     in_flight: int
     created_bytes: np.ndarray  # (L,) what creating the block's session allocates and keeps
     moment_bytes: np.ndarray  # (L,) what creating it holds for a moment beyond that
+    shared_moment_bytes: np.ndarray  # (L,) its share of the moment of a session of many blocks
 
     @classmethod
     def of(cls, inst: Instance) -> StageMemory:
@@ -59,6 +68,7 @@ class StageMemory:
             inst.in_flight,
             inst.created_bytes,
             inst.moment_bytes,
+            inst.shared_moment_bytes,
         )
 
     def terms(self, first: int, last: int) -> tuple[float, float, float]:
@@ -72,7 +82,8 @@ class StageMemory:
     def creation(self, blocks: Sequence[int]) -> float:
         """What creating the sessions of ``blocks`` (ascending: one device's) holds at its peak."""
         at = list(blocks)
-        return float((np.cumsum(self.created_bytes[at]) + self.moment_bytes[at]).max(initial=0.0))
+        in_order = float((np.cumsum(self.created_bytes[at]) + self.moment_bytes[at]).max(initial=0.0))
+        return max(in_order, math.fsum((self.weight_bytes[at] + self.shared_moment_bytes[at]).tolist()))
 
     def stage(self, first: int, last: int) -> float:
         """The need of one stage of blocks first..last, alone on its device."""
@@ -96,13 +107,14 @@ class SegmentNeeds:
 
     Prefix sums of the weights, a running maximum of the activations taken from the end, and the
     buffers of the stage's first and last cut; for its creation, prefix sums of what the blocks create
-    and a running maximum, from the end, of that sum at each block plus its moment: O(j) per end, for
-    the segment DP's limits.
+    and a running maximum, from the end, of that sum at each block plus its moment, and prefix sums of
+    the weights with their shared moments: O(j) per end, for the segment DP's limits.
     """
 
     def __init__(self, mem: StageMemory) -> None:
         self._mem = mem
         self._prefix = np.concatenate([[0.0], np.cumsum(mem.weight_bytes)])
+        self._shared = np.concatenate([[0.0], np.cumsum(mem.weight_bytes + mem.shared_moment_bytes)])
         self._created = np.concatenate([[0.0], np.cumsum(mem.created_bytes)])
         # Creating block b: what blocks 0..b created, and b's moment.
         self._at = self._created[1:] + mem.moment_bytes
@@ -113,7 +125,7 @@ class SegmentNeeds:
         buffers = m.in_flight * (m.enter_bytes[:j] + m.leave_bytes[j - 1])
         run = self._prefix[j] - self._prefix[:j] + peak + buffers
         creation = np.maximum.accumulate(self._at[:j][::-1])[::-1] - self._created[:j]
-        return np.maximum(run, creation)[:, None]
+        return np.maximum(np.maximum(run, creation), self._shared[j] - self._shared[:j])[:, None]
 
 
 def need_bound(mem: StageMemory, allowed: np.ndarray, revisits: bool) -> np.ndarray:
@@ -122,7 +134,7 @@ def need_bound(mem: StageMemory, allowed: np.ndarray, revisits: bool) -> np.ndar
     Every block allowed there counts its weights. One stage holds the largest activation and the
     largest entering and leaving buffers; several (revisits) hold distinct blocks' activations and
     distinct cuts' buffers, so their sums bound them. Creating them holds at most what every allowed
-    block creates and the largest moment.
+    block creates and the largest moment, or every block's weights and shared moment.
     """
     a = allowed.astype(np.float64)
     weights = a.T @ mem.weight_bytes
@@ -130,7 +142,8 @@ def need_bound(mem: StageMemory, allowed: np.ndarray, revisits: bool) -> np.ndar
     def largest(values: np.ndarray) -> np.ndarray:
         return np.where(allowed, values[:, None], 0.0).max(axis=0)
 
-    creation = a.T @ mem.created_bytes + largest(mem.moment_bytes)
+    creation = np.maximum(a.T @ mem.created_bytes + largest(mem.moment_bytes),
+                          a.T @ (mem.weight_bytes + mem.shared_moment_bytes))
     if revisits:
         buffers = a.T @ (mem.enter_bytes + mem.leave_bytes)
         return np.maximum(weights + a.T @ mem.activation_bytes + mem.in_flight * buffers, creation)
@@ -189,8 +202,11 @@ def _creation_rows(rows: Rows, mem: StageMemory, on: np.ndarray, g: np.ndarray, 
     """The device's creation need <= its capacity: for each block b with a moment, what the device's
     blocks up to b create plus b's moment if b is there (:meth:`StageMemory.creation`), and all they
     create (the blocks without one). A row whose b is elsewhere still holds: the device's last block
-    before b has a moment of at least 0."""
+    before b has a moment of at least 0. And the device's blocks' weights with their shared moments."""
     blocks = np.flatnonzero(on)
+    if mem.shared_moment_bytes[blocks].any():
+        shared = mem.weight_bytes[blocks] + mem.shared_moment_bytes[blocks]
+        rows.add(x[blocks][:, g].ravel(), np.repeat(shared, len(g)), -math.inf, capacity)
     ends = [(b, mem.moment_bytes[b]) for b in blocks[mem.moment_bytes[blocks] > 0]]
     if mem.created_bytes[blocks].any():
         ends.append((blocks[-1], 0.0))

@@ -23,7 +23,7 @@ Cost model (the single definition; :mod:`splitinfer.plan.cost` evaluates it):
   ``in_flight`` x (the bytes entering it + the bytes leaving it: the input or cut i-1, cut j or the
   output; raw, a compressed hop is restored first); a device's need is the sum over the stages it
   hosts (each its own inference session), or creating them if more (``created_bytes``,
-  ``moment_bytes``), at most ``capacity_bytes``.
+  ``moment_bytes``, ``shared_moment_bytes``), at most ``capacity_bytes``.
 """
 
 from __future__ import annotations
@@ -138,6 +138,7 @@ class Problem:
     configurations: Mapping[str, Sequence[DeviceConfiguration]] = field(default_factory=dict)
     created_bytes: Sequence[int] | None = None  # per block: what creating its session allocates and keeps
     moment_bytes: Sequence[int] | None = None  # per block: ... and holds beyond that for a moment
+    shared_moment_bytes: Sequence[int] | None = None  # per block: its share of a stage's session's moment
 
     @property
     def num_blocks(self) -> int:
@@ -179,6 +180,7 @@ class Instance:
     join_w: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     created_bytes: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (L,) Problem.created_bytes
     moment_bytes: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (L,) Problem.moment_bytes
+    shared_moment_bytes: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (L,) Problem's
 
     @property
     def num_blocks(self) -> int:
@@ -332,7 +334,7 @@ def prepare(problem: Problem) -> Instance:
     joins = join_matrix(problem.join_s, names, compute)
     joins.setflags(write=False)
     creation = {what: _per_block(getattr(problem, what), what, num_blocks)
-                for what in ("created_bytes", "moment_bytes")}
+                for what in ("created_bytes", "moment_bytes", "shared_moment_bytes")}
     for arr in creation.values():
         arr.setflags(write=False)
     inst = dataclasses.replace(inst, join_s=joins, in_flight=int(in_flight), busy_w=busy_w, join_w=join_w,

@@ -14,7 +14,7 @@ from splitinfer.errors import ProfileError
 from splitinfer.plan.exits import ExitMix
 from splitinfer.plan.problem import AT_SOURCE, AtSource, DeviceConfiguration, Link, Messaging, Power, Problem
 from splitinfer.profile.exit_choice import check_choosable, mix_at
-from splitinfer.profile.schema import BlockMemory, DeviceProfile, ExitProfile, Profile
+from splitinfer.profile.schema import DeviceProfile, ExitProfile, Profile
 from splitinfer.profile.segments import DEFAULT_THRESHOLD, corrected_profile, joins_of
 from splitinfer.units import check_number
 
@@ -77,52 +77,50 @@ class BlockNeeds(NamedTuple):
     activation_bytes: list[int]
     created_bytes: list[int]
     moment_bytes: list[int]
+    shared_moment_bytes: list[int]
 
 
 def block_memory(profile: Profile, names: Sequence[str]) -> BlockNeeds:
-    """Each block's weights and peak activation bytes: as measured (what its session holds, with its
-    share of what creating a session holds for a moment, and the pages its first run touched beyond its
-    outputs; the most any of ``names`` saw), else as estimated from the graph (parameter bytes, the
-    analysis's activation bytes) where no device measured the block; and for a deploy's creation of its
-    session, what that allocated and kept (its weights less the pages mapped from the partition's file)
-    and held beyond that for a moment, as measured (0 where not). A stage is planned for its deploy's
-    peak: a worker maps a stage's weights from its cache (device/_partition_layout.py) and holds their
-    pages and what ONNX Runtime makes of them (pre-packed, re-laid-out copies), and for a moment the
-    copies its optimisations make; never the partition's bytes besides. Profiling times a block of a
-    stage's size the same way, from the worker's cache (wire/partitions.BY_HASH_MIN_BYTES)."""
-    total = sum(info.param_bytes for info in profile.blocks)
-    out = BlockNeeds([], [], [], [])
+    """Each block's weights and peak activation bytes: as measured (what its session kept, and the pages
+    its first two runs touched beyond their outputs; the most any of ``names`` saw), else as estimated from
+    the graph (parameter bytes, the analysis's activation bytes) where no device measured the block. For a
+    deploy's creation of its sessions, as measured (0 where not): what creating the block's session
+    allocated and kept (its weights less the pages mapped from the partition's file) and held beyond that
+    for a moment, and the block's share of the moment of the whole model's session (:func:`_shares`). A
+    stage is planned for its deploy's peak: a worker maps a stage's weights from its cache
+    (device/_partition_layout.py) and holds their pages and what ONNX Runtime makes of them (pre-packed,
+    re-laid-out copies), and for a moment the copies its optimisations make; never the partition's bytes
+    besides. Profiling times a block of a stage's size the same way, from the worker's cache
+    (wire/partitions.BY_HASH_MIN_BYTES)."""
+    out = BlockNeeds([], [], [], [], [])
+    shares = [_shares(profile.devices[n], len(profile.blocks)) for n in names]
     for b, info in enumerate(profile.blocks):
-        share = info.param_bytes / total if total > 0 else None
-        seen = [m for n in names if (m := _measured(profile.devices[n], b, share)) is not None]
-        out.weight_bytes.append(max(m.weight_bytes for m in seen) if seen else info.param_bytes)
-        out.activation_bytes.append(max(m.activation_bytes for m in seen) if seen else info.activation_bytes)
         own = [memory[b] for n in names if (memory := profile.devices[n].memory) and memory[b] is not None]
+        out.weight_bytes.append(max((m.weight_bytes for m in own), default=info.param_bytes))
+        out.activation_bytes.append(max((m.activation_bytes for m in own), default=info.activation_bytes))
         out.created_bytes.append(max((m.weight_bytes - m.mapped_bytes for m in own), default=0))
         out.moment_bytes.append(max((m.transient_bytes for m in own), default=0))
+        out.shared_moment_bytes.append(max((s[b] for s in shares), default=0))
     return out
 
 
-def _measured(device: DeviceProfile, block: int, share: float | None) -> BlockMemory | None:
-    """What block ``block`` costs a stage on ``device``: what its session kept (allocations and mapped
-    pages), and its share of the moment of copies creating a session holds.
+def _shares(device: DeviceProfile, num_blocks: int) -> list[int]:
+    """Each block's share of the moment creating the whole model's session held on ``device`` beyond what
+    it kept, shared out by the blocks' own moments (0 where either was not measured).
 
-    The moment is taken from the whole model's session where it was measured, shared out by parameter
-    bytes (``share``: the block's part of the model's; None: the model has none): a stage is one session
-    of many blocks, whose copies come and go one after another and reuse the same freed memory, so the
-    sum of each block's own moment (measured alone) overstates it (resnet18: 4.7x its weights summed, a
-    deploy of all of it 3.7x). A CPU worker with ``--optimize-ahead`` deploys graphs ONNX Runtime optimized
-    ahead (runtime/device/_partition_optimize.py), so there the whole model's moment is about 0. Measured on
-    this project's machine (benchmarks/bench_memory.py), the stages of the zoo's plans are predicted so
-    within a median 11% of the worker's peak, the worst 25% (ARCHITECTURE.md: what misses)."""
-    m = device.memory[block] if device.memory else None
-    if m is None:
-        return None
-    moment = m.transient_bytes
-    whole = device.whole_memory
-    if whole is not None and share is not None:
-        moment = round(whole.transient_bytes * share)
-    return BlockMemory(m.weight_bytes + moment, m.activation_bytes)
+    A stage is one session of many blocks, whose copies come and go one after another and reuse the memory
+    freed: the sum of the blocks' own moments (each measured alone) overstates a stage's (resnet18: 153 MB,
+    its whole model's 71), their largest understates it. Shared out by their own moments, not by their
+    weights: a block that ONNX Runtime re-lays out (a convolution, in its blocked layout) makes copies, a
+    fully connected layer pre-packed in place of its original hardly any (resnet18's: 0.8 MB of the 71,
+    3.1 by its weights). Measured on this project's machine, the stages of the zoo's plans are predicted so
+    within a median 5% of the worker's peak (benchmarks/bench_memory.py; ARCHITECTURE.md: what misses)."""
+    memory, whole = device.memory or [None] * num_blocks, device.whole_memory
+    moments = [m.transient_bytes if m is not None else 0 for m in memory]
+    total = sum(moments)
+    if whole is None or total <= 0:
+        return [0] * num_blocks
+    return [round(whole.transient_bytes * m / total) for m in moments]
 
 
 def exit_mix(exits: Sequence[ExitProfile], thresholds: Mapping[str, float | None] | None = None
@@ -224,6 +222,7 @@ def build_problem(
         configurations=_configurations(profile, cluster, stat, measured_joins),
         created_bytes=needs.created_bytes,
         moment_bytes=needs.moment_bytes,
+        shared_moment_bytes=needs.shared_moment_bytes,
     )
 
 
