@@ -159,7 +159,8 @@ def returning_freed_memory() -> Iterator[None]:
     """While inside, what the process frees goes back to the system at once, in a process that
     :func:`manage_freed_memory` (else nothing changes): a device's resident memory then follows what its
     stages hold, as the planner predicts it, not what it received or freed before
-    (benchmarks/bench_memory.py)."""
+    (benchmarks/bench_memory.py). Process-wide: a stage running on another thread meanwhile hands its
+    buffers back too, for as long as a session is created (milliseconds to seconds, at a deploy)."""
     with _allocator_lock:
         managed = _allocator["managed"]
         if managed:
