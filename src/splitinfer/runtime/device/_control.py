@@ -143,9 +143,11 @@ def _specs(metas: list[messages.TensorMeta]) -> tuple[TensorSpec, ...]:
 
 
 def memory_scope(header: Any) -> contextlib.AbstractContextManager[None]:
-    """Where a control request runs: a partition's chunk with what it frees handed back to the system at
-    once (host.returning_freed_memory), or a worker keeps a chunk's worth (4 MiB) for good."""
-    if isinstance(header, messages.PartitionChunk):
+    """Where a control request runs: a partition's chunk, or a deploy (its session created, warmed up as
+    profiling measured a block's first runs: profile/timing.py), with what it frees handed back to the
+    system at once (host.returning_freed_memory), its message included: else a worker keeps a chunk's
+    worth (4 MiB) for good, and a stage's first runs take pages the worker freed before."""
+    if isinstance(header, messages.PartitionChunk | messages.Deploy):
         return returning_freed_memory()
     return contextlib.nullcontext()
 
@@ -173,8 +175,7 @@ def deploy_stage(device: DeviceContext, header: messages.Deploy, msg: Message) -
                                 device.num_threads)
     runner = with_state(runner, header)  # a decoder's cache kept here per sequence (device/_state.py)
     try:
-        with returning_freed_memory():  # its first run: pages of its own, as profiled
-            warmup_s = runner.warm_up(header.num_warmup)
+        warmup_s = runner.warm_up(header.num_warmup)  # in the deploy's memory_scope
     except Exception as e:  # ORT run errors: declared shapes that the partition rejects
         raise WorkerError(f"warm-up of stage {header.stage} failed: {first_line(e)}",
                           "declare the partition's real input shapes in the stage spec") from None
