@@ -7,15 +7,15 @@ intra-op thread each, a fast link):
    and peak activations measured as the resident memory its session and first two runs added),
 2. plan two ways: the whole model as one stage on ``a``, and the fastest split into one stage on
    ``a`` and one on ``b``; the predicted need per device is ``plan/memory.py``'s (weights + the
-   largest peak + the input and output buffers of the one request in flight, or creating the
-   sessions, pre-packed and re-laid-out copies and all, where that is more),
+   largest peak + the inner cuts held + the input and output buffers of the one request in flight, or
+   creating the sessions, pre-packed and re-laid-out copies and all, where that is more),
 3. for each plan, start fresh workers (``--profiled-workers``: deploy on those that profiled the
    model, as a user does), reset their peak resident memory (the kernel's high-water mark, VmHWM)
    and read their resident memory (RSS), deploy, run a few requests, and read the peak: the growth
    is the peak less the RSS before;
 4. report predicted against measured growth per device: |predicted - measured| / measured, and what the
-   prediction is made of (weights, the largest activation, the cut buffers; creation), to see which term
-   misses.
+   prediction is made of (weights, the largest activation, the inner cuts held, the cut buffers;
+   creation), to see which term misses.
 
 Goal (issue 15): within 15% for every device of every plan of every model. Models too large for
 two workers on this machine run reduced, as ``bench_fidelity.py`` runs them; the output says which.
@@ -170,8 +170,9 @@ def _parts(mem: StageMemory, stages: list[tuple[int, int]]) -> str:
     (``StageMemory.creation``), the need where it is the larger."""
     weights, peaks, buffers = (sum(t) for t in zip(*(mem.terms(i, j) for i, j in stages), strict=True))
     creation = mem.creation(sorted(b for i, j in stages for b in range(i, j + 1)))
-    return (f"weights {weights / 1e6:.1f} + activations {peaks / 1e6:.1f} + buffers {buffers / 1e6:.1f} MB,"
-            f" or creation {creation / 1e6:.1f} MB")
+    held = mem.held(stages)
+    return (f"weights {weights / 1e6:.1f} + activations {peaks / 1e6:.1f} + held cuts {held / 1e6:.1f} + "
+            f"buffers {buffers / 1e6:.1f} MB, or creation {creation / 1e6:.1f} MB")
 
 
 def main() -> int:

@@ -1,7 +1,8 @@
 """A stage's memory as PipeEdge charges it (plan/memory.py): by hand, and every solver against brute force.
 
 A stage of blocks i..j needs sum(weights) + max(activations) + in_flight x (bytes entering + leaving);
-a device the sum over its stages, or, if more, creating them: the most, over its blocks b in order, of
+a device the sum over its stages and what they hold of their inner cuts (their bytes, at most the cap
+per stage), or, if more, creating them: the most, over its blocks b in order, of
 what its blocks up to b create plus b's moment. The need is recomputed here by hand, independently of
 the planner.
 """
@@ -46,6 +47,13 @@ def stage_by_hand(problem: Problem, first: int, last: int) -> float:
     return sum(weights[first : last + 1]) + max(peaks[first : last + 1]) + problem.in_flight * (enter + leave)
 
 
+def held_by_hand(problem: Problem, stages) -> float:
+    """What one device's ``stages`` (first, last) hold of the cuts inside them: their bytes, at most
+    the cap once per stage."""
+    inner = sum(problem.cut_bytes[b] for first, last in stages for b in range(first, last))
+    return min(len(stages) * problem.held_cut_cap_bytes, inner)
+
+
 def creation_by_hand(problem: Problem, blocks) -> float:
     """Creating the sessions of ``blocks`` in order: at each, what those before it and it created,
     and its moment; or all their weights and shared moments at once, if more."""
@@ -62,14 +70,16 @@ def need_by_hand(problem: Problem, assignment) -> dict[str, float]:
     """Each device's need: the sum over the stages (runs of one device) it hosts, or creating their
     sessions if more."""
     need = dict.fromkeys(problem.devices, 0.0)
+    stages = {n: [] for n in problem.devices}
     start = 0
     for b in range(1, problem.num_blocks + 1):
         if b == problem.num_blocks or assignment[b] != assignment[start]:
             need[problem.devices[assignment[start]]] += stage_by_hand(problem, start, b - 1)
+            stages[problem.devices[assignment[start]]].append((start, b - 1))
             start = b
     for d, n in enumerate(problem.devices):
         blocks = [b for b in range(problem.num_blocks) if assignment[b] == d]
-        need[n] = max(need[n], creation_by_hand(problem, blocks))
+        need[n] = max(need[n] + held_by_hand(problem, stages[n]), creation_by_hand(problem, blocks))
     return need
 
 
@@ -132,6 +142,53 @@ def test_the_stage_model_rejects_what_the_per_block_sum_admitted():
     assert plan.assignment == ("cam", "edge", "edge", "edge")
 
 
+def _held(capacity: int) -> Problem:
+    """Three blocks whose 4 M cuts a stage holds inside it, at most 3 M: the fast edge's whole model
+    needs weights 3 + activation 2 + input and output 1 + 1, and 3 of its 8 M of inner cuts: 10 M."""
+    return Problem(
+        ("cam", "edge"),
+        {"cam": [0.4, 0.4, 0.4], "edge": [0.01, 0.01, 0.01]},
+        cut_bytes=[4 * M, 4 * M],
+        input_bytes=1 * M,
+        output_bytes=1 * M,
+        links=[Link("cam", "edge", 1e9, 0.001), Link("edge", "cam", 1e9, 0.001)],
+        weight_bytes=[1 * M] * 3,
+        activation_bytes=[2 * M] * 3,
+        capacity_bytes={"edge": capacity},
+        held_cut_cap_bytes=3 * M,
+    )
+
+
+def test_a_stage_holds_its_inner_cuts_up_to_the_cap():
+    mem = StageMemory.of(prepare(_held(10 * M)))
+    assert mem.stage(0, 2) == 10 * M  # the cap, not the 8 M of cuts inside
+    assert mem.stage(0, 0) == 1 * M + 2 * M + 5 * M  # one block holds no cut of its own
+    assert mem.held([(0, 1)]) == 3 * M  # its 4 M cut, capped
+    assert mem.held([(0, 0), (1, 2)]) == 4 * M  # two stages: the cap twice (6 M), their cuts summed (4 M)
+    for revisits in (True, False):
+        for method in ("auto", "milp"):
+            cons = Constraints(revisits=revisits)
+            # exactly the need fits: the MILP's minimum takes the cap (the cuts' 8 M would not fit)
+            fits = solve(_held(10 * M), "latency", cons, method=method)[0]
+            assert fits.assignment == ("edge",) * 3, (revisits, method)
+            # half a megabyte less does not: without the held cuts (7 M) it would
+            plan = solve(_held(int(9.5 * M)), "latency", cons, method=method)[0]
+            assert plan.assignment != ("edge",) * 3, (revisits, method)
+            assert _fits(_held(int(9.5 * M)), [("cam", "edge").index(d) for d in plan.assignment])
+        # the MILP's rows alone, not re-checked: they hold the cuts too
+        inst = prepare(_held(int(9.5 * M)))
+        spec = spec_for(inst, Constraints(), np.ones((3, 2), dtype=bool), revisits, "latency")
+        found = solve_milp(spec, 1, lambda a: True).found[0][0]
+        assert found != [1, 1, 1] and _fits(_held(int(9.5 * M)), found), revisits
+    # the bound on a device's need counts them: large input and output, small cuts (held 2 M of 3)
+    small = dataclasses.replace(_held(10 * M), cut_bytes=[1 * M, 1 * M], input_bytes=4 * M,
+                                output_bytes=4 * M)
+    whole = StageMemory.of(prepare(small)).stage(0, 2)
+    assert whole == 3 * M + 2 * M + 8 * M + 2 * M
+    for revisits in (True, False):
+        assert need_bound(StageMemory.of(prepare(small)), np.ones((3, 2), dtype=bool), revisits)[1] >= whole
+
+
 # ---- the pieces agree with each other --------------------------------------------------------------
 
 @st.composite
@@ -164,8 +221,9 @@ def memory_problems(draw, max_devices: int = 3, max_blocks: int = 6, least: int 
         created_bytes=draw(st.none() | per_block),
         moment_bytes=draw(st.none() | moments),
         shared_moment_bytes=draw(st.none() | moments),
+        held_cut_cap_bytes=draw(st.sampled_from([0, 0, 700, 2500, 8000])),
     )
-    whole = stage_by_hand(problem, 0, num_blocks - 1)
+    whole = stage_by_hand(problem, 0, num_blocks - 1) + held_by_hand(problem, [(0, num_blocks - 1)])
     share = st.none() | st.sampled_from([0.3, 0.45, 0.6, 0.75, 0.9])
     capacity = {n: None if (f := draw(share)) is None else int(whole * f) for n in names}
     return dataclasses.replace(problem, capacity_bytes=capacity)
@@ -185,8 +243,9 @@ def test_the_cost_model_the_segment_needs_and_the_bound_agree_with_the_hand_coun
     num = problem.num_blocks
     needs = SegmentNeeds(mem)
     for j in range(1, num + 1):  # every stage i..j-1 at once
-        assert needs(j)[:, 0].tolist() == [max(stage_by_hand(problem, i, j - 1),
-                                               creation_by_hand(problem, range(i, j))) for i in range(j)]
+        running = [stage_by_hand(problem, i, j - 1) + held_by_hand(problem, [(i, j - 1)]) for i in range(j)]
+        assert needs(j)[:, 0].tolist() == [max(r, creation_by_hand(problem, range(i, j)))
+                                           for i, r in enumerate(running)]
     row = st.lists(st.booleans(), min_size=inst.num_devices, max_size=inst.num_devices)
     allowed = np.array(data.draw(st.lists(row, min_size=num, max_size=num)))
     for assignment in itertools.product(range(inst.num_devices), repeat=num):

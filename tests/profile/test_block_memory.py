@@ -10,7 +10,7 @@ import pytest
 
 from splitinfer import zoo
 from splitinfer.profile.device import profile_model
-from splitinfer.profile.problem import block_memory
+from splitinfer.profile.problem import block_memory, build_problem, held_cut_cap
 from splitinfer.profile.profiler import ProfileSettings
 from splitinfer.profile.schema import BlockMemory
 
@@ -60,3 +60,22 @@ def test_creating_a_blocks_session_is_charged_what_it_allocated_and_its_own_mome
     assert needs.created_bytes == [m.weight_bytes for m in device.memory]
     assert needs.moment_bytes == [m.transient_bytes for m in device.memory]
     assert any(m.transient_bytes > 0 for m in device.memory)  # a block's own moment is measured
+
+
+def test_a_stages_held_cuts_are_capped_by_what_the_whole_model_touched_beyond_its_largest_block(profile):
+    """plan/memory.py's held cuts: at most the whole model's activations less its largest block's, the
+    most over the plan's devices; 0 where the whole model was not measured, or touched no more."""
+    (name, device), = profile.devices.items()
+    largest = max(m.activation_bytes for m in device.memory)
+
+    def whole(activation: int | None):
+        memory = None if activation is None else BlockMemory(device.whole_memory.weight_bytes, activation, 0)
+        return msgspec.structs.replace(device, whole_memory=memory)
+
+    two = msgspec.structs.replace(profile, devices={"a": whole(largest + 6000), "b": whole(largest + 2000)})
+    assert held_cut_cap(two, ["a", "b"]) == 6000 and held_cut_cap(two, ["b"]) == 2000
+    assert build_problem(two).held_cut_cap_bytes == 6000  # the planner is given it
+    unmeasured = msgspec.structs.replace(profile, devices={name: whole(None)})
+    assert held_cut_cap(unmeasured, [name]) == 0
+    less = msgspec.structs.replace(profile, devices={name: whole(largest // 2)})
+    assert held_cut_cap(less, [name]) == 0

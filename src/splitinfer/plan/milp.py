@@ -8,7 +8,8 @@ plain latency; the other constraints are rows:
 - no revisits: every device is entered at most once;
 - ``--max-stages``: the number of device changes;
 - memory: every device's stages fit its capacity (:func:`.memory.add_memory_rows`: stage starts
-  and ends from x and y, a peak column per device, or a running peak per column with revisits);
+  and ends from x and y, a peak column per device, or a running peak per column with revisits, and
+  the inner cuts its stages hold, a minimum chosen by one binary);
 - throughput: every device's compute and every link's transfers (summed) are at
   most the bottleneck z (objective) or 1 / min throughput (bound);
 - bounds on latency, energy and bytes leaving the source: linear rows;
@@ -243,8 +244,8 @@ def _build(spec: MilpSpec) -> tuple[highspy.Highs, int, bool]:
     rows = _Rows([], [], [], [])
     usable_x, usable_y = _structure(spec, rows)
     x, y = _indices(spec.allowed)
-    peaks = add_memory_rows(rows, spec.memory, spec.allowed, spec.members(), spec.capacity_bytes,
-                            spec.revisits, x, y, num_x + num_y)  # continuous, after x and y
+    peaks, binary = add_memory_rows(rows, spec.memory, spec.allowed, spec.members(), spec.capacity_bytes,
+                                    spec.revisits, x, y, num_x + num_y)  # after x and y
     usable = np.concatenate([usable_x, usable_y])
     num_cols = num_x + num_y + len(peaks) + (1 if spec.objective is None else 0)
     z = num_cols - 1 if spec.objective is None else None
@@ -271,9 +272,12 @@ def _build(spec: MilpSpec) -> tuple[highspy.Highs, int, bool]:
     lp.a_matrix_.start_ = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
     lp.a_matrix_.index_ = np.concatenate(rows.cols).astype(np.int32)
     lp.a_matrix_.value_ = np.concatenate(rows.vals)
-    lp.integrality_ = [highspy.HighsVarType.kInteger] * num_x + [highspy.HighsVarType.kContinuous] * (
+    integrality = [highspy.HighsVarType.kInteger] * num_x + [highspy.HighsVarType.kContinuous] * (
         num_cols - num_x
     )
+    for col in binary:
+        integrality[col] = highspy.HighsVarType.kInteger
+    lp.integrality_ = integrality
     h = _quiet_highs()
     h.setOptionValue("mip_rel_gap", 0.0)
     h.setOptionValue("mip_abs_gap", 0.0)

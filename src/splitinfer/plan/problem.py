@@ -22,8 +22,9 @@ Cost model (the single definition; :mod:`splitinfer.plan.cost` evaluates it):
   i..j needs the sum of their ``weight_bytes``, the largest of their ``activation_bytes``, and
   ``in_flight`` x (the bytes entering it + the bytes leaving it: the input or cut i-1, cut j or the
   output; raw, a compressed hop is restored first); a device's need is the sum over the stages it
-  hosts (each its own inference session), or creating them if more (``created_bytes``,
-  ``moment_bytes``, ``shared_moment_bytes``), at most ``capacity_bytes``.
+  hosts (each its own inference session) with the inner cut tensors its stages hold (at most
+  ``held_cut_cap_bytes`` per stage), or creating them if more (``created_bytes``, ``moment_bytes``,
+  ``shared_moment_bytes``), at most ``capacity_bytes``.
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ class Problem:
     created_bytes: Sequence[int] | None = None  # per block: what creating its session allocates and keeps
     moment_bytes: Sequence[int] | None = None  # per block: ... and holds beyond that for a moment
     shared_moment_bytes: Sequence[int] | None = None  # per block: its share of a stage's session's moment
+    held_cut_cap_bytes: float = 0  # the most a stage's inner cut tensors add to its largest activation
 
     @property
     def num_blocks(self) -> int:
@@ -181,6 +183,7 @@ class Instance:
     created_bytes: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (L,) Problem.created_bytes
     moment_bytes: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (L,) Problem.moment_bytes
     shared_moment_bytes: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (L,) Problem's
+    held_cut_cap_bytes: float = 0.0  # Problem.held_cut_cap_bytes
 
     @property
     def num_blocks(self) -> int:
@@ -293,9 +296,8 @@ def prepare(problem: Problem) -> Instance:
         )
     num_blocks = problem.num_blocks
     compute = _compute_matrix(problem, names, num_blocks)
-    cut = np.array(
-        [_check_number(c, f"cut_bytes[{b}]") for b, c in enumerate(problem.cut_bytes)], dtype=np.float64
-    ).reshape(-1)
+    cut = np.array([_check_number(c, f"cut_bytes[{b}]") for b, c in enumerate(problem.cut_bytes)],
+                   dtype=np.float64).reshape(-1)
     input_bytes = _check_number(problem.input_bytes, "input_bytes")
     output_bytes = _check_number(problem.output_bytes, "output_bytes")
     lat, bw = _link_matrices(problem, names)
@@ -337,8 +339,9 @@ def prepare(problem: Problem) -> Instance:
                 for what in ("created_bytes", "moment_bytes", "shared_moment_bytes")}
     for arr in creation.values():
         arr.setflags(write=False)
+    held = _check_number(problem.held_cut_cap_bytes, "held_cut_cap_bytes")
     inst = dataclasses.replace(inst, join_s=joins, in_flight=int(in_flight), busy_w=busy_w, join_w=join_w,
-                               **creation)
+                               held_cut_cap_bytes=held, **creation)
     return with_exits(inst, check_exits(problem.exits, num_blocks), messaging) if problem.exits else inst
 
 

@@ -123,6 +123,27 @@ def _shares(device: DeviceProfile, num_blocks: int) -> list[int]:
     return [round(whole.transient_bytes * m / total) for m in moments]
 
 
+def held_cut_cap(profile: Profile, names: Sequence[str]) -> int:
+    """The most a stage's inner cut tensors add to its largest block's activations, on any of ``names``:
+    what the whole model's first two runs touched beyond its largest block's (0 where either was not
+    measured; plan/memory.py).
+
+    A block measured alone hands its output out; a stage holds it in its arena, with the next block's
+    tensors, and spreads its working memory over more pages the more cuts it holds, up to what the whole
+    model's session touched. Measured on this project's machine as the profiler measures a block (vit_b16
+    at width and depth 0.5): blocks 30-31 2.6 MB (their largest 1.4), 25-31 5.1, the whole model 6.0 (its
+    largest block 2.3); a convolution network's whole model touches about 1 MB beyond its largest block
+    (resnet18: 6.7 against 5.9), so its stages hardly grow.
+    """
+    out = 0
+    for name in names:
+        device = profile.devices[name]
+        blocks = [m.activation_bytes for m in device.memory or [] if m is not None]
+        if device.whole_memory is not None and blocks:
+            out = max(out, device.whole_memory.activation_bytes - max(blocks))
+    return out
+
+
 def exit_mix(exits: Sequence[ExitProfile], thresholds: Mapping[str, float | None] | None = None
              ) -> tuple[ExitMix, ...]:
     """The planner's exit mix: as profiled, or at ``thresholds`` (by exit name, None: off; the others as
@@ -223,6 +244,7 @@ def build_problem(
         created_bytes=needs.created_bytes,
         moment_bytes=needs.moment_bytes,
         shared_moment_bytes=needs.shared_moment_bytes,
+        held_cut_cap_bytes=held_cut_cap(profile, names),
     )
 
 
