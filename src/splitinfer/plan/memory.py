@@ -165,7 +165,7 @@ def need_bound(mem: StageMemory, allowed: np.ndarray, revisits: bool) -> np.ndar
     moment.
     """
     a = allowed.astype(np.float64)
-    weights = a.T @ mem.weight_bytes + _held_bound(mem, allowed, revisits)
+    weights = a.T @ mem.weight_bytes + _held_bound(mem, allowed, revisits)  # and the inner cuts held
 
     def largest(values: np.ndarray) -> np.ndarray:
         return np.where(allowed, values[:, None], 0.0).max(axis=0)
