@@ -1,4 +1,5 @@
-"""A stage's memory as PipeEdge charges it (plan/memory.py): by hand, and every solver against brute force.
+"""A stage's memory as PipeEdge charges it (plan/memory.py): every piece against the need counted by hand
+(helpers/memory_by_hand.py), and every solver against brute force (cases by hand: test_memory_by_hand.py).
 
 A stage of blocks i..j needs sum(weights) + max(activations) + in_flight x (bytes entering + leaving);
 a device the sum over its stages and what they hold of their inner cuts (their bytes, at most the cap
@@ -16,6 +17,7 @@ import math
 import hypothesis.strategies as st
 import numpy as np
 import pytest
+from helpers.memory_by_hand import creation_by_hand, fits, held_by_hand, need_by_hand, stage_by_hand
 from hypothesis import HealthCheck, given, settings
 
 from splitinfer.errors import InfeasibleError, PlanError
@@ -35,158 +37,6 @@ TIMES = st.integers(0, 42).map(lambda i: None if i > 40 else i * 0.0125)
 BYTES = st.integers(0, 20).map(lambda i: i * 500)
 MEMORY = st.integers(0, 8).map(lambda i: i * 2000)
 MOMENT = st.integers(0, 8).map(lambda i: i * 6000)  # large enough that creation is sometimes the need
-
-
-def stage_by_hand(problem: Problem, first: int, last: int) -> float:
-    """A stage's need, written out from the definition (not plan/memory.py)."""
-    num = problem.num_blocks
-    weights = list(problem.weight_bytes or [0] * num)
-    peaks = list(problem.activation_bytes or [0] * num)
-    enter = problem.input_bytes if first == 0 else problem.cut_bytes[first - 1]
-    leave = problem.output_bytes if last == num - 1 else problem.cut_bytes[last]
-    return sum(weights[first : last + 1]) + max(peaks[first : last + 1]) + problem.in_flight * (enter + leave)
-
-
-def held_by_hand(problem: Problem, stages) -> float:
-    """What one device's ``stages`` (first, last) hold of the cuts inside them: their bytes, at most
-    the cap once per stage."""
-    inner = sum(problem.cut_bytes[b] for first, last in stages for b in range(first, last))
-    return min(len(stages) * problem.held_cut_cap_bytes, inner)
-
-
-def creation_by_hand(problem: Problem, blocks) -> float:
-    """Creating the sessions of ``blocks`` in order: at each, what those before it and it created,
-    and its moment; or all their weights and shared moments at once, if more."""
-    created = problem.created_bytes or [0] * problem.num_blocks
-    moment = problem.moment_bytes or [0] * problem.num_blocks
-    weights = problem.weight_bytes or [0] * problem.num_blocks
-    shared = problem.shared_moment_bytes or [0] * problem.num_blocks
-    in_order = max((sum(created[k] for k in blocks[: n + 1]) + moment[b] for n, b in enumerate(blocks)),
-                   default=0.0)
-    return max(in_order, sum(weights[b] + shared[b] for b in blocks))
-
-
-def need_by_hand(problem: Problem, assignment) -> dict[str, float]:
-    """Each device's need: the sum over the stages (runs of one device) it hosts, or creating their
-    sessions if more."""
-    need = dict.fromkeys(problem.devices, 0.0)
-    stages = {n: [] for n in problem.devices}
-    start = 0
-    for b in range(1, problem.num_blocks + 1):
-        if b == problem.num_blocks or assignment[b] != assignment[start]:
-            need[problem.devices[assignment[start]]] += stage_by_hand(problem, start, b - 1)
-            stages[problem.devices[assignment[start]]].append((start, b - 1))
-            start = b
-    for d, n in enumerate(problem.devices):
-        blocks = [b for b in range(problem.num_blocks) if assignment[b] == d]
-        need[n] = max(need[n] + held_by_hand(problem, stages[n]), creation_by_hand(problem, blocks))
-    return need
-
-
-# ---- a PipeEdge-style case, by hand -------------------------------------------------------------
-
-def _pipeedge(capacity: dict[str, int], in_flight: int = 1) -> Problem:
-    """Four blocks: early ones with large activations and cuts (as in MobileNetV2), late ones heavy."""
-    return Problem(
-        ("cam", "edge"),
-        {"cam": [0.4, 0.4, 0.4, 0.4], "edge": [0.01, 0.01, 0.01, 0.01]},
-        cut_bytes=[4 * M, 2 * M, 1 * M],
-        input_bytes=1 * M,
-        output_bytes=1 * M,
-        links=[Link("cam", "edge", 1e9, 0.001), Link("edge", "cam", 1e9, 0.001)],
-        weight_bytes=[1 * M, 1 * M, 2 * M, 4 * M],
-        activation_bytes=[8 * M, 6 * M, 3 * M, 1 * M],
-        capacity_bytes=capacity,
-        in_flight=in_flight,
-    )
-
-
-def test_pipeedge_needs_by_hand():
-    inst = prepare(_pipeedge({}))
-    mem = StageMemory.of(inst)
-    # the whole model in one stage: weights 1+1+2+4, peak 8, input 1 + output 1
-    assert mem.stage(0, 3) == 18 * M
-    # block 0 alone: 1 + 8 + (input 1 + cut 4); blocks 1..2: 1+2 + 6 + (cut 4 + cut 1);
-    # block 3 alone: 4 + 1 + (cut 1 + output 1)
-    assert (mem.stage(0, 0), mem.stage(1, 2), mem.stage(3, 3)) == (14 * M, 14 * M, 7 * M)
-    # ... which are its terms: weights, largest activation, buffers
-    assert mem.terms(1, 2) == (3 * M, 6 * M, 5 * M)
-    # cam hosts two stages (a revisit), each charged on its own: 14 + 7
-    assert device_needs(inst, runs_of([0, 1, 1, 0])).tolist() == [21 * M, 14 * M]
-    # two requests in flight double the buffers: 8 + 8 + 2 x (1 + 1)
-    assert device_needs(prepare(_pipeedge({}, in_flight=2)), runs_of([1] * 4)).tolist() == [0, 20 * M]
-    # the old model (weights + peak summed over every block) charged the whole model 26 M
-    assert sum(w + a for w, a in zip(inst.weight_bytes, inst.activation_bytes, strict=True)) == 26 * M
-
-
-def test_the_stage_model_admits_what_the_per_block_sum_rejected():
-    # 18 M fits 20 M (the per-block sum, 26 M, did not): the fast edge runs the whole model
-    problem = _pipeedge({"cam": 10 * M, "edge": 20 * M})
-    assert solve(problem)[0].assignment == ("edge",) * 4
-    # two requests in flight: 20 M, exactly the capacity, still fits
-    assert solve(_pipeedge({"cam": 10 * M, "edge": 20 * M}, in_flight=2))[0].assignment == ("edge",) * 4
-    inst = prepare(_pipeedge({"cam": 10 * M, "edge": 20 * M}, in_flight=3))  # 22 M does not
-    assert violations(inst, Constraints(), [1, 1, 1, 1]) == ["memory of edge"]
-
-
-def test_the_stage_model_rejects_what_the_per_block_sum_admitted():
-    # block 0 on cam: the per-block sum says 1 + 8 = 9 M <= 10 M; its stage holds the input and the
-    # 4 M cut too: 14 M
-    problem = _pipeedge({"cam": 10 * M, "edge": 20 * M})
-    inst = prepare(problem)
-    assert violations(inst, Constraints(), [0, 1, 1, 1]) == ["memory of cam"]
-    with pytest.raises(InfeasibleError, match="private-blocks 1"):  # the old model: cam 9, edge 17
-        solve(problem, "latency", Constraints(private_blocks=1))
-    # with 14 M on cam it fits, and edge holds blocks 1..3: 7 + 6 + (4 + 1) = 18 M
-    plan = solve(_pipeedge({"cam": 14 * M, "edge": 20 * M}), "latency", Constraints(private_blocks=1))[0]
-    assert plan.assignment == ("cam", "edge", "edge", "edge")
-
-
-def _held(capacity: int) -> Problem:
-    """Three blocks whose 4 M cuts a stage holds inside it, at most 3 M: the fast edge's whole model
-    needs weights 3 + activation 2 + input and output 1 + 1, and 3 of its 8 M of inner cuts: 10 M."""
-    return Problem(
-        ("cam", "edge"),
-        {"cam": [0.4, 0.4, 0.4], "edge": [0.01, 0.01, 0.01]},
-        cut_bytes=[4 * M, 4 * M],
-        input_bytes=1 * M,
-        output_bytes=1 * M,
-        links=[Link("cam", "edge", 1e9, 0.001), Link("edge", "cam", 1e9, 0.001)],
-        weight_bytes=[1 * M] * 3,
-        activation_bytes=[2 * M] * 3,
-        capacity_bytes={"edge": capacity},
-        held_cut_cap_bytes=3 * M,
-    )
-
-
-def test_a_stage_holds_its_inner_cuts_up_to_the_cap():
-    mem = StageMemory.of(prepare(_held(10 * M)))
-    assert mem.stage(0, 2) == 10 * M  # the cap, not the 8 M of cuts inside
-    assert mem.stage(0, 0) == 1 * M + 2 * M + 5 * M  # one block holds no cut of its own
-    assert mem.held([(0, 1)]) == 3 * M  # its 4 M cut, capped
-    assert mem.held([(0, 0), (1, 2)]) == 4 * M  # two stages: the cap twice (6 M), their cuts summed (4 M)
-    for revisits in (True, False):
-        for method in ("auto", "milp"):
-            cons = Constraints(revisits=revisits)
-            # exactly the need fits: the MILP's minimum takes the cap (the cuts' 8 M would not fit)
-            fits = solve(_held(10 * M), "latency", cons, method=method)[0]
-            assert fits.assignment == ("edge",) * 3, (revisits, method)
-            # half a megabyte less does not: without the held cuts (7 M) it would
-            plan = solve(_held(int(9.5 * M)), "latency", cons, method=method)[0]
-            assert plan.assignment != ("edge",) * 3, (revisits, method)
-            assert _fits(_held(int(9.5 * M)), [("cam", "edge").index(d) for d in plan.assignment])
-        # the MILP's rows alone, not re-checked: they hold the cuts too
-        inst = prepare(_held(int(9.5 * M)))
-        spec = spec_for(inst, Constraints(), np.ones((3, 2), dtype=bool), revisits, "latency")
-        found = solve_milp(spec, 1, lambda a: True).found[0][0]
-        assert found != [1, 1, 1] and _fits(_held(int(9.5 * M)), found), revisits
-    # the bound on a device's need counts them: large input and output, small cuts (held 2 M of 3)
-    small = dataclasses.replace(_held(10 * M), cut_bytes=[1 * M, 1 * M], input_bytes=4 * M,
-                                output_bytes=4 * M)
-    whole = StageMemory.of(prepare(small)).stage(0, 2)
-    assert whole == 3 * M + 2 * M + 8 * M + 2 * M
-    for revisits in (True, False):
-        assert need_bound(StageMemory.of(prepare(small)), np.ones((3, 2), dtype=bool), revisits)[1] >= whole
 
 
 # ---- the pieces agree with each other --------------------------------------------------------------
@@ -227,12 +77,6 @@ def memory_problems(draw, max_devices: int = 3, max_blocks: int = 6, least: int 
     share = st.none() | st.sampled_from([0.3, 0.45, 0.6, 0.75, 0.9])
     capacity = {n: None if (f := draw(share)) is None else int(whole * f) for n in names}
     return dataclasses.replace(problem, capacity_bytes=capacity)
-
-
-def _fits(problem: Problem, assignment) -> bool:
-    hand = need_by_hand(problem, assignment)
-    caps = {n: problem.capacity_bytes.get(n) for n in problem.devices}
-    return all(c is None or hand[n] <= c for n, c in caps.items())
 
 
 @settings(max_examples=200, deadline=None)
@@ -314,7 +158,7 @@ def test_every_solver_matches_brute_force_where_memory_binds(case):
         for g, e in zip(got, expected, strict=True):
             assert np.allclose(g, e, rtol=REL, atol=1e-12), (method, got, expected)
         for plan in plans:  # and each plan fits, counted by hand
-            assert _fits(problem, [problem.devices.index(d) for d in plan.assignment])
+            assert fits(problem, [problem.devices.index(d) for d in plan.assignment])
 
 
 def _allowed(inst, cons):
@@ -338,7 +182,7 @@ def test_the_milp_rows_alone_are_exact(case):
     assert bool(found) == bool(best), (found, best)
     if found:
         assignment = found[0][0]
-        assert _fits(problem, assignment)
+        assert fits(problem, assignment)
         value = objective_value(measure(inst, assignment), objective)
         assert value == pytest.approx(best[0][0], rel=REL, abs=1e-12)
 
@@ -365,8 +209,8 @@ def test_the_memory_rows_admit_exactly_the_plans_that_fit(problem, revisits, dat
         spec = spec_for(inst, Constraints(), allowed, revisits, "latency")
         found = solve_milp(spec, 1, lambda a: True).found
         picked = found[0][0] if found else None
-        assert (picked == list(assignment)) == _fits(problem, assignment), (assignment, picked)
-        assert picked is None or _fits(problem, picked), picked
+        assert (picked == list(assignment)) == fits(problem, assignment), (assignment, picked)
+        assert picked is None or fits(problem, picked), picked
 
 
 @st.composite
@@ -397,13 +241,13 @@ def test_the_tradeoff_milp_charges_memory_as_brute_force_does(case):
     for g, e in zip(got, expected, strict=False):
         assert getattr(g, key) == pytest.approx(getattr(e, key), rel=1e-7, abs=1e-12)
     for plan in got:
-        assert _fits(problem, [problem.devices.index(d) for d in plan.assignment])
+        assert fits(problem, [problem.devices.index(d) for d in plan.assignment])
     # the MILP over variants alone (its answer not re-checked), as in test_the_milp_rows_alone_are_exact
     s = _setup(problem, tradeoffs, objective, cons)
     spec = _spec(s, objective, tradeoffs.max_quality_drop, math.inf)
     found = solve_milp(spec, 1, lambda a: True).found
     assert bool(found) == bool(expected), (found, expected)
     if found:
-        assert _fits(problem, [int(s.var.device[v]) for v in found[0][0]])
+        assert fits(problem, [int(s.var.device[v]) for v in found[0][0]])
         m = tradeoff_measure(s.var, found[0][0])
         assert getattr(m, key) == pytest.approx(getattr(expected[0], key), rel=1e-7, abs=1e-12)

@@ -165,7 +165,8 @@ def need_bound(mem: StageMemory, allowed: np.ndarray, revisits: bool) -> np.ndar
     moment.
     """
     a = allowed.astype(np.float64)
-    weights = a.T @ mem.weight_bytes + _held_bound(mem, allowed, revisits)  # and the inner cuts held
+    weights = a.T @ mem.weight_bytes
+    held = _held_bound(mem, allowed, revisits)
 
     def largest(values: np.ndarray) -> np.ndarray:
         return np.where(allowed, values[:, None], 0.0).max(axis=0)
@@ -174,9 +175,9 @@ def need_bound(mem: StageMemory, allowed: np.ndarray, revisits: bool) -> np.ndar
                           a.T @ (mem.weight_bytes + mem.shared_moment_bytes))
     if revisits:
         buffers = a.T @ (mem.enter_bytes + mem.leave_bytes)
-        return np.maximum(weights + a.T @ mem.activation_bytes + mem.in_flight * buffers, creation)
+        return np.maximum(weights + a.T @ mem.activation_bytes + held + mem.in_flight * buffers, creation)
     buffers = largest(mem.enter_bytes) + largest(mem.leave_bytes)
-    return np.maximum(weights + largest(mem.activation_bytes) + mem.in_flight * buffers, creation)
+    return np.maximum(weights + largest(mem.activation_bytes) + held + mem.in_flight * buffers, creation)
 
 
 def _held_bound(mem: StageMemory, allowed: np.ndarray, revisits: bool) -> np.ndarray:
