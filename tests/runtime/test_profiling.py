@@ -15,9 +15,11 @@ import pytest
 from splitinfer import zoo
 from splitinfer.cluster import Device, parse_cluster
 from splitinfer.errors import ModelError, ProfileError
+from splitinfer.plan import Constraints
 from splitinfer.profile.files import decode_profile, encode_profile
 from splitinfer.profile.profiler import ProfileInterrupted, ProfileSettings, ProfileWarning, prepare_model
 from splitinfer.profile.segments import corrected_profile, joins_of
+from splitinfer.runtime import refine as refine_module
 from splitinfer.runtime.cluster_workers import Turns
 from splitinfer.runtime.launch.local import launch_local_workers
 from splitinfer.runtime.profiling import profile_cluster
@@ -110,6 +112,64 @@ def test_refine_measures_the_plans_segments_until_stable(profiled, prepared, in_
     elif any(s.device != cluster.source for s in plan.stages):  # its hops ran: their overhead is known
         assert plan.provenance.hop_overheads
         assert refined.hop_overhead_s > 0  # kept in the profile, so later plans include it
+
+
+def _inflated(timing, factor):
+    """``timing`` as a burst of load would have left it: every stage ``factor`` slower."""
+    stages = [msgspec.structs.replace(
+        s, stats=msgspec.structs.replace(s.stats, median_s=s.stats.median_s * factor)) for s in timing.stages]
+    return refine_module.PlanTiming(stages, {k: v + 0.05 for k, v in timing.hop_overheads_s.items()})
+
+
+@pytest.mark.parametrize("in_pipeline", [True, False], ids=["in-pipeline", "on-workers"])
+def test_refine_confirms_a_correction_so_a_burst_of_load_is_not_kept(profiled, prepared, monkeypatch,
+                                                                     in_pipeline):
+    # A burst of load lasts seconds and inflates every run of one timing alike (its spread stays narrow):
+    # here the first timing of the plan comes back 3x slow, as if another process had taken the cores.
+    cluster, profile = profiled
+    samples = []
+    if in_pipeline:
+        real = refine_module.time_plan
+
+        def fake(*args, **kwargs):
+            timed = real(*args, **kwargs)
+            samples.append(timed if samples else _inflated(timed, 3.0))
+            return samples[-1]
+        monkeypatch.setattr(refine_module, "time_plan", fake)
+    else:
+        real = refine_module.profile_segments
+
+        def fake(*args, **kwargs):
+            measured = real(*args, **kwargs)
+            factor = 1.0 if samples else 3.0
+            samples.append([msgspec.structs.replace(g, stats=msgspec.structs.replace(
+                g.stats, median_s=g.stats.median_s * factor)) for g in measured])
+            return list(samples[-1])
+        monkeypatch.setattr(refine_module, "profile_segments", fake)
+    pins = ((5, "edge"),)  # a hop, whose overhead the burst inflated too
+    _, refined = refine(_without_segments(profile), cluster, None, "latency", Constraints(pins=pins),
+                        prepared=prepared, settings=FAST, in_pipeline=in_pipeline, num_requests=8)
+    assert len(samples) >= 2  # the inflated timing was confirmed by a second one
+    burst = samples[0].stages if in_pipeline else samples[0]
+    for segment in burst:
+        kept = [g for d in refined.devices.values() for g in d.segments
+                if (g.first_block, g.last_block) == (segment.first_block, segment.last_block)]
+        assert kept and all(g.stats.median_s < segment.stats.median_s for g in kept), segment
+    if in_pipeline:
+        assert samples[0].hop_overheads_s
+        assert refined.hop_overhead_s < profile.hop_overhead_s + 0.05  # nor the burst's hops
+
+
+def test_a_correction_is_confirmed_only_where_it_moves_a_stage_past_the_threshold():
+    from splitinfer.profile.schema import SegmentStats
+    from splitinfer.profile.timing import summarize
+
+    def seg(ms):
+        return SegmentStats(0, 1, summarize([ms / 1e3] * 5))
+    measured = [seg(10.4), seg(11.0), seg(9.0), seg(10.0)]
+    assert refine_module.to_confirm(measured, [0.010, 0.010, 0.010, 0.0], 0.05) == [1, 2]
+    assert refine_module.lower_of(seg(11.0), seg(10.0)) == seg(10.0)
+    assert refine_module.lower_of(seg(10.0), seg(11.0)) == seg(10.0)
 
 
 def test_refine_that_does_not_settle_keeps_its_last_plan_measured(profiled, prepared):
