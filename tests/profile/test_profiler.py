@@ -217,14 +217,18 @@ def _stats(median: float) -> Stats:
     return Stats(median_s=median, mean_s=median, p10_s=median, p90_s=median, std_s=0.0, n=5)
 
 
-def test_segment_corrections_scale_only_segments_off_by_more_than_5_percent():
+def test_segment_corrections_scale_only_segments_off_by_more_than_the_threshold():
     device = DeviceProfile(blocks=tuple(_stats(t) for t in (1.0, 2.0, 3.0, 4.0)),
                            segments=(SegmentStats(0, 1, _stats(1.5)),  # 3.0 -> 1.5: fused
-                                     SegmentStats(2, 3, _stats(7.2))))  # 7.0 -> 7.2: within 5%
+                                     SegmentStats(2, 3, _stats(7.1))))  # 7.0 -> 7.1: within 2%
     none = [None, None, None]
     fixed = corrected_device(device, none)
     assert [b.median_s for b in fixed.blocks] == pytest.approx([0.5, 1.0, 3.0, 4.0])
     assert fixed.blocks[0].p90_s == pytest.approx(0.5) and fixed.segments == device.segments
+    # 3.6% off is past the threshold: what one deploy's noise does not explain is corrected
+    off = msgspec.structs.replace(device, segments=(SegmentStats(2, 3, _stats(7.25)),))
+    slower = corrected_device(off, none)
+    assert [b.median_s for b in slower.blocks[2:]] == pytest.approx([3.0 * 7.25 / 7, 4.0 * 7.25 / 7])
     whole = corrected_device(msgspec.structs.replace(device, segments=(), whole_model=_stats(5.0)), none)
     assert sum(b.median_s for b in whole.blocks) == pytest.approx(5.0)  # the whole model is a segment too
     assert segment_ratio(device, device.segments[0], none) == pytest.approx(0.5)
