@@ -149,7 +149,7 @@ def test_refine_confirms_a_correction_so_a_burst_of_load_is_not_kept(profiled, p
     pins = ((5, "edge"),)  # a hop, whose overhead the burst inflated too
     _, refined = refine(_without_segments(profile), cluster, None, "latency", Constraints(pins=pins),
                         prepared=prepared, settings=FAST, in_pipeline=in_pipeline, num_requests=8)
-    assert len(samples) >= 2  # the inflated timing was confirmed by a second one
+    assert len(samples) >= 3  # the inflated timing was confirmed by two more
     burst = samples[0].stages if in_pipeline else samples[0]
     for segment in burst:
         kept = [g for d in refined.devices.values() for g in d.segments
@@ -168,8 +168,10 @@ def test_a_correction_is_confirmed_only_where_it_moves_a_stage_past_the_threshol
         return SegmentStats(0, 1, summarize([ms / 1e3] * 5))
     measured = [seg(10.4), seg(11.0), seg(9.0), seg(10.0)]
     assert refine_module.to_confirm(measured, [0.010, 0.010, 0.010, 0.0], 0.05) == [1, 2]
-    assert refine_module.lower_of(seg(11.0), seg(10.0)) == seg(10.0)
-    assert refine_module.lower_of(seg(10.0), seg(11.0)) == seg(10.0)
+    # one burst (30) is ignored, and neither is the low side of the deploys' own noise taken (10)
+    assert refine_module.middle_of([seg(11.0), seg(10.0), seg(30.0)]) == seg(11.0)
+    assert refine_module.middle_of([seg(30.0), seg(11.5), seg(11.0)]) == seg(11.5)
+    assert refine_module.middle_of([seg(11.0), seg(10.0)]) == seg(10.0)
 
 
 def test_refine_that_does_not_settle_keeps_its_last_plan_measured(profiled, prepared):
