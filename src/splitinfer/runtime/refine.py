@@ -217,8 +217,8 @@ def refine(profile: Profile, cluster: Cluster, model: str | Path | bytes | Model
     """Segment refinement: plan, time the plan's segments on their devices, re-plan, until stable.
 
     Where a segment's time differs from its blocks' sum by more than ``threshold``,
-    its blocks' costs are scaled to match (see :mod:`splitinfer.profile.segments`), once a
-    the middle of three timings confirmed it (the module's confirmation).
+    its blocks' costs are scaled to match (see :mod:`splitinfer.profile.segments`), once
+    three timings confirmed it (their middle is kept: the module's confirmation).
     ``in_pipeline`` (default: for every objective but throughput): time the segments
     by deploying the plan and running ``num_requests`` one at a time, as a latency
     plan runs (every stage, single blocks too), and add what each hop took beyond its
