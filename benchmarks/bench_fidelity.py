@@ -11,7 +11,13 @@ continuum (camera: slowdown 8, 1 thread; edge: slowdown 2; cloud: slowdown 1; ca
    prediction is checked before anything about the plan was measured; refined (``--refined``):
    time the chosen plan's segments and hops as they run, correct the profile, re-plan until
    stable (``refine``), then bench that one plan,
-3. report |predicted - measured| / measured of the medians: end to end, per stage, per hop
+3. measure each plan in ``--deploys`` fresh deploys (default 3, ``--requests`` each) and keep the deploy
+   whose median latency is the middle one: on this machine a fresh process of one model runs several
+   percent faster or slower than the last (mobilenetv2 whole, one thread, plain ONNX Runtime: a median
+   of 6.9-8.2 ms over 16 processes in a few minutes), so one deploy is one sample of that, and a
+   prediction checked against it is checked against the machine's drift too (pyperf runs several
+   worker processes for the same reason); the deploys' medians are printed, so the spread is seen,
+4. report |predicted - measured| / measured of the medians: end to end, per stage, per hop
    between devices (a hop within one device, the input into a first stage on the source or the
    result out of a last stage on the sink, is predicted as the device's measured messaging,
    which holds encoding and hand-offs that its measured transfer does not: it counts in the end
@@ -26,12 +32,12 @@ Runtime pool slows down about 3x whenever another process takes one of the cores
 
 Goals (issue 15): unrefined, end-to-end error median <= 3% and worst <= 8% across the zoo, and
 the predicted best within 3% of the best measured of the top 3 for every model; refined, every
-item's error median <= 5% and worst <= 10% (issue 5; issue 15 asks worst <= 5% end to end).
+item's error median <= 5% and worst <= 10% (issue 5), and end to end worst <= 5% (issue 15).
 Models too slow for 2 shared cores at full size run at a reduced resolution/width; the output
 says which.
 
 Usage: ``python benchmarks/bench_fidelity.py [MODEL ...] [--model-file PATH [--input-shape
-NAME=D1,D2,...]...] [--refined] [--pairs] [--requests N] [--budget-s S]``; exit 1 if a goal is
+NAME=D1,D2,...]...] [--refined] [--pairs] [--requests N] [--deploys K] [--budget-s S]``; exit 1 if a goal is
 missed. MODEL names zoo models (default: all of them, unless ``--model-file`` is given).
 ``--model-file`` adds an ONNX file outside the zoo (repeatable), profiled, planned and measured
 exactly like the zoo models; ``--input-shape`` fixes its dynamic input dims (one per input,
@@ -65,6 +71,7 @@ from splitinfer.plan import describe_stages
 from splitinfer.plan.solve import solve
 from splitinfer.profile.problem import build_problem
 from splitinfer.profile.profiler import ProfileSettings, prepare_model
+from splitinfer.records.bench import BenchResult
 from splitinfer.runtime.bench import bench, bench_ranked
 from splitinfer.runtime.coordinator.deploy import deploy
 from splitinfer.runtime.profiling import profile_cluster
@@ -78,7 +85,7 @@ CONTINUUM = {
               {"from": "edge", "to": "cloud", "bandwidth": "50Mbit/s", "latency": "20ms"},
               {"from": "camera", "to": "cloud", "bandwidth": "8Mbit/s", "latency": "40ms"}],
 }
-# name -> (build arguments, why reduced); full size where 50 requests fit in a few minutes on 2 cores.
+# name -> (build arguments, why reduced); full size where 60 requests fit in a few minutes on 2 cores.
 MODELS: dict[str, tuple[dict, str]] = {
     "mobilenetv2": ({}, ""),
     "resnet18": ({}, ""),
@@ -89,6 +96,7 @@ MODELS: dict[str, tuple[dict, str]] = {
     "detector": ({"resolution": 320}, "resolution 320"),
 }
 GOAL_MEDIAN, GOAL_WORST = 0.05, 0.10  # refined, every item
+GOAL_REFINED_TOTAL = 0.05  # refined, end to end
 GOAL_UNREFINED_MEDIAN, GOAL_UNREFINED_WORST, GOAL_REGRET = 0.03, 0.08, 0.03  # unrefined, end to end
 TOP = 3
 
@@ -106,6 +114,7 @@ class Row:
     figures: dict[str, tuple[float, float]]  # item -> (predicted s, measured median s)
     local_s: tuple[float, float]  # hops within a device: predicted (their messaging), measured transfer
     seconds: float
+    deploys_s: list[float]  # the plan's median latency in each of its deploys (the middle one is reported)
     ranked: list[tuple[str, float, float, int]] = field(default_factory=list)  # unrefined top plans:
     regret: float = 0.0  # (stages, predicted s, measured s, measured rank), and the predicted best's regret
 
@@ -149,14 +158,22 @@ def run_model(target: Target, args: argparse.Namespace) -> Row:
     if args.refined:
         plan, profile = refine(profile, cluster, None, prepared=prepared,
                                settings=ProfileSettings(budget_s=args.budget_s / 4))
-        with deploy(plan, cluster, prepared.model, profile=profile) as session:
-            result = bench(session, plan, num_requests=args.requests)
+        deploys = []
+        for _ in range(args.deploys):
+            with deploy(plan, cluster, prepared.model, profile=profile) as session:
+                deploys.append(bench(session, plan, num_requests=args.requests))
+        result = middle(deploys)
     else:  # the plans as the profile predicts them, measured side by side
         plans = solve(build_problem(profile, cluster), "latency", top_k=TOP)
-        rank = bench_ranked(plans, cluster, prepared.model, profile=profile, num_requests=args.requests)
-        plan, result, regret = plans[0], rank.plans[0].bench, rank.regret
-        ranked = [(describe_stages(p), r.predicted, r.measured, r.measured_rank)
-                  for p, r in zip(plans, rank.plans, strict=True)]
+        ranks = [bench_ranked(plans, cluster, prepared.model, profile=profile, num_requests=args.requests)
+                 for _ in range(args.deploys)]
+        middles = [middle([r.plans[k].bench for r in ranks]) for k in range(len(plans))]
+        measured = [m.latency_median_s for m in middles]
+        order = sorted(range(len(plans)), key=measured.__getitem__)
+        plan, result, regret = plans[0], middles[0], measured[0] / measured[order[0]] - 1
+        deploys = [r.plans[0].bench for r in ranks]
+        ranked = [(describe_stages(p), m.predicted_latency_s, m.latency_median_s, order.index(k) + 1)
+                  for k, (p, m) in enumerate(zip(plans, middles, strict=True))]
     errors = {"total": abs(result.latency_rel_error)}
     figures = {"total": (result.predicted_latency_s, result.latency_median_s)}
     for s in result.stages:
@@ -171,7 +188,14 @@ def run_model(target: Target, args: argparse.Namespace) -> Row:
             local[0] += h.predicted_s
             local[1] += h.measured_median_s
     return Row(name, note, describe_stages(plan), result.predicted_latency_s, result.latency_median_s, errors,
-               figures, (local[0], local[1]), time.perf_counter() - start, ranked, regret)
+               figures, (local[0], local[1]), time.perf_counter() - start,
+               [d.latency_median_s for d in deploys], ranked, regret)
+
+
+def middle(deploys: list[BenchResult]) -> BenchResult:
+    """Of one plan's deploys, the one whose median latency is the middle (the lower middle of an even
+    number): its stages and hops are reported with it, as measured together."""
+    return sorted(deploys, key=lambda d: d.latency_median_s)[(len(deploys) - 1) // 2]
 
 
 def print_row(row: Row) -> None:
@@ -183,6 +207,8 @@ def print_row(row: Row) -> None:
     print(f"{'':12} plan {row.plan}; hops within a device: predicted {row.local_s[0] * 1000:.2f} ms, "
           f"transfer measured {row.local_s[1] * 1000:.2f} ms"
           + (f"; {row.note}" if row.note else ""), flush=True)
+    print(f"{'':12} deploys: " + " / ".join(f"{t * 1000:.1f}" for t in row.deploys_s) + " ms "
+          "(median latency of each; the middle one is reported)", flush=True)
     for item, err in row.errors.items():
         predicted, measured = row.figures[item]
         print(f"{'':14}{item:24} predicted {predicted * 1000:8.2f} ms  measured {measured * 1000:8.2f} ms  "
@@ -252,7 +278,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--input-shape", action="append", type=_input_shape, metavar="NAME=D1,D2,...",
                         help="fix the shape of a --model-file input, e.g. input_ids=1,64; repeat for each "
                              "input with dynamic dims (applies to every file with an input of that name)")
-    parser.add_argument("--requests", type=int, default=50, help="requests measured per plan")
+    parser.add_argument("--requests", type=int, default=20, help="requests measured per plan and deploy")
+    parser.add_argument("--deploys", type=int, default=3,
+                        help="fresh deploys per plan; the one with the middle median latency is reported")
     parser.add_argument("--budget-s", type=float, default=20.0, help="profiling budget per device")
     parser.add_argument("--max-blocks", type=int, default=32, help="most blocks a model is split into")
     parser.add_argument("--num-threads", type=int, default=1, help="intra-op threads of edge and cloud")
@@ -286,7 +314,8 @@ def main(argv: list[str]) -> int:
           f"{median_all:.1%} (goal <= {GOAL_MEDIAN:.0%}), worst {worst_all:.1%} (goal <= {GOAL_WORST:.0%}); "
           f"end-to-end only: median {statistics.median(totals):.1%}, worst {max(totals):.1%}")
     if args.refined:
-        ok = median_all <= GOAL_MEDIAN and worst_all <= GOAL_WORST
+        print(f"refined goal: end to end worst {max(totals):.1%} (goal <= {GOAL_REFINED_TOTAL:.0%})")
+        ok = median_all <= GOAL_MEDIAN and worst_all <= GOAL_WORST and max(totals) <= GOAL_REFINED_TOTAL
     else:
         regrets = [r.regret for r in rows]
         print(f"unrefined goals: end to end median {statistics.median(totals):.1%} (goal <= "

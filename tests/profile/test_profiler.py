@@ -30,7 +30,13 @@ from splitinfer.profile.profiler import (
     prepare_model,
 )
 from splitinfer.profile.schema import DeviceProfile, SegmentStats, Stats
-from splitinfer.profile.segments import corrected_device, corrected_profile, joins_of, segment_ratio
+from splitinfer.profile.segments import (
+    DEFAULT_THRESHOLD,
+    corrected_device,
+    corrected_profile,
+    joins_of,
+    segment_ratio,
+)
 
 FAST = ProfileSettings(budget_s=0.3, num_warmup=1, min_runs=3, max_runs=30)
 
@@ -149,7 +155,7 @@ def test_whole_model_and_segments_against_the_sum_of_blocks(prepared):
         # the prediction a segment is checked against: its blocks and the joins at its inner cuts
         predicted = sum_of_blocks_s(device, seg.first_block, seg.last_block) + inner
         corrected = sum_of_blocks_s(fixed_dev, seg.first_block, seg.last_block) + inner
-        if abs(seg.stats.median_s / predicted - 1) > 0.05:
+        if abs(seg.stats.median_s / predicted - 1) > DEFAULT_THRESHOLD:
             assert corrected == pytest.approx(seg.stats.median_s)
         else:
             assert corrected == pytest.approx(predicted)
