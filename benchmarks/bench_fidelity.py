@@ -75,7 +75,7 @@ from splitinfer.records.bench import BenchResult
 from splitinfer.runtime.bench import bench, bench_ranked
 from splitinfer.runtime.coordinator.deploy import deploy
 from splitinfer.runtime.profiling import profile_cluster
-from splitinfer.runtime.refine import refine
+from splitinfer.runtime.refine import middle_of, refine
 
 CONTINUUM = {
     "source": "camera", "sink": "camera",
@@ -162,12 +162,12 @@ def run_model(target: Target, args: argparse.Namespace) -> Row:
         for _ in range(args.deploys):
             with deploy(plan, cluster, prepared.model, profile=profile) as session:
                 deploys.append(bench(session, plan, num_requests=args.requests))
-        result = middle(deploys)
+        result = middle_of(deploys, key=_latency)
     else:  # the plans as the profile predicts them, measured side by side
         plans = solve(build_problem(profile, cluster), "latency", top_k=TOP)
         ranks = [bench_ranked(plans, cluster, prepared.model, profile=profile, num_requests=args.requests)
                  for _ in range(args.deploys)]
-        middles = [middle([r.plans[k].bench for r in ranks]) for k in range(len(plans))]
+        middles = [middle_of([r.plans[k].bench for r in ranks], key=_latency) for k in range(len(plans))]
         measured = [m.latency_median_s for m in middles]
         order = sorted(range(len(plans)), key=measured.__getitem__)
         plan, result, regret = plans[0], middles[0], measured[0] / measured[order[0]] - 1
@@ -192,10 +192,10 @@ def run_model(target: Target, args: argparse.Namespace) -> Row:
                [d.latency_median_s for d in deploys], ranked, regret)
 
 
-def middle(deploys: list[BenchResult]) -> BenchResult:
-    """Of one plan's deploys, the one whose median latency is the middle (the lower middle of an even
-    number): its stages and hops are reported with it, as measured together."""
-    return sorted(deploys, key=lambda d: d.latency_median_s)[(len(deploys) - 1) // 2]
+def _latency(deploy: BenchResult) -> float:
+    """What picks one of a plan's deploys (``middle_of``): its median latency; its stages and hops are
+    reported with it, as measured together."""
+    return deploy.latency_median_s
 
 
 def print_row(row: Row) -> None:

@@ -16,8 +16,8 @@ import msgspec
 from splitinfer.profile.schema import DeviceProfile, Profile, SegmentStats, Stats
 
 # Segments within 2% of their blocks' sum leave the blocks as they are: about what one timing of a stage
-# moves from deploy to deploy on a quiet machine. Refinement times a correction past it twice and keeps the
-# lower (runtime/refine.py); at 5% a stage 4-5% off was never corrected, and the refined figure a user
+# moves from deploy to deploy on a quiet machine. Refinement times a correction past it three times and keeps
+# the middle (runtime/refine.py); at 5% a stage 4-5% off was never corrected, and the refined figure a user
 # quotes (issue 15: worst 5%) had no margin left for the next deploy's own noise.
 DEFAULT_THRESHOLD = 0.02
 

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -120,10 +121,10 @@ def to_confirm(measured: Sequence[SegmentStats], predicted_s: Sequence[float], t
             if p > 0 and abs(m.stats.median_s / p - 1.0) > threshold]
 
 
-def middle_of(samples: Sequence[SegmentStats]) -> SegmentStats:
-    """Of samples of one segment, the one with the middle median (the lower middle of an even number):
-    the module's confirmation."""
-    ordered = sorted(samples, key=lambda g: g.stats.median_s)
+def middle_of(samples: Sequence[Any], key: Callable[[Any], float] = lambda g: g.stats.median_s) -> Any:
+    """Of samples of one thing, the one whose ``key`` (a segment's median) is the middle (the lower middle
+    of an even number): the module's confirmation, and how a benchmark picks one of a plan's deploys."""
+    ordered = sorted(samples, key=key)
     return ordered[(len(ordered) - 1) // 2]
 
 
