@@ -10,13 +10,18 @@ continuum (camera: slowdown 8, 1 thread; edge: slowdown 2; cloud: slowdown 1; ca
    and measure them side by side (``bench_ranked``: deployed at once, requests in turn), so the
    prediction is checked before anything about the plan was measured; refined (``--refined``):
    time the chosen plan's segments and hops as they run, correct the profile, re-plan until
-   stable (``refine``), then bench that one plan,
-3. measure each plan in ``--deploys`` fresh deploys (default 3, ``--requests`` each) and keep the deploy
-   whose median latency is the middle one: on this machine a fresh process of one model runs several
-   percent faster or slower than the last (mobilenetv2 whole, one thread, plain ONNX Runtime: a median
-   of 6.9-8.2 ms over 16 processes in a few minutes), so one deploy is one sample of that, and a
+   stable (``refine``, each timing ``--requests`` requests), then bench that one plan,
+3. measure each plan in ``--deploys`` fresh deploys (default 3, ``--requests`` each, default 60) and keep
+   the deploy whose median latency is the middle one: on this machine a fresh process of one model runs
+   several percent faster or slower than the last (mobilenetv2 whole, one thread, plain ONNX Runtime: a
+   median of 6.9-8.2 ms over 16 processes in a few minutes), so one deploy is one sample of that, and a
    prediction checked against it is checked against the machine's drift too (pyperf runs several
-   worker processes for the same reason); the deploys' medians are printed, so the spread is seen,
+   worker processes for the same reason); the deploys' medians are printed, so the spread is seen.
+   Why 60: within one deploy of mobilenetv2's plan (1,500 requests in a row, about two minutes), the
+   medians of 20 consecutive requests ranged 68.7-99.1 ms. Taking one stretch of that series as a
+   refined timing and a later one as the bench, a timing of 20 against the middle of 3 x 20 differed
+   by more than 5% in 30% of the pairs, one of 60 confirmed as refinement does against 3 x 60 in 1%:
+   the sample sizes, not the prediction, decided a 5% goal,
 4. report |predicted - measured| / measured of the medians: end to end, per stage, per hop
    between devices (a hop within one device, the input into a first stage on the source or the
    result out of a last stage on the sink, is predicted as the device's measured messaging,
@@ -156,7 +161,7 @@ def run_model(target: Target, args: argparse.Namespace) -> Row:
     profile = profile_cluster(None, cluster, prepared=prepared, settings=settings, progress=False)
     ranked, regret = [], 0.0
     if args.refined:
-        plan, profile = refine(profile, cluster, None, prepared=prepared,
+        plan, profile = refine(profile, cluster, None, prepared=prepared, num_requests=args.requests,
                                settings=ProfileSettings(budget_s=args.budget_s / 4))
         deploys = []
         for _ in range(args.deploys):
@@ -278,7 +283,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--input-shape", action="append", type=_input_shape, metavar="NAME=D1,D2,...",
                         help="fix the shape of a --model-file input, e.g. input_ids=1,64; repeat for each "
                              "input with dynamic dims (applies to every file with an input of that name)")
-    parser.add_argument("--requests", type=int, default=20, help="requests measured per plan and deploy")
+    parser.add_argument("--requests", type=int, default=60,
+                        help="requests measured per plan and deploy, and per timing of a refined plan")
     parser.add_argument("--deploys", type=int, default=3,
                         help="fresh deploys per plan; the one with the middle median latency is reported")
     parser.add_argument("--budget-s", type=float, default=20.0, help="profiling budget per device")
