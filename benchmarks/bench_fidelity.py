@@ -20,8 +20,9 @@ continuum (camera: slowdown 8, 1 thread; edge: slowdown 2; cloud: slowdown 1; ca
    Why 60: within one deploy of mobilenetv2's plan (1,500 requests in a row, about two minutes), the
    medians of 20 consecutive requests ranged 68.7-99.1 ms. Taking one stretch of that series as a
    refined timing and a later one as the bench, a timing of 20 against the middle of 3 x 20 differed
-   by more than 5% in 30% of the pairs, one of 60 confirmed as refinement does against 3 x 60 in 1%:
-   the sample sizes, not the prediction, decided a 5% goal,
+   by more than 5% in 31% of the pairs, one of 60 confirmed as refinement does against 3 x 60 in 1%:
+   the sample sizes, not the prediction, decided a 5% goal (``benchmarks/bench_floor.py`` measures
+   that floor on the machine at hand),
 4. report |predicted - measured| / measured of the medians: end to end, per stage, per hop
    between devices (a hop within one device, the input into a first stage on the source or the
    result out of a last stage on the sink, is predicted as the device's measured messaging,
