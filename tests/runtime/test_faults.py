@@ -370,6 +370,66 @@ def test_a_probe_waits_longer_for_a_worker_whose_health_round_trips_are_slow():
         context.destroy(linger=0)
 
 
+def test_a_pause_of_the_whole_machine_is_not_the_workers_silence(monkeypatch):
+    # A paused VM wakes with its clock moved on, and the heartbeat's thread may run before a worker has
+    # had a turn to answer: that pause is nobody's silence. A worker that stays silent is still dead.
+    from splitinfer.runtime.coordinator import _heartbeat
+
+    jump = [0.0]
+    real = time.monotonic
+
+    class Clock:
+        @staticmethod
+        def monotonic() -> float:
+            return real() + jump[0]
+
+    monkeypatch.setattr(_heartbeat, "time", Clock)
+    context = zmq.Context()
+    peer = _HealthPeer(context, delay_s=0.0)
+    heartbeat = Heartbeat(context, {"w": peer.address}, interval_s=0.1, dead_after_s=1.0)
+    try:
+        assert _poll_for(heartbeat, 0.3) == []
+        peer.paused.set()
+        time.sleep(0.05)  # its loop has seen the pause: it answers nothing until it resumes
+        jump[0] += 3.0  # the machine was paused 3 s: both sides wake together
+        assert heartbeat.poll(0.01) == []  # the heartbeat's thread ran first
+        peer.paused.clear()
+        assert _poll_for(heartbeat, 0.5) == []
+        peer.paused.set()  # now it really stops answering
+        time.sleep(0.05)
+        stopped = real()
+        dead = []
+        while not dead and real() - stopped < 3.0:
+            dead = heartbeat.poll(0.02)
+        assert [name for name, _ in dead] == ["w"] and "missed heartbeats" in dead[0][1]
+        assert real() - stopped < 1.0 + 0.1 + 0.3
+    finally:
+        heartbeat.close()
+        peer.close()
+        context.destroy(linger=0)
+
+
+def test_a_heartbeat_starved_poll_after_poll_still_sees_a_dead_worker():
+    # A busy process runs the heartbeat's thread late every time: only what passes the pause allowance
+    # is forgiven, so silence still adds up.
+    context = zmq.Context()
+    peer = _HealthPeer(context, delay_s=0.0)
+    heartbeat = Heartbeat(context, {"w": peer.address}, interval_s=0.1, dead_after_s=1.0)
+    try:
+        assert _poll_for(heartbeat, 0.3) == []
+        peer.paused.set()
+        stopped = time.monotonic()
+        dead = []
+        while not dead and time.monotonic() - stopped < 6.0:
+            time.sleep(0.4)  # away 0.4 s between polls, every time
+            dead = heartbeat.poll(0.01)
+        assert [name for name, _ in dead] == ["w"], "a starved heartbeat never saw the silence"
+    finally:
+        heartbeat.close()
+        peer.close()
+        context.destroy(linger=0)
+
+
 def test_a_dead_worker_that_answers_again_is_reported_once_as_revived():
     context = zmq.Context()
     peer = _HealthPeer(context, delay_s=0.0)

@@ -12,6 +12,15 @@ link delays health too; each request carries an id, echoed in the reply, so
 round trips are exact). Dead workers are still asked every
 ``revive_interval_s`` (unless their process exited); one that answers is
 reported by :meth:`Heartbeat.take_revived` and watched as usual again.
+Silence counts only while this side listens: time the owner thread did not run
+(what passes ``PAUSE_S`` between two polls, or of a poll's return after the
+wait it asked for) is not a worker's silence: every clock the heartbeat keeps
+moves on by it. A machine that pauses (a virtual machine's vCPUs
+descheduled by its host, a laptop's sleep) wakes with its clock moved on, and
+this thread may run before any worker has had a turn to answer. The fidelity
+benchmark twice in a row saw all six workers of two sessions declared dead at
+the same moment on an idle 2-core VM, each answering again a second later: only
+a pause of the whole machine silences six processes at once.
 Health needs no token, so replies are not checked beyond their arrival. One
 owner thread uses this object.
 """
@@ -37,6 +46,7 @@ RTT_FACTOR = 3.0  # ... or this many times its slowest recent round trip, when l
 NUM_RTTS = 8  # recent round trips kept per worker (4 s of heartbeats at the default interval)
 MAX_UNANSWERED = 64  # health requests remembered per worker (a hung worker answers none)
 REVIVE_INTERVAL_S = 1.0  # how often a dead worker is asked whether it answers again
+PAUSE_S = 0.25  # the owner thread away this long past what it asked for: a pause, not the workers' silence
 
 
 class Heartbeat:
@@ -69,6 +79,7 @@ class Heartbeat:
         self._ids = itertools.count(1)
         self._unanswered: dict[str, dict[int, float]] = {name: {} for name in self._sockets}  # id -> sent
         self._rtts: dict[str, deque[float]] = {name: deque(maxlen=NUM_RTTS) for name in self._sockets}
+        self._returned_s: float | None = None  # when the last poll returned
 
     def probe_window_s_of(self, name: str) -> float:
         """How long a probe of ``name`` waits for its answer."""
@@ -90,6 +101,8 @@ class Heartbeat:
     def poll(self, max_wait_s: float) -> list[tuple[str, str]]:
         """Beat if due, collect replies for up to ``max_wait_s``; return [(name, reason)] newly dead."""
         now = time.monotonic()
+        if self._returned_s is not None:
+            self._discount(now - self._returned_s)
         if now >= self._next_beat_s:
             revive = now >= self._next_revive_s
             for name in self._sockets:
@@ -99,11 +112,30 @@ class Heartbeat:
             if revive:
                 self._next_revive_s = now + self.revive_interval_s
         wait_s = min(max_wait_s, max(0.001, self._next_beat_s - now))
-        for sock, _ in self._poller.poll(int(wait_s * 1000)):
+        events = self._poller.poll(int(wait_s * 1000))
+        self._discount(time.monotonic() - now - wait_s)
+        for sock, _ in events:
             name = self._names[sock]
             while sock.poll(0):
                 self._answered(name, sock.recv_multipart(copy=False))
-        return self._newly_dead(time.monotonic())
+        self._returned_s = time.monotonic()
+        return self._newly_dead(self._returned_s)
+
+    def _discount(self, away_s: float) -> None:
+        """This thread was away ``away_s`` beyond what it asked for: what passes ``PAUSE_S`` counts as
+        nobody's silence (last seen, probes, requests in flight all move on by it), and a beat is due.
+        Only the excess: a thread starved poll after poll (a busy process) still sees a dead worker, later."""
+        excess = away_s - PAUSE_S
+        if excess <= 0:
+            return
+        for name in self._last_seen:
+            self._last_seen[name] += excess
+        self._probes = {name: (sent + excess, why) for name, (sent, why) in self._probes.items()}
+        self._dead_since = {name: t + excess for name, t in self._dead_since.items()}
+        for unanswered in self._unanswered.values():  # a round trip across the pause tells nothing
+            for request_id in unanswered:
+                unanswered[request_id] += excess
+        self._next_beat_s = 0.0
 
     def take_revived(self) -> list[str]:
         """Workers declared dead that answered since the last call (each reported once per revival)."""
