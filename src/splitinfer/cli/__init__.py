@@ -1,7 +1,8 @@
 """The ``splitinfer`` command. Thin: every command is a call into the library.
 
 Each command group lives in its own module and registers itself on ``app``;
-this module only turns :class:`SplitinferError` into one line and exit code 2.
+this module only turns :class:`SplitinferError` into one line and exit code 2, and Ctrl-C into
+exit code 130 (``_interrupt``: a command that does not stop within seconds exits anyway).
 Groups: ``zoo_cmds``, ``graph_cmds`` (inspect, split), ``profile_cmds``, ``plan_cmds``,
 ``runtime_cmds`` (worker, run), ``bench_cmds`` (bench), ``serve_cmds``, ``keys_cmds`` (keygen),
 ``report_cmds``, ``demo_cmds``, ``eval_cmds``, ``quantize_cmds``, ``energy_cmds`` (energy sweep),
@@ -19,6 +20,7 @@ import typer
 from rich.markup import escape
 
 from splitinfer.cli import _common, _model
+from splitinfer.cli._interrupt import bounded_interrupts
 from splitinfer.convert.verify import DEFAULT_TOLERANCE
 from splitinfer.errors import SplitinferError
 from splitinfer.graph.shapes import as_flags
@@ -110,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
-        rv = app(args=args, prog_name="splitinfer", standalone_mode=False)
+        with bounded_interrupts():
+            rv = app(args=args, prog_name="splitinfer", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
     except SplitinferError as e:
         if debug:
