@@ -60,8 +60,9 @@ def spread(values: Sequence[float]) -> float:
 def replay(series: Sequence[float], timing: int, confirmed: bool, benched: int) -> list[float]:
     """|timing / bench - 1| for every start point where the whole check fits in ``series``."""
     def middle(first: int, size: int) -> tuple[float, int]:  # the middle of three samples, and where they end
-        samples = [statistics.median(series[first + k * (size + GAP):][:size]) for k in range(3)]
-        return sorted(samples)[1], first + 3 * (size + GAP)
+        starts = [first + k * (size + GAP) for k in range(3)]
+        samples = [statistics.median(series[a:a + size]) for a in starts]
+        return statistics.median(samples), starts[-1] + size + GAP
 
     needed = (3 if confirmed else 1) * (timing + GAP) + LAG + 3 * (benched + GAP)
     out = []

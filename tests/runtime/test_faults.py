@@ -25,17 +25,14 @@ import msgspec
 import numpy as np
 import psutil
 import pytest
-import zmq
 from helpers import deploy as helpers
 from helpers.runtime_models import heavy_parts, local_cluster, slowdown_for, stages_on, whole_and_parts
 
 from splitinfer.errors import SplitinferError
 from splitinfer.runtime import deploy_stages
-from splitinfer.runtime.coordinator._heartbeat import Heartbeat
 from splitinfer.runtime.coordinator.deploy import deploy
 from splitinfer.runtime.coordinator.timing import Result
 from splitinfer.runtime.launch.netns import netns_unavailable_reason
-from splitinfer.runtime.wire import codec, messages
 
 DEVICES = ["a", "b", "c"]
 DEADLINE_S = 8.0
@@ -301,152 +298,3 @@ def test_a_coordinator_killed_mid_stream_leaves_no_worker(tmp_path):
             proc.kill()
             proc.wait(5)
         proc.stdout.close()
-
-
-class _HealthPeer:
-    """A stand-in worker that answers health ``delay_s`` late (a congested link), or not while paused."""
-
-    def __init__(self, context: zmq.Context, delay_s: float) -> None:
-        self._sock = context.socket(zmq.ROUTER)
-        self.address = f"tcp://127.0.0.1:{self._sock.bind_to_random_port('tcp://127.0.0.1')}"
-        self.delay_s = delay_s
-        self.paused = threading.Event()  # like SIGSTOP: requests queue up, nothing is answered
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        due: deque = deque()
-        while not self._stop.is_set():
-            if self.paused.is_set():
-                time.sleep(0.005)
-                continue
-            if self._sock.poll(5):
-                identity, *frames = self._sock.recv_multipart()
-                due.append((time.monotonic() + self.delay_s, identity, codec.decode(frames, None).header))
-            while due and due[0][0] <= time.monotonic():
-                _, identity, header = due.popleft()
-                reply = codec.encode(messages.Done(request_id=header.request_id), None)
-                self._sock.send_multipart([identity, *reply])
-        self._sock.close(linger=0)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-
-def _poll_for(heartbeat: Heartbeat, seconds: float) -> list:
-    dead: list = []
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        dead += heartbeat.poll(0.02)
-    return dead
-
-
-def test_a_probe_waits_longer_for_a_worker_whose_health_round_trips_are_slow():
-    # Health takes 0.3 s there and back (a congested link): a 0.1 s probe window would call it
-    # dead; the window grows to 3 x its slowest recent round trip. Stopped, it is dead after that.
-    context = zmq.Context()
-    peer = _HealthPeer(context, delay_s=0.3)
-    heartbeat = Heartbeat(context, {"w": peer.address}, interval_s=0.1, dead_after_s=30.0, probe_window_s=0.1)
-    try:
-        assert _poll_for(heartbeat, 1.5) == []  # round trips measured
-        heartbeat.probe(["w"], "request 1 was overdue")
-        assert heartbeat.probing
-        assert _poll_for(heartbeat, 1.5) == [] and not heartbeat.probing
-        peer.paused.set()
-        time.sleep(0.05)  # its loop has seen the pause: it answers nothing from now on
-        heartbeat.probe(["w"], "request 2 was overdue")
-        probed = time.monotonic()
-        dead = []
-        while not dead and time.monotonic() - probed < 3.0:
-            dead = heartbeat.poll(0.02)
-        assert dead == [("w", dead[0][1])] and "answered no health probe" in dead[0][1], dead
-        assert "request 2 was overdue" in dead[0][1]
-        assert 0.8 < time.monotonic() - probed < 1.5  # 3 x 0.3 s, not 0.1 s
-    finally:
-        heartbeat.close()
-        peer.close()
-        context.destroy(linger=0)
-
-
-def test_a_pause_of_the_whole_machine_is_not_the_workers_silence(monkeypatch):
-    # A paused VM wakes with its clock moved on, and the heartbeat's thread may run before a worker has
-    # had a turn to answer: that pause is nobody's silence. A worker that stays silent is still dead.
-    from splitinfer.runtime.coordinator import _heartbeat
-
-    jump = [0.0]
-    real = time.monotonic
-
-    class Clock:
-        @staticmethod
-        def monotonic() -> float:
-            return real() + jump[0]
-
-    monkeypatch.setattr(_heartbeat, "time", Clock)
-    context = zmq.Context()
-    peer = _HealthPeer(context, delay_s=0.0)
-    heartbeat = Heartbeat(context, {"w": peer.address}, interval_s=0.1, dead_after_s=1.0)
-    try:
-        assert _poll_for(heartbeat, 0.3) == []
-        peer.paused.set()
-        time.sleep(0.05)  # its loop has seen the pause: it answers nothing until it resumes
-        jump[0] += 3.0  # the machine was paused 3 s: both sides wake together
-        assert heartbeat.poll(0.01) == []  # the heartbeat's thread ran first
-        peer.paused.clear()
-        assert _poll_for(heartbeat, 0.5) == []
-        peer.paused.set()  # now it really stops answering
-        time.sleep(0.05)
-        stopped = real()
-        dead = []
-        while not dead and real() - stopped < 3.0:
-            dead = heartbeat.poll(0.02)
-        assert [name for name, _ in dead] == ["w"] and "missed heartbeats" in dead[0][1]
-        assert real() - stopped < 1.0 + 0.1 + 0.3
-    finally:
-        heartbeat.close()
-        peer.close()
-        context.destroy(linger=0)
-
-
-def test_a_heartbeat_starved_poll_after_poll_still_sees_a_dead_worker():
-    # A busy process runs the heartbeat's thread late every time: only what passes the pause allowance
-    # is forgiven, so silence still adds up.
-    context = zmq.Context()
-    peer = _HealthPeer(context, delay_s=0.0)
-    heartbeat = Heartbeat(context, {"w": peer.address}, interval_s=0.1, dead_after_s=1.0)
-    try:
-        assert _poll_for(heartbeat, 0.3) == []
-        peer.paused.set()
-        stopped = time.monotonic()
-        dead = []
-        while not dead and time.monotonic() - stopped < 6.0:
-            time.sleep(0.4)  # away 0.4 s between polls, every time
-            dead = heartbeat.poll(0.01)
-        assert [name for name, _ in dead] == ["w"], "a starved heartbeat never saw the silence"
-    finally:
-        heartbeat.close()
-        peer.close()
-        context.destroy(linger=0)
-
-
-def test_a_dead_worker_that_answers_again_is_reported_once_as_revived():
-    context = zmq.Context()
-    peer = _HealthPeer(context, delay_s=0.0)
-    heartbeat = Heartbeat(context, {"w": peer.address}, interval_s=0.05, dead_after_s=30.0,
-                          probe_window_s=0.2, revive_interval_s=0.2)
-    try:
-        assert _poll_for(heartbeat, 0.3) == []
-        peer.paused.set()
-        time.sleep(0.05)  # its loop has seen the pause: it answers nothing from now on
-        heartbeat.probe(["w"], "a request was overdue")
-        assert [name for name, _ in _poll_for(heartbeat, 0.5)] == ["w"]
-        assert _poll_for(heartbeat, 0.6) == [] and heartbeat.take_revived() == []  # still stopped
-        peer.paused.clear()
-        _poll_for(heartbeat, 0.5)
-        assert heartbeat.take_revived() == ["w"] and "w" not in heartbeat.dead
-        assert _poll_for(heartbeat, 0.5) == [] and heartbeat.take_revived() == []  # watched as usual again
-    finally:
-        heartbeat.close()
-        peer.close()
-        context.destroy(linger=0)
